@@ -1,0 +1,11 @@
+/**
+ * The one import point for TensorFlow.js. tfjs-core and tfjs-layers are imported as separate
+ * packages (not the `@tensorflow/tfjs` umbrella) so that only the backends we choose are loaded.
+ */
+import * as tfc from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
+
+export const tf = { ...tfc, ...tfl, layers: tfl.layers };
+export type Tensor = tfc.Tensor;
+export type LayersModel = tfl.LayersModel;
+export { tfc, tfl };
