@@ -90,7 +90,7 @@ export function countParameters(model: tfl.LayersModel): ParameterCounts {
   let trainable = 0;
   let nonTrainable = 0;
   for (const w of model.weights) {
-    const n = w.shape.reduce((a, b) => a * (b ?? 1), 1);
+    const n = w.shape.reduce<number>((a, b) => a * (b ?? 1), 1);
     if (w.trainable) trainable += n;
     else nonTrainable += n;
   }

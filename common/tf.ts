@@ -5,6 +5,9 @@
 import * as tfc from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 
+// PROD silences tfjs's console banners ("install our node backend") that would break JSON logs.
+tfc.env().set('PROD', true);
+
 export const tf = { ...tfc, ...tfl, layers: tfl.layers };
 export type Tensor = tfc.Tensor;
 export type LayersModel = tfl.LayersModel;

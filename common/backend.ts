@@ -1,0 +1,96 @@
+/**
+ * Compute backend selection. `auto` tries the fastest backend first and falls back, recording why
+ * each one was skipped: tfjs-node-gpu, tfjs-node, webgpu, wasm, cpu. The native and webgpu packages
+ * are optional: they are loaded by name at run time and never required.
+ */
+import { tf } from './tf.ts';
+import { BackendError, ConfigError } from './errors.ts';
+import { installWasmTrainingKernels } from './kernels/install.ts';
+
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+
+export interface BackendSelection {
+  /** The tfjs backend name now active: tensorflow, webgpu, wasm or cpu. */
+  name: string;
+  /** Which package provided it, e.g. "@tensorflow/tfjs-node-gpu". */
+  source: string;
+  /** Why each faster candidate was skipped. */
+  skipped: { backend: string; reason: string }[];
+}
+
+export function parseBackendChoice(value: string): BackendChoice {
+  if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
+  throw new ConfigError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}, got "${value}".`);
+}
+
+interface Candidate {
+  backend: string;
+  source: string;
+  load(): Promise<void>;
+}
+
+// Package names live in variables so bundlers and the type checker do not insist they exist.
+async function importOptional(name: string): Promise<unknown> {
+  return import(name);
+}
+
+const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
+  tensorflow: [
+    { backend: 'tensorflow', source: '@tensorflow/tfjs-node-gpu', load: async () => void (await importOptional('@tensorflow/tfjs-node-gpu')) },
+    { backend: 'tensorflow', source: '@tensorflow/tfjs-node', load: async () => void (await importOptional('@tensorflow/tfjs-node')) },
+  ],
+  webgpu: [
+    {
+      backend: 'webgpu',
+      source: '@tensorflow/tfjs-backend-webgpu',
+      load: async () => {
+        // Dawn's Node bindings provide navigator.gpu; tfjs-backend-webgpu looks for it there.
+        const dawn = (await importOptional('webgpu')) as { create: (flags: string[]) => unknown; globals: Record<string, unknown> };
+        Object.assign(globalThis, dawn.globals);
+        const g = globalThis as unknown as { navigator?: Record<string, unknown> };
+        if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: {}, writable: true, configurable: true });
+        (globalThis as unknown as { navigator: Record<string, unknown> }).navigator.gpu = dawn.create([]);
+        await importOptional('@tensorflow/tfjs-backend-webgpu');
+      },
+    },
+  ],
+  wasm: [
+    {
+      backend: 'wasm',
+      source: '@tensorflow/tfjs-backend-wasm',
+      load: async () => {
+        await importOptional('@tensorflow/tfjs-backend-wasm');
+        installWasmTrainingKernels();
+      },
+    },
+  ],
+  cpu: [{ backend: 'cpu', source: '@tensorflow/tfjs-backend-cpu', load: async () => void (await importOptional('@tensorflow/tfjs-backend-cpu')) }],
+};
+
+const AUTO_ORDER: Exclude<BackendChoice, 'auto'>[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
+
+function reasonOf(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  if (e?.code === 'ERR_MODULE_NOT_FOUND' || e?.code === 'MODULE_NOT_FOUND') return 'package not installed';
+  return (e?.message ?? String(err)).split('\n')[0].slice(0, 200);
+}
+
+export async function selectBackend(choice: BackendChoice): Promise<BackendSelection> {
+  const kinds = choice === 'auto' ? AUTO_ORDER : [choice];
+  const skipped: BackendSelection['skipped'] = [];
+  for (const kind of kinds) {
+    for (const c of CANDIDATES[kind]) {
+      try {
+        await c.load();
+        if (!(await tf.setBackend(c.backend))) throw new Error(`tf.setBackend('${c.backend}') returned false`);
+        await tf.ready();
+        return { name: tf.getBackend(), source: c.source, skipped };
+      } catch (err) {
+        skipped.push({ backend: `${c.backend} (${c.source})`, reason: reasonOf(err) });
+      }
+    }
+  }
+  const detail = skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ');
+  throw new BackendError(`No compute backend could be loaded for --backend ${choice}. Tried ${detail}.`);
+}

@@ -1,0 +1,77 @@
+/**
+ * Every size and time limit, and every training option, in one typed place with its default.
+ * CLI flags and environment variables are parsed into these types at the boundary (coordinator/cli).
+ */
+import type { ModelName } from './models.ts';
+import type { BackendChoice } from './backend.ts';
+
+export interface NetLimits {
+  /** Largest frame either side accepts; checked by ws before the body is buffered. Default 256 MiB. */
+  maxPayloadBytes: number;
+  /** Ping interval; a peer that misses two pongs is dropped. Default 2 s. */
+  heartbeatIntervalMs: number;
+  /** Time a new connection has to send its hello. Default 10 s. */
+  handshakeTimeoutMs: number;
+  /** First and largest delay between a worker's reconnect attempts. Defaults 250 ms and 5 s. */
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+}
+
+export const NET_DEFAULTS: NetLimits = {
+  maxPayloadBytes: 256 * 1024 * 1024,
+  heartbeatIntervalMs: 2000,
+  handshakeTimeoutMs: 10_000,
+  reconnectMinMs: 250,
+  reconnectMaxMs: 5000,
+};
+
+export type DatasetName = 'cifar10' | 'synthetic';
+
+export interface TrainConfig {
+  model: ModelName;
+  epochs: number;
+  /** Global batch, as in Keras; ignored when batchPerWorker is set. */
+  batchSize: number;
+  /** Fixes the batch per worker instead (global batch = K × this), for scaling runs. */
+  batchPerWorker?: number;
+  /** In-process worker threads (train) or the workers to wait for (coordinator). */
+  workers: number;
+  dataset: DatasetName;
+  dataDir?: string;
+  limitTrain?: number;
+  limitTest?: number;
+  backend: BackendChoice;
+  /** Seeds the weight initialisation, the 80/20 split and every epoch's shuffle. */
+  seed: number;
+  learningRate: number;
+  out: string;
+  resume: boolean;
+  /** Also checkpoint every N steps (0: only at each epoch end). */
+  checkpointEvery: number;
+  /** A worker whose task takes longer is evicted and its slice recomputed. */
+  stepTimeoutMs: number;
+  /** Samples per evaluation task. */
+  evalBatchSize: number;
+  /** Render loss/accuracy/predictions PNGs after every epoch, not only at the end. */
+  plotEveryEpoch: boolean;
+  /** Stop after this many steps in total (for tests and demos); 0 means run all epochs. */
+  maxSteps: number;
+}
+
+export const TRAIN_DEFAULTS: TrainConfig = {
+  model: 'lenet',
+  epochs: 20,
+  batchSize: 32,
+  workers: 0, // 0: one per core
+  dataset: 'cifar10',
+  backend: 'auto',
+  seed: 42,
+  learningRate: 0.001,
+  out: '',
+  resume: false,
+  checkpointEvery: 0,
+  stepTimeoutMs: 60_000,
+  evalBatchSize: 500,
+  plotEveryEpoch: true,
+  maxSteps: 0,
+};

@@ -1,0 +1,99 @@
+/**
+ * Every message between coordinator and worker, declared once. Types only: no logic.
+ * Tensors travel as raw little-endian float32 bytes (`Uint8Array`), never element by element.
+ * Both transports (worker threads and WebSockets) carry exactly these messages.
+ */
+import type { ModelName } from './models.ts';
+
+/** Bumped on any incompatible change; a worker of another version is refused with CLOSE_CODES.version. */
+export const PROTOCOL_VERSION = 1;
+
+export type TaskKind = 'train' | 'eval';
+
+/** How the worker must turn raw uint8 pixels into model inputs; mean/std are float32 bytes. */
+export type WirePreprocessing = { kind: 'scale' } | { kind: 'standardize'; mean: Uint8Array; std: Uint8Array };
+
+// ---- worker -> coordinator -------------------------------------------------------------------
+
+export interface HelloMessage {
+  type: 'hello';
+  protocolVersion: number;
+  token: string;
+  /** A human name for logs, e.g. the hostname. */
+  workerName: string;
+}
+
+export interface ReadyMessage {
+  type: 'ready';
+  /** The tfjs backend the worker selected, e.g. "wasm". */
+  backend: string;
+}
+
+export interface ResultMessage {
+  type: 'result';
+  taskId: number;
+  count: number;
+  lossSum: number;
+  correct: number;
+  /** Milliseconds the worker spent computing, for the coordinator's time breakdown. */
+  computeMs: number;
+  /** Train tasks: gradient sums over the slice, trainable weights in layout order. */
+  gradients?: Uint8Array;
+  /** Train tasks on models with BatchNorm: the moving statistics after this slice. */
+  stats?: Uint8Array;
+  /** Eval tasks: the predicted class of each sample. */
+  predictions?: Uint8Array;
+}
+
+export interface TaskFailedMessage {
+  type: 'task_failed';
+  taskId: number;
+  code: string;
+  message: string;
+}
+
+export type WorkerMessage = HelloMessage | ReadyMessage | ResultMessage | TaskFailedMessage;
+
+// ---- coordinator -> worker -------------------------------------------------------------------
+
+export interface WelcomeMessage {
+  type: 'welcome';
+  protocolVersion: number;
+  workerId: string;
+  model: ModelName;
+  preprocessing: WirePreprocessing;
+  /** Total float32 values in the flat weights, so the worker can check every weights frame. */
+  weightCount: number;
+}
+
+export interface TaskMessage {
+  type: 'task';
+  taskId: number;
+  kind: TaskKind;
+  /** Increases whenever the weights change; weights are omitted when the worker already has this version. */
+  weightsVersion: number;
+  weights?: Uint8Array;
+  /** count × 3072 uint8 pixels, HWC. */
+  images: Uint8Array;
+  labels: Uint8Array;
+}
+
+export interface ShutdownMessage {
+  type: 'shutdown';
+  reason: string;
+}
+
+export type CoordinatorMessage = WelcomeMessage | TaskMessage | ShutdownMessage;
+
+/** WebSocket close codes. 4000-4999 are ours; the rest are the standard ones we rely on. */
+export const CLOSE_CODES = {
+  normal: 1000,
+  goingAway: 1001,
+  tooLarge: 1009,
+  auth: 4001,
+  version: 4002,
+  badFrame: 4003,
+  evicted: 4004,
+  handshakeTimeout: 4005,
+  finished: 4010,
+} as const;

@@ -1,0 +1,85 @@
+/**
+ * `dtrain coordinator` and `dtrain worker`: the same job as `dtrain train`, with workers that connect
+ * over WebSockets. Every flag also reads a DTRAIN_* environment variable, for containers.
+ */
+import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../../common/errors.ts';
+import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
+import { createLogger } from '../../common/logger.ts';
+import { runJob } from '../job.ts';
+import { startWsServer } from '../ws-server.ts';
+import { runWorker } from '../../worker/client.ts';
+import { addTrainingOptions, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
+import { envOption, integer, oneOf } from './flags.ts';
+
+/** The shared secret: from a file (Docker secrets) or the environment, never a plain flag value. */
+export function readToken(flags: { tokenFile?: string }): string {
+  let token: string | undefined;
+  if (flags.tokenFile) {
+    try {
+      token = readFileSync(flags.tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(`Cannot read --token-file ${flags.tokenFile}: ${(err as Error).message}`);
+    }
+  } else {
+    token = process.env.DTRAIN_TOKEN?.trim();
+  }
+  if (!token) throw new ConfigError('No auth token: pass --token-file FILE (or DTRAIN_TOKEN_FILE), or set DTRAIN_TOKEN. Coordinator and workers must share it.');
+  if (token.length < 8) throw new ConfigError(`The auth token must be at least 8 characters, got ${token.length}.`);
+  return token;
+}
+
+export function registerCoordinatorCommand(program: Command): void {
+  const cmd = program.command('coordinator').description('serve a training job to workers that connect over WebSockets');
+  cmd
+    .addOption(envOption('--port <port>', 'port to listen on', 'DTRAIN_PORT').default(8787).argParser(integer('--port', 0, 65535)))
+    .addOption(envOption('--host <addr>', 'address to listen on', 'DTRAIN_HOST').default('0.0.0.0'))
+    .addOption(envOption('--min-workers <n>', 'workers to wait for before the first step', 'DTRAIN_MIN_WORKERS').default(1).argParser(integer('--min-workers', 1, 4096)))
+    .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'));
+  addTrainingOptions(cmd).action(async (flags) => {
+    const token = readToken(flags);
+    const config = trainConfigFromFlags(flags, flags.minWorkers);
+    const log = loggerFromFlags(flags, { role: 'coordinator' });
+    const signal = shutdownSignal(log);
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, out: config.out }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
+    const outcome = await runJob({
+      config,
+      log,
+      signal,
+      startWorkers: async (membership, welcome, expect) => {
+        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log });
+        const backends = () => [...new Set(membership.live().map((w) => w.backend))].join('+') || 'remote';
+        return { backend: backends, stop: () => server.close() };
+      },
+      minWorkers: flags.minWorkers,
+    });
+    process.exitCode = outcome.status === 'finished' ? 0 : 130;
+  });
+}
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description('compute gradients for a coordinator')
+    .addOption(envOption('--connect <url>', 'coordinator URL, e.g. ws://coordinator:8787', 'DTRAIN_COORDINATOR_URL').makeOptionMandatory())
+    .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'))
+    .addOption(envOption('--backend <name>', `compute backend: ${BACKEND_CHOICES.join(' | ')}`, 'DTRAIN_BACKEND').default('auto').argParser(oneOf('--backend', BACKEND_CHOICES)))
+    .addOption(envOption('--name <name>', 'name shown in the coordinator logs (default: hostname)', 'DTRAIN_WORKER_NAME'))
+    .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info'))
+    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string }) => {
+      if (!/^wss?:\/\/[^\s]+$/.test(flags.connect)) throw new ConfigError(`--connect must be a ws:// or wss:// URL, got "${flags.connect}".`);
+      const token = readToken(flags);
+      const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });
+      const controller = new AbortController();
+      const stop = (sig: string) => {
+        log.info({ event: 'shutdown_requested', signal: sig }, `${sig}: leaving the job`);
+        controller.abort();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal });
+      log.info({ event: 'worker_exit', code: exit.code, reason: exit.reason }, `worker exiting: ${exit.reason}`);
+      process.exitCode = exit.code;
+    });
+}

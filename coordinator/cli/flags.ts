@@ -1,0 +1,37 @@
+/**
+ * Flag parsers for commander: each turns a string into a typed value or throws a ConfigError that
+ * names the flag, what was expected and what arrived.
+ */
+import { Option } from 'commander';
+import { ConfigError } from '../../common/errors.ts';
+
+export function integer(flag: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `between ${min} and ${max}`;
+      throw new ConfigError(`${flag} must be an integer ${range}, got "${value}".`);
+    }
+    return n;
+  };
+}
+
+export function positiveNumber(flag: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new ConfigError(`${flag} must be a number > 0, got "${value}".`);
+    return n;
+  };
+}
+
+export function oneOf<T extends string>(flag: string, choices: readonly T[]): (value: string) => T {
+  return (value) => {
+    if ((choices as readonly string[]).includes(value)) return value as T;
+    throw new ConfigError(`${flag} must be one of ${choices.join(', ')}, got "${value}".`);
+  };
+}
+
+/** An option that can also come from an environment variable (flags win). */
+export function envOption(flags: string, description: string, env: string): Option {
+  return new Option(flags, description).env(env);
+}

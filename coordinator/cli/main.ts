@@ -1,0 +1,48 @@
+/**
+ * The `dtrain` command line. Expected failures (bad flags, missing data, no backend) print one clear
+ * message and exit 2, without a stack trace; anything else is a bug and prints everything.
+ */
+import { Command, CommanderError } from 'commander';
+import '@tensorflow/tfjs-backend-cpu';
+import { tf } from '../../common/tf.ts';
+import { DtrainError } from '../../common/errors.ts';
+import { registerSummaryCommand, registerTrainCommand } from './train.ts';
+import { registerScratchCommand } from './scratch.ts';
+import { registerCoordinatorCommand, registerWorkerCommand } from './distributed.ts';
+import { registerSamplesCommand } from './samples.ts';
+import { registerReportCommand } from './report.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('dtrain')
+    .description('Distributed data-parallel training of CIFAR-10 classifiers')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerTrainCommand(program);
+  registerCoordinatorCommand(program);
+  registerWorkerCommand(program);
+  registerSummaryCommand(program);
+  registerScratchCommand(program);
+  registerSamplesCommand(program);
+  registerReportCommand(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  // The coordinator process only builds models and saves checkpoints: the cpu backend is enough.
+  await tf.setBackend('cpu');
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof DtrainError && err.expected) {
+      process.stderr.write(`dtrain: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * `dtrain train` (single machine, worker threads) and `dtrain summary`, plus the training flags
+ * shared with `dtrain coordinator`. Every flag has a DTRAIN_* environment variable.
+ */
+import { Command } from 'commander';
+import { availableParallelism } from 'node:os';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../../common/config.ts';
+import { MODEL_NAMES, buildModel, modelSummary } from '../../common/models.ts';
+import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
+import { createLogger, type Logger } from '../../common/logger.ts';
+import { ConfigError } from '../../common/errors.ts';
+import { runJob } from '../job.ts';
+import { startInProcessWorkers } from '../inprocess.ts';
+import { defaultRunDir } from '../trainer.ts';
+import { EpochProgress } from './progress.ts';
+import { envOption, integer, oneOf, positiveNumber } from './flags.ts';
+
+export function addTrainingOptions(cmd: Command): Command {
+  const d = TRAIN_DEFAULTS;
+  return cmd
+    .addOption(envOption('--model <name>', `model: ${MODEL_NAMES.join(' | ')}`, 'DTRAIN_MODEL').default(d.model).argParser(oneOf('--model', MODEL_NAMES)))
+    .addOption(envOption('--epochs <n>', 'epochs to train', 'DTRAIN_EPOCHS').default(d.epochs).argParser(integer('--epochs', 1, 10_000)))
+    .addOption(envOption('--batch-size <n>', 'global batch size, as in Keras', 'DTRAIN_BATCH_SIZE').default(d.batchSize).argParser(integer('--batch-size', 1, 65_536)))
+    .addOption(envOption('--batch-per-worker <n>', 'fix the batch per worker instead (global = K x n)', 'DTRAIN_BATCH_PER_WORKER').argParser(integer('--batch-per-worker', 1, 65_536)))
+    .addOption(envOption('--dataset <name>', 'cifar10 | synthetic', 'DTRAIN_DATASET').default(d.dataset).argParser(oneOf('--dataset', ['cifar10', 'synthetic'] as const)))
+    .addOption(envOption('--data-dir <dir>', 'folder holding cifar-10-batches-bin/ or cifar-10-binary.tar.gz', 'DTRAIN_DATA_DIR'))
+    .addOption(envOption('--limit-train <n>', 'train on the first N training images (validation: N/4)', 'DTRAIN_LIMIT_TRAIN').argParser(integer('--limit-train', 1)))
+    .addOption(envOption('--limit-test <n>', 'test on the first N test images', 'DTRAIN_LIMIT_TEST').argParser(integer('--limit-test', 1)))
+    .addOption(envOption('--backend <name>', `compute backend: ${BACKEND_CHOICES.join(' | ')}`, 'DTRAIN_BACKEND').default(d.backend).argParser(oneOf('--backend', BACKEND_CHOICES)))
+    .addOption(envOption('--seed <n>', 'seed for initial weights, the 80/20 split and shuffles', 'DTRAIN_SEED').default(d.seed).argParser(integer('--seed', 0, 2 ** 31 - 1)))
+    .addOption(envOption('--learning-rate <lr>', 'Adam learning rate', 'DTRAIN_LEARNING_RATE').default(d.learningRate).argParser(positiveNumber('--learning-rate')))
+    .addOption(envOption('--out <dir>', 'run folder (default: runs/<model>-<time>)', 'DTRAIN_OUT'))
+    .addOption(envOption('--resume', 'continue from the checkpoint in --out', 'DTRAIN_RESUME').default(false))
+    .addOption(envOption('--checkpoint-every <steps>', 'also checkpoint every N steps (0: each epoch end only)', 'DTRAIN_CHECKPOINT_EVERY').default(d.checkpointEvery).argParser(integer('--checkpoint-every', 0)))
+    .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser(positiveNumber('--step-timeout')))
+    .addOption(envOption('--max-steps <n>', 'stop (with a checkpoint) after N steps in this run; 0: no limit', 'DTRAIN_MAX_STEPS').default(d.maxSteps).argParser(integer('--max-steps', 0)))
+    .addOption(envOption('--no-plots', 'do not render loss/accuracy PNGs after every epoch', 'DTRAIN_NO_PLOTS'))
+    .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const)))
+    .addOption(envOption('--log-file <path>', 'write JSON logs to this file instead of stdout', 'DTRAIN_LOG_FILE'));
+}
+
+interface TrainingFlags {
+  model: TrainConfig['model'];
+  epochs: number;
+  batchSize: number;
+  batchPerWorker?: number;
+  dataset: TrainConfig['dataset'];
+  dataDir?: string;
+  limitTrain?: number;
+  limitTest?: number;
+  backend: BackendChoice;
+  seed: number;
+  learningRate: number;
+  out?: string;
+  resume: boolean | string;
+  checkpointEvery: number;
+  stepTimeout: number;
+  maxSteps: number;
+  plots: boolean;
+  logLevel: string;
+  logFile?: string;
+}
+
+/** Commander passes env-provided values through the parsers too, but booleans arrive as strings. */
+function flagBool(v: boolean | string | undefined): boolean {
+  return v === true || v === 'true' || v === '1';
+}
+
+export function trainConfigFromFlags(flags: TrainingFlags, workers: number): TrainConfig {
+  if (flags.resume && !flags.out) throw new ConfigError('--resume needs --out RUN_DIR: the run folder whose checkpoint to continue.');
+  return {
+    ...TRAIN_DEFAULTS,
+    model: flags.model,
+    epochs: flags.epochs,
+    batchSize: flags.batchSize,
+    batchPerWorker: flags.batchPerWorker,
+    workers,
+    dataset: flags.dataset,
+    dataDir: flags.dataDir,
+    limitTrain: flags.limitTrain,
+    limitTest: flags.limitTest,
+    backend: flags.backend,
+    seed: flags.seed,
+    learningRate: flags.learningRate,
+    out: flags.out ?? defaultRunDir(flags.model),
+    resume: flagBool(flags.resume),
+    checkpointEvery: flags.checkpointEvery,
+    stepTimeoutMs: flags.stepTimeout * 1000,
+    maxSteps: flags.maxSteps,
+    plotEveryEpoch: flags.plots !== false,
+  };
+}
+
+export function loggerFromFlags(flags: { logLevel: string; logFile?: string }, base: Record<string, unknown>): Logger {
+  return createLogger({ level: flags.logLevel, destination: flags.logFile, base });
+}
+
+/** SIGINT/SIGTERM abort the job (which checkpoints); a second signal exits at once. */
+export function shutdownSignal(log: Logger): AbortSignal {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      log.warn({ event: 'shutdown_forced', signal: sig }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    log.info({ event: 'shutdown_requested', signal: sig }, `${sig}: finishing the step and writing a checkpoint`);
+    controller.abort(new Error(`received ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return controller.signal;
+}
+
+export function registerTrainCommand(program: Command): void {
+  const cmd = program.command('train').description('train a model on this machine, with K worker threads (no network)');
+  cmd.addOption(envOption('--workers <k>', 'worker threads (default: one per core)', 'DTRAIN_WORKERS').argParser(integer('--workers', 1, 256)));
+  addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number }) => {
+    const workers = flags.workers ?? availableParallelism();
+    const config = trainConfigFromFlags(flags, workers);
+    const tty = process.stdout.isTTY === true && !flags.logFile;
+    const log = loggerFromFlags(flags, { role: 'trainer' });
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}`);
+    const progress = tty ? new EpochProgress(config.epochs) : undefined;
+    const outcome = await runJob({
+      config,
+      log,
+      signal: shutdownSignal(log),
+      hooks: { onStep: (e) => progress?.update(e) },
+      startWorkers: async (membership, welcome) => {
+        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log });
+        const sel = started.backend;
+        log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped }, `backend: ${sel.name} (${sel.source})${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
+        return { backend: () => sel.name, stop: started.stop };
+      },
+    });
+    progress?.stop();
+    process.exitCode = outcome.status === 'finished' ? 0 : 130;
+  });
+}
+
+export function registerSummaryCommand(program: Command): void {
+  program
+    .command('summary')
+    .description('print the Keras-style summary of a model')
+    .addOption(envOption('--model <name>', `model: ${MODEL_NAMES.join(' | ')}`, 'DTRAIN_MODEL').default(TRAIN_DEFAULTS.model).argParser(oneOf('--model', MODEL_NAMES)))
+    .action(async (flags: { model: TrainConfig['model'] }) => {
+      const m = buildModel(flags.model);
+      process.stdout.write(modelSummary(m) + '\n');
+      m.dispose();
+    });
+}

@@ -1,0 +1,88 @@
+/**
+ * One training job from start to finish, whatever the transport: load the data, start or accept
+ * workers, run the step loop, handle SIGINT/SIGTERM, and write the run folder and its pictures.
+ * `dtrain train` (worker threads) and `dtrain coordinator` (WebSockets) differ only in `startWorkers`.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../common/logger.ts';
+import type { TrainConfig } from '../common/config.ts';
+import { loadDataset } from '../common/data/load.ts';
+import { fitStandardization, type Preprocessing } from '../common/data/preprocess.ts';
+import { MODEL_SPECS } from '../common/models.ts';
+import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
+import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
+import { Membership } from './membership.ts';
+import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
+import { writeRunPictures } from '../common/report/run-artifacts.ts';
+
+export interface WorkerPool {
+  /** The backend the workers run, for metrics.json ("mixed" if they differ). */
+  backend(): string;
+  stop(): Promise<void>;
+}
+
+export interface JobOptions {
+  config: TrainConfig;
+  log: Logger;
+  /** Starts the transport; the welcome is what each worker must be told. */
+  startWorkers(membership: Membership, welcome: Omit<WelcomeMessage, 'workerId'>, expect: ResultExpectations): Promise<WorkerPool>;
+  /** Workers to wait for before the first step (default 1). */
+  minWorkers?: number;
+  hooks?: Pick<TrainerHooks, 'onStep'>;
+  /** Aborted on SIGINT/SIGTERM by the caller: the job checkpoints and stops cleanly. */
+  signal?: AbortSignal;
+}
+
+export function wirePreprocessing(p: Preprocessing): WelcomeMessage['preprocessing'] {
+  return p.kind === 'scale' ? { kind: 'scale' } : { kind: 'standardize', mean: floatsToBytes(p.mean), std: floatsToBytes(p.std) };
+}
+
+export async function runJob(opts: JobOptions): Promise<RunOutcome> {
+  const { config, log } = opts;
+  await mkdir(config.out, { recursive: true });
+  const loadStarted = performance.now();
+  const data = await loadDataset({ dataset: config.dataset, dataDir: config.dataDir, limitTrain: config.limitTrain, limitTest: config.limitTest, splitSeed: config.seed, logger: log });
+  log.info({ event: 'data_loaded', source: data.source, train: data.train.count, validation: data.val.count, test: data.test.count, ms: Math.round(performance.now() - loadStarted) }, `data: ${data.train.count} train, ${data.val.count} validation, ${data.test.count} test`);
+  const preprocessing: Preprocessing = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : { kind: 'scale' };
+
+  const membership = new Membership(log);
+  const trainer = new Trainer(config, data, membership, log, {
+    ...opts.hooks,
+    onEpoch: async (history, predictions) => {
+      try {
+        await writeRunPictures(config.out, { history, summaryText: trainer.summary, predictions });
+      } catch (err) {
+        log.warn({ event: 'plot_failed', err: (err as Error).message }, 'could not render the run pictures');
+      }
+    },
+  });
+  await writeFile(join(config.out, 'summary.txt'), trainer.summary + '\n');
+  if (config.resume && !(await trainer.resume())) log.info({ event: 'resume_skipped', dir: config.out }, 'no checkpoint to resume from: starting fresh');
+
+  const pool = await opts.startWorkers(membership, {
+    type: 'welcome',
+    protocolVersion: PROTOCOL_VERSION,
+    model: config.model,
+    preprocessing: wirePreprocessing(preprocessing),
+    weightCount: trainer.layout.totalSize,
+  }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize });
+  try {
+    const minWorkers = opts.minWorkers ?? 1;
+    while (membership.size < minWorkers && !opts.signal?.aborted) {
+      log.info({ event: 'waiting_for_workers', workers: membership.size, minWorkers }, `waiting for workers: ${membership.size}/${minWorkers} connected`);
+      await membership.changed(opts.signal);
+    }
+    trainer.backendName = pool.backend();
+    const outcome = await trainer.run(opts.signal);
+    if (outcome.status === 'finished') {
+      const m = outcome.metrics;
+      log.info({ event: 'run_finished', test_loss: m.test_loss, test_accuracy: m.test_accuracy, wall_seconds: m.wall_seconds, images_per_second: m.images_per_second, out: config.out }, `finished: test accuracy ${(m.test_accuracy * 100).toFixed(2)}%`);
+    } else {
+      log.info({ event: 'run_stopped', step: outcome.position.globalStep, epoch: outcome.position.epoch + 1, out: config.out }, `stopped at step ${outcome.position.globalStep}; continue with --resume --out ${config.out}`);
+    }
+    return outcome;
+  } finally {
+    await pool.stop();
+  }
+}

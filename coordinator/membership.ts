@@ -1,0 +1,80 @@
+/**
+ * Who is in the job right now. Joins and leaves bump the generation number; the step loop reads
+ * the live set at the start of each step. Evictions close the connection with a reason.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../common/logger.ts';
+import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+
+/** One connected, welcomed worker, whatever the transport. */
+export interface WorkerHandle {
+  readonly id: string;
+  readonly name: string;
+  readonly backend: string;
+  /** The weights version this worker holds; the scheduler omits weights it already has. */
+  weightsVersion: number;
+  /** Resolves with the worker's result; rejects if the worker goes away first. */
+  run(task: TaskMessage): Promise<ResultMessage>;
+  close(code: number, reason: string): void;
+}
+
+export type LeaveKind = 'left' | 'evicted';
+
+export class Membership {
+  private readonly workers = new Map<string, WorkerHandle>();
+  private readonly events = new EventEmitter();
+  generation = 0;
+
+  constructor(private readonly log: Logger) {}
+
+  join(worker: WorkerHandle): void {
+    this.workers.set(worker.id, worker);
+    this.generation++;
+    this.log.info({ event: 'worker_joined', workerId: worker.id, workerName: worker.name, backend: worker.backend, workers: this.workers.size, generation: this.generation }, `worker ${worker.id} joined`);
+    this.events.emit('change');
+  }
+
+  /** Removes a worker; idempotent, so a socket close after an eviction is not counted twice. */
+  leave(id: string, kind: LeaveKind, reason: string, closeCode?: number): void {
+    const worker = this.workers.get(id);
+    if (!worker) return;
+    this.workers.delete(id);
+    this.generation++;
+    const event = kind === 'evicted' ? 'worker_evicted' : 'worker_left';
+    this.log.warn({ event, workerId: id, reason, workers: this.workers.size, generation: this.generation }, `worker ${id} ${kind}: ${reason}`);
+    if (closeCode !== undefined) worker.close(closeCode, reason);
+    this.events.emit('change');
+  }
+
+  live(): WorkerHandle[] {
+    return [...this.workers.values()];
+  }
+
+  get size(): number {
+    return this.workers.size;
+  }
+
+  /** Calls `listener` on every join or leave; returns the unsubscribe function. */
+  onChange(listener: () => void): () => void {
+    this.events.on('change', listener);
+    return () => this.events.off('change', listener);
+  }
+
+  /** Resolves on the next join or leave, or when the signal aborts. */
+  changed(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        off();
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const off = this.onChange(done);
+      signal?.addEventListener('abort', done);
+    });
+  }
+
+  closeAll(code: number, reason: string): void {
+    for (const w of this.workers.values()) w.close(code, reason);
+    this.workers.clear();
+  }
+}

@@ -1,0 +1,292 @@
+/**
+ * The step loop, the same for every transport: for each global batch, slice it over the live
+ * workers, average their gradient sums by sample count, apply Adam, and move on. Evaluates after
+ * each epoch, checkpoints, and writes the run folder.
+ */
+import { join } from 'node:path';
+import type { Logger } from '../common/logger.ts';
+import { Adam } from '../common/adam.ts';
+import { buildModel, countParameters, modelSummary, type ParameterCounts } from '../common/models.ts';
+import { weightLayout, initialWeights, type WeightLayout } from '../common/weights.ts';
+import { permutation } from '../common/random.ts';
+import { floatsToBytes } from '../common/codec.ts';
+import type { DatasetSplits, ImageSet } from '../common/data/types.ts';
+import { IMAGE_BYTES } from '../common/data/types.ts';
+import { gatherImages } from '../common/data/split.ts';
+import type { TrainConfig } from '../common/config.ts';
+import { CheckpointError } from '../common/errors.ts';
+import type { Membership } from './membership.ts';
+import { runTasks, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { aggregateResults, sliceSizes } from './aggregate.ts';
+import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
+import { writeJson, type EpochRecord, type History, type Metrics } from './run-files.ts';
+
+export interface StepEvent {
+  epoch: number;
+  step: number;
+  stepInEpoch: number;
+  stepsInEpoch: number;
+  loss: number;
+  accuracy: number;
+}
+
+export interface TrainerHooks {
+  onStep?(e: StepEvent): void;
+  /** After each epoch's evaluation (and at the end with the test predictions). */
+  onEpoch?(history: History, predictions?: Predictions): Promise<void> | void;
+}
+
+export interface Predictions {
+  images: Uint8Array;
+  labels: Uint8Array;
+  predicted: Uint8Array;
+  classNames: readonly string[];
+}
+
+export type RunOutcome = { status: 'finished'; metrics: Metrics } | { status: 'interrupted'; position: TrainingPosition };
+
+export interface EvalOutcome {
+  loss: number;
+  accuracy: number;
+  predictions: Uint8Array;
+}
+
+export class Trainer {
+  readonly layout: WeightLayout;
+  readonly parameters: ParameterCounts;
+  readonly summary: string;
+  private weights: Float32Array;
+  private adam: Adam;
+  private weightsVersion = 0;
+  private history: History;
+  private position: TrainingPosition = { epoch: 0, sampleOffset: 0, globalStep: 0, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
+  private readonly statsCount: number;
+  backendName = 'unknown';
+
+  constructor(
+    private readonly config: TrainConfig,
+    private readonly data: DatasetSplits,
+    private readonly membership: Membership,
+    private readonly log: Logger,
+    private readonly hooks: TrainerHooks = {},
+  ) {
+    const model = buildModel(config.model);
+    this.layout = weightLayout(model);
+    this.parameters = countParameters(model);
+    this.summary = modelSummary(model);
+    model.dispose();
+    this.statsCount = this.layout.totalSize - this.layout.trainableSize;
+    this.weights = initialWeights(this.layout, config.seed);
+    this.adam = new Adam(this.layout.trainableSize, { learningRate: config.learningRate });
+    this.history = { model: config.model, epochs: [] };
+  }
+
+  get currentWeights(): Float32Array {
+    return this.weights;
+  }
+
+  /** Restores weights, optimizer and position from the run folder's checkpoint, if there is one. */
+  async resume(): Promise<boolean> {
+    const ckpt = await loadCheckpoint(this.config.out, this.config.model);
+    if (!ckpt) return false;
+    const saved = ckpt.state.config;
+    for (const key of ['batchSize', 'batchPerWorker', 'seed', 'dataset', 'limitTrain'] as const) {
+      if (saved[key] !== this.config[key]) {
+        throw new CheckpointError(`Cannot resume: the checkpoint was made with ${key}=${String(saved[key])}, but this run has ${key}=${String(this.config[key])}. Resume with the same value, or use another --out folder.`);
+      }
+    }
+    this.weights = ckpt.weights;
+    this.adam.restore(ckpt.adam);
+    this.position = ckpt.state.position;
+    this.history = ckpt.state.history;
+    this.weightsVersion = ckpt.state.weightsVersion + 1;
+    this.log.info({ event: 'resumed', epoch: this.position.epoch + 1, step: this.position.globalStep, sampleOffset: this.position.sampleOffset }, `resumed from checkpoint at step ${this.position.globalStep}`);
+    return true;
+  }
+
+  private weightsSource(): WeightsSource {
+    return { version: this.weightsVersion, bytes: floatsToBytes(this.weights) };
+  }
+
+  private globalBatch(): number {
+    const k = Math.max(1, this.membership.size);
+    return this.config.batchPerWorker ? this.config.batchPerWorker * k : this.config.batchSize;
+  }
+
+  private gather(set: ImageSet, indices: Uint32Array): TaskSpec {
+    const { images, labels } = gatherImages(set, indices);
+    return { kind: 'train', images, labels };
+  }
+
+  private async checkpoint(reason: string): Promise<void> {
+    const started = performance.now();
+    const dir = await saveCheckpoint(this.config.out, {
+      state: {
+        format: '',
+        model: this.config.model,
+        weightCount: this.layout.totalSize,
+        position: this.position,
+        adamStep: this.adam.step,
+        weightsVersion: this.weightsVersion,
+        files: { model: '', weights: '', optimizer: '' },
+        history: this.history,
+        config: { ...this.config },
+      },
+      weights: this.weights,
+      adam: this.adam.snapshot(),
+    });
+    this.log.info({ event: 'checkpoint', step: this.position.globalStep, epoch: this.position.epoch + 1, reason, dir, ms: Math.round(performance.now() - started) }, `checkpoint written (${reason})`);
+  }
+
+  /** Evaluates on a whole split, sharded over the workers in chunks of evalBatchSize. */
+  async evaluate(set: ImageSet, signal?: AbortSignal): Promise<EvalOutcome> {
+    const tasks: TaskSpec[] = [];
+    for (let start = 0; start < set.count; start += this.config.evalBatchSize) {
+      const end = Math.min(set.count, start + this.config.evalBatchSize);
+      tasks.push({ kind: 'eval', images: set.images.subarray(start * IMAGE_BYTES, end * IMAGE_BYTES), labels: set.labels.subarray(start, end) });
+    }
+    const { results } = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal });
+    const predictions = new Uint8Array(set.count);
+    let lossSum = 0;
+    let correct = 0;
+    let offset = 0;
+    for (const r of results) {
+      lossSum += r.lossSum;
+      correct += r.correct;
+      predictions.set(r.predictions!, offset);
+      offset += r.count;
+    }
+    return { loss: lossSum / set.count, accuracy: correct / set.count, predictions };
+  }
+
+  /** Trains to the end, or until `signal` aborts (then checkpoints and reports where it stopped). */
+  async run(signal?: AbortSignal): Promise<RunOutcome> {
+    const { config, data, log } = this;
+    const train = data.train;
+    const runStarted = performance.now();
+    let stepsThisRun = 0;
+    let imagesThisRun = 0;
+    while (this.position.epoch < config.epochs) {
+      const epoch = this.position.epoch;
+      const order = permutation(train.count, config.seed + 1 + epoch);
+      let epochStarted = performance.now() - this.position.epochSeconds * 1000;
+      while (this.position.sampleOffset < train.count) {
+        if (signal?.aborted || (config.maxSteps > 0 && stepsThisRun >= config.maxSteps)) {
+          this.position.epochSeconds = (performance.now() - epochStarted) / 1000;
+          await this.checkpoint(signal?.aborted ? 'shutdown' : 'max-steps');
+          return { status: 'interrupted', position: { ...this.position } };
+        }
+        const stepStarted = performance.now();
+        const batch = Math.min(this.globalBatch(), train.count - this.position.sampleOffset);
+        const indices = order.subarray(this.position.sampleOffset, this.position.sampleOffset + batch);
+        const workers = Math.max(1, this.membership.size);
+        const tasks: TaskSpec[] = [];
+        let from = 0;
+        for (const size of sliceSizes(batch, workers)) {
+          tasks.push(this.gather(train, indices.subarray(from, from + size)));
+          from += size;
+        }
+        let outcome;
+        try {
+          outcome = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: config.stepTimeoutMs, log, signal });
+        } catch (err) {
+          if (signal?.aborted) continue; // abandon the step; the loop top checkpoints
+          throw err;
+        }
+        const optStarted = performance.now();
+        const agg = aggregateResults(outcome.results, this.layout.trainableSize, this.statsCount);
+        this.adam.apply(this.weights.subarray(0, this.layout.trainableSize), agg.gradient);
+        if (this.statsCount > 0) this.weights.set(agg.stats, this.layout.trainableSize);
+        this.weightsVersion++;
+        const optimizerMs = performance.now() - optStarted;
+        this.position.sampleOffset += batch;
+        this.position.globalStep++;
+        this.position.epochLossSum += agg.lossSum;
+        this.position.epochCorrect += agg.correct;
+        this.position.epochSamples += agg.count;
+        stepsThisRun++;
+        imagesThisRun += agg.count;
+        const ms = performance.now() - stepStarted;
+        const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
+        const stepInEpoch = Math.ceil(this.position.sampleOffset / this.globalBatch());
+        const event: StepEvent = { epoch: epoch + 1, step: this.position.globalStep, stepInEpoch, stepsInEpoch, loss: this.position.epochLossSum / this.position.epochSamples, accuracy: this.position.epochCorrect / this.position.epochSamples };
+        log.debug({
+          event: 'step', step: event.step, epoch: event.epoch, workers: outcome.results.length, samples: agg.count,
+          loss: agg.lossSum / agg.count, accuracy: agg.correct / agg.count,
+          ms: round(ms), computeMs: round(outcome.stats.maxComputeMs), commMs: round(ms - outcome.stats.maxComputeMs - optimizerMs), optimizerMs: round(optimizerMs),
+          bytesOut: outcome.stats.bytesSent, bytesIn: outcome.results.reduce((s, r) => s + (r.gradients?.byteLength ?? 0) + (r.stats?.byteLength ?? 0), 0), retries: outcome.stats.retries,
+        }, 'step');
+        this.hooks.onStep?.(event);
+        if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
+          this.position.epochSeconds = (performance.now() - epochStarted) / 1000;
+          await this.checkpoint('every-n-steps');
+        }
+      }
+      // Epoch end: evaluate on validation, record, checkpoint.
+      const seconds = (performance.now() - epochStarted) / 1000;
+      let val: EvalOutcome;
+      try {
+        val = await this.evaluate(data.val, signal);
+      } catch (err) {
+        if (!signal?.aborted) throw err;
+        this.position.epochSeconds = seconds;
+        await this.checkpoint('shutdown');
+        return { status: 'interrupted', position: { ...this.position } };
+      }
+      const record: EpochRecord = {
+        epoch: epoch + 1,
+        loss: this.position.epochLossSum / this.position.epochSamples,
+        accuracy: this.position.epochCorrect / this.position.epochSamples,
+        val_loss: val.loss,
+        val_accuracy: val.accuracy,
+        seconds: round(seconds),
+        images_per_second: round(this.position.epochSamples / seconds),
+      };
+      this.history.epochs.push(record);
+      log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, 'validation');
+      log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}`);
+      this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
+      epochStarted = performance.now();
+      await writeJson(config.out, 'history.json', this.history);
+      await this.checkpoint('epoch-end');
+      if (config.plotEveryEpoch) await this.hooks.onEpoch?.(this.history);
+    }
+    const test = await this.evaluate(data.test, signal);
+    log.info({ event: 'evaluated', split: 'test', loss: test.loss, accuracy: test.accuracy }, 'test');
+    const wallSeconds = (performance.now() - runStarted) / 1000;
+    const metrics: Metrics = {
+      model: config.model,
+      parameters: this.parameters,
+      test_loss: test.loss,
+      test_accuracy: test.accuracy,
+      epochs: this.history.epochs.length,
+      steps: this.position.globalStep,
+      backend: this.backendName,
+      workers: config.workers,
+      wall_seconds: round(wallSeconds),
+      images_per_second: round(imagesThisRun / wallSeconds),
+      dataset: data.source,
+      config: { ...config },
+      finished_at: new Date().toISOString(),
+    };
+    await writeJson(config.out, 'metrics.json', metrics);
+    await writeJson(config.out, 'history.json', this.history);
+    const shown = Math.min(50, data.test.count);
+    await this.hooks.onEpoch?.(this.history, {
+      images: data.test.images.subarray(0, shown * IMAGE_BYTES),
+      labels: data.test.labels.subarray(0, shown),
+      predicted: test.predictions.subarray(0, shown),
+      classNames: data.classNames,
+    });
+    return { status: 'finished', metrics };
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+export function defaultRunDir(model: string): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  return join('runs', `${model}-${stamp}`);
+}

@@ -1,0 +1,56 @@
+/** Shared set-up for integration tests: a small synthetic job run in-process. */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
+import { loadDataset } from '../common/data/load.ts';
+import type { DatasetSplits } from '../common/data/types.ts';
+import { fitStandardization } from '../common/data/preprocess.ts';
+import { MODEL_SPECS } from '../common/models.ts';
+import { silentLogger } from '../common/logger.ts';
+import { PROTOCOL_VERSION } from '../common/protocol.ts';
+import { Membership } from '../coordinator/membership.ts';
+import { Trainer, type RunOutcome } from '../coordinator/trainer.ts';
+import { startInProcessWorkers } from '../coordinator/inprocess.ts';
+import { wirePreprocessing } from '../coordinator/job.ts';
+
+export async function tempDir(prefix = 'dtrain-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export async function syntheticData(limitTrain: number, limitTest = 100, seed = 42): Promise<DatasetSplits> {
+  return loadDataset({ dataset: 'synthetic', limitTrain, limitTest, splitSeed: seed });
+}
+
+export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
+  return { ...TRAIN_DEFAULTS, dataset: 'synthetic', backend: 'wasm', epochs: 1, plotEveryEpoch: false, evalBatchSize: 100, ...overrides };
+}
+
+/** Runs the trainer with K worker threads; returns the outcome and the final weights. */
+export async function trainInProcess(config: TrainConfig, data: DatasetSplits, opts: { resume?: boolean } = {}): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer }> {
+  const log = silentLogger();
+  const membership = new Membership(log);
+  const trainer = new Trainer(config, data, membership, log);
+  if (opts.resume) await trainer.resume();
+  const prep = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : ({ kind: 'scale' } as const);
+  const pool = await startInProcessWorkers(membership, {
+    workers: config.workers,
+    backend: config.backend,
+    log,
+    welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: config.model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
+  });
+  try {
+    trainer.backendName = pool.backend.name;
+    const outcome = await trainer.run();
+    return { outcome, weights: trainer.currentWeights.slice(), trainer };
+  } finally {
+    await pool.stop();
+  }
+}
+
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}

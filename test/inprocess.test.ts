@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from './helpers.ts';
+import { initialWeights, weightLayout } from '../common/weights.ts';
+import { buildModel } from '../common/models.ts';
+
+describe('in-process data-parallel training', () => {
+  for (const model of ['mlp', 'lenet'] as const) {
+    it(`gives the same ${model} weights with 1 and 3 workers after 20 steps`, async () => {
+      const data = await syntheticData(640, 50);
+      const one = await trainInProcess(testConfig({ model, workers: 1, maxSteps: 20, out: await tempDir() }), data);
+      const three = await trainInProcess(testConfig({ model, workers: 3, maxSteps: 20, out: await tempDir() }), data);
+      expect(one.outcome.status).toBe('interrupted');
+      // The weights moved away from the initial ones, so the comparison means something.
+      const start = initialWeights(weightLayout(buildModel(model)), 42);
+      expect(maxAbsDiff(one.weights, start)).toBeGreaterThan(1e-3);
+      expect(maxAbsDiff(one.weights, three.weights)).toBeLessThan(1e-5);
+    });
+  }
+
+  it('resumes an interrupted lenet run to the same weights as an uninterrupted one', async () => {
+    const data = await syntheticData(256, 50);
+    const config = { model: 'lenet' as const, workers: 2, epochs: 2, batchSize: 32 };
+    const straight = await trainInProcess(testConfig({ ...config, out: await tempDir() }), data);
+    const out = await tempDir();
+    // 11 steps: stops mid-epoch 2 (8 steps per epoch), with a checkpoint.
+    const first = await trainInProcess(testConfig({ ...config, out, maxSteps: 11 }), data);
+    expect(first.outcome.status).toBe('interrupted');
+    const resumed = await trainInProcess(testConfig({ ...config, out, resume: true }), data, { resume: true });
+    expect(resumed.outcome.status).toBe('finished');
+    expect(maxAbsDiff(straight.weights, resumed.weights)).toBe(0);
+    const history = JSON.parse(await readFile(join(out, 'history.json'), 'utf8'));
+    expect(history.epochs.map((e: { epoch: number }) => e.epoch)).toEqual([1, 2]);
+  });
+
+  it('learns lenet on synthetic data well above chance', async () => {
+    const data = await syntheticData(2000, 200);
+    const out = await tempDir();
+    const { outcome } = await trainInProcess(testConfig({ model: 'lenet', workers: 2, epochs: 2, out }), data);
+    expect(outcome.status).toBe('finished');
+    const metrics = JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8'));
+    const history = JSON.parse(await readFile(join(out, 'history.json'), 'utf8'));
+    expect(history.epochs.at(-1).val_accuracy).toBeGreaterThan(0.3);
+    expect(metrics.test_accuracy).toBeGreaterThan(0.3);
+    expect(metrics.parameters.total).toBe(62006);
+  });
+});

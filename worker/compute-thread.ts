@@ -1,0 +1,98 @@
+/**
+ * A compute thread seen from the thread that owns it: start it with a backend, welcome it, run
+ * tasks. Used by the in-process transport (one per worker) and by the WebSocket worker, whose main
+ * thread must stay free to answer heartbeats while a long task computes.
+ */
+import { Worker } from 'node:worker_threads';
+import { TS_EXEC_ARGV, sourcePath } from '../common/runtime.ts';
+import { DtrainError } from '../common/errors.ts';
+import type { BackendChoice, BackendSelection } from '../common/backend.ts';
+import type { ResultMessage, TaskMessage, WelcomeMessage, WorkerMessage } from '../common/protocol.ts';
+
+export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection };
+
+export class WorkerLostError extends DtrainError {
+  constructor(message: string) {
+    super('DTRAIN_ERR_WORKER_LOST', message, { expected: false });
+  }
+}
+
+export class ComputeThread {
+  private readonly thread: Worker;
+  private readonly pending = new Map<number, { resolve(r: ResultMessage): void; reject(e: Error): void }>();
+  private waiter: { type: string; resolve(m: ThreadMessage): void; reject(e: Error): void } | undefined;
+  private exited = false;
+  /** Called once if the thread dies (error or exit) other than through terminate(). */
+  onLost: (reason: string) => void = () => {};
+
+  constructor(backend: BackendChoice) {
+    this.thread = new Worker(sourcePath('./thread.ts', import.meta.url), { execArgv: [...TS_EXEC_ARGV], workerData: { backend } });
+    this.thread.on('message', (m: ThreadMessage) => this.dispatch(m));
+    this.thread.on('error', (err) => this.lost(`compute thread error: ${err.message}`));
+    this.thread.on('exit', (code) => this.lost(`compute thread exited with code ${code}`));
+  }
+
+  private dispatch(m: ThreadMessage): void {
+    if (m.type === 'result' || m.type === 'task_failed') {
+      const p = this.pending.get(m.taskId);
+      this.pending.delete(m.taskId);
+      if (m.type === 'result') p?.resolve(m);
+      else p?.reject(new DtrainError(m.code, `task ${m.taskId} failed: ${m.message}`, { expected: false }));
+    } else if (m.type === 'fatal') {
+      this.waiter?.reject(new DtrainError('DTRAIN_ERR_WORKER_START', m.message));
+      this.waiter = undefined;
+    } else if (this.waiter && m.type === this.waiter.type) {
+      this.waiter.resolve(m);
+      this.waiter = undefined;
+    }
+  }
+
+  private lost(reason: string): void {
+    if (this.exited) return;
+    this.exited = true;
+    const err = new WorkerLostError(reason);
+    this.waiter?.reject(err);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.onLost(reason);
+  }
+
+  private next<T extends ThreadMessage['type']>(type: T): Promise<Extract<ThreadMessage, { type: T }>> {
+    if (this.exited) return Promise.reject(new WorkerLostError('compute thread has exited'));
+    return new Promise((resolve, reject) => {
+      this.waiter = { type, resolve: resolve as (m: ThreadMessage) => void, reject };
+    });
+  }
+
+  /** Resolves once the thread has loaded its backend. */
+  async started(): Promise<BackendSelection> {
+    return (await this.next('backend')).selection;
+  }
+
+  /** Builds the model; resolves with the backend name the thread reports. */
+  async welcome(msg: WelcomeMessage): Promise<string> {
+    const ready = this.next('ready');
+    this.thread.postMessage(msg);
+    return (await ready).backend;
+  }
+
+  run(task: TaskMessage): Promise<ResultMessage> {
+    if (this.exited) return Promise.reject(new WorkerLostError('compute thread has exited'));
+    return new Promise((resolve, reject) => {
+      this.pending.set(task.taskId, { resolve, reject });
+      this.thread.postMessage(task);
+    });
+  }
+
+  /** Fails every pending task (e.g. its connection closed); the thread stays usable. */
+  abandon(reason: string): void {
+    for (const p of this.pending.values()) p.reject(new WorkerLostError(reason));
+    this.pending.clear();
+  }
+
+  async terminate(): Promise<void> {
+    this.exited = true;
+    this.abandon('terminated');
+    await this.thread.terminate();
+  }
+}

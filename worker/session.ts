@@ -1,0 +1,72 @@
+/**
+ * The worker's side of the protocol, independent of the transport: a welcome builds the model,
+ * each task sets the weights (when they changed) and computes. Worker threads and WebSocket
+ * workers both drive this class.
+ */
+import { StepComputer } from './compute.ts';
+import { bytesToFloats, floatsToBytes } from '../common/codec.ts';
+import type { ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
+import type { Preprocessing } from '../common/data/preprocess.ts';
+import { DtrainError } from '../common/errors.ts';
+
+export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
+  if (p.kind === 'scale') return { kind: 'scale' };
+  return { kind: 'standardize', mean: bytesToFloats(p.mean).slice(), std: bytesToFloats(p.std).slice() };
+}
+
+export class WorkerSession {
+  private computer: StepComputer | undefined;
+  private weightsVersion = -1;
+  private welcomeKey = '';
+  /** The last weights received; re-applied when a train task moved the BatchNorm statistics locally. */
+  private lastWeights: Float32Array | undefined;
+  private statsDirty = false;
+
+  /** Builds (or keeps) the model named in the welcome. A reconnect to the same job keeps the model. */
+  welcome(msg: WelcomeMessage): void {
+    const key = `${msg.model}:${msg.weightCount}:${msg.preprocessing.kind}`;
+    if (this.computer && key === this.welcomeKey) {
+      this.computer.setPreprocessing(preprocessingFromWire(msg.preprocessing));
+      this.weightsVersion = -1;
+      return;
+    }
+    this.computer?.dispose();
+    this.computer = new StepComputer(msg.model, preprocessingFromWire(msg.preprocessing));
+    if (this.computer.layout.totalSize !== msg.weightCount) {
+      throw new DtrainError('DTRAIN_ERR_MODEL_MISMATCH', `The coordinator's ${msg.model} has ${msg.weightCount} weights, but this worker's has ${this.computer.layout.totalSize}.`);
+    }
+    this.welcomeKey = key;
+    this.weightsVersion = -1;
+  }
+
+  run(task: TaskMessage): ResultMessage {
+    const computer = this.computer;
+    if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
+    const started = performance.now();
+    if (task.weights) {
+      this.lastWeights = bytesToFloats(task.weights).slice();
+      computer.setWeights(this.lastWeights);
+      this.weightsVersion = task.weightsVersion;
+      this.statsDirty = false;
+    } else if (task.weightsVersion !== this.weightsVersion || !this.lastWeights) {
+      throw new DtrainError('DTRAIN_ERR_STALE_WEIGHTS', `Task ${task.taskId} needs weights version ${task.weightsVersion}, but this worker has ${this.weightsVersion}.`);
+    } else if (this.statsDirty) {
+      computer.setWeights(this.lastWeights);
+      this.statsDirty = false;
+    }
+    if (task.kind === 'train') {
+      const r = computer.train(task.images, task.labels);
+      const msg: ResultMessage = { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, gradients: floatsToBytes(r.gradientSum) };
+      if (r.stats.length > 0) msg.stats = floatsToBytes(r.stats);
+      this.statsDirty = r.stats.length > 0;
+      return msg;
+    }
+    const r = computer.evaluate(task.images, task.labels);
+    return { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, predictions: r.predictions };
+  }
+
+  dispose(): void {
+    this.computer?.dispose();
+    this.computer = undefined;
+  }
+}

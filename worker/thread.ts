@@ -1,0 +1,46 @@
+/**
+ * Entry point of an in-process worker thread: the single-machine transport. Each thread loads its
+ * own tfjs backend (wasm is single-threaded, so K threads use K cores) and speaks the same messages
+ * as a WebSocket worker, as structured-cloned objects instead of msgpack frames.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { selectBackend, type BackendChoice } from '../common/backend.ts';
+import type { CoordinatorMessage, WorkerMessage } from '../common/protocol.ts';
+import { WorkerSession } from './session.ts';
+
+export interface ThreadInit {
+  backend: BackendChoice;
+}
+
+const port = parentPort!;
+const { backend } = workerData as ThreadInit;
+const session = new WorkerSession();
+
+function post(message: WorkerMessage | { type: 'fatal'; message: string }): void {
+  const transfer = message.type === 'result' && message.gradients ? [message.gradients.buffer as ArrayBuffer] : [];
+  port.postMessage(message, transfer);
+}
+
+try {
+  const selection = await selectBackend(backend);
+  port.on('message', (msg: CoordinatorMessage) => {
+    try {
+      if (msg.type === 'welcome') {
+        session.welcome(msg);
+        post({ type: 'ready', backend: selection.name });
+      } else if (msg.type === 'task') {
+        post(session.run(msg));
+      } else if (msg.type === 'shutdown') {
+        session.dispose();
+        port.close();
+      }
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      if (msg.type === 'task') post({ type: 'task_failed', taskId: msg.taskId, code: e.code ?? 'DTRAIN_ERR_WORKER', message: e.message ?? String(err) });
+      else post({ type: 'fatal', message: e.message ?? String(err) });
+    }
+  });
+  port.postMessage({ type: 'backend', selection });
+} catch (err) {
+  post({ type: 'fatal', message: (err as Error).message });
+}
