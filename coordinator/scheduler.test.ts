@@ -1,0 +1,230 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { runTasks, TimeoutError, withTimeout, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { Membership, type WorkerHandle } from './membership.ts';
+import { silentLogger } from '../common/logger.ts';
+import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
+
+type Behaviour = (task: TaskMessage) => Promise<ResultMessage>;
+
+/** Answers each task with lossSum = its first label, so results can be matched to tasks. */
+function answer(task: TaskMessage, delayMs = 0): Promise<ResultMessage> {
+  const r: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: task.labels[0], correct: 0, computeMs: 1 };
+  return new Promise((resolve) => setTimeout(() => resolve(r), delayMs));
+}
+
+class FakeWorker implements WorkerHandle {
+  readonly name: string;
+  readonly backend = 'fake';
+  weightsVersion = -1;
+  readonly received: TaskMessage[] = [];
+  readonly closed: { code: number; reason: string }[] = [];
+
+  constructor(readonly id: string, private readonly behaviour: Behaviour = (t) => answer(t)) {
+    this.name = id;
+  }
+
+  run(task: TaskMessage): Promise<ResultMessage> {
+    this.received.push(task);
+    return this.behaviour(task);
+  }
+
+  close(code: number, reason: string): void {
+    this.closed.push({ code, reason });
+  }
+}
+
+/** Task i carries label i, so the result for task i has lossSum i. */
+function tasks(n: number): TaskSpec[] {
+  return Array.from({ length: n }, (_, i) => ({ kind: 'train', images: new Uint8Array(3072), labels: new Uint8Array([i]) }));
+}
+
+const weights: WeightsSource = { version: 1, bytes: new Uint8Array(16) };
+const never = () => new Promise<ResultMessage>(() => {});
+
+function membershipOf(...workers: FakeWorker[]): Membership {
+  const m = new Membership(silentLogger());
+  for (const w of workers) m.join(w);
+  return m;
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('runTasks', () => {
+  it('returns one result per task, in task order, however the answers arrive', async () => {
+    // Later tasks answer sooner, so completion order is the reverse of task order.
+    let delay = 40;
+    const slowThenFast: Behaviour = (t) => answer(t, (delay = Math.max(0, delay - 10)));
+    const m = membershipOf(new FakeWorker('a', slowThenFast), new FakeWorker('b', slowThenFast), new FakeWorker('c', slowThenFast));
+    const { results } = await runTasks(tasks(7), weights, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+  });
+
+  it('spreads the tasks over all live workers', async () => {
+    const workers = [new FakeWorker('a', (t) => answer(t, 5)), new FakeWorker('b', (t) => answer(t, 5))];
+    await runTasks(tasks(4), weights, membershipOf(...workers), { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(workers.map((w) => w.received.length)).toEqual([2, 2]);
+  });
+
+  it('sends the weights only to workers that do not hold the current version', async () => {
+    const a = new FakeWorker('a');
+    const b = new FakeWorker('b');
+    b.weightsVersion = 1;
+    const m = membershipOf(a, b);
+    await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(a.received[0].weights).toBe(weights.bytes);
+    expect(b.received[0].weights).toBeUndefined();
+
+    // Second call, same version: both now hold it, so nobody gets weights.
+    await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(a.received[1].weights).toBeUndefined();
+    expect(b.received[1].weights).toBeUndefined();
+
+    // Third call, new version: everybody gets the new bytes, tagged with the new version.
+    const next: WeightsSource = { version: 2, bytes: new Uint8Array(16).fill(1) };
+    await runTasks(tasks(2), next, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    for (const w of [a, b]) {
+      expect(w.received[2].weights).toBe(next.bytes);
+      expect(w.received[2].weightsVersion).toBe(2);
+    }
+  });
+
+  it('sends the weights once to a worker that runs several tasks in one call', async () => {
+    const a = new FakeWorker('a');
+    await runTasks(tasks(3), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(a.received.map((t) => t.weights !== undefined)).toEqual([true, false, false]);
+  });
+
+  it('gives each dispatched task a distinct id', async () => {
+    const a = new FakeWorker('a');
+    await runTasks(tasks(4), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(new Set(a.received.map((t) => t.taskId)).size).toBe(4);
+  });
+
+  it('removes a worker whose run rejects and recomputes its task on another worker', async () => {
+    const failing = new FakeWorker('bad', () => Promise.reject(new Error('socket closed')));
+    const good = new FakeWorker('good', (t) => answer(t, 5));
+    const m = membershipOf(failing, good);
+    const { results, stats } = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
+    expect(m.live().map((w) => w.id)).toEqual(['good']);
+    expect(failing.received.length).toBe(1);
+    expect(good.received.length).toBe(2);
+    expect(stats.retries).toBe(1);
+    // Left, not evicted: it is closed with the bad-frame code and the error's message.
+    expect(failing.closed).toEqual([{ code: CLOSE_CODES.badFrame, reason: 'socket closed' }]);
+  });
+
+  it('evicts a worker that never answers within stepTimeoutMs, and the step still completes', async () => {
+    const silent = new FakeWorker('silent', never);
+    const good = new FakeWorker('good', (t) => answer(t, 1));
+    const m = membershipOf(silent, good);
+    const started = Date.now();
+    const { results } = await runTasks(tasks(3), weights, m, { stepTimeoutMs: 50, log: silentLogger() });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(45);
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1, 2]);
+    expect(m.live().map((w) => w.id)).toEqual(['good']);
+    expect(silent.closed.map((c) => c.code)).toEqual([CLOSE_CODES.evicted]);
+    expect(silent.closed[0].reason).toMatch(/took longer than 50 ms/);
+  });
+
+  it('waits with no workers, and completes once one joins', async () => {
+    const m = new Membership(silentLogger());
+    const warnings: unknown[] = [];
+    const log = silentLogger();
+    log.warn = ((obj: unknown) => void warnings.push(obj)) as typeof log.warn;
+    let settled = false;
+    const run = runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log }).then((r) => ((settled = true), r));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(settled).toBe(false);
+    m.join(new FakeWorker('late'));
+    const { results } = await run;
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
+    // Says so once, not on every wake-up.
+    expect(warnings).toEqual([expect.objectContaining({ event: 'waiting_for_workers', pendingTasks: 2 })]);
+  });
+
+  it('rejects with the abort reason when its signal aborts mid-step', async () => {
+    const m = membershipOf(new FakeWorker('slow', never));
+    const controller = new AbortController();
+    const run = runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), signal: controller.signal });
+    setTimeout(() => controller.abort(new Error('stopping')), 10);
+    await expect(run).rejects.toThrow('stopping');
+  });
+
+  it('rejects at once when its signal is already aborted', async () => {
+    const a = new FakeWorker('a');
+    const controller = new AbortController();
+    controller.abort(new Error('already stopped'));
+    await expect(runTasks(tasks(1), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger(), signal: controller.signal })).rejects.toThrow('already stopped');
+    expect(a.received.length).toBe(0);
+  });
+
+  it('stops listening to membership changes when it returns', async () => {
+    const m = membershipOf(new FakeWorker('a'));
+    let listeners = 0;
+    const onChange = m.onChange.bind(m);
+    m.onChange = (l) => {
+      listeners++;
+      const off = onChange(l);
+      return () => {
+        listeners--;
+        off();
+      };
+    };
+    await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(listeners).toBe(0);
+  });
+
+  it('counts the bytes it sends, weights included only where sent', async () => {
+    const a = new FakeWorker('a');
+    const { stats } = await runTasks(tasks(2), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger() });
+    // Task 1: 16 weight bytes + 3072 pixels + 1 label + 64 overhead; task 2: the same without weights.
+    expect(stats.bytesSent).toBe(16 + 3072 + 1 + 64 + (3072 + 1 + 64));
+  });
+});
+
+describe('withTimeout', () => {
+  it('rejects with a TimeoutError naming what took too long', async () => {
+    vi.useFakeTimers();
+    const p = withTimeout(new Promise(() => {}), 1000, 'the thing');
+    const assertion = expect(p).rejects.toThrow(new TimeoutError('the thing took longer than 1000 ms'));
+    await vi.advanceTimersByTimeAsync(1000);
+    await assertion;
+    await p.catch((e) => {
+      expect(e).toBeInstanceOf(TimeoutError);
+      expect(e.code).toBe('DTRAIN_ERR_STEP_TIMEOUT');
+    });
+  });
+
+  it('does not reject before the time is up', async () => {
+    vi.useFakeTimers();
+    let rejected = false;
+    withTimeout(new Promise(() => {}), 1000, 'x').catch(() => (rejected = true));
+    await vi.advanceTimersByTimeAsync(999);
+    expect(rejected).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(rejected).toBe(true);
+  });
+
+  it('passes the value through and clears its timer when the promise wins', async () => {
+    vi.useFakeTimers();
+    await expect(withTimeout(Promise.resolve(42), 1000, 'x')).resolves.toBe(42);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('passes a rejection through and clears its timer', async () => {
+    vi.useFakeTimers();
+    await expect(withTimeout(Promise.reject(new Error('boom')), 1000, 'x')).rejects.toThrow('boom');
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('clears its timer after timing out', async () => {
+    vi.useFakeTimers();
+    const p = withTimeout(new Promise(() => {}), 10, 'x').catch(() => {});
+    await vi.advanceTimersByTimeAsync(10);
+    await p;
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});

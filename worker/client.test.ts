@@ -1,0 +1,58 @@
+import { describe, expect, it, vi } from 'vitest';
+import { backoffDelay } from './client.ts';
+
+// backoffDelay is pure; the compute thread module resolves tsx through `import.meta.resolve`
+// at import time, which vitest's module runner does not provide.
+vi.mock('./compute-thread.ts', () => ({ ComputeThread: class {} }));
+
+const MIN = 250;
+const MAX = 5000;
+/** The largest value a `Math.random`-like source can return. */
+const almostOne = () => 1 - 2 ** -32;
+
+describe('backoffDelay', () => {
+  it('doubles its ceiling with each attempt', () => {
+    // With random ≈ 1 the delay is one under the ceiling min·2^attempt = 250, 500, 1000, 2000, 4000,
+    // except at attempt 0, where 249 is raised to the minimum 250.
+    const delays = [0, 1, 2, 3, 4].map((attempt) => backoffDelay(attempt, MIN, MAX, almostOne));
+    expect(delays).toEqual([250, 499, 999, 1999, 3999]);
+  });
+
+  it('never exceeds the maximum, however many attempts', () => {
+    for (const attempt of [5, 6, 10, 30, 100, 2000]) {
+      expect(backoffDelay(attempt, MIN, MAX, almostOne)).toBeLessThan(MAX);
+      expect(backoffDelay(attempt, MIN, MAX, almostOne)).toBeGreaterThanOrEqual(MAX - 1);
+    }
+  });
+
+  it('never goes below the minimum, even when the random source returns 0', () => {
+    for (const attempt of [0, 1, 5, 50]) expect(backoffDelay(attempt, MIN, MAX, () => 0)).toBe(MIN);
+  });
+
+  it('scales the ceiling by the random draw (full jitter)', () => {
+    // attempt 3: ceiling = min(5000, 250·8) = 2000; draws 0.25, 0.5 and 0.75 give 500, 1000 and 1500.
+    expect(backoffDelay(3, MIN, MAX, () => 0.25)).toBe(500);
+    expect(backoffDelay(3, MIN, MAX, () => 0.5)).toBe(1000);
+    expect(backoffDelay(3, MIN, MAX, () => 0.75)).toBe(1500);
+  });
+
+  it('draws from the given random source exactly once per delay', () => {
+    let calls = 0;
+    backoffDelay(2, MIN, MAX, () => {
+      calls++;
+      return 0.5;
+    });
+    expect(calls).toBe(1);
+  });
+
+  it('returns whole milliseconds within [min, max] for any draw', () => {
+    for (let attempt = 0; attempt < 12; attempt++) {
+      for (const r of [0, 0.01, 0.3, 0.77, 0.999]) {
+        const d = backoffDelay(attempt, MIN, MAX, () => r);
+        expect(Number.isInteger(d)).toBe(true);
+        expect(d).toBeGreaterThanOrEqual(MIN);
+        expect(d).toBeLessThanOrEqual(MAX);
+      }
+    }
+  });
+});
