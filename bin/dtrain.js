@@ -5,3 +5,6 @@ import { register } from 'tsx/esm/api';
 register();
 const { main } = await import('../coordinator/cli/main.ts');
 await main(process.argv);
+// Logs are written synchronously, so nothing is lost by exiting now; a stray handle cannot keep
+// a finished job alive.
+process.exit(process.exitCode ?? 0);

@@ -29,7 +29,7 @@ export interface JobOptions {
   startWorkers(membership: Membership, welcome: Omit<WelcomeMessage, 'workerId'>, expect: ResultExpectations): Promise<WorkerPool>;
   /** Workers to wait for before the first step (default 1). */
   minWorkers?: number;
-  hooks?: Pick<TrainerHooks, 'onStep'>;
+  hooks?: Pick<TrainerHooks, 'onStep' | 'stepLogLevel'>;
   /** Aborted on SIGINT/SIGTERM by the caller: the job checkpoints and stops cleanly. */
   signal?: AbortSignal;
 }
@@ -41,9 +41,7 @@ export function wirePreprocessing(p: Preprocessing): WelcomeMessage['preprocessi
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
   await mkdir(config.out, { recursive: true });
-  const loadStarted = performance.now();
   const data = await loadDataset({ dataset: config.dataset, dataDir: config.dataDir, limitTrain: config.limitTrain, limitTest: config.limitTest, splitSeed: config.seed, logger: log });
-  log.info({ event: 'data_loaded', source: data.source, train: data.train.count, validation: data.val.count, test: data.test.count, ms: Math.round(performance.now() - loadStarted) }, `data: ${data.train.count} train, ${data.val.count} validation, ${data.test.count} test`);
   const preprocessing: Preprocessing = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : { kind: 'scale' };
 
   const membership = new Membership(log);

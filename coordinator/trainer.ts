@@ -32,6 +32,8 @@ export interface StepEvent {
 
 export interface TrainerHooks {
   onStep?(e: StepEvent): void;
+  /** 'debug' when a progress bar shows the steps instead (interactive terminals). Default 'info'. */
+  stepLogLevel?: 'info' | 'debug';
   /** After each epoch's evaluation (and at the end with the test predictions). */
   onEpoch?(history: History, predictions?: Predictions): Promise<void> | void;
 }
@@ -210,7 +212,7 @@ export class Trainer {
         const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
         const stepInEpoch = Math.ceil(this.position.sampleOffset / this.globalBatch());
         const event: StepEvent = { epoch: epoch + 1, step: this.position.globalStep, stepInEpoch, stepsInEpoch, loss: this.position.epochLossSum / this.position.epochSamples, accuracy: this.position.epochCorrect / this.position.epochSamples };
-        log.debug({
+        log[this.hooks.stepLogLevel ?? 'info']({
           event: 'step', step: event.step, epoch: event.epoch, workers: outcome.results.length, samples: agg.count,
           loss: agg.lossSum / agg.count, accuracy: agg.correct / agg.count,
           ms: round(ms), computeMs: round(outcome.stats.maxComputeMs), commMs: round(ms - outcome.stats.maxComputeMs - optimizerMs), optimizerMs: round(optimizerMs),

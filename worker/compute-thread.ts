@@ -4,7 +4,7 @@
  * thread must stay free to answer heartbeats while a long task computes.
  */
 import { Worker } from 'node:worker_threads';
-import { TS_EXEC_ARGV, sourcePath } from '../common/runtime.ts';
+import { sourcePath } from '../common/runtime.ts';
 import { DtrainError } from '../common/errors.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import type { ResultMessage, TaskMessage, WelcomeMessage, WorkerMessage } from '../common/protocol.ts';
@@ -26,7 +26,7 @@ export class ComputeThread {
   onLost: (reason: string) => void = () => {};
 
   constructor(backend: BackendChoice) {
-    this.thread = new Worker(sourcePath('./thread.ts', import.meta.url), { execArgv: [...TS_EXEC_ARGV], workerData: { backend } });
+    this.thread = new Worker(sourcePath('./thread-entry.mjs', import.meta.url), { workerData: { backend } });
     this.thread.on('message', (m: ThreadMessage) => this.dispatch(m));
     this.thread.on('error', (err) => this.lost(`compute thread error: ${err.message}`));
     this.thread.on('exit', (code) => this.lost(`compute thread exited with code ${code}`));

@@ -36,7 +36,9 @@ export function registerCoordinatorCommand(program: Command): void {
     .addOption(envOption('--port <port>', 'port to listen on', 'DTRAIN_PORT').default(8787).argParser(integer('--port', 0, 65535)))
     .addOption(envOption('--host <addr>', 'address to listen on', 'DTRAIN_HOST').default('0.0.0.0'))
     .addOption(envOption('--min-workers <n>', 'workers to wait for before the first step', 'DTRAIN_MIN_WORKERS').default(1).argParser(integer('--min-workers', 1, 4096)))
-    .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'));
+    .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'))
+    .addOption(envOption('--max-frame-mb <mb>', 'largest frame accepted from a worker, in MiB', 'DTRAIN_MAX_FRAME_MB').default(256).argParser(integer('--max-frame-mb', 1, 2047)))
+    .addOption(envOption('--heartbeat-ms <ms>', 'ping interval; a worker silent for two is dropped', 'DTRAIN_HEARTBEAT_MS').default(2000).argParser(integer('--heartbeat-ms', 100, 600_000)));
   addTrainingOptions(cmd).action(async (flags) => {
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
@@ -48,13 +50,14 @@ export function registerCoordinatorCommand(program: Command): void {
       log,
       signal,
       startWorkers: async (membership, welcome, expect) => {
-        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log });
+        const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs };
+        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits });
         const backends = () => [...new Set(membership.live().map((w) => w.backend))].join('+') || 'remote';
         return { backend: backends, stop: () => server.close() };
       },
       minWorkers: flags.minWorkers,
     });
-    process.exitCode = outcome.status === 'finished' ? 0 : 130;
+    process.exitCode = outcome.status === 'interrupted' && signal.aborted ? 130 : 0;
   });
 }
 

@@ -121,11 +121,12 @@ export function registerTrainCommand(program: Command): void {
     const log = loggerFromFlags(flags, { role: 'trainer' });
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}`);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
+    const signal = shutdownSignal(log);
     const outcome = await runJob({
       config,
       log,
-      signal: shutdownSignal(log),
-      hooks: { onStep: (e) => progress?.update(e) },
+      signal,
+      hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
       startWorkers: async (membership, welcome) => {
         const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log });
         const sel = started.backend;
@@ -134,7 +135,7 @@ export function registerTrainCommand(program: Command): void {
       },
     });
     progress?.stop();
-    process.exitCode = outcome.status === 'finished' ? 0 : 130;
+    process.exitCode = outcome.status === 'interrupted' && signal.aborted ? 130 : 0;
   });
 }
 
