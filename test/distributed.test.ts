@@ -1,0 +1,137 @@
+/**
+ * The distributed job with real processes on loopback: a coordinator and workers started through
+ * the CLI, killed, stopped and restarted the way they would be on a cluster.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+
+import { DtrainProcess, killAll } from './processes.ts';
+import { tempDir } from './helpers.ts';
+
+const TOKEN = 'integration-test-token';
+const ENV = { DTRAIN_TOKEN: TOKEN };
+
+afterEach(() => killAll());
+
+function coordinator(out: string, extra: string[] = [], port = 0): DtrainProcess {
+  return new DtrainProcess(
+    ['coordinator', '--port', String(port), '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '640', '--limit-test', '100',
+      '--model', 'lenet', '--backend', 'wasm', '--no-plots', '--out', out, ...extra],
+    ENV,
+  );
+}
+
+function worker(port: number, extra: string[] = [], env: Record<string, string> = ENV): DtrainProcess {
+  return new DtrainProcess(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'wasm', ...extra], env);
+}
+
+async function listeningPort(c: DtrainProcess): Promise<number> {
+  return (await c.waitFor('listening')).port as number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function metrics(out: string) {
+  return JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8'));
+}
+
+describe('distributed training over WebSockets', () => {
+  it('trains to the end with 3 workers, which then exit 0', async () => {
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '3', '--epochs', '1']);
+    const port = await listeningPort(c);
+    const workers = [worker(port), worker(port), worker(port)];
+    await c.waitFor('run_finished', undefined, 120_000);
+    expect((await c.exited).code).toBe(0);
+    for (const w of workers) expect((await w.exited).code).toBe(0);
+    expect(c.events('worker_joined')).toHaveLength(3);
+    const steps = c.events('step');
+    expect(steps).toHaveLength(20);
+    expect(steps.every((s) => s.workers === 3)).toBe(true);
+    for (const field of ['computeMs', 'commMs', 'optimizerMs', 'bytesOut', 'bytesIn']) expect(typeof steps[0][field]).toBe('number');
+    expect(c.events('epoch')).toHaveLength(1);
+    expect(c.events('checkpoint').length).toBeGreaterThanOrEqual(1);
+    expect((await metrics(out)).steps).toBe(20);
+  });
+
+  it('completes every step when a worker is killed with SIGKILL mid-epoch', async () => {
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '3', '--epochs', '2']);
+    const port = await listeningPort(c);
+    const [victim] = [worker(port), worker(port), worker(port)];
+    await c.waitFor('step', (l) => (l.step as number) >= 5);
+    victim.kill('SIGKILL');
+    await c.waitFor('run_finished', undefined, 120_000);
+    expect(c.events('worker_left').length).toBeGreaterThanOrEqual(1);
+    expect((await metrics(out)).steps).toBe(40);
+    expect(c.events('step').map((s) => s.step)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+  });
+
+  it('lets a worker join mid-run, taking part from the next step', async () => {
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '1', '--epochs', '1', '--limit-train', '3200']);
+    const port = await listeningPort(c);
+    worker(port);
+    await c.waitFor('step', (l) => (l.step as number) >= 3);
+    const late = worker(port);
+    await late.waitFor('joined');
+    await c.waitFor('run_finished', undefined, 120_000);
+    expect(c.events('worker_joined')).toHaveLength(2);
+    expect(c.events('step').some((s) => s.workers === 2)).toBe(true);
+    expect((await metrics(out)).steps).toBeGreaterThan(0);
+  });
+
+  it('evicts a stopped (SIGSTOP) worker after the step timeout and finishes', async () => {
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '2', '--epochs', '2', '--step-timeout', '3', '--heartbeat-ms', '60000']);
+    const port = await listeningPort(c);
+    const [stalled] = [worker(port), worker(port)];
+    await c.waitFor('step', (l) => (l.step as number) >= 3);
+    stalled.kill('SIGSTOP');
+    await c.waitFor('worker_evicted', undefined, 30_000);
+    await c.waitFor('run_finished', undefined, 120_000);
+    expect((await metrics(out)).steps).toBe(40);
+  });
+
+  it('resumes after the coordinator is killed with SIGKILL; workers reconnect on their own', async () => {
+    const out = await tempDir();
+    const port = await freePort();
+    const args = ['--min-workers', '2', '--epochs', '2', '--checkpoint-every', '5'];
+    const first = coordinator(out, args, port);
+    await listeningPort(first);
+    const workers = [worker(port), worker(port)];
+    await first.waitFor('checkpoint', (l) => (l.step as number) >= 10);
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = coordinator(out, [...args, '--resume'], port);
+    const resumed = await second.waitFor('resumed');
+    expect(resumed.step as number).toBeGreaterThanOrEqual(10);
+    await second.waitFor('run_finished', undefined, 120_000);
+    expect((await metrics(out)).steps).toBe(40);
+    for (const w of workers) expect((await w.exited).code).toBe(0);
+    expect(workers[0].events('reconnecting').length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('refuses a wrong token with close code 4001 and an auth_failed log line', async () => {
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '1', '--epochs', '1']);
+    const port = await listeningPort(c);
+    const intruder = worker(port, [], { DTRAIN_TOKEN: 'not-the-right-token' });
+    expect((await intruder.exited).code).toBe(1);
+    const refused = await c.waitFor('auth_failed');
+    expect(refused.code).toBe('DTRAIN_ERR_AUTH');
+    expect(refused.closeCode).toBe(4001);
+    expect(intruder.events('auth_failed')).toHaveLength(1);
+  });
+});
+
+
