@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { createServer } from 'node:net';
 
 import { DtrainProcess, killAll } from './processes.ts';
-import { tempDir } from './helpers.ts';
+import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from './helpers.ts';
+import { loadCheckpoint } from '../coordinator/checkpoint.ts';
 
 const TOKEN = 'integration-test-token';
 const ENV = { DTRAIN_TOKEN: TOKEN };
@@ -135,3 +136,21 @@ describe('distributed training over WebSockets', () => {
 });
 
 
+
+describe('WebSocket transport against the in-process run', () => {
+  // The cpu backend sums in a fixed order, so the comparison is exact up to float32 rounding (see
+  // test/inprocess.test.ts for why wasm is checked over one step only).
+  it('ends 20 lenet steps with 3 WebSocket workers within 1e-5 of 1 in-process worker', { timeout: 300_000 }, async () => {
+    const data = await syntheticData(640, 100);
+    const reference = await trainInProcess(testConfig({ model: 'lenet', backend: 'cpu', batchSize: 12, workers: 1, maxSteps: 20, out: await tempDir() }), data);
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '3', '--batch-size', '12', '--max-steps', '20', '--backend', 'cpu']);
+    const port = await listeningPort(c);
+    for (let i = 0; i < 3; i++) worker(port, ['--backend', 'cpu']);
+    await c.waitFor('run_stopped', undefined, 240_000);
+    expect(c.events('step').every((s) => s.workers === 3)).toBe(true);
+    const ckpt = await loadCheckpoint(out, 'lenet');
+    expect(ckpt!.state.position.globalStep).toBe(20);
+    expect(maxAbsDiff(ckpt!.weights, reference.weights)).toBeLessThan(1e-5);
+  });
+});
