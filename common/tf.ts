@@ -4,6 +4,8 @@
  */
 import * as tfc from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
+// Always registered: building models and saving checkpoints need a backend, and cpu needs no setup.
+import '@tensorflow/tfjs-backend-cpu';
 
 // PROD silences tfjs's console banners ("install our node backend") that would break JSON logs.
 tfc.env().set('PROD', true);

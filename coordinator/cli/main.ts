@@ -3,7 +3,6 @@
  * message and exit 2, without a stack trace; anything else is a bug and prints everything.
  */
 import { Command, CommanderError } from 'commander';
-import '@tensorflow/tfjs-backend-cpu';
 import { tf } from '../../common/tf.ts';
 import { DtrainError } from '../../common/errors.ts';
 import { registerSummaryCommand, registerTrainCommand } from './train.ts';
