@@ -12,7 +12,8 @@ import { weightLayout, assertLength } from '../common/weights.ts';
 import { CheckpointError } from '../common/errors.ts';
 import type { AdamState } from '../common/adam.ts';
 import { floatsToBytes } from '../common/codec.ts';
-import { writeFileAtomic, type History } from './run-files.ts';
+import { writeFileAtomic } from '../common/atomic-write.ts';
+import type { History } from './run-files.ts';
 
 export const CHECKPOINT_DIR = 'checkpoint';
 const FORMAT = 'dtrain-checkpoint-1';

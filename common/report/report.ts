@@ -3,7 +3,7 @@
  * inlined as data URIs) and a Markdown twin that links PNG files written beside it.
  */
 import { basename, dirname, extname, join } from 'node:path';
-import { writeFileAtomic } from './atomic-write.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { duration, fixed, integer, percent, points } from './format.ts';
 import { PALETTE, renderLineChart, type LineSeries } from './line-chart.ts';
 import { compareRegularization, type RegularizationFinding } from './regularization.ts';

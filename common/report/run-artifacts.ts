@@ -3,7 +3,7 @@
  * each file is replaced atomically: someone watching loss.png never opens a half-written PNG.
  */
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic-write.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { renderCurves } from './curves.ts';
 import { renderPredictions, type PredictionSheet } from './grid.ts';
 import type { TrainingHistory } from './run-files.ts';

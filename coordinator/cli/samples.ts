@@ -6,7 +6,7 @@ import { Command } from 'commander';
 import { extname, resolve } from 'node:path';
 import { ConfigError } from '../../common/errors.ts';
 import type { ImageSet } from '../../common/data/types.ts';
-import { writeFileAtomic } from '../../common/report/atomic-write.ts';
+import { writeFileAtomic } from '../../common/atomic-write.ts';
 import { renderSamples } from '../../common/report/grid.ts';
 import { envOption, oneOf } from './flags.ts';
 
