@@ -99,7 +99,22 @@ export function countParameters(model: tfl.LayersModel): ParameterCounts {
 
 /** A Keras-style summary table: layer (type), output shape, parameter count, then the totals. */
 export function modelSummary(model: tfl.LayersModel): string {
-  const lines: string[] = [];
-  model.summary(98, [0.45, 0.8, 1], (line?: string) => lines.push(line ?? ''));
-  return lines.join('\n');
+  const fmt = (n: number) => n.toLocaleString('en-US');
+  const shape = (s: unknown) => `(${(s as (number | null)[]).map((d) => (d === null ? 'None' : String(d))).join(', ')})`;
+  const rows = model.layers.map((l) => [`${l.name} (${l.getClassName()})`, shape(l.outputShape), fmt(l.countParams())]);
+  const widths = [44, 26, 12];
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('').trimEnd();
+  const rule = (ch: string) => ch.repeat(widths.reduce((a, b) => a + b, 0));
+  const counts = countParameters(model);
+  return [
+    `Model: "${model.name}"`,
+    rule('_'),
+    line(['Layer (type)', 'Output Shape', 'Param #']),
+    rule('='),
+    ...rows.flatMap((r, i) => [line(r), i < rows.length - 1 ? rule('_') : rule('=')]),
+    `Total params: ${fmt(counts.total)}`,
+    `Trainable params: ${fmt(counts.trainable)}`,
+    `Non-trainable params: ${fmt(counts.nonTrainable)}`,
+    rule('_'),
+  ].join('\n');
 }

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { tf } from '../common/tf.ts';
+import { buildModel } from '../common/models.ts';
+import { initialWeights, weightLayout } from '../common/weights.ts';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint } from './checkpoint.ts';
+import { CheckpointError } from '../common/errors.ts';
+
+function checkpointFor(step: number, seed: number): Checkpoint {
+  const layout = weightLayout(buildModel('cnn-bn'));
+  const weights = initialWeights(layout, seed);
+  const m = Float32Array.from({ length: layout.trainableSize }, (_, i) => i * 1e-6);
+  const v = Float32Array.from({ length: layout.trainableSize }, (_, i) => i * 1e-9);
+  return {
+    weights,
+    adam: { step, m, v },
+    state: {
+      format: '', model: 'cnn-bn', weightCount: layout.totalSize, adamStep: step, weightsVersion: step,
+      position: { epoch: 1, sampleOffset: 320, globalStep: step, epochLossSum: 12.5, epochCorrect: 100, epochSamples: 320, epochSeconds: 3.5 },
+      files: { model: '', weights: '', optimizer: '' },
+      history: { model: 'cnn-bn', epochs: [] },
+      config: { batchSize: 32 },
+    },
+  };
+}
+
+describe('checkpoints', () => {
+  it('round-trips weights, Adam state and position bit for bit', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const saved = checkpointFor(17, 3);
+    await saveCheckpoint(dir, saved);
+    const loaded = (await loadCheckpoint(dir, 'cnn-bn'))!;
+    expect(loaded.weights).toEqual(saved.weights);
+    expect(loaded.adam.m).toEqual(saved.adam.m);
+    expect(loaded.adam.v).toEqual(saved.adam.v);
+    expect(loaded.adam.step).toBe(17);
+    expect(loaded.state.position).toEqual(saved.state.position);
+  });
+
+  it('writes a model that tf.loadLayersModel loads with the same weights', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const saved = checkpointFor(5, 9);
+    await saveCheckpoint(dir, saved);
+    const ckptDir = join(dir, 'checkpoint');
+    const modelJson = JSON.parse(await readFile(join(ckptDir, 'model.json'), 'utf8'));
+    const weightData = await readFile(join(ckptDir, modelJson.weightsManifest[0].paths[0]));
+    const model = await tf.loadLayersModel(tf.io.fromMemory({
+      modelTopology: modelJson.modelTopology,
+      weightSpecs: modelJson.weightsManifest[0].weights,
+      weightData: weightData.buffer.slice(weightData.byteOffset, weightData.byteOffset + weightData.byteLength),
+    }));
+    const layout = weightLayout(model);
+    const flat = new Float32Array(layout.totalSize);
+    model.weights.forEach((w, i) => flat.set(w.read().dataSync() as Float32Array, layout.entries[i].offset));
+    expect(flat).toEqual(saved.weights);
+    model.dispose();
+  });
+
+  it('keeps only the newest weight files, and checkpoint.json names them', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    await saveCheckpoint(dir, checkpointFor(1, 1));
+    await saveCheckpoint(dir, checkpointFor(2, 2));
+    const files = (await readdir(join(dir, 'checkpoint'))).sort();
+    expect(files).toEqual(['checkpoint.json', 'model.json', 'optimizer-00000002.bin', 'weights-00000002.bin']);
+    expect((await loadCheckpoint(dir, 'cnn-bn'))!.weights).toEqual(checkpointFor(2, 2).weights);
+  });
+
+  it('returns nothing when there is no checkpoint yet', async () => {
+    expect(await loadCheckpoint(await mkdtemp(join(tmpdir(), 'ckpt-')), 'lenet')).toBeUndefined();
+  });
+
+  it('refuses a checkpoint of another model, naming both', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    await saveCheckpoint(dir, checkpointFor(1, 1));
+    await expect(loadCheckpoint(dir, 'lenet')).rejects.toThrow(/cnn-bn.*lenet/);
+  });
+
+  it('refuses a truncated weights file, naming the sizes', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    await saveCheckpoint(dir, checkpointFor(3, 1));
+    await writeFile(join(dir, 'checkpoint', 'weights-00000003.bin'), new Uint8Array(100));
+    const err = await loadCheckpoint(dir, 'cnn-bn').catch((e) => e);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.message).toMatch(/493864 bytes, but holds 100/);
+  });
+});
