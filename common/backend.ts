@@ -24,6 +24,10 @@ export function parseBackendChoice(value: string): BackendChoice {
   throw new ConfigError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}, got "${value}".`);
 }
 
+interface GpuLike {
+  requestAdapter(): Promise<unknown>;
+}
+
 interface Candidate {
   backend: string;
   source: string;
@@ -45,12 +49,15 @@ const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
       backend: 'webgpu',
       source: '@tensorflow/tfjs-backend-webgpu',
       load: async () => {
-        // Dawn's Node bindings provide navigator.gpu; tfjs-backend-webgpu looks for it there.
-        const dawn = (await importOptional('webgpu')) as { create: (flags: string[]) => unknown; globals: Record<string, unknown> };
+        // Dawn's Node bindings (the `webgpu` package) provide what a browser's navigator.gpu would.
+        const dawn = (await importOptional('webgpu')) as { create(flags: string[]): GpuLike; globals: Record<string, unknown> };
+        const gpu = dawn.create([]);
+        // Without a driver (no Vulkan loader, no GPU) there is no adapter: skip before touching globals.
+        const adapter = await gpu.requestAdapter();
+        if (!adapter) throw new Error('no WebGPU adapter (needs a GPU driver and a Vulkan loader, libvulkan.so.1)');
         Object.assign(globalThis, dawn.globals);
-        const g = globalThis as unknown as { navigator?: Record<string, unknown> };
-        if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: {}, writable: true, configurable: true });
-        (globalThis as unknown as { navigator: Record<string, unknown> }).navigator.gpu = dawn.create([]);
+        if (!('navigator' in globalThis)) Object.defineProperty(globalThis, 'navigator', { value: {}, writable: true, configurable: true });
+        (globalThis as unknown as { navigator: { gpu?: GpuLike } }).navigator.gpu = gpu;
         await importOptional('@tensorflow/tfjs-backend-webgpu');
       },
     },
