@@ -3,6 +3,8 @@
  * each one was skipped: tfjs-node-gpu, tfjs-node, webgpu, wasm, cpu. The native and webgpu packages
  * are optional: they are loaded by name at run time and never required.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { tf } from './tf.ts';
 import { BackendError, ConfigError } from './errors.ts';
 import { installWasmTrainingKernels } from './kernels/install.ts';
@@ -50,6 +52,7 @@ const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
       source: '@tensorflow/tfjs-backend-webgpu',
       load: async () => {
         // Dawn's Node bindings (the `webgpu` package) provide what a browser's navigator.gpu would.
+        if (process.platform === 'linux' && !findLibrary('libvulkan.so.1')) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine: WebGPU needs one, and a GPU driver');
         const dawn = (await importOptional('webgpu')) as { create(flags: string[]): GpuLike; globals: Record<string, unknown> };
         const gpu = dawn.create([]);
         // Without a driver (no Vulkan loader, no GPU) there is no adapter: skip before touching globals.
@@ -74,6 +77,12 @@ const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
   ],
   cpu: [{ backend: 'cpu', source: '@tensorflow/tfjs-backend-cpu', load: async () => void (await importOptional('@tensorflow/tfjs-backend-cpu')) }],
 };
+
+/** Dawn prints a warning of its own when the loader is missing, so look before loading it. */
+function findLibrary(name: string): boolean {
+  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib64', '/lib', '/usr/local/lib', '/usr/local/nvidia/lib64'];
+  return dirs.some((d) => existsSync(join(d, name)));
+}
 
 const AUTO_ORDER: Exclude<BackendChoice, 'auto'>[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
 

@@ -3,6 +3,7 @@
  * (`run_started`, `step`, `epoch`, ...). On a TTY the same lines go through pino-pretty.
  */
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { build as prettyStream } from 'pino-pretty';
 
 export type { Logger };
 
@@ -23,7 +24,9 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
   };
   const pretty = settings.pretty ?? (settings.destination === undefined && process.stdout.isTTY === true);
   if (pretty) {
-    return pino(options, pino.transport({ target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } }));
+    // The message of every event carries its key numbers, so humans get one line per event.
+    // In-thread and synchronous (not a transport), so nothing is lost when the CLI exits.
+    return pino(options, prettyStream({ colorize: true, hideObject: true, translateTime: 'HH:MM:ss', sync: true }));
   }
   return pino(options, pino.destination({ dest: settings.destination ?? 1, sync: true }));
 }

@@ -137,7 +137,7 @@ export class Trainer {
       weights: this.weights,
       adam: this.adam.snapshot(),
     });
-    this.log.info({ event: 'checkpoint', step: this.position.globalStep, epoch: this.position.epoch + 1, reason, dir, ms: Math.round(performance.now() - started) }, `checkpoint written (${reason})`);
+    this.log.info({ event: 'checkpoint', step: this.position.globalStep, epoch: this.position.epoch + 1, reason, dir, ms: Math.round(performance.now() - started) }, `checkpoint at step ${this.position.globalStep} (${reason}): ${dir}`);
   }
 
   /** Evaluates on a whole split, sharded over the workers in chunks of evalBatchSize. */
@@ -217,7 +217,7 @@ export class Trainer {
           loss: agg.lossSum / agg.count, accuracy: agg.correct / agg.count,
           ms: round(ms), computeMs: round(outcome.stats.maxComputeMs), commMs: round(ms - outcome.stats.maxComputeMs - optimizerMs), optimizerMs: round(optimizerMs),
           bytesOut: outcome.stats.bytesSent, bytesIn: outcome.results.reduce((s, r) => s + (r.gradients?.byteLength ?? 0) + (r.stats?.byteLength ?? 0), 0), retries: outcome.stats.retries,
-        }, 'step');
+        }, `step ${event.step}: loss ${(agg.lossSum / agg.count).toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(outcome.stats.maxComputeMs)} ms)`);
         this.hooks.onStep?.(event);
         if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
           this.position.epochSeconds = (performance.now() - epochStarted) / 1000;
@@ -245,8 +245,8 @@ export class Trainer {
         images_per_second: round(this.position.epochSamples / seconds),
       };
       this.history.epochs.push(record);
-      log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, 'validation');
-      log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}`);
+      log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
+      log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${record.seconds.toFixed(1)} s, ${Math.round(record.images_per_second)} img/s)`);
       this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
       epochStarted = performance.now();
       await writeJson(config.out, 'history.json', this.history);
@@ -254,7 +254,7 @@ export class Trainer {
       if (config.plotEveryEpoch) await this.hooks.onEpoch?.(this.history);
     }
     const test = await this.evaluate(data.test, signal);
-    log.info({ event: 'evaluated', split: 'test', loss: test.loss, accuracy: test.accuracy }, 'test');
+    log.info({ event: 'evaluated', split: 'test', loss: test.loss, accuracy: test.accuracy }, `test: loss ${test.loss.toFixed(4)} - accuracy ${test.accuracy.toFixed(4)}`);
     const wallSeconds = (performance.now() - runStarted) / 1000;
     const metrics: Metrics = {
       model: config.model,
