@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { gatherImages, selectSplits } from './split.ts';
+
+describe('selectSplits', () => {
+  it('splits the CIFAR-10 dev set 40,000 / 10,000', () => {
+    const pick = selectSplits(50_000, 10_000, 42);
+    expect(pick.train.length).toBe(40_000);
+    expect(pick.val.length).toBe(10_000);
+    expect(pick.test.length).toBe(10_000);
+  });
+
+  it('puts every dev image in exactly one of train and validation', () => {
+    const pick = selectSplits(1000, 0, 42);
+    const all = [...pick.train, ...pick.val].sort((a, b) => a - b);
+    expect(all).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+    expect(pick.train.length).toBe(800);
+  });
+
+  it('is the same for the same seed and different for another', () => {
+    expect(selectSplits(1000, 10, 42)).toEqual(selectSplits(1000, 10, 42));
+    expect(selectSplits(1000, 10, 42).val).not.toEqual(selectSplits(1000, 10, 43).val);
+  });
+
+  it('shuffles rather than cutting the dev set in file order', () => {
+    const pick = selectSplits(1000, 0, 42);
+    expect(Math.max(...pick.val)).toBeGreaterThan(100);
+    expect(Math.min(...pick.val)).toBeLessThan(900);
+  });
+
+  it('limitTrain N takes the first N training and the first ceil(N / 4) validation images', () => {
+    const full = selectSplits(1000, 10, 42);
+    const limited = selectSplits(1000, 10, 42, { limitTrain: 10 });
+    expect(limited.train).toEqual(full.train.subarray(0, 10));
+    expect(limited.val).toEqual(full.val.subarray(0, 3));
+  });
+
+  it('limitTest N takes the first N test images in file order', () => {
+    expect([...selectSplits(100, 50, 42, { limitTest: 3 }).test]).toEqual([0, 1, 2]);
+  });
+
+  it('caps the limits at the sizes available', () => {
+    const pick = selectSplits(100, 20, 42, { limitTrain: 1000, limitTest: 1000 });
+    expect([pick.train.length, pick.val.length, pick.test.length]).toEqual([80, 20, 20]);
+  });
+});
+
+describe('gatherImages', () => {
+  it('copies the chosen images and labels in the given order', () => {
+    const set = { images: new Uint8Array(3 * 3072), labels: Uint8Array.from([4, 5, 6]), count: 3 };
+    for (let i = 0; i < 3; i++) set.images.fill(10 * (i + 1), i * 3072, (i + 1) * 3072);
+    const picked = gatherImages(set, Uint32Array.from([2, 0]));
+    expect(picked.count).toBe(2);
+    expect([...picked.labels]).toEqual([6, 4]);
+    expect([picked.images[0], picked.images[3071], picked.images[3072], picked.images[6143]]).toEqual([30, 30, 10, 10]);
+  });
+
+  it('rejects an index past the end', () => {
+    const set = { images: new Uint8Array(3072), labels: new Uint8Array(1), count: 1 };
+    expect(() => gatherImages(set, Uint32Array.from([1]))).toThrow('Expected indices below 1, but index 0 is 1.');
+  });
+});

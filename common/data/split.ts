@@ -1,0 +1,57 @@
+/**
+ * Which dev-set images become training and which validation images, and how the size limits cut
+ * them. Works on indices, not pixels, so that the synthetic generator can make only the images a
+ * limited run will use.
+ */
+import { ShapeError } from '../errors.ts';
+import { permutation } from '../random.ts';
+import { IMAGE_BYTES, type ImageSet } from './types.ts';
+
+/** CIFAR-10's 50,000 dev images split 40,000 / 10,000, as the assignment asks. */
+export const VALIDATION_FRACTION = 0.2;
+
+export interface SplitSelection {
+  /** Dev-set indices for training, in shuffled order. */
+  train: Uint32Array;
+  /** Dev-set indices for validation, in shuffled order, disjoint from `train`. */
+  val: Uint32Array;
+  /** Test-set indices: the first `limitTest` in file order. */
+  test: Uint32Array;
+}
+
+/**
+ * A seeded shuffle of the dev set: the last fifth of the permutation is validation. The limits take
+ * prefixes of each part, so a limited run sees a subset of the full run's images, and
+ * `limitTrain` N keeps the 80/20 ratio with ceil(N / 4) validation images.
+ */
+export function selectSplits(
+  devCount: number,
+  testCount: number,
+  seed: number,
+  limits: { limitTrain?: number; limitTest?: number } = {},
+): SplitSelection {
+  const order = permutation(devCount, seed);
+  const valCount = Math.round(devCount * VALIDATION_FRACTION);
+  const trainPart = order.subarray(0, devCount - valCount);
+  const valPart = order.subarray(devCount - valCount);
+  const { limitTrain, limitTest } = limits;
+  const trainTake = limitTrain === undefined ? trainPart.length : Math.min(limitTrain, trainPart.length);
+  const valTake = limitTrain === undefined ? valPart.length : Math.min(Math.ceil(limitTrain / 4), valPart.length);
+  const testTake = limitTest === undefined ? testCount : Math.min(limitTest, testCount);
+  const test = new Uint32Array(testTake);
+  for (let i = 0; i < testTake; i++) test[i] = i;
+  return { train: trainPart.slice(0, trainTake), val: valPart.slice(0, valTake), test };
+}
+
+/** A new ImageSet holding `indices` of `set`, in that order. */
+export function gatherImages(set: ImageSet, indices: Uint32Array): ImageSet {
+  const images = new Uint8Array(indices.length * IMAGE_BYTES);
+  const labels = new Uint8Array(indices.length);
+  for (let i = 0; i < indices.length; i++) {
+    const k = indices[i];
+    if (k >= set.count) throw new ShapeError(`Expected indices below ${set.count}, but index ${i} is ${k}.`);
+    images.set(set.images.subarray(k * IMAGE_BYTES, (k + 1) * IMAGE_BYTES), i * IMAGE_BYTES);
+    labels[i] = set.labels[k];
+  }
+  return { images, labels, count: indices.length };
+}
