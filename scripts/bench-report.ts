@@ -1,0 +1,207 @@
+/**
+ * The shape of `scripts/bench.ts --json`: everything docs/BENCHMARKS.md is rendered from. Types
+ * only. Every section says what produced its numbers (a command line or a function), so the
+ * document can label each number with its source.
+ */
+
+export const BENCH_SCHEMA_VERSION = 1;
+
+/** Median, 10th and 90th percentile of repeated measurements, and how many there were. */
+export interface Quantiles {
+  median: number;
+  p10: number;
+  p90: number;
+  n: number;
+}
+
+export interface MachineInfo {
+  cpu: string;
+  cores: number;
+  memoryBytes: number;
+  node: string;
+  platform: string;
+  /** The tfjs backend the workers ran (from bench-compute or the workers' logs). */
+  backend: string;
+  tfjs?: string;
+  loadAverageStart: number[];
+  loadAverageEnd: number[];
+}
+
+// ---- 1. compute per worker process --------------------------------------------------------------
+
+/** Images/s over repeated timed runs: the median run, the slowest and the fastest. */
+export interface RunSpread {
+  median: number;
+  min: number;
+  max: number;
+  runs: number[];
+}
+
+export interface ComputeRow {
+  model: string;
+  batch: number;
+  /** Stock tfjs `model.fit` on wasm. */
+  baseline: RunSpread;
+  /** Our StepComputer.train on wasm. */
+  ours: RunSpread;
+  speedup: number;
+}
+
+export type ComputeSection =
+  | { measured: true; command: string; seconds: number; rows: ComputeRow[] }
+  | { measured: false; reason: string };
+
+export interface TorchRow {
+  model: string;
+  batch: number;
+  imagesPerSecond: RunSpread;
+}
+
+export type TorchSection =
+  | { measured: true; command: string; version: string; threads: number; rows: TorchRow[] }
+  | { measured: false; reason: string };
+
+// ---- 2. scaling over WebSockets -----------------------------------------------------------------
+
+/** `global`: --batch-size 32 split over K workers. `per-worker`: --batch-per-worker 32, global 32·K. */
+export type BatchMode = 'global' | 'per-worker';
+
+/** One `step` event of the coordinator's log, as bench reads it. */
+export interface StepSample {
+  step: number;
+  workers: number;
+  samples: number;
+  ms: number;
+  computeMs: number;
+  commMs: number;
+  optimizerMs: number;
+  bytesOut: number;
+  bytesIn: number;
+}
+
+/** The measured steps of one run (after warm-up). Means add up: step = compute + comm + optimizer. */
+export interface StepSummary {
+  steps: number;
+  samplesPerStep: number;
+  /** Σ samples / Σ step time over the measured steps. */
+  imagesPerSecond: number;
+  stepMs: Quantiles;
+  mean: { stepMs: number; computeMs: number; commMs: number; optimizerMs: number };
+  /** Median bytes per step, coordinator to workers and back. */
+  bytesOut: number;
+  bytesIn: number;
+}
+
+export interface ScalingRun {
+  model: string;
+  mode: BatchMode;
+  /** The --batch-size or --batch-per-worker value. */
+  batch: number;
+  workers: number;
+  parameters: number;
+  warmupSteps: number;
+  command: string;
+  summary: StepSummary;
+}
+
+export type ScalingSection =
+  | { measured: true; transport: string; runs: ScalingRun[] }
+  | { measured: false; reason: string };
+
+// ---- 3. where a step's time goes: the in-process costs inside "communication" -------------------
+
+/**
+ * Per-step costs measured in this process for frames of the same size as a run's: they split the
+ * step events' communication time into codec, wire, hand-off, gather, and what is left.
+ */
+export interface MessageCosts {
+  model: string;
+  workers: number;
+  samplesPerStep: number;
+  /** Coordinator: msgpack-encode one task frame (weights, images, labels). */
+  encodeTaskUs: Quantiles;
+  /** Worker: decode and check one task frame. */
+  decodeTaskUs: Quantiles;
+  /** Worker: encode one result frame (gradient sums). */
+  encodeResultUs: Quantiles;
+  /** Coordinator: decode and check one result frame. */
+  decodeResultUs: Quantiles;
+  /** Worker: task to compute thread and result back (structured clone; MessageChannel round trip). */
+  handOffUs: Quantiles;
+  /** A task frame out and a result frame back over a loopback WebSocket, both ends in this process. */
+  wireUs: Quantiles;
+  /** Coordinator: gather the step's images and labels by shuffled index. */
+  gatherUs: Quantiles;
+}
+
+// ---- 4. coordinator cost ------------------------------------------------------------------------
+
+export interface CoordinatorSection {
+  adam: {
+    parameters: number;
+    warmup: number;
+    us: Quantiles;
+    /** A loop with Adam's reads and writes (gradient, weights, both moments) but none of its arithmetic. */
+    memoryFloorUs: Quantiles;
+  };
+  averaging: { workers: number; parameters: number; us: Quantiles; perWorkerUs: number }[];
+}
+
+// ---- 5. time to accuracy ------------------------------------------------------------------------
+
+export interface EpochPoint {
+  epoch: number;
+  valAccuracy: number;
+  /** Since the first step began: training, evaluation and checkpoints, not process start-up. */
+  seconds: number;
+}
+
+export interface TimeToAccuracyRun {
+  model: string;
+  workers: number;
+  mode: BatchMode;
+  batch: number;
+  target: number;
+  maxEpochs: number;
+  limitTrain: number;
+  command: string;
+  /** Process spawn to the first step (start-up, data, connections), not counted in `seconds`. */
+  startupSeconds: number;
+  reached: boolean;
+  epochs?: number;
+  steps?: number;
+  seconds?: number;
+  curve: EpochPoint[];
+}
+
+export type TimeToAccuracySection =
+  | { measured: true; transport: string; runs: TimeToAccuracyRun[] }
+  | { measured: false; reason: string };
+
+// ---- goals and the whole report -----------------------------------------------------------------
+
+export interface GoalResult {
+  id: 'scaling' | 'overhead' | 'adam';
+  goal: string;
+  /** undefined when the run did not measure what the goal needs. */
+  met?: boolean;
+  measured?: string;
+  /** How far off, and why, from the breakdown; empty when met. */
+  explanation: string;
+}
+
+export interface BenchReport {
+  schema: number;
+  date: string;
+  quick: boolean;
+  command: string;
+  seconds: number;
+  machine: MachineInfo;
+  compute: ComputeSection;
+  torch: TorchSection;
+  scaling: ScalingSection;
+  messageCosts: MessageCosts[];
+  coordinator?: CoordinatorSection;
+  timeToAccuracy: TimeToAccuracySection;
+  goals: GoalResult[];
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""PyTorch training throughput on the CPU for the four dtrain models, for comparison only.
+
+The same layers as common/models.ts (Keras 'valid' convolutions), Adam(lr=0.001), cross-entropy,
+float inputs already made, one thread (torch.set_num_threads). Prints one JSON object on stdout:
+{"available": false, "reason": ...} when torch cannot be imported (it is optional, never required),
+otherwise {"available": true, "version", "threads", "results": [{model, batch, parameters,
+imagesPerSecond: {median, min, max, runs}}]}.
+
+    python3 scripts/bench-torch.py [--quick] [--models lenet,mlp] [--batch 32,128] [--threads 1]
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def build(nn, name):
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(3072, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    if name == "lenet":
+        return nn.Sequential(
+            nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+        )
+    if name in ("cnn-dropout", "cnn-bn"):
+        bn = name == "cnn-bn"
+        norm2 = (lambda c: [nn.BatchNorm2d(c)]) if bn else (lambda c: [])
+        layers = [nn.Conv2d(3, 32, 3), nn.ReLU(), *norm2(32), nn.MaxPool2d(2),
+                  nn.Conv2d(32, 64, 3), nn.ReLU(), *norm2(64), nn.MaxPool2d(2),
+                  nn.Conv2d(64, 64, 3), nn.ReLU(), *norm2(64), nn.Flatten()]
+        if not bn:
+            layers.append(nn.Dropout(0.3))
+        layers += [nn.Linear(1024, 64), nn.ReLU()]
+        if bn:
+            layers.append(nn.BatchNorm1d(64))
+        layers.append(nn.Linear(64, 10))
+        return nn.Sequential(*layers)
+    raise SystemExit(f"unknown model {name!r}: expected mlp, lenet, cnn-dropout or cnn-bn")
+
+
+def measure(torch, nn, name, batch, quick):
+    torch.manual_seed(0)
+    model = build(nn, name)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.001)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.rand(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+
+    def steps(n):
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+    run_seconds, run_count, warmup = (0.3, 3, 1) if quick else (1.0, 5, 2)
+    steps(warmup)
+    t0 = time.perf_counter()
+    steps(1)
+    per_step = time.perf_counter() - t0
+    steps_per_run = max(1, round(run_seconds / per_step))
+    runs = []
+    for _ in range(run_count):
+        t0 = time.perf_counter()
+        steps(steps_per_run)
+        runs.append(steps_per_run * batch / (time.perf_counter() - t0))
+    return {
+        "model": name,
+        "batch": batch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "imagesPerSecond": {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs},
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--models", default="mlp,lenet,cnn-dropout,cnn-bn")
+    ap.add_argument("--batch", default="32")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    try:
+        import torch
+        from torch import nn
+    except Exception as e:  # ImportError, or a broken install
+        print(json.dumps({"available": False, "reason": f"python3 cannot import torch ({type(e).__name__}: {e})"}))
+        return
+    torch.set_num_threads(args.threads)
+    results = [measure(torch, nn, m.strip(), int(b), args.quick) for b in args.batch.split(",") for m in args.models.split(",")]
+    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "results": results}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+/**
+ * The pure parts of scripts/bench.ts on fixed inputs: statistics, step summaries, scaling
+ * efficiency, the breakdown, time to accuracy, goals and the Markdown. No timing is asserted.
+ */
+import { describe, expect, it } from 'vitest';
+import type { BenchReport, MessageCosts, Quantiles, ScalingRun, StepSample, TimeToAccuracyRun } from './bench-report.ts';
+import { BENCH_SCHEMA_VERSION } from './bench-report.ts';
+import {
+  accuracyTimeline,
+  efficiency,
+  evaluateGoals,
+  median,
+  minimumBytesPerStep,
+  parseStepEvent,
+  quantile,
+  quantiles,
+  singleWorkerRun,
+  speedup,
+  stepBreakdown,
+  summariseSteps,
+} from './bench-stats.ts';
+import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-markdown.ts';
+
+function step(n: number, over: Partial<StepSample> = {}): StepSample {
+  return { step: n, workers: 1, samples: 32, ms: 20, computeMs: 15, commMs: 4, optimizerMs: 1, bytesOut: 346_424, bytesIn: 248_024, ...over };
+}
+
+const q = (median: number): Quantiles => ({ median, p10: median, p90: median, n: 10 });
+
+function run(workers: number, mode: 'global' | 'per-worker', stepMs: number, computeMs: number, commMs: number, optimizerMs: number, samplesPerStep: number, model = 'lenet'): ScalingRun {
+  return {
+    model,
+    mode,
+    batch: 32,
+    workers,
+    parameters: 62_006,
+    warmupSteps: 5,
+    command: `dtrain coordinator --min-workers ${workers}`,
+    summary: {
+      steps: 60,
+      samplesPerStep,
+      imagesPerSecond: (samplesPerStep * 1000) / stepMs,
+      stepMs: q(stepMs),
+      mean: { stepMs, computeMs, commMs, optimizerMs },
+      bytesOut: 600_000,
+      bytesIn: 496_048,
+    },
+  };
+}
+
+function costs(workers: number, samplesPerStep: number): MessageCosts {
+  return {
+    model: 'lenet',
+    workers,
+    samplesPerStep,
+    encodeTaskUs: q(100),
+    decodeTaskUs: q(200),
+    encodeResultUs: q(50),
+    decodeResultUs: q(150),
+    handOffUs: q(300),
+    wireUs: q(1000),
+    gatherUs: q(40),
+  };
+}
+
+function tta(workers: number, mode: 'global' | 'per-worker', accuracies: number[], reachedAt?: number): TimeToAccuracyRun {
+  return {
+    model: 'lenet',
+    workers,
+    mode,
+    batch: 32,
+    target: 0.5,
+    maxEpochs: 10,
+    limitTrain: 1000,
+    command: 'dtrain coordinator',
+    startupSeconds: 3.5,
+    reached: reachedAt !== undefined,
+    epochs: reachedAt,
+    steps: reachedAt === undefined ? undefined : reachedAt * 32,
+    seconds: reachedAt === undefined ? undefined : reachedAt * 1.5,
+    curve: accuracies.map((a, i) => ({ epoch: i + 1, valAccuracy: a, seconds: (i + 1) * 1.5 })),
+  };
+}
+
+function report(over: Partial<BenchReport> = {}): BenchReport {
+  const base: BenchReport = {
+    schema: BENCH_SCHEMA_VERSION,
+    date: '2026-01-02T03:04:05.000Z',
+    quick: false,
+    command: 'npx tsx scripts/bench.ts',
+    seconds: 301,
+    machine: { cpu: 'Test CPU 9000', cores: 2, memoryBytes: 8 * 2 ** 30, node: 'v20.0.0', platform: 'linux', backend: 'wasm', tfjs: '4.22.0', loadAverageStart: [0.1, 0.2, 0.3], loadAverageEnd: [1.9, 1.2, 0.8] },
+    compute: {
+      measured: true,
+      command: 'npx tsx scripts/bench-compute.ts --batch 32,128',
+      seconds: 120,
+      rows: [{ model: 'lenet', batch: 32, baseline: { median: 117, min: 107, max: 144, runs: [107, 117, 144] }, ours: { median: 1277, min: 1075, max: 1370, runs: [1075, 1277, 1370] }, speedup: 1277 / 117 }],
+    },
+    torch: { measured: false, reason: 'python3 cannot import torch' },
+    scaling: {
+      measured: true,
+      transport: 'WebSockets on loopback',
+      runs: [
+        run(1, 'global', 25, 20, 4, 1, 32),
+        run(2, 'global', 30, 20, 9, 1, 32),
+        run(2, 'per-worker', 40, 30, 9, 1, 64),
+        run(4, 'per-worker', 100, 80, 18, 2, 128),
+      ],
+    },
+    messageCosts: [costs(2, 64)],
+    coordinator: { adam: { parameters: 402_250, warmup: 20, us: { median: 800, p10: 780, p90: 900, n: 200 }, memoryFloorUs: q(300) }, averaging: [{ workers: 2, parameters: 402_250, us: q(1200), perWorkerUs: 600 }] },
+    timeToAccuracy: { measured: true, transport: 'WebSockets on loopback', runs: [tta(1, 'global', [0.44, 0.66], 2), tta(2, 'global', [0.44, 0.66], 2), tta(2, 'per-worker', [0.3, 0.45, 0.52], 3)] },
+    goals: [],
+  };
+  return { ...base, ...over };
+}
+
+describe('quantiles', () => {
+  it('interpolates between order statistics, whatever the input order', () => {
+    // sorted [1, 2, 3, 4]: median at position 1.5 → 2.5; p10 at 0.3 → 1.3; p90 at 2.7 → 3.7
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(quantile([4, 1, 3, 2], 0.1)).toBeCloseTo(1.3, 12);
+    expect(quantiles([4, 1, 3, 2])).toEqual({ median: 2.5, p10: expect.closeTo(1.3, 12), p90: expect.closeTo(3.7, 12), n: 4 });
+  });
+
+  it('returns the only value of a single measurement', () => {
+    expect(quantiles([7])).toEqual({ median: 7, p10: 7, p90: 7, n: 1 });
+  });
+
+  it('rejects an empty list and a quantile outside [0, 1]', () => {
+    expect(() => median([])).toThrow(/at least one value/);
+    expect(() => quantile([1], 1.5)).toThrow(/quantile in \[0, 1\]/);
+  });
+});
+
+describe('parseStepEvent', () => {
+  const line = { level: 30, time: '2026-01-01T00:00:00.000Z', event: 'step', ...step(3) };
+
+  it('reads a complete step event', () => {
+    expect(parseStepEvent(line)).toEqual(step(3));
+  });
+
+  it.each([
+    ['another event', { ...line, event: 'epoch' }],
+    ['a missing field', { ...line, commMs: undefined }],
+    ['a string where a number belongs', { ...line, ms: '20' }],
+    ['NaN', { ...line, bytesIn: NaN }],
+  ])('ignores %s', (_, bad) => {
+    expect(parseStepEvent(bad)).toBeUndefined();
+  });
+});
+
+describe('summariseSteps', () => {
+  it('drops the warm-up steps and reports Σ samples / Σ time', () => {
+    const samples = [step(1, { ms: 500 }), step(2, { ms: 20 }), step(3, { ms: 30 }), step(4, { ms: 10 })];
+    const s = summariseSteps(samples, 1);
+    // measured: 20, 30, 10 ms for 96 images → 96 / 0.060 s = 1600 images/s
+    expect(s.steps).toBe(3);
+    expect(s.imagesPerSecond).toBeCloseTo(1600, 9);
+    expect(s.stepMs.median).toBe(20);
+    expect(s.mean.stepMs).toBe(20);
+    expect(s.samplesPerStep).toBe(32);
+    expect(s.bytesOut).toBe(346_424);
+  });
+
+  it('keeps the parts adding up to the step when the events do', () => {
+    const s = summariseSteps([step(1, { ms: 24, computeMs: 18, commMs: 5, optimizerMs: 1 }), step(2)], 0);
+    expect(s.mean.computeMs + s.mean.commMs + s.mean.optimizerMs).toBeCloseTo(s.mean.stepMs, 12);
+  });
+
+  it('fails when no step is left after warm-up', () => {
+    expect(() => summariseSteps([step(1), step(2)], 2)).toThrow(/after the 2 warm-up steps, but the run logged 2/);
+  });
+});
+
+describe('scaling', () => {
+  const runs = report().scaling.measured ? (report().scaling as { runs: ScalingRun[] }).runs : [];
+  const single = singleWorkerRun(runs, 'lenet', 32)!;
+
+  it('compares every run with the K=1 run of the same model and batch', () => {
+    expect(single.workers).toBe(1);
+    expect(singleWorkerRun(runs, 'cnn-dropout', 32)).toBeUndefined();
+  });
+
+  it('computes speedup and efficiency = throughput(K) / (K × throughput(1))', () => {
+    // K=1: 32 images / 25 ms = 1280 img/s; K=2 per worker: 64 / 40 ms = 1600 img/s
+    const k2 = runs.find((r) => r.workers === 2 && r.mode === 'per-worker')!;
+    expect(speedup(k2, single)).toBeCloseTo(1.25, 12);
+    expect(efficiency(k2, single)).toBeCloseTo(0.625, 12);
+    // K=4: 128 / 100 ms = 1280 img/s → 1×, efficiency 0.25
+    const k4 = runs.find((r) => r.workers === 4)!;
+    expect(efficiency(k4, single)).toBeCloseTo(0.25, 12);
+  });
+
+  it('counts the minimum bytes as weights out and gradients back, 4 bytes each, per worker', () => {
+    expect(minimumBytesPerStep(62_006, 2)).toBe(992_096);
+  });
+});
+
+describe('stepBreakdown', () => {
+  const k2 = run(2, 'per-worker', 40, 30, 9, 1, 64);
+
+  it('takes compute, communication and optimizer from the step events', () => {
+    const b = stepBreakdown(k2);
+    expect(b).toMatchObject({ stepMs: 40, computeMs: 30, commMs: 9, optimizerMs: 1, bytesPerStep: 1_096_048, minimumBytes: 992_096 });
+    expect(b.comm).toBeUndefined();
+  });
+
+  it('splits communication with the message costs on the critical path', () => {
+    const b = stepBreakdown(k2, costs(2, 64));
+    // codec: 2 × 100 (encode tasks) + 200 (decode task) + 50 (encode result) + 2 × 150 (decode results) = 750 µs
+    // remainder: 9 − 0.75 − 1 (wire) − 0.3 (hand-off) − 0.04 (gather) = 6.91 ms
+    expect(b.comm!.codecMs).toBeCloseTo(0.75, 12);
+    expect(b.comm!.wireMs).toBeCloseTo(1, 12);
+    expect(b.comm!.handOffMs).toBeCloseTo(0.3, 12);
+    expect(b.comm!.gatherMs).toBeCloseTo(0.04, 12);
+    expect(b.comm!.remainderMs).toBeCloseTo(6.91, 12);
+  });
+});
+
+describe('accuracyTimeline', () => {
+  const lines = [
+    { event: 'run_started', time: '2026-01-01T00:00:00.000Z' },
+    { event: 'step', step: 1, ms: 500, time: '2026-01-01T00:00:03.500Z' },
+    { event: 'step', step: 32, ms: 20, time: '2026-01-01T00:00:05.000Z' },
+    { event: 'epoch', epoch: 1, val_accuracy: 0.44, time: '2026-01-01T00:00:05.300Z' },
+    { event: 'step', step: 64, ms: 20, time: '2026-01-01T00:00:06.500Z' },
+    { event: 'epoch', epoch: 2, val_accuracy: 0.656, time: '2026-01-01T00:00:07.000Z' },
+    { event: 'epoch', epoch: 3, val_accuracy: 0.7, time: '2026-01-01T00:00:08.000Z' },
+  ];
+
+  it('times from the start of the first step to the first epoch at the target', () => {
+    // first step began at 3.5 s − 0.5 s = 3.0 s; epoch 2 logged at 7.0 s → 4.0 s
+    const t = accuracyTimeline(lines, 0.5);
+    expect(t.firstStepStart).toBe(Date.parse('2026-01-01T00:00:03.000Z'));
+    expect(t).toMatchObject({ reached: true, epochs: 2, steps: 64 });
+    expect(t.seconds).toBeCloseTo(4, 12);
+    expect(t.curve.map((p) => p.valAccuracy)).toEqual([0.44, 0.656, 0.7]);
+    expect(t.curve[0].seconds).toBeCloseTo(2.3, 12);
+  });
+
+  it('says so when the target is never reached', () => {
+    const t = accuracyTimeline(lines, 0.9);
+    expect(t.reached).toBe(false);
+    expect(t.epochs).toBeUndefined();
+    expect(t.curve).toHaveLength(3);
+  });
+
+  it('needs a step event to start the clock', () => {
+    expect(() => accuracyTimeline([{ event: 'epoch', epoch: 1, val_accuracy: 0.5, time: '2026-01-01T00:00:00.000Z' }], 0.5)).toThrow(/at least one step event/);
+  });
+});
+
+describe('evaluateGoals', () => {
+  it('reports a missed scaling goal with the shortfall and the breakdown behind it', () => {
+    const [scaling] = evaluateGoals(report());
+    // 1600 / 1280 = 1.25×, 0.55× short of 1.8×
+    expect(scaling).toMatchObject({ id: 'scaling', met: false, measured: '1.25× (1600 against 1280 images/s)' });
+    expect(scaling.explanation).toContain('Short by 0.55×');
+    expect(scaling.explanation).toContain('compute on the slowest worker +10.0 ms (20.0 → 30.0)');
+    expect(scaling.explanation).toContain('communication +5.0 ms (4.0 → 9.0)');
+    // compute alone: 2 × 20 / 30 = 1.33×, itself short of 1.8×
+    expect(scaling.explanation).toContain('Compute alone (communication and optimizer free) would give 1.33×, itself short of the goal');
+  });
+
+  it('blames communication when compute alone would reach the scaling goal', () => {
+    const runs = [run(1, 'global', 25, 20, 4, 1, 32), run(2, 'per-worker', 40, 20, 19, 1, 64)];
+    const [scaling] = evaluateGoals(report({ scaling: { measured: true, transport: 'ws', runs } }));
+    expect(scaling.met).toBe(false);
+    expect(scaling.explanation).toContain('would give 2.00×: the shortfall is communication and the optimizer, not compute');
+  });
+
+  it('marks the scaling goal met at 1.8× or more', () => {
+    const runs = [run(1, 'global', 25, 20, 4, 1, 32), run(2, 'per-worker', 26, 21, 4, 1, 64)];
+    expect(evaluateGoals(report({ scaling: { measured: true, transport: 'ws', runs } }))[0]).toMatchObject({ met: true, explanation: '' });
+  });
+
+  it('reports a missed overhead goal with the budget compute leaves', () => {
+    const overhead = evaluateGoals(report())[1];
+    // (9 + 1) / 40 = 25%; budget for 10%: 30 × 0.1 / 0.9 = 3.3 ms
+    expect(overhead).toMatchObject({ id: 'overhead', met: false, measured: '25.0% (9.0 + 1.0 of 40.0 ms)' });
+    expect(overhead.explanation).toContain('Over by 15.0 percentage points');
+    expect(overhead.explanation).toContain('under 3.3 ms per step');
+    expect(overhead.explanation).toContain('a loopback WebSocket round trip 1.0 ms');
+  });
+
+  it('marks the Adam goal met under 1 ms and missed over it', () => {
+    expect(evaluateGoals(report())[2]).toMatchObject({ id: 'adam', met: true, explanation: '' });
+    const slow = report({ coordinator: { adam: { parameters: 402_250, warmup: 20, us: { median: 1500, p10: 1400, p90: 1600, n: 200 }, memoryFloorUs: q(300) }, averaging: [] } });
+    const adam = evaluateGoals(slow)[2];
+    expect(adam.met).toBe(false);
+    expect(adam.explanation).toContain('Over by 500 µs (50.0%)');
+    // 1500 − 300 µs of floor = 1200 µs of arithmetic
+    expect(adam.explanation).toContain('without the arithmetic take 300 µs; the other 1200 µs is the float64 arithmetic');
+  });
+
+  it('leaves a goal unjudged when its measurement was skipped', () => {
+    const goals = evaluateGoals(report({ scaling: { measured: false, reason: 'skipped' }, coordinator: undefined }));
+    expect(goals.map((g) => g.met)).toEqual([undefined, undefined, undefined]);
+  });
+});
+
+describe('markdown', () => {
+  it('builds a table with right-aligned columns and escaped pipes', () => {
+    expect(markdownTable(['a', 'b'], [['x|y', '2']], ['left', 'right'])).toBe('| a | b |\n| --- | ---: |\n| x\\|y | 2 |');
+  });
+
+  it('formats numbers with thousands separators', () => {
+    expect(fixed(1234567.891, 1)).toBe('1,234,567.9');
+    expect(fixed(0.004, 2)).toBe('0.00');
+  });
+
+  it('finds the global-batch runs that follow the same validation curve', () => {
+    const runs = (report().timeToAccuracy as { runs: TimeToAccuracyRun[] }).runs;
+    expect(sameCurveRuns(runs).map((r) => r.workers)).toEqual([1, 2]);
+  });
+
+  it('renders every section from the report, with the machine and its oversubscription', () => {
+    const md = renderMarkdown(report(), 'runs/bench/report.json');
+    for (const heading of ['## Machine', '## Goals', '## 1. Compute per worker process', '## 2. Scaling', "## 3. Where a step's time goes", '## 4. Coordinator cost', '## 5. Time to accuracy']) expect(md).toContain(heading);
+    expect(md).toContain('| CPU | Test CPU 9000 |');
+    expect(md).toContain('| Memory | 8.0 GiB |');
+    expect(md).toContain('This machine has 2 cores');
+    expect(md).toContain('K=4 oversubscribes them (4 workers and the coordinator on 2 cores)');
+    expect(md).toContain('| lenet | 32 | 117 (107–144) | 1,277 (1,075–1,370) | 10.9× |');
+    expect(md).toContain('| per worker 32 | 2 | 64 | 60 | 1,600 | 40.0 (40.0–40.0) | 1.25× | 0.63 |');
+    expect(md).toContain('| Adam.apply | 402,250 | 800 (780–900) | 1.99 |');
+    expect(md).toContain('| 2 | per worker 32 | 3 | 96 | 4.5 | 3.5 | 30.0%, 45.0%, 52.0% |');
+    expect(md).toContain('PyTorch: not measured (python3 cannot import torch)');
+    expect(md).toContain('runs/bench/report.json');
+    expect(md).not.toMatch(/NaN|undefined|Infinity/);
+  });
+
+  it('flags quick and busy runs, and sections that were not measured', () => {
+    const md = renderMarkdown(
+      report({ quick: true, machine: { ...report().machine, loadAverageStart: [3.5, 2, 1] }, compute: { measured: false, reason: 'skipped with --skip compute' }, scaling: { measured: false, reason: 'skipped with --skip scaling' }, messageCosts: [] }),
+      'r.json',
+    );
+    expect(md).toContain('**Quick run.**');
+    expect(md).toContain('**Noisy.** The 1-minute load average was 3.5 on 2 cores');
+    expect(md).toContain('Not measured: skipped with --skip compute.');
+    expect(md).toContain('Not measured: no K=2 runs.');
+    expect(md).not.toMatch(/NaN|undefined|Infinity/);
+  });
+});

@@ -1,0 +1,330 @@
+/**
+ * The benchmark suite: writes a JSON report and renders docs/BENCHMARKS.md from it.
+ *
+ *   1. compute per worker process     scripts/bench-compute.ts (and scripts/bench-torch.py if torch imports)
+ *   2. scaling, 1, 2 and 4 workers    coordinator + worker processes over WebSockets on loopback
+ *   3. where a step's time goes       the K=2 runs' step events, split with in-process message costs
+ *   4. coordinator cost               Adam and averaging over 402,250 parameters, in-process
+ *   5. time to accuracy               lenet to 50% validation accuracy with 1 and 2 workers
+ *
+ *   npx tsx scripts/bench.ts [--quick] [--json out.json] [--markdown docs/BENCHMARKS.md]
+ *                            [--skip compute,torch,scaling,coordinator,accuracy] [--from report.json]
+ *
+ * --from re-renders the Markdown from an existing report without measuring anything.
+ * Full run: a few minutes. --quick: under a minute, to check the tooling, not for citing.
+ */
+import os from 'node:os';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { tf } from '../common/tf.ts';
+import { buildModel, countParameters, parseModelName } from '../common/models.ts';
+import { killAll } from '../test/processes.ts';
+import {
+  BENCH_SCHEMA_VERSION,
+  type BatchMode,
+  type BenchReport,
+  type ComputeRow,
+  type ComputeSection,
+  type MachineInfo,
+  type MessageCosts,
+  type RunSpread,
+  type ScalingRun,
+  type ScalingSection,
+  type TimeToAccuracyRun,
+  type TimeToAccuracySection,
+  type TorchSection,
+} from './bench-report.ts';
+import { evaluateGoals, GOALS } from './bench-stats.ts';
+import { renderMarkdown } from './bench-markdown.ts';
+import { coordinatorCosts, messageCosts } from './bench-micro.ts';
+import { runScaling, runTimeToAccuracy, WEBSOCKET_TRANSPORT } from './bench-processes.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy'] as const;
+type Section = (typeof SECTIONS)[number];
+
+/** Everything that differs between a full and a quick run. */
+interface Plan {
+  computeArgs: string[];
+  torchArgs: string[];
+  scaling: { model: string; measuredSteps: number }[];
+  workerCounts: number[];
+  modes: BatchMode[];
+  warmupSteps: number;
+  micro: { warmup: number; iterations: number };
+  accuracy: { limitTrain: number; maxEpochs: number; runs: { workers: number; mode: BatchMode }[] };
+}
+
+const FULL: Plan = {
+  computeArgs: ['--batch', '32,128'],
+  torchArgs: ['--batch', '32,128'],
+  scaling: [{ model: 'lenet', measuredSteps: 60 }, { model: 'cnn-dropout', measuredSteps: 30 }],
+  workerCounts: [1, 2, 4],
+  modes: ['global', 'per-worker'],
+  warmupSteps: 5,
+  micro: { warmup: 20, iterations: 200 },
+  accuracy: { limitTrain: 1000, maxEpochs: 10, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }, { workers: 2, mode: 'per-worker' }] },
+};
+
+const QUICK: Plan = {
+  computeArgs: ['--quick', '--models', 'lenet,cnn-dropout', '--batch', '32'],
+  torchArgs: ['--quick', '--models', 'lenet,cnn-dropout', '--batch', '32'],
+  scaling: [{ model: 'lenet', measuredSteps: 15 }],
+  workerCounts: [1, 2],
+  modes: ['global', 'per-worker'],
+  warmupSteps: 3,
+  micro: { warmup: 5, iterations: 40 },
+  accuracy: { limitTrain: 1000, maxEpochs: 4, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }] },
+};
+
+const BATCH = 32;
+const TARGET_ACCURACY = 0.5;
+
+interface Options {
+  quick: boolean;
+  json: string;
+  markdown: string;
+  skip: Set<Section>;
+  from?: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      json: { type: 'string' },
+      markdown: { type: 'string', default: 'docs/BENCHMARKS.md' },
+      skip: { type: 'string', default: '' },
+      from: { type: 'string' },
+    },
+  });
+  const skip = new Set<Section>();
+  for (const s of values.skip!.split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (!(SECTIONS as readonly string[]).includes(s)) throw new TypeError(`--skip takes ${SECTIONS.join(', ')}, but got "${s}".`);
+    skip.add(s as Section);
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  return { quick: values.quick!, json: values.json ?? join('runs', 'bench', `bench-${stamp}${values.quick ? '-quick' : ''}.json`), markdown: values.markdown!, skip, from: values.from };
+}
+
+const say = (msg: string) => process.stdout.write(`[bench] ${msg}\n`);
+
+function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  return {
+    cpu: cpus[0]?.model.trim() ?? 'unknown',
+    cores: cpus.length,
+    memoryBytes: os.totalmem(),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    backend: 'wasm',
+    tfjs: tf.version_core,
+    loadAverageStart: os.loadavg().map((l) => Number(l.toFixed(2))),
+    loadAverageEnd: [],
+  };
+}
+
+function parameterCounts(model: string): { total: number; trainable: number } {
+  const net = buildModel(parseModelName(model));
+  const c = countParameters(net);
+  net.dispose();
+  return c;
+}
+
+/** Runs a child to completion, its output passed through with a prefix; rejects on a non-zero exit. */
+function runChild(cmd: string, args: string[], prefix: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const relay = (chunk: Buffer) => process.stdout.write(chunk.toString().replace(/^(?=.)/gm, prefix));
+    child.stdout.on('data', relay);
+    child.stderr.on('data', relay);
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`))));
+  });
+}
+
+function spreadOf(v: unknown, what: string): RunSpread {
+  const o = v as Partial<RunSpread> | undefined;
+  if (!o || typeof o.median !== 'number' || typeof o.min !== 'number' || typeof o.max !== 'number' || !Array.isArray(o.runs)) {
+    throw new TypeError(`Expected ${what} to be {median, min, max, runs}, but got ${JSON.stringify(v)}.`);
+  }
+  return { median: o.median, min: o.min, max: o.max, runs: o.runs };
+}
+
+/** Section 1: bench-compute in its own process (it runs on import), its JSON read back. */
+async function measureCompute(plan: Plan, machine: MachineInfo): Promise<ComputeSection> {
+  const dir = await mkdtemp(join(os.tmpdir(), 'dtrain-bench-compute-'));
+  const out = join(dir, 'compute.json');
+  try {
+    await runChild(process.execPath, ['--import', 'tsx', 'scripts/bench-compute.ts', ...plan.computeArgs, '--json', out], '  compute | ');
+    const json = JSON.parse(await readFile(out, 'utf8')) as { seconds?: number; machine?: { backend?: string }; results?: unknown[] };
+    if (typeof json.machine?.backend === 'string') machine.backend = json.machine.backend;
+    const rows: ComputeRow[] = (json.results ?? []).map((r, i) => {
+      const o = r as Record<string, unknown>;
+      const baseline = spreadOf(o.baseline, `results[${i}].baseline`);
+      const ours = spreadOf(o.ours, `results[${i}].ours`);
+      return { model: String(o.model), batch: Number(o.batch), baseline, ours, speedup: ours.median / baseline.median };
+    });
+    return { measured: true, command: `npx tsx scripts/bench-compute.ts ${plan.computeArgs.join(' ')}`, seconds: json.seconds ?? 0, rows };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Optional: PyTorch on the same models, only where `import torch` works. */
+function measureTorch(plan: Plan): TorchSection {
+  const probe = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 });
+  if (probe.error) return { measured: false, reason: `python3 not runnable (${probe.error.message})` };
+  if (probe.status !== 0) return { measured: false, reason: 'python3 cannot import torch; it is optional (Debian: python3-torch)' };
+  const args = ['scripts/bench-torch.py', ...plan.torchArgs, '--threads', '1'];
+  const run = spawnSync('python3', args, { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
+  if (run.status !== 0) return { measured: false, reason: `scripts/bench-torch.py failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-1)[0]}` };
+  const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version?: string; threads?: number; results?: { model: string; batch: number; imagesPerSecond: unknown }[] };
+  if (!json.available) return { measured: false, reason: json.reason ?? 'torch unavailable' };
+  return {
+    measured: true,
+    command: `python3 ${args.join(' ')}`,
+    version: json.version ?? 'unknown',
+    threads: json.threads ?? 1,
+    rows: (json.results ?? []).map((r) => ({ model: r.model, batch: r.batch, imagesPerSecond: spreadOf(r.imagesPerSecond, `torch ${r.model}`) })),
+  };
+}
+
+/** Section 2: K=1 once per model (both batch modes are the same run), then K>1 in each mode. */
+async function measureScaling(plan: Plan, machine: MachineInfo): Promise<ScalingSection> {
+  const runs: ScalingRun[] = [];
+  for (const { model, measuredSteps } of plan.scaling) {
+    const parameters = parameterCounts(model).total;
+    for (const workers of plan.workerCounts) {
+      for (const mode of workers === 1 ? (['global'] as const) : plan.modes) {
+        say(`scaling: ${model}, K=${workers}, ${mode === 'global' ? 'global batch' : 'batch per worker'} ${BATCH}, ${plan.warmupSteps} + ${measuredSteps} steps`);
+        const { run, backend } = await runScaling({ model, mode, batch: BATCH, workers, warmupSteps: plan.warmupSteps, measuredSteps, parameters });
+        if (backend) machine.backend = backend;
+        say(`  ${run.summary.imagesPerSecond.toFixed(0)} images/s, step ${run.summary.stepMs.median.toFixed(1)} ms median`);
+        runs.push(run);
+      }
+    }
+  }
+  return { measured: true, transport: WEBSOCKET_TRANSPORT, runs };
+}
+
+/** Section 3's in-process costs, for the frame sizes of each K=1 and K=2 run. */
+async function measureMessageCosts(plan: Plan, scaling: ScalingSection): Promise<MessageCosts[]> {
+  if (!scaling.measured) return [];
+  const costs: MessageCosts[] = [];
+  for (const run of scaling.runs.filter((r) => r.workers <= 2)) {
+    const counts = parameterCounts(run.model);
+    costs.push(await messageCosts(run.model, run.workers, run.summary.samplesPerStep, counts.total, counts.trainable, plan.micro));
+  }
+  return costs;
+}
+
+async function measureAccuracy(plan: Plan): Promise<TimeToAccuracySection> {
+  const runs: TimeToAccuracyRun[] = [];
+  for (const { workers, mode } of plan.accuracy.runs) {
+    say(`time to accuracy: lenet, K=${workers}, ${mode === 'global' ? 'global batch' : 'batch per worker'} ${BATCH}, up to ${plan.accuracy.maxEpochs} epochs`);
+    const run = await runTimeToAccuracy({ model: 'lenet', workers, mode, batch: BATCH, target: TARGET_ACCURACY, maxEpochs: plan.accuracy.maxEpochs, limitTrain: plan.accuracy.limitTrain });
+    say(run.reached ? `  ${(100 * TARGET_ACCURACY).toFixed(0)}% after epoch ${run.epochs}, ${run.seconds!.toFixed(1)} s` : `  not reached in ${run.maxEpochs} epochs`);
+    runs.push(run);
+  }
+  return { measured: true, transport: WEBSOCKET_TRANSPORT, runs };
+}
+
+/** Repository-relative where the file is inside the repository, absolute elsewhere. */
+function displayPath(path: string): string {
+  const rel = relative(ROOT, resolve(path));
+  return rel.startsWith('..') ? resolve(path) : rel;
+}
+
+async function writeOutputs(report: BenchReport, opts: Options): Promise<void> {
+  await mkdir(dirname(opts.json), { recursive: true });
+  await writeFile(opts.json, JSON.stringify(report, null, 2) + '\n');
+  await mkdir(dirname(opts.markdown), { recursive: true });
+  await writeFile(opts.markdown, renderMarkdown(report, displayPath(opts.json)));
+  say(`wrote ${opts.json} and ${opts.markdown}`);
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  if (opts.from) {
+    const report = JSON.parse(await readFile(opts.from, 'utf8')) as BenchReport;
+    if (report.schema !== BENCH_SCHEMA_VERSION) throw new TypeError(`Expected a bench report of schema ${BENCH_SCHEMA_VERSION}, but ${opts.from} has ${report.schema}.`);
+    await writeFile(opts.markdown, renderMarkdown(report, displayPath(opts.from)));
+    say(`rendered ${opts.markdown} from ${opts.from}`);
+    return;
+  }
+  const plan = opts.quick ? QUICK : FULL;
+  const started = new Date();
+  const machine = machineInfo();
+  say(`${machine.cpu}, ${machine.cores} cores, node ${machine.node}, load ${machine.loadAverageStart.join(' ')}${opts.quick ? ', quick' : ''}`);
+  const skipped = (s: Section) => ({ measured: false as const, reason: `skipped with --skip ${s}` });
+
+  // In-process timings first, while no child process competes for the cores.
+  let coordinator;
+  if (!opts.skip.has('coordinator')) {
+    say(`coordinator: Adam and averaging over ${GOALS.adam.parameters} parameters`);
+    coordinator = coordinatorCosts(GOALS.adam.parameters, [1, 2, 4], plan.micro);
+    say(`  Adam ${coordinator.adam.us.median.toFixed(0)} µs median`);
+  }
+  // A section that fails is reported as not measured, so one failure does not lose a long run.
+  let failures = 0;
+  const section = async <T>(name: Section, measure: () => Promise<T> | T): Promise<T | { measured: false; reason: string }> => {
+    if (opts.skip.has(name)) return skipped(name);
+    try {
+      return await measure();
+    } catch (err) {
+      failures++;
+      killAll();
+      say(`${name} failed: ${(err as Error).stack ?? String(err)}`);
+      return { measured: false, reason: `failed: ${(err as Error).message.split('\n')[0]}` };
+    }
+  };
+  const compute: ComputeSection = await section('compute', () => {
+    say(`compute: scripts/bench-compute.ts ${plan.computeArgs.join(' ')}`);
+    return measureCompute(plan, machine);
+  });
+  const torch: TorchSection = await section('torch', () => measureTorch(plan));
+  say(torch.measured ? `torch ${torch.version}: ${torch.rows.length} rows` : `torch: not measured (${torch.reason})`);
+  const scaling: ScalingSection = await section('scaling', () => measureScaling(plan, machine));
+  const costs = await measureMessageCosts(plan, scaling);
+  const timeToAccuracy: TimeToAccuracySection = await section('accuracy', () => measureAccuracy(plan));
+
+  machine.loadAverageEnd = os.loadavg().map((l) => Number(l.toFixed(2)));
+  const report: BenchReport = {
+    schema: BENCH_SCHEMA_VERSION,
+    date: started.toISOString(),
+    quick: opts.quick,
+    command: ['npx tsx scripts/bench.ts', ...process.argv.slice(2)].join(' '),
+    seconds: (Date.now() - started.getTime()) / 1000,
+    machine,
+    compute,
+    torch,
+    scaling,
+    messageCosts: costs,
+    coordinator,
+    timeToAccuracy,
+    goals: [],
+  };
+  report.goals = evaluateGoals(report);
+  await writeOutputs(report, opts);
+  for (const g of report.goals) say(`goal ${g.id}: ${g.met === undefined ? 'not measured' : g.met ? 'met' : 'missed'}${g.measured ? ` — ${g.measured}` : ''}`);
+  say(`done in ${report.seconds.toFixed(0)} s${failures > 0 ? `; ${failures} section(s) failed` : ''}`);
+  if (failures > 0) process.exitCode = 1;
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+try {
+  await main();
+} catch (err) {
+  killAll();
+  throw err;
+}
