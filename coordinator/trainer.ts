@@ -246,7 +246,7 @@ export class Trainer {
       };
       this.history.epochs.push(record);
       log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
-      log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${record.seconds.toFixed(1)} s, ${Math.round(record.images_per_second)} img/s)`);
+      log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
       this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
       epochStarted = performance.now();
       await writeJson(config.out, 'history.json', this.history);
