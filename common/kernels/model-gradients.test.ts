@@ -3,7 +3,7 @@ import { tf, tfc, type Tensor } from '../tf.ts';
 import { buildModel, IMAGE_SHAPE, NUM_CLASSES, type ModelName } from '../models.ts';
 import { on, TestRandom, use, worstError, relativeError } from './testing.ts';
 
-const BATCH = 4;
+const BATCH = 8;
 
 /** Deterministic weights in `model.weights` order, Keras-like in scale. */
 function weightValues(name: ModelName): { shape: number[]; values: Float32Array }[] {
