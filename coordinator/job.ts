@@ -19,7 +19,8 @@ import { writeRunPictures } from '../common/report/run-artifacts.ts';
 export interface WorkerPool {
   /** The backend the workers run, for metrics.json ("mixed" if they differ). */
   backend(): string;
-  stop(): Promise<void>;
+  /** `finished`: workers are told training is over (they exit 0); `shutdown`: they should reconnect. */
+  stop(why: 'finished' | 'shutdown'): Promise<void>;
 }
 
 export interface JobOptions {
@@ -65,6 +66,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     preprocessing: wirePreprocessing(preprocessing),
     weightCount: trainer.layout.totalSize,
   }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize });
+  let outcome: RunOutcome | undefined;
   try {
     const minWorkers = opts.minWorkers ?? 1;
     while (membership.size < minWorkers && !opts.signal?.aborted) {
@@ -72,7 +74,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
       await membership.changed(opts.signal);
     }
     trainer.backendName = pool.backend();
-    const outcome = await trainer.run(opts.signal);
+    outcome = await trainer.run(opts.signal);
     if (outcome.status === 'finished') {
       const m = outcome.metrics;
       log.info({ event: 'run_finished', test_loss: m.test_loss, test_accuracy: m.test_accuracy, wall_seconds: m.wall_seconds, images_per_second: m.images_per_second, out: config.out }, `finished: test accuracy ${(m.test_accuracy * 100).toFixed(2)}%`);
@@ -81,6 +83,6 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     }
     return outcome;
   } finally {
-    await pool.stop();
+    await pool.stop(outcome?.status === 'finished' ? 'finished' : 'shutdown');
   }
 }

@@ -90,7 +90,8 @@ class SocketWorker implements WorkerHandle {
 
 export interface WsServer {
   port: number;
-  close(): Promise<void>;
+  /** Closes every connection: 4010 when training finished, 1001 (reconnect later) on shutdown. */
+  close(why: 'finished' | 'shutdown'): Promise<void>;
 }
 
 export async function startWsServer(membership: Membership, opts: WsServerOptions): Promise<WsServer> {
@@ -188,9 +189,12 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
   log.info({ event: 'listening', port, host: opts.host ?? '0.0.0.0' }, `coordinator listening on port ${port}`);
   return {
     port,
-    close: () =>
+    close: (why) =>
       new Promise<void>((resolve) => {
-        for (const client of wss.clients) client.close(CLOSE_CODES.finished, 'training finished');
+        for (const client of wss.clients) {
+          if (why === 'finished') client.close(CLOSE_CODES.finished, 'training finished');
+          else client.close(CLOSE_CODES.goingAway, 'coordinator shutting down');
+        }
         // Give workers a moment to read the close frame before the server goes.
         setTimeout(() => {
           for (const client of wss.clients) client.terminate();

@@ -154,3 +154,26 @@ describe('WebSocket transport against the in-process run', () => {
     expect(maxAbsDiff(ckpt!.weights, reference.weights)).toBeLessThan(1e-5);
   });
 });
+
+describe('clean shutdown', () => {
+  it('checkpoints on SIGTERM, tells workers to reconnect, and resumes where it stopped', { timeout: 180_000 }, async () => {
+    const out = await tempDir();
+    const port = await freePort();
+    const args = ['--min-workers', '1', '--epochs', '2'];
+    const first = coordinator(out, args, port);
+    await listeningPort(first);
+    const w = worker(port);
+    await first.waitFor('step', (l) => (l.step as number) >= 5);
+    first.kill('SIGTERM');
+    expect((await first.exited).code).toBe(143);
+    const stopped = first.events('checkpoint').find((l) => l.reason === 'shutdown');
+    expect(stopped).toBeDefined();
+    // The worker was told "going away", not "finished": it stays and reconnects.
+    await w.waitFor('reconnecting');
+    const second = coordinator(out, [...args, '--resume'], port);
+    expect((await second.waitFor('resumed')).step).toBe(stopped!.step);
+    await second.waitFor('run_finished', undefined, 120_000);
+    expect((await metrics(out)).steps).toBe(40);
+    expect((await w.exited).code).toBe(0);
+  });
+});

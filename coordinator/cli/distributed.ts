@@ -10,7 +10,7 @@ import { createLogger } from '../../common/logger.ts';
 import { runJob } from '../job.ts';
 import { startWsServer } from '../ws-server.ts';
 import { runWorker } from '../../worker/client.ts';
-import { addTrainingOptions, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
+import { addTrainingOptions, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { envOption, integer, oneOf } from './flags.ts';
 
 /** The shared secret: from a file (Docker secrets) or the environment, never a plain flag value. */
@@ -53,11 +53,11 @@ export function registerCoordinatorCommand(program: Command): void {
         const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs };
         const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits });
         const backends = () => [...new Set(membership.live().map((w) => w.backend))].join('+') || 'remote';
-        return { backend: backends, stop: () => server.close() };
+        return { backend: backends, stop: (why) => server.close(why) };
       },
       minWorkers: flags.minWorkers,
     });
-    process.exitCode = outcome.status === 'interrupted' && signal.aborted ? 130 : 0;
+    process.exitCode = outcome.status === 'interrupted' ? exitCodeAfter(signal) : 0;
   });
 }
 

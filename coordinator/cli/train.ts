@@ -95,6 +95,18 @@ export function loggerFromFlags(flags: { logLevel: string; logFile?: string }, b
   return createLogger({ level: flags.logLevel, destination: flags.logFile, base });
 }
 
+export class ShutdownRequest extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`received ${signal}`);
+  }
+}
+
+/** 0 for a run that ended by itself; 128 + the signal number (130, 143) after a clean shutdown. */
+export function exitCodeAfter(signal: AbortSignal): number {
+  if (!signal.aborted) return 0;
+  return signal.reason instanceof ShutdownRequest && signal.reason.signal === 'SIGTERM' ? 143 : 130;
+}
+
 /** SIGINT/SIGTERM abort the job (which checkpoints); a second signal exits at once. */
 export function shutdownSignal(log: Logger): AbortSignal {
   const controller = new AbortController();
@@ -104,7 +116,7 @@ export function shutdownSignal(log: Logger): AbortSignal {
       process.exit(130);
     }
     log.info({ event: 'shutdown_requested', signal: sig }, `${sig}: finishing the step and writing a checkpoint`);
-    controller.abort(new Error(`received ${sig}`));
+    controller.abort(new ShutdownRequest(sig));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -135,7 +147,7 @@ export function registerTrainCommand(program: Command): void {
       },
     });
     progress?.stop();
-    process.exitCode = outcome.status === 'interrupted' && signal.aborted ? 130 : 0;
+    process.exitCode = outcome.status === 'interrupted' ? exitCodeAfter(signal) : 0;
   });
 }
 
