@@ -72,3 +72,15 @@ describe('StepComputer', () => {
     c.dispose();
   });
 });
+
+describe('countCorrect', () => {
+  it('counts rows whose largest probability is at the label, the first maximum winning ties', async () => {
+    const { countCorrect } = await import('./compute.ts');
+    const probs = new Float32Array(30);
+    probs[3] = 0.9; // row 0 -> 3
+    probs[10 + 7] = 0.5; probs[10 + 2] = 0.5; // row 1 -> tie: 2 wins
+    probs[20 + 0] = 0.1; // row 2 -> 0
+    expect(countCorrect(probs, Uint8Array.from([3, 2, 0]))).toBe(3);
+    expect(countCorrect(probs, Uint8Array.from([3, 7, 1]))).toBe(1);
+  });
+});
