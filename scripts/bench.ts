@@ -177,17 +177,17 @@ async function measureCompute(plan: Plan, machine: MachineInfo): Promise<Compute
 
 /** Optional: PyTorch on the same models, only where `import torch` works. */
 function measureTorch(plan: Plan): TorchSection {
-  const probe = spawnSync('python3', ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 });
-  if (probe.error) return { measured: false, reason: `python3 not runnable (${probe.error.message})` };
-  if (probe.status !== 0) return { measured: false, reason: 'python3 cannot import torch; it is optional (Debian: python3-torch)' };
+  // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 may shadow.
+  const python = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 }).status === 0);
+  if (!python) return { measured: false, reason: 'neither python3 nor /usr/bin/python3 can import torch; it is optional (Debian: python3-torch)' };
   const args = ['scripts/bench-torch.py', ...plan.torchArgs, '--threads', '1'];
-  const run = spawnSync('python3', args, { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
+  const run = spawnSync(python, args, { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
   if (run.status !== 0) return { measured: false, reason: `scripts/bench-torch.py failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-1)[0]}` };
   const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version?: string; threads?: number; results?: { model: string; batch: number; imagesPerSecond: unknown }[] };
   if (!json.available) return { measured: false, reason: json.reason ?? 'torch unavailable' };
   return {
     measured: true,
-    command: `python3 ${args.join(' ')}`,
+    command: `${python} ${args.join(' ')}`,
     version: json.version ?? 'unknown',
     threads: json.threads ?? 1,
     rows: (json.results ?? []).map((r) => ({ model: r.model, batch: r.batch, imagesPerSecond: spreadOf(r.imagesPerSecond, `torch ${r.model}`) })),
