@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { tempDir } from '../test/helpers.ts';
 import { tf } from '../common/tf.ts';
 import { buildModel } from '../common/models.ts';
 import { initialWeights, weightLayout } from '../common/weights.ts';
@@ -29,7 +28,7 @@ function checkpointFor(step: number, seed: number): Checkpoint {
 
 describe('checkpoints', () => {
   it('round-trips weights, Adam state and position bit for bit', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const dir = await tempDir();
     const saved = checkpointFor(17, 3);
     await saveCheckpoint(dir, saved);
     const loaded = (await loadCheckpoint(dir, 'cnn-bn'))!;
@@ -41,7 +40,7 @@ describe('checkpoints', () => {
   });
 
   it('writes a model that tf.loadLayersModel loads with the same weights', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const dir = await tempDir();
     const saved = checkpointFor(5, 9);
     await saveCheckpoint(dir, saved);
     const ckptDir = join(dir, 'checkpoint');
@@ -60,7 +59,7 @@ describe('checkpoints', () => {
   });
 
   it('keeps only the newest weight files, and checkpoint.json names them', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const dir = await tempDir();
     await saveCheckpoint(dir, checkpointFor(1, 1));
     await saveCheckpoint(dir, checkpointFor(2, 2));
     const files = (await readdir(join(dir, 'checkpoint'))).sort();
@@ -69,17 +68,17 @@ describe('checkpoints', () => {
   });
 
   it('returns nothing when there is no checkpoint yet', async () => {
-    expect(await loadCheckpoint(await mkdtemp(join(tmpdir(), 'ckpt-')), 'lenet')).toBeUndefined();
+    expect(await loadCheckpoint(await tempDir(), 'lenet')).toBeUndefined();
   });
 
   it('refuses a checkpoint of another model, naming both', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const dir = await tempDir();
     await saveCheckpoint(dir, checkpointFor(1, 1));
     await expect(loadCheckpoint(dir, 'lenet')).rejects.toThrow(/cnn-bn.*lenet/);
   });
 
   it('refuses a truncated weights file, naming the sizes', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'ckpt-'));
+    const dir = await tempDir();
     await saveCheckpoint(dir, checkpointFor(3, 1));
     await writeFile(join(dir, 'checkpoint', 'weights-00000003.bin'), new Uint8Array(100));
     const err = await loadCheckpoint(dir, 'cnn-bn').catch((e) => e);

@@ -1,5 +1,7 @@
 /** Shared set-up for integration tests: a small synthetic job run in-process. */
+import { afterAll } from 'vitest';
 import { mkdtemp } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
@@ -14,8 +16,12 @@ import { Trainer, type RunOutcome } from '../coordinator/trainer.ts';
 import { startInProcessWorkers } from '../coordinator/inprocess.ts';
 import { wirePreprocessing } from '../coordinator/job.ts';
 
-export async function tempDir(prefix = 'dtrain-test-'): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+// One folder per test file, removed after it, so test runs leave nothing behind in /tmp.
+const root = mkdtempSync(join(tmpdir(), 'dtrain-tests-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+export async function tempDir(prefix = 'run-'): Promise<string> {
+  return mkdtemp(join(root, prefix));
 }
 
 export async function syntheticData(limitTrain: number, limitTest = 100, seed = 42): Promise<DatasetSplits> {
