@@ -91,6 +91,13 @@ teardown() {
     compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
   fi
   docker image rm -f "$image" >/dev/null 2>&1
+  if [[ -z $dockerd_pid && -f $work/images-before ]]; then
+    # On a daemon that was already running: the base image, and the untagged images that this
+    # build left behind (its first stage, intermediate layers), none of which existed before.
+    docker image rm -f "$base_image" >/dev/null 2>&1
+    comm -13 "$work/images-before" <(docker images -aq --no-trunc --filter dangling=true | sort -u) |
+      xargs -r docker image rm >/dev/null 2>&1
+  fi
   if [[ -n $dockerd_pid ]]; then
     # Images only live in this daemon's data root, which goes with it.
     log "teardown: stopping the dockerd this script started (pid $dockerd_pid)"
@@ -100,8 +107,6 @@ teardown() {
     ((made_docker0)) && ip link delete docker0 2>/dev/null
     # What the daemon mounted under its folders (its data root, the default network namespace).
     awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  else
-    docker image rm -f "$base_image" >/dev/null 2>&1
   fi
   rm -rf "$work"
   if ((status == 0)); then log "PASS in $((SECONDS - started)) s"; else log "exit status $status"; fi
@@ -154,7 +159,7 @@ make_base_rootfs() {
   ln -s usr/sbin "$rootfs/sbin"
   copy() { mkdir -p "$rootfs$(dirname "$1")" && cp -L "$1" "$rootfs$1"; }
   local bins=("$node" "$(readlink -f /bin/sh)")
-  for bin in env mkdir chown ln rm cat ls; do bins+=("$(readlink -f "$(command -v "$bin")")"); done
+  for bin in env mkdir chown ln rm cp cat ls; do bins+=("$(readlink -f "$(command -v "$bin")")"); done
   for bin in "${bins[@]}"; do
     copy "$bin"
     # Every library it loads, and the loader itself, at the paths ldd names.
@@ -201,6 +206,7 @@ make_base_rootfs
 # The base image doubles as the test that the daemon's storage driver works.
 if docker info >/dev/null 2>&1; then
   log "using the running Docker daemon (${DOCKER_HOST:-default socket})"
+  docker images -aq --no-trunc | sort -u >"$work/images-before"
   import_base || fail "$base_image does not run Node.js 20 as user node"
 else
   [[ $(id -u) == 0 ]] || fail "no Docker daemon answers, and starting one needs root"
