@@ -7,7 +7,8 @@
 #   scripts/train-single-node.sh --resume --out runs/lenet-2026-11-26T20-31-42
 #
 # The DTRAIN_* variables (DTRAIN_MODEL, DTRAIN_EPOCHS, DTRAIN_WORKERS, ...) set the same things.
-# SIGINT/SIGTERM checkpoint and stop; the exit status is dtrain's (130 when interrupted).
+# SIGINT/SIGTERM checkpoint and stop; the exit status is dtrain's (130 after SIGINT, 143 after
+# SIGTERM).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
