@@ -120,9 +120,12 @@ trap 'exit 130' INT TERM
 start_dockerd() {
   local driver=$1
   mkdir -p "$work/data" "$work/exec"
-  # --iptables=false: this machine's dockerd cannot program iptables. Containers on one
-  # user-defined bridge still reach each other, and the embedded DNS still resolves service names.
-  dockerd --storage-driver="$driver" --iptables=false --ip-masq=false \
+  # Leave the machine's network settings alone: without these flags dockerd adds NAT and filter
+  # rules to the host's iptables and turns on net.ipv4.ip_forward for the whole machine (it does
+  # both here, and the second even with --iptables=false). Containers on one compose network
+  # still reach each other over their bridge, and the embedded DNS still resolves service names;
+  # they get no route out, which this test does not need (the build uses host networking).
+  dockerd --storage-driver="$driver" --iptables=false --ip-forward=false --ip-masq=false \
     --data-root "$work/data" --exec-root "$work/exec" --pidfile "$work/dockerd.pid" \
     -H "unix://$work/docker.sock" >"$work/dockerd-$driver.log" 2>&1 &
   dockerd_pid=$!
