@@ -61,8 +61,9 @@ if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null; th
 fi
 # Debian's client matches Debian's daemon; another `docker` earlier in PATH may be a newer client
 # or a stand-in.
-docker_bin=$(command -v docker)
+docker_bin=$(command -v docker || true)
 [[ -x /usr/bin/docker ]] && docker_bin=/usr/bin/docker
+[[ -n $docker_bin ]] || fail "no docker client: apt-get install docker.io"
 docker() { "$docker_bin" "$@"; }
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 
