@@ -3,7 +3,7 @@
  * workers, run the step loop, handle SIGINT/SIGTERM, and write the run folder and its pictures.
  * `dtrain train` (worker threads) and `dtrain coordinator` (WebSockets) differ only in `startWorkers`.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { TrainConfig } from '../common/config.ts';
@@ -14,6 +14,7 @@ import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
 import { Membership } from './membership.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
+import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 
 export interface WorkerPool {
@@ -39,6 +40,14 @@ export function wirePreprocessing(p: Preprocessing): WelcomeMessage['preprocessi
   return p.kind === 'scale' ? { kind: 'scale' } : { kind: 'standardize', mean: floatsToBytes(p.mean), std: floatsToBytes(p.std) };
 }
 
+async function readMetrics(runDir: string): Promise<Metrics | undefined> {
+  try {
+    return JSON.parse(await readFile(join(runDir, 'metrics.json'), 'utf8')) as Metrics;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
   await mkdir(config.out, { recursive: true });
@@ -58,6 +67,12 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   });
   await writeFile(join(config.out, 'summary.txt'), trainer.summary + '\n');
   if (config.resume && !(await trainer.resume())) log.info({ event: 'resume_skipped', dir: config.out }, 'no checkpoint to resume from: starting fresh');
+  // Resuming a run that already finished (a restarted container, say) must not redo or overwrite it.
+  const finished = trainer.isFinished ? await readMetrics(config.out) : undefined;
+  if (finished) {
+    log.info({ event: 'run_finished', alreadyFinished: true, test_loss: finished.test_loss, test_accuracy: finished.test_accuracy, out: config.out }, `this run already finished (test accuracy ${(finished.test_accuracy * 100).toFixed(2)}%): nothing to do`);
+    return { status: 'finished', metrics: finished };
+  }
 
   const pool = await opts.startWorkers(membership, {
     type: 'welcome',

@@ -83,6 +83,11 @@ export class Trainer {
     this.history = { model: config.model, epochs: [] };
   }
 
+  /** True once every epoch has been trained (a resumed run may already be there). */
+  get isFinished(): boolean {
+    return this.position.epoch >= this.config.epochs;
+  }
+
   get currentWeights(): Float32Array {
     return this.weights;
   }

@@ -30,11 +30,11 @@ export function addTrainingOptions(cmd: Command): Command {
     .addOption(envOption('--seed <n>', 'seed for initial weights, the 80/20 split and shuffles', 'DTRAIN_SEED').default(d.seed).argParser(integer('--seed', 0, 2 ** 31 - 1)))
     .addOption(envOption('--learning-rate <lr>', 'Adam learning rate', 'DTRAIN_LEARNING_RATE').default(d.learningRate).argParser(positiveNumber('--learning-rate')))
     .addOption(envOption('--out <dir>', 'run folder (default: runs/<model>-<time>)', 'DTRAIN_OUT'))
-    .addOption(envOption('--resume', 'continue from the checkpoint in --out', 'DTRAIN_RESUME').default(false))
+    .option('--resume', 'continue from the checkpoint in --out (env: DTRAIN_RESUME=1|0)', false)
     .addOption(envOption('--checkpoint-every <steps>', 'also checkpoint every N steps (0: each epoch end only)', 'DTRAIN_CHECKPOINT_EVERY').default(d.checkpointEvery).argParser(integer('--checkpoint-every', 0)))
     .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser(positiveNumber('--step-timeout')))
     .addOption(envOption('--max-steps <n>', 'stop (with a checkpoint) after N steps in this run; 0: no limit', 'DTRAIN_MAX_STEPS').default(d.maxSteps).argParser(integer('--max-steps', 0)))
-    .addOption(envOption('--no-plots', 'do not render loss/accuracy PNGs after every epoch', 'DTRAIN_NO_PLOTS'))
+    .option('--no-plots', 'do not render loss/accuracy PNGs after every epoch (env: DTRAIN_NO_PLOTS=1|0)')
     .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const)))
     .addOption(envOption('--log-file <path>', 'write JSON logs to this file instead of stdout', 'DTRAIN_LOG_FILE'));
 }
@@ -52,7 +52,7 @@ interface TrainingFlags {
   seed: number;
   learningRate: number;
   out?: string;
-  resume: boolean | string;
+  resume: boolean;
   checkpointEvery: number;
   stepTimeout: number;
   maxSteps: number;
@@ -61,13 +61,24 @@ interface TrainingFlags {
   logFile?: string;
 }
 
-/** Commander passes env-provided values through the parsers too, but booleans arrive as strings. */
-function flagBool(v: boolean | string | undefined): boolean {
-  return v === true || v === 'true' || v === '1';
+/**
+ * A boolean environment variable, read by us rather than commander, which counts any value
+ * (even "0") as set. Unset gives undefined; anything but the usual spellings is refused.
+ */
+export function envBool(name: string, env: NodeJS.ProcessEnv = process.env): boolean | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(`${name} must be 1/true/yes/on or 0/false/no/off, got "${raw}".`);
 }
 
 export function trainConfigFromFlags(flags: TrainingFlags, workers: number): TrainConfig {
-  if (flags.resume && !flags.out) throw new ConfigError('--resume needs --out RUN_DIR: the run folder whose checkpoint to continue.');
+  // A flag on the command line wins over the environment.
+  const resume = flags.resume || (envBool('DTRAIN_RESUME') ?? false);
+  const plots = flags.plots === false ? false : !(envBool('DTRAIN_NO_PLOTS') ?? false);
+  if (resume && !flags.out) throw new ConfigError('--resume needs --out RUN_DIR: the run folder whose checkpoint to continue.');
   return {
     ...TRAIN_DEFAULTS,
     model: flags.model,
@@ -83,11 +94,11 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
     seed: flags.seed,
     learningRate: flags.learningRate,
     out: flags.out ?? defaultRunDir(flags.model),
-    resume: flagBool(flags.resume),
+    resume,
     checkpointEvery: flags.checkpointEvery,
     stepTimeoutMs: flags.stepTimeout * 1000,
     maxSteps: flags.maxSteps,
-    plotEveryEpoch: flags.plots !== false,
+    plotEveryEpoch: plots,
   };
 }
 

@@ -1,0 +1,67 @@
+/** The CLI as a new user meets it: real processes, real flags, real exit codes. */
+import { describe, expect, it } from 'vitest';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DtrainProcess } from './processes.ts';
+import { tempDir } from './helpers.ts';
+import { envBool } from '../coordinator/cli/train.ts';
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  const p = new DtrainProcess(args, env);
+  const { code } = await p.exited;
+  return { code, lines: p.lines, stderr: p.stderr.join('\n') };
+}
+
+describe('dtrain train', () => {
+  it('trains a short synthetic run end to end and writes the run folder', async () => {
+    const out = await tempDir();
+    const { code, lines } = await run(['train', '--dataset', 'synthetic', '--limit-train', '320', '--limit-test', '50', '--epochs', '1', '--workers', '2', '--out', out]);
+    expect(code).toBe(0);
+    const events = lines.map((l) => l.event);
+    for (const e of ['run_started', 'backend_selected', 'worker_joined', 'step', 'epoch', 'evaluated', 'checkpoint', 'run_finished']) expect(events).toContain(e);
+    const metrics = JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8'));
+    expect(metrics.model).toBe('lenet');
+    expect(metrics.workers).toBe(2);
+    for (const f of ['history.json', 'loss.png', 'accuracy.png', 'predictions.png', 'summary.txt', 'checkpoint/model.json']) await expect(readFile(join(out, f))).resolves.toBeDefined();
+  });
+
+  it('does not redo or overwrite a finished run when resumed', async () => {
+    const out = await tempDir();
+    const args = ['train', '--dataset', 'synthetic', '--limit-train', '64', '--limit-test', '20', '--epochs', '1', '--workers', '1', '--out', out];
+    expect((await run(args)).code).toBe(0);
+    const before = await readFile(join(out, 'metrics.json'), 'utf8');
+    const again = await run([...args, '--resume']);
+    expect(again.code).toBe(0);
+    expect(again.lines.find((l) => l.event === 'run_finished')?.alreadyFinished).toBe(true);
+    expect(again.lines.some((l) => l.event === 'step')).toBe(false);
+    expect(await readFile(join(out, 'metrics.json'), 'utf8')).toBe(before);
+  });
+
+  const badInput: [string, string[], Record<string, string>, RegExp][] = [
+    ['an unknown model', ['train', '--model', 'resnet'], {}, /--model must be one of mlp, lenet, cnn-dropout, cnn-bn, got "resnet"/],
+    ['a non-numeric epoch count', ['train', '--epochs', 'abc'], {}, /--epochs must be an integer between 1 and 10000, got "abc"/],
+    ['--resume without --out', ['train', '--resume'], {}, /--resume needs --out/],
+    ['a malformed boolean variable', ['train', '--out', 'x'], { DTRAIN_RESUME: 'maybe' }, /DTRAIN_RESUME must be .* got "maybe"/],
+    ['a missing data folder', ['train', '--data-dir', '/nonexistent/cifar'], {}, /\/nonexistent\/cifar/],
+    ['a worker without a token', ['worker', '--connect', 'ws://127.0.0.1:9'], { DTRAIN_TOKEN: '' }, /No auth token/],
+    ['a worker URL that is not ws://', ['worker', '--connect', 'http://x'], { DTRAIN_TOKEN: 'long-enough-token' }, /--connect must be a ws:\/\/ or wss:\/\/ URL/],
+  ];
+  for (const [what, args, env, message] of badInput) {
+    it(`refuses ${what} with one clear line and exit code 2`, async () => {
+      const { code, stderr } = await run(args, env);
+      expect(code).toBe(2);
+      expect(stderr).toMatch(message);
+      expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+    });
+  }
+});
+
+describe('envBool', () => {
+  it('reads the usual spellings of true and false, and unset as undefined', () => {
+    expect(envBool('X', { X: '1' })).toBe(true);
+    expect(envBool('X', { X: 'TRUE' })).toBe(true);
+    expect(envBool('X', { X: '0' })).toBe(false);
+    expect(envBool('X', { X: 'no' })).toBe(false);
+    expect(envBool('X', {})).toBeUndefined();
+  });
+});
