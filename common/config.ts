@@ -8,7 +8,7 @@ import type { BackendChoice } from './backend.ts';
 export interface NetLimits {
   /** Largest frame either side accepts; checked by ws before the body is buffered. Default 256 MiB. */
   maxPayloadBytes: number;
-  /** Ping interval; a peer that misses two pongs is dropped. Default 2 s. */
+  /** Ping interval; a peer that has not answered a ping by the next one is dropped (so within two intervals). Default 2 s. */
   heartbeatIntervalMs: number;
   /** Time a new connection has to send its hello. Default 10 s. */
   handshakeTimeoutMs: number;

@@ -38,6 +38,7 @@ export interface InProcessOptions {
 
 /** Starts the threads, waits for each to load its backend and model, and joins them. */
 export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; stop(): Promise<void> }> {
+  membership.canGrow = false;
   const threads: ComputeThread[] = [];
   const started = await Promise.all(
     Array.from({ length: opts.workers }, async (_, i) => {

@@ -24,6 +24,8 @@ export class Membership {
   private readonly workers = new Map<string, WorkerHandle>();
   private readonly events = new EventEmitter();
   generation = 0;
+  /** False when no worker can join later (worker threads): losing them all is then an error. */
+  canGrow = true;
 
   constructor(private readonly log: Logger) {}
 

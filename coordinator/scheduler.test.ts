@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { runTasks, TimeoutError, withTimeout, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { NoWorkersError, runTasks, TaskFailedError, TimeoutError, withTimeout, type TaskSpec, type WeightsSource } from './scheduler.ts';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
@@ -113,7 +113,7 @@ describe('runTasks', () => {
     expect(good.received.length).toBe(2);
     expect(stats.retries).toBe(1);
     // Left, not evicted: it is closed with the bad-frame code and the error's message.
-    expect(failing.closed).toEqual([{ code: CLOSE_CODES.badFrame, reason: 'socket closed' }]);
+    expect(failing.closed).toEqual([{ code: CLOSE_CODES.evicted, reason: 'socket closed' }]);
   });
 
   it('evicts a worker that never answers within stepTimeoutMs, and the step still completes', async () => {
@@ -226,5 +226,23 @@ describe('withTimeout', () => {
     await vi.advanceTimersByTimeAsync(10);
     await p;
     expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+describe('runTasks when failures pile up', () => {
+  const failing: Behaviour = () => Promise.reject(new Error('out of memory'));
+
+  it('fails the step with a TaskFailedError once a task has failed on maxAttempts workers', async () => {
+    const m = membershipOf(new FakeWorker('a', failing), new FakeWorker('b', failing), new FakeWorker('c', failing), new FakeWorker('d'));
+    const err = await runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), maxAttempts: 3 }).catch((e) => e);
+    expect(err).toBeInstanceOf(TaskFailedError);
+    expect(err.message).toMatch(/failed on 3 workers in a row.*out of memory/);
+  });
+
+  it('says so instead of waiting forever when no worker can join and all have failed', async () => {
+    const m = membershipOf(new FakeWorker('a', failing), new FakeWorker('b', failing));
+    m.canGrow = false;
+    const err = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() }).catch((e) => e);
+    expect(err).toBeInstanceOf(NoWorkersError);
   });
 });

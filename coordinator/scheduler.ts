@@ -5,6 +5,7 @@
  * waits, and says so once.
  */
 import type { Logger } from '../common/logger.ts';
+import { DtrainError } from '../common/errors.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskKind, type TaskMessage } from '../common/protocol.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 
@@ -26,6 +27,20 @@ export interface ScheduleStats {
   retries: number;
 }
 
+/** A task failed on too many workers in a row: a poison task, not a bad worker. */
+export class TaskFailedError extends DtrainError {
+  constructor(message: string) {
+    super('DTRAIN_ERR_TASK_FAILED', message);
+  }
+}
+
+/** The pool cannot grow (worker threads) and every worker is gone. */
+export class NoWorkersError extends DtrainError {
+  constructor(message: string) {
+    super('DTRAIN_ERR_NO_WORKERS', message);
+  }
+}
+
 export class TimeoutError extends Error {
   readonly code = 'DTRAIN_ERR_STEP_TIMEOUT';
 }
@@ -44,6 +59,8 @@ export interface SchedulerOptions {
   log: Logger;
   /** Aborting stops dispatching; runTasks then rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** A task that fails on this many workers fails the step. Default 5. */
+  maxAttempts?: number;
 }
 
 let nextTaskId = 1;
@@ -65,6 +82,8 @@ export async function runTasks(
   const stats: ScheduleStats = { maxComputeMs: 0, bytesSent: 0, retries: 0 };
   let remaining = tasks.length;
   let waitingLogged = false;
+  const attempts: number[] = tasks.map(() => 0);
+  let fatal: Error | undefined;
   let wake: () => void = () => {};
 
   const dispatch = (worker: WorkerHandle, index: number) => {
@@ -83,8 +102,9 @@ export async function runTasks(
       .catch((err: Error) => {
         pending.push(index);
         stats.retries++;
+        if (++attempts[index] >= (opts.maxAttempts ?? 5)) fatal = new TaskFailedError(`A ${spec.kind} task of ${spec.labels.length} samples failed on ${attempts[index]} workers in a row; the last said: ${err.message}`);
         const timedOut = err instanceof TimeoutError;
-        membership.leave(worker.id, timedOut ? 'evicted' : 'left', err.message, timedOut ? CLOSE_CODES.evicted : CLOSE_CODES.badFrame);
+        membership.leave(worker.id, timedOut ? 'evicted' : 'left', err.message, CLOSE_CODES.evicted);
       })
       .finally(() => {
         busy.delete(worker.id);
@@ -98,6 +118,8 @@ export async function runTasks(
   try {
   while (remaining > 0) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
+    if (fatal) throw fatal;
+    if (membership.size === 0 && !membership.canGrow) throw new NoWorkersError('Every worker thread has failed; nothing is left to train with. See the worker_left lines above for why.');
     const idle = membership.live().filter((w) => !busy.has(w.id));
     if (membership.size === 0 && pending.length > 0 && !waitingLogged) {
       opts.log.warn({ event: 'waiting_for_workers', pendingTasks: pending.length }, 'no workers connected: waiting for one to join');

@@ -150,7 +150,8 @@ export class Trainer {
     const tasks: TaskSpec[] = [];
     for (let start = 0; start < set.count; start += this.config.evalBatchSize) {
       const end = Math.min(set.count, start + this.config.evalBatchSize);
-      tasks.push({ kind: 'eval', images: set.images.subarray(start * IMAGE_BYTES, end * IMAGE_BYTES), labels: set.labels.subarray(start, end) });
+      // Copies, not views: a view would carry the whole split's buffer to a worker thread.
+      tasks.push({ kind: 'eval', images: set.images.slice(start * IMAGE_BYTES, end * IMAGE_BYTES), labels: set.labels.slice(start, end) });
     }
     const { results } = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal });
     const predictions = new Uint8Array(set.count);
@@ -258,7 +259,13 @@ export class Trainer {
       await this.checkpoint('epoch-end');
       if (config.plotEveryEpoch) await this.hooks.onEpoch?.(this.history);
     }
-    const test = await this.evaluate(data.test, signal);
+    let test: EvalOutcome;
+    try {
+      test = await this.evaluate(data.test, signal);
+    } catch (err) {
+      if (!signal?.aborted) throw err;
+      return { status: 'interrupted', position: { ...this.position } }; // the epoch-end checkpoint stands
+    }
     log.info({ event: 'evaluated', split: 'test', loss: test.loss, accuracy: test.accuracy }, `test: loss ${test.loss.toFixed(4)} - accuracy ${test.accuracy.toFixed(4)}`);
     const wallSeconds = (performance.now() - runStarted) / 1000;
     const metrics: Metrics = {

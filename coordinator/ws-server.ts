@@ -16,6 +16,8 @@ import { Heartbeat } from '../common/heartbeat.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 
+const HELLO_MAX_BYTES = 8 * 1024;
+
 export interface WsServerOptions {
   port: number;
   host?: string;
@@ -33,6 +35,16 @@ export function tokensMatch(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
+/** A close reason must be at most 123 bytes of UTF-8: keep it ASCII and short, and never throw. */
+export function safeClose(socket: WebSocket, code: number, reason: string): void {
+  if (socket.readyState !== socket.OPEN && socket.readyState !== socket.CONNECTING) return;
+  try {
+    socket.close(code, reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 120));
+  } catch {
+    socket.terminate();
+  }
+}
+
 function toBytes(data: RawData): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
@@ -42,13 +54,13 @@ function toBytes(data: RawData): Uint8Array {
 class SocketWorker implements WorkerHandle {
   weightsVersion = -1;
   backend = 'unknown';
-  private readonly pending = new Map<number, { count: number; resolve(r: ResultMessage): void; reject(e: Error): void }>();
+  private readonly pending = new Map<number, { count: number; kind: TaskMessage['kind']; resolve(r: ResultMessage): void; reject(e: Error): void }>();
 
-  constructor(readonly id: string, readonly name: string, private readonly socket: WebSocket) {}
+  constructor(readonly id: string, readonly name: string, private readonly socket: WebSocket, private readonly statsCount: number) {}
 
   run(task: TaskMessage): Promise<ResultMessage> {
     return new Promise((resolve, reject) => {
-      this.pending.set(task.taskId, { count: task.labels.length, resolve, reject });
+      this.pending.set(task.taskId, { count: task.labels.length, kind: task.kind, resolve, reject });
       this.socket.send(encode(task), { binary: true }, (err) => {
         if (err) this.fail(task.taskId, new WorkerLostError(`send to ${this.id} failed: ${err.message}`));
       });
@@ -64,6 +76,10 @@ class SocketWorker implements WorkerHandle {
       return;
     }
     if (msg.count !== p.count) throw new FrameError(FRAME_ERRORS.tensorLength, `Expected a result for ${p.count} samples, but got ${msg.count}.`);
+    // The codec checked the sizes of what is there; what must be there depends on the task.
+    if (p.kind === 'train' && !msg.gradients) throw new FrameError(FRAME_ERRORS.shape, `Expected gradients in the result of train task ${msg.taskId}, but got none.`);
+    if (p.kind === 'train' && this.statsCount > 0 && !msg.stats) throw new FrameError(FRAME_ERRORS.shape, `Expected BatchNorm statistics in the result of train task ${msg.taskId}, but got none.`);
+    if (p.kind === 'eval' && !msg.predictions) throw new FrameError(FRAME_ERRORS.shape, `Expected predictions in the result of eval task ${msg.taskId}, but got none.`);
     this.pending.delete(msg.taskId);
     p.resolve(msg);
   }
@@ -82,7 +98,7 @@ class SocketWorker implements WorkerHandle {
 
   close(code: number, reason: string): void {
     this.drop(reason);
-    if (this.socket.readyState === this.socket.OPEN || this.socket.readyState === this.socket.CONNECTING) this.socket.close(code, reason.slice(0, 120));
+    safeClose(this.socket, code, reason);
     // A peer that does not complete the closing handshake is cut off.
     setTimeout(() => this.socket.terminate(), 1000).unref();
   }
@@ -97,7 +113,11 @@ export interface WsServer {
 export async function startWsServer(membership: Membership, opts: WsServerOptions): Promise<WsServer> {
   const limits = { ...NET_DEFAULTS, ...opts.limits };
   const { log } = opts;
-  const wss = new WebSocketServer({ port: opts.port, host: opts.host, maxPayload: limits.maxPayloadBytes, perMessageDeflate: false });
+  // Workers only ever send results: no frame needs more than the gradients and statistics plus
+  // slack, so a peer cannot make us buffer more (the configured limit still caps it).
+  const largestResult = (opts.expect.gradientCount + opts.expect.statsCount) * 4 + 64 * 1024;
+  const maxPayload = Math.min(limits.maxPayloadBytes, largestResult);
+  const wss = new WebSocketServer({ port: opts.port, host: opts.host, maxPayload, perMessageDeflate: false });
   let nextId = 1;
 
   wss.on('connection', (socket, request) => {
@@ -107,7 +127,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
     let handle: SocketWorker | undefined;
     let stage: 'hello' | 'building' | 'joined' | 'closed' = 'hello';
     const heartbeat = new Heartbeat(
-      { ping: () => socket.ping(), onPong: (cb) => socket.on('pong', cb), terminate: (reason) => reject(new FrameError('DTRAIN_ERR_HEARTBEAT', reason, CLOSE_CODES.goingAway), 'worker_evicted') },
+      { ping: () => socket.ping(), onPong: (cb) => socket.on('pong', cb), terminate: (reason) => reject(new FrameError('DTRAIN_ERR_HEARTBEAT', reason, CLOSE_CODES.evicted), 'worker_evicted') },
       limits.heartbeatIntervalMs,
     );
     const handshakeTimer = setTimeout(() => reject(new FrameError('DTRAIN_ERR_HANDSHAKE_TIMEOUT', `Expected a hello within ${limits.handshakeTimeoutMs} ms, but got none.`, CLOSE_CODES.handshakeTimeout), 'frame_rejected'), limits.handshakeTimeoutMs);
@@ -123,7 +143,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
       heartbeat.stop();
       if (wasJoined) membership.leave(id, 'evicted', `${err.code}: ${err.message}`);
       handle?.drop(err.message);
-      if (socket.readyState === socket.OPEN) socket.close(err.closeCode, err.code);
+      safeClose(socket, err.closeCode, err.code);
       setTimeout(() => socket.terminate(), 1000).unref();
     }
 
@@ -131,7 +151,10 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
       if (stage === 'closed') return;
       try {
         if (!isBinary) throw new FrameError(FRAME_ERRORS.shape, 'Expected a binary frame, but got a text frame.');
-        const msg = decodeWorkerMessage(toBytes(data), opts.expect);
+        const bytes = toBytes(data);
+        // A hello is a few hundred bytes: refuse anything larger before decoding it.
+        if (stage === 'hello' && bytes.byteLength > HELLO_MAX_BYTES) throw new FrameError(FRAME_ERRORS.tooLarge, `Expected a hello of at most ${HELLO_MAX_BYTES} bytes, but got ${bytes.byteLength}.`, CLOSE_CODES.tooLarge);
+        const msg = decodeWorkerMessage(bytes, opts.expect);
         if (stage === 'hello') {
           if (msg.type !== 'hello') throw new FrameError(FRAME_ERRORS.unexpected, `Expected a hello first, but got ${msg.type}.`);
           clearTimeout(handshakeTimer);
@@ -144,7 +167,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
             return;
           }
           stage = 'building';
-          handle = new SocketWorker(id, msg.workerName, socket);
+          handle = new SocketWorker(id, msg.workerName, socket, opts.expect.statsCount);
           const welcome: WelcomeMessage = { ...opts.welcome, workerId: id };
           socket.send(encode(welcome), { binary: true });
           heartbeat.start();
@@ -167,7 +190,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
 
     socket.on('error', (err: Error & { code?: string }) => {
       const tooLarge = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH';
-      reject(new FrameError(tooLarge ? FRAME_ERRORS.tooLarge : 'DTRAIN_ERR_SOCKET', `${err.message}${tooLarge ? ` (limit ${limits.maxPayloadBytes} bytes)` : ''}`, tooLarge ? CLOSE_CODES.tooLarge : CLOSE_CODES.badFrame), 'frame_rejected');
+      reject(new FrameError(tooLarge ? FRAME_ERRORS.tooLarge : 'DTRAIN_ERR_SOCKET', `${err.message}${tooLarge ? ` (limit ${maxPayload} bytes)` : ''}`, tooLarge ? CLOSE_CODES.tooLarge : CLOSE_CODES.badFrame), 'frame_rejected');
     });
 
     socket.on('close', (code, reason) => {

@@ -82,6 +82,11 @@ describe('malformed frames against a training coordinator', () => {
       name: 'Infinity gradients', code: 'DTRAIN_ERR_NON_FINITE', close: 4003, needsTask: true,
       frame: (t) => pack(result(t!.taskId, t!.labels.length, new Float32Array(LENET_TRAINABLE).fill(Number.POSITIVE_INFINITY))),
     },
+    {
+      name: 'a train result without gradients', code: 'DTRAIN_ERR_FRAME_SHAPE', close: 4003, needsTask: true,
+      frame: (t) => pack({ type: 'result', taskId: t!.taskId, count: t!.labels.length, lossSum: 1, correct: 0, computeMs: 1 }),
+    },
+    { name: 'a frame larger than any lenet result (under --max-frame-mb)', code: 'DTRAIN_ERR_FRAME_TOO_LARGE', close: 1009, frame: () => new Uint8Array(600 * 1024) },
     { name: 'a frame over the size limit', code: 'DTRAIN_ERR_FRAME_TOO_LARGE', close: 1009, frame: () => new Uint8Array(2 * 1024 * 1024) },
   ];
 
@@ -97,6 +102,17 @@ describe('malformed frames against a training coordinator', () => {
       expect(c.events('frame_rejected').length).toBeGreaterThan(before);
     });
   }
+
+  it('survives a task_failed whose long non-ASCII message cannot be a close reason', async () => {
+    const p = await peer(true);
+    const task = await p.task;
+    p.socket.send(pack({ type: 'task_failed', taskId: task.taskId, code: 'X', message: 'é/日本/'.repeat(200) }));
+    expect(await p.closed).toBe(4004);
+    await c.waitFor('worker_left', (l) => String(l.reason).includes('task'));
+    // Still training: a later step completes.
+    const step = (c.events('step').at(-1)?.step as number) ?? 0;
+    await c.waitFor('step', (l) => (l.step as number) > step);
+  });
 
   it('refuses an unknown protocol version with close code 4002', async () => {
     const socket = new WebSocket(`ws://127.0.0.1:${port}`);

@@ -36,13 +36,23 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
   const limits = { ...NET_DEFAULTS, ...opts.limits };
   const { log } = opts;
   const compute = new ComputeThread(opts.backend);
+  // A dead compute thread cannot come back: leave with an error, so a supervisor restarts us.
+  let computeLost: string | undefined;
+  let dropConnection: () => void = () => {};
+  compute.onLost = (reason) => {
+    computeLost = reason;
+    log.error({ event: 'compute_lost', reason }, `compute thread lost: ${reason}`);
+    dropConnection();
+  };
   const selection = await compute.started();
   log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped }, `backend: ${selection.name}`);
   let attempt = 0;
   try {
     for (;;) {
       if (opts.signal?.aborted) return { code: 0, reason: 'stopped by signal' };
-      const outcome = await connectOnce(opts, limits, compute, () => (attempt = 0));
+      if (computeLost) return { code: 1, reason: `compute thread lost: ${computeLost}` };
+      const outcome = await connectOnce(opts, limits, compute, () => (attempt = 0), (drop) => (dropConnection = drop));
+      if (computeLost) return { code: 1, reason: `compute thread lost: ${computeLost}` };
       if (outcome.final) return outcome.exit;
       const delay = backoffDelay(attempt++, limits.reconnectMinMs, limits.reconnectMaxMs);
       log.info({ event: 'reconnecting', inMs: delay, attempt, reason: outcome.exit.reason }, `coordinator unavailable (${outcome.exit.reason}); retrying in ${delay} ms`);
@@ -53,7 +63,13 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
   }
 }
 
-function connectOnce(opts: WorkerClientOptions, limits: NetLimits, compute: ComputeThread, onJoined: () => void): Promise<{ final: boolean; exit: WorkerExit }> {
+function connectOnce(
+  opts: WorkerClientOptions,
+  limits: NetLimits,
+  compute: ComputeThread,
+  onJoined: () => void,
+  exposeDrop: (drop: () => void) => void,
+): Promise<{ final: boolean; exit: WorkerExit }> {
   const { log } = opts;
   return new Promise((resolve) => {
     const socket = new WebSocket(opts.url, { maxPayload: limits.maxPayloadBytes, perMessageDeflate: false, handshakeTimeout: limits.handshakeTimeoutMs });
@@ -74,6 +90,7 @@ function connectOnce(opts: WorkerClientOptions, limits: NetLimits, compute: Comp
       finish(true, { code: 0, reason: 'stopped by signal' });
     };
     opts.signal?.addEventListener('abort', onAbort);
+    exposeDrop(() => socket.terminate());
 
     socket.on('open', () => {
       send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, token: opts.token, workerName: opts.name ?? hostname() });

@@ -38,7 +38,7 @@ export function registerCoordinatorCommand(program: Command): void {
     .addOption(envOption('--min-workers <n>', 'workers to wait for before the first step', 'DTRAIN_MIN_WORKERS').default(1).argParser(integer('--min-workers', 1, 4096)))
     .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'))
     .addOption(envOption('--max-frame-mb <mb>', 'largest frame accepted from a worker, in MiB', 'DTRAIN_MAX_FRAME_MB').default(256).argParser(integer('--max-frame-mb', 1, 2047)))
-    .addOption(envOption('--heartbeat-ms <ms>', 'ping interval; a worker silent for two is dropped', 'DTRAIN_HEARTBEAT_MS').default(2000).argParser(integer('--heartbeat-ms', 100, 600_000)));
+    .addOption(envOption('--heartbeat-ms <ms>', 'ping interval; a worker that has not answered by the next ping is dropped', 'DTRAIN_HEARTBEAT_MS').default(2000).argParser(integer('--heartbeat-ms', 100, 600_000)));
   addTrainingOptions(cmd).action(async (flags) => {
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
@@ -76,6 +76,7 @@ export function registerWorkerCommand(program: Command): void {
       const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });
       const controller = new AbortController();
       const stop = (sig: string) => {
+        if (controller.signal.aborted) process.exit(130); // a second signal: now
         log.info({ event: 'shutdown_requested', signal: sig }, `${sig}: leaving the job`);
         controller.abort();
       };

@@ -126,7 +126,7 @@ export function shutdownSignal(log: Logger): AbortSignal {
       log.warn({ event: 'shutdown_forced', signal: sig }, 'second signal: exiting now');
       process.exit(130);
     }
-    log.info({ event: 'shutdown_requested', signal: sig }, `${sig}: finishing the step and writing a checkpoint`);
+    log.info({ event: 'shutdown_requested', signal: sig }, `${sig}: abandoning the current step and writing a checkpoint`);
     controller.abort(new ShutdownRequest(sig));
   };
   process.on('SIGINT', onSignal);
