@@ -167,13 +167,13 @@ function coordinator(r: BenchReport): string[] {
   const c = r.coordinator;
   if (!c) return [...lines, 'Not measured in this run.'];
   lines.push(
-    `Produced in-process by \`Adam.apply\` (common/adam.ts) and \`aggregateResults\` (coordinator/aggregate.ts) on random values: ${c.adam.warmup} warm-up calls, then each call timed on its own; median (p10–p90) of ${c.adam.us.n} calls.`,
+    `Produced in-process by \`Adam.apply\` (common/adam.ts: the WebAssembly SIMD kernel of common/adam-simd.ts, including copying the weights and gradient in and out) and \`aggregateResults\` (coordinator/aggregate.ts) on random values: ${c.adam.warmup} warm-up calls, then each call timed on its own; median (p10–p90) of ${c.adam.us.n} calls.`,
     '',
     markdownTable(
       ['operation', 'parameters', 'µs per call', 'ns per parameter'],
       [
         ['Adam.apply', fixed(c.adam.parameters), q(c.adam.us), ((1000 * c.adam.us.median) / c.adam.parameters).toFixed(2)],
-        ['the same reads and writes, no arithmetic (floor)', fixed(c.adam.parameters), q(c.adam.memoryFloorUs), ((1000 * c.adam.memoryFloorUs.median) / c.adam.parameters).toFixed(2)],
+        ['a scalar JavaScript loop with the same reads and writes, no arithmetic', fixed(c.adam.parameters), q(c.adam.memoryFloorUs), ((1000 * c.adam.memoryFloorUs.median) / c.adam.parameters).toFixed(2)],
         ...c.averaging.map((a) => [`aggregateResults, K=${a.workers}`, fixed(a.parameters), q(a.us), ((1000 * a.us.median) / (a.parameters * a.workers)).toFixed(2)]),
       ],
       ['left', 'right', 'right', 'right'],

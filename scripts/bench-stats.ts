@@ -259,7 +259,7 @@ function adamGoal(report: BenchReport): GoalResult {
   if (us < g.maxUs) return { id: 'adam', goal, met: true, measured, explanation: '' };
   const floor = adam.memoryFloorUs.median;
   const explanation =
-    `Over by ${(us - g.maxUs).toFixed(0)} µs (${pct((us - g.maxUs) / g.maxUs)}): ${((1000 * us) / adam.parameters).toFixed(2)} ns per parameter in one JavaScript loop. ` +
+    `Over by ${(us - g.maxUs).toFixed(0)} µs (${pct((us - g.maxUs) / g.maxUs)}): ${((1000 * us) / adam.parameters).toFixed(2)} ns per parameter. ` +
     `The same loop's reads and writes (gradient, weight, both moments) without the arithmetic take ${floor.toFixed(0)} µs; the other ${(us - floor).toFixed(0)} µs is the float64 arithmetic, which includes a square root and a division per parameter.` +
     (floor >= g.maxUs ? ' Memory traffic alone already exceeds the goal on this machine.' : '');
   return { id: 'adam', goal, met: false, measured, explanation };
