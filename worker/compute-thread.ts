@@ -52,8 +52,7 @@ export class ComputeThread {
     this.exited = true;
     const err = new WorkerLostError(reason);
     this.waiter?.reject(err);
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
+    this.rejectAll(err);
     this.onLost(reason);
   }
 
@@ -86,7 +85,11 @@ export class ComputeThread {
 
   /** Fails every pending task (e.g. its connection closed); the thread stays usable. */
   abandon(reason: string): void {
-    for (const p of this.pending.values()) p.reject(new WorkerLostError(reason));
+    this.rejectAll(new WorkerLostError(reason));
+  }
+
+  private rejectAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }
 

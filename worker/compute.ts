@@ -4,10 +4,9 @@
  * average by sample count and the result does not depend on how the batch was sliced.
  */
 import { tf, tfc, type LayersModel, type Tensor } from '../common/tf.ts';
-import { buildModel, MODEL_SPECS, NUM_CLASSES, IMAGE_SHAPE, type ModelName } from '../common/models.ts';
+import { buildModel, MODEL_SPECS, NUM_CLASSES, IMAGE_SHAPE, IMAGE_SIZE, type ModelName } from '../common/models.ts';
 import { weightLayout, assertLength, type WeightLayout } from '../common/weights.ts';
 import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
-import { IMAGE_SIZE } from '../common/models.ts';
 
 export interface TrainResult {
   count: number;
