@@ -20,6 +20,11 @@ export interface WorkerHandle {
 
 export type LeaveKind = 'left' | 'evicted';
 
+/** What happened to whom, for observers (dashboard, metrics); the step loop only needs `onChange`. */
+export type MembershipEvent =
+  | { kind: 'joined'; workerId: string; name: string; backend: string }
+  | { kind: LeaveKind; workerId: string; reason: string };
+
 export class Membership {
   private readonly workers = new Map<string, WorkerHandle>();
   private readonly events = new EventEmitter();
@@ -32,6 +37,7 @@ export class Membership {
   join(worker: WorkerHandle): void {
     this.workers.set(worker.id, worker);
     this.generation++;
+    this.events.emit('event', { kind: 'joined', workerId: worker.id, name: worker.name, backend: worker.backend } satisfies MembershipEvent);
     this.log.info({ event: 'worker_joined', workerId: worker.id, workerName: worker.name, backend: worker.backend, workers: this.workers.size, generation: this.generation }, `worker ${worker.id} joined`);
     this.events.emit('change');
   }
@@ -44,6 +50,7 @@ export class Membership {
     this.generation++;
     const event = kind === 'evicted' ? 'worker_evicted' : 'worker_left';
     this.log.warn({ event, workerId: id, reason, workers: this.workers.size, generation: this.generation }, `worker ${id} ${kind}: ${reason}`);
+    this.events.emit('event', { kind, workerId: id, reason } satisfies MembershipEvent);
     if (closeCode !== undefined) worker.close(closeCode, reason);
     this.events.emit('change');
   }
@@ -60,6 +67,12 @@ export class Membership {
   onChange(listener: () => void): () => void {
     this.events.on('change', listener);
     return () => this.events.off('change', listener);
+  }
+
+  /** Calls `listener` with each join, leave and eviction; returns the unsubscribe function. */
+  onEvent(listener: (e: MembershipEvent) => void): () => void {
+    this.events.on('event', listener);
+    return () => this.events.off('event', listener);
   }
 
   /** Resolves on the next join or leave, or when the signal aborts. */

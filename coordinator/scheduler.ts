@@ -25,6 +25,15 @@ export interface ScheduleStats {
   maxComputeMs: number;
   bytesSent: number;
   retries: number;
+  /** One entry per worker whose result was used, for the dashboard and metrics. */
+  perWorker: WorkerStepStats[];
+}
+
+export interface WorkerStepStats {
+  workerId: string;
+  computeMs: number;
+  bytesOut: number;
+  bytesIn: number;
 }
 
 /** A task failed on too many workers in a row: a poison task, not a bad worker. */
@@ -79,7 +88,7 @@ export async function runTasks(
   const results: (ResultMessage | undefined)[] = new Array(tasks.length);
   const pending: number[] = tasks.map((_, i) => i);
   const busy = new Set<string>();
-  const stats: ScheduleStats = { maxComputeMs: 0, bytesSent: 0, retries: 0 };
+  const stats: ScheduleStats = { maxComputeMs: 0, bytesSent: 0, retries: 0, perWorker: [] };
   let remaining = tasks.length;
   let waitingLogged = false;
   const attempts: number[] = tasks.map(() => 0);
@@ -91,12 +100,14 @@ export async function runTasks(
     const spec = tasks[index];
     const message: TaskMessage = { type: 'task', taskId: nextTaskId++, kind: spec.kind, weightsVersion: weights.version, images: spec.images, labels: spec.labels };
     if (worker.weightsVersion !== weights.version) message.weights = weights.bytes;
-    stats.bytesSent += taskBytes(message);
+    const sent = taskBytes(message);
+    stats.bytesSent += sent;
     withTimeout(worker.run(message), opts.stepTimeoutMs, `worker ${worker.id}'s ${spec.kind} task`)
       .then((result) => {
         worker.weightsVersion = weights.version;
         results[index] = result;
         stats.maxComputeMs = Math.max(stats.maxComputeMs, result.computeMs);
+        stats.perWorker.push({ workerId: worker.id, computeMs: result.computeMs, bytesOut: sent, bytesIn: (result.gradients?.byteLength ?? 0) + (result.stats?.byteLength ?? 0) });
         remaining--;
       })
       .catch((err: Error) => {

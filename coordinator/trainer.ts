@@ -16,7 +16,7 @@ import { gatherImages } from '../common/data/split.ts';
 import type { TrainConfig } from '../common/config.ts';
 import { CheckpointError } from '../common/errors.ts';
 import type { Membership } from './membership.ts';
-import { runTasks, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { runTasks, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, sliceSizes } from './aggregate.ts';
 import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
 import { writeJson, type EpochRecord, type History, type Metrics } from './run-files.ts';
@@ -26,12 +26,30 @@ export interface StepEvent {
   step: number;
   stepInEpoch: number;
   stepsInEpoch: number;
+  /** Running means over the epoch so far. */
   loss: number;
   accuracy: number;
+  /** This step's batch alone. */
+  batchLoss: number;
+  batchAccuracy: number;
+  samples: number;
+  workers: number;
+  /** Where the step's time went, in ms: as in the `step` log line. */
+  ms: number;
+  computeMs: number;
+  commMs: number;
+  optimizerMs: number;
+  bytesIn: number;
+  bytesOut: number;
+  retries: number;
+  /** Per worker that computed a slice: its compute time and the bytes it was sent and returned. */
+  perWorker: WorkerStepStats[];
 }
 
 export interface TrainerHooks {
   onStep?(e: StepEvent): void;
+  /** After each epoch's validation, with the epoch's record (whether or not plots are drawn). */
+  onEpochEnd?(record: EpochRecord): void;
   /** 'debug' when a progress bar shows the steps instead (interactive terminals). Default 'info'. */
   stepLogLevel?: 'info' | 'debug';
   /** After each epoch's evaluation (and at the end with the test predictions). */
@@ -217,13 +235,17 @@ export class Trainer {
         const ms = performance.now() - stepStarted;
         const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
         const stepInEpoch = Math.ceil(this.position.sampleOffset / this.globalBatch());
-        const event: StepEvent = { epoch: epoch + 1, step: this.position.globalStep, stepInEpoch, stepsInEpoch, loss: this.position.epochLossSum / this.position.epochSamples, accuracy: this.position.epochCorrect / this.position.epochSamples };
-        log[this.hooks.stepLogLevel ?? 'info']({
-          event: 'step', step: event.step, epoch: event.epoch, workers: outcome.results.length, samples: agg.count,
-          loss: agg.lossSum / agg.count, accuracy: agg.correct / agg.count,
+        const event: StepEvent = {
+          epoch: epoch + 1, step: this.position.globalStep, stepInEpoch, stepsInEpoch, loss: this.position.epochLossSum / this.position.epochSamples, accuracy: this.position.epochCorrect / this.position.epochSamples,
+          batchLoss: agg.lossSum / agg.count, batchAccuracy: agg.correct / agg.count, samples: agg.count, workers: outcome.results.length,
           ms: round(ms), computeMs: round(outcome.stats.maxComputeMs), commMs: round(ms - outcome.stats.maxComputeMs - optimizerMs), optimizerMs: round(optimizerMs),
           bytesOut: outcome.stats.bytesSent, bytesIn: outcome.results.reduce((s, r) => s + (r.gradients?.byteLength ?? 0) + (r.stats?.byteLength ?? 0), 0), retries: outcome.stats.retries,
-        }, `step ${event.step}: loss ${(agg.lossSum / agg.count).toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(outcome.stats.maxComputeMs)} ms)`);
+          perWorker: outcome.stats.perWorker,
+        };
+        log[this.hooks.stepLogLevel ?? 'info']({
+          event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
+          ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
+        }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(outcome.stats.maxComputeMs)} ms)`);
         this.hooks.onStep?.(event);
         if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
           this.position.epochSeconds = (performance.now() - epochStarted) / 1000;
@@ -251,6 +273,7 @@ export class Trainer {
         images_per_second: round(this.position.epochSamples / seconds),
       };
       this.history.epochs.push(record);
+      this.hooks.onEpochEnd?.(record);
       log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
       log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
       this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };

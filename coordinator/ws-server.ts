@@ -5,6 +5,7 @@
  * connection is closed with the matching close code, and training goes on without it.
  */
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
+import type { Server as HttpServer } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../common/logger.ts';
@@ -26,6 +27,10 @@ export interface WsServerOptions {
   expect: Omit<ResultExpectations, 'taskCount'>;
   limits?: Partial<NetLimits>;
   log: Logger;
+  /** Serve the WebSocket on this HTTP server (which also answers GET routes, coordinator/http/); it is listened on here. */
+  httpServer?: HttpServer;
+  /** Called for every refused frame or handshake (`frame_rejected`, `auth_failed`), for metrics. */
+  onRejected?(event: string, code: string, joined: boolean): void;
 }
 
 /** Compares secrets in constant time, whatever their lengths. */
@@ -117,7 +122,10 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
   // slack, so a peer cannot make us buffer more (the configured limit still caps it).
   const largestResult = (opts.expect.gradientCount + opts.expect.statsCount) * 4 + 64 * 1024;
   const maxPayload = Math.min(limits.maxPayloadBytes, largestResult);
-  const wss = new WebSocketServer({ port: opts.port, host: opts.host, maxPayload, perMessageDeflate: false });
+  const wss = opts.httpServer
+    ? new WebSocketServer({ server: opts.httpServer, maxPayload, perMessageDeflate: false })
+    : new WebSocketServer({ port: opts.port, host: opts.host, maxPayload, perMessageDeflate: false });
+  opts.httpServer?.listen(opts.port, opts.host);
   let nextId = 1;
 
   wss.on('connection', (socket, request) => {
@@ -137,6 +145,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
       if (stage === 'closed') return;
       const wasJoined = stage === 'joined';
       // An eviction of a joined worker is logged once, by the membership.
+      if (event !== 'worker_evicted') opts.onRejected?.(event, err.code, wasJoined);
       if (!(wasJoined && event === 'worker_evicted')) conn.warn({ event, code: err.code, closeCode: err.closeCode, reason: err.message }, `${id}: ${err.message}`);
       stage = 'closed';
       clearTimeout(handshakeTimer);
