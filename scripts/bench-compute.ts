@@ -138,7 +138,7 @@ async function ours(model: ModelName, batch: number, data: { images: Uint8Array;
   installWasmTrainingKernels();
   const computer = new StepComputer(model, prep);
   const step = async (steps: number) => {
-    for (let s = 0; s < steps; s++) computer.train(data.images, data.labels);
+    for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
   };
   try {
     return await measure(step, batch, settings);
@@ -170,13 +170,13 @@ interface KernelCost {
 async function profileSteps(model: ModelName, batch: number, data: { images: Uint8Array; labels: Uint8Array }, prep: Preprocessing, steps: number): Promise<{ stepMs: number; kernelMs: number; costs: KernelCost[] }> {
   const computer = new StepComputer(model, prep);
   try {
-    computer.train(data.images, data.labels);
-    computer.train(data.images, data.labels);
+    await computer.train(data.images, data.labels);
+    await computer.train(data.images, data.labels);
     const t0 = performance.now();
-    for (let s = 0; s < steps; s++) computer.train(data.images, data.labels);
+    for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
     const stepMs = (performance.now() - t0) / steps;
-    const info = await tf.profile(() => {
-      for (let s = 0; s < steps; s++) computer.train(data.images, data.labels);
+    const info = await tf.profile(async () => {
+      for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
     });
     const byKernel = new Map<string, KernelCost>();
     for (const k of info.kernels) {

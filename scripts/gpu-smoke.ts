@@ -22,9 +22,9 @@ const selection = await selectBackend(parseBackendChoice(values.backend!)).catch
 const computer = new StepComputer(model, { kind: 'scale' });
 computer.setWeights(initialWeights(computer.layout, 42));
 const { images, labels } = generateSynthetic(Uint32Array.from({ length: batch }, (_, i) => i), 'dev', 42);
-for (let i = 0; i < 3; i++) computer.train(images, labels); // warm-up: shader compilation
+for (let i = 0; i < 3; i++) await computer.train(images, labels); // warm-up: shader compilation
 const started = performance.now();
 let loss = 0;
-for (let i = 0; i < steps; i++) loss = computer.train(images, labels).lossSum / batch;
+for (let i = 0; i < steps; i++) loss = (await computer.train(images, labels)).lossSum / batch;
 const seconds = (performance.now() - started) / 1000;
 console.log(JSON.stringify({ backend: selection.name, source: selection.source, model, batch, steps, seconds: Number(seconds.toFixed(3)), images_per_second: Math.round((steps * batch) / seconds), last_loss: loss, tensors: tf.memory().numTensors, skipped: selection.skipped }));

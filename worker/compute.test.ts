@@ -17,14 +17,14 @@ describe('StepComputer', () => {
   });
 
   for (const model of ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'] as ModelName[]) {
-    it(`does not leak tensors across a ${model} training step`, () => {
+    it(`does not leak tensors across a ${model} training step`, async () => {
       const c = new StepComputer(model, { kind: 'scale' });
       c.setWeights(initialWeights(c.layout, 1));
       const { images, labels } = batch(8);
-      c.train(images, labels); // warm-up: lazily created kernels and constants
+      await c.train(images, labels); // warm-up: lazily created kernels and constants
       const before = tf.memory().numTensors;
-      const r = c.train(images, labels);
-      c.evaluate(images, labels);
+      const r = await c.train(images, labels);
+      await c.evaluate(images, labels);
       expect(tf.memory().numTensors).toBe(before);
       expect(r.gradientSum.length).toBe(c.layout.trainableSize);
       expect(r.gradientSum.some((g) => g !== 0)).toBe(true);
@@ -32,34 +32,34 @@ describe('StepComputer', () => {
     });
   }
 
-  it('returns gradient sums: twice the batch gives twice the gradient', () => {
+  it('returns gradient sums: twice the batch gives twice the gradient', async () => {
     const c = new StepComputer('mlp', { kind: 'scale' });
     c.setWeights(initialWeights(c.layout, 3));
     const { images, labels } = batch(4);
-    const single = c.train(images, labels);
+    const single = await c.train(images, labels);
     const doubledImages = new Uint8Array(images.length * 2);
     doubledImages.set(images, 0);
     doubledImages.set(images, images.length);
-    const doubled = c.train(doubledImages, Uint8Array.from([...labels, ...labels]));
+    const doubled = await c.train(doubledImages, Uint8Array.from([...labels, ...labels]));
     expect(doubled.lossSum).toBeCloseTo(2 * single.lossSum, 4);
     for (let i = 0; i < single.gradientSum.length; i += 997) expect(doubled.gradientSum[i]).toBeCloseTo(2 * single.gradientSum[i], 4);
     c.dispose();
   });
 
-  it('reads back exactly the weights it was given', () => {
+  it('reads back exactly the weights it was given', async () => {
     const c = new StepComputer('cnn-bn', { kind: 'scale' });
     const w = initialWeights(c.layout, 5);
     c.setWeights(w);
-    expect(c.readWeights()).toEqual(w);
+    expect(await c.readWeights()).toEqual(w);
     c.dispose();
   });
 
-  it('moves BatchNorm moving statistics in training and reports them', () => {
+  it('moves BatchNorm moving statistics in training and reports them', async () => {
     const c = new StepComputer('cnn-bn', { kind: 'scale' });
     const w = initialWeights(c.layout, 5);
     c.setWeights(w);
     const { images, labels } = batch(8);
-    const r = c.train(images, labels);
+    const r = await c.train(images, labels);
     expect(r.stats.length).toBe(448);
     const before = w.subarray(c.layout.trainableSize);
     expect(r.stats).not.toEqual(before);

@@ -39,17 +39,31 @@ export function countCorrect(probs: Float32Array, labels: Uint8Array): number {
 // Keras clips probabilities to [epsilon, 1 - epsilon] in categorical cross-entropy.
 const EPSILON = 1e-7;
 
+type LayerVariable = LayersModel['weights'][number];
+
+/** Reads a packed result with one asynchronous read-back (no synchronous GPU reads), then frees it. */
+async function readAndDispose(t: Tensor): Promise<Float32Array> {
+  try {
+    return (await t.data()) as Float32Array;
+  } finally {
+    t.dispose();
+  }
+}
+
 export class StepComputer {
   readonly model: LayersModel;
   readonly layout: WeightLayout;
   private readonly flatInput: boolean;
   private readonly trainable: tfc.Variable[];
+  /** Non-trainable weights (BatchNorm moving statistics), which follow the trainable ones in the layout. */
+  private readonly statWeights: LayerVariable[];
 
   constructor(readonly modelName: ModelName, private preprocessing: Preprocessing) {
     this.model = buildModel(modelName);
     this.layout = weightLayout(this.model);
     this.flatInput = MODEL_SPECS[modelName].input === 'flat-standardized';
     this.trainable = this.model.trainableWeights.map((w) => (w as unknown as { val: tfc.Variable }).val);
+    this.statWeights = this.model.nonTrainableWeights;
   }
 
   setPreprocessing(p: Preprocessing): void {
@@ -76,61 +90,63 @@ export class StepComputer {
     return tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(probs, EPSILON, 1 - EPSILON)))));
   }
 
-  train(images: Uint8Array, labels: Uint8Array): TrainResult {
+  /**
+   * One training step on a slice. Everything the coordinator needs (loss, probabilities, gradients,
+   * BatchNorm statistics) is packed into one tensor and read back with a single `await data()`:
+   * GPU backends (webgpu) cannot read synchronously in Node, and one read-back is one GPU sync.
+   */
+  async train(images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
     const count = labels.length;
-    const gradientSum = new Float32Array(this.layout.trainableSize);
-    let lossSum = 0;
-    let correct = 0;
-    tf.tidy(() => {
+    const packed = tf.tidy(() => {
       const x = this.inputs(images, count);
       const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
       let probs: Tensor | undefined;
       const { value, grads } = tf.variableGrads(() => {
-        // Kept past variableGrads' inner scope for the accuracy below; disposed right after.
+        // Kept past variableGrads' inner scope so it can join the packed read-back below.
         probs = tf.keep(this.model.apply(x, { training: true }) as Tensor);
         return StepComputer.lossSum(probs, y) as tfc.Scalar;
       }, this.trainable);
-      lossSum = value.dataSync()[0];
-      // One read of the [count, 10] probabilities is cheaper than four small kernels and a label upload.
-      correct = countCorrect(probs!.dataSync() as Float32Array, labels);
+      const parts: Tensor[] = [tf.reshape(value, [1]), tf.reshape(probs!, [-1])];
+      // Trainable weights come first in the layout, in the order of model.trainableWeights.
+      for (const v of this.trainable) parts.push(tf.reshape(grads[v.name], [-1]));
+      for (const w of this.statWeights) parts.push(tf.reshape(w.read(), [-1]));
+      const all = tf.concat(parts);
       probs!.dispose();
-      this.layout.entries.forEach((e, i) => {
-        if (!e.trainable) return;
-        gradientSum.set(grads[this.trainable[i].name].dataSync() as Float32Array, e.offset);
-      });
+      return all;
     });
-    return { count, lossSum, correct, gradientSum, stats: this.readStats() };
+    const flat = await readAndDispose(packed);
+    const probsEnd = 1 + count * NUM_CLASSES;
+    const gradEnd = probsEnd + this.layout.trainableSize;
+    return {
+      count,
+      lossSum: flat[0],
+      // One read of the [count, 10] probabilities is cheaper than four small kernels and a label upload.
+      correct: countCorrect(flat.subarray(1, probsEnd), labels),
+      gradientSum: flat.subarray(probsEnd, gradEnd),
+      stats: flat.subarray(gradEnd),
+    };
   }
 
-  evaluate(images: Uint8Array, labels: Uint8Array): EvalResult {
+  /** Loss, correct count and predicted classes for a slice, in inference mode, with one read-back. */
+  async evaluate(images: Uint8Array, labels: Uint8Array): Promise<EvalResult> {
     const count = labels.length;
-    return tf.tidy(() => {
+    const packed = tf.tidy(() => {
       const x = this.inputs(images, count);
       const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
       const probs = this.model.apply(x, { training: false }) as Tensor;
-      const lossSum = StepComputer.lossSum(probs, y).dataSync()[0];
-      const predicted = tf.argMax(probs, 1).dataSync();
-      const predictions = Uint8Array.from(predicted);
-      let correct = 0;
-      for (let i = 0; i < count; i++) if (predictions[i] === labels[i]) correct++;
-      return { count, lossSum, correct, predictions };
+      return tf.concat([tf.reshape(StepComputer.lossSum(probs, y), [1]), tf.cast(tf.argMax(probs, 1), 'float32')]);
     });
+    const flat = await readAndDispose(packed);
+    const predictions = Uint8Array.from(flat.subarray(1));
+    let correct = 0;
+    for (let i = 0; i < count; i++) if (predictions[i] === labels[i]) correct++;
+    return { count, lossSum: flat[0], correct, predictions };
   }
 
-  /** Current values of every weight, in layout order (used for the stats and by tests). */
-  readWeights(): Float32Array {
-    const flat = new Float32Array(this.layout.totalSize);
-    this.model.weights.forEach((w, i) => flat.set(w.read().dataSync() as Float32Array, this.layout.entries[i].offset));
-    return flat;
-  }
-
-  private readStats(): Float32Array {
-    const out = new Float32Array(this.layout.totalSize - this.layout.trainableSize);
-    this.model.weights.forEach((w, i) => {
-      const e = this.layout.entries[i];
-      if (!e.trainable) out.set(w.read().dataSync() as Float32Array, e.offset - this.layout.trainableSize);
-    });
-    return out;
+  /** Current values of every weight, in layout order (used by tests and diagnostics). */
+  async readWeights(): Promise<Float32Array> {
+    const packed = tf.tidy(() => tf.concat(this.model.weights.map((w) => tf.reshape(w.read(), [-1]))));
+    return readAndDispose(packed);
   }
 
   dispose(): void {

@@ -39,7 +39,7 @@ export class WorkerSession {
     this.weightsVersion = -1;
   }
 
-  run(task: TaskMessage): ResultMessage {
+  async run(task: TaskMessage): Promise<ResultMessage> {
     const computer = this.computer;
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
     const started = performance.now();
@@ -55,13 +55,13 @@ export class WorkerSession {
       this.statsDirty = false;
     }
     if (task.kind === 'train') {
-      const r = computer.train(task.images, task.labels);
+      const r = await computer.train(task.images, task.labels);
       const msg: ResultMessage = { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, gradients: floatsToBytes(r.gradientSum) };
       if (r.stats.length > 0) msg.stats = floatsToBytes(r.stats);
       this.statsDirty = r.stats.length > 0;
       return msg;
     }
-    const r = computer.evaluate(task.images, task.labels);
+    const r = await computer.evaluate(task.images, task.labels);
     return { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, predictions: r.predictions };
   }
 

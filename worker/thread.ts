@@ -21,24 +21,31 @@ function post(message: WorkerMessage | { type: 'fatal'; message: string }): void
   port.postMessage(message, transfer);
 }
 
+async function handle(msg: CoordinatorMessage, backendName: string): Promise<void> {
+  try {
+    if (msg.type === 'welcome') {
+      session.welcome(msg);
+      post({ type: 'ready', backend: backendName });
+    } else if (msg.type === 'task') {
+      post(await session.run(msg));
+    } else if (msg.type === 'shutdown') {
+      session.dispose();
+      port.close();
+    }
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    if (msg.type === 'task') post({ type: 'task_failed', taskId: msg.taskId, code: e.code ?? 'DTRAIN_ERR_WORKER', message: e.message ?? String(err) });
+    else post({ type: 'fatal', message: e.message ?? String(err) });
+  }
+}
+
 try {
   const selection = await selectBackend(backend);
+  // Tasks are asynchronous (one awaited read-back each); messages are handled strictly in arrival
+  // order, so a welcome or a second task never interleaves with a step in flight.
+  let queue: Promise<void> = Promise.resolve();
   port.on('message', (msg: CoordinatorMessage) => {
-    try {
-      if (msg.type === 'welcome') {
-        session.welcome(msg);
-        post({ type: 'ready', backend: selection.name });
-      } else if (msg.type === 'task') {
-        post(session.run(msg));
-      } else if (msg.type === 'shutdown') {
-        session.dispose();
-        port.close();
-      }
-    } catch (err) {
-      const e = err as { code?: string; message?: string };
-      if (msg.type === 'task') post({ type: 'task_failed', taskId: msg.taskId, code: e.code ?? 'DTRAIN_ERR_WORKER', message: e.message ?? String(err) });
-      else post({ type: 'fatal', message: e.message ?? String(err) });
-    }
+    queue = queue.then(() => handle(msg, selection.name));
   });
   port.postMessage({ type: 'backend', selection });
 } catch (err) {
