@@ -61,7 +61,7 @@ function expectFrameError(fn: () => unknown, code: string): FrameError {
 
 describe('codec: worker messages round trip', () => {
   const cases: [string, WorkerMessage][] = [
-    ['hello', { type: 'hello', protocolVersion: PROTOCOL_VERSION, token: 's3cret', workerName: 'gpu-box-1' }],
+    ['hello', { type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'gpu-box-1' }],
     ['ready', { type: 'ready', backend: 'wasm' }],
     ['task_failed', { type: 'task_failed', taskId: 41, code: 'DTRAIN_ERR_OOM', message: 'out of memory' }],
     ['a train result with gradients', result()],
@@ -180,7 +180,7 @@ describe('codec: malformed frames are rejected with a stable code', () => {
     ['a number', pack(42), FRAME_ERRORS.shape],
     ['bare binary', pack(new Uint8Array([1, 2, 3])), FRAME_ERRORS.shape],
     ['an unknown type', pack({ type: 'nope' }), FRAME_ERRORS.shape],
-    ['a hello without a token', pack({ type: 'hello', protocolVersion: 1, workerName: 'x' }), FRAME_ERRORS.shape],
+    ['a hello without a workerName', pack({ type: 'hello', protocolVersion: 1 }), FRAME_ERRORS.shape],
     ['a hello whose protocolVersion is a string', pack({ type: 'hello', protocolVersion: '1', token: 't', workerName: 'x' }), FRAME_ERRORS.shape],
     ['a hello with a negative protocolVersion', pack({ type: 'hello', protocolVersion: -1, token: 't', workerName: 'x' }), FRAME_ERRORS.shape],
     ['a hello whose workerName is too long', pack({ type: 'hello', protocolVersion: 1, token: 't', workerName: 'x'.repeat(257) }), FRAME_ERRORS.shape],

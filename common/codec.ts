@@ -136,7 +136,7 @@ export function decodeWorkerMessage(data: Uint8Array, expect: ResultExpectations
   assertObject(o, 'message');
   switch (o.type) {
     case 'hello':
-      return { type: 'hello', protocolVersion: int(o, 'protocolVersion'), token: str(o, 'token', 4096), workerName: str(o, 'workerName') };
+      return { type: 'hello', protocolVersion: int(o, 'protocolVersion'), workerName: str(o, 'workerName') };
     case 'ready':
       return { type: 'ready', backend: str(o, 'backend', 64) };
     case 'task_failed':

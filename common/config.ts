@@ -12,6 +12,8 @@ export interface NetLimits {
   heartbeatIntervalMs: number;
   /** Time a new connection has to send its hello. Default 10 s. */
   handshakeTimeoutMs: number;
+  /** Time a welcomed worker has to build its model and say ready; a hung compute thread is dropped. Default 120 s. */
+  readyTimeoutMs: number;
   /** First and largest delay between a worker's reconnect attempts. Defaults 250 ms and 5 s. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
@@ -21,6 +23,7 @@ export const NET_DEFAULTS: NetLimits = {
   maxPayloadBytes: 256 * 1024 * 1024,
   heartbeatIntervalMs: 2000,
   handshakeTimeoutMs: 10_000,
+  readyTimeoutMs: 120_000,
   reconnectMinMs: 250,
   reconnectMaxMs: 5000,
 };

@@ -6,7 +6,7 @@
 import type { ModelName } from './models.ts';
 
 /** Bumped on any incompatible change; a worker of another version is refused with CLOSE_CODES.version. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2; // 2: the token moved from the hello to the HTTP upgrade
 
 export type TaskKind = 'train' | 'eval';
 
@@ -15,10 +15,10 @@ export type WirePreprocessing = { kind: 'scale' } | { kind: 'standardize'; mean:
 
 // ---- worker -> coordinator -------------------------------------------------------------------
 
+/** The token is not in the hello: it travels in the HTTP upgrade (`Authorization: Bearer`). */
 export interface HelloMessage {
   type: 'hello';
   protocolVersion: number;
-  token: string;
   /** A human name for logs, e.g. the hostname. */
   workerName: string;
 }

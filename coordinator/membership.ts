@@ -15,7 +15,10 @@ export interface WorkerHandle {
   weightsVersion: number;
   /** Resolves with the worker's result; rejects if the worker goes away first. */
   run(task: TaskMessage): Promise<ResultMessage>;
-  close(code: number, reason: string): void;
+  /** Ends the worker's connection; `kind` says whether it was evicted (misbehaved) or left. */
+  close(code: number, reason: string, kind?: LeaveKind): void;
+  /** Where the worker connects from (its address); failures are counted per origin. Default: its id. */
+  readonly origin?: string;
 }
 
 export type LeaveKind = 'left' | 'evicted';
@@ -51,7 +54,7 @@ export class Membership {
     const event = kind === 'evicted' ? 'worker_evicted' : 'worker_left';
     this.log.warn({ event, workerId: id, reason, workers: this.workers.size, generation: this.generation }, `worker ${id} ${kind}: ${reason}`);
     this.events.emit('event', { kind, workerId: id, reason } satisfies MembershipEvent);
-    if (closeCode !== undefined) worker.close(closeCode, reason);
+    if (closeCode !== undefined) worker.close(closeCode, reason, kind);
     this.events.emit('change');
   }
 

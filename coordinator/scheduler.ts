@@ -6,6 +6,7 @@
  */
 import type { Logger } from '../common/logger.ts';
 import { DtrainError } from '../common/errors.ts';
+import { TimeoutError, withTimeout } from '../common/timeout.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskKind, type TaskMessage } from '../common/protocol.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 
@@ -50,18 +51,7 @@ export class NoWorkersError extends DtrainError {
   }
 }
 
-export class TimeoutError extends Error {
-  readonly code = 'DTRAIN_ERR_STEP_TIMEOUT';
-}
-
-/** Rejects with TimeoutError after `ms`; the timer never outlives the promise. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(`${what} took longer than ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+export { TimeoutError, withTimeout } from '../common/timeout.ts';
 
 export interface SchedulerOptions {
   stepTimeoutMs: number;

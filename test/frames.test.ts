@@ -13,6 +13,7 @@ import { encode } from '../common/codec.ts';
 import { PROTOCOL_VERSION, type TaskMessage } from '../common/protocol.ts';
 
 const TOKEN = 'frames-test-token';
+const AUTH = { headers: { authorization: `Bearer ${TOKEN}` } };
 const LENET_TRAINABLE = 62006;
 
 let c: DtrainProcess;
@@ -23,7 +24,7 @@ beforeAll(async () => {
   out = await tempDir();
   c = new DtrainProcess(
     ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '2560', '--limit-test', '100', '--model', 'lenet',
-      '--backend', 'wasm', '--no-plots', '--epochs', '1', '--min-workers', '1', '--max-frame-mb', '1', '--out', out],
+      '--backend', 'wasm', '--no-plots', '--epochs', '1', '--min-workers', '1', '--max-frame-mb', '1', '--max-evictions', '0', '--out', out],
     { DTRAIN_TOKEN: TOKEN },
   );
   port = (await c.waitFor('listening')).port as number;
@@ -42,12 +43,12 @@ interface Peer {
 
 /** Connects, authenticates and (optionally) joins as a worker that will misbehave. */
 async function peer(join: boolean): Promise<Peer> {
-  const socket = new WebSocket(`ws://127.0.0.1:${port}`);
+  const socket = new WebSocket(`ws://127.0.0.1:${port}`, AUTH);
   const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
   let resolveTask: (t: TaskMessage) => void = () => {};
   const task = new Promise<TaskMessage>((r) => (resolveTask = r));
   await new Promise((r) => socket.once('open', r));
-  socket.send(encode({ type: 'hello', protocolVersion: PROTOCOL_VERSION, token: TOKEN, workerName: 'hostile' }));
+  socket.send(encode({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'hostile' }));
   await new Promise((r) => socket.once('message', r)); // welcome
   if (join) {
     socket.on('message', (data: Buffer) => {
@@ -115,10 +116,10 @@ describe('malformed frames against a training coordinator', () => {
   });
 
   it('refuses an unknown protocol version with close code 4002', async () => {
-    const socket = new WebSocket(`ws://127.0.0.1:${port}`);
+    const socket = new WebSocket(`ws://127.0.0.1:${port}`, AUTH);
     const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
     await new Promise((r) => socket.once('open', r));
-    socket.send(encode({ type: 'hello', protocolVersion: PROTOCOL_VERSION + 1, token: TOKEN, workerName: 'future' }));
+    socket.send(encode({ type: 'hello', protocolVersion: PROTOCOL_VERSION + 1, workerName: 'future' }));
     expect(await closed).toBe(4002);
     expect((await c.waitFor('auth_failed', (l) => l.code === 'DTRAIN_ERR_VERSION')).closeCode).toBe(4002);
   });

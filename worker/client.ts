@@ -1,8 +1,11 @@
 /**
- * The WebSocket worker: connects to the coordinator, says hello, builds the model it is told to,
- * and answers tasks from a compute thread (so heartbeats are answered while it computes). When
- * the coordinator goes away it reconnects with exponential backoff and jitter; it exits 0 when the
- * coordinator says training is finished, and 1 when it is refused (wrong token or version).
+ * The WebSocket worker: connects to the coordinator (the token in the HTTP upgrade, as
+ * `Authorization: Bearer`), says hello, builds the model it is told to, and answers tasks from a
+ * compute thread (so heartbeats are answered while it computes). When the coordinator goes away it
+ * reconnects with exponential backoff and jitter. It exits 0 when the coordinator says training is
+ * finished, and 1 (so a supervisor notices) when it is refused (wrong token or version), when its
+ * compute thread dies or hangs, when the same error ends `maxSameFailures` connections in a row, or
+ * when it has not reached the coordinator for `giveUpAfterMs`.
  */
 import WebSocket from 'ws';
 import { hostname } from 'node:os';
@@ -11,6 +14,7 @@ import { NET_DEFAULTS, type NetLimits } from '../common/config.ts';
 import { decodeCoordinatorMessage, encode, FrameError } from '../common/codec.ts';
 import { CLOSE_CODES, PROTOCOL_VERSION, type WorkerMessage } from '../common/protocol.ts';
 import { Heartbeat } from '../common/heartbeat.ts';
+import { withTimeout } from '../common/timeout.ts';
 import type { BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
 
@@ -22,9 +26,49 @@ export interface WorkerClientOptions {
   limits?: Partial<NetLimits>;
   log: Logger;
   signal?: AbortSignal;
+  /** Exit 1 after this long without reaching the coordinator (0: never). Default 0. */
+  giveUpAfterMs?: number;
+  /** Exit 1 when the same error ends this many connections in a row. Default 3. */
+  maxSameFailures?: number;
 }
 
 export type WorkerExit = { code: 0; reason: string } | { code: 1; reason: string };
+
+/** One connection's end: `errorCode` names a failure on our side or the coordinator's refusal. */
+interface ConnectionOutcome {
+  final: boolean;
+  exit: WorkerExit;
+  errorCode?: string;
+  /** True once the coordinator welcomed us on this connection. */
+  reached: boolean;
+}
+
+/** Counts consecutive connections ended by the same error, and time since the coordinator was last reached. */
+export class GiveUp {
+  private lastCode: string | undefined;
+  private repeats = 0;
+  private lastReached: number;
+
+  constructor(private readonly maxSame: number, private readonly giveUpAfterMs: number, private readonly now: () => number = Date.now) {
+    this.lastReached = now();
+  }
+
+  /** Returns why to give up, or undefined to try again. */
+  record(outcome: { errorCode?: string; reached: boolean }): string | undefined {
+    if (outcome.reached) this.lastReached = this.now();
+    if (outcome.errorCode === undefined) {
+      this.lastCode = undefined;
+      this.repeats = 0;
+    } else {
+      this.repeats = outcome.errorCode === this.lastCode ? this.repeats + 1 : 1;
+      this.lastCode = outcome.errorCode;
+      if (this.repeats >= this.maxSame) return `the same error (${outcome.errorCode}) ended ${this.repeats} connections in a row`;
+    }
+    const unreachedMs = this.now() - this.lastReached;
+    if (this.giveUpAfterMs > 0 && unreachedMs >= this.giveUpAfterMs) return `could not reach the coordinator for ${Math.round(unreachedMs / 1000)} s (--give-up-after ${this.giveUpAfterMs} ms)`;
+    return undefined;
+  }
+}
 
 /** Exponential backoff with full jitter, capped. */
 export function backoffDelay(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
@@ -44,20 +88,30 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
     log.error({ event: 'compute_lost', reason }, `compute thread lost: ${reason}`);
     dropConnection();
   };
-  const selection = await compute.started();
-  log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped }, `backend: ${selection.name}`);
-  let attempt = 0;
+  const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
   try {
+    const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
+    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped }, `backend: ${selection.name}`);
+    let attempt = 0;
     for (;;) {
       if (opts.signal?.aborted) return { code: 0, reason: 'stopped by signal' };
       if (computeLost) return { code: 1, reason: `compute thread lost: ${computeLost}` };
       const outcome = await connectOnce(opts, limits, compute, () => (attempt = 0), (drop) => (dropConnection = drop));
       if (computeLost) return { code: 1, reason: `compute thread lost: ${computeLost}` };
       if (outcome.final) return outcome.exit;
+      const why = giveUp.record(outcome);
+      if (why) {
+        log.error({ event: 'giving_up', reason: why, lastError: outcome.exit.reason }, `giving up: ${why}`);
+        return { code: 1, reason: why };
+      }
       const delay = backoffDelay(attempt++, limits.reconnectMinMs, limits.reconnectMaxMs);
       log.info({ event: 'reconnecting', inMs: delay, attempt, reason: outcome.exit.reason }, `coordinator unavailable (${outcome.exit.reason}); retrying in ${delay} ms`);
       await new Promise((r) => setTimeout(r, delay));
     }
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    log.error({ event: 'worker_failed', code: e.code, reason: e.message }, `worker failed: ${e.message}`);
+    return { code: 1, reason: e.message ?? String(err) };
   } finally {
     await compute.terminate();
   }
@@ -69,21 +123,38 @@ function connectOnce(
   compute: ComputeThread,
   onJoined: () => void,
   exposeDrop: (drop: () => void) => void,
-): Promise<{ final: boolean; exit: WorkerExit }> {
+): Promise<ConnectionOutcome> {
   const { log } = opts;
   return new Promise((resolve) => {
-    const socket = new WebSocket(opts.url, { maxPayload: limits.maxPayloadBytes, perMessageDeflate: false, handshakeTimeout: limits.handshakeTimeoutMs });
+    const socket = new WebSocket(opts.url, {
+      maxPayload: limits.maxPayloadBytes,
+      perMessageDeflate: false,
+      handshakeTimeout: limits.handshakeTimeoutMs,
+      headers: { authorization: `Bearer ${opts.token}` },
+    });
     let weightCount: number | undefined;
     let settled = false;
+    let reached = false;
+    /** Our own reason for ending the connection, if it was ours. */
+    let failure: { code: string; message: string } | undefined;
+    let httpStatus: number | undefined;
     const send = (m: WorkerMessage) => socket.readyState === socket.OPEN && socket.send(encode(m), { binary: true });
     const heartbeat = new Heartbeat({ ping: () => socket.ping(), onPong: (cb) => socket.on('pong', cb), terminate: () => socket.terminate() }, limits.heartbeatIntervalMs * 2);
-    const finish = (final: boolean, exit: WorkerExit) => {
+    let welcomeTimer: NodeJS.Timeout | undefined;
+    const finish = (final: boolean, exit: WorkerExit, errorCode = failure?.code) => {
       if (settled) return;
       settled = true;
       heartbeat.stop();
+      clearTimeout(welcomeTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       compute.abandon('connection closed');
-      resolve({ final, exit });
+      resolve({ final, exit, errorCode, reached });
+    };
+    const fail = (code: string, message: string, closeCode: number) => {
+      failure = { code, message };
+      log.error({ event: 'connection_failed', code, reason: message }, message);
+      socket.close(closeCode, code);
+      setTimeout(() => socket.terminate(), 1000).unref();
     };
     const onAbort = () => {
       socket.close(CLOSE_CODES.goingAway, 'worker shutting down');
@@ -93,17 +164,22 @@ function connectOnce(
     exposeDrop(() => socket.terminate());
 
     socket.on('open', () => {
-      send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, token: opts.token, workerName: opts.name ?? hostname() });
+      send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: opts.name ?? hostname() });
       heartbeat.start();
+      welcomeTimer = setTimeout(() => fail('DTRAIN_ERR_WELCOME_TIMEOUT', `Expected a welcome within ${limits.handshakeTimeoutMs} ms of the hello, but got none.`, CLOSE_CODES.handshakeTimeout), limits.handshakeTimeoutMs);
+      welcomeTimer.unref();
     });
     socket.on('message', async (data: Buffer, isBinary: boolean) => {
       try {
         if (!isBinary) throw new FrameError('DTRAIN_ERR_FRAME_SHAPE', 'Expected a binary frame from the coordinator, but got text.');
         const msg = decodeCoordinatorMessage(data, weightCount);
         if (msg.type === 'welcome') {
+          clearTimeout(welcomeTimer);
+          reached = true;
           if (msg.protocolVersion !== PROTOCOL_VERSION) throw new FrameError('DTRAIN_ERR_VERSION', `Expected protocol ${PROTOCOL_VERSION}, coordinator speaks ${msg.protocolVersion}.`, CLOSE_CODES.version);
           weightCount = msg.weightCount;
-          const backend = await compute.welcome(msg);
+          // A compute thread that never finishes building the model is hung: a supervisor must restart us.
+          const backend = await withTimeout(compute.welcome(msg), limits.readyTimeoutMs, 'building the model', 'DTRAIN_ERR_READY_TIMEOUT');
           onJoined();
           log.info({ event: 'joined', workerId: msg.workerId, model: msg.model, backend }, `joined as ${msg.workerId}, training ${msg.model}`);
           send({ type: 'ready', backend });
@@ -121,23 +197,32 @@ function connectOnce(
         }
       } catch (err) {
         const e = err as FrameError;
-        log.error({ event: 'frame_rejected', code: e.code, reason: e.message }, `bad frame from coordinator: ${e.message}`);
-        socket.close(e.closeCode ?? CLOSE_CODES.badFrame, e.code ?? 'error');
+        if (e.code === 'DTRAIN_ERR_READY_TIMEOUT') {
+          socket.terminate();
+          finish(true, { code: 1, reason: `compute thread hung: ${e.message}` });
+          return;
+        }
+        fail(e.code ?? 'DTRAIN_ERR_WORKER', `bad frame from coordinator: ${e.message}`, e.closeCode ?? CLOSE_CODES.badFrame);
       }
     });
     socket.on('close', (code, reasonBuf) => {
-      const reason = reasonBuf.toString() || `close code ${code}`;
+      const reason = reasonBuf.toString() || (httpStatus ? `HTTP ${httpStatus}` : `close code ${code}`);
       if (code === CLOSE_CODES.finished) {
         log.info({ event: 'finished', code }, 'coordinator finished training');
         finish(true, { code: 0, reason });
-      } else if (code === CLOSE_CODES.auth || code === CLOSE_CODES.version) {
-        log.error({ event: 'auth_failed', code, reason }, code === CLOSE_CODES.auth ? 'the coordinator refused our token: check --token-file / DTRAIN_TOKEN' : 'the coordinator speaks another protocol version: use the same dtrain version');
+      } else if (code === CLOSE_CODES.auth || code === CLOSE_CODES.version || httpStatus === 401) {
+        log.error({ event: 'auth_failed', code: httpStatus ?? code, reason }, code === CLOSE_CODES.version ? 'the coordinator speaks another protocol version: use the same dtrain version' : 'the coordinator refused our token: check --token-file / DTRAIN_TOKEN');
         finish(true, { code: 1, reason });
       } else {
-        finish(false, { code: 1, reason });
+        // Our own failures, and the coordinator calling our frames bad, repeat the same way each time;
+        // a refusal (429 cool-down, 503 full) or an eviction may not, and counts only toward --give-up-after.
+        finish(false, { code: 1, reason }, failure?.code ?? (code === CLOSE_CODES.badFrame ? `CLOSE_${code}` : undefined));
       }
     });
     socket.on('error', (err) => {
+      // ws reports a refused upgrade as "Unexpected server response: <status>".
+      const status = /Unexpected server response: (\d+)/.exec(err.message);
+      if (status) httpStatus = Number(status[1]);
       log.debug({ event: 'socket_error', err: err.message }, 'socket error');
     });
   });

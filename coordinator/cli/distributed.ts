@@ -8,10 +8,11 @@ import { ConfigError } from '../../common/errors.ts';
 import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
 import { createLogger } from '../../common/logger.ts';
 import { runJob } from '../job.ts';
-import { startWsServer } from '../ws-server.ts';
+import { ADMISSION_DEFAULTS, startWsServer } from '../ws-server.ts';
+import { NET_DEFAULTS } from '../../common/config.ts';
 import { runWorker } from '../../worker/client.ts';
 import { addTrainingOptions, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
-import { envOption, integer, oneOf } from './flags.ts';
+import { duration, envOption, integer, oneOf } from './flags.ts';
 
 /** The shared secret: from a file (Docker secrets) or the environment, never a plain flag value. */
 export function readToken(flags: { tokenFile?: string }): string {
@@ -38,7 +39,11 @@ export function registerCoordinatorCommand(program: Command): void {
     .addOption(envOption('--min-workers <n>', 'workers to wait for before the first step', 'DTRAIN_MIN_WORKERS').default(1).argParser(integer('--min-workers', 1, 4096)))
     .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'))
     .addOption(envOption('--max-frame-mb <mb>', 'largest frame accepted from a worker, in MiB', 'DTRAIN_MAX_FRAME_MB').default(256).argParser(integer('--max-frame-mb', 1, 2047)))
-    .addOption(envOption('--heartbeat-ms <ms>', 'ping interval; a worker that has not answered by the next ping is dropped', 'DTRAIN_HEARTBEAT_MS').default(2000).argParser(integer('--heartbeat-ms', 100, 600_000)));
+    .addOption(envOption('--heartbeat-ms <ms>', 'ping interval; a worker that has not answered by the next ping is dropped', 'DTRAIN_HEARTBEAT_MS').default(2000).argParser(integer('--heartbeat-ms', 100, 600_000)))
+    .addOption(envOption('--ready-timeout-ms <ms>', 'time a welcomed worker has to build its model and say ready', 'DTRAIN_READY_TIMEOUT_MS').default(NET_DEFAULTS.readyTimeoutMs).argParser(duration('--ready-timeout-ms', 'ms', 100)))
+    .addOption(envOption('--max-workers <n>', 'worker connections accepted at once; more are refused with HTTP 503', 'DTRAIN_MAX_WORKERS').default(ADMISSION_DEFAULTS.maxWorkers).argParser(integer('--max-workers', 1, 65_536)))
+    .addOption(envOption('--max-evictions <n>', 'evictions of one address within 10 minutes that refuse it for --cool-down-ms (0: never)', 'DTRAIN_MAX_EVICTIONS').default(ADMISSION_DEFAULTS.evictionStrikes.maxStrikes).argParser(integer('--max-evictions', 0, 1_000_000)))
+    .addOption(envOption('--cool-down-ms <ms>', 'how long an address evicted --max-evictions times is refused', 'DTRAIN_COOL_DOWN_MS').default(ADMISSION_DEFAULTS.evictionStrikes.coolDownMs).argParser(duration('--cool-down-ms', 'ms', 1)));
   addTrainingOptions(cmd).action(async (flags) => {
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
@@ -50,8 +55,9 @@ export function registerCoordinatorCommand(program: Command): void {
       log,
       signal,
       startWorkers: async (membership, welcome, expect) => {
-        const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs };
-        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits });
+        const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs, readyTimeoutMs: flags.readyTimeoutMs };
+        const admission = { maxWorkers: flags.maxWorkers, evictionStrikes: { ...ADMISSION_DEFAULTS.evictionStrikes, maxStrikes: flags.maxEvictions, coolDownMs: flags.coolDownMs } };
+        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits, admission });
         const backends = () => [...new Set(membership.live().map((w) => w.backend))].join('+') || 'remote';
         return { backend: backends, stop: (why) => server.close(why) };
       },
@@ -70,7 +76,8 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(envOption('--backend <name>', `compute backend: ${BACKEND_CHOICES.join(' | ')}`, 'DTRAIN_BACKEND').default('auto').argParser(oneOf('--backend', BACKEND_CHOICES)))
     .addOption(envOption('--name <name>', 'name shown in the coordinator logs (default: hostname)', 'DTRAIN_WORKER_NAME'))
     .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info'))
-    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string }) => {
+    .addOption(envOption('--give-up-after <seconds>', 'exit 1 after this long without reaching the coordinator (0: never)', 'DTRAIN_GIVE_UP_AFTER').default(0).argParser((v) => (v.trim() === '0' ? 0 : duration('--give-up-after', 's')(v))))
+    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number }) => {
       if (!/^wss?:\/\/[^\s]+$/.test(flags.connect)) throw new ConfigError(`--connect must be a ws:// or wss:// URL, got "${flags.connect}".`);
       const token = readToken(flags);
       const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });
@@ -82,7 +89,7 @@ export function registerWorkerCommand(program: Command): void {
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
-      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal });
+      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal, giveUpAfterMs: flags.giveUpAfter });
       log.info({ event: 'worker_exit', code: exit.code, reason: exit.reason }, `worker exiting: ${exit.reason}`);
       process.exitCode = exit.code;
     });

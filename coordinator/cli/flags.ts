@@ -4,6 +4,7 @@
  */
 import { Option } from 'commander';
 import { ConfigError } from '../../common/errors.ts';
+import { MAX_TIMER_MS } from '../../common/timeout.ts';
 
 export function integer(flag: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
@@ -34,4 +35,20 @@ export function oneOf<T extends string>(flag: string, choices: readonly T[]): (v
 /** An option that can also come from an environment variable (flags win). */
 export function envOption(flags: string, description: string, env: string): Option {
   return new Option(flags, description).env(env);
+}
+
+/**
+ * A duration in `unit` (ms or seconds), at least `minMs`, and no longer than a timer can hold
+ * (2^31 - 1 ms, about 24.8 days): setTimeout fires a longer delay at once. Returns milliseconds.
+ */
+export function duration(flag: string, unit: 'ms' | 's', minMs = 1): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    const ms = unit === 's' ? n * 1000 : n;
+    const max = unit === 's' ? `${Math.floor(MAX_TIMER_MS / 1000)} s` : `${MAX_TIMER_MS} ms`;
+    if (value.trim() === '' || !Number.isFinite(n) || ms < minMs || ms > MAX_TIMER_MS || (unit === 'ms' && !Number.isInteger(n))) {
+      throw new ConfigError(`${flag} must be a duration between ${unit === 's' ? `${minMs / 1000} s` : `${minMs} ms`} and ${max} (what a timer can hold), got "${value}".`);
+    }
+    return Math.round(ms);
+  };
 }

@@ -13,7 +13,7 @@ import { runJob } from '../job.ts';
 import { startInProcessWorkers } from '../inprocess.ts';
 import { defaultRunDir } from '../trainer.ts';
 import { EpochProgress } from './progress.ts';
-import { envOption, integer, oneOf, positiveNumber } from './flags.ts';
+import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
 
 export function addTrainingOptions(cmd: Command): Command {
   const d = TRAIN_DEFAULTS;
@@ -32,7 +32,7 @@ export function addTrainingOptions(cmd: Command): Command {
     .addOption(envOption('--out <dir>', 'run folder (default: runs/<model>-<time>)', 'DTRAIN_OUT'))
     .option('--resume', 'continue from the checkpoint in --out (env: DTRAIN_RESUME=1|0)', false)
     .addOption(envOption('--checkpoint-every <steps>', 'also checkpoint every N steps (0: each epoch end only)', 'DTRAIN_CHECKPOINT_EVERY').default(d.checkpointEvery).argParser(integer('--checkpoint-every', 0)))
-    .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser(positiveNumber('--step-timeout')))
+    .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser((v) => duration('--step-timeout', 's')(v) / 1000))
     .addOption(envOption('--max-steps <n>', 'stop (with a checkpoint) after N steps in this run; 0: no limit', 'DTRAIN_MAX_STEPS').default(d.maxSteps).argParser(integer('--max-steps', 0)))
     .option('--no-plots', 'do not render loss/accuracy PNGs after every epoch (env: DTRAIN_NO_PLOTS=1|0)')
     .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const)))
