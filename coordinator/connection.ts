@@ -49,6 +49,8 @@ export interface ConnectionContext {
   maxPayload: number;
   /** Called when the hello is accepted, before the welcome is sent (to raise the frame limit). */
   onHello?(): void;
+  /** Called for every refused frame or handshake of this peer, for metrics. */
+  onRejected?(event: string, code: string, joined: boolean): void;
   /** Called once, when the connection has ended, with how it ended. */
   onEnded?(conn: Connection, ending: Ending): void;
 }
@@ -219,6 +221,7 @@ export class Connection implements WorkerHandle {
   private evict(err: FrameError, event: string): void {
     if (this.ended) return;
     const member = this.stage === Stage.READY;
+    if (event !== 'worker_evicted') this.ctx.onRejected?.(event, err.code, member);
     if (!(member && event === 'worker_evicted')) {
       this.log.warn({ event, code: err.code, closeCode: err.closeCode, reason: err.message }, `${this.id}: ${err.message}`);
     }

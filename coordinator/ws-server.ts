@@ -58,8 +58,10 @@ export interface WsServerOptions {
   expect: Omit<ResultExpectations, 'taskCount'>;
   limits?: Partial<NetLimits>;
   admission?: Partial<AdmissionOptions>;
-  /** Serve on this server instead of a new one (it must not be listening yet). */
+  /** Serve on this server instead of a new one (it must not be listening yet; it is listened on here). */
   httpServer?: Server;
+  /** Called for every refused frame, handshake or upgrade (`frame_rejected`, `auth_failed`, `connection_refused`), for metrics. */
+  onRejected?(event: string, code: string, joined: boolean): void;
   log: Logger;
 }
 
@@ -121,6 +123,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
   let nextId = 1;
 
   const refuse = (socket: Duplex, address: string, status: number, event: string, code: string, message: string, retryAfterMs?: number) => {
+    opts.onRejected?.(event, code, false);
     const held = refusalLog.allow(`${event}:${address}`);
     if (held !== undefined) log.warn({ event, code, status, address, heldBack: held }, `refused ${address}: ${message}`);
     refuseUpgrade(socket, status, message, retryAfterMs === undefined ? undefined : Math.ceil(retryAfterMs / 1000));
@@ -149,6 +152,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
       limits,
       maxPayload,
       onHello: () => limitFirstFrame(ws, maxPayload),
+      onRejected: opts.onRejected,
       onEnded: (c, ending) => {
         connections.delete(c);
         if (ending.kind === 'evicted' && evictionStrikes.strike(address)) {
