@@ -1,0 +1,107 @@
+/**
+ * BatchNorm in training mode, two ways.
+ *
+ * `syncBatchNorm` (PyTorch's SyncBatchNorm semantics): the batch mean and variance are those of
+ * the whole global batch, not of this worker's slice. The forward pass computes the slice's moments
+ * (count, mean, M2) and hands them to `exchange`, which blocks until every slice's moments are
+ * combined; the backward pass does the same with the per-channel sums Σdy and Σdy·x̂ that the
+ * exact gradient needs:
+ *
+ *   dx = γ·rs·(dy − Σdy/N − x̂·Σ(dy·x̂)/N)      rs = 1/√(var + ε), x̂ = (x − mean)·rs, sums over all N
+ *   dγ = Σ dy·x̂    dβ = Σ dy                   (this slice's share; the coordinator adds the slices)
+ *
+ * The sums are read to the CPU (dataSync), so this path is for backends that read synchronously
+ * (cpu, wasm). With an identity exchange (one slice) it is ordinary BatchNorm.
+ *
+ * `localBatchNorm` is tfjs-layers' own training path (tf.moments over the slice, tfjs's gradient):
+ * no exchange and no synchronous read, for GPU backends. The coordinator still combines the slices'
+ * moments into exact moving statistics.
+ */
+import { tf, tfc, type Tensor } from '../../common/tf.ts';
+import { localMoments, momentsLength } from '../../common/batch-moments.ts';
+
+export type ExchangePhase = 'forward' | 'backward';
+
+/** Combines this slice's vector with every other slice's and returns the totals (blocking). */
+export type PhaseExchange = (phase: ExchangePhase, local: Float64Array) => Float64Array;
+
+export interface NormalizedBatch {
+  y: Tensor;
+  /** This slice's own batch mean and (biased) variance, float32 [C]: what the coordinator combines. */
+  mean: Tensor;
+  variance: Tensor;
+}
+
+export function backwardSumsLength(channels: number): number {
+  return 2 * channels;
+}
+
+/** [Σdy_c …, Σ(dy·x̂)_c …] over every row, in float64. */
+export function backwardSums(dy: Float32Array, xhat: Float32Array, channels: number): Float64Array {
+  const out = new Float64Array(backwardSumsLength(channels));
+  for (let i = 0; i < dy.length; i += channels) {
+    for (let c = 0; c < channels; c++) {
+      out[c] += dy[i + c];
+      out[channels + c] += dy[i + c] * xhat[i + c];
+    }
+  }
+  return out;
+}
+
+function checkLength(what: string, v: Float64Array, expected: number): Float64Array {
+  if (v.length !== expected) throw new Error(`Expected ${what} of ${expected} values from the exchange, but got ${v.length}.`);
+  return v;
+}
+
+export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number, exchange: PhaseExchange): NormalizedBatch {
+  const channels = x.shape[x.rank - 1];
+  const local = localMoments(x.dataSync() as Float32Array, channels);
+  const global = checkLength('moments', exchange('forward', local), momentsLength(channels));
+  const n = global[0];
+  const mean = new Float32Array(channels);
+  const variance = new Float32Array(channels);
+  const rs = new Float32Array(channels);
+  const localMean = new Float32Array(channels);
+  const localVariance = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    mean[c] = global[1 + c];
+    const v = global[1 + channels + c] / n;
+    variance[c] = v;
+    rs[c] = 1 / Math.sqrt(v + epsilon);
+    localMean[c] = local[1 + c];
+    localVariance[c] = local[1 + channels + c] / local[0];
+  }
+  const op = tf.customGrad((...args: (Tensor | tfc.GradSaveFunc)[]) => {
+    const [xIn, g, b, save] = args as [Tensor, Tensor, Tensor, tfc.GradSaveFunc];
+    const meanT = tf.tensor1d(mean);
+    const rsT = tf.tensor1d(rs);
+    const value = tf.batchNorm(xIn, meanT, tf.tensor1d(variance), b, g, epsilon);
+    save([tf.mul(tf.sub(xIn, meanT), rsT), tf.mul(g, rsT)]);
+    const gradFunc = (dy: Tensor, saved: Tensor[]) => {
+      const [xhat, k] = saved;
+      const localSums = backwardSums(dy.dataSync() as Float32Array, xhat.dataSync() as Float32Array, channels);
+      const sums = checkLength('gradient sums', exchange('backward', localSums), backwardSumsLength(channels));
+      const meanDy = new Float32Array(channels);
+      const meanDyXhat = new Float32Array(channels);
+      for (let c = 0; c < channels; c++) {
+        meanDy[c] = sums[c] / n;
+        meanDyXhat[c] = sums[channels + c] / n;
+      }
+      const dx = tf.mul(tf.sub(tf.sub(dy, tf.tensor1d(meanDy)), tf.mul(xhat, tf.tensor1d(meanDyXhat))), k);
+      const dGamma = tf.tensor1d(Float32Array.from(localSums.subarray(channels)));
+      const dBeta = tf.tensor1d(Float32Array.from(localSums.subarray(0, channels)));
+      return [dx, dGamma, dBeta];
+    };
+    return { value, gradFunc };
+  });
+  return { y: op(x, gamma, beta), mean: tf.tensor1d(localMean), variance: tf.tensor1d(localVariance) };
+}
+
+export function localBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number): NormalizedBatch {
+  const axes = Array.from({ length: x.rank - 1 }, (_, i) => i);
+  const { mean, variance } = tf.moments(x, axes);
+  return { y: tf.batchNorm(x, mean, variance, beta, gamma, epsilon), mean, variance };
+}
+
+/** The exchange of a lone slice: its own sums are the totals. */
+export const identityExchange: PhaseExchange = (_phase, local) => local;
