@@ -3,11 +3,10 @@
  * each one was skipped: tfjs-node-gpu, tfjs-node, webgpu, wasm, cpu. The native and webgpu packages
  * are optional: they are loaded by name at run time and never required.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { tf } from './tf.ts';
 import { BackendError, ConfigError } from './errors.ts';
 import { installWasmTrainingKernels } from './kernels/install.ts';
+import { prepareWebGpu, destroyWebGpuDevice, adapterName, type AdapterDescription } from './webgpu.ts';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -19,6 +18,8 @@ export interface BackendSelection {
   source: string;
   /** Why each faster candidate was skipped. */
   skipped: { backend: string; reason: string }[];
+  /** The WebGPU adapter, when the backend is webgpu. */
+  adapter?: AdapterDescription;
 }
 
 export function parseBackendChoice(value: string): BackendChoice {
@@ -26,19 +27,31 @@ export function parseBackendChoice(value: string): BackendChoice {
   throw new ConfigError(`--backend must be one of ${BACKEND_CHOICES.join(', ')}, got "${value}".`);
 }
 
-interface GpuLike {
-  requestAdapter(): Promise<unknown>;
+interface LoadContext {
+  /** The backend was named on the command line (not auto): accept what auto would skip. */
+  forced: boolean;
 }
 
 interface Candidate {
   backend: string;
   source: string;
-  load(): Promise<void>;
+  /** Loads the package; may return the WebGPU adapter it chose. */
+  load(ctx: LoadContext): Promise<void | AdapterDescription>;
+}
+
+/** Loaders given in place of `import(name)`: a bundle that carries a package, or a test's mock. */
+const providedModules = new Map<string, () => Promise<unknown>>();
+
+/** Makes `name` load through `loader` instead of a dynamic import (bundles, tests). */
+export function provideModule(name: string, loader: (() => Promise<unknown>) | undefined): void {
+  if (loader) providedModules.set(name, loader);
+  else providedModules.delete(name);
 }
 
 // Package names live in variables so bundlers and the type checker do not insist they exist.
 async function importOptional(name: string): Promise<unknown> {
-  return import(name);
+  const provided = providedModules.get(name);
+  return provided ? provided() : import(name);
 }
 
 const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
@@ -50,19 +63,9 @@ const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
     {
       backend: 'webgpu',
       source: '@tensorflow/tfjs-backend-webgpu',
-      load: async () => {
-        // Dawn's Node bindings (the `webgpu` package) provide what a browser's navigator.gpu would.
-        if (process.platform === 'linux' && !findLibrary('libvulkan.so.1')) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine: WebGPU needs one, and a GPU driver');
-        const dawn = (await importOptional('webgpu')) as { create(flags: string[]): GpuLike; globals: Record<string, unknown> };
-        const gpu = dawn.create([]);
-        // Without a driver (no Vulkan loader, no GPU) there is no adapter: skip before touching globals.
-        const adapter = await gpu.requestAdapter();
-        if (!adapter) throw new Error('no WebGPU adapter (needs a GPU driver and a Vulkan loader, libvulkan.so.1)');
-        Object.assign(globalThis, dawn.globals);
-        if (!('navigator' in globalThis)) Object.defineProperty(globalThis, 'navigator', { value: {}, writable: true, configurable: true });
-        (globalThis as unknown as { navigator: { gpu?: GpuLike } }).navigator.gpu = gpu;
-        await importOptional('@tensorflow/tfjs-backend-webgpu');
-      },
+      // Auto-selection skips software adapters (lavapipe, SwiftShader, fallback/CPU adapters):
+      // on them our wasm kernels are faster. `--backend webgpu` still takes them.
+      load: ({ forced }) => prepareWebGpu({ allowSoftware: forced, importModule: importOptional }),
     },
   ],
   wasm: [
@@ -78,12 +81,6 @@ const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
   cpu: [{ backend: 'cpu', source: '@tensorflow/tfjs-backend-cpu', load: async () => void (await importOptional('@tensorflow/tfjs-backend-cpu')) }],
 };
 
-/** Dawn prints a warning of its own when the loader is missing, so look before loading it. */
-function findLibrary(name: string): boolean {
-  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib/x86_64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib64', '/lib', '/usr/local/lib', '/usr/local/nvidia/lib64'];
-  return dirs.some((d) => existsSync(join(d, name)));
-}
-
 const AUTO_ORDER: Exclude<BackendChoice, 'auto'>[] = ['tensorflow', 'webgpu', 'wasm', 'cpu'];
 
 function reasonOf(err: unknown): string {
@@ -92,16 +89,28 @@ function reasonOf(err: unknown): string {
   return (e?.message ?? String(err)).split('\n')[0].slice(0, 200);
 }
 
-export async function selectBackend(choice: BackendChoice): Promise<BackendSelection> {
-  const kinds = choice === 'auto' ? AUTO_ORDER : [choice];
+export interface SelectOptions {
+  /** Try only the backends after this one in auto's order: the fallback when it failed a real step. */
+  after?: Exclude<BackendChoice, 'auto'>;
+}
+
+/** The backends tried, in order: auto's list, the one named, or those after a failed one. */
+export function candidateKinds(choice: BackendChoice, options: SelectOptions = {}): Exclude<BackendChoice, 'auto'>[] {
+  if (options.after) return AUTO_ORDER.slice(AUTO_ORDER.indexOf(options.after) + 1);
+  return choice === 'auto' ? AUTO_ORDER : [choice];
+}
+
+export async function selectBackend(choice: BackendChoice, options: SelectOptions = {}): Promise<BackendSelection> {
+  const kinds = candidateKinds(choice, options);
+  const forced = choice !== 'auto' && !options.after;
   const skipped: BackendSelection['skipped'] = [];
   for (const kind of kinds) {
     for (const c of CANDIDATES[kind]) {
       try {
-        await c.load();
+        const adapter = await c.load({ forced });
         if (!(await tf.setBackend(c.backend))) throw new Error(`tf.setBackend('${c.backend}') returned false`);
         await tf.ready();
-        return { name: tf.getBackend(), source: c.source, skipped };
+        return { name: tf.getBackend(), source: c.source, skipped, ...(adapter ? { adapter } : {}) };
       } catch (err) {
         skipped.push({ backend: `${c.backend} (${c.source})`, reason: reasonOf(err) });
       }
@@ -109,4 +118,20 @@ export async function selectBackend(choice: BackendChoice): Promise<BackendSelec
   }
   const detail = skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ');
   throw new BackendError(`No compute backend could be loaded for --backend ${choice}. Tried ${detail}.`);
+}
+
+/** One line for logs: the backend and, for webgpu, its adapter. */
+export function describeSelection(s: BackendSelection): string {
+  return s.adapter ? `${s.name} (${s.source}, adapter ${adapterName(s.adapter)})` : `${s.name} (${s.source})`;
+}
+
+/**
+ * Disposes a backend and, for webgpu, destroys its device: Dawn keeps the process alive while a
+ * device exists. Called at exit and before falling back to the next backend.
+ */
+export function releaseBackend(name: string): void {
+  const backend = tf.engine().registry[name];
+  if (!backend) return;
+  tf.removeBackend(name);
+  if (name === 'webgpu') destroyWebGpuDevice(backend);
 }
