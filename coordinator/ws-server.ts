@@ -29,6 +29,7 @@ import { CLOSE_CODES, type WelcomeMessage } from '../common/protocol.ts';
 import type { Membership } from './membership.ts';
 import { Connection, HELLO_MAX_BYTES, Stage } from './connection.ts';
 import { LogLimiter, StrikeCounter, type StrikeRules } from './admission.ts';
+import { tokenFromProtocols, WORKER_PROTOCOL } from '../common/token-protocol.ts';
 
 export { safeClose } from './connection.ts';
 
@@ -72,10 +73,14 @@ export function tokensMatch(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-/** The token of an upgrade request: `Authorization: Bearer <token>`; empty when absent. */
+/**
+ * The token of an upgrade request: `Authorization: Bearer <token>`, or, from a browser (which
+ * cannot set that header), the `dtrain.bearer.<base64url>` subprotocol (common/token-protocol.ts);
+ * empty when absent.
+ */
 export function bearerToken(request: IncomingMessage): string {
   const header = request.headers.authorization;
-  if (typeof header !== 'string') return '';
+  if (typeof header !== 'string') return tokenFromProtocols(request.headers['sec-websocket-protocol']);
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match ? match[1] : '';
 }
@@ -110,7 +115,9 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
   // slack, so a peer cannot make us buffer more (the configured limit still caps it).
   const largestResult = (opts.expect.gradientCount + opts.expect.statsCount) * 4 + 64 * 1024;
   const maxPayload = Math.min(limits.maxPayloadBytes, largestResult);
-  const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false });
+  // A browser that offers subprotocols must get one back: `dtrain`, never the one holding its token.
+  const handleProtocols = (offered: Set<string>) => (offered.has(WORKER_PROTOCOL) ? WORKER_PROTOCOL : false);
+  const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, handleProtocols });
   const server = opts.httpServer ?? createServer();
   // Slow or idle clients cannot hold sockets open before the upgrade for long, nor many of them.
   server.headersTimeout = Math.min(server.headersTimeout || limits.handshakeTimeoutMs, limits.handshakeTimeoutMs);

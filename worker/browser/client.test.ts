@@ -1,0 +1,56 @@
+/**
+ * The browser worker's protocol code, run in Node against a real coordinator process, with `ws`
+ * standing in for the browser's WebSocket (same constructor, binaryType, on* handlers and
+ * `protocol`). test/browser-worker.test.ts runs the same code in a real Chromium tab.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { DtrainProcess, killAll } from '../../test/processes.ts';
+import { tempDir } from '../../test/helpers.ts';
+import { BrowserWorker, MAX_FAILED_JOINS, type SocketFactory } from './client.ts';
+
+const TOKEN = 'browser-client-test-token';
+afterEach(() => killAll());
+
+const connect: SocketFactory = (url, protocols) => new WebSocket(url, protocols) as unknown as ReturnType<SocketFactory>;
+
+async function coordinator(extra: string[] = []): Promise<{ c: DtrainProcess; url: string }> {
+  const out = await tempDir();
+  const c = new DtrainProcess(
+    ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '320', '--limit-test', '100',
+      '--model', 'mlp', '--backend', 'wasm', '--no-plots', '--no-http', '--epochs', '1', '--min-workers', '1', '--out', out, ...extra],
+    { DTRAIN_TOKEN: TOKEN },
+  );
+  const port = (await c.waitFor('listening')).port as number;
+  return { c, url: `ws://127.0.0.1:${port}/` };
+}
+
+describe('the browser worker client', () => {
+  it('joins with the token as a subprotocol, trains every step and ends when the run finishes', async () => {
+    const { c, url } = await coordinator();
+    const worker = new BrowserWorker({ url, token: TOKEN, workerName: 'browser-test', backend: 'cpu', connect });
+    const status = await worker.start();
+    expect(status.state).toBe('finished');
+    expect((await c.exited).code).toBe(0);
+    const joined = c.events('worker_joined');
+    expect(joined).toHaveLength(1);
+    expect(joined[0]).toMatchObject({ workerName: 'browser-test', backend: 'browser/cpu' });
+    // 320 training images at batch 32: 10 steps, all of them computed by this one worker.
+    const steps = c.events('step');
+    expect(steps).toHaveLength(10);
+    expect(status.trainTasks).toBe(10);
+    expect(status.trainSamples).toBe(320);
+    expect(status.evalSamples).toBeGreaterThan(0);
+    expect(c.events('frame_rejected')).toHaveLength(0);
+  });
+
+  it('gives up with "refused" after repeated refusals of a wrong token', async () => {
+    const { c, url } = await coordinator();
+    const worker = new BrowserWorker({ url, token: 'not-the-token', workerName: 'browser-test', backend: 'cpu', connect, reconnectMinMs: 10, reconnectMaxMs: 20 });
+    const status = await worker.start();
+    expect(status.state).toBe('refused');
+    expect(status.message).toContain(`${MAX_FAILED_JOINS} connections in a row ended before a welcome`);
+    expect(c.events('auth_failed').length).toBeGreaterThanOrEqual(1);
+    expect(c.events('worker_joined')).toHaveLength(0);
+  });
+});
