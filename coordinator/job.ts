@@ -32,8 +32,17 @@ export interface JobOptions {
   /** Workers to wait for before the first step (default 1). */
   minWorkers?: number;
   hooks?: Pick<TrainerHooks, 'onStep' | 'stepLogLevel'>;
+  /** Watches the run (the dashboard and metrics, coordinator/http/): attached before workers start. */
+  observer?: JobObserver;
   /** Aborted on SIGINT/SIGTERM by the caller: the job checkpoints and stops cleanly. */
   signal?: AbortSignal;
+}
+
+export interface JobObserver {
+  hooks: Pick<TrainerHooks, 'onStep' | 'onEpochEnd'>;
+  attach(membership: Membership, trainer: Trainer, resumed: boolean): Promise<void> | void;
+  /** The run ended (before the workers are stopped, so live pages still hear of it). */
+  finished?(outcome: RunOutcome): Promise<void> | void;
 }
 
 export function wirePreprocessing(p: Preprocessing): WelcomeMessage['preprocessing'] {
@@ -55,8 +64,14 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const preprocessing: Preprocessing = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : { kind: 'scale' };
 
   const membership = new Membership(log);
+  const observer = opts.observer;
   const trainer = new Trainer(config, data, membership, log, {
     ...opts.hooks,
+    onStep: (e) => {
+      opts.hooks?.onStep?.(e);
+      observer?.hooks.onStep?.(e);
+    },
+    onEpochEnd: observer?.hooks.onEpochEnd,
     onEpoch: async (history, predictions) => {
       try {
         await writeRunPictures(config.out, { history, summaryText: trainer.summary, predictions });
@@ -66,7 +81,9 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     },
   });
   await writeFile(join(config.out, 'summary.txt'), trainer.summary + '\n');
-  if (config.resume && !(await trainer.resume())) log.info({ event: 'resume_skipped', dir: config.out }, 'no checkpoint to resume from: starting fresh');
+  const resumed = config.resume && (await trainer.resume());
+  if (config.resume && !resumed) log.info({ event: 'resume_skipped', dir: config.out }, 'no checkpoint to resume from: starting fresh');
+  await observer?.attach(membership, trainer, resumed);
   // Resuming a run that already finished (a restarted container, say) must not redo or overwrite it.
   const finished = trainer.isFinished ? await readMetrics(config.out) : undefined;
   if (finished) {
@@ -96,6 +113,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     } else {
       log.info({ event: 'run_stopped', step: outcome.position.globalStep, epoch: outcome.position.epoch + 1, out: config.out }, `stopped at step ${outcome.position.globalStep}; continue with --resume --out ${config.out}`);
     }
+    await observer?.finished?.(outcome);
     return outcome;
   } finally {
     await pool.stop(outcome?.status === 'finished' ? 'finished' : 'shutdown');

@@ -11,6 +11,7 @@ import { runJob } from '../job.ts';
 import { ADMISSION_DEFAULTS, startWsServer } from '../ws-server.ts';
 import { NET_DEFAULTS } from '../../common/config.ts';
 import { runWorker } from '../../worker/client.ts';
+import { createRunWeb, httpEnabled, logDashboardUrl } from '../http/serve.ts';
 import { addTrainingOptions, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { duration, envOption, integer, oneOf } from './flags.ts';
 
@@ -44,25 +45,30 @@ export function registerCoordinatorCommand(program: Command): void {
     .addOption(envOption('--max-workers <n>', 'worker connections accepted at once; more are refused with HTTP 503', 'DTRAIN_MAX_WORKERS').default(ADMISSION_DEFAULTS.maxWorkers).argParser(integer('--max-workers', 1, 65_536)))
     .addOption(envOption('--max-evictions <n>', 'evictions of one address within 10 minutes that refuse it for --cool-down-ms (0: never)', 'DTRAIN_MAX_EVICTIONS').default(ADMISSION_DEFAULTS.evictionStrikes.maxStrikes).argParser(integer('--max-evictions', 0, 1_000_000)))
     .addOption(envOption('--cool-down-ms <ms>', 'how long an address evicted --max-evictions times is refused', 'DTRAIN_COOL_DOWN_MS').default(ADMISSION_DEFAULTS.evictionStrikes.coolDownMs).argParser(duration('--cool-down-ms', 'ms', 1)));
+  cmd.option('--no-http', 'do not answer HTTP on --port (dashboard, /api/status, /metrics, /healthz); workers still connect (env: DTRAIN_HTTP=1|0)');
   addTrainingOptions(cmd).action(async (flags) => {
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
     const log = loggerFromFlags(flags, { role: 'coordinator' });
     const signal = shutdownSignal(log);
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, out: config.out }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
+    const web = httpEnabled(flags) ? createRunWeb(config, 'websocket', log) : undefined;
     const outcome = await runJob({
       config,
       log,
       signal,
+      observer: web?.monitor,
       startWorkers: async (membership, welcome, expect) => {
         const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs, readyTimeoutMs: flags.readyTimeoutMs };
         const admission = { maxWorkers: flags.maxWorkers, evictionStrikes: { ...ADMISSION_DEFAULTS.evictionStrikes, maxStrikes: flags.maxEvictions, coolDownMs: flags.coolDownMs } };
-        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits, admission });
+        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits, admission, httpServer: web?.frontend.server, onRejected: web?.monitor.onRejected });
+        if (web) logDashboardUrl(log, flags.host, server.port);
         const backends = () => [...new Set(membership.live().map((w) => w.backend))].join('+') || 'remote';
         return { backend: backends, stop: (why) => server.close(why) };
       },
       minWorkers: flags.minWorkers,
     });
+    await web?.close();
     process.exitCode = outcome.status === 'interrupted' ? exitCodeAfter(signal) : 0;
   });
 }

@@ -13,6 +13,7 @@ import { runJob } from '../job.ts';
 import { startInProcessWorkers } from '../inprocess.ts';
 import { defaultRunDir } from '../trainer.ts';
 import { EpochProgress } from './progress.ts';
+import { createRunWeb, logDashboardUrl } from '../http/serve.ts';
 import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
 
 export function addTrainingOptions(cmd: Command): Command {
@@ -137,7 +138,9 @@ export function shutdownSignal(log: Logger): AbortSignal {
 export function registerTrainCommand(program: Command): void {
   const cmd = program.command('train').description('train a model on this machine, with K worker threads (no network)');
   cmd.addOption(envOption('--workers <k>', 'worker threads (default: one per core)', 'DTRAIN_WORKERS').argParser(integer('--workers', 1, 256)));
-  addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number }) => {
+  cmd.addOption(envOption('--port <port>', 'serve the live dashboard, /api/status and /metrics on this port (default: no HTTP)', 'DTRAIN_PORT').argParser(integer('--port', 0, 65535)));
+  cmd.addOption(envOption('--host <addr>', 'address the dashboard listens on, with --port', 'DTRAIN_HOST').default('127.0.0.1'));
+  addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number; port?: number; host: string }) => {
     const workers = flags.workers ?? availableParallelism();
     const config = trainConfigFromFlags(flags, workers);
     const tty = process.stdout.isTTY === true && !flags.logFile;
@@ -145,10 +148,13 @@ export function registerTrainCommand(program: Command): void {
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}`);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
     const signal = shutdownSignal(log);
+    const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);
+    if (web) logDashboardUrl(log, flags.host, await web.frontend.listen(flags.port!, flags.host));
     const outcome = await runJob({
       config,
       log,
       signal,
+      observer: web?.monitor,
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
       startWorkers: async (membership, welcome) => {
         const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log });
@@ -158,6 +164,7 @@ export function registerTrainCommand(program: Command): void {
       },
     });
     progress?.stop();
+    await web?.close();
     process.exitCode = outcome.status === 'interrupted' ? exitCodeAfter(signal) : 0;
   });
 }

@@ -1,0 +1,103 @@
+/**
+ * Prometheus metrics for one run, in a registry of its own (never prom-client's global one: tests
+ * run many coordinators in one process). Every name starts with `dtrain_` and uses base units
+ * (seconds, bytes), so `promtool check metrics` passes. Fed by the RunMonitor from the trainer's
+ * step events, the membership's events and the transport's rejections; nothing here parses logs.
+ * prom-client's default process metrics are left out: its `nodejs_active_handles_total` and two
+ * others are gauges named like counters, which `promtool check metrics` rejects.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EpochRecord } from '../run-files.ts';
+import type { MembershipEvent } from '../membership.ts';
+import type { StepEvent } from '../trainer.ts';
+
+/** Step phases from ~1 ms (mlp's optimizer) to a minute (a big CNN batch on a slow worker). */
+const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export interface RunLabels {
+  model: string;
+  dataset: string;
+  transport: 'threads' | 'websocket';
+}
+
+export class RunMetrics {
+  readonly registry = new Registry();
+  private readonly steps: Counter;
+  private readonly samples: Counter;
+  private readonly rejectedFrames: Counter<'code'>;
+  private readonly rejectedResults: Counter<'code'>;
+  private readonly retries: Counter;
+  private readonly membership: Counter<'kind'>;
+  private readonly bytesSent: Counter;
+  private readonly bytesReceived: Counter;
+  private readonly workers: Gauge;
+  private readonly epoch: Gauge;
+  private readonly loss: Gauge;
+  private readonly accuracy: Gauge;
+  private readonly valLoss: Gauge;
+  private readonly valAccuracy: Gauge;
+  private readonly phase: Record<'step' | 'compute' | 'communication' | 'optimizer', Histogram>;
+
+  constructor(labels: RunLabels) {
+    const registers = [this.registry];
+    const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name: `dtrain_${name}`, help, labelNames, registers });
+    const gauge = (name: string, help: string) => new Gauge({ name: `dtrain_${name}`, help, registers });
+    const histogram = (name: string, help: string) => new Histogram({ name: `dtrain_${name}`, help, buckets: SECONDS_BUCKETS, registers });
+    new Gauge({ name: 'dtrain_run_info', help: 'Always 1; the labels describe the run.', labelNames: ['model', 'dataset', 'transport'], registers }).set({ ...labels }, 1);
+    this.steps = counter('steps_total', 'Training steps completed (global batches).');
+    this.samples = counter('samples_total', 'Training samples whose gradients were applied.');
+    this.rejectedFrames = counter('rejected_frames_total', 'Frames or handshakes refused by the coordinator (bad frame, wrong token or version), by stable error code.', ['code']);
+    this.rejectedResults = counter('rejected_results_total', 'Results from joined workers refused (wrong size, NaN, unexpected), by stable error code.', ['code']);
+    this.retries = counter('task_retries_total', 'Tasks sent again because a worker failed, left or timed out.');
+    this.membership = counter('membership_changes_total', 'Workers joining, leaving or evicted.', ['kind']);
+    this.bytesSent = counter('sent_bytes_total', 'Bytes of tasks sent to workers (weights, images, labels).');
+    this.bytesReceived = counter('received_bytes_total', 'Bytes of gradients and statistics received from workers.');
+    this.workers = gauge('workers', 'Workers taking part in training now.');
+    this.epoch = gauge('epoch', 'The epoch being trained (1-based).');
+    this.loss = gauge('loss', 'Cross-entropy loss of the last step\'s global batch.');
+    this.accuracy = gauge('accuracy', 'Accuracy of the last step\'s global batch (0 to 1).');
+    this.valLoss = gauge('validation_loss', 'Validation loss after the last finished epoch.');
+    this.valAccuracy = gauge('validation_accuracy', 'Validation accuracy after the last finished epoch (0 to 1).');
+    this.phase = {
+      step: histogram('step_duration_seconds', 'Wall time of a training step on the coordinator.'),
+      compute: histogram('compute_duration_seconds', 'Compute time of the slowest worker in a step.'),
+      communication: histogram('communication_duration_seconds', 'Step time outside compute and the optimizer: encode, wire, decode, waiting.'),
+      optimizer: histogram('optimizer_duration_seconds', 'Gradient averaging and the Adam update on the coordinator.'),
+    };
+  }
+
+  onStep(e: StepEvent): void {
+    this.steps.inc();
+    this.samples.inc(e.samples);
+    this.retries.inc(e.retries);
+    this.bytesSent.inc(e.bytesOut);
+    this.bytesReceived.inc(e.bytesIn);
+    this.epoch.set(e.epoch);
+    this.loss.set(e.batchLoss);
+    this.accuracy.set(e.batchAccuracy);
+    this.phase.step.observe(e.ms / 1000);
+    this.phase.compute.observe(e.computeMs / 1000);
+    this.phase.communication.observe(Math.max(0, e.commMs) / 1000);
+    this.phase.optimizer.observe(e.optimizerMs / 1000);
+  }
+
+  onEpochEnd(r: EpochRecord): void {
+    this.valLoss.set(r.val_loss);
+    this.valAccuracy.set(r.val_accuracy);
+  }
+
+  onMembership(e: MembershipEvent, liveWorkers: number): void {
+    this.membership.inc({ kind: e.kind });
+    this.workers.set(liveWorkers);
+  }
+
+  onRejected(code: string, joined: boolean): void {
+    this.rejectedFrames.inc({ code });
+    if (joined) this.rejectedResults.inc({ code });
+  }
+
+  /** The text exposition format, and its content type. */
+  async render(): Promise<{ contentType: string; text: string }> {
+    return { contentType: this.registry.contentType, text: await this.registry.metrics() };
+  }
+}
