@@ -17,7 +17,9 @@ import type { TrainConfig } from '../common/config.ts';
 import { CheckpointError } from '../common/errors.ts';
 import type { Membership } from './membership.ts';
 import { runTasks, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
-import { aggregateResults, sliceSizes } from './aggregate.ts';
+import { StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
+import type { SharedStep } from './shared-step.ts';
+import type { ResultMessage } from '../common/protocol.ts';
 import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
 import { writeJson, type EpochRecord, type History, type Metrics } from './run-files.ts';
 
@@ -81,6 +83,10 @@ export class Trainer {
   private history: History;
   private position: TrainingPosition = { epoch: 0, sampleOffset: 0, globalStep: 0, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
   private readonly statsCount: number;
+  /** Folds the message path's results as they arrive (buffers reused every step). */
+  private readonly accumulator: StepAccumulator;
+  /** Set for worker threads in this process: steps go through shared memory (coordinator/shared-step.ts). */
+  private sharedStep: SharedStep | undefined;
   backendName = 'unknown';
 
   constructor(
@@ -98,6 +104,7 @@ export class Trainer {
     this.statsCount = this.layout.totalSize - this.layout.trainableSize;
     this.weights = initialWeights(this.layout, config.seed);
     this.adam = new Adam(this.layout.trainableSize, { learningRate: config.learningRate });
+    this.accumulator = new StepAccumulator(this.layout.trainableSize, this.statsCount);
     this.history = { model: config.model, epochs: [] };
   }
 
@@ -107,7 +114,17 @@ export class Trainer {
   }
 
   get currentWeights(): Float32Array {
+    this.sharedStep?.store(this.weights);
     return this.weights;
+  }
+
+  /**
+   * Steps through shared memory from now on: the threads reduce and apply Adam, each on a stripe.
+   * The weights and Adam state move into the shared memory when run() starts, and are copied back
+   * for checkpoints and evaluations.
+   */
+  useSharedStep(shared: SharedStep): void {
+    this.sharedStep = shared;
   }
 
   /** Restores weights, optimizer and position from the run folder's checkpoint, if there is one. */
@@ -130,7 +147,7 @@ export class Trainer {
   }
 
   private weightsSource(): WeightsSource {
-    return { version: this.weightsVersion, bytes: floatsToBytes(this.weights) };
+    return { version: this.weightsVersion, bytes: floatsToBytes(this.weights), trainableCount: this.layout.trainableSize };
   }
 
   private globalBatch(): number {
@@ -140,11 +157,12 @@ export class Trainer {
 
   private gather(set: ImageSet, indices: Uint32Array): TaskSpec {
     const { images, labels } = gatherImages(set, indices);
-    return { kind: 'train', images, labels };
+    return { kind: 'train', images, labels, source: { split: 'train', indices } };
   }
 
   private async checkpoint(reason: string): Promise<void> {
     const started = performance.now();
+    this.sharedStep?.store(this.weights);
     const dir = await saveCheckpoint(this.config.out, {
       state: {
         format: '',
@@ -165,11 +183,16 @@ export class Trainer {
 
   /** Evaluates on a whole split, sharded over the workers in chunks of evalBatchSize. */
   async evaluate(set: ImageSet, signal?: AbortSignal): Promise<EvalOutcome> {
+    this.sharedStep?.store(this.weights);
     const tasks: TaskSpec[] = [];
     for (let start = 0; start < set.count; start += this.config.evalBatchSize) {
       const end = Math.min(set.count, start + this.config.evalBatchSize);
       // Copies, not views: a view would carry the whole split's buffer to a worker thread.
-      tasks.push({ kind: 'eval', images: set.images.slice(start * IMAGE_BYTES, end * IMAGE_BYTES), labels: set.labels.slice(start, end) });
+      const task: TaskSpec = { kind: 'eval', images: set.images.slice(start * IMAGE_BYTES, end * IMAGE_BYTES), labels: set.labels.slice(start, end) };
+      // Workers with local data get the sample range instead of the pixels.
+      const split = set === this.data.val ? 'val' : set === this.data.test ? 'test' : undefined;
+      if (split) task.source = { split, indices: Uint32Array.from({ length: end - start }, (_, i) => start + i) };
+      tasks.push(task);
     }
     const { results } = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal });
     const predictions = new Uint8Array(set.count);
@@ -187,101 +210,140 @@ export class Trainer {
 
   /** Trains to the end, or until `signal` aborts (then checkpoints and reports where it stopped). */
   async run(signal?: AbortSignal): Promise<RunOutcome> {
-    const { config, data, log } = this;
-    const train = data.train;
-    const runStarted = performance.now();
-    let stepsThisRun = 0;
-    let imagesThisRun = 0;
-    while (this.position.epoch < config.epochs) {
-      const epoch = this.position.epoch;
-      const order = permutation(train.count, config.seed + 1 + epoch);
-      let epochStarted = performance.now() - this.position.epochSeconds * 1000;
-      while (this.position.sampleOffset < train.count) {
-        if (signal?.aborted || (config.maxSteps > 0 && stepsThisRun >= config.maxSteps)) {
-          this.position.epochSeconds = (performance.now() - epochStarted) / 1000;
-          await this.checkpoint(signal?.aborted ? 'shutdown' : 'max-steps');
-          return { status: 'interrupted', position: { ...this.position } };
-        }
-        const stepStarted = performance.now();
-        const batch = Math.min(this.globalBatch(), train.count - this.position.sampleOffset);
-        const indices = order.subarray(this.position.sampleOffset, this.position.sampleOffset + batch);
-        const workers = Math.max(1, this.membership.size);
-        const tasks: TaskSpec[] = [];
-        let from = 0;
-        for (const size of sliceSizes(batch, workers)) {
-          tasks.push(this.gather(train, indices.subarray(from, from + size)));
-          from += size;
-        }
-        let outcome;
-        try {
-          outcome = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: config.stepTimeoutMs, log, signal });
-        } catch (err) {
-          if (signal?.aborted) continue; // abandon the step; the loop top checkpoints
-          throw err;
-        }
-        const optStarted = performance.now();
-        const agg = aggregateResults(outcome.results, this.layout.trainableSize, this.statsCount);
-        this.adam.apply(this.weights.subarray(0, this.layout.trainableSize), agg.gradient);
-        if (this.statsCount > 0) this.weights.set(agg.stats, this.layout.trainableSize);
-        this.weightsVersion++;
-        const optimizerMs = performance.now() - optStarted;
-        this.position.sampleOffset += batch;
-        this.position.globalStep++;
-        this.position.epochLossSum += agg.lossSum;
-        this.position.epochCorrect += agg.correct;
-        this.position.epochSamples += agg.count;
-        stepsThisRun++;
-        imagesThisRun += agg.count;
-        const ms = performance.now() - stepStarted;
-        const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
-        const stepInEpoch = Math.ceil(this.position.sampleOffset / this.globalBatch());
-        const event: StepEvent = {
-          epoch: epoch + 1, step: this.position.globalStep, stepInEpoch, stepsInEpoch, loss: this.position.epochLossSum / this.position.epochSamples, accuracy: this.position.epochCorrect / this.position.epochSamples,
-          batchLoss: agg.lossSum / agg.count, batchAccuracy: agg.correct / agg.count, samples: agg.count, workers: outcome.results.length,
-          ms: round(ms), computeMs: round(outcome.stats.maxComputeMs), commMs: round(ms - outcome.stats.maxComputeMs - optimizerMs), optimizerMs: round(optimizerMs),
-          bytesOut: outcome.stats.bytesSent, bytesIn: outcome.results.reduce((s, r) => s + (r.gradients?.byteLength ?? 0) + (r.stats?.byteLength ?? 0), 0), retries: outcome.stats.retries,
-          perWorker: outcome.stats.perWorker,
-        };
-        log[this.hooks.stepLogLevel ?? 'info']({
-          event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
-          ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
-        }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(outcome.stats.maxComputeMs)} ms)`);
-        this.hooks.onStep?.(event);
-        if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
-          this.position.epochSeconds = (performance.now() - epochStarted) / 1000;
-          await this.checkpoint('every-n-steps');
-        }
-      }
-      // Epoch end: evaluate on validation, record, checkpoint.
-      const seconds = (performance.now() - epochStarted) / 1000;
-      let val: EvalOutcome;
-      try {
-        val = await this.evaluate(data.val, signal);
-      } catch (err) {
-        if (!signal?.aborted) throw err;
-        this.position.epochSeconds = seconds;
-        await this.checkpoint('shutdown');
-        return { status: 'interrupted', position: { ...this.position } };
-      }
-      const record: EpochRecord = {
-        epoch: epoch + 1,
-        loss: this.position.epochLossSum / this.position.epochSamples,
-        accuracy: this.position.epochCorrect / this.position.epochSamples,
-        val_loss: val.loss,
-        val_accuracy: val.accuracy,
-        seconds: round(seconds),
-        images_per_second: round(this.position.epochSamples / seconds),
-      };
-      this.history.epochs.push(record);
-      this.hooks.onEpochEnd?.(record);
-      log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
-      log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
-      this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
-      epochStarted = performance.now();
-      await writeJson(config.out, 'history.json', this.history);
-      await this.checkpoint('epoch-end');
-      if (config.plotEveryEpoch) await this.hooks.onEpoch?.(this.history);
+    const counters: RunCounters = { started: performance.now(), steps: 0, images: 0 };
+    this.sharedStep?.load(this.weights, this.adam);
+    while (this.position.epoch < this.config.epochs) {
+      const stopped = await this.trainEpoch(counters, signal);
+      if (stopped) return stopped;
     }
+    return this.finish(counters, signal);
+  }
+
+  /** The step loop of one epoch, from where the position says, then its evaluation; returns an outcome only when stopped. */
+  private async trainEpoch(counters: RunCounters, signal?: AbortSignal): Promise<RunOutcome | undefined> {
+    const { config } = this;
+    const train = this.data.train;
+    const order = permutation(train.count, config.seed + 1 + this.position.epoch);
+    const epochStarted = performance.now() - this.position.epochSeconds * 1000;
+    const elapsed = () => (performance.now() - epochStarted) / 1000;
+    while (this.position.sampleOffset < train.count) {
+      if (signal?.aborted || (config.maxSteps > 0 && counters.steps >= config.maxSteps)) return this.interrupt(signal?.aborted ? 'shutdown' : 'max-steps', elapsed());
+      if (!(await this.step(order, counters, signal))) continue; // abandoned: the loop top checkpoints
+      if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
+        this.position.epochSeconds = elapsed();
+        await this.checkpoint('every-n-steps');
+      }
+    }
+    return this.endEpoch(elapsed(), signal);
+  }
+
+  /** Checkpoints where training stands and reports it stopped. */
+  private async interrupt(reason: string, epochSeconds: number): Promise<RunOutcome> {
+    this.position.epochSeconds = epochSeconds;
+    await this.checkpoint(reason);
+    return { status: 'interrupted', position: { ...this.position } };
+  }
+
+  /** One step: slice the next global batch over the workers, combine their results, update. False if abandoned. */
+  private async step(order: Uint32Array, counters: RunCounters, signal?: AbortSignal): Promise<boolean> {
+    const train = this.data.train;
+    const stepStarted = performance.now();
+    const batch = Math.min(this.globalBatch(), train.count - this.position.sampleOffset);
+    const indices = order.subarray(this.position.sampleOffset, this.position.sampleOffset + batch);
+    const tasks: TaskSpec[] = [];
+    let from = 0;
+    const shared = this.sharedStep;
+    for (const size of sliceSizes(batch, Math.max(1, this.membership.size))) {
+      const slice = indices.subarray(from, from + size);
+      tasks.push(shared ? shared.gather(tasks.length, train, slice) : this.gather(train, slice));
+      from += size;
+    }
+    let outcome: TaskOutcome;
+    const acc = this.accumulator;
+    acc.reset(tasks.length);
+    try {
+      const onResult = shared ? undefined : (i: number, r: ResultMessage) => acc.add(i, r);
+      outcome = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal, onResult });
+    } catch (err) {
+      if (signal?.aborted) return false;
+      throw err;
+    }
+    const optStarted = performance.now();
+    let agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>;
+    if (shared) {
+      agg = await shared.apply(outcome.results, this.config.stepTimeoutMs);
+    } else {
+      const full = acc.finish();
+      this.adam.apply(this.weights.subarray(0, this.layout.trainableSize), full.gradient);
+      if (this.statsCount > 0) this.weights.set(full.stats, this.layout.trainableSize);
+      agg = full;
+    }
+    this.weightsVersion++;
+    const optimizerMs = performance.now() - optStarted;
+    this.position.sampleOffset += batch;
+    this.position.globalStep++;
+    this.position.epochLossSum += agg.lossSum;
+    this.position.epochCorrect += agg.correct;
+    this.position.epochSamples += agg.count;
+    counters.steps++;
+    counters.images += agg.count;
+    this.reportStep(agg, outcome, performance.now() - stepStarted, optimizerMs);
+    return true;
+  }
+
+  /** The step's log line and the onStep hook. */
+  private reportStep(agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>, outcome: TaskOutcome, ms: number, optimizerMs: number): void {
+    const train = this.data.train;
+    const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
+    const stepInEpoch = Math.ceil(this.position.sampleOffset / this.globalBatch());
+    const event: StepEvent = {
+      epoch: this.position.epoch + 1, step: this.position.globalStep, stepInEpoch, stepsInEpoch, loss: this.position.epochLossSum / this.position.epochSamples, accuracy: this.position.epochCorrect / this.position.epochSamples,
+      batchLoss: agg.lossSum / agg.count, batchAccuracy: agg.correct / agg.count, samples: agg.count, workers: outcome.results.length,
+      ms: round(ms), computeMs: round(outcome.stats.maxComputeMs), commMs: round(ms - outcome.stats.maxComputeMs - optimizerMs), optimizerMs: round(optimizerMs),
+      bytesOut: outcome.stats.bytesSent, bytesIn: outcome.stats.perWorker.reduce((s, w) => s + w.bytesIn, 0), retries: outcome.stats.retries,
+      perWorker: outcome.stats.perWorker,
+    };
+    this.log[this.hooks.stepLogLevel ?? 'info']({
+      event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
+      ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
+    }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(outcome.stats.maxComputeMs)} ms)`);
+    this.hooks.onStep?.(event);
+  }
+
+  /** Epoch end: evaluate on validation, record, checkpoint, draw. Returns an outcome only when stopped. */
+  private async endEpoch(seconds: number, signal?: AbortSignal): Promise<RunOutcome | undefined> {
+    const { config, log } = this;
+    const epoch = this.position.epoch;
+    let val: EvalOutcome;
+    try {
+      val = await this.evaluate(this.data.val, signal);
+    } catch (err) {
+      if (!signal?.aborted) throw err;
+      return this.interrupt('shutdown', seconds);
+    }
+    const record: EpochRecord = {
+      epoch: epoch + 1,
+      loss: this.position.epochLossSum / this.position.epochSamples,
+      accuracy: this.position.epochCorrect / this.position.epochSamples,
+      val_loss: val.loss,
+      val_accuracy: val.accuracy,
+      seconds: round(seconds),
+      images_per_second: round(this.position.epochSamples / seconds),
+    };
+    this.history.epochs.push(record);
+    this.hooks.onEpochEnd?.(record);
+    log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
+    log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
+    this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
+    await writeJson(config.out, 'history.json', this.history);
+    await this.checkpoint('epoch-end');
+    if (config.plotEveryEpoch) await this.hooks.onEpoch?.(this.history);
+    return undefined;
+  }
+
+  /** After the last epoch: the test evaluation, metrics.json, the final pictures. */
+  private async finish(counters: RunCounters, signal?: AbortSignal): Promise<RunOutcome> {
+    const { config, data, log } = this;
     let test: EvalOutcome;
     try {
       test = await this.evaluate(data.test, signal);
@@ -290,7 +352,7 @@ export class Trainer {
       return { status: 'interrupted', position: { ...this.position } }; // the epoch-end checkpoint stands
     }
     log.info({ event: 'evaluated', split: 'test', loss: test.loss, accuracy: test.accuracy }, `test: loss ${test.loss.toFixed(4)} - accuracy ${test.accuracy.toFixed(4)}`);
-    const wallSeconds = (performance.now() - runStarted) / 1000;
+    const wallSeconds = (performance.now() - counters.started) / 1000;
     const metrics: Metrics = {
       model: config.model,
       parameters: this.parameters,
@@ -301,7 +363,7 @@ export class Trainer {
       backend: this.backendName,
       workers: config.workers,
       wall_seconds: round(wallSeconds),
-      images_per_second: round(imagesThisRun / wallSeconds),
+      images_per_second: round(counters.images / wallSeconds),
       dataset: data.source,
       config: { ...config },
       finished_at: new Date().toISOString(),
@@ -318,6 +380,15 @@ export class Trainer {
     return { status: 'finished', metrics };
   }
 }
+
+/** Counts over this process's run (a resumed run starts them again). */
+interface RunCounters {
+  started: number;
+  steps: number;
+  images: number;
+}
+
+type TaskOutcome = Awaited<ReturnType<typeof runTasks>>;
 
 function round(x: number): number {
   return Math.round(x * 100) / 100;
