@@ -54,15 +54,50 @@ describe('StepComputer', () => {
     c.dispose();
   });
 
-  it('moves BatchNorm moving statistics in training and reports them', async () => {
+  it("reports each BatchNorm layer's slice mean and variance, and leaves its moving statistics alone", async () => {
     const c = new StepComputer('cnn-bn', { kind: 'scale' });
     const w = initialWeights(c.layout, 5);
     c.setWeights(w);
     const { images, labels } = batch(8);
     const r = await c.train(images, labels);
     expect(r.stats.length).toBe(448);
-    const before = w.subarray(c.layout.trainableSize);
-    expect(r.stats).not.toEqual(before);
+    // Layer 0 (32 channels, after a relu): means >= 0, variances >= 0 and not all zero.
+    expect(r.stats.subarray(0, 32).every((m) => m >= 0)).toBe(true);
+    expect(r.stats.subarray(32, 64).every((v) => v >= 0)).toBe(true);
+    expect(r.stats.subarray(32, 64).some((v) => v > 0)).toBe(true);
+    // The coordinator moves the moving statistics; the worker's copy is untouched.
+    expect(await c.readWeights()).toEqual(w);
+    c.dispose();
+  });
+
+  it("gives the same cnn-bn step with tfjs's local BatchNorm as with the synchronized one on one slice", async () => {
+    const c = new StepComputer('cnn-bn', { kind: 'scale' });
+    c.setWeights(initialWeights(c.layout, 6));
+    const { images, labels } = batch(6);
+    const sync = await c.train(images, labels, { batchNorm: { kind: 'sync' } });
+    const local = await c.train(images, labels, { batchNorm: { kind: 'local' } });
+    expect(local.lossSum).toBeCloseTo(sync.lossSum, 4);
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < sync.gradientSum.length; i++) {
+      diff = Math.max(diff, Math.abs(sync.gradientSum[i] - local.gradientSum[i]));
+      scale = Math.max(scale, Math.abs(local.gradientSum[i]));
+    }
+    expect(diff / scale).toBeLessThan(1e-4);
+    for (let i = 0; i < sync.stats.length; i++) expect(local.stats[i]).toBeCloseTo(sync.stats[i], 4);
+    c.dispose();
+  });
+
+  it("draws cnn-dropout's masks from the samples' positions: same position, same result; another step, another", async () => {
+    const c = new StepComputer('cnn-dropout', { kind: 'scale' });
+    c.setWeights(initialWeights(c.layout, 2));
+    const { images, labels } = batch(4);
+    const at = { seed: 42, step: 3, firstSample: 8 };
+    const a = await c.train(images, labels, { position: at });
+    const again = await c.train(images, labels, { position: { ...at } });
+    const next = await c.train(images, labels, { position: { ...at, step: 4 } });
+    expect(again.gradientSum).toEqual(a.gradientSum);
+    expect(next.gradientSum).not.toEqual(a.gradientSum);
     c.dispose();
   });
 

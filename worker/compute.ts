@@ -3,10 +3,13 @@
  * gradients (or, for evaluation, the predictions). Sums rather than means, so the coordinator can
  * average by sample count and the result does not depend on how the batch was sliced.
  */
-import { tf, tfc, type LayersModel, type Tensor } from '../common/tf.ts';
+import { tf, tfc, tfl, type LayersModel, type Tensor } from '../common/tf.ts';
+import { ShapeError } from '../common/errors.ts';
 import { buildModel, MODEL_SPECS, NUM_CLASSES, IMAGE_SHAPE, IMAGE_SIZE, type ModelName } from '../common/models.ts';
 import { weightLayout, assertLength, type WeightLayout } from '../common/weights.ts';
 import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
+import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
+import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase } from './layers/sync-batch-norm.ts';
 
 export interface TrainResult {
   count: number;
@@ -14,8 +17,26 @@ export interface TrainResult {
   correct: number;
   /** Sum over the slice of d(loss)/d(weight), trainable weights only, in layout order. */
   gradientSum: Float32Array;
-  /** Non-trainable weights (BatchNorm moving statistics) after this slice's update; empty if none. */
+  /**
+   * Per BatchNorm layer, in the places of its moving mean and moving variance: this slice's own
+   * batch mean and biased variance (the coordinator combines them and updates the moving
+   * statistics once per step). Empty if the model has no BatchNorm.
+   */
   stats: Float32Array;
+}
+
+/** Combines one BatchNorm layer's sums with the other slices' of the step (blocking). */
+export type LayerExchange = (layer: number, phase: ExchangePhase, local: Float64Array) => Float64Array;
+
+export interface TrainOptions {
+  /** Where the slice sits in the run, for its samples' dropout masks. Default: seed 0, step 0, first sample 0. */
+  position?: SamplePosition;
+  /**
+   * BatchNorm: 'sync' normalizes with the moments of the whole global batch, exchanged through
+   * `exchange` (one slice alone: no exchange); 'local' with the slice's own (tfjs-layers' path,
+   * for backends that cannot read synchronously). Default 'sync' with no exchange.
+   */
+  batchNorm?: { kind: 'sync'; exchange?: LayerExchange } | { kind: 'local' };
 }
 
 export interface EvalResult {
@@ -39,8 +60,6 @@ export function countCorrect(probs: Float32Array, labels: Uint8Array): number {
 // Keras clips probabilities to [epsilon, 1 - epsilon] in categorical cross-entropy.
 const EPSILON = 1e-7;
 
-type LayerVariable = LayersModel['weights'][number];
-
 /** Reads a packed result with one asynchronous read-back (no synchronous GPU reads), then frees it. */
 async function readAndDispose(t: Tensor): Promise<Float32Array> {
   try {
@@ -55,15 +74,48 @@ export class StepComputer {
   readonly layout: WeightLayout;
   private readonly flatInput: boolean;
   private readonly trainable: tfc.Variable[];
-  /** Non-trainable weights (BatchNorm moving statistics), which follow the trainable ones in the layout. */
-  private readonly statWeights: LayerVariable[];
+  /** BatchNorm layers in model order; their moving statistics are the layout's non-trainable weights, in this order. */
+  private readonly batchNorms: tfl.layers.Layer[];
 
   constructor(readonly modelName: ModelName, private preprocessing: Preprocessing) {
     this.model = buildModel(modelName);
     this.layout = weightLayout(this.model);
     this.flatInput = MODEL_SPECS[modelName].input === 'flat-standardized';
     this.trainable = this.model.trainableWeights.map((w) => (w as unknown as { val: tfc.Variable }).val);
-    this.statWeights = this.model.nonTrainableWeights;
+    this.batchNorms = this.model.layers.filter((l) => l.getClassName() === 'BatchNormalization');
+    const statNames = this.batchNorms.flatMap((l) => l.nonTrainableWeights.map((w) => w.name));
+    if (statNames.join() !== this.model.nonTrainableWeights.map((w) => w.name).join()) {
+      throw new ShapeError(`Expected ${modelName}'s non-trainable weights to be its BatchNorm statistics in layer order (${statNames.join(', ')}), but they are ${this.model.nonTrainableWeights.map((w) => w.name).join(', ')}.`);
+    }
+  }
+
+  /**
+   * The training forward pass, layer by layer, so that BatchNorm and Dropout take their
+   * distributed forms; every other layer is applied as Keras would. Pushes each BatchNorm's slice
+   * mean and variance onto `stats`.
+   */
+  private forwardTraining(x: Tensor, opts: TrainOptions, stats: Tensor[]): Tensor {
+    const position = opts.position ?? { seed: 0, step: 0, firstSample: 0 };
+    const bn = opts.batchNorm ?? { kind: 'sync' };
+    let h = x;
+    for (const layer of this.model.layers) {
+      const kind = layer.getClassName();
+      if (kind === 'BatchNormalization') {
+        const index = this.batchNorms.indexOf(layer);
+        const [gamma, beta] = layer.trainableWeights.map((w) => w.read());
+        const epsilon = layer.getConfig().epsilon as number;
+        const out = bn.kind === 'local'
+          ? localBatchNorm(h, gamma, beta, epsilon)
+          : syncBatchNorm(h, gamma, beta, epsilon, bn.exchange ? (phase, local) => bn.exchange!(index, phase, local) : identityExchange);
+        stats.push(out.mean, out.variance);
+        h = out.y;
+      } else if (kind === 'Dropout') {
+        h = seededDropout(h, layer.getConfig().rate as number, position);
+      } else {
+        h = layer.apply(h, { training: true }) as Tensor;
+      }
+    }
+    return h;
   }
 
   setPreprocessing(p: Preprocessing): void {
@@ -95,23 +147,25 @@ export class StepComputer {
    * BatchNorm statistics) is packed into one tensor and read back with a single `await data()`:
    * GPU backends (webgpu) cannot read synchronously in Node, and one read-back is one GPU sync.
    */
-  async train(images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
+  async train(images: Uint8Array, labels: Uint8Array, opts: TrainOptions = {}): Promise<TrainResult> {
     const count = labels.length;
     const packed = tf.tidy(() => {
       const x = this.inputs(images, count);
       const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
       let probs: Tensor | undefined;
+      const stats: Tensor[] = [];
       const { value, grads } = tf.variableGrads(() => {
-        // Kept past variableGrads' inner scope so it can join the packed read-back below.
-        probs = tf.keep(this.model.apply(x, { training: true }) as Tensor);
+        // Kept past variableGrads' inner scope so they can join the packed read-back below.
+        probs = tf.keep(this.forwardTraining(x, opts, stats));
+        stats.forEach((t) => tf.keep(t));
         return StepComputer.lossSum(probs, y) as tfc.Scalar;
       }, this.trainable);
       const parts: Tensor[] = [tf.reshape(value, [1]), tf.reshape(probs!, [-1])];
       // Trainable weights come first in the layout, in the order of model.trainableWeights.
       for (const v of this.trainable) parts.push(tf.reshape(grads[v.name], [-1]));
-      for (const w of this.statWeights) parts.push(tf.reshape(w.read(), [-1]));
+      for (const t of stats) parts.push(tf.reshape(t, [-1]));
       const all = tf.concat(parts);
-      probs!.dispose();
+      tf.dispose([probs!, ...stats]);
       return all;
     });
     const flat = await readAndDispose(packed);
