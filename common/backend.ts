@@ -120,9 +120,10 @@ export async function selectBackend(choice: BackendChoice, options: SelectOption
   throw new BackendError(`No compute backend could be loaded for --backend ${choice}. Tried ${detail}.`);
 }
 
-/** One line for logs: the backend and, for webgpu, its adapter. */
+/** One line for logs: the backend, its webgpu adapter, and why faster ones were skipped. */
 export function describeSelection(s: BackendSelection): string {
-  return s.adapter ? `${s.name} (${s.source}, adapter ${adapterName(s.adapter)})` : `${s.name} (${s.source})`;
+  const what = s.adapter ? `${s.name} (${s.source}, adapter ${adapterName(s.adapter)})` : `${s.name} (${s.source})`;
+  return s.skipped.length ? `${what}; skipped ${s.skipped.map((k) => `${k.backend}: ${k.reason}`).join('; ')}` : what;
 }
 
 /**

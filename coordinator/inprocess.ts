@@ -45,6 +45,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
       const id = `thread-${i + 1}`;
       const thread = new ComputeThread(opts.backend);
       threads.push(thread);
+      thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
       const selection = await thread.started();
       const backend = await thread.welcome({ ...opts.welcome, workerId: id });
       thread.onLost = (reason) => membership.leave(id, 'left', reason);

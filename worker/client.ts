@@ -15,7 +15,7 @@ import { decodeCoordinatorMessage, encode, FrameError } from '../common/codec.ts
 import { CLOSE_CODES, PROTOCOL_VERSION, type WorkerMessage } from '../common/protocol.ts';
 import { Heartbeat } from '../common/heartbeat.ts';
 import { withTimeout } from '../common/timeout.ts';
-import type { BackendChoice } from '../common/backend.ts';
+import { describeSelection, type BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
 
 export interface WorkerClientOptions {
@@ -88,10 +88,11 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
     log.error({ event: 'compute_lost', reason }, `compute thread lost: ${reason}`);
     dropConnection();
   };
+  compute.onBackendFallback = (m) => log.warn({ event: 'backend_fallback', from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
   const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
   try {
     const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
-    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped }, `backend: ${selection.name}`);
+    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter }, `backend: ${describeSelection(selection)}`);
     let attempt = 0;
     for (;;) {
       if (opts.signal?.aborted) return { code: 0, reason: 'stopped by signal' };

@@ -8,8 +8,10 @@ import { sourcePath } from '../common/runtime.ts';
 import { DtrainError } from '../common/errors.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import type { ResultMessage, TaskMessage, WelcomeMessage, WorkerMessage } from '../common/protocol.ts';
+import type { BackendFallbackMessage } from './backend-fallback.ts';
+import type { ThreadInit } from './thread.ts';
 
-export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection };
+export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | BackendFallbackMessage;
 
 export class WorkerLostError extends DtrainError {
   constructor(message: string) {
@@ -24,9 +26,12 @@ export class ComputeThread {
   private exited = false;
   /** Called once if the thread dies (error or exit) other than through terminate(). */
   onLost: (reason: string) => void = () => {};
+  /** Called when the thread's backend failed its first step and the thread moved to the next one. */
+  onBackendFallback: (m: BackendFallbackMessage) => void = () => {};
 
-  constructor(backend: BackendChoice) {
-    this.thread = new Worker(sourcePath('./thread-entry.mjs', import.meta.url), { workerData: { backend } });
+  constructor(backend: BackendChoice, testHooks: Omit<ThreadInit, 'backend'> = {}) {
+    const init: ThreadInit = { backend, ...testHooks };
+    this.thread = new Worker(sourcePath('./thread-entry.mjs', import.meta.url), { workerData: init });
     this.thread.on('message', (m: ThreadMessage) => this.dispatch(m));
     this.thread.on('error', (err) => this.lost(`compute thread error: ${err.message}`));
     this.thread.on('exit', (code) => this.lost(`compute thread exited with code ${code}`));
@@ -38,6 +43,8 @@ export class ComputeThread {
       this.pending.delete(m.taskId);
       if (m.type === 'result') p?.resolve(m);
       else p?.reject(new DtrainError(m.code, `task ${m.taskId} failed: ${m.message}`, { expected: false }));
+    } else if (m.type === 'backend_fallback') {
+      this.onBackendFallback(m);
     } else if (m.type === 'fatal') {
       this.waiter?.reject(new DtrainError('DTRAIN_ERR_WORKER_START', m.message));
       this.waiter = undefined;

@@ -14,8 +14,21 @@ export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
   return { kind: 'standardize', mean: bytesToFloats(p.mean).slice(), std: bytesToFloats(p.std).slice() };
 }
 
+/**
+ * Called when the first real step on a backend failed (the model was built, but computing did not
+ * work, e.g. a GPU driver that cannot read back): switch to the next backend and resolve true, or
+ * false when there is none. The session then rebuilds its model and retries the task.
+ */
+export type BackendFallback = (error: unknown) => Promise<boolean>;
+
 export class WorkerSession {
   private computer: StepComputer | undefined;
+  /** Whether a step has succeeded on this backend: after that, failures are the task's, not the backend's. */
+  private backendProven = false;
+  private lastWelcome: WelcomeMessage | undefined;
+
+  constructor(private readonly fallback?: BackendFallback) {}
+
   private weightsVersion = -1;
   private welcomeKey = '';
   /** The last weights received; re-applied when a train task moved the BatchNorm statistics locally. */
@@ -24,6 +37,7 @@ export class WorkerSession {
 
   /** Builds (or keeps) the model named in the welcome. A reconnect to the same job keeps the model. */
   welcome(msg: WelcomeMessage): void {
+    this.lastWelcome = msg;
     const key = `${msg.model}:${msg.weightCount}:${msg.preprocessing.kind}`;
     if (this.computer && key === this.welcomeKey) {
       this.computer.setPreprocessing(preprocessingFromWire(msg.preprocessing));
@@ -39,7 +53,29 @@ export class WorkerSession {
     this.weightsVersion = -1;
   }
 
-  async run(task: TaskMessage): Promise<ResultMessage> {
+  run(task: TaskMessage): Promise<ResultMessage> {
+    return this.withFallback(() => this.compute(task));
+  }
+
+  /** Runs a step; if it is the first on this backend and the backend failed it, falls back and retries. */
+  private async withFallback<T>(step: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        const result = await step();
+        this.backendProven = true;
+        return result;
+      } catch (err) {
+        // Our own typed errors (stale weights, bad sizes) are the task's fault, not the backend's.
+        const welcome = this.lastWelcome;
+        if (this.backendProven || !this.fallback || err instanceof DtrainError || !welcome) throw err;
+        this.dispose(); // frees the model on the failed backend before it is released
+        if (!(await this.fallback(err))) throw err;
+        this.welcome(welcome);
+      }
+    }
+  }
+
+  private async compute(task: TaskMessage): Promise<ResultMessage> {
     const computer = this.computer;
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
     const started = performance.now();

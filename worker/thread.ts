@@ -7,16 +7,21 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { selectBackend, type BackendChoice } from '../common/backend.ts';
 import type { CoordinatorMessage, WorkerMessage } from '../common/protocol.ts';
 import { WorkerSession } from './session.ts';
+import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from './backend-fallback.ts';
 
 export interface ThreadInit {
   backend: BackendChoice;
+  /** Test hook: the first read-back on this backend fails, so the thread must fall back. */
+  failFirstReadBackOn?: string;
 }
 
 const port = parentPort!;
-const { backend } = workerData as ThreadInit;
-const session = new WorkerSession();
+const { backend, failFirstReadBackOn } = workerData as ThreadInit;
+let current: ThreadBackend | undefined;
+// A backend that fails its first real step is replaced by the next one (see backend-fallback.ts).
+const session = new WorkerSession((err) => current?.fallback(err) ?? Promise.resolve(false));
 
-function post(message: WorkerMessage | { type: 'fatal'; message: string }): void {
+function post(message: WorkerMessage | { type: 'fatal'; message: string } | BackendFallbackMessage): void {
   const transfer = message.type === 'result' && message.gradients ? [message.gradients.buffer as ArrayBuffer] : [];
   port.postMessage(message, transfer);
 }
@@ -30,6 +35,7 @@ async function handle(msg: CoordinatorMessage, backendName: string): Promise<voi
       post(await session.run(msg));
     } else if (msg.type === 'shutdown') {
       session.dispose();
+      current?.release();
       port.close();
     }
   } catch (err) {
@@ -41,11 +47,14 @@ async function handle(msg: CoordinatorMessage, backendName: string): Promise<voi
 
 try {
   const selection = await selectBackend(backend);
+  const threadBackend = new ThreadBackend(backend, selection, post);
+  current = threadBackend;
+  if (failFirstReadBackOn === selection.name) failFirstReadBack(selection.name);
   // Tasks are asynchronous (one awaited read-back each); messages are handled strictly in arrival
   // order, so a welcome or a second task never interleaves with a step in flight.
   let queue: Promise<void> = Promise.resolve();
   port.on('message', (msg: CoordinatorMessage) => {
-    queue = queue.then(() => handle(msg, selection.name));
+    queue = queue.then(() => handle(msg, threadBackend.name));
   });
   port.postMessage({ type: 'backend', selection });
 } catch (err) {

@@ -83,7 +83,8 @@ function prepare(): Installed {
   return installed;
 }
 
-function register(config: tfc.KernelConfig): void {
+/** Registers `config` for wasm in place of what is there, and sets it up if the backend already runs. */
+export function registerWasmKernel(config: tfc.KernelConfig): void {
   if (tfc.getKernel(config.kernelName, WASM) !== undefined) tfc.unregisterKernel(config.kernelName, WASM);
   tfc.registerKernel(config);
   // The engine runs setup functions when a backend is selected; a kernel registered after that
@@ -98,7 +99,7 @@ export function installWasmTrainingKernels(): void {
   const { ours, gradients } = prepare();
   const inPlace = ours.every((k) => tfc.getKernel(k.kernelName, WASM) === k) && gradients.every((g) => tfc.getGradient(g.ours.kernelName) === g.ours);
   if (active === 'ours' && inPlace) return;
-  for (const k of ours) register(k);
+  for (const k of ours) registerWasmKernel(k);
   for (const g of gradients) tfc.registerGradient(g.ours);
   active = 'ours';
 }
@@ -110,8 +111,8 @@ export function installWasmTrainingKernels(): void {
  */
 export function useStockWasmKernels(): void {
   const { stock, gradients } = prepare();
-  for (const name of REPLACED) register(stock.get(name)!);
+  for (const name of REPLACED) registerWasmKernel(stock.get(name)!);
   for (const g of gradients) tfc.registerGradient(g.original);
-  register(naiveConv2DBackpropFilterConfig);
+  registerWasmKernel(naiveConv2DBackpropFilterConfig);
   active = 'stock';
 }

@@ -6,12 +6,22 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { tf, type Tensor } from '../tf.ts';
 import { installWasmTrainingKernels } from './install.ts';
+import { installTrainingKernels, uninstallNativeKernels } from './native/install-native.ts';
 
-export type Backend = 'cpu' | 'wasm';
+/** `wasm`: our wasm kernels only; `onednn`: the wasm backend with the native kernels over them. */
+export type Backend = 'cpu' | 'wasm' | 'onednn';
 
 export async function use(backend: Backend): Promise<void> {
-  if (backend === 'wasm') installWasmTrainingKernels();
-  if (!(await tf.setBackend(backend))) throw new Error(`tf.setBackend('${backend}') failed`);
+  if (backend === 'wasm') {
+    uninstallNativeKernels();
+    installWasmTrainingKernels();
+  }
+  if (backend === 'onednn') {
+    const selection = installTrainingKernels();
+    if (selection.set !== 'onednn') throw new Error(`The native kernels are not available: ${selection.reason}`);
+  }
+  const name = backend === 'onednn' ? 'wasm' : backend;
+  if (!(await tf.setBackend(name))) throw new Error(`tf.setBackend('${name}') failed`);
   await tf.ready();
 }
 

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { TRAIN_DEFAULTS, type TrainConfig } from '../../common/config.ts';
 import { MODEL_NAMES, buildModel, modelSummary } from '../../common/models.ts';
 import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
+import { adapterName } from '../../common/webgpu.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { ConfigError } from '../../common/errors.ts';
 import { runJob } from '../job.ts';
@@ -159,7 +160,7 @@ export function registerTrainCommand(program: Command): void {
       startWorkers: async (membership, welcome) => {
         const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log });
         const sel = started.backend;
-        log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped }, `backend: ${sel.name} (${sel.source})${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
+        log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, adapter: sel.adapter }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
         return { backend: () => sel.name, stop: started.stop };
       },
     });

@@ -1,0 +1,76 @@
+/**
+ * Finds and loads dtrain's optional native kernels (native/dtrain-kernels.cc, built by
+ * `npm run build:native`), the way tfjs-node is optional: absent, disabled or broken, loading
+ * says why and training stays on the wasm kernels.
+ *
+ *   DTRAIN_NATIVE_KERNELS=0        never load it (the wasm kernels, e.g. to compare or to test the fallback)
+ *   DTRAIN_NATIVE_KERNELS_PATH=F   load F instead of native/build/dtrain-kernels.node
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../../errors.ts';
+
+/** Byte offsets into the wasm heap; −1 for an absent optional operand. Shapes as plain integers. */
+export interface NativeKernels {
+  /** y = relu?(conv(x, filter) + bias); then n, h, w, cin, ho, wo, cout, kh, kw, sh, sw, top, left, bottom, right. */
+  conv2d(heap: ArrayBuffer, x: number, filter: number, bias: number, y: number, relu: number, ...shape: number[]): void;
+  conv2dBackpropInput(heap: ArrayBuffer, dy: number, filter: number, dx: number, ...shape: number[]): void;
+  conv2dBackpropFilter(heap: ArrayBuffer, x: number, dy: number, dw: number, ...shape: number[]): void;
+  matMul(heap: ArrayBuffer, a: number, b: number, c: number, bias: number, relu: number, batchA: number, batchB: number, m: number, n: number, k: number, transposeA: number, transposeB: number): void;
+  /** Then n, h, w, c, ho, wo, kh, kw, sh, sw, top, left. */
+  maxPool(heap: ArrayBuffer, x: number, y: number, ...shape: number[]): void;
+  maxPoolGrad(heap: ArrayBuffer, dy: number, x: number, dx: number, ...shape: number[]): void;
+  batchNorm(heap: ArrayBuffer, x: number, mean: number, variance: number, offset: number, scale: number, y: number, rows: number, channels: number, epsilon: number): void;
+  batchNormGrad(heap: ArrayBuffer, dy: number, x: number, mean: number, variance: number, scale: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number, epsilon: number): void;
+  info(): NativeInfo;
+}
+
+export interface NativeInfo {
+  /** oneDNN's version, e.g. "2.6.3". */
+  onednn: string;
+  /** The instruction set oneDNN dispatches to on this CPU, e.g. "avx512_core". */
+  isa: string;
+  threads: number;
+  /** oneDNN's name for the implementation behind the latest convolution primitive created. */
+  lastImplementation: string;
+}
+
+export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; info: NativeInfo } | { loaded: false; reason: string };
+
+export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
+
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'info'] as const;
+
+/** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
+export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.DTRAIN_NATIVE_KERNELS;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new ConfigError(`DTRAIN_NATIVE_KERNELS must be 0 or 1, got "${v}".`);
+}
+
+const loads = new Map<string, NativeLoad>();
+
+/** Loads the addon once per thread and path; never throws for an absent or broken addon, only for bad settings. */
+export function loadNativeKernels(env: NodeJS.ProcessEnv = process.env): NativeLoad {
+  if (!nativeKernelsWanted(env)) return { loaded: false, reason: 'disabled by DTRAIN_NATIVE_KERNELS=0' };
+  const path = env.DTRAIN_NATIVE_KERNELS_PATH || DEFAULT_ADDON_PATH;
+  let load = loads.get(path);
+  if (load === undefined) loads.set(path, (load = tryLoad(path)));
+  return load;
+}
+
+function tryLoad(path: string): NativeLoad {
+  if (!existsSync(path)) return { loaded: false, reason: `no native kernels at ${path} (build them with: npm run build:native; needs g++ and libdnnl-dev)` };
+  try {
+    const addon = createRequire(import.meta.url)(path) as Partial<NativeKernels>;
+    const missing = FUNCTIONS.filter((f) => typeof addon[f] !== 'function');
+    if (missing.length > 0) return { loaded: false, reason: `${path} lacks ${missing.join(', ')} (rebuild: npm run build:native)` };
+    const kernels = addon as NativeKernels;
+    return { loaded: true, kernels, path, info: kernels.info() };
+  } catch (err) {
+    // Typically "libdnnl.so.2: cannot open shared object file" where oneDNN is not installed.
+    return { loaded: false, reason: `cannot load ${path}: ${(err as Error).message.split('\n')[0].slice(0, 200)}` };
+  }
+}

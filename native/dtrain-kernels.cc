@@ -1,0 +1,589 @@
+// dtrain's optional native kernels: oneDNN (the library PyTorch's CPU convolutions use) computing
+// in place on the tfjs wasm backend's heap. JavaScript passes the heap's ArrayBuffer and byte
+// offsets of inputs and outputs, already allocated by the wasm backend; nothing is copied.
+//
+// Every function checks its arguments' count and that every operand lies inside the heap, and
+// throws a JavaScript Error otherwise. Convolution primitives are created once per shape and
+// cached per thread (each Node worker thread has its own wasm heap and its own cache). Pooling
+// and BatchNorm are plain loops, compiled for AVX-512, AVX2 and generic x86-64 and chosen at load
+// time (target_clones), like oneDNN's own dispatch.
+#include <node_api.h>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+#if defined(__x86_64__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+struct Args {
+  napi_env env;
+  std::vector<napi_value> v;
+  uint8_t* heap = nullptr;
+  size_t heapBytes = 0;
+};
+
+Args readArgs(napi_env env, napi_callback_info info, size_t expected, const char* name) {
+  Args a{env, std::vector<napi_value>(expected + 1)};
+  size_t argc = expected + 1;
+  napi_get_cb_info(env, info, &argc, a.v.data(), nullptr, nullptr);
+  if (argc != expected) {
+    throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(expected) + " arguments, got " + std::to_string(argc));
+  }
+  bool isBuffer = false;
+  napi_is_arraybuffer(env, a.v[0], &isBuffer);
+  if (!isBuffer) throw std::invalid_argument(std::string(name) + ": argument 0 must be the wasm heap's ArrayBuffer");
+  void* data = nullptr;
+  napi_get_arraybuffer_info(env, a.v[0], &data, &a.heapBytes);
+  a.heap = static_cast<uint8_t*>(data);
+  return a;
+}
+
+int64_t intArg(const Args& a, size_t i) {
+  double d = 0;
+  if (napi_get_value_double(a.env, a.v[i], &d) != napi_ok || !std::isfinite(d) || d != std::floor(d)) {
+    throw std::invalid_argument("argument " + std::to_string(i) + " must be an integer");
+  }
+  return static_cast<int64_t>(d);
+}
+
+// A float32 operand of `count` values at byte offset argument i; offset −1 means "absent".
+float* f32Arg(const Args& a, size_t i, int64_t count, bool optional = false) {
+  int64_t off = intArg(a, i);
+  if (optional && off < 0) return nullptr;
+  if (off < 0 || off % 4 != 0 || count < 0 || static_cast<uint64_t>(off) + static_cast<uint64_t>(count) * 4 > a.heapBytes) {
+    throw std::out_of_range("operand at argument " + std::to_string(i) + " (byte offset " + std::to_string(off) + ", " + std::to_string(count) +
+                            " floats) lies outside the wasm heap of " + std::to_string(a.heapBytes) + " bytes");
+  }
+  return reinterpret_cast<float*>(a.heap + off);
+}
+
+napi_value undefinedValue(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+template <typename F>
+napi_value guarded(napi_env env, F&& f) {
+  try {
+    f();
+  } catch (const dnnl::error& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", (std::string("oneDNN: ") + e.what() + " (status " + std::to_string(e.status) + ")").c_str());
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+  }
+  return undefinedValue(env);
+}
+
+// ---------------------------------------------------------------------------------------------
+// oneDNN state, one per thread
+
+struct Dnnl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+
+Dnnl& dnnlState() {
+  thread_local Dnnl state;
+  return state;
+}
+
+// A convolution's geometry, NHWC activations and [kh,kw,Cin,Cout] (hwio) filters.
+struct ConvShape {
+  int64_t n, h, w, cin, ho, wo, cout, kh, kw, sh, sw, top, left, bottom, right;
+  std::string key(const char* kind, int64_t extra) const {
+    std::string k(kind);
+    for (int64_t v : {n, h, w, cin, ho, wo, cout, kh, kw, sh, sw, top, left, bottom, right, extra}) k += "," + std::to_string(v);
+    return k;
+  }
+  memory::desc src(tag t = tag::nhwc) const { return {{n, cin, h, w}, dt::f32, t}; }
+  memory::desc dst(tag t = tag::nhwc) const { return {{n, cout, ho, wo}, dt::f32, t}; }
+  memory::desc weights(tag t) const { return {{cout, cin, kh, kw}, dt::f32, t}; }
+  memory::dims strides() const { return {sh, sw}; }
+  memory::dims padL() const { return {top, left}; }
+  memory::dims padR() const { return {bottom, right}; }
+};
+
+ConvShape convArgs(const Args& a, size_t first) {
+  ConvShape s;
+  int64_t* f[] = {&s.n, &s.h, &s.w, &s.cin, &s.ho, &s.wo, &s.cout, &s.kh, &s.kw, &s.sh, &s.sw, &s.top, &s.left, &s.bottom, &s.right};
+  for (size_t i = 0; i < 15; i++) *f[i] = intArg(a, first + i);
+  for (int64_t v : {s.n, s.h, s.w, s.cin, s.ho, s.wo, s.cout, s.kh, s.kw, s.sh, s.sw}) {
+    if (v < 1) throw std::invalid_argument("convolution sizes and strides must be positive");
+  }
+  return s;
+}
+
+dnnl::convolution_forward::primitive_desc forwardDesc(const ConvShape& s, bool bias, bool relu, const dnnl::engine& eng) {
+  auto d = bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, s.src(), s.weights(tag::any),
+                                                  memory::desc({s.cout}, dt::f32, tag::x), s.dst(), s.strides(), s.padL(), s.padR())
+                : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, s.src(), s.weights(tag::any),
+                                                  s.dst(), s.strides(), s.padL(), s.padR());
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return {d, attr, eng};
+}
+
+// The filter as tfjs stores it ([kh,kw,Cin,Cout]) and as the primitive wants it: a reorder
+// between the two when the primitive chose a blocked layout, made once.
+struct FilterLayout {
+  memory user;
+  memory inner;
+  dnnl::reorder toInner, toUser;
+  bool same = true;
+  FilterLayout(const ConvShape& s, const memory::desc& wanted, const dnnl::engine& eng, bool intoUser) {
+    user = memory(s.weights(tag::hwio), eng, DNNL_MEMORY_NONE);
+    same = wanted == user.get_desc();
+    if (same) return;
+    inner = memory(wanted, eng);
+    if (intoUser) toUser = dnnl::reorder(inner, user);
+    else toInner = dnnl::reorder(user, inner);
+  }
+};
+
+struct ConvForward {
+  dnnl::convolution_forward prim;
+  memory src, dst, bias;
+  std::unique_ptr<FilterLayout> filter;
+  std::string impl;
+};
+
+struct ConvBackwardData {
+  dnnl::convolution_backward_data prim;
+  memory diffDst, diffSrc;
+  std::unique_ptr<FilterLayout> filter;
+  std::string impl;
+};
+
+struct ConvBackwardWeights {
+  dnnl::convolution_backward_weights prim;
+  memory src, diffDst;
+  std::unique_ptr<FilterLayout> filter;
+  std::string impl;
+};
+
+template <typename T>
+using Cache = std::unordered_map<std::string, std::unique_ptr<T>>;
+
+std::string lastImpl;  // the implementation oneDNN chose for the latest new primitive, for info()
+
+ConvForward& convForward(const ConvShape& s, bool bias, bool relu) {
+  thread_local Cache<ConvForward> cache;
+  auto& slot = cache[s.key("f", bias * 2 + relu)];
+  if (slot) return *slot;
+  auto& st = dnnlState();
+  auto pd = forwardDesc(s, bias, relu, st.engine);
+  auto c = std::make_unique<ConvForward>();
+  c->prim = dnnl::convolution_forward(pd);
+  c->src = memory(s.src(), st.engine, DNNL_MEMORY_NONE);
+  c->dst = memory(s.dst(), st.engine, DNNL_MEMORY_NONE);
+  if (bias) c->bias = memory({{s.cout}, dt::f32, tag::x}, st.engine, DNNL_MEMORY_NONE);
+  c->filter = std::make_unique<FilterLayout>(s, pd.weights_desc(), st.engine, false);
+  c->impl = lastImpl = pd.impl_info_str();
+  slot = std::move(c);
+  return *slot;
+}
+
+ConvBackwardData& convBackwardData(const ConvShape& s) {
+  thread_local Cache<ConvBackwardData> cache;
+  auto& slot = cache[s.key("d", 0)];
+  if (slot) return *slot;
+  auto& st = dnnlState();
+  auto hint = forwardDesc(s, false, false, st.engine);
+  dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, s.src(), s.weights(tag::any), s.dst(), s.strides(), s.padL(), s.padR());
+  dnnl::convolution_backward_data::primitive_desc pd(d, st.engine, hint);
+  auto c = std::make_unique<ConvBackwardData>();
+  c->prim = dnnl::convolution_backward_data(pd);
+  c->diffDst = memory(s.dst(), st.engine, DNNL_MEMORY_NONE);
+  c->diffSrc = memory(s.src(), st.engine, DNNL_MEMORY_NONE);
+  c->filter = std::make_unique<FilterLayout>(s, pd.weights_desc(), st.engine, false);
+  c->impl = lastImpl = pd.impl_info_str();
+  slot = std::move(c);
+  return *slot;
+}
+
+ConvBackwardWeights& convBackwardWeights(const ConvShape& s) {
+  thread_local Cache<ConvBackwardWeights> cache;
+  auto& slot = cache[s.key("w", 0)];
+  if (slot) return *slot;
+  auto& st = dnnlState();
+  auto hint = forwardDesc(s, false, false, st.engine);
+  dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, s.src(), s.weights(tag::any), s.dst(), s.strides(), s.padL(), s.padR());
+  dnnl::convolution_backward_weights::primitive_desc pd(d, st.engine, hint);
+  auto c = std::make_unique<ConvBackwardWeights>();
+  c->prim = dnnl::convolution_backward_weights(pd);
+  c->src = memory(s.src(), st.engine, DNNL_MEMORY_NONE);
+  c->diffDst = memory(s.dst(), st.engine, DNNL_MEMORY_NONE);
+  c->filter = std::make_unique<FilterLayout>(s, pd.diff_weights_desc(), st.engine, true);
+  c->impl = lastImpl = pd.impl_info_str();
+  slot = std::move(c);
+  return *slot;
+}
+
+// conv2d(heap, x, filter, bias|-1, y, relu, ...15 sizes): y = relu?(conv(x, filter) + bias)
+napi_value Conv2D(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 21, "conv2d");
+    ConvShape s = convArgs(a, 6);
+    float* x = f32Arg(a, 1, s.n * s.h * s.w * s.cin);
+    float* w = f32Arg(a, 2, s.kh * s.kw * s.cin * s.cout);
+    float* b = f32Arg(a, 3, s.cout, true);
+    float* y = f32Arg(a, 4, s.n * s.ho * s.wo * s.cout);
+    bool relu = intArg(a, 5) != 0;
+    auto& c = convForward(s, b != nullptr, relu);
+    auto& st = dnnlState();
+    c.src.set_data_handle(x);
+    c.dst.set_data_handle(y);
+    c.filter->user.set_data_handle(w);
+    if (!c.filter->same) c.filter->toInner.execute(st.stream, c.filter->user, c.filter->inner);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, c.src}, {DNNL_ARG_WEIGHTS, c.filter->same ? c.filter->user : c.filter->inner}, {DNNL_ARG_DST, c.dst}};
+    if (b) {
+      c.bias.set_data_handle(b);
+      args[DNNL_ARG_BIAS] = c.bias;
+    }
+    c.prim.execute(st.stream, args);
+    st.stream.wait();
+  });
+}
+
+// conv2dBackpropInput(heap, dy, filter, dx, ...15 sizes)
+napi_value Conv2DBackpropInput(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 19, "conv2dBackpropInput");
+    ConvShape s = convArgs(a, 4);
+    float* dy = f32Arg(a, 1, s.n * s.ho * s.wo * s.cout);
+    float* w = f32Arg(a, 2, s.kh * s.kw * s.cin * s.cout);
+    float* dx = f32Arg(a, 3, s.n * s.h * s.w * s.cin);
+    auto& c = convBackwardData(s);
+    auto& st = dnnlState();
+    c.diffDst.set_data_handle(dy);
+    c.diffSrc.set_data_handle(dx);
+    c.filter->user.set_data_handle(w);
+    if (!c.filter->same) c.filter->toInner.execute(st.stream, c.filter->user, c.filter->inner);
+    c.prim.execute(st.stream, {{DNNL_ARG_DIFF_DST, c.diffDst}, {DNNL_ARG_WEIGHTS, c.filter->same ? c.filter->user : c.filter->inner}, {DNNL_ARG_DIFF_SRC, c.diffSrc}});
+    st.stream.wait();
+  });
+}
+
+// conv2dBackpropFilter(heap, x, dy, dw, ...15 sizes)
+napi_value Conv2DBackpropFilter(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 19, "conv2dBackpropFilter");
+    ConvShape s = convArgs(a, 4);
+    float* x = f32Arg(a, 1, s.n * s.h * s.w * s.cin);
+    float* dy = f32Arg(a, 2, s.n * s.ho * s.wo * s.cout);
+    float* dw = f32Arg(a, 3, s.kh * s.kw * s.cin * s.cout);
+    auto& c = convBackwardWeights(s);
+    auto& st = dnnlState();
+    c.src.set_data_handle(x);
+    c.diffDst.set_data_handle(dy);
+    c.filter->user.set_data_handle(dw);
+    c.prim.execute(st.stream, {{DNNL_ARG_SRC, c.src}, {DNNL_ARG_DIFF_DST, c.diffDst}, {DNNL_ARG_DIFF_WEIGHTS, c.filter->same ? c.filter->user : c.filter->inner}});
+    if (!c.filter->same) c.filter->toUser.execute(st.stream, c.filter->inner, c.filter->user);
+    st.stream.wait();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products: oneDNN's sgemm (row-major, JIT for the running CPU)
+
+MULTIVERSION void addBiasRelu(float* c, const float* bias, int64_t rows, int64_t cols, bool relu) {
+  for (int64_t r = 0; r < rows; r++) {
+    float* row = c + r * cols;
+    if (bias) {
+      for (int64_t j = 0; j < cols; j++) row[j] += bias[j];
+    }
+    if (relu) {
+      for (int64_t j = 0; j < cols; j++) row[j] = row[j] > 0.f ? row[j] : 0.f;
+    }
+  }
+}
+
+// matMul(heap, a, b, c, bias|-1, relu, batchA, batchB, m, n, k, transposeA, transposeB):
+// c[i] = relu?(op(a[i]) · op(b[i]) + bias), a batch of 1 broadcast against the other.
+napi_value MatMul(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 13, "matMul");
+    int64_t batchA = intArg(a, 6), batchB = intArg(a, 7), m = intArg(a, 8), n = intArg(a, 9), k = intArg(a, 10);
+    bool ta = intArg(a, 11) != 0, tb = intArg(a, 12) != 0;
+    if (batchA < 1 || batchB < 1 || m < 1 || n < 1 || k < 1) throw std::invalid_argument("matMul sizes must be positive");
+    if (batchA != batchB && batchA != 1 && batchB != 1) throw std::invalid_argument("matMul batches must be equal or 1");
+    int64_t batch = batchA > batchB ? batchA : batchB;
+    float* A = f32Arg(a, 1, batchA * m * k);
+    float* B = f32Arg(a, 2, batchB * k * n);
+    float* C = f32Arg(a, 3, batch * m * n);
+    float* bias = f32Arg(a, 4, n, true);
+    bool relu = intArg(a, 5) != 0;
+    for (int64_t i = 0; i < batch; i++) {
+      const float* Ai = A + (batchA == 1 ? 0 : i * m * k);
+      const float* Bi = B + (batchB == 1 ? 0 : i * k * n);
+      float* Ci = C + i * m * n;
+      dnnl::status st = static_cast<dnnl::status>(
+          dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, Ai, ta ? m : k, Bi, tb ? k : n, 0.f, Ci, n));
+      if (st != dnnl::status::success) throw std::runtime_error("dnnl_sgemm failed with status " + std::to_string(static_cast<int>(st)));
+    }
+    if (bias || relu) addBiasRelu(C, bias, batch * m, n, relu);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max pooling, NHWC, channels innermost (so every loop below runs along C)
+
+struct PoolShape {
+  int64_t n, h, w, c, ho, wo, kh, kw, sh, sw, top, left;
+};
+
+PoolShape poolArgs(const Args& a, size_t first) {
+  PoolShape p;
+  int64_t* f[] = {&p.n, &p.h, &p.w, &p.c, &p.ho, &p.wo, &p.kh, &p.kw, &p.sh, &p.sw, &p.top, &p.left};
+  for (size_t i = 0; i < 12; i++) *f[i] = intArg(a, first + i);
+  for (int64_t v : {p.n, p.h, p.w, p.c, p.ho, p.wo, p.kh, p.kw, p.sh, p.sw}) {
+    if (v < 1) throw std::invalid_argument("pooling sizes and strides must be positive");
+  }
+  if (p.top < 0 || p.left < 0) throw std::invalid_argument("pooling padding must not be negative");
+  return p;
+}
+
+// y = the window maximum; windows hanging over the edge take the maximum of their inside.
+MULTIVERSION void maxPoolLoop(const float* x, float* y, const PoolShape& p) {
+  for (int64_t b = 0; b < p.n; b++) {
+    for (int64_t i = 0; i < p.ho; i++) {
+      for (int64_t j = 0; j < p.wo; j++) {
+        float* out = y + ((b * p.ho + i) * p.wo + j) * p.c;
+        for (int64_t ch = 0; ch < p.c; ch++) out[ch] = -INFINITY;
+        for (int64_t u = 0; u < p.kh; u++) {
+          int64_t r = i * p.sh + u - p.top;
+          if (r < 0 || r >= p.h) continue;
+          for (int64_t v = 0; v < p.kw; v++) {
+            int64_t q = j * p.sw + v - p.left;
+            if (q < 0 || q >= p.w) continue;
+            const float* in = x + ((b * p.h + r) * p.w + q) * p.c;
+            for (int64_t ch = 0; ch < p.c; ch++) out[ch] = in[ch] > out[ch] ? in[ch] : out[ch];
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx: each window's dy goes to its first maximum in row-major window order (a later position wins
+// only when strictly greater), as tfjs's cpu kernel routes it; overlapping windows add up. A
+// window of NaN or −∞ only passes nothing, also as on cpu.
+MULTIVERSION void maxPoolGradLoop(const float* dy, const float* x, float* dx, const PoolShape& p, float* best, int32_t* at) {
+  std::memset(dx, 0, sizeof(float) * p.n * p.h * p.w * p.c);
+  for (int64_t b = 0; b < p.n; b++) {
+    for (int64_t i = 0; i < p.ho; i++) {
+      for (int64_t j = 0; j < p.wo; j++) {
+        for (int64_t ch = 0; ch < p.c; ch++) best[ch] = -INFINITY, at[ch] = -1;
+        for (int64_t u = 0; u < p.kh; u++) {
+          int64_t r = i * p.sh + u - p.top;
+          if (r < 0 || r >= p.h) continue;
+          for (int64_t v = 0; v < p.kw; v++) {
+            int64_t q = j * p.sw + v - p.left;
+            if (q < 0 || q >= p.w) continue;
+            int32_t pos = static_cast<int32_t>((b * p.h + r) * p.w + q);
+            const float* in = x + pos * p.c;
+            for (int64_t ch = 0; ch < p.c; ch++) {
+              bool greater = in[ch] > best[ch];
+              best[ch] = greater ? in[ch] : best[ch];
+              at[ch] = greater ? pos : at[ch];
+            }
+          }
+        }
+        const float* g = dy + ((b * p.ho + i) * p.wo + j) * p.c;
+        for (int64_t ch = 0; ch < p.c; ch++) {
+          if (at[ch] >= 0) dx[static_cast<int64_t>(at[ch]) * p.c + ch] += g[ch];
+        }
+      }
+    }
+  }
+}
+
+// maxPool(heap, x, y, ...12 sizes)
+napi_value MaxPool(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 15, "maxPool");
+    PoolShape p = poolArgs(a, 3);
+    float* x = f32Arg(a, 1, p.n * p.h * p.w * p.c);
+    float* y = f32Arg(a, 2, p.n * p.ho * p.wo * p.c);
+    maxPoolLoop(x, y, p);
+  });
+}
+
+// maxPoolGrad(heap, dy, x, dx, ...12 sizes)
+napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 16, "maxPoolGrad");
+    PoolShape p = poolArgs(a, 4);
+    if (p.n * p.h * p.w > INT32_MAX) throw std::invalid_argument("maxPoolGrad: input too large");
+    float* dy = f32Arg(a, 1, p.n * p.ho * p.wo * p.c);
+    float* x = f32Arg(a, 2, p.n * p.h * p.w * p.c);
+    float* dx = f32Arg(a, 3, p.n * p.h * p.w * p.c);
+    std::vector<float> best(p.c);
+    std::vector<int32_t> at(p.c);
+    maxPoolGradLoop(dy, x, dx, p, best.data(), at.data());
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// BatchNorm over the last axis (C), statistics given
+
+// y = (x − mean)·scale·rsqrt(var + ε) + offset, per channel
+MULTIVERSION void batchNormLoop(const float* x, float* y, const float* k, const float* d, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* in = x + r * c;
+    float* out = y + r * c;
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = in[ch] * k[ch] + d[ch];
+  }
+}
+
+// batchNorm(heap, x, mean, variance, offset|-1, scale|-1, y, rows, channels, epsilon)
+napi_value BatchNorm(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 10, "batchNorm");
+    int64_t rows = intArg(a, 7), c = intArg(a, 8);
+    double eps = 0;
+    napi_get_value_double(env, a.v[9], &eps);
+    if (rows < 1 || c < 1) throw std::invalid_argument("batchNorm sizes must be positive");
+    float* x = f32Arg(a, 1, rows * c);
+    float* mean = f32Arg(a, 2, c);
+    float* var = f32Arg(a, 3, c);
+    float* offset = f32Arg(a, 4, c, true);
+    float* scale = f32Arg(a, 5, c, true);
+    float* y = f32Arg(a, 6, rows * c);
+    std::vector<float> k(c), d(c);
+    for (int64_t ch = 0; ch < c; ch++) {
+      double kk = (scale ? scale[ch] : 1.0) / std::sqrt(static_cast<double>(var[ch]) + eps);
+      k[ch] = static_cast<float>(kk);
+      d[ch] = static_cast<float>((offset ? offset[ch] : 0.0) - mean[ch] * kk);
+    }
+    batchNormLoop(x, y, k.data(), d.data(), rows, c);
+  });
+}
+
+// Σdy and Σdy·(x − mean) per channel, in float64; then dx = dy·scale·rs.
+MULTIVERSION void batchNormGradSums(const float* dy, const float* x, const double* mean, double* sumDy, double* sumDyXm, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = dy + r * c;
+    const float* in = x + r * c;
+    for (int64_t ch = 0; ch < c; ch++) {
+      double gv = g[ch];
+      sumDy[ch] += gv;
+      sumDyXm[ch] += gv * (static_cast<double>(in[ch]) - mean[ch]);
+    }
+  }
+}
+
+MULTIVERSION void scaleRows(const float* src, float* dst, const float* k, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t ch = 0; ch < c; ch++) dst[r * c + ch] = src[r * c + ch] * k[ch];
+  }
+}
+
+// batchNormGrad(heap, dy, x, mean, variance, scale|-1, dx, dmean, dvariance, dscale, doffset, rows, channels, epsilon)
+napi_value BatchNormGrad(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 14, "batchNormGrad");
+    int64_t rows = intArg(a, 11), c = intArg(a, 12);
+    double eps = 0;
+    napi_get_value_double(env, a.v[13], &eps);
+    if (rows < 1 || c < 1) throw std::invalid_argument("batchNormGrad sizes must be positive");
+    float* dy = f32Arg(a, 1, rows * c);
+    float* x = f32Arg(a, 2, rows * c);
+    float* mean = f32Arg(a, 3, c);
+    float* var = f32Arg(a, 4, c);
+    float* scale = f32Arg(a, 5, c, true);
+    float* dx = f32Arg(a, 6, rows * c);
+    float* dMean = f32Arg(a, 7, c);
+    float* dVar = f32Arg(a, 8, c);
+    float* dScale = f32Arg(a, 9, c);
+    float* dOffset = f32Arg(a, 10, c);
+    std::vector<double> m(c), sumDy(c, 0.0), sumDyXm(c, 0.0);
+    for (int64_t ch = 0; ch < c; ch++) m[ch] = mean[ch];
+    batchNormGradSums(dy, x, m.data(), sumDy.data(), sumDyXm.data(), rows, c);
+    std::vector<float> k(c);
+    for (int64_t ch = 0; ch < c; ch++) {
+      double rs = 1.0 / std::sqrt(static_cast<double>(var[ch]) + eps);
+      double kk = (scale ? scale[ch] : 1.0) * rs;
+      k[ch] = static_cast<float>(kk);
+      dMean[ch] = static_cast<float>(-kk * sumDy[ch]);
+      dVar[ch] = static_cast<float>(-0.5 * kk * rs * rs * sumDyXm[ch]);
+      dScale[ch] = static_cast<float>(rs * sumDyXm[ch]);
+      dOffset[ch] = static_cast<float>(sumDy[ch]);
+    }
+    scaleRows(dy, dx, k.data(), rows, c);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// info(): what is loaded, for the backend_selected log
+
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  const dnnl_version_t* ver = dnnl_version();
+  std::string version = std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." + std::to_string(ver->patch);
+  napi_create_string_utf8(env, version.c_str(), version.size(), &v);
+  napi_set_named_property(env, obj, "onednn", v);
+  const char* isas[] = {"any", "sse41", "avx", "avx2", "avx512_core", "other"};
+  int isa;
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: isa = 1; break;
+    case dnnl::cpu_isa::avx: isa = 2; break;
+    case dnnl::cpu_isa::avx2: isa = 3; break;
+    case dnnl::cpu_isa::avx512_core: isa = 4; break;
+    default: isa = dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::all ? 0 : 5;
+  }
+  // Anything newer than avx512_core (VNNI, BF16, AMX) is still AVX-512 for float32.
+  if (isa == 5 && static_cast<int>(dnnl::get_effective_cpu_isa()) > static_cast<int>(dnnl::cpu_isa::avx512_core)) isa = 4;
+  napi_create_string_utf8(env, isas[isa], NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, "isa", v);
+  napi_create_int32(env, omp_get_max_threads(), &v);
+  napi_set_named_property(env, obj, "threads", v);
+  napi_create_string_utf8(env, lastImpl.c_str(), lastImpl.size(), &v);
+  napi_set_named_property(env, obj, "lastImplementation", v);
+  return obj;
+}
+
+}  // namespace
+
+NAPI_MODULE_INIT() {
+  // One thread per call: dtrain runs one worker thread per core, and each is single-threaded.
+  omp_set_num_threads(1);
+  struct Fn {
+    const char* name;
+    napi_callback cb;
+  } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
+             {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
+             {"batchNormGrad", BatchNormGrad}, {"info", Info}};
+  for (const Fn& f : fns) {
+    napi_value fn;
+    napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);
+    napi_set_named_property(env, exports, f.name, fn);
+  }
+  return exports;
+}
