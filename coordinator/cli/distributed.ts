@@ -12,6 +12,7 @@ import { ADMISSION_DEFAULTS, startWsServer } from '../ws-server.ts';
 import { NET_DEFAULTS } from '../../common/config.ts';
 import { runWorker } from '../../worker/client.ts';
 import { createRunWeb, httpEnabled, logDashboardUrl } from '../http/serve.ts';
+import { registerBrowserWorkerRoutes } from '../browser-worker.ts';
 import { addTrainingOptions, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { duration, envOption, integer, oneOf } from './flags.ts';
 
@@ -53,6 +54,7 @@ export function registerCoordinatorCommand(program: Command): void {
     const signal = shutdownSignal(log);
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, out: config.out }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
     const web = httpEnabled(flags) ? createRunWeb(config, 'websocket', log) : undefined;
+    if (web) registerBrowserWorkerRoutes(web.frontend.routes, log);
     const outcome = await runJob({
       config,
       log,

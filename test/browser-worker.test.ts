@@ -1,0 +1,73 @@
+/**
+ * A Chromium tab as a worker: a coordinator waits for two workers, a Node worker process and a
+ * headless Chromium tab that opened /worker#token=..., and both train to the end of the run.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { DtrainProcess, killAll } from './processes.ts';
+import { tempDir } from './helpers.ts';
+import { launchChromium, skipWithoutChromium, type TestBrowser } from './chromium.ts';
+
+const TOKEN = 'browser-worker-test-token';
+let chromium: TestBrowser | undefined;
+afterEach(async () => {
+  await chromium?.close();
+  chromium = undefined;
+  killAll();
+});
+
+describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
+  it('trains with a Node worker to the end of the run, its slices counted', async () => {
+    const out = await tempDir();
+    // 1,280 synthetic images at batch 32: 40 steps an epoch, each split between the two workers.
+    const c = new DtrainProcess(
+      ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '1280', '--limit-test', '200',
+        '--model', 'mlp', '--backend', 'wasm', '--no-plots', '--epochs', '2', '--min-workers', '2', '--out', out],
+      { DTRAIN_TOKEN: TOKEN },
+    );
+    const port = (await c.waitFor('listening')).port as number;
+    const base = `http://127.0.0.1:${port}`;
+
+    // The page never carries the token: the server does not know which one the tab will use.
+    const html = await (await fetch(`${base}/worker`)).text();
+    expect(html).toContain('/worker/app.js');
+    expect(html).not.toContain(TOKEN);
+
+    const node = new DtrainProcess(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'wasm'], { DTRAIN_TOKEN: TOKEN });
+    chromium = await launchChromium();
+    const page = await chromium.browser.newPage();
+    const consoleErrors: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+    page.on('pageerror', (e) => consoleErrors.push(e.message));
+    await page.goto(`${base}/worker#token=${TOKEN}`);
+
+    const finished = await c.waitFor('run_finished', undefined, 240_000);
+    expect((await c.exited).code).toBe(0);
+    expect((await node.exited).code).toBe(0);
+
+    const joined = c.events('worker_joined');
+    expect(joined).toHaveLength(2);
+    const tab = joined.find((j) => String(j.backend).startsWith('browser/'));
+    expect(tab, JSON.stringify(joined)).toBeDefined();
+    expect(tab!.workerName).toMatch(/^browser-Chrome\d+-/);
+    expect(['browser/webgpu', 'browser/webgl', 'browser/wasm']).toContain(tab!.backend);
+    // Nobody left before the end, so every step was split between both workers.
+    const steps = c.events('step');
+    expect(steps).toHaveLength(80);
+    expect(steps.every((s) => s.workers === 2)).toBe(true);
+    expect(c.events('worker_left').filter((l) => l.reason !== 'training finished')).toEqual([]);
+    expect(c.events('frame_rejected')).toEqual([]);
+    // Synthetic classes are easy to tell apart: chance is 10 %.
+    expect(finished.test_accuracy as number).toBeGreaterThan(0.5);
+
+    // The tab's own count: a slice of every step, half of each 32-image batch.
+    await page.waitForFunction(() => document.body.dataset.state === 'finished', undefined, { timeout: 10_000 });
+    const count = async (id: string) => Number(await page.textContent(`#${id}`));
+    expect(await count('train-tasks')).toBe(80);
+    expect(await count('train-samples')).toBe(80 * 16);
+    expect(await count('eval-samples')).toBeGreaterThan(0);
+    // The token left the address bar once read.
+    expect(page.url()).toBe(`${base}/worker`);
+    expect(consoleErrors).toEqual([]);
+    console.log(`browser worker: ${tab!.backend}, test accuracy ${finished.test_accuracy}`);
+  });
+});
