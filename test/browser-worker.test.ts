@@ -18,10 +18,10 @@ afterEach(async () => {
 describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
   it('trains with a Node worker to the end of the run, its slices counted', async () => {
     const out = await tempDir();
-    // 1,280 synthetic images at batch 32: 40 steps an epoch, each split between the two workers.
+    // 1,280 synthetic images at batch 32: 40 steps, each split between the two workers.
     const c = new DtrainProcess(
       ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '1280', '--limit-test', '200',
-        '--model', 'mlp', '--backend', 'wasm', '--no-plots', '--epochs', '2', '--min-workers', '2', '--out', out],
+        '--model', 'mlp', '--backend', 'wasm', '--no-plots', '--epochs', '1', '--min-workers', '2', '--out', out],
       { DTRAIN_TOKEN: TOKEN },
     );
     const port = (await c.waitFor('listening')).port as number;
@@ -52,7 +52,7 @@ describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
     expect(['browser/webgpu', 'browser/webgl', 'browser/wasm']).toContain(tab!.backend);
     // Nobody left before the end, so every step was split between both workers.
     const steps = c.events('step');
-    expect(steps).toHaveLength(80);
+    expect(steps).toHaveLength(40);
     expect(steps.every((s) => s.workers === 2)).toBe(true);
     expect(c.events('worker_left').filter((l) => l.reason !== 'training finished')).toEqual([]);
     expect(c.events('frame_rejected')).toEqual([]);
@@ -62,12 +62,36 @@ describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
     // The tab's own count: a slice of every step, half of each 32-image batch.
     await page.waitForFunction(() => document.body.dataset.state === 'finished', undefined, { timeout: 10_000 });
     const count = async (id: string) => Number(await page.textContent(`#${id}`));
-    expect(await count('train-tasks')).toBe(80);
-    expect(await count('train-samples')).toBe(80 * 16);
+    expect(await count('train-tasks')).toBe(40);
+    expect(await count('train-samples')).toBe(40 * 16);
     expect(await count('eval-samples')).toBeGreaterThan(0);
     // The token left the address bar once read.
     expect(page.url()).toBe(`${base}/worker`);
     expect(consoleErrors).toEqual([]);
     console.log(`browser worker: ${tab!.backend}, test accuracy ${finished.test_accuracy}`);
+  });
+
+  it('trains lenet alone on WebAssembly with dtrain\'s kernels, the .wasm files from the coordinator', async () => {
+    const out = await tempDir();
+    const c = new DtrainProcess(
+      ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '320', '--limit-test', '100',
+        '--model', 'lenet', '--backend', 'wasm', '--no-plots', '--epochs', '1', '--min-workers', '1', '--out', out],
+      { DTRAIN_TOKEN: TOKEN },
+    );
+    const port = (await c.waitFor('listening')).port as number;
+    chromium = await launchChromium();
+    const page = await chromium.browser.newPage();
+    const wasmFetched: string[] = [];
+    page.on('response', (r) => r.url().endsWith('.wasm') && wasmFetched.push(`${r.status()} ${new URL(r.url()).pathname}`));
+    await page.goto(`http://127.0.0.1:${port}/worker?backend=wasm#token=${TOKEN}`);
+    await c.waitFor('run_finished', undefined, 120_000);
+    expect((await c.exited).code).toBe(0);
+    expect(c.events('worker_joined').map((j) => j.backend)).toEqual(['browser/wasm']);
+    expect(c.events('step')).toHaveLength(10);
+    await page.waitForFunction(() => document.body.dataset.state === 'finished', undefined, { timeout: 10_000 });
+    expect(Number(await page.textContent('#train-tasks'))).toBe(10);
+    expect(await page.textContent('#backend-name')).toBe('wasm');
+    // SIMD is in every current browser; the threaded build needs cross-origin isolation, which the page does not ask for.
+    expect(wasmFetched).toEqual(['200 /worker/tfjs-backend-wasm-simd.wasm']);
   });
 });
