@@ -59,6 +59,8 @@ export interface TrainConfig {
   plotEveryEpoch: boolean;
   /** Stop after this many steps in total (for tests and demos); 0 means run all epochs. */
   maxSteps: number;
+  /** How the slices' gradients are combined: the exact mean, or a robust rule for untrusted pools (coordinator/robust-aggregate.ts). Default mean. */
+  aggregation?: 'mean' | 'trimmed-mean' | 'median';
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {

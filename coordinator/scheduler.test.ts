@@ -236,7 +236,34 @@ describe('runTasks when failures pile up', () => {
     const m = membershipOf(new FakeWorker('a', failing), new FakeWorker('b', failing), new FakeWorker('c', failing), new FakeWorker('d'));
     const err = await runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), maxAttempts: 3 }).catch((e) => e);
     expect(err).toBeInstanceOf(TaskFailedError);
-    expect(err.message).toMatch(/failed on 3 workers in a row.*out of memory/);
+    expect(err.message).toMatch(/failed on 3 worker addresses.*out of memory/);
+  });
+
+  it('counts one address once: a bad worker rejoining under new ids cannot use up a task\'s attempts', async () => {
+    // The bad origin fails 3 times (more than maxAttempts = 2) before the honest worker frees up.
+    const m = membershipOf(new FakeWorker('honest', (t) => answer(t, 30)));
+    let rejoins = 0;
+    const bad = (): FakeWorker => Object.assign(new FakeWorker(`bad-${++rejoins}`, () => {
+      if (rejoins < 3) setTimeout(() => m.join(bad()), 1);
+      return Promise.reject(new Error('nonsense'));
+    }), { origin: '10.0.0.66' });
+    m.join(bad());
+    const { results } = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), maxAttempts: 2 });
+    expect(rejoins).toBe(3);
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
+  });
+
+  it('still fails a task that one address fails 4 × maxAttempts times', async () => {
+    const m = membershipOf();
+    let n = 0;
+    const bad = (): FakeWorker => Object.assign(new FakeWorker(`bad-${++n}`, () => {
+      setTimeout(() => m.join(bad()), 1);
+      return Promise.reject(new Error('nonsense'));
+    }), { origin: '10.0.0.66' });
+    m.join(bad());
+    const err = await runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), maxAttempts: 2 }).catch((e) => e);
+    expect(err).toBeInstanceOf(TaskFailedError);
+    expect(err.message).toMatch(/failed on 1 worker addresses \(8 attempts\)/);
   });
 
   it('says so instead of waiting forever when no worker can join and all have failed', async () => {
@@ -244,5 +271,44 @@ describe('runTasks when failures pile up', () => {
     m.canGrow = false;
     const err = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() }).catch((e) => e);
     expect(err).toBeInstanceOf(NoWorkersError);
+  });
+});
+
+describe('runTasks with result checks', () => {
+  it('evicts the worker of a result its check rejects, logs result_rejected, and recomputes the task elsewhere', async () => {
+    const bad = new FakeWorker('bad', (t) => answer(t));
+    const good = new FakeWorker('good', (t) => answer(t, 20));
+    const m = membershipOf(bad, good);
+    const lines: Record<string, unknown>[] = [];
+    const log = silentLogger();
+    log.warn = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.warn;
+    const { results } = await runTasks(tasks(2), weights, m, {
+      stepTimeoutMs: 5000, log,
+      check: (_i, r) => (r.taskId === bad.received[0]?.taskId ? { reason: 'too big', fields: { norm: 1e21, bound: 50 } } : undefined),
+    });
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
+    expect(bad.closed).toEqual([{ code: CLOSE_CODES.evicted, reason: 'result rejected: too big' }]);
+    expect(m.live().map((w) => w.id)).toEqual(['good']);
+    const line = lines.find((l) => l.event === 'result_rejected');
+    expect(line).toMatchObject({ workerId: 'bad', norm: 1e21, bound: 50 });
+  });
+
+  it('sends back what the review of the whole step rejects, and reviews again', async () => {
+    const bad = new FakeWorker('bad', (t) => answer(t));
+    const good = new FakeWorker('good', (t) => answer(t, 5));
+    const m = membershipOf(bad, good);
+    let reviews = 0;
+    const { results } = await runTasks(tasks(2), weights, m, {
+      stepTimeoutMs: 5000, log: silentLogger(),
+      review: (rs) => {
+        reviews++;
+        const i = rs.findIndex((r) => bad.received.some((t) => t.taskId === r.taskId));
+        return i >= 0 ? [{ index: i, rejection: { reason: 'outlier', fields: {} } }] : [];
+      },
+    });
+    expect(reviews).toBe(2);
+    expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
+    expect(good.received).toHaveLength(2);
+    expect(bad.closed[0]?.code).toBe(CLOSE_CODES.evicted);
   });
 });

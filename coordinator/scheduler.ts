@@ -7,18 +7,28 @@
 import type { Logger } from '../common/logger.ts';
 import { DtrainError } from '../common/errors.ts';
 import { TimeoutError, withTimeout } from '../common/timeout.ts';
-import { CLOSE_CODES, type ResultMessage, type TaskKind, type TaskMessage } from '../common/protocol.ts';
+import { CLOSE_CODES, type ResultMessage, type SamplePosition, type SplitName, type TaskBatchNorm, type TaskKind, type TaskMessage } from '../common/protocol.ts';
+import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
+import { weightsByteLength, wireByteLength, type WireDtype } from '../common/wire-dtype.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
+import type { Rejection } from './result-check.ts';
 
 export interface TaskSpec {
   kind: TaskKind;
   images: Uint8Array;
   labels: Uint8Array;
+  /** Where the samples come from: workers that read the dataset themselves get these indices instead of pixels. */
+  source?: { split: SplitName; indices: Uint32Array };
+  /** Train tasks: the slice's place in the run (dropout masks) and how BatchNorm normalizes (step-sync.ts). */
+  position?: SamplePosition;
+  batchNorm?: TaskBatchNorm;
 }
 
 export interface WeightsSource {
   version: number;
   bytes: Uint8Array;
+  /** Trainable weights (sent in the wire dtype); the rest are BatchNorm statistics. Default: all. */
+  trainableCount?: number;
 }
 
 export interface ScheduleStats {
@@ -60,14 +70,37 @@ export interface SchedulerOptions {
   signal?: AbortSignal;
   /** A task that fails on this many workers fails the step. Default 5. */
   maxAttempts?: number;
+  /** Called with each result as it arrives (task index, result), e.g. to aggregate it at once. */
+  onResult?(index: number, result: ResultMessage): void;
+  /** Checks a result as it arrives, before onResult: a rejection evicts its worker and recomputes the task elsewhere. */
+  check?(index: number, result: ResultMessage): Rejection | undefined;
+  /** Checks every result together once each task has one (when `check` cannot judge alone); rejected ones are recomputed. */
+  review?(results: ResultMessage[]): { index: number; rejection: Rejection }[];
 }
 
 let nextTaskId = 1;
+/** However many addresses, a task that failed this many times maxAttempts fails the step. */
+const MAX_TOTAL_FACTOR = 4;
 
 /** Approximate bytes of a task frame: the tensors dominate. */
-function taskBytes(t: TaskMessage): number {
-  return (t.weights?.byteLength ?? 0) + t.images.byteLength + t.labels.byteLength + 64;
+function taskBytes(t: TaskMessage, dtype: WireDtype, trainableCount: number): number {
+  const weights = t.weights ? weightsByteLength(dtype, t.weights.byteLength / 4, trainableCount) : 0;
+  return weights + t.images.byteLength + t.labels.byteLength + (t.indices?.byteLength ?? 0) + 64;
 }
+
+/** The task for one worker: sample indices for a worker with local data, pixels for the others. */
+function taskFor(worker: WorkerHandle, spec: TaskSpec, version: number): TaskMessage {
+  const message: TaskMessage = { type: 'task', taskId: nextTaskId++, kind: spec.kind, weightsVersion: version, images: spec.images, labels: spec.labels };
+  if (worker.localData && spec.source) {
+    message.images = NO_PIXELS;
+    message.indices = new Uint8Array(Uint32Array.from(spec.source.indices).buffer);
+    message.split = spec.source.split;
+  }
+  if (spec.position) message.position = spec.position;
+  if (spec.batchNorm) message.batchNorm = spec.batchNorm;
+  return message;
+}
+const NO_PIXELS = new Uint8Array(0);
 
 export async function runTasks(
   tasks: TaskSpec[],
@@ -81,29 +114,68 @@ export async function runTasks(
   const stats: ScheduleStats = { maxComputeMs: 0, bytesSent: 0, retries: 0, perWorker: [] };
   let remaining = tasks.length;
   let waitingLogged = false;
+  // Failures are counted per origin (a worker's address): one bad worker reconnecting again and
+  // again counts once toward maxAttempts, and at most MAX_TOTAL_FACTOR × maxAttempts in all.
+  const maxAttempts = opts.maxAttempts ?? 5;
+  const failedOn: Set<string>[] = tasks.map(() => new Set());
   const attempts: number[] = tasks.map(() => 0);
+  const owner: (WorkerHandle | undefined)[] = new Array(tasks.length);
   let fatal: Error | undefined;
   let wake: () => void = () => {};
+
+  const countFailure = (worker: WorkerHandle, index: number, message: string) => {
+    pending.push(index);
+    stats.retries++;
+    attempts[index]++;
+    failedOn[index].add(worker.origin ?? worker.id);
+    if (failedOn[index].size >= maxAttempts || attempts[index] >= maxAttempts * MAX_TOTAL_FACTOR) {
+      fatal = new TaskFailedError(`A ${tasks[index].kind} task of ${tasks[index].labels.length} samples failed on ${failedOn[index].size} worker addresses (${attempts[index]} attempts); the last said: ${message}`);
+    }
+  };
+
+  /** A result that does not count: its worker is evicted (logged as result_rejected) and the task recomputed. */
+  const rejectResult = (worker: WorkerHandle, index: number, rejection: Rejection) => {
+    opts.log.warn({ event: 'result_rejected', workerId: worker.id, origin: worker.origin, task: index, ...rejection.fields, reason: rejection.reason }, `result of ${worker.id} rejected: ${rejection.reason}`);
+    countFailure(worker, index, `result rejected: ${rejection.reason}`);
+    membership.leave(worker.id, 'evicted', `result rejected: ${rejection.reason}`, CLOSE_CODES.evicted);
+  };
+
+  /** Once every task has a result: the review may send some back. True if it did. */
+  const reviewRejected = (): boolean => {
+    if (!opts.review) return false;
+    const rejected = opts.review(results as ResultMessage[]);
+    for (const { index, rejection } of rejected) {
+      results[index] = undefined;
+      remaining++;
+      rejectResult(owner[index]!, index, rejection);
+    }
+    return rejected.length > 0;
+  };
 
   const dispatch = (worker: WorkerHandle, index: number) => {
     busy.add(worker.id);
     const spec = tasks[index];
-    const message: TaskMessage = { type: 'task', taskId: nextTaskId++, kind: spec.kind, weightsVersion: weights.version, images: spec.images, labels: spec.labels };
+    const message = taskFor(worker, spec, weights.version);
     if (worker.weightsVersion !== weights.version) message.weights = weights.bytes;
-    const sent = taskBytes(message);
+    const dtype = worker.wireDtype ?? 'float32';
+    const sent = taskBytes(message, dtype, weights.trainableCount ?? weights.bytes.byteLength / 4);
     stats.bytesSent += sent;
     withTimeout(worker.run(message), opts.stepTimeoutMs, `worker ${worker.id}'s ${spec.kind} task`)
       .then((result) => {
         worker.weightsVersion = weights.version;
+        const rejection = opts.check?.(index, result);
+        if (rejection) return rejectResult(worker, index, rejection);
         results[index] = result;
+        owner[index] = worker;
+        opts.onResult?.(index, result);
         stats.maxComputeMs = Math.max(stats.maxComputeMs, result.computeMs);
-        stats.perWorker.push({ workerId: worker.id, computeMs: result.computeMs, bytesOut: sent, bytesIn: (result.gradients?.byteLength ?? 0) + (result.stats?.byteLength ?? 0) });
+        stats.perWorker.push({ workerId: worker.id, computeMs: result.computeMs, bytesOut: sent, bytesIn: (result.gradients ? wireByteLength(dtype, result.gradients.byteLength / 4) : 0) + (result.stats?.byteLength ?? 0) });
         remaining--;
       })
       .catch((err: Error) => {
-        pending.push(index);
-        stats.retries++;
-        if (++attempts[index] >= (opts.maxAttempts ?? 5)) fatal = new TaskFailedError(`A ${spec.kind} task of ${spec.labels.length} samples failed on ${attempts[index]} workers in a row; the last said: ${err.message}`);
+        // The step's BatchNorm round was abandoned (another worker left): the step is recomputed, nobody is at fault.
+        if (isBnSyncAborted(err)) return;
+        countFailure(worker, index, err.message);
         const timedOut = err instanceof TimeoutError;
         membership.leave(worker.id, timedOut ? 'evicted' : 'left', err.message, CLOSE_CODES.evicted);
       })
@@ -117,7 +189,7 @@ export async function runTasks(
   const unsubscribe = membership.onChange(poke);
   opts.signal?.addEventListener('abort', poke);
   try {
-  while (remaining > 0) {
+  while (remaining > 0 || reviewRejected()) {
     if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
     if (fatal) throw fatal;
     if (membership.size === 0 && !membership.canGrow) throw new NoWorkersError('Every worker thread has failed; nothing is left to train with. See the worker_left lines above for why.');

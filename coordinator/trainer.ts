@@ -16,8 +16,11 @@ import { gatherImages } from '../common/data/split.ts';
 import type { TrainConfig } from '../common/config.ts';
 import { CheckpointError } from '../common/errors.ts';
 import type { Membership } from './membership.ts';
-import { runTasks, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
-import { StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
+import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
+import { aggregateResults, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
+import { GradientScreen } from './result-check.ts';
+import { robustGradient } from './robust-aggregate.ts';
+import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
 import type { SharedStep } from './shared-step.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
@@ -87,6 +90,8 @@ export class Trainer {
   private readonly accumulator: StepAccumulator;
   /** Set for worker threads in this process: steps go through shared memory (coordinator/shared-step.ts). */
   private sharedStep: SharedStep | undefined;
+  /** Judges each result before it counts (coordinator/result-check.ts). */
+  private readonly screen: GradientScreen;
   backendName = 'unknown';
 
   constructor(
@@ -105,6 +110,7 @@ export class Trainer {
     this.weights = initialWeights(this.layout, config.seed);
     this.adam = new Adam(this.layout.trainableSize, { learningRate: config.learningRate });
     this.accumulator = new StepAccumulator(this.layout.trainableSize, this.statsCount);
+    this.screen = new GradientScreen(this.layout);
     this.history = { model: config.model, epochs: [] };
   }
 
@@ -136,6 +142,10 @@ export class Trainer {
       if (saved[key] !== this.config[key]) {
         throw new CheckpointError(`Cannot resume: the checkpoint was made with ${key}=${String(saved[key])}, but this run has ${key}=${String(this.config[key])}. Resume with the same value, or use another --out folder.`);
       }
+    }
+    // A checkpoint saved before Adam was guarded may hold an Infinity that would freeze its weights for good.
+    if (!allFinite(ckpt.weights) || !allFinite(ckpt.adam.m) || !allFinite(ckpt.adam.v)) {
+      throw new CheckpointError(`Cannot resume: the checkpoint in ${this.config.out} holds non-finite weights or optimizer state. Resume from an earlier copy, or start a new --out folder.`);
     }
     this.weights = ckpt.weights;
     this.adam.restore(ckpt.adam);
@@ -261,9 +271,9 @@ export class Trainer {
     let outcome: TaskOutcome;
     const acc = this.accumulator;
     acc.reset(tasks.length);
+    const checks = shared ? {} : this.resultChecks(tasks, acc);
     try {
-      const onResult = shared ? undefined : (i: number, r: ResultMessage) => acc.add(i, r);
-      outcome = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal, onResult });
+      outcome = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal, ...checks });
     } catch (err) {
       if (signal?.aborted) return false;
       throw err;
@@ -273,10 +283,7 @@ export class Trainer {
     if (shared) {
       agg = await shared.apply(outcome.results, this.config.stepTimeoutMs);
     } else {
-      const full = acc.finish();
-      this.adam.apply(this.weights.subarray(0, this.layout.trainableSize), full.gradient);
-      if (this.statsCount > 0) this.weights.set(full.stats, this.layout.trainableSize);
-      agg = full;
+      agg = this.applyResults(outcome.results, checks.onResult ? acc : undefined);
     }
     this.weightsVersion++;
     const optimizerMs = performance.now() - optStarted;
@@ -289,6 +296,37 @@ export class Trainer {
     counters.images += agg.count;
     this.reportStep(agg, outcome, performance.now() - stepStarted, optimizerMs);
     return true;
+  }
+
+  /**
+   * The message path's checks (result-check.ts): once the screen knows the scale of honest
+   * gradients, each result is checked as it arrives and (with the mean) folded at once; before
+   * that (the first step), the step's results are reviewed together and aggregated at the end.
+   */
+  private resultChecks(tasks: TaskSpec[], acc: StepAccumulator): Pick<SchedulerOptions, 'check' | 'review' | 'onResult'> {
+    const screen = this.screen;
+    const counts = tasks.map((t) => t.labels.length);
+    screen.startStep();
+    if (!screen.hasHistory) return { review: (results) => screen.review(results, counts) };
+    const check = (i: number, r: ResultMessage) => screen.check(r, counts[i]);
+    if ((this.config.aggregation ?? 'mean') !== 'mean') return { check };
+    return { check, onResult: (i, r) => acc.add(i, r) };
+  }
+
+  /** Combines the accepted results and applies Adam, unless the gradient could make its state non-finite. */
+  private applyResults(results: ResultMessage[], folded: StepAccumulator | undefined): StepAggregate {
+    const rule = this.config.aggregation ?? 'mean';
+    const agg = folded ? folded.finish() : aggregateResults(results, this.layout.trainableSize, this.statsCount);
+    if (rule !== 'mean') agg.gradient = robustGradient(results, this.layout.trainableSize, rule);
+    const unsafe = unsafeGradient(agg.gradient);
+    if (unsafe) {
+      this.log.error({ event: 'step_refused', step: this.position.globalStep + 1, index: unsafe.index, value: unsafe.value, limit: MAX_SAFE_GRADIENT }, `step ${this.position.globalStep + 1} refused: gradient value ${unsafe.index} is ${unsafe.value}, which would make Adam's state non-finite; the weights are unchanged`);
+      return agg;
+    }
+    this.adam.apply(this.weights.subarray(0, this.layout.trainableSize), agg.gradient);
+    if (this.statsCount > 0) this.weights.set(agg.stats, this.layout.trainableSize);
+    this.screen.commit();
+    return agg;
   }
 
   /** The step's log line and the onStep hook. */
