@@ -10,10 +10,13 @@ import { MODEL_NAMES } from './models.ts';
 import {
   CLOSE_CODES,
   type CoordinatorMessage,
+  type LocalDataSpec,
   type ResultMessage,
+  type TaskMessage,
   type WirePreprocessing,
   type WorkerMessage,
 } from './protocol.ts';
+import { decodeTensor, decodeWeights, encodeTensor, encodeWeights, isWireDtype, weightsByteLength, wireByteLength, WIRE_DTYPES, type WireDtype } from './wire-dtype.ts';
 
 if (endianness() !== 'LE') throw new Error('dtrain sends float32 tensors as little-endian bytes and needs a little-endian host.');
 
@@ -113,6 +116,27 @@ function optionalFloats(o: Obj, key: string, expectedCount: number): Uint8Array 
   return b;
 }
 
+/**
+ * A tensor in `dtype` (see wire-dtype.ts), decoded to float32 bytes for everything downstream. The
+ * length is checked against the dtype before any value is read; NaN and Infinity are refused.
+ */
+function optionalWireFloats(o: Obj, key: string, expectedCount: number, dtype: WireDtype): Uint8Array | undefined {
+  if (dtype === 'float32') return optionalFloats(o, key, expectedCount);
+  if (o[key] === undefined) return undefined;
+  const f = decodeTensor(bytes(o, key, wireByteLength(dtype, expectedCount)), dtype, expectedCount);
+  for (let i = 0; i < f.length; i++) {
+    if (!Number.isFinite(f[i])) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected finite ${key}, but value ${i} is ${f[i]}.`);
+  }
+  return floatsToBytes(f);
+}
+
+function optionalWireDtype(o: Obj, key: string): WireDtype | undefined {
+  const v = o[key];
+  if (v === undefined) return undefined;
+  if (!isWireDtype(v)) throw shapeError(key, WIRE_DTYPES.join(' | '), v);
+  return v;
+}
+
 function unpack(data: Uint8Array): unknown {
   try {
     return packr.unpack(data);
@@ -129,14 +153,21 @@ export interface ResultExpectations {
   statsCount: number;
   /** The sample count of the task this result answers, when known. */
   taskCount?: number;
+  /** The dtype agreed in the handshake for gradients (statistics are always float32). Default float32. */
+  wireDtype?: WireDtype;
 }
 
 export function decodeWorkerMessage(data: Uint8Array, expect: ResultExpectations): WorkerMessage {
   const o = unpack(data);
   assertObject(o, 'message');
   switch (o.type) {
-    case 'hello':
-      return { type: 'hello', protocolVersion: int(o, 'protocolVersion'), workerName: str(o, 'workerName') };
+    case 'hello': {
+      const hello: WorkerMessage = { type: 'hello', protocolVersion: int(o, 'protocolVersion'), workerName: str(o, 'workerName') };
+      const wireDtype = optionalWireDtype(o, 'wireDtype');
+      if (wireDtype) hello.wireDtype = wireDtype;
+      if (o.dataset !== undefined) hello.dataset = str(o, 'dataset', 128);
+      return hello;
+    }
     case 'ready':
       return { type: 'ready', backend: str(o, 'backend', 64) };
     case 'task_failed':
@@ -156,7 +187,7 @@ function decodeResult(o: Obj, expect: ResultExpectations): ResultMessage {
   const correct = int(o, 'correct');
   if (correct > count) throw shapeError('correct', `at most count (${count})`, correct);
   const result: ResultMessage = { type: 'result', taskId: int(o, 'taskId'), count, lossSum: finite(o, 'lossSum'), correct, computeMs: finite(o, 'computeMs') };
-  const gradients = optionalFloats(o, 'gradients', expect.gradientCount);
+  const gradients = optionalWireFloats(o, 'gradients', expect.gradientCount, expect.wireDtype ?? 'float32');
   if (gradients) result.gradients = gradients;
   const stats = optionalFloats(o, 'stats', expect.statsCount);
   if (stats) result.stats = stats;
@@ -177,8 +208,26 @@ function decodePreprocessing(v: unknown): WirePreprocessing {
   throw shapeError('preprocessing.kind', '"scale" or "standardize"', v.kind);
 }
 
-/** `weightCount` is known once the welcome has arrived; tasks before that are rejected. */
-export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number): CoordinatorMessage {
+function decodeLocalData(v: unknown): LocalDataSpec {
+  assertObject(v, 'localData');
+  const spec: LocalDataSpec = { fingerprint: str(v, 'fingerprint', 128), seed: int(v, 'seed') };
+  if (v.limitTrain !== undefined) spec.limitTrain = int(v, 'limitTrain', 1);
+  if (v.limitTest !== undefined) spec.limitTest = int(v, 'limitTest', 1);
+  return spec;
+}
+
+/** How the weights of tasks are encoded on this connection, from the welcome. */
+export interface TaskWire {
+  dtype: WireDtype;
+  /** Weights past this many are BatchNorm statistics, always float32. */
+  trainableCount: number;
+}
+
+/**
+ * `weightCount` is known once the welcome has arrived; tasks before that are rejected. Weights in
+ * `wire.dtype` are decoded to float32 bytes here.
+ */
+export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number, wire?: TaskWire): CoordinatorMessage {
   const o = unpack(data);
   assertObject(o, 'message');
   switch (o.type) {
@@ -192,6 +241,7 @@ export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number)
         model: model as (typeof MODEL_NAMES)[number],
         preprocessing: decodePreprocessing(o.preprocessing),
         weightCount: int(o, 'weightCount', 1),
+        ...decodeWelcomeWire(o),
       };
     }
     case 'task': {
@@ -199,9 +249,25 @@ export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number)
       const kind = o.kind;
       if (kind !== 'train' && kind !== 'eval') throw shapeError('kind', '"train" or "eval"', kind);
       const labels = bytes(o, 'labels');
-      const images = bytes(o, 'images', labels.byteLength * 3072);
-      const task: CoordinatorMessage = { type: 'task', taskId: int(o, 'taskId'), kind, weightsVersion: int(o, 'weightsVersion'), images, labels };
-      if (o.weights !== undefined) task.weights = bytes(o, 'weights', weightCount * 4);
+      // Pixels, or (for a worker with local data) indices instead and no pixels.
+      const indices = o.indices === undefined ? undefined : bytes(o, 'indices', labels.byteLength * 4);
+      const images = bytes(o, 'images', indices ? 0 : labels.byteLength * 3072);
+      const task: TaskMessage = { type: 'task', taskId: int(o, 'taskId'), kind, weightsVersion: int(o, 'weightsVersion'), images, labels };
+      if (indices) {
+        const split = o.split;
+        if (split !== 'train' && split !== 'val' && split !== 'test') throw shapeError('split', '"train", "val" or "test"', split);
+        task.indices = indices;
+        task.split = split;
+      }
+      if (o.weights !== undefined) {
+        const dtype = wire?.dtype ?? 'float32';
+        if (dtype === 'float32') task.weights = bytes(o, 'weights', weightCount * 4);
+        else {
+          const trainable = wire!.trainableCount;
+          const raw = bytes(o, 'weights', weightsByteLength(dtype, weightCount, trainable));
+          task.weights = floatsToBytes(decodeWeights(raw, dtype, weightCount, trainable));
+        }
+      }
       return task;
     }
     case 'shutdown':
@@ -209,4 +275,44 @@ export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number)
     default:
       throw shapeError('type', 'one of welcome, task, shutdown', o.type);
   }
+}
+
+function decodeWelcomeWire(o: Obj): { wireDtype?: WireDtype; trainableCount?: number; localData?: LocalDataSpec } {
+  const out: { wireDtype?: WireDtype; trainableCount?: number; localData?: LocalDataSpec } = {};
+  const wireDtype = optionalWireDtype(o, 'wireDtype');
+  if (wireDtype) out.wireDtype = wireDtype;
+  if (o.trainableCount !== undefined) {
+    out.trainableCount = int(o, 'trainableCount', 1);
+    if (out.trainableCount > int(o, 'weightCount', 1)) throw shapeError('trainableCount', `at most weightCount (${String(o.weightCount)})`, o.trainableCount);
+  }
+  if (wireDtype && wireDtype !== 'float32' && out.trainableCount === undefined) throw shapeError('trainableCount', `an integer (needed with wireDtype ${wireDtype})`, undefined);
+  if (o.localData !== undefined) out.localData = decodeLocalData(o.localData);
+  return out;
+}
+
+// ---- encoding in the agreed dtype ----------------------------------------------------------------
+
+/** A result with its gradients in `dtype` (statistics stay float32). float32 returns it unchanged. */
+export function resultForWire(msg: ResultMessage, dtype: WireDtype): ResultMessage {
+  if (dtype === 'float32' || !msg.gradients) return msg;
+  return { ...msg, gradients: encodeTensor(bytesToFloats(msg.gradients), dtype) };
+}
+
+// One encoding per weights version and dtype, shared by every connection that sends it.
+const encodedWeights = new WeakMap<Uint8Array, { version: number; byDtype: Map<WireDtype, Uint8Array> }>();
+
+/** A task with its weights in `wire.dtype`; the encoding is cached per weights buffer and version. */
+export function taskForWire(task: TaskMessage, wire: TaskWire): TaskMessage {
+  if (wire.dtype === 'float32' || !task.weights) return task;
+  let entry = encodedWeights.get(task.weights);
+  if (!entry || entry.version !== task.weightsVersion) {
+    entry = { version: task.weightsVersion, byDtype: new Map() };
+    encodedWeights.set(task.weights, entry);
+  }
+  let enc = entry.byDtype.get(wire.dtype);
+  if (!enc) {
+    enc = encodeWeights(bytesToFloats(task.weights), wire.trainableCount, wire.dtype);
+    entry.byDtype.set(wire.dtype, enc);
+  }
+  return { ...task, weights: enc };
 }

@@ -4,6 +4,7 @@
  * Both transports (worker threads and WebSockets) carry exactly these messages.
  */
 import type { ModelName } from './models.ts';
+import type { WireDtype } from './wire-dtype.ts';
 
 /** Bumped on any incompatible change; a worker of another version is refused with CLOSE_CODES.version. */
 export const PROTOCOL_VERSION = 2; // 2: the token moved from the hello to the HTTP upgrade
@@ -21,6 +22,10 @@ export interface HelloMessage {
   protocolVersion: number;
   /** A human name for logs, e.g. the hostname. */
   workerName: string;
+  /** The wire dtype this worker asks for (its --wire-dtype); absent: the coordinator's. */
+  wireDtype?: WireDtype;
+  /** Fingerprint of the dataset this worker can read itself (--data-dir); it then gets indices, not pixels. */
+  dataset?: string;
 }
 
 export interface ReadyMessage {
@@ -64,7 +69,23 @@ export interface WelcomeMessage {
   preprocessing: WirePreprocessing;
   /** Total float32 values in the flat weights, so the worker can check every weights frame. */
   weightCount: number;
+  /** The dtype of weights and gradients on this connection (absent: float32). See wire-dtype.ts. */
+  wireDtype?: WireDtype;
+  /** How many of the weights are trainable (sent in wireDtype); the rest (BatchNorm statistics) are float32. */
+  trainableCount?: number;
+  /** Present when the worker's dataset fingerprint matched: it gets sample indices into these splits. */
+  localData?: LocalDataSpec;
 }
+
+/** What a worker needs to build exactly the coordinator's train/validation/test splits from its own files. */
+export interface LocalDataSpec {
+  fingerprint: string;
+  seed: number;
+  limitTrain?: number;
+  limitTest?: number;
+}
+
+export type SplitName = 'train' | 'val' | 'test';
 
 export interface TaskMessage {
   type: 'task';
@@ -73,9 +94,12 @@ export interface TaskMessage {
   /** Increases whenever the weights change; weights are omitted when the worker already has this version. */
   weightsVersion: number;
   weights?: Uint8Array;
-  /** count × 3072 uint8 pixels, HWC. */
+  /** count × 3072 uint8 pixels, HWC; empty when `indices` are sent instead. */
   images: Uint8Array;
   labels: Uint8Array;
+  /** For workers with local data: uint32 LE sample indices into `split` (the labels still travel, as a check). */
+  indices?: Uint8Array;
+  split?: SplitName;
 }
 
 export interface ShutdownMessage {
@@ -95,5 +119,7 @@ export const CLOSE_CODES = {
   badFrame: 4003,
   evicted: 4004,
   handshakeTimeout: 4005,
+  /** The worker's --data-dir holds other files than the coordinator's dataset. */
+  dataset: 4006,
   finished: 4010,
 } as const;

@@ -20,7 +20,8 @@
 import type { WebSocket, RawData } from 'ws';
 import type { Logger } from '../common/logger.ts';
 import type { NetLimits } from '../common/config.ts';
-import { decodeWorkerMessage, encode, FrameError, FRAME_ERRORS, type ResultExpectations } from '../common/codec.ts';
+import { decodeWorkerMessage, encode, FrameError, FRAME_ERRORS, taskForWire, type ResultExpectations } from '../common/codec.ts';
+import type { WireDtype } from '../common/wire-dtype.ts';
 import { CLOSE_CODES, PROTOCOL_VERSION, type ResultMessage, type TaskMessage, type WelcomeMessage, type WorkerMessage } from '../common/protocol.ts';
 import { Heartbeat } from '../common/heartbeat.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
@@ -91,6 +92,11 @@ export class Connection implements WorkerHandle {
   name = '';
   backend = 'unknown';
   weightsVersion = -1;
+  /** Agreed in the handshake: the worker's request, else the coordinator's --wire-dtype. */
+  wireDtype: WireDtype = 'float32';
+  /** True when the worker's dataset fingerprint matched ours: it gets sample indices, not pixels. */
+  localData = false;
+  private expect: Omit<ResultExpectations, 'taskCount'>;
   private readonly pending = new Map<number, Pending>();
   private readonly heartbeat: Heartbeat;
   private stageTimer: NodeJS.Timeout | undefined;
@@ -105,6 +111,7 @@ export class Connection implements WorkerHandle {
     private readonly log: Logger,
     private readonly ctx: ConnectionContext,
   ) {
+    this.expect = ctx.expect;
     this.heartbeat = new Heartbeat(
       { ping: () => socket.ping(), onPong: (cb) => socket.on('pong', cb), terminate: (reason) => this.evict(new FrameError('DTRAIN_ERR_HEARTBEAT', reason, CLOSE_CODES.evicted), 'worker_evicted') },
       ctx.limits.heartbeatIntervalMs,
@@ -126,7 +133,8 @@ export class Connection implements WorkerHandle {
     if (this.ended) return Promise.reject(new WorkerLostError(`${this.id} is ${this.stage}`));
     return new Promise((resolve, reject) => {
       this.pending.set(task.taskId, { count: task.labels.length, kind: task.kind, resolve, reject });
-      this.socket.send(encode(task), { binary: true }, (err) => {
+      const wire = { dtype: this.wireDtype, trainableCount: this.ctx.expect.gradientCount };
+      this.socket.send(encode(taskForWire(task, wire)), { binary: true }, (err) => {
         if (err) this.failTask(task.taskId, new WorkerLostError(`send to ${this.id} failed: ${err.message}`));
       });
     });
@@ -158,7 +166,7 @@ export class Connection implements WorkerHandle {
       if (this.stage === Stage.AWAITING_HELLO && bytes.byteLength > HELLO_MAX_BYTES) {
         throw new FrameError(FRAME_ERRORS.tooLarge, `Expected a hello of at most ${HELLO_MAX_BYTES} bytes, but got ${bytes.byteLength}.`, CLOSE_CODES.tooLarge);
       }
-      const msg = decodeWorkerMessage(bytes, this.ctx.expect);
+      const msg = decodeWorkerMessage(bytes, this.expect);
       if (this.stage === Stage.AWAITING_HELLO) this.onHello(msg);
       else if (this.stage === Stage.WELCOMING) this.onReady(msg);
       else this.onResult(msg);
@@ -174,11 +182,21 @@ export class Connection implements WorkerHandle {
       this.evict(new FrameError('DTRAIN_ERR_VERSION', `Expected protocol version ${PROTOCOL_VERSION}, but the worker speaks ${msg.protocolVersion}.`, CLOSE_CODES.version), 'auth_failed');
       return;
     }
+    const { localData, ...common } = this.ctx.welcome;
+    if (msg.dataset !== undefined && msg.dataset !== localData?.fingerprint) {
+      const ours = localData?.fingerprint ?? 'none';
+      this.evict(new FrameError('DTRAIN_ERR_DATASET_MISMATCH', `Expected the dataset ${ours}, but the worker's --data-dir holds ${msg.dataset}: use the same files, or no --data-dir.`, CLOSE_CODES.dataset), 'dataset_mismatch');
+      return;
+    }
     this.name = msg.workerName;
+    this.wireDtype = msg.wireDtype ?? this.ctx.welcome.wireDtype ?? 'float32';
+    this.localData = msg.dataset !== undefined;
+    this.expect = { ...this.ctx.expect, wireDtype: this.wireDtype };
     this.stage = Stage.WELCOMING;
     this.ctx.onHello?.();
     this.armStageTimer(this.ctx.limits.readyTimeoutMs, 'DTRAIN_ERR_READY_TIMEOUT', `Expected ready within ${this.ctx.limits.readyTimeoutMs} ms of the welcome, but got none.`);
-    const welcome: WelcomeMessage = { ...this.ctx.welcome, workerId: this.id };
+    const welcome: WelcomeMessage = { ...common, workerId: this.id, wireDtype: this.wireDtype, trainableCount: this.ctx.expect.gradientCount };
+    if (this.localData && localData) welcome.localData = localData;
     this.socket.send(encode(welcome), { binary: true });
     this.heartbeat.start();
   }

@@ -97,6 +97,9 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     model: config.model,
     preprocessing: wirePreprocessing(preprocessing),
     weightCount: trainer.layout.totalSize,
+    trainableCount: trainer.layout.trainableSize,
+    // Offered only to workers whose own dataset has this fingerprint (the WebSocket Connection checks).
+    ...(data.fingerprint ? { localData: { fingerprint: data.fingerprint, seed: config.seed, ...(config.limitTrain ? { limitTrain: config.limitTrain } : {}), ...(config.limitTest ? { limitTest: config.limitTest } : {}) } } : {}),
   }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize });
   let outcome: RunOutcome | undefined;
   try {

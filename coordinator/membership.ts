@@ -5,6 +5,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../common/logger.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+import type { WireDtype } from '../common/wire-dtype.ts';
 
 /** One connected, welcomed worker, whatever the transport. */
 export interface WorkerHandle {
@@ -19,6 +20,10 @@ export interface WorkerHandle {
   close(code: number, reason: string, kind?: LeaveKind): void;
   /** Where the worker connects from (its address); failures are counted per origin. Default: its id. */
   readonly origin?: string;
+  /** The dtype of its weights and gradients on the wire (for byte counts). Default float32. */
+  readonly wireDtype?: WireDtype;
+  /** True when it reads the dataset itself: the scheduler sends sample indices instead of pixels. */
+  readonly localData?: boolean;
 }
 
 export type LeaveKind = 'left' | 'evicted';

@@ -11,7 +11,9 @@ import WebSocket from 'ws';
 import { hostname } from 'node:os';
 import type { Logger } from '../common/logger.ts';
 import { NET_DEFAULTS, type NetLimits } from '../common/config.ts';
-import { decodeCoordinatorMessage, encode, FrameError } from '../common/codec.ts';
+import { decodeCoordinatorMessage, encode, FrameError, resultForWire, type TaskWire } from '../common/codec.ts';
+import type { WireDtype } from '../common/wire-dtype.ts';
+import type { LocalData } from './local-data.ts';
 import { CLOSE_CODES, PROTOCOL_VERSION, type WorkerMessage } from '../common/protocol.ts';
 import { Heartbeat } from '../common/heartbeat.ts';
 import { withTimeout } from '../common/timeout.ts';
@@ -30,6 +32,10 @@ export interface WorkerClientOptions {
   giveUpAfterMs?: number;
   /** Exit 1 when the same error ends this many connections in a row. Default 3. */
   maxSameFailures?: number;
+  /** Ask for this wire dtype (--wire-dtype); absent: whatever the coordinator uses. */
+  wireDtype?: WireDtype;
+  /** Our own copy of the dataset (--data-dir): tasks then carry indices instead of pixels. */
+  localData?: LocalData;
 }
 
 export type WorkerExit = { code: 0; reason: string } | { code: 1; reason: string };
@@ -134,6 +140,7 @@ function connectOnce(
       headers: { authorization: `Bearer ${opts.token}` },
     });
     let weightCount: number | undefined;
+    let wire: TaskWire | undefined;
     let settled = false;
     let reached = false;
     /** Our own reason for ending the connection, if it was ours. */
@@ -165,7 +172,10 @@ function connectOnce(
     exposeDrop(() => socket.terminate());
 
     socket.on('open', () => {
-      send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: opts.name ?? hostname() });
+      const hello: WorkerMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: opts.name ?? hostname() };
+      if (opts.wireDtype) hello.wireDtype = opts.wireDtype;
+      if (opts.localData) hello.dataset = opts.localData.fingerprint;
+      send(hello);
       heartbeat.start();
       welcomeTimer = setTimeout(() => fail('DTRAIN_ERR_WELCOME_TIMEOUT', `Expected a welcome within ${limits.handshakeTimeoutMs} ms of the hello, but got none.`, CLOSE_CODES.handshakeTimeout), limits.handshakeTimeoutMs);
       welcomeTimer.unref();
@@ -173,12 +183,14 @@ function connectOnce(
     socket.on('message', async (data: Buffer, isBinary: boolean) => {
       try {
         if (!isBinary) throw new FrameError('DTRAIN_ERR_FRAME_SHAPE', 'Expected a binary frame from the coordinator, but got text.');
-        const msg = decodeCoordinatorMessage(data, weightCount);
+        const msg = decodeCoordinatorMessage(data, weightCount, wire);
         if (msg.type === 'welcome') {
           clearTimeout(welcomeTimer);
           reached = true;
           if (msg.protocolVersion !== PROTOCOL_VERSION) throw new FrameError('DTRAIN_ERR_VERSION', `Expected protocol ${PROTOCOL_VERSION}, coordinator speaks ${msg.protocolVersion}.`, CLOSE_CODES.version);
           weightCount = msg.weightCount;
+          wire = { dtype: msg.wireDtype ?? 'float32', trainableCount: msg.trainableCount ?? msg.weightCount };
+          if (msg.localData) opts.localData?.use(msg.localData);
           // A compute thread that never finishes building the model is hung: a supervisor must restart us.
           const backend = await withTimeout(compute.welcome(msg), limits.readyTimeoutMs, 'building the model', 'DTRAIN_ERR_READY_TIMEOUT');
           onJoined();
@@ -186,7 +198,8 @@ function connectOnce(
           send({ type: 'ready', backend });
         } else if (msg.type === 'task') {
           try {
-            send(await compute.run(msg));
+            const task = opts.localData ? opts.localData.resolve(msg) : msg;
+            send(resultForWire(await compute.run(task), wire?.dtype ?? 'float32'));
           } catch (err) {
             const e = err as { code?: string; message?: string };
             if (!settled) send({ type: 'task_failed', taskId: msg.taskId, code: e.code ?? 'DTRAIN_ERR_WORKER', message: e.message ?? String(err) });
@@ -211,6 +224,9 @@ function connectOnce(
       if (code === CLOSE_CODES.finished) {
         log.info({ event: 'finished', code }, 'coordinator finished training');
         finish(true, { code: 0, reason });
+      } else if (code === CLOSE_CODES.dataset) {
+        log.error({ event: 'dataset_mismatch', code, reason }, 'the coordinator trains on other data than our --data-dir holds: use the same files, or drop --data-dir');
+        finish(true, { code: 1, reason });
       } else if (code === CLOSE_CODES.auth || code === CLOSE_CODES.version || httpStatus === 401) {
         log.error({ event: 'auth_failed', code: httpStatus ?? code, reason }, code === CLOSE_CODES.version ? 'the coordinator speaks another protocol version: use the same dtrain version' : 'the coordinator refused our token: check --token-file / DTRAIN_TOKEN');
         finish(true, { code: 1, reason });

@@ -9,6 +9,7 @@
 import { mkdtemp, readFile, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { x as extractTar } from 'tar';
 import { DataError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -42,6 +43,8 @@ export interface Cifar10Data {
   dev: ImageSet;
   test: ImageSet;
   source: string;
+  /** "cifar10:" + sha256 of the six .bin files' bytes in order, computed while they are read. */
+  fingerprint: string;
 }
 
 export async function loadCifar10(o: Cifar10Options): Promise<Cifar10Data> {
@@ -155,17 +158,24 @@ async function locate(dataDir: string): Promise<Located> {
   );
 }
 
-async function readBatchesDir(dir: string, recordsPerFile: number): Promise<{ dev: ImageSet; test: ImageSet }> {
+async function readBatchesDir(dir: string, recordsPerFile: number): Promise<{ dev: ImageSet; test: ImageSet; fingerprint: string }> {
   const files = [...CIFAR10_DEV_FILES, CIFAR10_TEST_FILE].map((name) => join(dir, name));
   // Every file is checked before any is read, so a bad last file fails in milliseconds, not seconds.
   for (const file of files) await checkSize(file, recordsPerFile);
+  // The hash is taken from the bytes already in memory: a worker's --data-dir is compared with the
+  // coordinator's by it (handshake), at no extra read.
+  const hash = createHash('sha256');
   const dev = emptySet(CIFAR10_DEV_FILES.length * recordsPerFile);
   for (let f = 0; f < CIFAR10_DEV_FILES.length; f++) {
-    parseRecords(await readFile(files[f]), files[f], dev, f * recordsPerFile);
+    const bytes = await readFile(files[f]);
+    hash.update(bytes);
+    parseRecords(bytes, files[f], dev, f * recordsPerFile);
   }
   const test = emptySet(recordsPerFile);
-  parseRecords(await readFile(files[files.length - 1]), files[files.length - 1], test, 0);
-  return { dev, test };
+  const testBytes = await readFile(files[files.length - 1]);
+  hash.update(testBytes);
+  parseRecords(testBytes, files[files.length - 1], test, 0);
+  return { dev, test, fingerprint: `cifar10:${hash.digest('hex')}` };
 }
 
 async function checkSize(file: string, recordsPerFile: number): Promise<void> {

@@ -5,12 +5,13 @@
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, ShapeError } from '../errors.ts';
+import type { SplitName } from '../protocol.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { CIFAR10_MD5, CIFAR10_URL, loadCifar10, RECORDS_PER_FILE } from './cifar10.ts';
 import { gatherImages, selectSplits } from './split.ts';
-import { generateSynthetic, SYNTHETIC_DEV_COUNT, SYNTHETIC_TEST_COUNT } from './synthetic.ts';
-import { CIFAR10_CLASSES, type DatasetSplits } from './types.ts';
+import { generateSynthetic, syntheticFingerprint, SYNTHETIC_DEV_COUNT, SYNTHETIC_TEST_COUNT } from './synthetic.ts';
+import { CIFAR10_CLASSES, type DatasetSplits, type ImageSet } from './types.ts';
 
 export interface LoadOptions {
   dataset: 'cifar10' | 'synthetic';
@@ -56,38 +57,7 @@ export async function loadDataset(o: LoadOptions, internal: InternalLoadOptions 
   if (!Number.isSafeInteger(splitSeed)) throw new ConfigError(`splitSeed must be an integer, but got ${splitSeed}.`);
   const limits = { limitTrain: o.limitTrain, limitTest: o.limitTest };
   const started = Date.now();
-
-  let splits: DatasetSplits;
-  if (o.dataset === 'synthetic') {
-    const pick = selectSplits(SYNTHETIC_DEV_COUNT, SYNTHETIC_TEST_COUNT, splitSeed, limits);
-    splits = {
-      train: generateSynthetic(pick.train, 'dev', splitSeed),
-      val: generateSynthetic(pick.val, 'dev', splitSeed),
-      test: generateSynthetic(pick.test, 'test', splitSeed),
-      classNames: CIFAR10_CLASSES,
-      source: `synthetic (seed ${splitSeed})`,
-    };
-  } else if (o.dataset === 'cifar10') {
-    const data = await loadCifar10({
-      dataDir: o.dataDir,
-      cacheDir: o.cacheDir ?? defaultCacheDir(),
-      url: o.url ?? CIFAR10_URL,
-      expectedMd5: internal.expectedMd5 ?? CIFAR10_MD5,
-      recordsPerFile: internal.recordsPerFile ?? RECORDS_PER_FILE,
-      idleTimeoutMs: internal.idleTimeoutMs,
-      logger,
-    });
-    const pick = selectSplits(data.dev.count, data.test.count, splitSeed, limits);
-    splits = {
-      train: gatherImages(data.dev, pick.train),
-      val: gatherImages(data.dev, pick.val),
-      test: gatherImages(data.test, pick.test),
-      classNames: CIFAR10_CLASSES,
-      source: data.source,
-    };
-  } else {
-    throw new ConfigError(`Unknown dataset "${String(o.dataset)}": expected cifar10 or synthetic.`);
-  }
+  const splits = (await openDataSource(o, internal)).select(splitSeed, limits);
 
   if (o.limitTrain !== undefined && o.limitTrain > splits.train.count) {
     logger.warn({ event: 'data_limit_clamped', limitTrain: o.limitTrain, train: splits.train.count }, 'limitTrain exceeds the training split; using all of it');
@@ -100,6 +70,101 @@ export async function loadDataset(o: LoadOptions, internal: InternalLoadOptions 
     `Loaded ${splits.source}: ${splits.train.count} train, ${splits.val.count} validation, ${splits.test.count} test images`,
   );
   return splits;
+}
+
+/**
+ * A dataset before it is split: its content fingerprint, and how to cut the train / validation /
+ * test splits from it. Equal fingerprints, seeds and limits give identical splits, which is how a
+ * worker with its own copy of the data (`dtrain worker --data-dir`) can be sent sample indices.
+ */
+export interface DataSource {
+  /** "cifar10:<sha256 of the .bin files>" or "synthetic:<sha256 of the generator's parameters>". */
+  fingerprint: string;
+  /** Every split, materialized (what the coordinator trains from). */
+  select(splitSeed: number, limits: SplitLimits): DatasetSplits;
+  /** The same splits, read a few samples at a time (what a worker with local data needs per task). */
+  sampler(splitSeed: number, limits: SplitLimits): SplitSampler;
+}
+
+export interface SplitLimits {
+  limitTrain?: number;
+  limitTest?: number;
+}
+
+export interface SplitSampler {
+  counts: Record<SplitName, number>;
+  /** Samples `indices` of `split`, in that order; an index past the split is a ShapeError. */
+  gather(split: SplitName, indices: Uint32Array): ImageSet;
+}
+
+/** The two parts a dataset comes in, each readable by index (synthetic images are drawn on demand). */
+interface Parts {
+  devCount: number;
+  testCount: number;
+  /** `splitSeed` also seeds the synthetic generator: every part of synthetic data follows --seed. */
+  dev(indices: Uint32Array, splitSeed: number): ImageSet;
+  test(indices: Uint32Array, splitSeed: number): ImageSet;
+  source(splitSeed: number): string;
+}
+
+function sourceFromParts(fingerprint: string, parts: Parts): DataSource {
+  const sampler = (splitSeed: number, limits: SplitLimits): SplitSampler => {
+    const pick = selectSplits(parts.devCount, parts.testCount, splitSeed, limits);
+    const byName: Record<SplitName, Uint32Array> = { train: pick.train, val: pick.val, test: pick.test };
+    return {
+      counts: { train: pick.train.length, val: pick.val.length, test: pick.test.length },
+      gather(split, indices) {
+        const within = byName[split];
+        const mapped = new Uint32Array(indices.length);
+        for (let i = 0; i < indices.length; i++) {
+          if (indices[i] >= within.length) throw new ShapeError(`Expected ${split} indices below ${within.length}, but index ${i} is ${indices[i]}.`);
+          mapped[i] = within[indices[i]];
+        }
+        return split === 'test' ? parts.test(mapped, splitSeed) : parts.dev(mapped, splitSeed);
+      },
+    };
+  };
+  return {
+    fingerprint,
+    sampler,
+    select(splitSeed, limits) {
+      const s = sampler(splitSeed, limits);
+      const all = (split: SplitName) => s.gather(split, Uint32Array.from({ length: s.counts[split] }, (_, i) => i));
+      return { train: all('train'), val: all('val'), test: all('test'), classNames: CIFAR10_CLASSES, source: parts.source(splitSeed), fingerprint };
+    },
+  };
+}
+
+/** Reads (or prepares to generate) a dataset once; splits are cut from it as often as needed. */
+export async function openDataSource(o: Pick<LoadOptions, 'dataset' | 'dataDir' | 'cacheDir' | 'url' | 'logger'>, internal: InternalLoadOptions = {}): Promise<DataSource> {
+  if (o.dataset === 'synthetic') {
+    return sourceFromParts(syntheticFingerprint(), {
+      devCount: SYNTHETIC_DEV_COUNT,
+      testCount: SYNTHETIC_TEST_COUNT,
+      dev: (indices, splitSeed) => generateSynthetic(indices, 'dev', splitSeed),
+      test: (indices, splitSeed) => generateSynthetic(indices, 'test', splitSeed),
+      source: (splitSeed) => `synthetic (seed ${splitSeed})`,
+    });
+  }
+  if (o.dataset === 'cifar10') {
+    const data = await loadCifar10({
+      dataDir: o.dataDir,
+      cacheDir: o.cacheDir ?? defaultCacheDir(),
+      url: o.url ?? CIFAR10_URL,
+      expectedMd5: internal.expectedMd5 ?? CIFAR10_MD5,
+      recordsPerFile: internal.recordsPerFile ?? RECORDS_PER_FILE,
+      idleTimeoutMs: internal.idleTimeoutMs,
+      logger: o.logger ?? silentLogger(),
+    });
+    return sourceFromParts(data.fingerprint, {
+      devCount: data.dev.count,
+      testCount: data.test.count,
+      dev: (indices) => gatherImages(data.dev, indices),
+      test: (indices) => gatherImages(data.test, indices),
+      source: () => data.source,
+    });
+  }
+  throw new ConfigError(`Unknown dataset "${String(o.dataset)}": expected cifar10 or synthetic.`);
 }
 
 function checkPositiveInteger(name: string, flag: string, value: number | undefined): void {

@@ -15,6 +15,7 @@
  * uses, and they are the same images a full run would see.
  */
 import { mix32, SeededRandom } from '../random.ts';
+import { createHash } from 'node:crypto';
 import { IMAGE_BYTES, type ImageSet } from './types.ts';
 
 export const SYNTHETIC_DEV_COUNT = 50_000;
@@ -77,6 +78,18 @@ const BLOB_SIDE = SIDE + 2 * DIFFICULTY.shift;
 const NOISE_TABLE = 1 << 16;
 
 /** The images at `indices` of the dev or test part; label = index mod 10, so classes are balanced. */
+/** Bump when the generator's code changes what it draws, so that old and new never look alike. */
+const GENERATOR_VERSION = 1;
+
+/**
+ * "synthetic:" + a sha256 of everything that decides the images (generator version, class styles,
+ * difficulty, part sizes). The seed is not in it: it travels separately, as for CIFAR-10's split.
+ */
+export function syntheticFingerprint(): string {
+  const params = JSON.stringify({ GENERATOR_VERSION, STYLES, DIFFICULTY, SIDE, dev: SYNTHETIC_DEV_COUNT, test: SYNTHETIC_TEST_COUNT });
+  return `synthetic:${createHash('sha256').update(params).digest('hex')}`;
+}
+
 export function generateSynthetic(indices: Uint32Array, part: SyntheticPart, seed: number): ImageSet {
   const count = indices.length;
   const images = new Uint8Array(count * IMAGE_BYTES);

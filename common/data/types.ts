@@ -14,6 +14,8 @@ export interface DatasetSplits {
   classNames: readonly string[];
   /** For logs and reports: "cifar10 (/path/to/cifar-10-batches-bin)" or "synthetic (seed 42)". */
   source: string;
+  /** Identifies the content (file bytes, or the generator's parameters); see load.ts. */
+  fingerprint?: string;
 }
 
 /** Label index → name, in the order of CIFAR-10's batches.meta.txt. */

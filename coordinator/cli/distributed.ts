@@ -11,6 +11,9 @@ import { runJob } from '../job.ts';
 import { ADMISSION_DEFAULTS, startWsServer } from '../ws-server.ts';
 import { NET_DEFAULTS } from '../../common/config.ts';
 import { runWorker } from '../../worker/client.ts';
+import { LocalData } from '../../worker/local-data.ts';
+import { WIRE_DTYPES, type WireDtype } from '../../common/wire-dtype.ts';
+import type { DatasetName } from '../../common/config.ts';
 import { createRunWeb, httpEnabled, logDashboardUrl } from '../http/serve.ts';
 import { registerBrowserWorkerRoutes } from '../browser-worker.ts';
 import { addTrainingOptions, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
@@ -45,14 +48,15 @@ export function registerCoordinatorCommand(program: Command): void {
     .addOption(envOption('--ready-timeout-ms <ms>', 'time a welcomed worker has to build its model and say ready', 'DTRAIN_READY_TIMEOUT_MS').default(NET_DEFAULTS.readyTimeoutMs).argParser(duration('--ready-timeout-ms', 'ms', 100)))
     .addOption(envOption('--max-workers <n>', 'worker connections accepted at once; more are refused with HTTP 503', 'DTRAIN_MAX_WORKERS').default(ADMISSION_DEFAULTS.maxWorkers).argParser(integer('--max-workers', 1, 65_536)))
     .addOption(envOption('--max-evictions <n>', 'evictions of one address within 10 minutes that refuse it for --cool-down-ms (0: never)', 'DTRAIN_MAX_EVICTIONS').default(ADMISSION_DEFAULTS.evictionStrikes.maxStrikes).argParser(integer('--max-evictions', 0, 1_000_000)))
-    .addOption(envOption('--cool-down-ms <ms>', 'how long an address evicted --max-evictions times is refused', 'DTRAIN_COOL_DOWN_MS').default(ADMISSION_DEFAULTS.evictionStrikes.coolDownMs).argParser(duration('--cool-down-ms', 'ms', 1)));
+    .addOption(envOption('--cool-down-ms <ms>', 'how long an address evicted --max-evictions times is refused', 'DTRAIN_COOL_DOWN_MS').default(ADMISSION_DEFAULTS.evictionStrikes.coolDownMs).argParser(duration('--cool-down-ms', 'ms', 1)))
+    .addOption(envOption('--wire-dtype <dtype>', `weights and gradients on the wire: ${WIRE_DTYPES.join(' | ')} (a worker may ask for its own)`, 'DTRAIN_WIRE_DTYPE').default('float32').argParser(oneOf('--wire-dtype', WIRE_DTYPES)));
   cmd.option('--no-http', 'do not answer HTTP on --port (dashboard, /api/status, /metrics, /healthz); workers still connect (env: DTRAIN_HTTP=1|0)');
   addTrainingOptions(cmd).action(async (flags) => {
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
     const log = loggerFromFlags(flags, { role: 'coordinator' });
     const signal = shutdownSignal(log);
-    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, out: config.out }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, wireDtype: flags.wireDtype, out: config.out }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
     const web = httpEnabled(flags) ? createRunWeb(config, 'websocket', log) : undefined;
     if (web) registerBrowserWorkerRoutes(web.frontend.routes, log);
     const outcome = await runJob({
@@ -63,7 +67,7 @@ export function registerCoordinatorCommand(program: Command): void {
       startWorkers: async (membership, welcome, expect) => {
         const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs, readyTimeoutMs: flags.readyTimeoutMs };
         const admission = { maxWorkers: flags.maxWorkers, evictionStrikes: { ...ADMISSION_DEFAULTS.evictionStrikes, maxStrikes: flags.maxEvictions, coolDownMs: flags.coolDownMs } };
-        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome, expect, log, limits, admission, httpServer: web?.frontend.server, onRejected: web?.monitor.onRejected });
+        const server = await startWsServer(membership, { port: flags.port, host: flags.host, token, welcome: { ...welcome, wireDtype: flags.wireDtype }, expect, log, limits, admission, httpServer: web?.frontend.server, onRejected: web?.monitor.onRejected });
         if (web) logDashboardUrl(log, flags.host, server.port);
         const backends = () => [...new Set(membership.live().map((w) => w.backend))].join('+') || 'remote';
         return { backend: backends, stop: (why) => server.close(why) };
@@ -85,7 +89,10 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(envOption('--name <name>', 'name shown in the coordinator logs (default: hostname)', 'DTRAIN_WORKER_NAME'))
     .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info'))
     .addOption(envOption('--give-up-after <seconds>', 'exit 1 after this long without reaching the coordinator (0: never)', 'DTRAIN_GIVE_UP_AFTER').default(0).argParser((v) => (v.trim() === '0' ? 0 : duration('--give-up-after', 's')(v))))
-    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number }) => {
+    .addOption(envOption('--wire-dtype <dtype>', `ask for this dtype on the wire: ${WIRE_DTYPES.join(' | ')} (default: the coordinator's)`, 'DTRAIN_WORKER_WIRE_DTYPE').argParser(oneOf('--wire-dtype', WIRE_DTYPES)))
+    .addOption(envOption('--data-dir <dir>', 'our own copy of CIFAR-10 (as the coordinator\'s --data-dir): tasks then carry indices, not pixels', 'DTRAIN_WORKER_DATA_DIR'))
+    .addOption(envOption('--dataset <name>', 'read the dataset locally: cifar10 (with --data-dir) | synthetic (generated here)', 'DTRAIN_WORKER_DATASET').argParser(oneOf('--dataset', ['cifar10', 'synthetic'] as const)))
+    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number; wireDtype?: WireDtype; dataDir?: string; dataset?: DatasetName }) => {
       if (!/^wss?:\/\/[^\s]+$/.test(flags.connect)) throw new ConfigError(`--connect must be a ws:// or wss:// URL, got "${flags.connect}".`);
       const token = readToken(flags);
       const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });
@@ -97,7 +104,10 @@ export function registerWorkerCommand(program: Command): void {
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
-      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal, giveUpAfterMs: flags.giveUpAfter });
+      const dataset = flags.dataset ?? (flags.dataDir !== undefined ? 'cifar10' : undefined);
+      if (dataset === 'synthetic' && flags.dataDir !== undefined) throw new ConfigError('--data-dir holds CIFAR-10 files; it cannot be combined with --dataset synthetic.');
+      const localData = dataset ? await LocalData.open({ dataset, dataDir: flags.dataDir, log }) : undefined;
+      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal, giveUpAfterMs: flags.giveUpAfter, wireDtype: flags.wireDtype, localData });
       log.info({ event: 'worker_exit', code: exit.code, reason: exit.reason }, `worker exiting: ${exit.reason}`);
       process.exitCode = exit.code;
     });
