@@ -15,16 +15,19 @@ afterEach(async () => {
   killAll();
 });
 
+/** A coordinator on synthetic data for one epoch, on a free port of loopback. */
+async function coordinator(args: string[]): Promise<{ c: DtrainProcess; port: number }> {
+  const c = new DtrainProcess(
+    ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--backend', 'wasm', '--no-plots', '--epochs', '1', '--out', await tempDir(), ...args],
+    { DTRAIN_TOKEN: TOKEN },
+  );
+  return { c, port: (await c.waitFor('listening')).port as number };
+}
+
 describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
   it('trains with a Node worker to the end of the run, its slices counted', async () => {
-    const out = await tempDir();
     // 1,280 synthetic images at batch 32: 40 steps, each split between the two workers.
-    const c = new DtrainProcess(
-      ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '1280', '--limit-test', '200',
-        '--model', 'mlp', '--backend', 'wasm', '--no-plots', '--epochs', '1', '--min-workers', '2', '--out', out],
-      { DTRAIN_TOKEN: TOKEN },
-    );
-    const port = (await c.waitFor('listening')).port as number;
+    const { c, port } = await coordinator(['--limit-train', '1280', '--limit-test', '200', '--model', 'mlp', '--min-workers', '2']);
     const base = `http://127.0.0.1:${port}`;
 
     // The page never carries the token: the server does not know which one the tab will use.
@@ -72,13 +75,7 @@ describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
   });
 
   it('trains lenet alone on WebAssembly with dtrain\'s kernels, the .wasm files from the coordinator', async () => {
-    const out = await tempDir();
-    const c = new DtrainProcess(
-      ['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '320', '--limit-test', '100',
-        '--model', 'lenet', '--backend', 'wasm', '--no-plots', '--epochs', '1', '--min-workers', '1', '--out', out],
-      { DTRAIN_TOKEN: TOKEN },
-    );
-    const port = (await c.waitFor('listening')).port as number;
+    const { c, port } = await coordinator(['--limit-train', '320', '--limit-test', '100', '--model', 'lenet', '--min-workers', '1']);
     chromium = await launchChromium();
     const page = await chromium.browser.newPage();
     const wasmFetched: string[] = [];
