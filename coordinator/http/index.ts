@@ -51,7 +51,9 @@ export interface HttpFrontend {
   readonly routes: RouteTable;
   /** Starts listening (not needed when ws-server listens on `server` for us). */
   listen(port: number, host: string): Promise<number>;
-  /** Lets live dashboards receive the last messages, then ends them and closes the server. */
+  /** Lets live dashboards receive the last messages, then ends their streams (the server stays up). */
+  endStreams(): Promise<void>;
+  /** Ends the streams and closes the server. */
   close(): Promise<void>;
 }
 
@@ -60,6 +62,11 @@ export function createHttpFrontend(monitor: RunMonitor, opts: { runDir: string; 
   const streams = new EventStreams(monitor.state);
   const routes = standardRoutes(monitor, streams, opts.runDir);
   const server = createServer(routes.listener(opts.log));
+  const endStreams = async () => {
+    if (streams.size === 0) return;
+    await new Promise((r) => setTimeout(r, FLUSH_MS * 2));
+    streams.closeAll();
+  };
   return {
     server,
     routes,
@@ -71,9 +78,9 @@ export function createHttpFrontend(monitor: RunMonitor, opts: { runDir: string; 
           resolve((server.address() as AddressInfo).port);
         });
       }),
+    endStreams,
     close: async () => {
-      await new Promise((r) => setTimeout(r, FLUSH_MS * 2));
-      streams.closeAll();
+      await endStreams();
       server.closeAllConnections();
       await new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
     },

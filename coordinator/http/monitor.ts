@@ -61,15 +61,19 @@ export class RunMonitor {
     this.metrics.onRejected(code, joined);
   };
 
+  /** Awaited once the outcome is published (the HTTP frontend then ends its event streams cleanly). */
+  afterFinished?: () => Promise<void>;
+
   /** The run ended: undefined when it failed with an error. */
   async finished(outcome: RunOutcome | undefined): Promise<void> {
     this.detach();
     if (outcome?.status !== 'finished') {
       this.state.onFinished({ status: 'stopped' });
-      return;
+    } else {
+      const m = outcome.metrics;
+      this.state.onFinished({ status: 'finished', test: { loss: m.test_loss, accuracy: m.test_accuracy } }, await this.predictionsDataUrl());
     }
-    const m = outcome.metrics;
-    this.state.onFinished({ status: 'finished', test: { loss: m.test_loss, accuracy: m.test_accuracy } }, await this.predictionsDataUrl());
+    await this.afterFinished?.();
   }
 
   /** predictions.png from the run folder as a data: URL, or undefined when it was not drawn. */

@@ -19,6 +19,8 @@ export interface RunWeb {
 export function createRunWeb(config: TrainConfig, transport: 'threads' | 'websocket', log: Logger): RunWeb {
   const monitor = new RunMonitor({ model: config.model, dataset: config.dataset, epochs: config.epochs, batchSize: config.batchSize, transport, out: config.out });
   const frontend = createHttpFrontend(monitor, { runDir: config.out, log });
+  // Dashboards get the outcome, then a clean end of stream before the transport closes the server.
+  monitor.afterFinished = () => frontend.endStreams();
   return {
     monitor,
     frontend,

@@ -22,7 +22,7 @@ window.__dtrain = { state, latency };
 
 // ---- charts ---------------------------------------------------------------------------------
 
-function chart(el, series, yLabel, range) {
+function chart(el, series, yLabel, range, wholeX = false) {
   const opts = {
     width: el.clientWidth || 300,
     height: el.clientHeight || 190,
@@ -30,7 +30,7 @@ function chart(el, series, yLabel, range) {
     cursor: { show: true, drag: { x: false, y: false } },
     scales: { x: { time: false }, y: range ? { range } : {} },
     axes: [
-      { stroke: color('--muted'), grid: { stroke: color('--line') }, size: 28 },
+      { stroke: color('--muted'), grid: { stroke: color('--line') }, size: 28, ...(wholeX ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] } : {}) },
       { stroke: color('--muted'), grid: { stroke: color('--line') }, size: 44, label: yLabel, labelSize: 14 },
     ],
     series: [{}, ...series],
@@ -42,8 +42,8 @@ const line = (label, stroke, width = 2, points = false) => ({ label, stroke: col
 const charts = {
   stepLoss: chart($('chart-step-loss'), [line('batch', '--batch', 1), line('epoch mean', '--train')], 'loss'),
   stepAcc: chart($('chart-step-acc'), [line('batch', '--batch', 1), line('epoch mean', '--train')], 'accuracy', [0, 1]),
-  epochLoss: chart($('chart-epoch-loss'), [line('train', '--train', 2, true), line('validation', '--val', 2, true)], 'loss'),
-  epochAcc: chart($('chart-epoch-acc'), [line('train', '--train', 2, true), line('validation', '--val', 2, true)], 'accuracy', [0, 1]),
+  epochLoss: chart($('chart-epoch-loss'), [line('train', '--train', 2, true), line('validation', '--val', 2, true)], 'loss', undefined, true),
+  epochAcc: chart($('chart-epoch-acc'), [line('train', '--train', 2, true), line('validation', '--val', 2, true)], 'accuracy', [0, 1], true),
 };
 
 new ResizeObserver(() => {
