@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { tempDir } from '../test/helpers.ts';
 import { tf } from '../common/tf.ts';
 import { buildModel } from '../common/models.ts';
 import { initialWeights, weightLayout } from '../common/weights.ts';
-import { loadCheckpoint, saveCheckpoint, type Checkpoint } from './checkpoint.ts';
+import { loadCheckpoint, saveCheckpoint, type Checkpoint, type CheckpointWriter } from './checkpoint.ts';
+import { writeFileAtomic } from '../common/atomic-write.ts';
 import { CheckpointError } from '../common/errors.ts';
 
 function checkpointFor(step: number, seed: number): Checkpoint {
@@ -63,7 +64,7 @@ describe('checkpoints', () => {
     await saveCheckpoint(dir, checkpointFor(1, 1));
     await saveCheckpoint(dir, checkpointFor(2, 2));
     const files = (await readdir(join(dir, 'checkpoint'))).sort();
-    expect(files).toEqual(['checkpoint.json', 'model.json', 'optimizer-00000002.bin', 'weights-00000002.bin']);
+    expect(files).toEqual(['checkpoint.json', 'model-00000002.json', 'model.json', 'optimizer-00000002.bin', 'weights-00000002.bin']);
     expect((await loadCheckpoint(dir, 'cnn-bn'))!.weights).toEqual(checkpointFor(2, 2).weights);
   });
 
@@ -86,3 +87,46 @@ describe('checkpoints', () => {
     expect(err.message).toMatch(/493864 bytes, but holds 100/);
   });
 });
+
+describe('a crash during a checkpoint', () => {
+  const durable: CheckpointWriter = (path, data) => writeFileAtomic(path, data, { durable: true });
+
+  /** Completes `n` writes, then "crashes" halfway through the next: half a temporary file is left, and nothing is renamed. */
+  function crashAfter(n: number): CheckpointWriter {
+    let done = 0;
+    return async (path, data) => {
+      if (done++ < n) return durable(path, data);
+      await writeFile(join(dirname(path), `.${basename(path)}.crashed.tmp`), typeof data === 'string' ? data.slice(0, data.length / 2) : data.subarray(0, data.byteLength / 2));
+      throw new Error('simulated crash');
+    };
+  }
+
+  it('writes everything the checkpoint names before checkpoint.json, model included', async () => {
+    const writes: string[] = [];
+    await saveCheckpoint(await tempDir(), checkpointFor(1, 1), (path, data) => {
+      writes.push(basename(path));
+      return durable(path, data);
+    });
+    expect(writes).toEqual(['weights-00000001.bin', 'optimizer-00000001.bin', 'model-00000001.json', 'checkpoint.json', 'model.json']);
+  });
+
+  for (let n = 0; n <= 4; n++) {
+    it(`resumes from the last complete checkpoint after a crash following write ${n} of the next`, async () => {
+      const dir = await tempDir();
+      const first = checkpointFor(10, 1);
+      const second = checkpointFor(20, 2);
+      await saveCheckpoint(dir, first);
+      await expect(saveCheckpoint(dir, second, crashAfter(n))).rejects.toThrow('simulated crash');
+      const loaded = (await loadCheckpoint(dir, 'cnn-bn'))!;
+      // Writes 0-2 are the new data files; write 3 is checkpoint.json, the commit point.
+      const expected = n >= 4 ? second : first;
+      expect(loaded.state.position.globalStep).toBe(expected.state.position.globalStep);
+      expect(loaded.weights).toEqual(expected.weights);
+      expect(loaded.adam.m).toEqual(expected.adam.m);
+      // Everything checkpoint.json names is there and complete.
+      const modelJson = JSON.parse(await readFile(join(dir, 'checkpoint', loaded.state.files.model), 'utf8'));
+      expect(modelJson.weightsManifest[0].paths).toEqual([loaded.state.files.weights]);
+    });
+  }
+});
+

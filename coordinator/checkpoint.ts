@@ -1,8 +1,12 @@
 /**
- * Checkpoints: the weights in tfjs LayersModel format (model.json + a weights file, loadable by
- * tf.loadLayersModel), the Adam moments, and the position in the data. Every file is written
- * atomically, and `checkpoint.json` is written last: it is the commit point that names the files
- * of one consistent checkpoint, so a crash at any moment leaves the previous one usable.
+ * Checkpoints: the weights in tfjs LayersModel format (model-<step>.json + a weights file, loadable
+ * by tf.loadLayersModel), the Adam moments, and the position in the data. Every file is written
+ * atomically and durably (fsynced, and its folder fsynced, see common/atomic-write.ts), each under
+ * a name of its own step, and `checkpoint.json` is written last: it is the commit point that names
+ * the files of one consistent checkpoint, all already on disk, so a crash or a power loss at any
+ * moment leaves the previous checkpoint usable. After the commit point, `model.json` is refreshed as a
+ * copy of the new model file (for tf.loadLayersModel users; resuming does not read it) and files no
+ * checkpoint names any more are removed.
  */
 import { readFile, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -63,17 +67,22 @@ async function layersModelArtifacts(model: ModelName, weights: Float32Array) {
   return artifacts!;
 }
 
-export async function saveCheckpoint(runDir: string, ckpt: Checkpoint): Promise<string> {
+/** How a checkpoint's files are written; tests substitute one that crashes after N writes. */
+export type CheckpointWriter = (path: string, data: string | Uint8Array) => Promise<void>;
+
+const durableWrite: CheckpointWriter = (path, data) => writeFileAtomic(path, data, { durable: true });
+
+export async function saveCheckpoint(runDir: string, ckpt: Checkpoint, write: CheckpointWriter = durableWrite): Promise<string> {
   const dir = join(runDir, CHECKPOINT_DIR);
   const tag = String(ckpt.state.position.globalStep).padStart(8, '0');
-  const files = { model: 'model.json', weights: `weights-${tag}.bin`, optimizer: `optimizer-${tag}.bin` };
+  const files = { model: `model-${tag}.json`, weights: `weights-${tag}.bin`, optimizer: `optimizer-${tag}.bin` };
   const artifacts = await layersModelArtifacts(ckpt.state.model, ckpt.weights);
   const weightData = artifacts.weightData as ArrayBuffer;
-  await writeFileAtomic(join(dir, files.weights), new Uint8Array(weightData));
+  await write(join(dir, files.weights), new Uint8Array(weightData));
   const optimizer = new Float32Array(ckpt.adam.m.length * 2);
   optimizer.set(ckpt.adam.m, 0);
   optimizer.set(ckpt.adam.v, ckpt.adam.m.length);
-  await writeFileAtomic(join(dir, files.optimizer), floatsToBytes(optimizer));
+  await write(join(dir, files.optimizer), floatsToBytes(optimizer));
   const modelJson = {
     format: 'layers-model',
     generatedBy: 'dtrain',
@@ -81,12 +90,15 @@ export async function saveCheckpoint(runDir: string, ckpt: Checkpoint): Promise<
     modelTopology: artifacts.modelTopology,
     weightsManifest: [{ paths: [files.weights], weights: artifacts.weightSpecs }],
   };
-  await writeFileAtomic(join(dir, files.model), JSON.stringify(modelJson));
+  const modelText = JSON.stringify(modelJson);
+  await write(join(dir, files.model), modelText);
   const state: CheckpointState = { ...ckpt.state, format: FORMAT, adamStep: ckpt.adam.step, files };
-  await writeFileAtomic(join(dir, 'checkpoint.json'), JSON.stringify(state, null, 2));
-  // Older weight files are no longer named by checkpoint.json.
+  await write(join(dir, 'checkpoint.json'), JSON.stringify(state, null, 2)); // the commit point
+  await write(join(dir, 'model.json'), modelText);
+  // Older files are no longer named by checkpoint.json.
+  const named = new Set(Object.values(files));
   for (const f of await readdir(dir)) {
-    if ((f.startsWith('weights-') || f.startsWith('optimizer-')) && f !== files.weights && f !== files.optimizer) await unlink(join(dir, f)).catch(() => {});
+    if (/^(weights|optimizer|model)-\d+\.(bin|json)$/.test(f) && !named.has(f)) await unlink(join(dir, f)).catch(() => {});
   }
   return dir;
 }
