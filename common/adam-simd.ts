@@ -4,8 +4,12 @@
  * division; SIMD does four of each at once. The module is assembled here from its bytes, so there
  * is no build step and no binary file: it is small enough to read.
  *
- * Signature: adam(bytes, w, g, m, v, b1, b2, 1-b1, 1-b2, lr/(1-b1^t), 1/sqrt(1-b2^t), eps) over
- * `bytes` bytes (a multiple of 16) of each array, at byte offsets w, g, m, v in the memory.
+ * Signature: adam(bytes, w, g, m, v, wOut, mOut, vOut, b1, b2, 1-b1, 1-b2, lr/(1-b1^t),
+ * 1/sqrt(1-b2^t), eps) over `bytes` bytes (a multiple of 16) of each array, at byte offsets in the
+ * memory. It reads w, m, v and writes wOut, mOut, vOut: the same offsets update in place, distinct
+ * ones leave the inputs intact (the shared-memory step keeps two copies, so a stripe whose thread
+ * died can be redone). Each lane is independent, so any split into 16-byte stripes gives the same
+ * bits as one call over everything.
  */
 
 const I32 = 0x7f;
@@ -45,27 +49,27 @@ const sub = [0xfd, 0xe5, 0x01];
 const mul = [0xfd, 0xe6, 0x01];
 const div = [0xfd, 0xe7, 0x01];
 
-// Parameters 0-11 as in the signature; local 12 is the byte index; 13-19 the splatted scalars
-// (b1, b2, a1, a2, step, sc2, eps); 20-22 hold g, the new m and the new v of the current lanes.
-const [BYTES, W, G, M, V] = [0, 1, 2, 3, 4];
-const I = 12;
-const [B1, B2, A1, A2, STEP, SC2, EPS] = [13, 14, 15, 16, 17, 18, 19];
-const [G4, M4, V4] = [20, 21, 22];
+// Parameters 0-14 as in the signature; local 15 is the byte index; 16-22 the splatted scalars
+// (b1, b2, a1, a2, step, sc2, eps); 23-25 hold g, the new m and the new v of the current lanes.
+const [BYTES, W, G, M, V, W_OUT, M_OUT, V_OUT] = [0, 1, 2, 3, 4, 5, 6, 7];
+const I = 15;
+const [B1, B2, A1, A2, STEP, SC2, EPS] = [16, 17, 18, 19, 20, 21, 22];
+const [G4, M4, V4] = [23, 24, 25];
 const at = (base: number) => [...get(base), ...get(I), ...i32add];
 
 function body(): number[] {
   const code = [
-    ...[5, 6, 7, 8, 9, 10, 11].flatMap((p, k) => [...get(p), ...splat, ...set(B1 + k)]),
+    ...[8, 9, 10, 11, 12, 13, 14].flatMap((p, k) => [...get(p), ...splat, ...set(B1 + k)]),
     0x02, 0x40, // block
     0x03, 0x40, // loop
     ...get(I), ...get(BYTES), 0x4f, 0x0d, 0x01, // if i >= bytes: break
     ...at(G), ...load, ...set(G4),
     // m = b1·m + (1−b1)·g
-    ...at(M), ...get(B1), ...at(M), ...load, ...mul, ...get(A1), ...get(G4), ...mul, ...add, ...tee(M4), ...store,
+    ...at(M_OUT), ...get(B1), ...at(M), ...load, ...mul, ...get(A1), ...get(G4), ...mul, ...add, ...tee(M4), ...store,
     // v = b2·v + (1−b2)·g²
-    ...at(V), ...get(B2), ...at(V), ...load, ...mul, ...get(A2), ...get(G4), ...get(G4), ...mul, ...mul, ...add, ...tee(V4), ...store,
+    ...at(V_OUT), ...get(B2), ...at(V), ...load, ...mul, ...get(A2), ...get(G4), ...get(G4), ...mul, ...mul, ...add, ...tee(V4), ...store,
     // w −= step·m / (sqrt(v)·sc2 + ε)
-    ...at(W), ...at(W), ...load, ...get(STEP), ...get(M4), ...mul, ...get(V4), ...sqrt, ...get(SC2), ...mul, ...get(EPS), ...add, ...div, ...sub, ...store,
+    ...at(W_OUT), ...at(W), ...load, ...get(STEP), ...get(M4), ...mul, ...get(V4), ...sqrt, ...get(SC2), ...mul, ...get(EPS), ...add, ...div, ...sub, ...store,
     ...get(I), 0x41, 0x10, ...i32add, ...set(I), // i += 16
     0x0c, 0x00, // continue
     0x0b, // end loop
@@ -77,9 +81,13 @@ function body(): number[] {
   return [...leb(fn.length), ...fn];
 }
 
-function moduleBytes(): Uint8Array<ArrayBuffer> {
-  const type = [0x01, 0x60, 12, ...Array(5).fill(I32), ...Array(7).fill(F32), 0x00];
-  const imports = [0x01, ...name('env'), ...name('memory'), 0x02, 0x00, 0x01];
+/** A shared memory import must declare a maximum: the largest a wasm32 memory can be. */
+const MAX_PAGES = 65536;
+
+function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  const type = [0x01, 0x60, 15, ...Array(8).fill(I32), ...Array(7).fill(F32), 0x00];
+  const limits = shared ? [0x03, 0x01, ...leb(MAX_PAGES)] : [0x00, 0x01];
+  const imports = [0x01, ...name('env'), ...name('memory'), 0x02, ...limits];
   const functions = [0x01, 0x00];
   const exports = [0x01, ...name('adam'), 0x00, 0x00];
   const code = [0x01, ...body()];
@@ -93,17 +101,25 @@ function moduleBytes(): Uint8Array<ArrayBuffer> {
   ]);
 }
 
-export type AdamKernel = (bytes: number, w: number, g: number, m: number, v: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number) => void;
+export type AdamKernel = (
+  bytes: number, w: number, g: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
+  b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number,
+) => void;
 
-let compiled: WebAssembly.Module | null | undefined;
+const compiled = new Map<boolean, WebAssembly.Module | null>();
 
-/** The kernel over `memory`, or undefined where WebAssembly SIMD is not available. */
-export function simdAdamKernel(memory: WebAssembly.Memory): AdamKernel | undefined {
-  if (compiled === undefined) {
-    const bytes = moduleBytes();
-    compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+/**
+ * The kernel over `memory`, or undefined where WebAssembly SIMD is not available. `shared`: the
+ * memory was created with `shared: true` (and a maximum), so compute threads can all use it.
+ */
+export function simdAdamKernel(memory: WebAssembly.Memory, shared = false): AdamKernel | undefined {
+  let module = compiled.get(shared);
+  if (module === undefined) {
+    const bytes = moduleBytes(shared);
+    module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    compiled.set(shared, module);
   }
-  if (!compiled) return undefined;
-  const instance = new WebAssembly.Instance(compiled, { env: { memory } });
+  if (!module) return undefined;
+  const instance = new WebAssembly.Instance(module, { env: { memory } });
   return instance.exports.adam as AdamKernel;
 }

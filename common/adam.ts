@@ -91,7 +91,7 @@ export class Adam {
       const s = this.simd;
       s.w.set(weights);
       s.g.set(gradient);
-      s.kernel(s.bytes, 0, s.bytes, 2 * s.bytes, 3 * s.bytes, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, sqrtCorrection, epsilon);
+      s.kernel(s.bytes, 0, s.bytes, 2 * s.bytes, 3 * s.bytes, 0, 2 * s.bytes, 3 * s.bytes, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, sqrtCorrection, epsilon);
       weights.set(s.w.subarray(0, this.size));
       return;
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { aggregateResults, sliceSizes } from './aggregate.ts';
+import { aggregateResults, sliceSizes, StepAccumulator } from './aggregate.ts';
 import { floatsToBytes } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { SeededRandom } from '../common/random.ts';
@@ -115,5 +115,46 @@ describe('sliceSizes', () => {
         expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
       }
     }
+  });
+});
+
+describe('StepAccumulator', () => {
+  const rng = new SeededRandom(11);
+  const random = (n: number) => Array.from({ length: n }, () => rng.next() * 2 - 1);
+  const bits = (a: Float32Array) => Array.from(new Uint32Array(a.slice().buffer));
+
+  it('gives bit for bit aggregateResults, whatever order the results arrive in', () => {
+    const results = [3, 5, 4].map((count) => result(count, random(50), { lossSum: count / 2, correct: count - 1, stats: floatsToBytes(new Float32Array(random(6))) }));
+    const expected = aggregateResults(results, 50, 6);
+    const acc = new StepAccumulator(50, 6);
+    for (const order of [[0, 1, 2], [2, 1, 0], [1, 2, 0]]) {
+      acc.reset(3);
+      for (const i of order) acc.add(i, results[i]);
+      const got = acc.finish();
+      expect(bits(got.gradient)).toEqual(bits(expected.gradient));
+      expect(bits(got.stats)).toEqual(bits(expected.stats));
+      expect([got.count, got.lossSum, got.correct]).toEqual([expected.count, expected.lossSum, expected.correct]);
+    }
+  });
+
+  it('reuses its buffers: a second step does not see the first', () => {
+    const acc = new StepAccumulator(2, 0);
+    acc.reset(1);
+    acc.add(0, result(1, [5, 5]));
+    const first = acc.finish().gradient;
+    acc.reset(2);
+    acc.add(1, result(1, [1, 3]));
+    acc.add(0, result(1, [1, 1]));
+    const second = acc.finish().gradient;
+    // (1 + 1) / 2 = 1; (1 + 3) / 2 = 2: nothing of [5, 5] is left.
+    expect(Array.from(second)).toEqual([1, 2]);
+    expect(second).toBe(first);
+  });
+
+  it('refuses to finish before every result is in', () => {
+    const acc = new StepAccumulator(1, 0);
+    acc.reset(2);
+    acc.add(1, result(1, [1]));
+    expect(() => acc.finish()).toThrow(/expected 2 results, but 0 were folded/);
   });
 });

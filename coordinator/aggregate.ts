@@ -39,6 +39,72 @@ export function aggregateResults(results: ResultMessage[], gradientCount: number
   return { count, lossSum, correct, gradient, stats };
 }
 
+/**
+ * aggregateResults, folded as the results arrive: result i is added as soon as results 0..i-1 have
+ * been, so the sums are the same, in the same order, as aggregateResults', whatever the arrival
+ * order, and the last result leaves only its own fold and the division. The buffers are allocated
+ * once and reused every step: the returned aggregate is valid until the next reset.
+ */
+export class StepAccumulator {
+  private readonly gradient: Float32Array;
+  private readonly stats: Float32Array;
+  private waiting: (ResultMessage | undefined)[] = [];
+  private folded = 0;
+  private count = 0;
+  private lossSum = 0;
+  private correct = 0;
+
+  constructor(private readonly gradientCount: number, private readonly statsCount: number) {
+    this.gradient = new Float32Array(gradientCount);
+    this.stats = new Float32Array(statsCount);
+  }
+
+  /** Starts a step of `tasks` results. */
+  reset(tasks: number): void {
+    this.waiting = new Array(tasks).fill(undefined);
+    this.folded = 0;
+    this.count = 0;
+    this.lossSum = 0;
+    this.correct = 0;
+  }
+
+  /** Result of task `index`; folds it and every waiting successor whose turn it now is. */
+  add(index: number, result: ResultMessage): void {
+    this.waiting[index] = result;
+    while (this.folded < this.waiting.length && this.waiting[this.folded]) {
+      this.fold(this.waiting[this.folded]!, this.folded === 0);
+      this.waiting[this.folded] = undefined;
+      this.folded++;
+    }
+  }
+
+  private fold(r: ResultMessage, first: boolean): void {
+    const { gradient, stats, gradientCount, statsCount } = this;
+    this.count += r.count;
+    this.lossSum += r.lossSum;
+    this.correct += r.correct;
+    const g = bytesToFloats(r.gradients!);
+    // The first fold writes 0 + g, exactly what adding to a zeroed buffer gives, without zeroing it.
+    if (first) for (let i = 0; i < gradientCount; i++) gradient[i] = 0 + g[i];
+    else for (let i = 0; i < gradientCount; i++) gradient[i] += g[i];
+    if (statsCount > 0) {
+      const s = bytesToFloats(r.stats!);
+      if (first) for (let i = 0; i < statsCount; i++) stats[i] = 0 + s[i] * r.count;
+      else for (let i = 0; i < statsCount; i++) stats[i] += s[i] * r.count;
+    }
+  }
+
+  /** The step's aggregate, once every result has been added. */
+  finish(): StepAggregate {
+    if (this.folded !== this.waiting.length || this.folded === 0) throw new Error(`StepAccumulator: expected ${this.waiting.length} results, but ${this.folded} were folded.`);
+    const inv = 1 / this.count;
+    const { gradient, stats } = this;
+    for (let i = 0; i < this.gradientCount; i++) gradient[i] *= inv;
+    for (let i = 0; i < this.statsCount; i++) stats[i] *= inv;
+    return { count: this.count, lossSum: this.lossSum, correct: this.correct, gradient, stats };
+  }
+}
+
 /** Splits `total` samples into `parts` contiguous slices whose sizes differ by at most one. */
 export function sliceSizes(total: number, parts: number): number[] {
   const n = Math.max(1, Math.min(parts, total));

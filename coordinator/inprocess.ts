@@ -8,21 +8,27 @@ import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage, type WelcomeMessage } from '../common/protocol.ts';
 import { ComputeThread } from '../worker/compute-thread.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
+import { Adam } from '../common/adam.ts';
+import { SharedStep } from './shared-step.ts';
 
 class ThreadWorker implements WorkerHandle {
   weightsVersion = -1;
 
-  constructor(readonly id: string, readonly backend: string, private readonly thread: ComputeThread) {}
+  constructor(readonly id: string, readonly backend: string, private readonly thread: ComputeThread, private readonly index: number, private readonly shared: SharedStep | undefined) {}
 
   get name(): string {
     return this.id;
   }
 
   run(task: TaskMessage): Promise<ResultMessage> {
+    // Train slices gathered into shared memory go through Atomics; everything else is a message.
+    const slot = this.shared?.slotFor(task);
+    if (slot !== undefined) return this.shared!.train(this.index, slot, task);
     return this.thread.run(task);
   }
 
   close(_code: number, reason: string): void {
+    this.shared?.fail(this.index, reason);
     // A thread stuck in a long kernel cannot be asked to stop: it is terminated.
     this.thread.abandon(reason);
     void this.thread.terminate();
@@ -34,12 +40,20 @@ export interface InProcessOptions {
   backend: BackendChoice;
   welcome: Omit<WelcomeMessage, 'workerId'>;
   log: Logger;
+  /**
+   * The shared-memory step (coordinator/shared-step.ts), when given: the trainable and statistics
+   * counts and the largest slice. Without it, every step is messages, as over WebSockets.
+   */
+  sharedMemory?: { trainable: number; stats: number; slotSamples: number } | false;
 }
 
 /** Starts the threads, waits for each to load its backend and model, and joins them. */
-export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; stop(): Promise<void> }> {
+export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; sharedStep?: SharedStep; stop(): Promise<void> }> {
   membership.canGrow = false;
   const threads: ComputeThread[] = [];
+  const sm = opts.sharedMemory;
+  // The stripes run the SIMD Adam exactly when the trainer's Adam does (same availability check).
+  const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
   const started = await Promise.all(
     Array.from({ length: opts.workers }, async (_, i) => {
       const id = `thread-${i + 1}`;
@@ -48,13 +62,19 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
       thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
       const selection = await thread.started();
       const backend = await thread.welcome({ ...opts.welcome, workerId: id });
-      thread.onLost = (reason) => membership.leave(id, 'left', reason);
-      return { handle: new ThreadWorker(id, backend, thread), selection };
+      if (shared) await thread.attachShared(shared.attachMessage(i));
+      thread.onLost = (reason) => {
+        shared?.fail(i, reason);
+        membership.leave(id, 'left', reason);
+      };
+      return { handle: new ThreadWorker(id, backend, thread, i, shared), selection };
     }),
   );
   for (const s of started) membership.join(s.handle);
+  if (shared) shared.onThreadFailed = (i, reason) => membership.leave(`thread-${i + 1}`, 'evicted', reason, CLOSE_CODES.evicted);
   return {
     backend: started[0].selection,
+    sharedStep: shared,
     async stop() {
       membership.closeAll(CLOSE_CODES.finished, 'training finished');
       await Promise.all(threads.map((t) => t.terminate()));

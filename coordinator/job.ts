@@ -13,6 +13,7 @@ import { MODEL_SPECS } from '../common/models.ts';
 import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
 import { Membership } from './membership.ts';
+import type { SharedStep } from './shared-step.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
 import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
@@ -22,6 +23,8 @@ export interface WorkerPool {
   backend(): string;
   /** `finished`: workers are told training is over (they exit 0); `shutdown`: they should reconnect. */
   stop(why: 'finished' | 'shutdown'): Promise<void>;
+  /** Worker threads in this process step through shared memory (coordinator/shared-step.ts). */
+  sharedStep?: SharedStep;
 }
 
 export interface JobOptions {
@@ -101,6 +104,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     // Offered only to workers whose own dataset has this fingerprint (the WebSocket Connection checks).
     ...(data.fingerprint ? { localData: { fingerprint: data.fingerprint, seed: config.seed, ...(config.limitTrain ? { limitTrain: config.limitTrain } : {}), ...(config.limitTest ? { limitTest: config.limitTest } : {}) } } : {}),
   }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize });
+  if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   let outcome: RunOutcome | undefined;
   try {
     const minWorkers = opts.minWorkers ?? 1;

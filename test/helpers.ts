@@ -12,7 +12,7 @@ import { MODEL_SPECS } from '../common/models.ts';
 import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
 import { Membership } from '../coordinator/membership.ts';
-import { Trainer, type RunOutcome } from '../coordinator/trainer.ts';
+import { Trainer, type RunOutcome, type TrainerHooks } from '../coordinator/trainer.ts';
 import { startInProcessWorkers } from '../coordinator/inprocess.ts';
 import { wirePreprocessing } from '../coordinator/job.ts';
 
@@ -33,10 +33,15 @@ export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
 }
 
 /** Runs the trainer with K worker threads; returns the outcome and the final weights. */
-export async function trainInProcess(config: TrainConfig, data: DatasetSplits, opts: { resume?: boolean } = {}): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer }> {
+export async function trainInProcess(
+  config: TrainConfig,
+  data: DatasetSplits,
+  opts: { resume?: boolean; sharedMemory?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks } = {},
+): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean }> {
   const log = silentLogger();
   const membership = new Membership(log);
-  const trainer = new Trainer(config, data, membership, log);
+  opts.membership?.(membership);
+  const trainer = new Trainer(config, data, membership, log, opts.hooks);
   if (opts.resume) await trainer.resume();
   const prep = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : ({ kind: 'scale' } as const);
   const pool = await startInProcessWorkers(membership, {
@@ -44,11 +49,14 @@ export async function trainInProcess(config: TrainConfig, data: DatasetSplits, o
     backend: config.backend,
     log,
     welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: config.model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
+    // The shared-memory step is what `dtrain train` runs; `sharedMemory: false` keeps every step as messages.
+    sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize },
   });
+  if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   try {
     trainer.backendName = pool.backend.name;
     const outcome = await trainer.run();
-    return { outcome, weights: trainer.currentWeights.slice(), trainer };
+    return { outcome, weights: trainer.currentWeights.slice(), trainer, shared: pool.sharedStep !== undefined };
   } finally {
     await pool.stop();
   }

@@ -10,8 +10,9 @@ import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import type { ResultMessage, TaskMessage, WelcomeMessage, WorkerMessage } from '../common/protocol.ts';
 import type { BackendFallbackMessage } from './backend-fallback.ts';
 import type { ThreadInit } from './thread.ts';
+import type { SharedAttachMessage } from './shared-step-server.ts';
 
-export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | BackendFallbackMessage;
+export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | BackendFallbackMessage;
 
 export class WorkerLostError extends DtrainError {
   constructor(message: string) {
@@ -80,6 +81,13 @@ export class ComputeThread {
     const ready = this.next('ready');
     this.thread.postMessage(msg);
     return (await ready).backend;
+  }
+
+  /** Maps the shared-memory step's memory (coordinator/shared-step.ts); resolves once it serves. */
+  async attachShared(msg: SharedAttachMessage): Promise<void> {
+    const ready = this.next('shared_ready');
+    this.thread.postMessage(msg);
+    await ready;
   }
 
   run(task: TaskMessage): Promise<ResultMessage> {

@@ -3,7 +3,7 @@
  * each task sets the weights (when they changed) and computes. Worker threads and WebSocket
  * workers both drive this class.
  */
-import { StepComputer } from './compute.ts';
+import { StepComputer, type TrainResult } from './compute.ts';
 import { bytesToFloats, floatsToBytes } from '../common/codec.ts';
 import type { ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
@@ -99,6 +99,21 @@ export class WorkerSession {
     }
     const r = await computer.evaluate(task.images, task.labels);
     return { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, predictions: r.predictions };
+  }
+
+  /**
+   * The shared-memory step's train: weights straight from shared memory into the backend (the one
+   * copy), then one step. The next message task must bring its weights: this worker's version is
+   * forgotten, since the shared weights are not versioned.
+   */
+  async trainWith(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
+    const computer = this.computer;
+    if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
+    computer.setWeights(weights);
+    this.weightsVersion = -1;
+    this.lastWeights = undefined;
+    this.statsDirty = false;
+    return computer.train(images, labels);
   }
 
   dispose(): void {

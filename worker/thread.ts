@@ -8,6 +8,7 @@ import { selectBackend, type BackendChoice } from '../common/backend.ts';
 import type { CoordinatorMessage, WorkerMessage } from '../common/protocol.ts';
 import { WorkerSession } from './session.ts';
 import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from './backend-fallback.ts';
+import { SharedStepServer, type SharedAttachMessage } from './shared-step-server.ts';
 
 export interface ThreadInit {
   backend: BackendChoice;
@@ -20,15 +21,22 @@ const { backend, failFirstReadBackOn } = workerData as ThreadInit;
 let current: ThreadBackend | undefined;
 // A backend that fails its first real step is replaced by the next one (see backend-fallback.ts).
 const session = new WorkerSession((err) => current?.fallback(err) ?? Promise.resolve(false));
+/** Messages and shared-step commands run one at a time, in arrival order. */
+let queue: Promise<void> = Promise.resolve();
 
-function post(message: WorkerMessage | { type: 'fatal'; message: string } | BackendFallbackMessage): void {
+function post(message: WorkerMessage | { type: 'fatal'; message: string } | { type: 'shared_ready' } | BackendFallbackMessage): void {
   const transfer = message.type === 'result' && message.gradients ? [message.gradients.buffer as ArrayBuffer] : [];
   port.postMessage(message, transfer);
 }
 
-async function handle(msg: CoordinatorMessage, backendName: string): Promise<void> {
+async function handle(msg: CoordinatorMessage | SharedAttachMessage, backendName: string): Promise<void> {
   try {
-    if (msg.type === 'welcome') {
+    if (msg.type === 'shared_attach') {
+      // The shared-memory step (coordinator/shared-step.ts): commands arrive through Atomics, and
+      // run in the same order as messages.
+      void new SharedStepServer(msg, session, (job) => (queue = queue.then(job))).serve();
+      post({ type: 'shared_ready' });
+    } else if (msg.type === 'welcome') {
       session.welcome(msg);
       post({ type: 'ready', backend: backendName });
     } else if (msg.type === 'task') {
@@ -52,7 +60,6 @@ try {
   if (failFirstReadBackOn === selection.name) failFirstReadBack(selection.name);
   // Tasks are asynchronous (one awaited read-back each); messages are handled strictly in arrival
   // order, so a welcome or a second task never interleaves with a step in flight.
-  let queue: Promise<void> = Promise.resolve();
   port.on('message', (msg: CoordinatorMessage) => {
     queue = queue.then(() => handle(msg, threadBackend.name));
   });

@@ -157,11 +157,12 @@ export function registerTrainCommand(program: Command): void {
       signal,
       observer: web?.monitor,
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
-      startWorkers: async (membership, welcome) => {
-        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log });
+      startWorkers: async (membership, welcome, expect) => {
+        const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize };
+        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory });
         const sel = started.backend;
         log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, adapter: sel.adapter }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
-        return { backend: () => sel.name, stop: started.stop };
+        return { backend: () => sel.name, stop: started.stop, sharedStep: started.sharedStep };
       },
     });
     progress?.stop();

@@ -1,0 +1,248 @@
+/**
+ * The memory of the single-machine shared-memory step: one shared WebAssembly.Memory that the
+ * coordinating thread and every compute thread map, plus a small shared control block.
+ *
+ * Memory (float32 unless said; every region starts on a 64-byte line):
+ *   weights[0], weights[1]   every weight in layout order (trainable, then BatchNorm statistics);
+ *                            step s reads weights[p] and writes weights[1-p] (ping-pong)
+ *   m[0], m[1], v[0], v[1]   Adam's moments, ping-ponged with the weights
+ *   reduced                  the mean gradient, written stripe by stripe before Adam reads it
+ *   gradient[k], stats[k]    slot k's gradient sums and BatchNorm statistics (one slot per slice)
+ *   images[k], labels[k]     slot k's input bytes
+ * Keeping the previous weights and moments intact until the step is complete is what lets a step
+ * whose thread died during the reduction be redone from the same inputs.
+ *
+ * Control (Int32Array, one 64-byte line per thread after a global block): a command sequence word
+ * the thread waits on, the command's fields, a done word the owning thread waits on, and the
+ * result. Float64 scalars (Adam's bias corrections, 1/count, loss) live in a parallel Float64Array.
+ */
+import { IMAGE_BYTES } from './data/types.ts';
+import { ShapeError } from './errors.ts';
+
+export interface StepMemoryShape {
+  /** Trainable weights (the gradient's length). */
+  trainable: number;
+  /** Non-trainable weights after them (BatchNorm moving statistics); 0 when none. */
+  stats: number;
+  /** Slices per step at most: one per thread. */
+  slots: number;
+  /** Samples per slice at most. */
+  slotSamples: number;
+  /** Compute threads (control blocks). */
+  threads: number;
+}
+
+/** Stripes are whole 64-byte lines, so no two threads write the same cache line. */
+export const STRIPE_FLOATS = 16;
+const LINE = 64;
+const PAGE = 65536;
+
+/** Commands a compute thread executes. */
+export const OP = { train: 1, reduce: 2 } as const;
+
+/** Int32 control indices: global ones, then per thread at threadBase(t) + field. */
+export const CTL = {
+  // global
+  slotsUsed: 0,
+  /** slotCount[k] at slotCounts + k */
+  slotCounts: 16,
+  // per thread (16 int32 = one line)
+  cmdSeq: 0,
+  op: 1,
+  slot: 2,
+  count: 3,
+  from: 4,
+  to: 5,
+  doStats: 6,
+  parity: 7,
+  doneSeq: 8,
+  status: 9,
+  correct: 10,
+  errorLength: 11,
+} as const;
+
+/** Float64 control indices: global, then per thread at f64Base(t) + field. */
+export const F64 = {
+  inv: 0,
+  stepSize: 1,
+  sqrtCorrection: 2,
+  beta1: 3,
+  beta2: 4,
+  epsilon: 5,
+  // per thread (8 float64 = one line)
+  lossSum: 0,
+  computeMs: 1,
+} as const;
+
+export const STATUS = { ok: 0, failed: 1 } as const;
+const ERROR_BYTES = 512;
+
+function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+/** The shape and a memory and control block to share; what is posted to each compute thread. */
+export interface StepMemoryInit {
+  shape: StepMemoryShape;
+  memory: WebAssembly.Memory;
+  control: SharedArrayBuffer;
+}
+
+export class StepMemory {
+  readonly shape: StepMemoryShape;
+  readonly memory: WebAssembly.Memory;
+  readonly control: SharedArrayBuffer;
+  /** Trainable count rounded up to whole SIMD lanes: the span Adam runs over. */
+  readonly adamSpan: number;
+  readonly weights: [Float32Array, Float32Array];
+  readonly m: [Float32Array, Float32Array];
+  readonly v: [Float32Array, Float32Array];
+  readonly reduced: Float32Array;
+  readonly gradients: Float32Array[];
+  readonly statSums: Float32Array[];
+  readonly images: Uint8Array[];
+  readonly labels: Uint8Array[];
+  /** Byte offsets in the memory, for the Adam kernel. */
+  readonly offsets: { weights: [number, number]; m: [number, number]; v: [number, number]; reduced: number };
+  readonly ctl: Int32Array;
+  readonly f64: Float64Array;
+  private readonly globalInts: number;
+  private readonly globalFloats = 8;
+
+  private constructor(init: StepMemoryInit) {
+    const { shape, memory, control } = init;
+    this.shape = shape;
+    this.memory = memory;
+    this.control = control;
+    this.adamSpan = alignUp(shape.trainable, 4);
+    const plan = StepMemory.plan(shape);
+    if (memory.buffer.byteLength < plan.bytes) throw new ShapeError(`Expected a step memory of at least ${plan.bytes} bytes, but got ${memory.buffer.byteLength}.`);
+    const buf = memory.buffer;
+    const f32 = (offset: number, n: number) => new Float32Array(buf, offset, n);
+    const o = plan.offsets;
+    this.offsets = { weights: o.weights, m: o.m, v: o.v, reduced: o.reduced };
+    this.weights = [f32(o.weights[0], plan.weightFloats), f32(o.weights[1], plan.weightFloats)];
+    this.m = [f32(o.m[0], this.adamSpan), f32(o.m[1], this.adamSpan)];
+    this.v = [f32(o.v[0], this.adamSpan), f32(o.v[1], this.adamSpan)];
+    this.reduced = f32(o.reduced, this.adamSpan);
+    this.gradients = o.gradients.map((at) => f32(at, shape.trainable));
+    this.statSums = o.stats.map((at) => f32(at, shape.stats));
+    this.images = o.images.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
+    this.labels = o.labels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
+    this.globalInts = alignUp(CTL.slotCounts + shape.slots, 16);
+    const c = StepMemory.controlPlan(shape);
+    this.ctl = new Int32Array(control, 0, c.ints);
+    this.f64 = new Float64Array(control, c.f64Offset, c.floats);
+  }
+
+  /** Byte offsets of every region, in the order of the module comment. */
+  static plan(shape: StepMemoryShape) {
+    let at = 0;
+    const take = (bytes: number) => {
+      const start = at;
+      at = alignUp(at + bytes, LINE);
+      return start;
+    };
+    const span = alignUp(shape.trainable, 4);
+    // The weights hold the Adam span too: Adam's padding lanes (gradient 0) rewrite what they read.
+    const weightFloats = Math.max(shape.trainable + shape.stats, span);
+    const weights: [number, number] = [take(weightFloats * 4), take(weightFloats * 4)];
+    const m: [number, number] = [take(span * 4), take(span * 4)];
+    const v: [number, number] = [take(span * 4), take(span * 4)];
+    const reduced = take(span * 4);
+    const gradients: number[] = [];
+    const stats: number[] = [];
+    const images: number[] = [];
+    const labels: number[] = [];
+    for (let k = 0; k < shape.slots; k++) {
+      gradients.push(take(shape.trainable * 4));
+      stats.push(take(shape.stats * 4));
+      images.push(take(shape.slotSamples * IMAGE_BYTES));
+      labels.push(take(shape.slotSamples));
+    }
+    return { bytes: at, weightFloats, offsets: { weights, m, v, reduced, gradients, stats, images, labels } };
+  }
+
+  private static controlPlan(shape: StepMemoryShape) {
+    const ints = alignUp(CTL.slotCounts + shape.slots, 16) + 16 * shape.threads;
+    const f64Offset = alignUp(ints * 4, LINE);
+    const floats = 8 + 8 * shape.threads;
+    const errorOffset = alignUp(f64Offset + floats * 8, LINE);
+    return { ints, f64Offset, floats, errorOffset, bytes: errorOffset + ERROR_BYTES * shape.threads };
+  }
+
+  /** Allocates a zeroed memory and control block for `shape`. */
+  static create(shape: StepMemoryShape): StepMemory {
+    for (const [k, v] of Object.entries(shape)) {
+      if (!Number.isInteger(v) || v < 0) throw new ShapeError(`Expected ${k} to be a non-negative integer, but got ${v}.`);
+    }
+    if (shape.slots < 1 || shape.threads < 1 || shape.slotSamples < 1) throw new ShapeError(`Expected at least one slot, thread and sample, but got ${JSON.stringify(shape)}.`);
+    const pages = Math.ceil(StepMemory.plan(shape).bytes / PAGE) || 1;
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+    const control = new SharedArrayBuffer(StepMemory.controlPlan(shape).bytes);
+    return new StepMemory({ shape, memory, control });
+  }
+
+  /** The views of a memory made elsewhere (in a compute thread, from the posted init). */
+  static attach(init: StepMemoryInit): StepMemory {
+    return new StepMemory(init);
+  }
+
+  get init(): StepMemoryInit {
+    return { shape: this.shape, memory: this.memory, control: this.control };
+  }
+
+  /** Index of thread t's first control int. */
+  threadBase(t: number): number {
+    return this.globalInts + 16 * t;
+  }
+
+  f64Base(t: number): number {
+    return this.globalFloats + 8 * t;
+  }
+
+  /** Stores a failure message for the owning thread to read (truncated to fit). */
+  writeError(t: number, message: string): void {
+    const bytes = new TextEncoder().encode(message).subarray(0, ERROR_BYTES);
+    new Uint8Array(this.control, StepMemory.controlPlan(this.shape).errorOffset + t * ERROR_BYTES, ERROR_BYTES).set(bytes);
+    this.ctl[this.threadBase(t) + CTL.errorLength] = bytes.length;
+  }
+
+  readError(t: number): string {
+    const n = this.ctl[this.threadBase(t) + CTL.errorLength];
+    const at = StepMemory.controlPlan(this.shape).errorOffset + t * ERROR_BYTES;
+    return new TextDecoder().decode(new Uint8Array(this.control, at, n).slice());
+  }
+}
+
+type WaitResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+const atomicsWaitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, i: number, v: number, timeout?: number) => WaitResult }).waitAsync;
+
+/**
+ * Resolves once `ctl[index]` is no longer `value`, without blocking the thread's event loop (so it
+ * keeps handling messages). Spins for `spinMicros` first: a wake-up through the event loop costs
+ * tens of microseconds, a short spin catches a partner that is about to finish.
+ */
+export async function waitWhileEqual(ctl: Int32Array, index: number, value: number, spinMicros = 0): Promise<void> {
+  if (spinMicros > 0) {
+    const until = performance.now() + spinMicros / 1000;
+    while (performance.now() < until) if (Atomics.load(ctl, index) !== value) return;
+  }
+  while (Atomics.load(ctl, index) === value) {
+    const r = atomicsWaitAsync(ctl, index, value);
+    if (r.async) await r.value;
+  }
+}
+
+/** Stores `value` and wakes whoever waits on the word. */
+export function publish(ctl: Int32Array, index: number, value: number): void {
+  Atomics.store(ctl, index, value);
+  Atomics.notify(ctl, index);
+}
+
+/** Splits [0, span) into `parts` near-equal stripes of whole lines (the last ends at `span`). */
+export function stripes(span: number, parts: number): { from: number; to: number }[] {
+  const lines = Math.ceil(span / STRIPE_FLOATS);
+  const edge = (i: number) => Math.min(span, Math.floor((i * lines) / parts) * STRIPE_FLOATS);
+  return Array.from({ length: parts }, (_, i) => ({ from: edge(i), to: edge(i + 1) }));
+}

@@ -1,0 +1,110 @@
+/**
+ * One thread's share of a step's optimizer work in shared memory: for a stripe of the parameters,
+ * sum the slots' gradient sums, divide by the sample count, and apply Adam, reading the current
+ * weights and moments and writing the next ones (StepMemory's ping-pong). Every operation is the
+ * one coordinator/aggregate.ts and common/adam.ts do, element by element and in the same order
+ * (slot order = task order), so any split into stripes gives the same bits as the whole.
+ */
+import { simdAdamKernel, type AdamKernel } from './adam-simd.ts';
+import { CTL, F64, type StepMemory } from './step-memory.ts';
+
+export interface StripeTask {
+  from: number;
+  to: number;
+  /** Which copy holds the current weights and moments; the result goes to the other. */
+  parity: 0 | 1;
+  /** This stripe's thread also averages the BatchNorm statistics (after its Adam). */
+  doStats: boolean;
+}
+
+/** The kernels one thread uses on one StepMemory (the SIMD one instantiated on its memory). */
+export class StripeWorker {
+  private readonly kernel: AdamKernel | undefined;
+
+  constructor(private readonly mem: StepMemory, simd = true) {
+    this.kernel = simd ? simdAdamKernel(mem.memory, true) : undefined;
+  }
+
+  get kind(): 'simd' | 'scalar' {
+    return this.kernel ? 'simd' : 'scalar';
+  }
+
+  run(task: StripeTask): void {
+    this.reduce(task.from, task.to);
+    this.adam(task);
+    if (task.doStats) this.averageStats(task.parity);
+  }
+
+  private slotCounts(): { slots: number; counts: number[] } {
+    const { ctl } = this.mem;
+    const slots = ctl[CTL.slotsUsed];
+    const counts: number[] = [];
+    for (let k = 0; k < slots; k++) counts.push(ctl[CTL.slotCounts + k]);
+    return { slots, counts };
+  }
+
+  /** reduced[i] = (0 + g_0[i] + g_1[i] + ...) · (1/count), rounded to float32 at each step as aggregateResults does. */
+  private reduce(from: number, to: number): void {
+    const { reduced, gradients, shape } = this.mem;
+    const inv = this.mem.f64[F64.inv];
+    const end = Math.min(to, shape.trainable);
+    const { slots } = this.slotCounts();
+    if (slots === 1) {
+      const g0 = gradients[0];
+      for (let i = from; i < end; i++) reduced[i] = Math.fround(0 + g0[i]) * inv;
+    } else if (slots === 2) {
+      const [g0, g1] = gradients;
+      for (let i = from; i < end; i++) reduced[i] = Math.fround(Math.fround(0 + g0[i]) + g1[i]) * inv;
+    } else {
+      for (let i = from; i < end; i++) {
+        let s = 0;
+        for (let k = 0; k < slots; k++) s = Math.fround(s + gradients[k][i]);
+        reduced[i] = s * inv;
+      }
+    }
+  }
+
+  private adam({ from, to, parity }: StripeTask): void {
+    if (to <= from) return;
+    const { f64, offsets: o } = this.mem;
+    const next = 1 - parity;
+    const beta1 = f64[F64.beta1];
+    const beta2 = f64[F64.beta2];
+    const stepSize = f64[F64.stepSize];
+    const sqrtCorrection = f64[F64.sqrtCorrection];
+    const epsilon = f64[F64.epsilon];
+    if (this.kernel) {
+      const b = from * 4;
+      this.kernel((to - from) * 4, o.weights[parity] + b, o.reduced + b, o.m[parity] + b, o.v[parity] + b, o.weights[next] + b, o.m[next] + b, o.v[next] + b,
+        beta1, beta2, 1 - beta1, 1 - beta2, stepSize, sqrtCorrection, epsilon);
+      return;
+    }
+    // The scalar loop of Adam.apply, reading one copy and writing the other.
+    const [w, wn, m, mn, v, vn, g] = [this.mem.weights[parity], this.mem.weights[next], this.mem.m[parity], this.mem.m[next], this.mem.v[parity], this.mem.v[next], this.mem.reduced];
+    const a1 = 1 - beta1;
+    const a2 = 1 - beta2;
+    const end = Math.min(to, this.mem.shape.trainable);
+    for (let i = from; i < end; i++) {
+      const gi = g[i];
+      const mi = (mn[i] = beta1 * m[i] + a1 * gi);
+      const vi = (vn[i] = beta2 * v[i] + a2 * gi * gi);
+      wn[i] = w[i] - (stepSize * mi) / (Math.sqrt(vi) * sqrtCorrection + epsilon);
+    }
+    // Padding lanes keep their values, as the SIMD kernel's zero gradients leave them.
+    for (let i = end; i < to; i++) wn[i] = w[i];
+  }
+
+  /** stats = Σ s_k · count_k, then · (1/count): aggregateResults' expression, into the next weights. */
+  private averageStats(parity: 0 | 1): void {
+    const { shape, statSums } = this.mem;
+    if (shape.stats === 0) return;
+    const out = this.mem.weights[1 - parity];
+    const inv = this.mem.f64[F64.inv];
+    const { slots, counts } = this.slotCounts();
+    for (let i = 0; i < shape.stats; i++) {
+      let acc = 0;
+      for (let k = 0; k < slots; k++) acc = Math.fround(acc + statSums[k][i] * counts[k]);
+      out[shape.trainable + i] = acc * inv;
+    }
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * The single-machine step in shared memory (common/step-memory.ts), driven from the thread that owns
+ * the compute threads. Per step:
+ *   1. train   each slice's images are gathered straight into its slot; the scheduler hands slots
+ *              to threads (retrying a dead thread's slot elsewhere, as for any worker); each thread
+ *              copies the current weights into its backend and writes its gradient sums into the slot.
+ *   2. reduce  every live thread takes one stripe of the parameters: sums the slots in slot order,
+ *              divides by the sample count and applies Adam, writing the next weights and moments
+ *              (a reduce-scatter in shared memory). A thread that dies here is evicted and the whole
+ *              phase is redone by the others from the untouched current copies.
+ * Commands and completions are Atomics words; the owning thread only waits asynchronously, so it
+ * keeps serving its event loop (heartbeats, messages, a partner's synchronisation) and does no
+ * work proportional to the parameter count. Weights and Adam state are copied in at the start
+ * (load) and out for checkpoints and evaluation (store), not per step.
+ */
+import type { Adam } from '../common/adam.ts';
+import { DtrainError } from '../common/errors.ts';
+import { withTimeout } from '../common/timeout.ts';
+import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
+import { CTL, F64, OP, STATUS, StepMemory, publish, stripes, waitWhileEqual, type StepMemoryShape } from '../common/step-memory.ts';
+import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+import type { SharedAttachMessage } from '../worker/shared-step-server.ts';
+import { WorkerLostError } from '../worker/compute-thread.ts';
+import { NoWorkersError, type TaskSpec } from './scheduler.ts';
+
+export interface SharedStepTotals {
+  count: number;
+  lossSum: number;
+  correct: number;
+}
+
+/** How long the owning thread spins before sleeping on a completion (µs): see waitWhileEqual. */
+const SPIN_MICROS = 0;
+
+export class SharedStep {
+  readonly mem: StepMemory;
+  private parity: 0 | 1 = 0;
+  private adamStep = 0;
+  private readonly seqs: number[];
+  private readonly alive: boolean[];
+  private readonly rejecters: (((e: Error) => void) | undefined)[];
+  private readonly slotOf = new WeakMap<Uint8Array, number>();
+  /** Called when a thread fails or overruns during the reduction: the owner evicts it. */
+  onThreadFailed: (index: number, reason: string) => void = () => {};
+
+  private adam: Adam | undefined;
+
+  /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
+  constructor(shape: StepMemoryShape, private readonly simd: boolean) {
+    this.mem = StepMemory.create(shape);
+    this.seqs = new Array(shape.threads).fill(0);
+    this.alive = new Array(shape.threads).fill(true);
+    this.rejecters = new Array(shape.threads).fill(undefined);
+  }
+
+  /** What thread `index` is sent to map the memory. */
+  attachMessage(index: number): SharedAttachMessage {
+    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd };
+  }
+
+  /** Copies the weights and the Adam state in (run start, after a resume); `adam` stays bound. */
+  load(weights: Float32Array, adam: Adam): void {
+    if ((adam.kind === 'simd') !== this.simd) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `The shared-memory step was set up for ${this.simd ? 'simd' : 'scalar'} Adam, but the trainer's Adam is ${adam.kind}.`, { expected: false });
+    this.adam = adam;
+    const { beta1, beta2, epsilon } = adam.config;
+    this.mem.f64[F64.beta1] = beta1;
+    this.mem.f64[F64.beta2] = beta2;
+    this.mem.f64[F64.epsilon] = epsilon;
+    const s = adam.snapshot();
+    this.parity = 0;
+    this.mem.weights[0].set(weights);
+    this.mem.m[0].set(s.m);
+    this.mem.v[0].set(s.v);
+    this.adamStep = s.step;
+  }
+
+  /** Copies the current weights and Adam state out (checkpoints, evaluation, the end). */
+  store(weights: Float32Array): void {
+    const p = this.parity;
+    const n = this.mem.shape.trainable;
+    if (!this.adam) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'store() before load(): the shared-memory step holds no weights yet.', { expected: false });
+    weights.set(this.mem.weights[p].subarray(0, weights.length));
+    this.adam.restore({ step: this.adamStep, m: this.mem.m[p].subarray(0, n), v: this.mem.v[p].subarray(0, n) });
+  }
+
+  /** Slice `slot` of a step: the images and labels at `indices` of `set`, gathered into the slot. */
+  gather(slot: number, set: ImageSet, indices: Uint32Array): TaskSpec {
+    const images = this.mem.images[slot].subarray(0, indices.length * IMAGE_BYTES);
+    const labels = this.mem.labels[slot].subarray(0, indices.length);
+    for (let j = 0; j < indices.length; j++) {
+      const i = indices[j];
+      images.set(set.images.subarray(i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES), j * IMAGE_BYTES);
+      labels[j] = set.labels[i];
+    }
+    this.slotOf.set(images, slot);
+    return { kind: 'train', images, labels };
+  }
+
+  /** The slot a task's images were gathered into, if it is a shared-memory train task. */
+  slotFor(task: TaskMessage): number | undefined {
+    return task.kind === 'train' ? this.slotOf.get(task.images) : undefined;
+  }
+
+  /** Phase 1 for one slot on thread `index`. */
+  async train(index: number, slot: number, task: TaskMessage): Promise<ResultMessage> {
+    const { ctl, f64 } = this.mem;
+    const b = this.mem.threadBase(index);
+    ctl[b + CTL.op] = OP.train;
+    ctl[b + CTL.slot] = slot;
+    ctl[b + CTL.count] = task.labels.length;
+    ctl[b + CTL.parity] = this.parity;
+    await this.command(index);
+    const fb = this.mem.f64Base(index);
+    return { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
+  }
+
+  /** Phase 2: reduce-scatter and Adam over the live threads, redone without any thread that fails. */
+  async apply(results: ResultMessage[], stepTimeoutMs: number): Promise<SharedStepTotals> {
+    const { ctl, f64 } = this.mem;
+    const totals: SharedStepTotals = { count: 0, lossSum: 0, correct: 0 };
+    ctl[CTL.slotsUsed] = results.length;
+    results.forEach((r, k) => {
+      ctl[CTL.slotCounts + k] = r.count;
+      totals.count += r.count;
+      totals.lossSum += r.lossSum;
+      totals.correct += r.correct;
+    });
+    // The same scalars, computed the same way, as Adam.apply and aggregateResults.
+    const t = this.adamStep + 1;
+    if (!this.adam) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'apply() before load(): the shared-memory step holds no weights yet.', { expected: false });
+    const { learningRate, beta1, beta2 } = this.adam.config;
+    f64[F64.inv] = 1 / totals.count;
+    f64[F64.stepSize] = learningRate / (1 - Math.pow(beta1, t));
+    f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(beta2, t));
+    for (;;) {
+      const live = this.alive.flatMap((a, i) => (a ? [i] : []));
+      if (live.length === 0) throw new NoWorkersError('Every worker thread has failed; nothing is left to train with. See the worker_left lines above for why.');
+      const parts = stripes(this.mem.adamSpan, live.length);
+      const runs = live.map((index, i) => {
+        const b = this.mem.threadBase(index);
+        ctl[b + CTL.op] = OP.reduce;
+        ctl[b + CTL.from] = parts[i].from;
+        ctl[b + CTL.to] = parts[i].to;
+        // The last stripe holds Adam's padding lanes, which overlap the statistics: same thread, after.
+        ctl[b + CTL.doStats] = i === live.length - 1 ? 1 : 0;
+        ctl[b + CTL.parity] = this.parity;
+        return withTimeout(this.command(index), stepTimeoutMs, `thread ${index + 1}'s share of the reduction`);
+      });
+      const settled = await Promise.allSettled(runs);
+      let failed = false;
+      settled.forEach((s, i) => {
+        if (s.status === 'fulfilled') return;
+        failed = true;
+        this.fail(live[i], (s.reason as Error).message);
+        this.onThreadFailed(live[i], (s.reason as Error).message);
+      });
+      if (!failed) break;
+    }
+    this.parity = (1 - this.parity) as 0 | 1;
+    this.adamStep = t;
+    return totals;
+  }
+
+  /** Marks a thread gone: its command in flight (if any) rejects, and it gets no more stripes. */
+  fail(index: number, reason: string): void {
+    this.alive[index] = false;
+    const reject = this.rejecters[index];
+    this.rejecters[index] = undefined;
+    reject?.(new WorkerLostError(reason));
+    // Wakes the wait on its completion word, which then sees it was abandoned.
+    publish(this.mem.ctl, this.mem.threadBase(index) + CTL.doneSeq, this.seqs[index]);
+  }
+
+  private command(index: number): Promise<void> {
+    if (!this.alive[index]) return Promise.reject(new WorkerLostError(`thread ${index + 1} has failed`));
+    const { ctl } = this.mem;
+    const b = this.mem.threadBase(index);
+    const seq = ++this.seqs[index];
+    return new Promise<void>((resolve, reject) => {
+      this.rejecters[index] = reject;
+      publish(ctl, b + CTL.cmdSeq, seq);
+      void waitWhileEqual(ctl, b + CTL.doneSeq, seq - 1, SPIN_MICROS).then(() => {
+        if (this.rejecters[index] !== reject) return; // failed meanwhile
+        this.rejecters[index] = undefined;
+        if (ctl[b + CTL.status] === STATUS.ok) resolve();
+        else reject(new DtrainError('DTRAIN_ERR_THREAD_STEP', `thread ${index + 1} failed its shared-memory step: ${this.mem.readError(index)}`, { expected: false }));
+      });
+    });
+  }
+}

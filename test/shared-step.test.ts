@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import type { Worker } from 'node:worker_threads';
+import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from './helpers.ts';
+import type { Membership } from '../coordinator/membership.ts';
+import type { StepEvent } from '../coordinator/trainer.ts';
+
+describe('the shared-memory step (worker threads)', () => {
+  // cpu backend: its kernels sum in a fixed order, so both paths must agree to the last bit.
+  for (const [model, batchSize] of [['mlp', 32], ['lenet', 8]] as const) {
+    it(`gives the same ${model} weights as the message path after 20 steps with 2 threads (cpu backend)`, { timeout: 300_000 }, async () => {
+      const data = await syntheticData(640, 20);
+      const cfg = { model, batchSize, backend: 'cpu' as const, workers: 2, maxSteps: 20 };
+      const bytesIn: number[] = [];
+      const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { hooks: { onStep: (e) => bytesIn.push(e.bytesIn) } });
+      const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
+      expect(shared.shared).toBe(true);
+      expect(messages.shared).toBe(false);
+      // No gradient came back as a message on the shared path.
+      expect(bytesIn).toHaveLength(20);
+      expect(bytesIn.every((b) => b === 0)).toBe(true);
+      expect(maxAbsDiff(shared.weights, messages.weights)).toBeLessThan(1e-6);
+      expect(maxAbsDiff(shared.weights, messages.weights)).toBe(0);
+    });
+  }
+
+  it('recomputes the slice of a thread that dies mid-step, evicts it, and ends with the same weights', { timeout: 120_000 }, async () => {
+    const data = await syntheticData(640, 20);
+    const cfg = { model: 'lenet' as const, batchSize: 32, workers: 2, maxSteps: 3 };
+    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
+    let membership: Membership | undefined;
+    const events: StepEvent[] = [];
+    const left: string[] = [];
+    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+      membership: (m) => {
+        membership = m;
+        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
+      },
+      hooks: {
+        onStep: (e) => {
+          events.push(e);
+          if (e.step !== 2) return;
+          // In step 3, thread 2's thread is terminated right after its slice was handed to it.
+          const victim = membership!.live().find((w) => w.id === 'thread-2')!;
+          const worker = (victim as unknown as { thread: { thread: Worker } }).thread.thread;
+          const run = victim.run.bind(victim);
+          victim.run = (task) => {
+            const result = run(task);
+            void worker.terminate();
+            return result;
+          };
+        },
+      },
+    });
+    expect(crashed.outcome.status).toBe('interrupted');
+    expect(left).toEqual(['thread-2']);
+    expect(events.map((e) => e.samples)).toEqual([32, 32, 32]);
+    // Step 3's second slice was computed again, by thread 1.
+    expect(events.map((e) => e.retries)).toEqual([0, 0, 1]);
+    // Slices are summed in slice order whoever computes them, so the weights do not change.
+    expect(maxAbsDiff(crashed.weights, straight.weights)).toBe(0);
+  });
+});

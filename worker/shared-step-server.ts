@@ -1,0 +1,79 @@
+/**
+ * A compute thread's side of the shared-memory step: wait on this thread's command word (without
+ * blocking the event loop, so messages such as evaluation tasks are still handled), then either
+ * train on a slot (weights copied straight from shared memory into the backend, gradient sums
+ * written into the slot) or reduce and apply Adam to a stripe of the parameters.
+ */
+import { CTL, F64, OP, STATUS, StepMemory, publish, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
+import { StripeWorker } from '../common/step-stripe.ts';
+import { IMAGE_BYTES } from '../common/data/types.ts';
+import type { WorkerSession } from './session.ts';
+
+export interface SharedAttachMessage {
+  type: 'shared_attach';
+  init: StepMemoryInit;
+  /** This thread's control block. */
+  index: number;
+  /** Whether to use the SIMD Adam kernel: the coordinator's Adam decides, so all agree. */
+  simd: boolean;
+}
+
+/** How long a thread spins on its command word before sleeping (µs): see waitWhileEqual. */
+const SPIN_MICROS = 0;
+
+export class SharedStepServer {
+  private readonly mem: StepMemory;
+  private readonly stripe: StripeWorker;
+  private readonly base: number;
+  private readonly index: number;
+  private seq = 0;
+
+  constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
+    this.mem = StepMemory.attach(msg.init);
+    this.stripe = new StripeWorker(this.mem, msg.simd);
+    this.index = msg.index;
+    this.base = this.mem.threadBase(msg.index);
+    this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
+  }
+
+  /** Serves commands until the thread ends. */
+  async serve(): Promise<void> {
+    const { ctl } = this.mem;
+    for (;;) {
+      await waitWhileEqual(ctl, this.base + CTL.cmdSeq, this.seq, SPIN_MICROS);
+      this.seq = Atomics.load(ctl, this.base + CTL.cmdSeq);
+      await this.serialize(() => this.execute());
+      publish(ctl, this.base + CTL.doneSeq, this.seq);
+    }
+  }
+
+  private async execute(): Promise<void> {
+    const { ctl } = this.mem;
+    const b = this.base;
+    try {
+      if (ctl[b + CTL.op] === OP.train) await this.train();
+      else if (ctl[b + CTL.op] === OP.reduce) this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 });
+      else throw new Error(`unknown shared-step command ${ctl[b + CTL.op]}`);
+      ctl[b + CTL.status] = STATUS.ok;
+    } catch (err) {
+      this.mem.writeError(this.index, (err as Error).message ?? String(err));
+      ctl[b + CTL.status] = STATUS.failed;
+    }
+  }
+
+  private async train(): Promise<void> {
+    const { ctl, f64, shape } = this.mem;
+    const b = this.base;
+    const started = performance.now();
+    const slot = ctl[b + CTL.slot];
+    const count = ctl[b + CTL.count];
+    const weights = this.mem.weights[ctl[b + CTL.parity]].subarray(0, shape.trainable + shape.stats);
+    const r = await this.session.trainWith(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count));
+    this.mem.gradients[slot].set(r.gradientSum);
+    if (shape.stats > 0) this.mem.statSums[slot].set(r.stats);
+    const fb = this.mem.f64Base(this.index);
+    f64[fb + F64.lossSum] = r.lossSum;
+    f64[fb + F64.computeMs] = performance.now() - started;
+    ctl[b + CTL.correct] = r.correct;
+  }
+}
