@@ -1,26 +1,40 @@
 /**
- * Training throughput on the wasm backend, stock tfjs against ours, in one process and one run:
+ * Training throughput on the wasm backend, stock tfjs against ours and against PyTorch, in one run:
  *
  *   baseline  stock tfjs `model.fit` (Adam 0.001, categorical cross-entropy) with the stock wasm
  *             kernels plus the naive JavaScript Conv2DBackpropFilter (the minimum that lets a
- *             convolution train on wasm at all); inputs already float tensors.
- *   ours      `StepComputer.train` with our kernels installed: preprocessing from uint8 bytes,
- *             forward, backward and reading every gradient back (no optimizer step: that runs on
- *             the coordinator, on flat arrays).
+ *             convolution train on wasm at all); inputs already float tensors. --skip-baseline skips it.
+ *   ours      `StepComputer.train` with the kernel set `backend_selected` would report (`onednn`
+ *             when the native addon loads, else `wasm`): preprocessing from uint8 bytes, forward,
+ *             backward and reading every gradient back (no optimizer step: that runs on the
+ *             coordinator, on flat arrays).
+ *   wasm      the same with our wasm kernels only, when ours is `onednn`.
+ *   torch     PyTorch on one thread (scripts/bench-torch.py --serve, Adam included) where
+ *             /usr/bin/python3 or python3 imports torch.
  *
- * Each measurement: warm-up steps, then the median of several timed runs with their min and max.
+ * ours, wasm and torch are measured interleaved, run by run, so that a shared machine's load hits
+ * them alike; each row records the load average seen during its runs. Each measurement: warm-up
+ * steps, then the median of several timed runs with their min and max. Each row also states the
+ * physical limit: training FLOPs per image (forward, both gradients, less the first layer's
+ * input gradient) and the GFLOP/s that ours reached.
  *
  * `--profile` instead prints, per model, where one `StepComputer.train` step spends its kernel
- * time (tf.profile) with the stock kernels and with ours: the tables in docs/kernels.md.
+ * time (tf.profile) with the stock kernels, our wasm kernels and the native ones, and the step
+ * time outside kernels (tfjs's engine and StepComputer): the tables in docs/kernels.md.
  *
- *   npx tsx scripts/bench-compute.ts [--quick] [--models mlp,lenet] [--batch 32,128] [--json out.json] [--profile]
+ *   npx tsx scripts/bench-compute.ts [--quick] [--models mlp,lenet] [--batch 32,128] [--json out.json]
+ *                                    [--skip-baseline] [--no-torch] [--profile]
  */
 import os from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { createInterface } from 'node:readline';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { tf, type Tensor } from '../common/tf.ts';
 import { selectBackend } from '../common/backend.ts';
 import { installWasmTrainingKernels, useStockWasmKernels } from '../common/kernels/install.ts';
+import { activeKernelSet, installTrainingKernels, uninstallNativeKernels, type KernelSet } from '../common/kernels/native/install-native.ts';
 import { buildModel, IMAGE_SHAPE, IMAGE_SIZE, MODEL_NAMES, MODEL_SPECS, NUM_CLASSES, parseModelName, type ModelName } from '../common/models.ts';
 import { fitStandardization, preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
@@ -30,6 +44,8 @@ import { ConfigError } from '../common/errors.ts';
 interface Settings {
   quick: boolean;
   profile: boolean;
+  baseline: boolean;
+  torch: boolean;
   models: ModelName[];
   batches: number[];
   json?: string;
@@ -47,20 +63,41 @@ interface Throughput {
 interface Row {
   model: ModelName;
   batch: number;
-  baseline: Throughput;
+  /** Stock tfjs; absent with --skip-baseline. */
+  baseline?: Throughput;
+  /** The kernel set `ours` ran with. */
+  kernels: KernelSet;
   ours: Throughput;
-  speedup: number;
+  speedup?: number;
+  /** Our wasm kernels alone, measured when `ours` is onednn. */
+  wasm?: Throughput;
+  torch?: Throughput;
+  /** ours ÷ torch, medians. */
+  ratio?: number;
+  /** Training FLOPs per image, and what ours reached in GFLOP/s (median). */
+  flopsPerImage: number;
+  gflops: number;
+  /** 1-minute load average: lowest and highest seen during the interleaved runs. */
+  loadAverage: [number, number];
 }
 
 function parseSettings(argv: string[]): Settings {
   const { values } = parseArgs({
     args: argv,
-    options: { quick: { type: 'boolean', default: false }, profile: { type: 'boolean', default: false }, models: { type: 'string' }, batch: { type: 'string', default: '32' }, json: { type: 'string' } },
+    options: {
+      quick: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      'skip-baseline': { type: 'boolean', default: false },
+      'no-torch': { type: 'boolean', default: false },
+      models: { type: 'string' },
+      batch: { type: 'string', default: '32,128' },
+      json: { type: 'string' },
+    },
   });
   const models = values.models ? values.models.split(',').map((m) => parseModelName(m.trim())) : [...MODEL_NAMES];
   const batches = values.batch!.split(',').map((b) => Number(b));
   if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new ConfigError(`--batch must be positive integers, got "${values.batch}".`);
-  return { quick: values.quick!, profile: values.profile!, models, batches, json: values.json };
+  return { quick: values.quick!, profile: values.profile!, baseline: !values['skip-baseline'], torch: !values['no-torch'], models, batches, json: values.json };
 }
 
 /**
@@ -108,6 +145,7 @@ async function measure(step: (steps: number) => Promise<void>, batch: number, se
 }
 
 async function baseline(model: ModelName, batch: number, data: { images: Uint8Array; labels: Uint8Array }, prep: Preprocessing, settings: Settings): Promise<Throughput> {
+  uninstallNativeKernels();
   useStockWasmKernels();
   const net = buildModel(model);
   net.compile({ optimizer: tf.train.adam(0.001), loss: 'categoricalCrossentropy' });
@@ -134,29 +172,195 @@ async function baseline(model: ModelName, batch: number, data: { images: Uint8Ar
   }
 }
 
-async function ours(model: ModelName, batch: number, data: { images: Uint8Array; labels: Uint8Array }, prep: Preprocessing, settings: Settings): Promise<Throughput> {
-  installWasmTrainingKernels();
+/** One side of an interleaved comparison: runs `steps` training steps and says how long they took. */
+interface Peer {
+  name: 'ours' | 'wasm' | 'torch';
+  run(steps: number): Promise<number>;
+  dispose(): void;
+}
+
+/** StepComputer.train with a kernel set switched in before each run (the switch is not timed). */
+function tfjsPeer(name: 'ours' | 'wasm', kernels: () => void, model: ModelName, prep: Preprocessing, data: { images: Uint8Array; labels: Uint8Array }): Peer {
+  kernels();
   const computer = new StepComputer(model, prep);
-  const step = async (steps: number) => {
-    for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
+  return {
+    name,
+    async run(steps) {
+      kernels();
+      const start = performance.now();
+      for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
+      return (performance.now() - start) / 1000;
+    },
+    dispose: () => computer.dispose(),
   };
-  try {
-    return await measure(step, batch, settings);
-  } finally {
-    computer.dispose();
+}
+
+/** scripts/bench-torch.py --serve, one process for the whole benchmark. */
+class TorchServer {
+  private readonly lines: AsyncIterableIterator<string>;
+  private constructor(private readonly child: ChildProcessByStdio<Writable, Readable, null>, readonly python: string) {
+    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  }
+
+  /** Undefined (with the reason printed) where no python imports torch: PyTorch is optional. */
+  static async start(): Promise<{ server?: TorchServer; version?: string; config?: string; reason?: string }> {
+    // Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 may shadow.
+    const python = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 }).status === 0);
+    if (!python) return { reason: 'neither python3 nor /usr/bin/python3 can import torch (Debian: python3-torch)' };
+    const child = spawn(python, ['scripts/bench-torch.py', '--serve', '--threads', '1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const server = new TorchServer(child, python);
+    const hello = JSON.parse(await server.next()) as { available: boolean; version?: string; config?: string; reason?: string };
+    if (!hello.available) {
+      server.dispose();
+      return { reason: hello.reason };
+    }
+    return { server, version: hello.version, config: hello.config };
+  }
+
+  private async next(): Promise<string> {
+    const { value, done } = await this.lines.next();
+    if (done) throw new Error('scripts/bench-torch.py --serve exited early');
+    return value;
+  }
+
+  peer(model: ModelName, batch: number): Peer {
+    return {
+      name: 'torch',
+      run: async (steps) => {
+        this.child.stdin.write(JSON.stringify({ model, batch, steps }) + '\n');
+        return (JSON.parse(await this.next()) as { seconds: number }).seconds;
+      },
+      dispose: () => undefined,
+    };
+  }
+
+  dispose(): void {
+    this.child.stdin.end();
+    this.child.kill();
   }
 }
 
-function fmt(t: Throughput): string {
-  return `${t.median.toFixed(0)} (${t.min.toFixed(0)}–${t.max.toFixed(0)})`;
+/**
+ * Interleaved timing: warm-up, one step to size the runs (each about `runSeconds`), then round
+ * after round one timed run of every peer, recording the load average as it goes.
+ */
+async function interleaved(peers: Peer[], batch: number, settings: Settings): Promise<{ results: Map<Peer['name'], Throughput>; load: [number, number] }> {
+  const runSeconds = settings.quick ? 0.3 : 1.2;
+  const runCount = settings.quick ? 3 : 7;
+  const warmup = settings.quick ? 1 : 2;
+  const stepsPerRun = new Map<Peer['name'], number>();
+  for (const p of peers) {
+    await p.run(warmup);
+    stepsPerRun.set(p.name, Math.max(1, Math.round(runSeconds / (await p.run(1)))));
+  }
+  const runs = new Map<Peer['name'], number[]>(peers.map((p) => [p.name, []]));
+  const loads: number[] = [os.loadavg()[0]];
+  for (let r = 0; r < runCount; r++) {
+    for (const p of peers) {
+      const steps = stepsPerRun.get(p.name)!;
+      runs.get(p.name)!.push((steps * batch) / (await p.run(steps)));
+    }
+    loads.push(os.loadavg()[0]);
+  }
+  const results = new Map([...runs].map(([name, r]) => [name, summarise(r, stepsPerRun.get(name)!)]));
+  return { results, load: [Math.min(...loads), Math.max(...loads)].map((l) => Number(l.toFixed(2))) as [number, number] };
+}
+
+/**
+ * Training FLOPs per image: 2 per multiply-add, three products per layer (forward, input gradient,
+ * weight gradient) except the first layer's input gradient, which nobody needs. Convolutions and
+ * Dense layers only: pooling, BatchNorm and activations are memory traffic, not arithmetic.
+ */
+export function trainingFlopsPerImage(model: ModelName): number {
+  const net = buildModel(model);
+  try {
+    const macs: number[] = [];
+    for (const layer of net.layers) {
+      const kind = layer.getClassName();
+      // tfjs-layers makes repeated weight names unique with a suffix: conv2d/kernel_1.
+      const kernel = layer.weights.find((w) => /\/kernel(_\d+)?$/.test(w.name))?.shape as number[] | undefined;
+      if (!kernel) continue;
+      const outputShape = layer.outputShape as number[];
+      if (kind === 'Conv2D') macs.push(outputShape[1] * outputShape[2] * kernel.reduce((a, b) => a * b, 1));
+      else if (kind === 'Dense') macs.push(kernel[0] * kernel[1]);
+    }
+    const total = macs.reduce((a, b) => a + b, 0);
+    return 2 * (3 * total - (macs[0] ?? 0));
+  } finally {
+    net.dispose();
+  }
+}
+
+/** The clock /proc/cpuinfo reports, in GHz (the nominal one on a VM, where os.cpus() says 0); undefined elsewhere. */
+function clockGHz(): number | undefined {
+  let mhz = os.cpus()[0]?.speed || undefined;
+  if (!mhz && existsSync('/proc/cpuinfo')) mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]) || undefined;
+  return mhz ? mhz / 1000 : undefined;
+}
+
+/**
+ * One core's float32 peak: AVX-512 on Zen 4 retires two 256-bit FMAs a cycle (32 FLOP); wasm SIMD128
+ * has no FMA, so at best two 4-lane multiplies and two 4-lane adds a cycle (16 FLOP).
+ */
+function peaks(): { clockGHz?: number; avx512Gflops?: number; simd128Gflops?: number } {
+  const ghz = clockGHz();
+  return ghz ? { clockGHz: ghz, avx512Gflops: 32 * ghz, simd128Gflops: 16 * ghz } : {};
+}
+
+/** The lines of torch.__config__.show() that say what computes: oneDNN's version, the CPU path, the BLAS. */
+function torchSummary(config: string): string {
+  const dnn = /MKL-DNN v([\d.]+)/.exec(config)?.[1];
+  const capability = /CPU capability usage: (\S+)/.exec(config)?.[1];
+  const blas = /BLAS_INFO=([^,]+)/.exec(config)?.[1];
+  return `oneDNN ${dnn ?? '?'}, CPU capability ${capability ?? '?'}, BLAS_INFO=${blas ?? '?'}`;
+}
+
+async function compare(model: ModelName, batch: number, data: { images: Uint8Array; labels: Uint8Array }, prep: Preprocessing, settings: Settings, torch?: TorchServer): Promise<Row> {
+  const baselineResult = settings.baseline ? await baseline(model, batch, data, prep, settings) : undefined;
+  const set = installTrainingKernels().set;
+  const peers: Peer[] = [tfjsPeer('ours', () => installTrainingKernels(), model, prep, data)];
+  if (set === 'onednn') peers.push(tfjsPeer('wasm', () => (uninstallNativeKernels(), installWasmTrainingKernels()), model, prep, data));
+  if (torch) peers.push(torch.peer(model, batch));
+  try {
+    const { results, load } = await interleaved(peers, batch, settings);
+    installTrainingKernels();
+    const ours = results.get('ours')!;
+    const torchResult = results.get('torch');
+    const flopsPerImage = trainingFlopsPerImage(model);
+    return {
+      model,
+      batch,
+      baseline: baselineResult,
+      kernels: set,
+      ours,
+      speedup: baselineResult ? ours.median / baselineResult.median : undefined,
+      wasm: results.get('wasm'),
+      torch: torchResult,
+      ratio: torchResult ? ours.median / torchResult.median : undefined,
+      flopsPerImage,
+      gflops: (ours.median * flopsPerImage) / 1e9,
+      loadAverage: load,
+    };
+  } finally {
+    for (const p of peers) p.dispose();
+  }
+}
+
+function fmt(t: Throughput | undefined): string {
+  return t ? `${t.median.toFixed(0)} (${t.min.toFixed(0)}–${t.max.toFixed(0)})` : '–';
 }
 
 function table(rows: Row[]): string {
+  const peak = peaks();
   const lines = [
-    '| model | batch | baseline: stock tfjs fit, img/s | ours: StepComputer.train, img/s | speedup |',
-    '|---|---:|---:|---:|---:|',
+    '| model | batch | kernels | ours: StepComputer.train, img/s | wasm kernels, img/s | PyTorch, img/s | ours ÷ PyTorch | MFLOP/img | ours GFLOP/s (of peak) | load | baseline: stock tfjs fit | speedup |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  for (const r of rows) lines.push(`| ${r.model} | ${r.batch} | ${fmt(r.baseline)} | ${fmt(r.ours)} | ${r.speedup.toFixed(1)}× |`);
+  for (const r of rows) {
+    const peakOf = r.kernels === 'onednn' ? peak.avx512Gflops : peak.simd128Gflops;
+    const share = peakOf ? ` (${((100 * r.gflops) / peakOf).toFixed(0)}%)` : '';
+    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${share} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
+  }
   return lines.join('\n');
 }
 
@@ -193,24 +397,34 @@ async function profileSteps(model: ModelName, batch: number, data: { images: Uin
   }
 }
 
+/** Installs one kernel set for profiling: stock tfjs (+ the naive filter gradient), our wasm kernels, or the native ones. */
+function useKernels(kernels: 'stock' | KernelSet): void {
+  uninstallNativeKernels();
+  if (kernels === 'stock') useStockWasmKernels();
+  else if (kernels === 'wasm') installWasmTrainingKernels();
+  else installTrainingKernels();
+}
+
 async function profile(settings: Settings): Promise<void> {
   const top = 8;
+  const sets: ('stock' | KernelSet)[] = ['stock', 'wasm'];
+  if (installTrainingKernels().set === 'onednn') sets.push('onednn');
   for (const batch of settings.batches) {
     const data = syntheticBatch(batch, 1234 + batch);
     for (const model of settings.models) {
       const prep = preprocessingFor(model, data.images, batch);
-      for (const kernels of ['stock', 'ours'] as const) {
-        if (kernels === 'stock') useStockWasmKernels();
-        else installWasmTrainingKernels();
+      for (const kernels of sets) {
+        useKernels(kernels);
         const steps = kernels === 'stock' && model.startsWith('cnn') ? 1 : 3;
         const { stepMs, kernelMs, costs } = await profileSteps(model, batch, data, prep, steps);
-        console.log(`\n${model}, batch ${batch}, ${kernels} kernels: ${stepMs.toFixed(1)} ms per step, ${kernelMs.toFixed(1)} ms in ${costs.reduce((a, c) => a + c.calls, 0).toFixed(0)} kernel calls\n`);
+        const outside = stepMs - kernelMs;
+        console.log(`\n${model}, batch ${batch}, ${kernels} kernels: ${stepMs.toFixed(1)} ms per step, ${kernelMs.toFixed(1)} ms in ${costs.reduce((a, c) => a + c.calls, 0).toFixed(0)} kernel calls, ${outside.toFixed(1)} ms (${((100 * outside) / stepMs).toFixed(0)}%) outside kernels (engine, StepComputer); load ${os.loadavg()[0].toFixed(1)}\n`);
         console.log('| kernel and input shapes | ms/step | share |\n|---|---:|---:|');
         for (const c of costs.slice(0, top)) console.log(`| ${c.kernel}${c.calls > 1 ? ` ×${c.calls.toFixed(0)}` : ''} | ${c.ms.toFixed(2)} | ${((100 * c.ms) / kernelMs).toFixed(0)}% |`);
       }
     }
   }
-  installWasmTrainingKernels();
+  installTrainingKernels();
 }
 
 async function main(): Promise<void> {
@@ -225,31 +439,39 @@ async function main(): Promise<void> {
     tfjs: tf.version_core,
     loadAverageAtStart: os.loadavg().map((l) => Number(l.toFixed(2))),
   };
+  const kernels = activeKernelSet();
+  const peak = peaks();
   const started = new Date();
   console.log(`# bench-compute ${started.toISOString()} on ${machine.cpu} (${machine.cores} cores, load ${machine.loadAverageAtStart.join(' ')}), node ${machine.node}, tfjs ${machine.tfjs} ${machine.backend}${settings.quick ? ', quick' : ''}`);
+  console.log(`# kernels: ${kernels?.set} (${kernels?.reason}); peak per core at ${peak.clockGHz?.toFixed(2)} GHz: AVX-512 ${peak.avx512Gflops?.toFixed(0)} GFLOP/s, SIMD128 ${peak.simd128Gflops?.toFixed(0)} GFLOP/s`);
   if (settings.profile) {
     await profile(settings);
     return;
   }
-  console.log('Images/s: median of timed runs (min–max); numbers from a shared machine are noisy.\n');
+  const torch = settings.torch ? await TorchServer.start() : { reason: '--no-torch' };
+  console.log(torch.server ? `# PyTorch ${torch.version} (${torch.server.python}), 1 thread: ${torchSummary(torch.config ?? '')}` : `# PyTorch: not measured (${torch.reason})`);
+  console.log('Images/s: median of timed runs (min–max), ours, wasm and PyTorch interleaved run by run; numbers from a shared machine are noisy.\n');
   const rows: Row[] = [];
-  for (const batch of settings.batches) {
-    const data = syntheticBatch(batch, 1234 + batch);
-    for (const model of settings.models) {
-      const prep = preprocessingFor(model, data.images, batch);
-      const base = await baseline(model, batch, data, prep, settings);
-      const mine = await ours(model, batch, data, prep, settings);
-      const row = { model, batch, baseline: base, ours: mine, speedup: mine.median / base.median };
-      rows.push(row);
-      console.log(`${model} batch ${batch}: baseline ${fmt(base)}, ours ${fmt(mine)} img/s (${row.speedup.toFixed(1)}×)`);
+  try {
+    for (const batch of settings.batches) {
+      const data = syntheticBatch(batch, 1234 + batch);
+      for (const model of settings.models) {
+        const prep = preprocessingFor(model, data.images, batch);
+        const row = await compare(model, batch, data, prep, settings, torch.server);
+        rows.push(row);
+        console.log(`${model} batch ${batch}: ours (${row.kernels}) ${fmt(row.ours)}, wasm ${fmt(row.wasm)}, torch ${fmt(row.torch)} img/s, ratio ${row.ratio?.toFixed(2) ?? '–'}, ${row.gflops.toFixed(1)} GFLOP/s, load ${row.loadAverage.join('–')}${row.baseline ? `; baseline ${fmt(row.baseline)} (${row.speedup!.toFixed(1)}×)` : ''}`);
+      }
     }
+  } finally {
+    torch.server?.dispose();
   }
-  installWasmTrainingKernels();
+  installTrainingKernels();
   const seconds = (Date.now() - started.getTime()) / 1000;
   const loadAverageAtEnd = os.loadavg().map((l) => Number(l.toFixed(2)));
   console.log(`\n${table(rows)}\n\n(${seconds.toFixed(0)} s; load average at the end ${loadAverageAtEnd.join(' ')})`);
   if (settings.json) {
-    writeFileSync(settings.json, JSON.stringify({ date: started.toISOString(), machine: { ...machine, loadAverageAtEnd }, quick: settings.quick, seconds, results: rows }, null, 2) + '\n');
+    const report = { date: started.toISOString(), machine: { ...machine, kernels: kernels?.set, kernelsReason: kernels?.reason, peak, loadAverageAtEnd }, torch: torch.server ? { version: torch.version, python: torch.server.python, config: torch.config } : { reason: torch.reason }, quick: settings.quick, seconds, results: rows };
+    writeFileSync(settings.json, JSON.stringify(report, null, 2) + '\n');
     console.log(`Wrote ${settings.json}`);
   }
 }

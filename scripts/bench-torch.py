@@ -8,6 +8,12 @@ otherwise {"available": true, "version", "threads", "results": [{model, batch, p
 imagesPerSecond: {median, min, max, runs}}]}.
 
     python3 scripts/bench-torch.py [--quick] [--models lenet,mlp] [--batch 32,128] [--threads 1]
+    python3 scripts/bench-torch.py --serve [--threads 1]
+
+--serve runs timed steps on request, so that scripts/bench-compute.ts can interleave PyTorch with its
+own runs on a shared machine: first a line {"available", "version", "threads", "config"}, then for
+each request line {"model", "batch", "steps"} one line {"seconds"} (the model, data and optimizer of
+a (model, batch) pair are made once and kept).
 """
 import argparse
 import json
@@ -41,7 +47,8 @@ def build(nn, name):
     raise SystemExit(f"unknown model {name!r}: expected mlp, lenet, cnn-dropout or cnn-bn")
 
 
-def measure(torch, nn, name, batch, quick):
+def stepper(torch, nn, name, batch):
+    """A function running n training steps of `name` at `batch` (Adam included), and the model."""
     torch.manual_seed(0)
     model = build(nn, name)
     model.train()
@@ -55,6 +62,25 @@ def measure(torch, nn, name, batch, quick):
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             opt.step()
+
+    return steps, model
+
+
+def serve(torch, nn):
+    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "config": torch.__config__.show()}), flush=True)
+    made = {}
+    for line in sys.stdin:
+        req = json.loads(line)
+        key = (req["model"], int(req["batch"]))
+        if key not in made:
+            made[key] = stepper(torch, nn, *key)[0]
+        t0 = time.perf_counter()
+        made[key](int(req["steps"]))
+        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+
+
+def measure(torch, nn, name, batch, quick):
+    steps, model = stepper(torch, nn, name, batch)
 
     run_seconds, run_count, warmup = (0.3, 3, 1) if quick else (1.0, 5, 2)
     steps(warmup)
@@ -81,6 +107,7 @@ def main():
     ap.add_argument("--models", default="mlp,lenet,cnn-dropout,cnn-bn")
     ap.add_argument("--batch", default="32")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--serve", action="store_true")
     args = ap.parse_args()
     try:
         import torch
@@ -89,6 +116,8 @@ def main():
         print(json.dumps({"available": False, "reason": f"python3 cannot import torch ({type(e).__name__}: {e})"}))
         return
     torch.set_num_threads(args.threads)
+    if args.serve:
+        return serve(torch, nn)
     results = [measure(torch, nn, m.strip(), int(b), args.quick) for b in args.batch.split(",") for m in args.models.split(",")]
     print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "results": results}))
 

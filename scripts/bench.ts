@@ -161,8 +161,9 @@ async function measureCompute(plan: Plan, machine: MachineInfo): Promise<Compute
   const out = join(dir, 'compute.json');
   try {
     await runChild(process.execPath, ['--import', 'tsx', 'scripts/bench-compute.ts', ...plan.computeArgs, '--json', out], '  compute | ');
-    const json = JSON.parse(await readFile(out, 'utf8')) as { seconds?: number; machine?: { backend?: string }; results?: unknown[] };
-    if (typeof json.machine?.backend === 'string') machine.backend = json.machine.backend;
+    const json = JSON.parse(await readFile(out, 'utf8')) as { seconds?: number; machine?: { backend?: string; kernels?: string }; results?: unknown[] };
+    // The kernel set (onednn: the native addon; wasm: our wasm kernels) is part of what computed.
+    if (typeof json.machine?.backend === 'string') machine.backend = json.machine.kernels ? `${json.machine.backend} (kernels: ${json.machine.kernels})` : json.machine.backend;
     const rows: ComputeRow[] = (json.results ?? []).map((r, i) => {
       const o = r as Record<string, unknown>;
       const baseline = spreadOf(o.baseline, `results[${i}].baseline`);
