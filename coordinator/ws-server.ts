@@ -13,8 +13,8 @@
  *
  * The http.Server is exposed as `httpServer`, and one can be passed in (`opts.httpServer`): other
  * plain HTTP routes (a dashboard, /metrics) can be served on the same port. Only upgrade requests
- * are handled here; ordinary requests are left to whoever listens for 'request' (with no listener
- * they get 404).
+ * are handled here; ordinary requests are left to whoever listens for 'request' (on a server made
+ * here, they get 404).
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -118,7 +118,8 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
   // A browser that offers subprotocols must get one back: `dtrain`, never the one holding its token.
   const handleProtocols = (offered: Set<string>) => (offered.has(WORKER_PROTOCOL) ? WORKER_PROTOCOL : false);
   const wss = new WebSocketServer({ noServer: true, maxPayload, perMessageDeflate: false, handleProtocols });
-  const server = opts.httpServer ?? createServer();
+  // Without HTTP routes (--no-http), a plain request is answered 404 at once instead of hanging.
+  const server = opts.httpServer ?? createServer((_req, res) => res.writeHead(404, { 'Content-Type': 'text/plain' }).end('Only WebSocket upgrades are served on this port (HTTP routes are off: --no-http).\n'));
   // Slow or idle clients cannot hold sockets open before the upgrade for long, nor many of them.
   server.headersTimeout = Math.min(server.headersTimeout || limits.handshakeTimeoutMs, limits.handshakeTimeoutMs);
   server.requestTimeout = limits.handshakeTimeoutMs;
