@@ -4,6 +4,7 @@
  * from WebSocket workers.
  */
 import type { Logger } from '../common/logger.ts';
+import { withTimeout } from '../common/timeout.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage, type WelcomeMessage } from '../common/protocol.ts';
 import { ComputeThread } from '../worker/compute-thread.ts';
@@ -45,6 +46,8 @@ export interface InProcessOptions {
    * counts and the largest slice. Without it, every step is messages, as over WebSockets.
    */
   sharedMemory?: { trainable: number; stats: number; slotSamples: number } | false;
+  /** Time each thread has to load its backend and build its model; then the start fails. Default 120 s. */
+  startupTimeoutMs?: number;
 }
 
 /** Starts the threads, waits for each to load its backend and model, and joins them. */
@@ -54,14 +57,16 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   const sm = opts.sharedMemory;
   // The stripes run the SIMD Adam exactly when the trainer's Adam does (same availability check).
   const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
-  const started = await Promise.all(
+  const startupMs = opts.startupTimeoutMs ?? 120_000;
+  const startup = <T>(p: Promise<T>, id: string, what: string) => withTimeout(p, startupMs, `${id}: ${what}`, 'DTRAIN_ERR_THREAD_START');
+  const starting = Promise.all(
     Array.from({ length: opts.workers }, async (_, i) => {
       const id = `thread-${i + 1}`;
       const thread = new ComputeThread(opts.backend);
       threads.push(thread);
       thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
-      const selection = await thread.started();
-      const backend = await thread.welcome({ ...opts.welcome, workerId: id });
+      const selection = await startup(thread.started(), id, 'loading the backend');
+      const backend = await startup(thread.welcome({ ...opts.welcome, workerId: id }), id, 'building the model');
       if (shared) await thread.attachShared(shared.attachMessage(i));
       thread.onLost = (reason) => {
         shared?.fail(i, reason);
@@ -70,6 +75,11 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
       return { handle: new ThreadWorker(id, backend, thread, i, shared), selection };
     }),
   );
+  // A thread that hangs while starting must not hold the process before its signals are handled.
+  const started = await starting.catch(async (err: unknown) => {
+    await Promise.all(threads.map((t) => t.terminate()));
+    throw err;
+  });
   for (const s of started) membership.join(s.handle);
   if (shared) shared.onThreadFailed = (i, reason) => membership.leave(`thread-${i + 1}`, 'evicted', reason, CLOSE_CODES.evicted);
   return {

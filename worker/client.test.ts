@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { backoffDelay } from './client.ts';
+import { backoffDelay, GiveUp } from './client.ts';
 
 // backoffDelay is pure; the compute thread module resolves tsx through `import.meta.resolve`
 // at import time, which vitest's module runner does not provide.
@@ -54,5 +54,40 @@ describe('backoffDelay', () => {
         expect(d).toBeLessThanOrEqual(MAX);
       }
     }
+  });
+});
+
+describe('GiveUp', () => {
+  it('gives up when the same error ends maxSame connections in a row', () => {
+    const g = new GiveUp(3, 0, () => 0);
+    expect(g.record({ errorCode: 'DTRAIN_ERR_MODEL_MISMATCH', reached: true })).toBeUndefined();
+    expect(g.record({ errorCode: 'DTRAIN_ERR_MODEL_MISMATCH', reached: true })).toBeUndefined();
+    expect(g.record({ errorCode: 'DTRAIN_ERR_MODEL_MISMATCH', reached: true })).toMatch(/DTRAIN_ERR_MODEL_MISMATCH\) ended 3 connections in a row/);
+  });
+
+  it('starts counting again after a different error or a clean end', () => {
+    const g = new GiveUp(2, 0, () => 0);
+    expect(g.record({ errorCode: 'A', reached: true })).toBeUndefined();
+    expect(g.record({ errorCode: 'B', reached: true })).toBeUndefined();
+    expect(g.record({ reached: true })).toBeUndefined();
+    expect(g.record({ errorCode: 'B', reached: true })).toBeUndefined();
+  });
+
+  it('gives up after giveUpAfterMs without reaching the coordinator, and not before', () => {
+    let now = 0;
+    const g = new GiveUp(3, 10_000, () => now);
+    now = 9_999;
+    expect(g.record({ reached: false })).toBeUndefined();
+    now = 10_000;
+    expect(g.record({ reached: false })).toMatch(/could not reach the coordinator for 10 s/);
+  });
+
+  it('counts the time from the last welcome, not from the start', () => {
+    let now = 0;
+    const g = new GiveUp(3, 10_000, () => now);
+    now = 8_000;
+    g.record({ reached: true });
+    now = 17_000;
+    expect(g.record({ reached: false })).toBeUndefined();
   });
 });
