@@ -16,6 +16,7 @@ import { defaultRunDir } from '../trainer.ts';
 import { EpochProgress } from './progress.ts';
 import { createRunWeb, logDashboardUrl } from '../http/serve.ts';
 import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
+import { AGGREGATIONS, type Aggregation } from '../robust-aggregate.ts';
 
 export function addTrainingOptions(cmd: Command): Command {
   const d = TRAIN_DEFAULTS;
@@ -35,6 +36,7 @@ export function addTrainingOptions(cmd: Command): Command {
     .option('--resume', 'continue from the checkpoint in --out (env: DTRAIN_RESUME=1|0)', false)
     .addOption(envOption('--checkpoint-every <steps>', 'also checkpoint every N steps (0: each epoch end only)', 'DTRAIN_CHECKPOINT_EVERY').default(d.checkpointEvery).argParser(integer('--checkpoint-every', 0)))
     .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser((v) => duration('--step-timeout', 's')(v) / 1000))
+    .addOption(envOption('--aggregation <rule>', 'combine the slices\' gradients by mean (exact), trimmed-mean or median (robust to a few bad workers; see docs/reliability.md)', 'DTRAIN_AGGREGATION').default('mean').argParser(oneOf('--aggregation', AGGREGATIONS)))
     .addOption(envOption('--max-steps <n>', 'stop (with a checkpoint) after N steps in this run; 0: no limit', 'DTRAIN_MAX_STEPS').default(d.maxSteps).argParser(integer('--max-steps', 0)))
     .option('--no-plots', 'do not render loss/accuracy PNGs after every epoch (env: DTRAIN_NO_PLOTS=1|0)')
     .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const)))
@@ -57,6 +59,7 @@ interface TrainingFlags {
   resume: boolean;
   checkpointEvery: number;
   stepTimeout: number;
+  aggregation: Aggregation;
   maxSteps: number;
   plots: boolean;
   logLevel: string;
@@ -100,6 +103,7 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
     checkpointEvery: flags.checkpointEvery,
     stepTimeoutMs: flags.stepTimeout * 1000,
     maxSteps: flags.maxSteps,
+    aggregation: flags.aggregation,
     plotEveryEpoch: plots,
   };
 }
