@@ -31,27 +31,36 @@ function stop(reason) {
   process.exit(1);
 }
 
-if (process.env.DTRAIN_NATIVE_KERNELS === '0' && ifPossible) stop('DTRAIN_NATIVE_KERNELS=0');
-if (process.platform !== 'linux' || process.arch !== 'x64') stop(`only linux-x64 is supported, this is ${process.platform}-${process.arch}`);
-
-const nodeInclude = [resolve(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node'].find((d) => existsSync(join(d, 'node_api.h')));
-if (!nodeInclude) stop("Node's headers (include/node/node_api.h) were not found next to this node binary");
-const dnnlInclude = ['/usr/include', '/usr/local/include'].find((d) => existsSync(join(d, 'oneapi', 'dnnl', 'dnnl.hpp')));
-if (!dnnlInclude) stop('oneDNN headers not found (Debian: apt-get install libdnnl-dev)');
-const compiler = process.env.CXX || 'g++';
-if (spawnSync(compiler, ['--version'], { stdio: 'ignore' }).status !== 0) stop(`no C++ compiler (${compiler}; Debian: apt-get install g++)`);
-
-if (!force && existsSync(output) && statSync(output).mtimeMs > statSync(source).mtimeMs && statSync(output).mtimeMs > statSync(fileURLToPath(import.meta.url)).mtimeMs) {
-  console.log(`dtrain: native kernels up to date (${output}).`);
-  process.exit(0);
+try {
+  build();
+} catch (err) {
+  // Never let an unexpected failure break `npm install` (postinstall runs this with --if-possible).
+  stop(`unexpected error: ${err instanceof Error ? err.message : String(err)}`);
 }
 
-mkdirSync(dirname(output), { recursive: true });
-const partial = `${output}.partial`;
-const args = ['-std=c++17', '-O3', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wno-unused-parameter', `-I${nodeInclude}`, `-I${dnnlInclude}`, source, '-o', partial, '-ldnnl', '-fopenmp'];
-console.log(`dtrain: building native kernels: ${compiler} ${args.join(' ')}`);
-const started = Date.now();
-const run = spawnSync(compiler, args, { stdio: 'inherit' });
-if (run.status !== 0) stop(`${compiler} exited with ${run.status ?? run.signal}${dnnlInclude ? '' : ''}`);
-renameSync(partial, output);
-console.log(`dtrain: built ${output} in ${((Date.now() - started) / 1000).toFixed(1)} s.`);
+function build() {
+  if (process.env.DTRAIN_NATIVE_KERNELS === '0' && ifPossible) stop('DTRAIN_NATIVE_KERNELS=0');
+  if (process.platform !== 'linux' || process.arch !== 'x64') stop(`only linux-x64 is supported, this is ${process.platform}-${process.arch}`);
+
+  const nodeInclude = [resolve(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node'].find((d) => existsSync(join(d, 'node_api.h')));
+  if (!nodeInclude) stop("Node's headers (include/node/node_api.h) were not found next to this node binary");
+  const dnnlInclude = ['/usr/include', '/usr/local/include'].find((d) => existsSync(join(d, 'oneapi', 'dnnl', 'dnnl.hpp')));
+  if (!dnnlInclude) stop('oneDNN headers not found (Debian: apt-get install libdnnl-dev)');
+  const compiler = process.env.CXX || 'g++';
+  if (spawnSync(compiler, ['--version'], { stdio: 'ignore' }).status !== 0) stop(`no C++ compiler (${compiler}; Debian: apt-get install g++)`);
+
+  if (!force && existsSync(output) && statSync(output).mtimeMs > statSync(source).mtimeMs && statSync(output).mtimeMs > statSync(fileURLToPath(import.meta.url)).mtimeMs) {
+    console.log(`dtrain: native kernels up to date (${output}).`);
+    process.exit(0);
+  }
+
+  mkdirSync(dirname(output), { recursive: true });
+  const partial = `${output}.partial`;
+  const args = ['-std=c++17', '-O3', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wno-unused-parameter', `-I${nodeInclude}`, `-I${dnnlInclude}`, source, '-o', partial, '-ldnnl', '-fopenmp'];
+  console.log(`dtrain: building native kernels: ${compiler} ${args.join(' ')}`);
+  const started = Date.now();
+  const run = spawnSync(compiler, args, { stdio: 'inherit' });
+  if (run.status !== 0) stop(`${compiler} exited with ${run.status ?? run.signal}`);
+  renameSync(partial, output);
+  console.log(`dtrain: built ${output} in ${((Date.now() - started) / 1000).toFixed(1)} s.`);
+}

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { tf, tfc, type Tensor } from '../tf.ts';
 import { buildModel, IMAGE_SHAPE, NUM_CLASSES, type ModelName } from '../models.ts';
-import { on, TestRandom, use, worstError, relativeError } from './testing.ts';
+import { on, TestRandom, use, worstError, relativeError, type Backend } from './testing.ts';
+import { loadNativeKernels } from './native/addon.ts';
+import { requireNativeOrSkip } from './native/native-testing.ts';
 
 const BATCH = 8;
 
@@ -26,8 +28,11 @@ function weightValues(name: ModelName): { shape: number[]; values: Float32Array 
   });
 }
 
-/** The loss StepComputer differentiates: Σ −y·log(clip(p)), and the gradient of every trainable weight. */
-function lossAndGrads(name: ModelName): () => Tensor[] {
+/**
+ * The loss StepComputer differentiates: Σ −y·log(clip(p)), and the gradient of every trainable
+ * weight. Dropout is random, so cnn-dropout runs with `training` false (dropout off).
+ */
+function lossAndGrads(name: ModelName, training = true): () => Tensor[] {
   return () => {
     const model = buildModel(name);
     model.setWeights(weightValues(name).map((w) => tf.tensor(w.values, w.shape)));
@@ -38,7 +43,7 @@ function lossAndGrads(name: ModelName): () => Tensor[] {
     const y = tf.oneHot(tf.tensor1d(labels, 'int32'), NUM_CLASSES);
     const vars = model.trainableWeights.map((w) => (w as unknown as { val: tfc.Variable }).val);
     const { value, grads } = tf.variableGrads(() => {
-      const p = model.apply(x, { training: true }) as Tensor;
+      const p = model.apply(x, { training }) as Tensor;
       return tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(p, 1e-7, 1 - 1e-7))))) as tfc.Scalar;
     }, vars);
     const out = [value, ...vars.map((v) => grads[v.name])];
@@ -47,23 +52,37 @@ function lossAndGrads(name: ModelName): () => Tensor[] {
   };
 }
 
+async function expectGradientsMatchCpu(backend: Backend, name: ModelName, training: boolean): Promise<void> {
+  const cpu = await on('cpu', lossAndGrads(name, training));
+  const wasm = await on(backend, lossAndGrads(name, training));
+  expect(relativeError(wasm.values[0], cpu.values[0])).toBeLessThan(1e-5);
+  const perWeight = wasm.values.map((v, i) => relativeError(v, cpu.values[i]));
+  expect(Math.max(...perWeight), `per-weight errors ${perWeight.map((e) => e.toExponential(1)).join(' ')}`).toBeLessThan(1e-4);
+  expect(worstError(wasm, cpu)).toBeLessThan(1e-4);
+}
+
 describe('whole-model gradients on wasm match the cpu backend', () => {
   it.each(['lenet', 'cnn-bn', 'mlp'] as const)('%s: loss and every trainable weight gradient', async (name) => {
-    const cpu = await on('cpu', lossAndGrads(name));
-    const wasm = await on('wasm', lossAndGrads(name));
-    expect(relativeError(wasm.values[0], cpu.values[0])).toBeLessThan(1e-5);
-    const perWeight = wasm.values.map((v, i) => relativeError(v, cpu.values[i]));
-    expect(Math.max(...perWeight), `per-weight errors ${perWeight.map((e) => e.toExponential(1)).join(' ')}`).toBeLessThan(1e-4);
-    expect(worstError(wasm, cpu)).toBeLessThan(1e-4);
+    await expectGradientsMatchCpu('wasm', name, true);
   });
 });
 
+const native = requireNativeOrSkip(loadNativeKernels());
+
+describe.skipIf(!native)('whole-model gradients with the native (oneDNN) kernels match the cpu backend', () => {
+  it.each([['lenet', true], ['cnn-bn', true], ['mlp', true], ['cnn-dropout', false]] as const)('%s (training %s): loss and every trainable weight gradient', async (name, training) => {
+    await expectGradientsMatchCpu('onednn', name, training);
+  });
+});
+
+const leakCases: [ModelName, Backend][] = [['lenet', 'wasm'], ['cnn-bn', 'wasm'], ...(native ? ([['lenet', 'onednn'], ['cnn-bn', 'onednn'], ['mlp', 'onednn']] as [ModelName, Backend][]) : [])];
+
 describe('a training step on wasm does not leak', () => {
-  it.each(['lenet', 'cnn-bn'] as const)('%s: tensors, wasm buffers and the wasm heap are the same before and after steps', async (name) => {
-    await use('wasm');
+  it.each(leakCases)('%s with the %s kernels: tensors, wasm buffers and the wasm heap are the same before and after steps', async (name, backend) => {
+    await use(backend);
     const model = buildModel(name);
     const vars = model.trainableWeights.map((w) => (w as unknown as { val: tfc.Variable }).val);
-    const x = tf.randomUniform([4, ...IMAGE_SHAPE]);
+    const x = tf.randomUniform(name === 'mlp' ? [4, 3072] : [4, ...IMAGE_SHAPE]);
     const y = tf.oneHot(tf.tensor1d([1, 2, 3, 4], 'int32'), NUM_CLASSES);
     const step = () =>
       tf.tidy(() => {
