@@ -13,7 +13,28 @@
 #                 falls back to wasm. See docs/cluster.md for what each needs on the host.
 #   APT_PACKAGES  Debian packages the kept backends need at run time, e.g. "libvulkan1" for
 #                 WebGPU. Needs a Debian-based BASE_IMAGE (the default is one).
+#   NATIVE_KERNELS  the optional oneDNN kernels (native/, docs/kernels.md): "auto" (default) builds
+#                 them where the base image has apt-get (g++ and libdnnl-dev in a build stage,
+#                 libdnnl2 in the image); "1" requires that; "0" leaves them out (wasm kernels).
 ARG BASE_IMAGE=node:20-bookworm-slim
+
+FROM ${BASE_IMAGE} AS native
+ARG NATIVE_KERNELS=auto
+WORKDIR /app
+COPY native/ ./native/
+RUN set -eu; \
+    mkdir -p native/build; \
+    if [ "$NATIVE_KERNELS" = 0 ]; then \
+      echo "native kernels: left out (NATIVE_KERNELS=0)"; \
+    elif command -v apt-get >/dev/null; then \
+      apt-get update; \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends g++ libdnnl-dev; \
+      node native/build.mjs; \
+    elif [ "$NATIVE_KERNELS" = 1 ]; then \
+      echo "NATIVE_KERNELS=1 needs apt-get in BASE_IMAGE" >&2; exit 1; \
+    else \
+      echo "native kernels: left out (no apt-get in BASE_IMAGE)"; \
+    fi
 
 FROM ${BASE_IMAGE} AS deps
 ARG GPU_PACKAGES=""
@@ -50,6 +71,14 @@ RUN set -eu; \
     chown node:node /runs /cache; \
     ln -s /runs /app/runs
 COPY --from=deps /app/node_modules ./node_modules
+# The native kernels, if the native stage built them, and the oneDNN runtime they load.
+COPY --from=native /app/native/build ./native/build
+RUN set -eu; \
+    if [ -f native/build/dtrain-kernels.node ]; then \
+      apt-get update; \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libdnnl2; \
+      rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY . .
 USER node
 ENTRYPOINT ["node", "bin/dtrain.js"]
