@@ -17,7 +17,7 @@ import {
 } from './fake-cifar.ts';
 import { loadDataset, type LoadOptions } from './load.ts';
 import { selectSplits } from './split.ts';
-import type { ImageSet } from './types.ts';
+import { CIFAR10_CLASSES, type ImageSet } from './types.ts';
 
 const DEV_COUNT = 5 * FAKE_RECORDS_PER_FILE;
 const TEST_COUNT = FAKE_RECORDS_PER_FILE;
@@ -221,6 +221,20 @@ describe('CIFAR-10 from --data-dir', () => {
     const splits = await load({ dataDir: batches, url: offlineUrl });
     expectFakeImages(splits.test, 'test', selectSplits(DEV_COUNT, TEST_COUNT, 42).test);
     expect(splits.source).toBe(`cifar10 (${batches})`);
+  });
+
+  it('names the classes as the folder\'s batches.meta.txt does, and as CIFAR-10 without one', async () => {
+    const batches = await writeFakeBatches(dataRoot);
+    expect((await load({ dataDir: batches, url: offlineUrl })).classNames).toEqual(CIFAR10_CLASSES);
+    const own = ['apple', 'bee', 'cow', 'dune', 'elm', 'fig', 'gnu', 'hat', 'ink', 'jar'];
+    await writeFile(join(batches, 'batches.meta.txt'), `${own.join('\n')}\n\n`);
+    expect((await load({ dataDir: batches, url: offlineUrl })).classNames).toEqual(own);
+    await rm(join(batches, 'batches.meta.txt'));
+    expect((await load({ dataDir: batches, url: offlineUrl })).classNames).toEqual(CIFAR10_CLASSES);
+    await writeFile(join(batches, 'batches.meta.txt'), 'just\nthree\nnames\n');
+    const error = await loadError({ dataDir: batches, url: offlineUrl });
+    expect(error.code).toBe('DTRAIN_ERR_DATA_CLASS_NAMES');
+    expect(error.message).toContain('expected 10 class names, one per line (label 0 first), but found 3 line(s)');
   });
 
   it('accepts the parent of cifar-10-batches-bin', async () => {

@@ -14,6 +14,7 @@ import { x as extractTar } from 'tar';
 import { DataError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { downloadVerified, md5File } from './download.ts';
+import { readClassNames } from './class-names.ts';
 import { IMAGE_BYTES, type ImageSet } from './types.ts';
 
 export const CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz';
@@ -45,6 +46,8 @@ export interface Cifar10Data {
   source: string;
   /** "cifar10:" + sha256 of the six .bin files' bytes in order, computed while they are read. */
   fingerprint: string;
+  /** From the folder's batches.meta.txt, else CIFAR-10's (class-names.ts). */
+  classNames: readonly string[];
 }
 
 export async function loadCifar10(o: Cifar10Options): Promise<Cifar10Data> {
@@ -158,7 +161,7 @@ async function locate(dataDir: string): Promise<Located> {
   );
 }
 
-async function readBatchesDir(dir: string, recordsPerFile: number): Promise<{ dev: ImageSet; test: ImageSet; fingerprint: string }> {
+async function readBatchesDir(dir: string, recordsPerFile: number): Promise<{ dev: ImageSet; test: ImageSet; fingerprint: string; classNames: readonly string[] }> {
   const files = [...CIFAR10_DEV_FILES, CIFAR10_TEST_FILE].map((name) => join(dir, name));
   // Every file is checked before any is read, so a bad last file fails in milliseconds, not seconds.
   for (const file of files) await checkSize(file, recordsPerFile);
@@ -175,7 +178,7 @@ async function readBatchesDir(dir: string, recordsPerFile: number): Promise<{ de
   const testBytes = await readFile(files[files.length - 1]);
   hash.update(testBytes);
   parseRecords(testBytes, files[files.length - 1], test, 0);
-  return { dev, test, fingerprint: `cifar10:${hash.digest('hex')}` };
+  return { dev, test, fingerprint: `cifar10:${hash.digest('hex')}`, classNames: await readClassNames(dir) };
 }
 
 async function checkSize(file: string, recordsPerFile: number): Promise<void> {

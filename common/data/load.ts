@@ -105,6 +105,7 @@ interface Parts {
   dev(indices: Uint32Array, splitSeed: number): ImageSet;
   test(indices: Uint32Array, splitSeed: number): ImageSet;
   source(splitSeed: number): string;
+  classNames: readonly string[];
 }
 
 function sourceFromParts(fingerprint: string, parts: Parts): DataSource {
@@ -130,7 +131,7 @@ function sourceFromParts(fingerprint: string, parts: Parts): DataSource {
     select(splitSeed, limits) {
       const s = sampler(splitSeed, limits);
       const all = (split: SplitName) => s.gather(split, Uint32Array.from({ length: s.counts[split] }, (_, i) => i));
-      return { train: all('train'), val: all('val'), test: all('test'), classNames: CIFAR10_CLASSES, source: parts.source(splitSeed), fingerprint };
+      return { train: all('train'), val: all('val'), test: all('test'), classNames: parts.classNames, source: parts.source(splitSeed), fingerprint };
     },
   };
 }
@@ -144,6 +145,7 @@ export async function openDataSource(o: Pick<LoadOptions, 'dataset' | 'dataDir' 
       dev: (indices, splitSeed) => generateSynthetic(indices, 'dev', splitSeed),
       test: (indices, splitSeed) => generateSynthetic(indices, 'test', splitSeed),
       source: (splitSeed) => `synthetic (seed ${splitSeed})`,
+      classNames: CIFAR10_CLASSES,
     });
   }
   if (o.dataset === 'cifar10') {
@@ -162,6 +164,7 @@ export async function openDataSource(o: Pick<LoadOptions, 'dataset' | 'dataDir' 
       dev: (indices) => gatherImages(data.dev, indices),
       test: (indices) => gatherImages(data.test, indices),
       source: () => data.source,
+      classNames: data.classNames,
     });
   }
   throw new ConfigError(`Unknown dataset "${String(o.dataset)}": expected cifar10 or synthetic.`);
