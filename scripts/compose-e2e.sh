@@ -97,21 +97,9 @@ e2e_check_image
 # 4. The stack
 # docker logs, not docker-compose logs: it is polled every second, and the Go client is cheap.
 coordinator_logs() { docker logs "$coordinator" 2>/dev/null; }
-# count EVENT: how many coordinator log lines carry "event":"EVENT" (restarts included).
-count() { coordinator_logs | grep -c "\"event\":\"$1\"" || true; }
-# wait_for EVENT N SECONDS: until the coordinator has logged EVENT at least N times.
-wait_for() {
-  local event=$1 want=$2 deadline=$((SECONDS + $3)) have
-  while :; do
-    have=$(count "$event")
-    ((have >= want)) && return 0
-    ((SECONDS < deadline)) || fail "waited $3 s for $want x $event in the coordinator's logs, saw $have"
-    (($(restarts "$coordinator") <= coordinator_restarts)) || fail "the coordinator keeps restarting: $(coordinator_logs | tail -3)"
-    sleep 1
-  done
-}
-still_training() {
-  (($(count run_finished) == 0)) || fail "the run finished before the $1 check: raise E2E_LIMIT_TRAIN (now $limit_train)"
+# Called by wait_for (scripts/e2e-lib.sh) every second.
+wait_check() {
+  (($(restarts "$coordinator") <= coordinator_restarts)) || fail "the coordinator keeps restarting: $(coordinator_logs | tail -3)"
 }
 container_of() { compose ps -q "$1" | sed -n "${2:-1}p"; }
 restarts() { docker inspect -f '{{.RestartCount}}' "$1"; }

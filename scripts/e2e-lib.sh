@@ -40,6 +40,9 @@ e2e_setup() {
   local name
   while read -r name; do unset "$name"; done < <(compgen -e | grep '^DTRAIN_' || true)
   export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
+  # A command that stops the script under `set -e` names itself (not one run under `set +e`).
+  set -E
+  trap 'e2e_status=$?; [[ $- == *e* ]] && log "FAIL: \"$BASH_COMMAND\" exited with $e2e_status (line $LINENO)"' ERR
   work=$(mktemp -d "/tmp/dtrain-$e2e_name.XXXXXX")
   # Secrets are written here: only root may enter.
   chmod 700 "$work"
@@ -194,6 +197,28 @@ e2e_check_image() {
     try { require.resolve('webgpu'); console.error('the default image holds the optional webgpu package'); process.exit(1); } catch {}
     require('child_process').execFileSync('node', ['bin/dtrain.js', '--version'], { stdio: 'ignore' });
   " || fail "the image cannot run dtrain, or holds optional GPU packages"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Watching the coordinator's log. The sourcing script defines coordinator_logs (every line the
+# coordinator has logged, restarts included), and may define wait_check (run every second while
+# waiting; it fails the test when something went wrong meanwhile).
+# count EVENT: how many coordinator log lines carry "event":"EVENT".
+count() { coordinator_logs | grep -c "\"event\":\"$1\"" || true; }
+# wait_for EVENT N SECONDS: until the coordinator has logged EVENT at least N times.
+wait_for() {
+  local event=$1 want=$2 deadline=$((SECONDS + $3)) have
+  while :; do
+    have=$(count "$event")
+    ((have >= want)) && return 0
+    ((SECONDS < deadline)) || fail "waited $3 s for $want x $event in the coordinator's logs, saw $have"
+    if declare -F wait_check >/dev/null; then wait_check; fi
+    sleep 1
+  done
+}
+# still_training CHECK: fails when the run ended before CHECK could be made.
+still_training() {
+  (($(count run_finished) == 0)) || fail "the run finished before the $1 check: raise E2E_LIMIT_TRAIN (now $limit_train)"
 }
 
 # host_pid CONTAINER: the container's main process as the host sees it.

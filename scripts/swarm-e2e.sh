@@ -10,9 +10,10 @@
 #  4. `docker stack deploy -c docker-compose.yml` on synthetic data with 2 workers and checks what
 #     swarm made of it: an overlay network, the token as a swarm secret, the coordinator pinned by
 #     its placement constraint (a node label here) with endpoint mode dnsrr. Then, while it
-#     trains: `docker service scale` to 3 workers (a third worker_joined), SIGKILL to a worker
-#     task's process (swarm starts a new task, which joins), and training goes on to the end:
-#     run_finished, every task Complete.
+#     trains: the coordinator's port, published in host mode by docker-compose.publish.yml,
+#     serves /healthz and the browser worker's page and script; `docker service scale` to 3
+#     workers (a third worker_joined); SIGKILL to a worker task's process (swarm starts a new
+#     task, which joins); and training goes on to the end: run_finished, every task Complete.
 #  5. Tears down the stack, its volumes and secret, the node label, the swarm if it made it, the
 #     images it built, and the daemon it started.
 #
@@ -113,10 +114,11 @@ chmod 400 "$work/token"
 export DTRAIN_IMAGE=$image DTRAIN_TOKEN_SECRET_FILE=$work/token DTRAIN_RUN_NAME=swarm-e2e \
   DTRAIN_DATASET=synthetic DTRAIN_MODEL=lenet DTRAIN_EPOCHS=1 DTRAIN_LIMIT_TRAIN=$limit_train \
   DTRAIN_LIMIT_TEST=500 DTRAIN_MIN_WORKERS=2 DTRAIN_CHECKPOINT_EVERY=50 DTRAIN_STEP_TIMEOUT=30 \
-  DTRAIN_WORKER_REPLICAS=2 DTRAIN_COORDINATOR_CONSTRAINT='node.labels.dtrain.coordinator == true'
+  DTRAIN_WORKER_REPLICAS=2 DTRAIN_COORDINATOR_CONSTRAINT='node.labels.dtrain.coordinator == true' \
+  DTRAIN_PUBLISH_PORT=$(node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")
 
-log "docker stack deploy -c docker-compose.yml $stack ($limit_train synthetic images, lenet, 1 epoch)"
-docker stack deploy --resolve-image never -c "$root/docker-compose.yml" "$stack" >"$work/deploy.log" 2>&1 ||
+log "docker stack deploy -c docker-compose.yml -c docker-compose.publish.yml $stack ($limit_train synthetic images, lenet, 1 epoch)"
+docker stack deploy --resolve-image never -c "$root/docker-compose.yml" -c "$root/docker-compose.publish.yml" "$stack" >"$work/deploy.log" 2>&1 ||
   { cat "$work/deploy.log" >&2; fail "docker stack deploy failed"; }
 
 [[ $(docker network inspect -f '{{.Driver}} {{.Scope}}' "${stack}_dtrain") == "overlay swarm" ]] ||
@@ -126,25 +128,25 @@ spec=$(docker service inspect -f '{{.Spec.EndpointSpec.Mode}} {{json .Spec.TaskT
 [[ $spec == 'dnsrr ["node.labels.dtrain.coordinator == true"]' ]] || fail "the coordinator service has endpoint mode and constraints $spec"
 log "overlay network, swarm secret, coordinator pinned by node label with endpoint mode dnsrr"
 
+# Every task's lines (count and wait_for in scripts/e2e-lib.sh read them).
 coordinator_logs() { docker service logs --raw "${stack}_coordinator" 2>/dev/null; }
-# count EVENT: how many coordinator log lines carry "event":"EVENT" (every task's).
-count() { coordinator_logs | grep -c "\"event\":\"$1\"" || true; }
-wait_for() {
-  local event=$1 want=$2 deadline=$((SECONDS + $3)) have
-  while :; do
-    have=$(count "$event")
-    ((have >= want)) && return 0
-    ((SECONDS < deadline)) || fail "waited $3 s for $want x $event in the coordinator's logs, saw $have"
-    sleep 1
-  done
-}
-still_training() {
-  (($(count run_finished) == 0)) || fail "the run finished before the $1 check: raise E2E_LIMIT_TRAIN (now $limit_train)"
-}
 # running_workers: the worker tasks' containers that are running now.
 running_workers() { docker ps -q --filter "label=com.docker.swarm.service.name=${stack}_worker" --filter status=running; }
 
 wait_for listening 1 120
+# http_get PATH: the body of the coordinator's PATH through the published port (Node's fetch: curl
+# may be missing).
+http_get() {
+  node -e "fetch(process.argv[1]).then(async (r) => { if (!r.ok) throw new Error('HTTP ' + r.status); process.stdout.write(await r.text()); }).catch((e) => { console.error(e.message); process.exit(1); })" \
+    "http://127.0.0.1:$DTRAIN_PUBLISH_PORT$1"
+}
+http_get /healthz >/dev/null || fail "no /healthz on the published port $DTRAIN_PUBLISH_PORT"
+page=$(http_get /worker) || fail "no /worker page on the published port"
+grep -q '/worker/app.js' <<<"$page" || fail "the /worker page does not load its script"
+! grep -qF "$(cat "$work/token")" <<<"$page" || fail "the /worker page holds the token"
+# Bundled by esbuild inside the container, on this first request.
+(($(http_get /worker/app.js | wc -c) > 100000)) || fail "/worker/app.js is not the bundled browser worker"
+log "dashboard, /healthz and the browser worker's page (bundled in the container) on the published port $DTRAIN_PUBLISH_PORT"
 wait_for worker_joined 2 120
 wait_for step 1 60
 log "2 workers joined by service name over the overlay network; training"
@@ -178,7 +180,8 @@ while [[ -n $(docker ps -q --filter "label=com.docker.stack.namespace=$stack") ]
   ((SECONDS < deadline)) || fail "containers still running 60 s after run_finished: $(docker stack ps "$stack")"
   sleep 1
 done
-states=$(docker stack ps --filter desired-state=shutdown --format '{{.Name}} {{.CurrentState}}' "$stack"; docker stack ps --filter desired-state=running --format '{{.Name}} {{.CurrentState}}' "$stack")
+# Every task, replaced ones included (their names start with "\_ ").
+states=$(docker stack ps --format '{{.Name}} {{.CurrentState}}' "$stack")
 grep -q "^${stack}_coordinator.1 Complete" <<<"$states" || fail "the coordinator's task is not Complete: $states"
 (($(grep -c "^${stack}_worker\.[0-9]* Complete" <<<"$states") >= 3)) || fail "fewer than 3 worker tasks Complete: $states"
 coordinator_logs | grep '"event":"run_finished"' | tail -1 | grep -o '"test_accuracy":[0-9.]*' >&2 || true
