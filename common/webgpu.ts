@@ -86,7 +86,9 @@ export async function prepareWebGpu(options: WebGpuOptions): Promise<AdapterDesc
   if (software && !options.allowSoftware) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);
   Object.assign(globalThis, dawn.globals);
   if (!('navigator' in globalThis)) Object.defineProperty(globalThis, 'navigator', { value: {}, writable: true, configurable: true });
-  const wrapper: GpuLike = { requestAdapter: async () => adapter };
+  // The wrapper holds Dawn's GPU object too: if it were garbage-collected, Dawn would tear its
+  // instance down under the live device (the process then dies in a mutex assertion or SIGSEGV).
+  const wrapper: GpuLike & { dawn: GpuLike } = { requestAdapter: async () => adapter, dawn: gpu };
   (globalThis as unknown as { navigator: { gpu?: GpuLike } }).navigator.gpu = wrapper;
   // tfjs-backend-webgpu registers its backend at import time, only if navigator.gpu exists.
   await options.importModule('@tensorflow/tfjs-backend-webgpu');
