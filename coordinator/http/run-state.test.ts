@@ -54,6 +54,20 @@ describe('RunState', () => {
     expect(state.snapshot().events.map((e) => e.kind)).toEqual(['worker_joined', 'worker_joined', 'worker_evicted']);
   });
 
+  it('lists refused peers at most once a second per code, saying how many it held back', () => {
+    let now = 0;
+    const state = new RunState(info, () => now);
+    for (let i = 0; i < 5; i++) state.onRejected('auth_failed', 'DTRAIN_ERR_AUTH');
+    state.onRejected('frame_rejected', 'DTRAIN_ERR_NON_FINITE');
+    now = 1500;
+    state.onRejected('auth_failed', 'DTRAIN_ERR_AUTH');
+    expect(state.snapshot().events.map((e) => e.text)).toEqual([
+      'refused a peer: DTRAIN_ERR_AUTH',
+      'refused a peer: DTRAIN_ERR_NON_FINITE',
+      'refused a peer: DTRAIN_ERR_AUTH (and 4 more since the last one shown)',
+    ]);
+  });
+
   it('thins the per-step history on long runs, keeping at most 2000 points over the whole run', () => {
     const state = new RunState(info);
     for (let step = 1; step <= 10_000; step++) state.onStep(stepEvent({ step, stepInEpoch: step, stepsInEpoch: 10_000 }));

@@ -15,6 +15,7 @@ import type { StepEvent } from '../trainer.ts';
 const MAX_STEP_POINTS = 2000;
 const RECENT_STEPS = 50;
 const RECENT_EVENTS = 50;
+const REJECTED_EVENT_INTERVAL_MS = 1000;
 
 export interface StepPoint {
   step: number;
@@ -92,6 +93,7 @@ export class RunState {
   private readonly epochs: EpochRecord[] = [];
   private readonly events: RunEvent[] = [];
   private predictions?: string;
+  private readonly lastRejected = new Map<string, { at: number; held: number }>();
 
   constructor(info: RunInfo, private readonly now: () => number = Date.now) {
     this.run = { ...info, state: 'waiting', startedAt: new Date(now()).toISOString() };
@@ -147,8 +149,17 @@ export class RunState {
     this.emit({ type: 'workers', data: this.workerRows() });
   }
 
+  /** Shown at most once a second per kind and code (a flood of bad peers is counted in /metrics, not listed). */
   onRejected(event: string, code: string): void {
-    this.addEvent(event, `refused a connection's frame: ${code}`);
+    const key = `${event}:${code}`;
+    const now = this.now();
+    const last = this.lastRejected.get(key);
+    if (last && now - last.at < REJECTED_EVENT_INTERVAL_MS) {
+      last.held++;
+      return;
+    }
+    this.addEvent(event, `refused a peer: ${code}${last?.held ? ` (and ${last.held} more since the last one shown)` : ''}`);
+    this.lastRejected.set(key, { at: now, held: 0 });
   }
 
   /** The run ended: `predictions` is predictions.png as a data: URL, kept so a page can show it after the server is gone. */
