@@ -11,7 +11,9 @@
  *   that, and small gradients fall into subnormals, so float16 tensors are **block-scaled**: every
  *   block of FLOAT16_BLOCK values carries one int8 exponent e, chosen so that the block's largest
  *   finite magnitude lands in [2^14, 2^15) after multiplying by 2^e. A power of two is exact, so the
- *   scaling itself adds no error, and a block can never overflow.
+ *   scaling itself adds no error, and a block can never overflow. Values down to 2^-29 of their
+ *   block's largest keep the full 2^-11 bound; smaller ones become float16 subnormals (coarser,
+ *   down to 2^-39 of the largest, then zero), which only matters next to much larger neighbours.
  *
  * Byte layout of one tensor of n values: float32 `n*4`; bfloat16 `n*2` (uint16 LE); float16 `n*2`
  * (uint16 LE) followed by `ceil(n / FLOAT16_BLOCK)` int8 exponents.
