@@ -8,6 +8,7 @@ otherwise {"available": true, "version", "threads", "results": [{model, batch, p
 imagesPerSecond: {median, min, max, runs}}]}.
 
     python3 scripts/bench-torch.py [--quick] [--models lenet,mlp] [--batch 32,128] [--threads 1]
+    python3 scripts/bench-torch.py --device cuda --batch 32,256,1024   # on a GPU (scripts/gpu-smoke.sh)
     python3 scripts/bench-torch.py --serve [--threads 1]
 
 --serve runs timed steps on request, so that scripts/bench-compute.ts can interleave PyTorch with its
@@ -20,6 +21,9 @@ import json
 import statistics
 import sys
 import time
+
+# "cpu" or "cuda" (--device); on cuda every timed run ends with a synchronize.
+DEVICE = "cpu"
 
 
 def build(nn, name):
@@ -50,18 +54,20 @@ def build(nn, name):
 def stepper(torch, nn, name, batch):
     """A function running n training steps of `name` at `batch` (Adam included), and the model."""
     torch.manual_seed(0)
-    model = build(nn, name)
+    model = build(nn, name).to(DEVICE)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=0.001)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.rand(batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.rand(batch, 3, 32, 32, device=DEVICE)
+    y = torch.randint(0, 10, (batch,), device=DEVICE)
 
     def steps(n):
         for _ in range(n):
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             opt.step()
+        if DEVICE == "cuda":
+            torch.cuda.synchronize()
 
     return steps, model
 
@@ -108,6 +114,7 @@ def main():
     ap.add_argument("--batch", default="32")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
     try:
         import torch
@@ -116,10 +123,16 @@ def main():
         print(json.dumps({"available": False, "reason": f"python3 cannot import torch ({type(e).__name__}: {e})"}))
         return
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print(json.dumps({"available": False, "reason": f"torch {torch.__version__} sees no CUDA device"}))
+        return
     if args.serve:
         return serve(torch, nn)
     results = [measure(torch, nn, m.strip(), int(b), args.quick) for b in args.batch.split(",") for m in args.models.split(",")]
-    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "results": results}))
+    device = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"
+    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "device": device, "results": results}))
 
 
 if __name__ == "__main__":
