@@ -30,29 +30,31 @@ const OPTIONAL_PACKAGES = ['@tensorflow/tfjs-backend-webgpu'];
  * shim that asks a typed array; optional packages that are not installed become a module whose
  * import fails, so the page skips that backend instead of the build failing.
  */
-const browserShims: Plugin = {
-  name: 'dtrain-browser-shims',
-  setup(b) {
-    b.onResolve({ filter: /^node:os$/ }, () => ({ path: 'node:os', namespace: 'dtrain-shim' }));
-    b.onLoad({ filter: /^node:os$/, namespace: 'dtrain-shim' }, () => ({
-      contents: "export function endianness() { return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 'LE' : 'BE'; }",
-      loader: 'js',
-    }));
-    const optional = new RegExp(`^(${OPTIONAL_PACKAGES.map((p) => p.replace(/[/.]/g, '\\$&')).join('|')})$`);
-    b.onResolve({ filter: optional }, (args) => {
-      try {
-        require.resolve(args.path);
-        return undefined;
-      } catch {
-        return { path: args.path, namespace: 'dtrain-missing' };
-      }
-    });
-    b.onLoad({ filter: /.*/, namespace: 'dtrain-missing' }, (args) => ({
-      contents: `throw new Error(${JSON.stringify(`${args.path} is not installed on the coordinator`)});`,
-      loader: 'js',
-    }));
-  },
-};
+export function browserShims(optionalPackages: string[] = OPTIONAL_PACKAGES): Plugin {
+  return {
+    name: 'dtrain-browser-shims',
+    setup(b) {
+      b.onResolve({ filter: /^node:os$/ }, () => ({ path: 'node:os', namespace: 'dtrain-shim' }));
+      b.onLoad({ filter: /^node:os$/, namespace: 'dtrain-shim' }, () => ({
+        contents: "export function endianness() { return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 'LE' : 'BE'; }",
+        loader: 'js',
+      }));
+      const optional = new RegExp(`^(${optionalPackages.map((p) => p.replace(/[/.]/g, '\\$&')).join('|')})$`);
+      b.onResolve({ filter: optional }, (args) => {
+        try {
+          require.resolve(args.path);
+          return undefined;
+        } catch {
+          return { path: args.path, namespace: 'dtrain-missing' };
+        }
+      });
+      b.onLoad({ filter: /.*/, namespace: 'dtrain-missing' }, (args) => ({
+        contents: `throw new Error(${JSON.stringify(`${args.path} is not installed on the coordinator`)});`,
+        loader: 'js',
+      }));
+    },
+  };
+}
 
 export interface Bundle {
   code: string;
@@ -74,7 +76,7 @@ export async function bundleBrowserWorker(): Promise<Bundle> {
     legalComments: 'eof',
     logLevel: 'silent',
     define: { 'process.env.NODE_ENV': '"production"' },
-    plugins: [browserShims],
+    plugins: [browserShims()],
   });
   return { code: result.outputFiles[0].text, ms: performance.now() - started };
 }
