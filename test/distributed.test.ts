@@ -79,7 +79,9 @@ describe('distributed training over WebSockets', () => {
 
   it('lets a worker join mid-run, taking part from the next step', async () => {
     const out = await tempDir();
-    const c = coordinator(out, ['--min-workers', '1', '--epochs', '1', '--limit-train', '3200']);
+    // 300 steps: long enough for a second worker process to start and join even when the first
+    // trains on the native kernels (lenet at thousands of images a second).
+    const c = coordinator(out, ['--min-workers', '1', '--epochs', '1', '--limit-train', '9600']);
     const port = await listeningPort(c);
     worker(port);
     await c.waitFor('step', (l) => (l.step as number) >= 3);
