@@ -16,7 +16,7 @@ const I32 = 0x7f;
 const F32 = 0x7d;
 const V128 = 0x7b;
 
-function leb(n: number): number[] {
+export function leb(n: number): number[] {
   const out: number[] = [];
   do {
     let byte = n & 0x7f;
@@ -27,11 +27,11 @@ function leb(n: number): number[] {
   return out;
 }
 
-function section(id: number, body: number[]): number[] {
+export function section(id: number, body: number[]): number[] {
   return [id, ...leb(body.length), ...body];
 }
 
-function name(s: string): number[] {
+export function name(s: string): number[] {
   return [...leb(s.length), ...Buffer.from(s, 'ascii')];
 }
 
@@ -84,10 +84,15 @@ function body(): number[] {
 /** A shared memory import must declare a maximum: the largest a wasm32 memory can be. */
 const MAX_PAGES = 65536;
 
+/** The import section: env.memory, shared (with that maximum) or not. */
+export function memoryImport(shared: boolean): number[] {
+  const limits = shared ? [0x03, 0x01, ...leb(MAX_PAGES)] : [0x00, 0x01];
+  return [0x01, ...name('env'), ...name('memory'), 0x02, ...limits];
+}
+
 function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
   const type = [0x01, 0x60, 15, ...Array(8).fill(I32), ...Array(7).fill(F32), 0x00];
-  const limits = shared ? [0x03, 0x01, ...leb(MAX_PAGES)] : [0x00, 0x01];
-  const imports = [0x01, ...name('env'), ...name('memory'), 0x02, ...limits];
+  const imports = memoryImport(shared);
   const functions = [0x01, 0x00];
   const exports = [0x01, ...name('adam'), 0x00, 0x00];
   const code = [0x01, ...body()];

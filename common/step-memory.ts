@@ -103,7 +103,7 @@ export class StepMemory {
   readonly images: Uint8Array[];
   readonly labels: Uint8Array[];
   /** Byte offsets in the memory, for the Adam kernel. */
-  readonly offsets: { weights: [number, number]; m: [number, number]; v: [number, number]; reduced: number };
+  readonly offsets: { weights: [number, number]; m: [number, number]; v: [number, number]; reduced: number; gradients: number; gradientStride: number };
   readonly ctl: Int32Array;
   readonly f64: Float64Array;
   private readonly globalInts: number;
@@ -120,7 +120,8 @@ export class StepMemory {
     const buf = memory.buffer;
     const f32 = (offset: number, n: number) => new Float32Array(buf, offset, n);
     const o = plan.offsets;
-    this.offsets = { weights: o.weights, m: o.m, v: o.v, reduced: o.reduced };
+    // Slots are laid out alike, so slot k's gradient is at gradients + k·gradientStride.
+    this.offsets = { weights: o.weights, m: o.m, v: o.v, reduced: o.reduced, gradients: o.gradients[0], gradientStride: shape.slots > 1 ? o.gradients[1] - o.gradients[0] : 0 };
     this.weights = [f32(o.weights[0], plan.weightFloats), f32(o.weights[1], plan.weightFloats)];
     this.m = [f32(o.m[0], this.adamSpan), f32(o.m[1], this.adamSpan)];
     this.v = [f32(o.v[0], this.adamSpan), f32(o.v[1], this.adamSpan)];
@@ -155,7 +156,8 @@ export class StepMemory {
     const images: number[] = [];
     const labels: number[] = [];
     for (let k = 0; k < shape.slots; k++) {
-      gradients.push(take(shape.trainable * 4));
+      // Padded to the Adam span with lanes that stay 0: the SIMD reduction reads whole lanes.
+      gradients.push(take(span * 4));
       stats.push(take(shape.stats * 4));
       images.push(take(shape.slotSamples * IMAGE_BYTES));
       labels.push(take(shape.slotSamples));

@@ -6,6 +6,7 @@
  * (slot order = task order), so any split into stripes gives the same bits as the whole.
  */
 import { simdAdamKernel, type AdamKernel } from './adam-simd.ts';
+import { simdReduceKernel, type ReduceKernel } from './reduce-simd.ts';
 import { CTL, F64, type StepMemory } from './step-memory.ts';
 
 export interface StripeTask {
@@ -20,9 +21,11 @@ export interface StripeTask {
 /** The kernels one thread uses on one StepMemory (the SIMD one instantiated on its memory). */
 export class StripeWorker {
   private readonly kernel: AdamKernel | undefined;
+  private readonly reduceKernel: ReduceKernel | undefined;
 
   constructor(private readonly mem: StepMemory, simd = true) {
     this.kernel = simd ? simdAdamKernel(mem.memory, true) : undefined;
+    this.reduceKernel = simd ? simdReduceKernel(mem.memory, true) : undefined;
   }
 
   get kind(): 'simd' | 'scalar' {
@@ -49,6 +52,10 @@ export class StripeWorker {
     const inv = this.mem.f64[F64.inv];
     const end = Math.min(to, shape.trainable);
     const { slots } = this.slotCounts();
+    if (this.reduceKernel) {
+      if (to > from) this.reduceKernel((to - from) * 4, this.mem.offsets.gradients + from * 4, this.mem.offsets.gradientStride, slots, this.mem.offsets.reduced + from * 4, inv);
+      return;
+    }
     if (slots === 1) {
       const g0 = gradients[0];
       for (let i = from; i < end; i++) reduced[i] = Math.fround(0 + g0[i]) * inv;

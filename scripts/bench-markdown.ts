@@ -2,8 +2,8 @@
  * docs/BENCHMARKS.md from a BenchReport, and nothing else: every number in the document comes
  * from the JSON, next to a line saying what produced it.
  */
-import type { BenchReport, ComputeRow, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchRow } from './bench-report.ts';
-import { efficiency, evaluateGoals, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import type { BenchReport, ComputeRow, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
+import { bareCompute, bestTorch, efficiency, evaluateGoals, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 
 type Align = 'left' | 'right';
 
@@ -65,7 +65,7 @@ function machine(r: BenchReport): string[] {
 
 function goals(r: BenchReport): string[] {
   const rows = evaluateGoals(r).map((g) => [g.goal, g.measured ?? '—', g.met === undefined ? 'not measured' : g.met ? 'met' : 'missed', g.explanation]);
-  return ['## Goals', '', 'Goals to report against, not timed tests. Measured values come from sections 2–4 below.', '', markdownTable(['goal', 'measured', 'result', 'by how much, and why'], rows)];
+  return ['## Goals', '', 'Goals to report against, not timed tests. Measured values come from the sections below.', '', markdownTable(['goal', 'measured', 'result', 'by how much, and why'], rows)];
 }
 
 function compute(r: BenchReport): string[] {
@@ -227,7 +227,113 @@ function reproduce(r: BenchReport): string[] {
   return lines;
 }
 
+const mib = (b: number) => `${fixed(b / 2 ** 20)} MiB`;
+
+/** Section 0: `dtrain train` end to end next to PyTorch (issue 10), and the seed workload. */
+function peers(r: BenchReport): string[] {
+  const lines = ['## 0. `dtrain train` against PyTorch on this machine', ''];
+  const p = r.peers;
+  const e = r.endToEnd;
+  if (!p && !e) return [...lines, 'Not part of this report (made before these measurements existed).'];
+  if (p && !p.measured) lines.push(`PyTorch not measured: ${p.reason}.`, '');
+  if (p?.measured) {
+    lines.push(
+      `PyTorch ${p.version}: \`${p.command}\`. Built with BLAS_INFO=${p.blas.buildInfo}; loaded ${p.blas.loaded.length > 0 ? p.blas.loaded.map((x) => `\`${x}\``).join(', ') : 'no BLAS library'} (${p.blas.openblas ? 'OpenBLAS' : '**not OpenBLAS**: install libopenblas0-pthread for a fair peer'}). ` +
+        'Each step slices in-memory uint8 images and converts them to float, as dtrain does; global batch 32; DDP is DistributedDataParallel over 2 processes of 1 thread each, gloo on 127.0.0.1 (16 images per process).',
+      '',
+    );
+  }
+  if (e && !e.measured) lines.push(`\`dtrain train\` not measured: ${e.reason}.`, '');
+  if (e?.measured) {
+    const models = e.runs.map((x) => x.model);
+    const torchCell = (model: string, pick: (x: TorchPeerRow) => boolean) => {
+      const row = p?.measured ? p.rows.find((x) => x.model === model && pick(x)) : undefined;
+      return row ? fixed(row.imagesPerSecond) : '—';
+    };
+    const rows = e.runs.map((x) => {
+      const best = bestTorch(r, x.model);
+      const bare = bareCompute(r, x.model);
+      return [
+        x.model,
+        fixed(x.imagesPerSecond),
+        `${fixed(x.wallSeconds, 1)} s`,
+        bare ? fixed(bare) : '—',
+        torchCell(x.model, (t) => t.mode === 'single' && t.threadsPerProcess === 1),
+        torchCell(x.model, (t) => t.mode === 'single' && t.threadsPerProcess > 1),
+        torchCell(x.model, (t) => t.mode === 'ddp'),
+        best ? `${fixed(x.imagesPerSecond / best.imagesPerSecond, 2)}` : '—',
+        mib(x.peakRssBytes),
+      ];
+    });
+    lines.push(
+      markdownTable(
+        ['model', '`dtrain train`, img/s (epoch)', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', 'peak RSS'],
+        rows,
+        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+      ),
+      '',
+      `\`dtrain train --model M --epochs 1 --dataset synthetic --limit-train ${e.runs[0]?.trainImages} --no-plots\` at its defaults (one worker thread per core: ${e.runs[0]?.workers}), one process per model, timed from spawn to exit (data generation, start-up, the epoch, validation and test included); img/s is the epoch's training images over its training time (history.json). Bare compute is section 1's \`StepComputer.train\` at batch 32 on one thread. Peak RSS is the process's VmHWM.`,
+      '',
+    );
+    const seed = seedWorkload(r);
+    if (seed.length > 0) {
+      const total = (f: (x: (typeof seed)[number]) => number | undefined) => {
+        const v = seed.map(f);
+        return v.every((x) => x !== undefined) ? fixed(v.reduce((a, b) => a! + b!, 0)!, 1) : '—';
+      };
+      lines.push(
+        '### The seed workload: 4 models × 20 epochs × 40,000 images',
+        '',
+        markdownTable(
+          ['model', 'dtrain, training only, min', 'dtrain, with validation, min', 'best PyTorch, training only, min'],
+          [...seed.map((x) => [x.model, fixed(x.dtrainMinutes, 1), fixed(x.dtrainWithValidationMinutes, 1), x.torchMinutes === undefined ? '—' : fixed(x.torchMinutes, 1)]), ['**all four**', total((x) => x.dtrainMinutes), total((x) => x.dtrainWithValidationMinutes), total((x) => x.torchMinutes)]],
+          ['left', 'right', 'right', 'right'],
+        ),
+        '',
+        `Estimated from the epoch above: 20 × 40,000 images at the measured training rate (and, for dtrain, the measured validation time per training image, ${models.length} models). PyTorch uses its best configuration per model.`,
+        '',
+      );
+    }
+  }
+  return lines;
+}
+
+/** In-process (worker threads, shared memory), the coordinating thread's work, and memory over time. */
+function inProcess(r: BenchReport): string[] {
+  const lines = ['## 0b. The single-machine step (worker threads, shared memory)', ''];
+  const ip = r.inProcess;
+  if (!ip && !r.coordinatorWork && !r.memory) return [...lines, 'Not part of this report.'];
+  if (ip && !ip.measured) lines.push(`In-process runs not measured: ${ip.reason}.`, '');
+  if (ip?.measured) {
+    const rows = ip.runs.map((x) => {
+      const one = ip.runs.find((y) => y.model === x.model && y.workers === 1);
+      const m = x.summary.mean;
+      return [x.model, String(x.workers), String(x.summary.samplesPerStep), fixed(x.summary.imagesPerSecond), one && x.workers > 1 ? `${fixed(x.summary.imagesPerSecond / one.summary.imagesPerSecond, 2)}×` : '—', fixed(m.stepMs, 2), fixed(m.computeMs, 2), fixed(m.commMs, 2), fixed(m.optimizerMs, 2)];
+    });
+    lines.push(
+      markdownTable(['model', 'K', 'images/step', 'img/s', 'vs K=1', 'step, ms', 'slowest compute, ms', 'communication, ms', 'reduction + Adam, ms'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right']),
+      '',
+      `\`dtrain train --workers K --batch-per-worker ${ip.runs[0]?.batchPerWorker} --dataset synthetic --max-steps N\`; means over the steps after ${ip.runs[0]?.summary ? 'the warm-up' : ''} from the step log lines. Compute is the slowest thread's (weights copied in, forward, backward, gradient copied out); communication is the rest of the step outside the reduction (gathering, Atomics round trips, waiting); reduction + Adam is the threads' striped reduce-scatter and update.`,
+      '',
+    );
+  }
+  const cw = r.coordinatorWork;
+  if (cw?.measured) {
+    for (const x of cw.runs) lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).`, '');
+  } else if (cw) lines.push(`Coordinator work not measured: ${cw.reason}.`, '');
+  const mem = r.memory;
+  if (mem?.measured) {
+    const m = mem.run;
+    const pick = [0.05, 0.25, 0.5, 0.75, 1].map((f) => m.samples.filter((s) => s.step <= f * m.steps).at(-1)).filter((s) => s !== undefined);
+    lines.push(
+      `Memory: \`${m.command}\` (K=${m.workers}), resident set sampled every second: ${pick.map((s) => `step ${s!.step.toLocaleString('en-US')}: ${mib(s!.rssBytes)}`).join(', ')}. Median at 10–20% of the steps ${mib(m.earlyRssBytes)}, at 90–100% ${mib(m.lateRssBytes)}.`,
+      '',
+    );
+  } else if (mem) lines.push(`Memory not measured: ${mem.reason}.`, '');
+  return lines;
+}
+
 export function renderMarkdown(report: BenchReport, jsonPath: string): string {
-  const sections = [header(report, jsonPath), machine(report), goals(report), compute(report), scaling(report), breakdown(report), coordinator(report), timeToAccuracy(report), reproduce(report)];
+  const sections = [header(report, jsonPath), machine(report), goals(report), peers(report), inProcess(report), compute(report), scaling(report), breakdown(report), coordinator(report), timeToAccuracy(report), reproduce(report)];
   return sections.map((s) => s.join('\n')).join('\n\n') + '\n';
 }

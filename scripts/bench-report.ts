@@ -178,10 +178,92 @@ export type TimeToAccuracySection =
   | { measured: true; transport: string; runs: TimeToAccuracyRun[] }
   | { measured: false; reason: string };
 
+// ---- the peers and `dtrain train` itself (issue 10) ---------------------------------------------
+
+export interface TorchPeerRow {
+  model: string;
+  /** single: one process; ddp: DistributedDataParallel over `processes` processes (gloo, 127.0.0.1). */
+  mode: 'single' | 'ddp';
+  processes: number;
+  threadsPerProcess: number;
+  globalBatch: number;
+  steps: number;
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+export type PeersSection =
+  | { measured: true; command: string; version: string; blas: { buildInfo: string; loaded: string[]; openblas: boolean }; rows: TorchPeerRow[] }
+  | { measured: false; reason: string };
+
+/** One `dtrain train` process from spawn to exit: an epoch with data loading and evaluation. */
+export interface EndToEndRun {
+  model: string;
+  workers: number;
+  trainImages: number;
+  command: string;
+  /** Spawn to exit. */
+  wallSeconds: number;
+  /** The epoch's training steps alone (history.json's seconds). */
+  epochSeconds: number;
+  /** Training images per second over the epoch (history.json). */
+  imagesPerSecond: number;
+  /** Validation after the epoch: the last step to the epoch line. */
+  validationSeconds: number;
+  valAccuracy: number;
+  /** Largest resident set of the process (VmHWM), bytes. */
+  peakRssBytes: number;
+}
+
+export type EndToEndSection = { measured: true; runs: EndToEndRun[] } | { measured: false; reason: string };
+
+/** In-process (worker threads, shared-memory step) runs at a fixed batch per worker. */
+export interface InProcessRun {
+  model: string;
+  workers: number;
+  batchPerWorker: number;
+  command: string;
+  summary: StepSummary;
+}
+
+export type InProcessSection = { measured: true; runs: InProcessRun[] } | { measured: false; reason: string };
+
+/** The coordinating thread's own work per step (its event loop's active time), in-process, K threads. */
+export interface CoordinatorWork {
+  model: string;
+  workers: number;
+  steps: number;
+  /** CPU time charged to the owning thread per step, ms (/proc/thread-self/schedstat). */
+  cpuMsPerStep: number;
+  /** Active time of the owning thread's event loop per step, ms (performance.eventLoopUtilization); includes preemption. */
+  activeMsPerStep: number;
+  stepMs: number;
+}
+
+export type CoordinatorWorkSection = { measured: true; runs: CoordinatorWork[] } | { measured: false; reason: string };
+
+export interface MemorySample {
+  step: number;
+  rssBytes: number;
+}
+
+export interface MemoryRun {
+  model: string;
+  workers: number;
+  steps: number;
+  command: string;
+  samples: MemorySample[];
+  /** Median RSS over the first and the last tenth of the steps after the first 10%, bytes. */
+  earlyRssBytes: number;
+  lateRssBytes: number;
+}
+
+export type MemorySection = { measured: true; run: MemoryRun } | { measured: false; reason: string };
+
 // ---- goals and the whole report -----------------------------------------------------------------
 
 export interface GoalResult {
-  id: 'scaling' | 'overhead' | 'adam';
+  id: 'scaling' | 'overhead' | 'adam' | 'peer' | 'inprocess-scaling' | 'inprocess-overhead' | 'coordinator-work' | 'memory';
   goal: string;
   /** undefined when the run did not measure what the goal needs. */
   met?: boolean;
@@ -203,5 +285,11 @@ export interface BenchReport {
   messageCosts: MessageCosts[];
   coordinator?: CoordinatorSection;
   timeToAccuracy: TimeToAccuracySection;
+  /** Issue 10's sections; absent in reports made before them. */
+  peers?: PeersSection;
+  endToEnd?: EndToEndSection;
+  inProcess?: InProcessSection;
+  coordinatorWork?: CoordinatorWorkSection;
+  memory?: MemorySection;
   goals: GoalResult[];
 }

@@ -7,7 +7,9 @@ import type {
   BenchReport,
   EpochPoint,
   GoalResult,
+  InProcessRun,
   MessageCosts,
+  TorchPeerRow,
   Quantiles,
   ScalingRun,
   StepSample,
@@ -265,6 +267,141 @@ function adamGoal(report: BenchReport): GoalResult {
   return { id: 'adam', goal, met: false, measured, explanation };
 }
 
+// ---- issue 10's goals --------------------------------------------------------------------------
+
+export const PEER_GOALS = {
+  /** `dtrain train` at default threads against the best PyTorch (one process or DDP-2), per model. */
+  peer: { ratio: 1 },
+  inProcessScaling: { models: ['mlp', 'lenet'], workers: 2, batchPerWorker: 32, speedup: 1.8 },
+  inProcessOverhead: { models: ['mlp', 'lenet'], batch: 32, maxLoss: 0.05 },
+  coordinatorWork: { model: 'mlp', maxMs: 0.5 },
+  /** Growth of resident memory between 10–20% and 90–100% of the steps. */
+  memory: { maxGrowthBytes: 16 * 2 ** 20, maxGrowthShare: 0.02 },
+  seed: { models: 4, epochs: 20, images: 40_000 },
+} as const;
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+/** The best PyTorch row (one process at any thread count, or DDP) for a model. */
+export function bestTorch(report: BenchReport, model: string): TorchPeerRow | undefined {
+  if (!report.peers?.measured) return undefined;
+  return report.peers.rows.filter((r) => r.model === model).sort((a, b) => b.imagesPerSecond - a.imagesPerSecond)[0];
+}
+
+export function torchLabel(r: TorchPeerRow): string {
+  return r.mode === 'ddp' ? `DDP ${r.processes}×${r.threadsPerProcess} thread` : `1 process, ${r.threadsPerProcess} thread${r.threadsPerProcess === 1 ? '' : 's'}`;
+}
+
+/** One thread's bare compute (StepComputer.train, batch 32) from the compute section, images/s. */
+export function bareCompute(report: BenchReport, model: string, batch = 32): number | undefined {
+  return report.compute.measured ? report.compute.rows.find((r) => r.model === model && r.batch === batch)?.ours.median : undefined;
+}
+
+function inProcessRun(report: BenchReport, model: string, workers: number): InProcessRun | undefined {
+  return report.inProcess?.measured ? report.inProcess.runs.find((r) => r.model === model && r.workers === workers) : undefined;
+}
+
+function stepParts(s: InProcessRun['summary']): string {
+  const m = s.mean;
+  return `step ${f2(m.stepMs)} ms = slowest compute ${f2(m.computeMs)} + communication ${f2(m.commMs)} + reduction and Adam ${f2(m.optimizerMs)}`;
+}
+
+function peerGoal(report: BenchReport): GoalResult {
+  const goal = '`dtrain train` (default threads) at least as fast as the best PyTorch (one process or DDP-2) for each model, same run';
+  if (!report.endToEnd?.measured || !report.peers?.measured) return { id: 'peer', goal, explanation: 'Not measured in this run.' };
+  const rows = report.endToEnd.runs.map((run) => ({ run, torch: bestTorch(report, run.model) })).filter((x) => x.torch);
+  if (rows.length === 0) return { id: 'peer', goal, explanation: 'No model was measured both ways.' };
+  const ratio = (x: (typeof rows)[number]) => x.run.imagesPerSecond / x.torch!.imagesPerSecond;
+  const measured = rows.map((x) => `${x.run.model} ${f2(ratio(x))}`).join(', ');
+  const missed = rows.filter((x) => ratio(x) < PEER_GOALS.peer.ratio);
+  if (missed.length === 0) return { id: 'peer', goal, met: true, measured, explanation: '' };
+  const explanation = missed
+    .map((x) => {
+      const bare = bareCompute(report, x.run.model);
+      const k = x.run.workers;
+      const ceiling = bare ? ` One thread's bare compute is ${bare.toFixed(0)} img/s, so ${k} threads could reach at most ~${(k * bare).toFixed(0)} img/s (${f2((k * bare) / x.torch!.imagesPerSecond)}× PyTorch) with a free step around them.` : '';
+      const k2 = inProcessRun(report, x.run.model, 2);
+      const parts = k2 ? ` In-process K=2: ${stepParts(k2.summary)}.` : '';
+      return `${x.run.model}: ${x.run.imagesPerSecond.toFixed(0)} img/s against PyTorch ${torchLabel(x.torch!)} ${x.torch!.imagesPerSecond.toFixed(0)} img/s.${ceiling}${parts}`;
+    })
+    .join(' ');
+  return { id: 'peer', goal, met: false, measured, explanation };
+}
+
+function inProcessScalingGoal(report: BenchReport): GoalResult {
+  const g = PEER_GOALS.inProcessScaling;
+  const goal = `in-process, --batch-per-worker ${g.batchPerWorker}: K=${g.workers} at ≥ ${g.speedup}× K=1 for ${g.models.join(' and ')}`;
+  const pairs = g.models.map((m) => ({ m, one: inProcessRun(report, m, 1), two: inProcessRun(report, m, g.workers) })).filter((x) => x.one && x.two);
+  if (pairs.length === 0) return { id: 'inprocess-scaling', goal, explanation: 'Not measured in this run.' };
+  const s = (x: (typeof pairs)[number]) => x.two!.summary.imagesPerSecond / x.one!.summary.imagesPerSecond;
+  const measured = pairs.map((x) => `${x.m} ${f2(s(x))}×`).join(', ');
+  const missed = pairs.filter((x) => s(x) < g.speedup);
+  if (missed.length === 0 && pairs.length === g.models.length) return { id: 'inprocess-scaling', goal, met: true, measured, explanation: '' };
+  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * x.one!.summary.mean.computeMs) / x.two!.summary.mean.computeMs)}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.`).join(' ');
+  return { id: 'inprocess-scaling', goal, met: missed.length === 0 ? undefined : false, measured, explanation };
+}
+
+function inProcessOverheadGoal(report: BenchReport): GoalResult {
+  const g = PEER_GOALS.inProcessOverhead;
+  const goal = `in-process K=1 within ${g.maxLoss * 100}% of one thread's bare compute (${g.models.join(', ')}, batch ${g.batch})`;
+  const rows = g.models.map((m) => ({ m, run: inProcessRun(report, m, 1), bare: bareCompute(report, m, g.batch) })).filter((x) => x.run && x.bare);
+  if (rows.length === 0) return { id: 'inprocess-overhead', goal, explanation: 'Not measured in this run (needs the compute section and the in-process K=1 runs).' };
+  const ratio = (x: (typeof rows)[number]) => x.run!.summary.imagesPerSecond / x.bare!;
+  const measured = rows.map((x) => `${x.m} ${pct(ratio(x))} (${x.run!.summary.imagesPerSecond.toFixed(0)} of ${x.bare!.toFixed(0)} img/s)`).join(', ');
+  const missed = rows.filter((x) => ratio(x) < 1 - g.maxLoss);
+  if (missed.length === 0) return { id: 'inprocess-overhead', goal, met: rows.length === g.models.length ? true : undefined, measured, explanation: '' };
+  const explanation = missed
+    .map((x) => {
+      const bareMs = (1000 * g.batch) / x.bare!;
+      return `${x.m}: bare compute ${f2(bareMs)} ms per ${g.batch} images; K=1 ${stepParts(x.run!.summary)}. The thread's compute time includes copying the weights in and the gradient out; the reduction and Adam (one thread does all of it at K=1) and the two Atomics round trips are the rest.`;
+    })
+    .join(' ');
+  return { id: 'inprocess-overhead', goal, met: false, measured, explanation };
+}
+
+function coordinatorWorkGoal(report: BenchReport): GoalResult {
+  const g = PEER_GOALS.coordinatorWork;
+  const goal = `coordinator work per step for ${g.model} under ${g.maxMs} ms (in-process: the owning thread's CPU time per step)`;
+  const run = report.coordinatorWork?.measured ? report.coordinatorWork.runs.find((r) => r.model === g.model) : undefined;
+  if (!run) return { id: 'coordinator-work', goal, explanation: 'Not measured in this run.' };
+  const adamUs = report.coordinator?.adam.us.median;
+  const ws = adamUs !== undefined ? `; over WebSockets the coordinator's Adam alone is ${(adamUs / 1000).toFixed(3)} ms` : '';
+  const measured = `${run.cpuMsPerStep.toFixed(3)} ms of CPU per step in-process (K=${run.workers}, step ${f2(run.stepMs)} ms; event-loop active ${run.activeMsPerStep.toFixed(3)} ms)${ws}`;
+  if (run.cpuMsPerStep < g.maxMs) return { id: 'coordinator-work', goal, met: true, measured, explanation: '' };
+  return {
+    id: 'coordinator-work', goal, met: false, measured,
+    explanation: `The owning thread does no work proportional to the parameters (the threads reduce and apply Adam); what it does per step is gather the slices into shared memory, publish 2·K Atomics commands, resolve as many waits, and run the step loop's bookkeeping and log line; each Atomics.notify that wakes a sleeping thread is a futex system call.`,
+  };
+}
+
+function memoryGoal(report: BenchReport): GoalResult {
+  const g = PEER_GOALS.memory;
+  const goal = `no memory growth over many steps (resident set at 90–100% of the steps within ${mib(g.maxGrowthBytes)} or ${g.maxGrowthShare * 100}% of its value at 10–20%); peak RSS reported per model`;
+  if (!report.memory?.measured) return { id: 'memory', goal, explanation: 'Not measured in this run.' };
+  const r = report.memory.run;
+  const growth = r.lateRssBytes - r.earlyRssBytes;
+  const peaks = report.endToEnd?.measured ? `; peak RSS ${report.endToEnd.runs.map((x) => `${x.model} ${mib(x.peakRssBytes)}`).join(', ')}` : '';
+  const measured = `${r.model} over ${r.steps.toLocaleString('en-US')} steps: ${mib(r.earlyRssBytes)} → ${mib(r.lateRssBytes)} (${growth >= 0 ? '+' : '−'}${mib(Math.abs(growth))})${peaks}`;
+  const ok = growth <= Math.max(g.maxGrowthBytes, g.maxGrowthShare * r.earlyRssBytes);
+  return { id: 'memory', goal, met: ok, measured, explanation: ok ? '' : `Resident memory grew by ${mib(growth)} over the run; see the samples in the JSON report for where.` };
+}
+
+/** The seed workload (4 models × 20 epochs × 40,000 images) in minutes of training, dtrain and PyTorch. */
+export function seedWorkload(report: BenchReport): { model: string; dtrainMinutes: number; dtrainWithValidationMinutes: number; torchMinutes?: number }[] {
+  if (!report.endToEnd?.measured) return [];
+  const { epochs, images } = PEER_GOALS.seed;
+  return report.endToEnd.runs.map((r) => {
+    const torch = bestTorch(report, r.model);
+    const validationPerImage = r.validationSeconds / r.trainImages;
+    return {
+      model: r.model,
+      dtrainMinutes: (epochs * images) / r.imagesPerSecond / 60,
+      dtrainWithValidationMinutes: (epochs * images * (1 / r.imagesPerSecond + validationPerImage)) / 60,
+      torchMinutes: torch ? (epochs * images) / torch.imagesPerSecond / 60 : undefined,
+    };
+  });
+}
+
 export function evaluateGoals(report: BenchReport): GoalResult[] {
-  return [scalingGoal(report), overheadGoal(report), adamGoal(report)];
+  return [scalingGoal(report), overheadGoal(report), adamGoal(report), peerGoal(report), inProcessScalingGoal(report), inProcessOverheadGoal(report), coordinatorWorkGoal(report), memoryGoal(report)];
 }

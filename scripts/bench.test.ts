@@ -20,6 +20,9 @@ import {
   summariseSteps,
 } from './bench-stats.ts';
 import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-markdown.ts';
+import { bestTorch, seedWorkload } from './bench-stats.ts';
+import { README_END, README_START, renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
+import type { EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
 
 function step(n: number, over: Partial<StepSample> = {}): StepSample {
   return { step: n, workers: 1, samples: 32, ms: 20, computeMs: 15, commMs: 4, optimizerMs: 1, bytesOut: 346_424, bytesIn: 248_024, ...over };
@@ -296,7 +299,8 @@ describe('evaluateGoals', () => {
 
   it('leaves a goal unjudged when its measurement was skipped', () => {
     const goals = evaluateGoals(report({ scaling: { measured: false, reason: 'skipped' }, coordinator: undefined }));
-    expect(goals.map((g) => g.met)).toEqual([undefined, undefined, undefined]);
+    expect(goals).toHaveLength(8);
+    expect(goals.map((g) => g.met)).toEqual(new Array(8).fill(undefined));
   });
 });
 
@@ -341,5 +345,76 @@ describe('markdown', () => {
     expect(md).toContain('Not measured: skipped with --skip compute.');
     expect(md).toContain('Not measured: no K=2 runs.');
     expect(md).not.toMatch(/NaN|undefined|Infinity/);
+  });
+});
+
+describe('issue 10: peers, the single-machine step, memory', () => {
+  const torch = (model: string, mode: 'single' | 'ddp', threads: number, imagesPerSecond: number): TorchPeerRow => ({ model, mode, processes: mode === 'ddp' ? 2 : 1, threadsPerProcess: threads, globalBatch: 32, steps: 100, seconds: 1, imagesPerSecond });
+  const e2e = (model: string, imagesPerSecond: number): EndToEndRun => ({ model, workers: 2, trainImages: 40_000, command: 'dtrain train', wallSeconds: 30, epochSeconds: 40_000 / imagesPerSecond, imagesPerSecond, validationSeconds: 4, valAccuracy: 0.5, peakRssBytes: 300 * 2 ** 20 });
+  const ip = (model: string, workers: number, stepMs: number, computeMs: number): InProcessRun => ({ model, workers, batchPerWorker: 32, command: 'dtrain train', summary: { steps: 100, samplesPerStep: 32 * workers, imagesPerSecond: (32 * workers * 1000) / stepMs, stepMs: q(stepMs), mean: { stepMs, computeMs, commMs: stepMs - computeMs - 0.5, optimizerMs: 0.5 }, bytesOut: 0, bytesIn: 0 } });
+  const withPeers = (over: Partial<BenchReport> = {}) =>
+    report({
+      peers: { measured: true, command: 'python3 scripts/bench-torch-peers.py', version: '1.13', blas: { buildInfo: 'generic', loaded: ['/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3'], openblas: true }, rows: [torch('lenet', 'single', 1, 4000), torch('lenet', 'single', 2, 3000), torch('lenet', 'ddp', 1, 5000)] },
+      endToEnd: { measured: true, runs: [e2e('lenet', 4000)] },
+      inProcess: { measured: true, runs: [ip('lenet', 1, 10, 9), ip('lenet', 2, 12, 10)] },
+      coordinatorWork: { measured: true, runs: [{ model: 'mlp', workers: 2, steps: 500, cpuMsPerStep: 0.3, activeMsPerStep: 0.6, stepMs: 5 }] },
+      memory: { measured: true, run: { model: 'mlp', workers: 2, steps: 10_000, command: 'dtrain train', samples: [{ step: 1500, rssBytes: 200 * 2 ** 20 }, { step: 9500, rssBytes: 201 * 2 ** 20 }], earlyRssBytes: 200 * 2 ** 20, lateRssBytes: 201 * 2 ** 20 } },
+      ...over,
+    });
+  const goal = (r: BenchReport, id: string) => evaluateGoals(r).find((g) => g.id === id)!;
+
+  it('compares dtrain with the best PyTorch configuration of each model', () => {
+    const r = withPeers();
+    expect(bestTorch(r, 'lenet')?.mode).toBe('ddp');
+    // 4000 against DDP's 5000 img/s: 0.80, missed, with one thread's bare compute (1277 img/s) as the ceiling.
+    const g = goal(r, 'peer');
+    expect(g).toMatchObject({ met: false, measured: 'lenet 0.80' });
+    expect(g.explanation).toContain('One thread\'s bare compute is 1277 img/s, so 2 threads could reach at most ~2554 img/s');
+    expect(goal(withPeers({ endToEnd: { measured: true, runs: [e2e('lenet', 5100)] } }), 'peer').met).toBe(true);
+  });
+
+  it('judges in-process scaling on K=2 against K=1, with the breakdown', () => {
+    // K=1: 32 images in 10 ms = 3200 img/s; K=2: 64 in 12 ms = 5333 img/s: 1.67×, short of 1.8×.
+    const g = goal(withPeers(), 'inprocess-scaling');
+    expect(g.measured).toBe('lenet 1.67×');
+    expect(g.met).toBe(false);
+    expect(g.explanation).toContain('Compute alone would give 1.80×');
+  });
+
+  it('compares K=1 in-process with one thread\'s bare compute', () => {
+    // K=1 3200 img/s against bare 1277: above, so within 5%.
+    expect(goal(withPeers(), 'inprocess-overhead').measured).toBe('lenet 250.6% (3200 of 1277 img/s)');
+  });
+
+  it('judges the coordinating thread\'s work and memory growth', () => {
+    expect(goal(withPeers(), 'coordinator-work').met).toBe(true);
+    expect(goal(withPeers(), 'memory')).toMatchObject({ met: true });
+    const grown = withPeers({ memory: { measured: true, run: { model: 'mlp', workers: 2, steps: 10_000, command: 'x', samples: [], earlyRssBytes: 200 * 2 ** 20, lateRssBytes: 260 * 2 ** 20 } } });
+    expect(goal(grown, 'memory').met).toBe(false);
+  });
+
+  it('estimates the seed workload from the measured epoch', () => {
+    // 20 × 40,000 images at 4000 img/s = 200 s = 3.33 min; PyTorch's best, 5000 img/s: 2.67 min.
+    // Validation: 4 s per 40,000 training images -> 20 × 4 s = 80 s more: 4.67 min.
+    const [lenet] = seedWorkload(withPeers());
+    expect(lenet.dtrainMinutes).toBeCloseTo(3.333, 3);
+    expect(lenet.torchMinutes).toBeCloseTo(2.667, 3);
+    expect(lenet.dtrainWithValidationMinutes).toBeCloseTo(4.667, 3);
+  });
+
+  it('renders the peers and the single-machine sections, and the README table between its markers', () => {
+    const r = withPeers();
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toContain('## 0. `dtrain train` against PyTorch on this machine');
+    expect(md).toContain('| lenet | 4,000 | 30.0 s | 1,277 | 4,000 | 3,000 | 5,000 | 0.80 | 300 MiB |');
+    expect(md).toContain('| lenet | 2 | 64 | 5,333 | 1.67× | 12.00 | 10.00 | 1.50 | 0.50 |');
+    expect(md).not.toMatch(/NaN|undefined|Infinity/);
+    const readme = `intro\n${README_START}\nold table\n${README_END}\nrest`;
+    const out = replaceReadmeTable(readme, renderReadmeTable(r, 'r.json'));
+    expect(out).toContain('| lenet | 4,000 img/s | 5,000 img/s (DDP 2×1 thread) | 0.80 | 3.3 / 2.7 | 300 MiB |');
+    expect(out).not.toContain('old table');
+    expect(out.startsWith('intro\n')).toBe(true);
+    expect(out.endsWith(`${README_END}\nrest`)).toBe(true);
+    expect(() => replaceReadmeTable('no markers', 'x')).toThrow(/Expected README.md to hold the markers/);
   });
 });

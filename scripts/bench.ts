@@ -6,9 +6,17 @@
  *   3. where a step's time goes       the K=2 runs' step events, split with in-process message costs
  *   4. coordinator cost               Adam and averaging over 402,250 parameters, in-process
  *   5. time to accuracy               lenet to 50% validation accuracy with 1 and 2 workers
+ *   0. issue 10 (scripts/bench-peers.ts): PyTorch with OpenBLAS (one process, DDP 2×1 gloo), `dtrain
+ *      train` end to end for an epoch per model (peak RSS), in-process K=1 and K=2 at a batch per
+ *      worker of 32, the coordinating thread's work per step, memory over 10,000 steps, and the
+ *      seed workload (4 models × 20 epochs × 40,000 images) in minutes
  *
  *   npx tsx scripts/bench.ts [--quick] [--json out.json] [--markdown docs/BENCHMARKS.md]
- *                            [--skip compute,torch,scaling,coordinator,accuracy] [--from report.json]
+ *                            [--skip compute,torch,scaling,coordinator,accuracy,peers,end-to-end,inprocess,coordinator-work,memory]
+ *                            [--from report.json] [--no-readme]
+ *
+ * A full run also rewrites the README's speed table (between its bench:readme markers) from the
+ * same report; --quick and --no-readme leave the README alone.
  *
  * --from re-renders the Markdown from an existing report without measuring anything.
  * Full run: a few minutes. --quick: under a minute, to check the tooling, not for citing.
@@ -41,9 +49,11 @@ import { evaluateGoals, GOALS } from './bench-stats.ts';
 import { renderMarkdown } from './bench-markdown.ts';
 import { coordinatorCosts, messageCosts } from './bench-micro.ts';
 import { runScaling, runTimeToAccuracy, WEBSOCKET_TRANSPORT } from './bench-processes.ts';
+import { measureCoordinatorWork, measureEndToEnd, measureInProcess, measureMemory, measurePeers, type PeersPlan } from './bench-peers.ts';
+import { renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy'] as const;
+const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy', 'peers', 'end-to-end', 'inprocess', 'coordinator-work', 'memory'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** Everything that differs between a full and a quick run. */
@@ -56,7 +66,10 @@ interface Plan {
   warmupSteps: number;
   micro: { warmup: number; iterations: number };
   accuracy: { limitTrain: number; maxEpochs: number; runs: { workers: number; mode: BatchMode }[] };
+  peers: PeersPlan;
 }
+
+const MODELS = ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'];
 
 const FULL: Plan = {
   computeArgs: ['--batch', '32,128'],
@@ -67,10 +80,17 @@ const FULL: Plan = {
   warmupSteps: 5,
   micro: { warmup: 20, iterations: 200 },
   accuracy: { limitTrain: 1000, maxEpochs: 10, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }, { workers: 2, mode: 'per-worker' }] },
+  peers: {
+    torch: { models: MODELS, seconds: 8 },
+    endToEnd: { models: MODELS, trainImages: 40_000 },
+    inProcess: { models: ['mlp', 'lenet'], warmupSteps: 20, measuredSteps: 300, batchPerWorker: 32, workers: [1, 2] },
+    coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 20, steps: 500 },
+    memory: { model: 'mlp', steps: 10_000, trainImages: 40_000 },
+  },
 };
 
 const QUICK: Plan = {
-  computeArgs: ['--quick', '--models', 'lenet,cnn-dropout', '--batch', '32'],
+  computeArgs: ['--quick', '--models', 'mlp,lenet', '--batch', '32'],
   torchArgs: ['--quick', '--models', 'lenet,cnn-dropout', '--batch', '32'],
   scaling: [{ model: 'lenet', measuredSteps: 15 }],
   workerCounts: [1, 2],
@@ -78,6 +98,13 @@ const QUICK: Plan = {
   warmupSteps: 3,
   micro: { warmup: 5, iterations: 40 },
   accuracy: { limitTrain: 1000, maxEpochs: 4, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }] },
+  peers: {
+    torch: { models: MODELS, seconds: 2 },
+    endToEnd: { models: MODELS, trainImages: 2_000 },
+    inProcess: { models: ['mlp', 'lenet'], warmupSteps: 5, measuredSteps: 40, batchPerWorker: 32, workers: [1, 2] },
+    coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 5, steps: 60 },
+    memory: { model: 'mlp', steps: 600, trainImages: 4_000 },
+  },
 };
 
 const BATCH = 32;
@@ -89,6 +116,7 @@ interface Options {
   markdown: string;
   skip: Set<Section>;
   from?: string;
+  readme: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -100,6 +128,7 @@ function parseOptions(argv: string[]): Options {
       markdown: { type: 'string', default: 'docs/BENCHMARKS.md' },
       skip: { type: 'string', default: '' },
       from: { type: 'string' },
+      'no-readme': { type: 'boolean', default: false },
     },
   });
   const skip = new Set<Section>();
@@ -108,7 +137,7 @@ function parseOptions(argv: string[]): Options {
     skip.add(s as Section);
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  return { quick: values.quick!, json: values.json ?? join('runs', 'bench', `bench-${stamp}${values.quick ? '-quick' : ''}.json`), markdown: values.markdown!, skip, from: values.from };
+  return { quick: values.quick!, json: values.json ?? join('runs', 'bench', `bench-${stamp}${values.quick ? '-quick' : ''}.json`), markdown: values.markdown!, skip, from: values.from, readme: !values.quick && !values['no-readme'] };
 }
 
 const say = (msg: string) => process.stdout.write(`[bench] ${msg}\n`);
@@ -247,6 +276,11 @@ async function writeOutputs(report: BenchReport, opts: Options): Promise<void> {
   await mkdir(dirname(opts.markdown), { recursive: true });
   await writeFile(opts.markdown, renderMarkdown(report, displayPath(opts.json)));
   say(`wrote ${opts.json} and ${opts.markdown}`);
+  if (opts.readme) {
+    const readme = join(ROOT, 'README.md');
+    await writeFile(readme, replaceReadmeTable(await readFile(readme, 'utf8'), renderReadmeTable(report, displayPath(opts.json))));
+    say('rewrote the README speed table from this run');
+  }
 }
 
 async function main(): Promise<void> {
@@ -293,6 +327,11 @@ async function main(): Promise<void> {
   const scaling: ScalingSection = await section('scaling', () => measureScaling(plan, machine));
   const costs = await measureMessageCosts(plan, scaling);
   const timeToAccuracy: TimeToAccuracySection = await section('accuracy', () => measureAccuracy(plan));
+  const peers = await section('peers', () => measurePeers(plan.peers));
+  const endToEnd = await section('end-to-end', () => measureEndToEnd(plan.peers));
+  const inProcess = await section('inprocess', () => measureInProcess(plan.peers));
+  const coordinatorWork = await section('coordinator-work', () => measureCoordinatorWork(plan.peers));
+  const memory = await section('memory', () => measureMemory(plan.peers));
 
   machine.loadAverageEnd = os.loadavg().map((l) => Number(l.toFixed(2)));
   const report: BenchReport = {
@@ -308,6 +347,11 @@ async function main(): Promise<void> {
     messageCosts: costs,
     coordinator,
     timeToAccuracy,
+    peers,
+    endToEnd,
+    inProcess,
+    coordinatorWork,
+    memory,
     goals: [],
   };
   report.goals = evaluateGoals(report);

@@ -1,0 +1,92 @@
+/**
+ * The shared-memory step's gradient reduction as a WebAssembly SIMD loop: for four lanes at a time,
+ * sum the slots' gradient sums in slot order in float32 (starting from 0), then multiply by 1/count
+ * in float64 and round to float32. That is, bit for bit, what coordinator/aggregate.ts does in
+ * JavaScript (`gradient[i] += g[i]` on a Float32Array, then `gradient[i] *= inv` with a float64
+ * `inv`), about five times faster than the JavaScript loop.
+ *
+ * Signature: reduce(bytes, g, stride, slots, out, inv) over `bytes` bytes (a multiple of 16): slot k's
+ * lanes are at byte offset g + k·stride, the result goes to out.
+ */
+import { leb, memoryImport, section, name } from './adam-simd.ts';
+
+const I32 = 0x7f;
+const F64 = 0x7c;
+const V128 = 0x7b;
+
+const get = (i: number) => [0x20, i];
+const set = (i: number) => [0x21, i];
+const i32add = [0x6a];
+const i32const = (n: number) => [0x41, ...leb(n)];
+const geU = [0x4f];
+const load = [0xfd, 0x00, 0x02, 0x00];
+const store = [0xfd, 0x0b, 0x02, 0x00];
+const zero = [0xfd, 0x0c, ...new Array(16).fill(0)];
+const shuffle = (lanes: number[]) => [0xfd, 0x0d, ...lanes];
+const f32add = [0xfd, 0xe4, 0x01];
+const f64splat = [0xfd, 0x14];
+const f64mul = [0xfd, 0xf2, 0x01];
+const promoteLow = [0xfd, 0x5f];
+const demoteZero = [0xfd, 0x5e];
+const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+
+// Parameters: 0 bytes, 1 g, 2 stride, 3 slots, 4 out, 5 inv (f64). Locals: 6 i, 7 p, 8 k; 9 the
+// float32 sum, 10 inv splatted, 11-12 the low and high halves after the division.
+const [BYTES, G, STRIDE, SLOTS, OUT, INV] = [0, 1, 2, 3, 4, 5];
+const [I, P, K, ACC, INVV, LO, HI] = [6, 7, 8, 9, 10, 11, 12];
+
+/** The two float64 lanes of `half` (0: lanes 0-1, 1: lanes 2-3) times inv, rounded to float32 (in lanes 0-1). */
+const scaled = (half: number) => [...get(ACC), ...(half ? [...get(ACC), ...shuffle([...range(8, 8), ...range(0, 8)])] : []), ...promoteLow, ...get(INVV), ...f64mul, ...demoteZero];
+
+function body(): number[] {
+  const code = [
+    ...get(INV), ...f64splat, ...set(INVV),
+    0x02, 0x40, 0x03, 0x40, // block, loop over lanes
+    ...get(I), ...get(BYTES), ...geU, 0x0d, 0x01,
+    ...zero, ...set(ACC),
+    ...get(G), ...get(I), ...i32add, ...set(P),
+    ...i32const(0), ...set(K),
+    0x02, 0x40, 0x03, 0x40, // block, loop over slots
+    ...get(K), ...get(SLOTS), ...geU, 0x0d, 0x01,
+    ...get(ACC), ...get(P), ...load, ...f32add, ...set(ACC),
+    ...get(P), ...get(STRIDE), ...i32add, ...set(P),
+    ...get(K), ...i32const(1), ...i32add, ...set(K),
+    0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
+    ...scaled(0), ...set(LO),
+    ...scaled(1), ...set(HI),
+    ...get(OUT), ...get(I), ...i32add, ...get(LO), ...get(HI), ...shuffle([...range(0, 8), ...range(16, 8)]), ...store,
+    ...get(I), ...i32const(16), ...i32add, ...set(I),
+    0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
+    0x0b, // end function
+  ];
+  const fn = [0x02, 0x03, I32, 0x04, V128, ...code];
+  return [...leb(fn.length), ...fn];
+}
+
+function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  const type = [0x01, 0x60, 6, ...Array(5).fill(I32), F64, 0x00];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, type),
+    ...section(2, memoryImport(shared)),
+    ...section(3, [0x01, 0x00]),
+    ...section(7, [0x01, ...name('reduce'), 0x00, 0x00]),
+    ...section(10, [0x01, ...body()]),
+  ]);
+}
+
+export type ReduceKernel = (bytes: number, g: number, stride: number, slots: number, out: number, inv: number) => void;
+
+const compiled = new Map<boolean, WebAssembly.Module | null>();
+
+/** The kernel over `memory`, or undefined where WebAssembly SIMD is not available. */
+export function simdReduceKernel(memory: WebAssembly.Memory, shared = false): ReduceKernel | undefined {
+  let module = compiled.get(shared);
+  if (module === undefined) {
+    const bytes = moduleBytes(shared);
+    module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    compiled.set(shared, module);
+  }
+  if (!module) return undefined;
+  return new WebAssembly.Instance(module, { env: { memory } }).exports.reduce as ReduceKernel;
+}

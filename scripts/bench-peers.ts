@@ -1,0 +1,181 @@
+/**
+ * Issue 10's measurements, each in its own processes: PyTorch as a peer (one process and DDP-2,
+ * with the BLAS it loaded), `dtrain train` end to end for an epoch (data, evaluation, peak RSS),
+ * in-process K=1 and K=2 at a fixed batch per worker, the coordinating thread's work per step, and
+ * resident memory over many steps.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DtrainProcess, type LogLine } from '../test/processes.ts';
+import type {
+  CoordinatorWork,
+  CoordinatorWorkSection,
+  EndToEndRun,
+  EndToEndSection,
+  InProcessRun,
+  InProcessSection,
+  MemorySample,
+  MemorySection,
+  PeersSection,
+  TorchPeerRow,
+} from './bench-report.ts';
+import { median, parseStepEvent, summariseSteps } from './bench-stats.ts';
+
+export interface PeersPlan {
+  torch: { models: string[]; seconds: number };
+  endToEnd: { models: string[]; trainImages: number };
+  inProcess: { models: string[]; warmupSteps: number; measuredSteps: number; batchPerWorker: number; workers: number[] };
+  coordinatorWork: { model: string; workers: number; warmupSteps: number; steps: number };
+  memory: { model: string; steps: number; trainImages: number };
+}
+
+const say = (msg: string) => process.stdout.write(`[bench] ${msg}\n`);
+
+/** Debian's python3-torch lives under /usr/bin/python3, which a pyenv or venv python3 may shadow. */
+export function torchPython(): string | undefined {
+  return ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 }).status === 0);
+}
+
+export function measurePeers(plan: PeersPlan): PeersSection {
+  const python = torchPython();
+  if (!python) return { measured: false, reason: 'neither /usr/bin/python3 nor python3 can import torch: install python3-torch and libopenblas0-pthread (apt-get install python3-torch libopenblas0-pthread)' };
+  const args = ['scripts/bench-torch-peers.py', '--models', plan.torch.models.join(','), '--seconds', String(plan.torch.seconds)];
+  say(`peers: ${python} ${args.join(' ')}`);
+  const run = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000, stdio: ['ignore', 'pipe', 'inherit'] });
+  if (run.status !== 0) return { measured: false, reason: `scripts/bench-torch-peers.py exited with ${run.status}` };
+  const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version: string; blas: { buildInfo: string; loaded: string[]; openblas: boolean }; rows: TorchPeerRow[] };
+  if (!json.available) return { measured: false, reason: json.reason ?? 'torch unavailable' };
+  if (!json.blas.openblas) say('peers: WARNING: torch did not load OpenBLAS; install libopenblas0-pthread (apt) for a fair peer');
+  return { measured: true, command: `${python} ${args.join(' ')}`, version: json.version, blas: json.blas, rows: json.rows };
+}
+
+/** Samples a process's resident set from /proc until it exits; returns the samples and VmHWM. */
+function watchMemory(pid: number, everyMs: number): { samples: { t: number; rss: number }[]; peak: () => number; stop(): void } {
+  const samples: { t: number; rss: number }[] = [];
+  let peak = 0;
+  const read = () => {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+      samples.push({ t: Date.now(), rss: kb('VmRSS') });
+      peak = Math.max(peak, kb('VmHWM'));
+    } catch {
+      // exited
+    }
+  };
+  read();
+  const timer = setInterval(read, everyMs);
+  return { samples, peak: () => peak, stop: () => clearInterval(timer) };
+}
+
+const time = (l: LogLine) => (typeof l.time === 'number' ? l.time : Date.parse(String(l.time)));
+
+/** Runs `dtrain train` to its exit; the log lines, wall seconds and memory samples. */
+async function trainProcess(args: string[], memoryEveryMs = 200): Promise<{ lines: LogLine[]; wallSeconds: number; peakRssBytes: number; memory: { t: number; rss: number }[]; command: string }> {
+  const out = await mkdtemp(join(tmpdir(), 'dtrain-bench-train-'));
+  const full = ['train', ...args, '--no-plots', '--out', out];
+  const started = Date.now();
+  const p = new DtrainProcess(full);
+  const mem = watchMemory(p.child.pid!, memoryEveryMs);
+  try {
+    const { code } = await p.exited;
+    if (code !== 0) throw new Error(`dtrain ${full.join(' ')} exited with ${code}: ${p.stderr.slice(-5).join(' | ')} ${JSON.stringify(p.lines.slice(-3))}`);
+    return { lines: p.lines, wallSeconds: (Date.now() - started) / 1000, peakRssBytes: mem.peak(), memory: mem.samples, command: `dtrain ${['train', ...args, '--no-plots'].join(' ')}` };
+  } finally {
+    mem.stop();
+    await rm(out, { recursive: true, force: true });
+  }
+}
+
+/** One epoch of `dtrain train` per model at default threads (one per core), synthetic data. */
+export async function measureEndToEnd(plan: PeersPlan): Promise<EndToEndSection> {
+  const runs: EndToEndRun[] = [];
+  for (const model of plan.endToEnd.models) {
+    say(`end to end: dtrain train --model ${model}, 1 epoch of ${plan.endToEnd.trainImages} images`);
+    const r = await trainProcess(['--model', model, '--epochs', '1', '--dataset', 'synthetic', '--limit-train', String(plan.endToEnd.trainImages)]);
+    const epoch = r.lines.find((l) => l.event === 'epoch');
+    const steps = r.lines.filter((l) => l.event === 'step');
+    const started = r.lines.find((l) => l.event === 'run_started');
+    if (!epoch || steps.length === 0 || !started) throw new Error(`dtrain train --model ${model} logged no epoch or no steps`);
+    const run: EndToEndRun = {
+      model,
+      workers: Number(started.workers),
+      trainImages: plan.endToEnd.trainImages,
+      command: r.command + ` --model ${model}`,
+      wallSeconds: r.wallSeconds,
+      epochSeconds: Number(epoch.seconds),
+      imagesPerSecond: Number(epoch.images_per_second),
+      validationSeconds: (time(epoch) - time(steps.at(-1)!)) / 1000,
+      valAccuracy: Number(epoch.val_accuracy),
+      peakRssBytes: r.peakRssBytes,
+    };
+    say(`  ${run.imagesPerSecond.toFixed(0)} img/s over the epoch, ${run.wallSeconds.toFixed(1)} s in all, peak RSS ${(run.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
+    runs.push(run);
+  }
+  return { measured: true, runs };
+}
+
+/** K=1 and K=2 (and more) worker threads at a fixed batch per worker: the shared-memory step. */
+export async function measureInProcess(plan: PeersPlan): Promise<InProcessSection> {
+  const runs: InProcessRun[] = [];
+  const p = plan.inProcess;
+  for (const model of p.models) {
+    for (const workers of p.workers) {
+      const steps = p.warmupSteps + p.measuredSteps;
+      say(`in-process: ${model}, K=${workers}, batch per worker ${p.batchPerWorker}, ${p.warmupSteps} + ${p.measuredSteps} steps`);
+      const args = ['--model', model, '--workers', String(workers), '--batch-per-worker', String(p.batchPerWorker), '--dataset', 'synthetic', '--limit-train', String(steps * workers * p.batchPerWorker + p.batchPerWorker), '--limit-test', '100', '--max-steps', String(steps)];
+      const r = await trainProcess(args);
+      const samples = r.lines.map(parseStepEvent).filter((s) => s !== undefined);
+      const summary = summariseSteps(samples, p.warmupSteps);
+      say(`  ${summary.imagesPerSecond.toFixed(0)} img/s, step ${summary.mean.stepMs.toFixed(2)} ms (compute ${summary.mean.computeMs.toFixed(2)}, comm ${summary.mean.commMs.toFixed(2)}, optimizer ${summary.mean.optimizerMs.toFixed(2)})`);
+      runs.push({ model, workers, batchPerWorker: p.batchPerWorker, command: r.command, summary });
+    }
+  }
+  return { measured: true, runs };
+}
+
+export async function measureCoordinatorWork(plan: PeersPlan): Promise<CoordinatorWorkSection> {
+  const c = plan.coordinatorWork;
+  const args = ['--import', 'tsx', 'scripts/bench-coordinator-work.ts', '--model', c.model, '--workers', String(c.workers), '--steps', String(c.steps), '--warmup', String(c.warmupSteps)];
+  say(`coordinator work: node ${args.slice(2).join(' ')}`);
+  const runs: CoordinatorWork[] = [];
+  // Three runs, the median kept: one number per run, each from hundreds of steps.
+  for (let i = 0; i < 3; i++) {
+    const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 600_000 });
+    if (r.status !== 0) throw new Error(`scripts/bench-coordinator-work.ts exited with ${r.status}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    runs.push(JSON.parse(r.stdout.trim().split('\n').at(-1)!) as CoordinatorWork);
+  }
+  const mid = median(runs.map((r) => r.cpuMsPerStep));
+  const kept = runs.find((r) => r.cpuMsPerStep === mid) ?? runs[0];
+  say(`  ${kept.cpuMsPerStep.toFixed(3)} ms of the owning thread's CPU per step (median of ${runs.map((r) => r.cpuMsPerStep.toFixed(3)).join(', ')}; event-loop active ${kept.activeMsPerStep.toFixed(3)} ms)`);
+  return { measured: true, runs: [kept] };
+}
+
+/** Resident memory of `dtrain train` over many steps (evaluations included), against the step count. */
+export async function measureMemory(plan: PeersPlan): Promise<MemorySection> {
+  const m = plan.memory;
+  const stepsPerEpoch = Math.ceil(m.trainImages / 32);
+  const epochs = Math.ceil(m.steps / stepsPerEpoch);
+  say(`memory: dtrain train --model ${m.model}, ${m.steps} steps (${epochs} epochs of ${m.trainImages} images), RSS every second`);
+  const args = ['--model', m.model, '--epochs', String(epochs), '--max-steps', String(m.steps), '--dataset', 'synthetic', '--limit-train', String(m.trainImages), '--limit-test', '100'];
+  const r = await trainProcess(args, 1000);
+  const steps = r.lines.filter((l) => l.event === 'step').map((l) => ({ t: time(l), step: Number(l.step) }));
+  if (steps.length === 0) throw new Error('the memory run logged no steps');
+  // Each RSS sample is placed at the last step logged before it.
+  const samples: MemorySample[] = [];
+  let j = 0;
+  for (const s of r.memory) {
+    while (j + 1 < steps.length && steps[j + 1].t <= s.t) j++;
+    if (steps[j].t <= s.t) samples.push({ step: steps[j].step, rssBytes: s.rss });
+  }
+  const window = (from: number, to: number) => samples.filter((s) => s.step >= from * m.steps && s.step <= to * m.steps).map((s) => s.rssBytes);
+  const early = window(0.1, 0.2);
+  const late = window(0.9, 1);
+  if (early.length === 0 || late.length === 0) throw new Error(`too few RSS samples (${samples.length}) over ${m.steps} steps`);
+  const run = { model: m.model, workers: Number(r.lines.find((l) => l.event === 'run_started')?.workers ?? 0), steps: m.steps, command: r.command, samples, earlyRssBytes: median(early), lateRssBytes: median(late) };
+  say(`  RSS ${(run.earlyRssBytes / 2 ** 20).toFixed(1)} MiB at 10–20% of the steps, ${(run.lateRssBytes / 2 ** 20).toFixed(1)} MiB at 90–100%`);
+  return { measured: true, run };
+}
