@@ -4,6 +4,7 @@
  */
 import type { BenchReport, ComputeRow, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
 import { bareCompute, bestTorch, efficiency, evaluateGoals, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import { netsimSection } from './netsim-report.ts';
 
 type Align = 'left' | 'right';
 
@@ -333,7 +334,8 @@ function inProcess(r: BenchReport): string[] {
   return lines;
 }
 
-export function renderMarkdown(report: BenchReport, jsonPath: string): string {
+/** `appendix`: the network model section, rendered from docs/netsim.json when it exists (scripts/netsim.sh). */
+export function renderMarkdown(report: BenchReport, jsonPath: string, appendix: string | undefined = netsimSection()): string {
   const sections = [header(report, jsonPath), machine(report), goals(report), peers(report), inProcess(report), compute(report), scaling(report), breakdown(report), coordinator(report), timeToAccuracy(report), reproduce(report)];
-  return sections.map((s) => s.join('\n')).join('\n\n') + '\n';
+  return sections.map((s) => s.join('\n')).join('\n\n') + (appendix ? `\n\n${appendix.trimEnd()}` : '') + '\n';
 }
