@@ -1,6 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { Worker } from 'node:worker_threads';
 import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from './helpers.ts';
+import { DtrainProcess, killAll } from './processes.ts';
+import { loadCheckpoint } from '../coordinator/checkpoint.ts';
+import { CTL, OP, type StepMemory } from '../common/step-memory.ts';
 import type { Membership } from '../coordinator/membership.ts';
 import type { StepEvent } from '../coordinator/trainer.ts';
 
@@ -58,5 +61,63 @@ describe('the shared-memory step (worker threads)', () => {
     expect(events.map((e) => e.retries)).toEqual([0, 0, 1]);
     // Slices are summed in slice order whoever computes them, so the weights do not change.
     expect(maxAbsDiff(crashed.weights, straight.weights)).toBe(0);
+  });
+});
+
+describe('a thread lost during the reduction', () => {
+  it('is evicted, and the reduction is redone by the others from the untouched copies', { timeout: 120_000 }, async () => {
+    const data = await syntheticData(640, 20);
+    const cfg = { model: 'lenet' as const, batchSize: 32, workers: 2, maxSteps: 3 };
+    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
+    let membership: Membership | undefined;
+    const left: string[] = [];
+    let killedInReduction = false;
+    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+      membership: (m) => {
+        membership = m;
+        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
+      },
+      hooks: {
+        onStep: (e) => {
+          if (e.step !== 2) return;
+          // In step 3's reduction, thread 2 dies instead of taking its stripe.
+          const victim = membership!.live().find((w) => w.id === 'thread-2')! as unknown as { thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
+          const shared = victim.shared;
+          const command = shared.command.bind(shared);
+          shared.command = (i: number) => {
+            if (i === 1 && shared.mem.ctl[shared.mem.threadBase(1) + CTL.op] === OP.reduce) {
+              killedInReduction = true;
+              void victim.thread.thread.terminate();
+              return Promise.reject(new Error('thread 2 died during the reduction'));
+            }
+            return command(i);
+          };
+        },
+      },
+    });
+    expect(killedInReduction).toBe(true);
+    expect(crashed.outcome.status).toBe('interrupted');
+    expect(left).toEqual(['thread-2']);
+    expect(maxAbsDiff(crashed.weights, straight.weights)).toBe(0);
+  });
+});
+
+describe('the shared-memory step against the WebSocket path', () => {
+  afterEach(() => killAll());
+
+  it('ends 20 mlp steps with 1 thread exactly where 1 WebSocket worker does (cpu backend)', { timeout: 300_000 }, async () => {
+    const data = await syntheticData(640, 100);
+    const inProcess = await trainInProcess(testConfig({ model: 'mlp', backend: 'cpu', workers: 1, maxSteps: 20, out: await tempDir() }), data);
+    expect(inProcess.shared).toBe(true);
+    const out = await tempDir();
+    const env = { DTRAIN_TOKEN: 'shared-step-test-token' };
+    const c = new DtrainProcess(['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '640', '--limit-test', '100', '--model', 'mlp', '--backend', 'cpu', '--no-plots', '--max-steps', '20', '--out', out], env);
+    const port = (await c.waitFor('listening')).port as number;
+    new DtrainProcess(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'cpu'], env);
+    await c.waitFor('run_stopped', undefined, 240_000);
+    const ckpt = await loadCheckpoint(out, 'mlp');
+    expect(ckpt!.state.position.globalStep).toBe(20);
+    // Same sums, same division, same Adam: not merely close.
+    expect(maxAbsDiff(ckpt!.weights, inProcess.weights)).toBe(0);
   });
 });
