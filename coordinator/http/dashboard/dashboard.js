@@ -124,6 +124,7 @@ function drawCharts() {
   charts.stepLoss.setData([x, s.map((p) => p.loss), s.map((p) => p.epochLoss)]);
   charts.stepAcc.setData([x, s.map((p) => p.accuracy), s.map((p) => p.epochAccuracy)]);
   const e = state.epochs;
+  for (const fig of document.querySelectorAll('.per-epoch')) fig.classList.toggle('no-data', e.length === 0);
   const ex = e.map((r) => r.epoch);
   charts.epochLoss.setData([ex, e.map((r) => r.loss), e.map((r) => r.val_loss)]);
   charts.epochAcc.setData([ex, e.map((r) => r.accuracy), e.map((r) => r.val_accuracy)]);
