@@ -39,7 +39,25 @@ export function torchPython(): string | undefined {
   return ['/usr/bin/python3', 'python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { encoding: 'utf8', timeout: 60_000 }).status === 0);
 }
 
+const PEER_PACKAGES = ['python3-torch', 'libopenblas0-pthread'];
+
+/** Installs the peer's Debian packages when we can (root, apt-get present); true if apt-get succeeded. */
+function installPeerPackages(): boolean {
+  if (process.getuid?.() !== 0 || spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status !== 0) return false;
+  say(`peers: installing ${PEER_PACKAGES.join(' ')} with apt-get`);
+  const install = () => spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...PEER_PACKAGES], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 900_000 }).status === 0;
+  if (install()) return true;
+  return spawnSync('apt-get', ['update'], { stdio: 'inherit', timeout: 300_000 }).status === 0 && install();
+}
+
+/** Whether /usr/lib's libblas.so.3 alternative is OpenBLAS (what python3-torch will load). */
+function openblasInstalled(): boolean {
+  return spawnSync('dpkg-query', ['-W', '-f=${Status}', 'libopenblas0-pthread'], { encoding: 'utf8' }).stdout?.includes('install ok installed') ?? false;
+}
+
 export function measurePeers(plan: PeersPlan): PeersSection {
+  // A fair peer needs an optimized BLAS: Debian's python3-torch otherwise loads the reference one.
+  if ((!torchPython() || !openblasInstalled()) && !installPeerPackages()) say(`peers: please install ${PEER_PACKAGES.join(' and ')} (apt-get install ${PEER_PACKAGES.join(' ')}) for a fair PyTorch peer`);
   const python = torchPython();
   if (!python) return { measured: false, reason: 'neither /usr/bin/python3 nor python3 can import torch: install python3-torch and libopenblas0-pthread (apt-get install python3-torch libopenblas0-pthread)' };
   const args = ['scripts/bench-torch-peers.py', '--models', plan.torch.models.join(','), '--seconds', String(plan.torch.seconds)];
