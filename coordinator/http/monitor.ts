@@ -16,6 +16,7 @@ export class RunMonitor {
   readonly state: RunState;
   readonly metrics: RunMetrics;
   private detach: () => void = () => {};
+  private readonly out: string;
 
   constructor(info: RunInfo & { out: string }) {
     const { out: _out, ...shown } = info; // the run folder's path is not for the page
@@ -23,8 +24,6 @@ export class RunMonitor {
     this.metrics = new RunMetrics({ model: info.model, dataset: info.dataset, transport: info.transport });
     this.out = info.out;
   }
-
-  private readonly out: string;
 
   /** The trainer hooks to pass on (compose them with any others the caller has). */
   readonly hooks: Required<Pick<TrainerHooks, 'onStep' | 'onEpochEnd'>> = {
