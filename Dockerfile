@@ -11,7 +11,7 @@
 #                 "@tensorflow/tfjs-backend-webgpu webgpu" (WebGPU through Vulkan) or
 #                 "@tensorflow/tfjs-node-gpu" (CUDA). Default: none; `--backend auto` then
 #                 falls back to wasm. See docs/cluster.md for what each needs on the host.
-#   APT_PACKAGES  Debian packages the kept backends need at run time, e.g. "libvulkan1" for
+#   APT_PACKAGES  Debian packages the kept backends need at run time, e.g. "libvulkan1 libegl1" for
 #                 WebGPU. Needs a Debian-based BASE_IMAGE (the default is one).
 #   NATIVE_KERNELS  the optional oneDNN kernels (native/, docs/kernels.md): "auto" (default) builds
 #                 them where the base image has apt-get (g++ and libdnnl-dev in a build stage,
