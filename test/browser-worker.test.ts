@@ -68,6 +68,10 @@ describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
     expect(await count('train-tasks')).toBe(40);
     expect(await count('train-samples')).toBe(40 * 16);
     expect(await count('eval-samples')).toBeGreaterThan(0);
+    // No tensor leaks across 40 steps in the tab: the count after the first slice and after the last.
+    const [first, last] = (await page.textContent('#tensors'))!.split(' → ').map(Number);
+    expect(first).toBeGreaterThan(0);
+    expect(last).toBe(first);
     // The token left the address bar once read.
     expect(page.url()).toBe(`${base}/worker`);
     expect(consoleErrors).toEqual([]);

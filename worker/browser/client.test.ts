@@ -41,6 +41,8 @@ describe('the browser worker client', () => {
     expect(status.trainTasks).toBe(10);
     expect(status.trainSamples).toBe(320);
     expect(status.evalSamples).toBeGreaterThan(0);
+    expect(status.tensorsAfterFirstTrain).toBeGreaterThan(0);
+    expect(status.tensorsAfterLastTrain).toBe(status.tensorsAfterFirstTrain);
     expect(c.events('frame_rejected')).toHaveLength(0);
   });
 

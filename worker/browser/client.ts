@@ -15,6 +15,7 @@ import { decodeCoordinatorMessage, encode, FrameError } from '../../common/codec
 import { CLOSE_CODES, PROTOCOL_VERSION, type CoordinatorMessage, type TaskMessage, type WorkerMessage } from '../../common/protocol.ts';
 import { tokenProtocols, WORKER_PROTOCOL } from '../../common/token-protocol.ts';
 import { WorkerSession } from '../session.ts';
+import { tf } from '../../common/tf.ts';
 
 /** What the client needs of a WebSocket: the browser's, or `ws` in tests. */
 export interface SocketLike {
@@ -59,6 +60,9 @@ export interface BrowserWorkerStatus {
   trainSamples: number;
   evalSamples: number;
   lastComputeMs?: number;
+  /** tf.memory().numTensors after the first and the latest train slice: equal unless a step leaks. */
+  tensorsAfterFirstTrain?: number;
+  tensorsAfterLastTrain?: number;
   bytesIn: number;
   bytesOut: number;
 }
@@ -201,6 +205,8 @@ export class BrowserWorker {
       if (task.kind === 'train') {
         this.status.trainTasks++;
         this.status.trainSamples += task.labels.length;
+        this.status.tensorsAfterLastTrain = tf.memory().numTensors;
+        this.status.tensorsAfterFirstTrain ??= this.status.tensorsAfterLastTrain;
       } else {
         this.status.evalSamples += task.labels.length;
       }

@@ -44,6 +44,8 @@ function show(s: BrowserWorkerStatus): void {
   $('eval-samples').textContent = String(s.evalSamples);
   $('compute-ms').textContent = s.lastComputeMs === undefined ? '–' : `${s.lastComputeMs.toFixed(1)} ms`;
   $('bytes').textContent = `${kib(s.bytesIn)} / ${kib(s.bytesOut)}`;
+  // Flat unless a step leaks tensors: the first train slice's count, then the latest one's.
+  if (s.tensorsAfterFirstTrain !== undefined) $('tensors').textContent = `${s.tensorsAfterFirstTrain} → ${s.tensorsAfterLastTrain}`;
 }
 
 function formEnabled(enabled: boolean): void {
