@@ -22,7 +22,8 @@ function event(text: string): void {
 
 function setState(state: string, message?: string): void {
   document.body.dataset.state = state;
-  $('state').textContent = message ? `${state}: ${message}` : state;
+  // "joined as w1, ..." says its state already.
+  $('state').textContent = !message ? state : message.startsWith(state) ? message : `${state}: ${message}`;
 }
 
 function kib(bytes: number): string {
