@@ -309,18 +309,47 @@ napi_value Conv2DBackpropFilter(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Matrix products: oneDNN's sgemm (row-major, JIT for the running CPU)
+// Matrix products: oneDNN's matmul primitive, transposes as strides (nothing copied), bias and
+// relu fused. Not dnnl_sgemm: its JIT kernels corrupt the heap when a signal lands mid-call (seen
+// with Node's --cpu-prof, whose SIGPROF samples every millisecond); the primitive does not.
 
-MULTIVERSION void addBiasRelu(float* c, const float* bias, int64_t rows, int64_t cols, bool relu) {
-  for (int64_t r = 0; r < rows; r++) {
-    float* row = c + r * cols;
-    if (bias) {
-      for (int64_t j = 0; j < cols; j++) row[j] += bias[j];
-    }
-    if (relu) {
-      for (int64_t j = 0; j < cols; j++) row[j] = row[j] > 0.f ? row[j] : 0.f;
-    }
+struct MatMulPrim {
+  dnnl::matmul prim;
+  memory a, b, c, bias;
+};
+
+// A row-major [batch, rows, cols] operand stored as written, or as its transpose.
+memory::desc matrixDesc(int64_t batch, int64_t rows, int64_t cols, bool transposed) {
+  memory::dims strides = transposed ? memory::dims{rows * cols, 1, rows} : memory::dims{rows * cols, cols, 1};
+  return memory::desc({batch, rows, cols}, dt::f32, strides);
+}
+
+MatMulPrim& matMulPrimitive(int64_t batchA, int64_t batchB, int64_t m, int64_t n, int64_t k, bool ta, bool tb, bool bias, bool relu) {
+  thread_local Cache<MatMulPrim> cache;
+  std::string key = "mm";
+  for (int64_t v : {batchA, batchB, m, n, k, int64_t(ta), int64_t(tb), int64_t(bias), int64_t(relu)}) key += "," + std::to_string(v);
+  auto& slot = cache[key];
+  if (slot) return *slot;
+  auto& st = dnnlState();
+  int64_t batch = batchA > batchB ? batchA : batchB;
+  memory::desc aMd = matrixDesc(batchA, m, k, ta), bMd = matrixDesc(batchB, k, n, tb), cMd({batch, m, n}, dt::f32, tag::abc);
+  memory::desc biasMd({1, 1, n}, dt::f32, tag::abc);
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
   }
+  auto d = bias ? dnnl::matmul::desc(aMd, bMd, biasMd, cMd) : dnnl::matmul::desc(aMd, bMd, cMd);
+  dnnl::matmul::primitive_desc pd(d, attr, st.engine);
+  auto c = std::make_unique<MatMulPrim>();
+  c->prim = dnnl::matmul(pd);
+  c->a = memory(aMd, st.engine, DNNL_MEMORY_NONE);
+  c->b = memory(bMd, st.engine, DNNL_MEMORY_NONE);
+  c->c = memory(cMd, st.engine, DNNL_MEMORY_NONE);
+  if (bias) c->bias = memory(biasMd, st.engine, DNNL_MEMORY_NONE);
+  slot = std::move(c);
+  return *slot;
 }
 
 // matMul(heap, a, b, c, bias|-1, relu, batchA, batchB, m, n, k, transposeA, transposeB):
@@ -338,15 +367,18 @@ napi_value MatMul(napi_env env, napi_callback_info info) {
     float* C = f32Arg(a, 3, batch * m * n);
     float* bias = f32Arg(a, 4, n, true);
     bool relu = intArg(a, 5) != 0;
-    for (int64_t i = 0; i < batch; i++) {
-      const float* Ai = A + (batchA == 1 ? 0 : i * m * k);
-      const float* Bi = B + (batchB == 1 ? 0 : i * k * n);
-      float* Ci = C + i * m * n;
-      dnnl::status st = static_cast<dnnl::status>(
-          dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.f, Ai, ta ? m : k, Bi, tb ? k : n, 0.f, Ci, n));
-      if (st != dnnl::status::success) throw std::runtime_error("dnnl_sgemm failed with status " + std::to_string(static_cast<int>(st)));
+    auto& p = matMulPrimitive(batchA, batchB, m, n, k, ta, tb, bias != nullptr, relu);
+    auto& st = dnnlState();
+    p.a.set_data_handle(A);
+    p.b.set_data_handle(B);
+    p.c.set_data_handle(C);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, p.a}, {DNNL_ARG_WEIGHTS, p.b}, {DNNL_ARG_DST, p.c}};
+    if (bias) {
+      p.bias.set_data_handle(bias);
+      args[DNNL_ARG_BIAS] = p.bias;
     }
-    if (bias || relu) addBiasRelu(C, bias, batch * m, n, relu);
+    p.prim.execute(st.stream, args);
+    st.stream.wait();
   });
 }
 

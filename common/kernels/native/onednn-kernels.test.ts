@@ -1,4 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { tf, tfc, type Tensor } from '../../tf.ts';
 import { on, TestRandom, use, worstError } from '../testing.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
@@ -279,4 +283,33 @@ describe.skipIf(!native)('the native kernels manage memory like the wasm ones', 
     expect(() => (load.kernels.maxPool as (...args: unknown[]) => void)(heap, 0)).toThrow(/expected 15 arguments/);
     expect(() => load.kernels.conv2d(new Float32Array(4) as unknown as ArrayBuffer, 0, 0, -1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0)).toThrow(/ArrayBuffer/);
   });
+});
+
+describe.skipIf(!native)('the native kernels under signals', () => {
+  it('survive a process being sampled by the CPU profiler (SIGPROF every millisecond)', () => {
+    // dnnl_sgemm's JIT kernels corrupted the heap when a signal landed mid-call ("corrupted size vs.
+    // prev_size" within seconds under --cpu-prof); products now use the matmul primitive.
+    if (!load.loaded) throw new Error('unreachable');
+    const script = `
+      const a = require(${JSON.stringify(load.path)});
+      const heap = new WebAssembly.Memory({ initial: 1024 }).buffer;
+      new Float32Array(heap).fill(0.5, 0, 4e6);
+      const shape = [8, 15, 15, 32, 13, 13, 64, 3, 3, 1, 1, 0, 0, 0, 0];
+      for (const t0 = Date.now(); Date.now() - t0 < 3000; ) {
+        a.matMul(heap, 0, 4 * 3072 * 128, 8 * 3072 * 128, -1, 0, 1, 1, 3072, 128, 128, 1, 0);
+        a.matMul(heap, 0, 4 * 3072 * 128, 8 * 3072 * 128, 0, 1, 1, 1, 128, 128, 3072, 0, 0);
+        a.conv2d(heap, 0, 4e6, -1, 6e6, 1, ...shape);
+        a.conv2dBackpropFilter(heap, 0, 6e6, 4e6, ...shape);
+        Array.from({ length: 100 }, (_, i) => new Array(100).fill(i));
+      }
+      console.log('survived');`;
+    const dir = mkdtempSync(join(tmpdir(), 'dtrain-cpuprof-'));
+    try {
+      const run = spawnSync(process.execPath, ['--cpu-prof', '--cpu-prof-dir', dir, '-e', script], { encoding: 'utf8', timeout: 60_000 });
+      expect(run.stderr.trim() + run.stdout.trim()).toBe('survived');
+      expect(run.status).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 70_000);
 });
