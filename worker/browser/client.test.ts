@@ -12,7 +12,16 @@ import { BrowserWorker, MAX_FAILED_JOINS, type SocketFactory } from './client.ts
 const TOKEN = 'browser-client-test-token';
 afterEach(() => killAll());
 
-const connect: SocketFactory = (url, protocols) => new WebSocket(url, protocols) as unknown as ReturnType<SocketFactory>;
+/** `ws`, held to the browser's rules where they differ: close() takes only 1000 or 3000-4999. */
+const connect: SocketFactory = (url, protocols) => {
+  const socket = new WebSocket(url, protocols);
+  const close = socket.close.bind(socket);
+  socket.close = (code?: number, reason?: string) => {
+    if (code !== undefined && code !== 1000 && (code < 3000 || code > 4999)) throw new Error(`InvalidAccessError: a browser refuses close code ${code}`);
+    close(code, reason);
+  };
+  return socket as unknown as ReturnType<SocketFactory>;
+};
 
 async function coordinator(extra: string[] = []): Promise<{ c: DtrainProcess; url: string }> {
   const out = await tempDir();
@@ -44,6 +53,18 @@ describe('the browser worker client', () => {
     expect(status.tensorsAfterFirstTrain).toBeGreaterThan(0);
     expect(status.tensorsAfterLastTrain).toBe(status.tensorsAfterFirstTrain);
     expect(c.events('frame_rejected')).toHaveLength(0);
+  });
+
+  it('leaves when stopped, and the coordinator carries on without it', async () => {
+    const { c, url } = await coordinator(['--min-workers', '2', '--limit-train', '1600']);
+    const node = new DtrainProcess(['worker', '--connect', url, '--backend', 'wasm'], { DTRAIN_TOKEN: TOKEN });
+    const worker = new BrowserWorker({ url, token: TOKEN, workerName: 'browser-test', backend: 'cpu', connect, onUpdate: (s) => s.trainTasks === 3 && worker.stop('left by the test') });
+    const status = await worker.start();
+    expect(status).toMatchObject({ state: 'stopped', message: 'left by the test', trainTasks: 3 });
+    const left = await c.waitFor('worker_left');
+    expect(left.workerId).toBe(c.events('worker_joined').find((j) => j.workerName === 'browser-test')!.workerId);
+    await c.waitFor('run_finished', undefined, 120_000);
+    expect((await node.exited).code).toBe(0);
   });
 
   it('gives up with "refused" after repeated refusals of a wrong token', async () => {

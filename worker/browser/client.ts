@@ -67,6 +67,19 @@ export interface BrowserWorkerStatus {
   bytesOut: number;
 }
 
+/**
+ * A browser's close() accepts only 1000 and 3000-4999 (anything else throws), and a reason of at
+ * most 123 bytes: other codes (such as 1001 or 1009) are sent as 1000.
+ */
+export function closeSocket(socket: SocketLike, code: number, reason: string): void {
+  const allowed = code === 1000 || (code >= 3000 && code <= 4999);
+  try {
+    socket.close(allowed ? code : 1000, reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 120));
+  } catch {
+    // Already closing: nothing more to say.
+  }
+}
+
 /** The close codes after which retrying cannot help. */
 const FINAL_CLOSES: Record<number, { state: BrowserWorkerState; message: string }> = {
   [CLOSE_CODES.finished]: { state: 'finished', message: 'training finished' },
@@ -95,7 +108,7 @@ export class BrowserWorker {
 
   stop(message = 'stopped'): void {
     if (this.stopped) return;
-    this.socket?.close(CLOSE_CODES.goingAway, 'worker shutting down');
+    if (this.socket) closeSocket(this.socket, CLOSE_CODES.normal, 'worker leaving');
     this.end('stopped', message);
   }
 
@@ -140,7 +153,7 @@ export class BrowserWorker {
     };
     const fail = (err: FrameError) => {
       closedBy = { code: err.closeCode, message: `${err.code}: ${err.message}` };
-      socket.close(err.closeCode, err.code);
+      closeSocket(socket, err.closeCode, err.code);
     };
 
     socket.onopen = () => {
@@ -176,7 +189,7 @@ export class BrowserWorker {
       }
       if (msg.type === 'shutdown') {
         closedBy = { code: CLOSE_CODES.normal, message: msg.reason };
-        socket.close(CLOSE_CODES.normal, 'bye');
+        closeSocket(socket, CLOSE_CODES.normal, 'bye');
         this.end('finished', `the coordinator says: ${msg.reason}`);
         return;
       }
