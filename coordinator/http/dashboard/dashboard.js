@@ -11,11 +11,27 @@ const state = {
   run: null,
   progress: null,
   workers: [],
-  steps: [], // per-step points (the server may have thinned old ones)
+  steps: [], // per-step points, thinned like the server's: every `stride`-th step
+  stride: 1,
+  last: null, // the newest step, whether or not the curve keeps it
   epochs: [],
   events: [],
   predictions: null,
 };
+// A whole CIFAR-10 run is 25,000 steps: past MAX_POINTS the curves keep every other point, then
+// every 4th..., so a long run stays cheap to draw and still shows its start.
+const MAX_POINTS = 4000;
+
+function addPoint(p) {
+  state.last = p;
+  if (p.step % state.stride !== 0) return;
+  state.steps.push(p);
+  if (state.steps.length > MAX_POINTS) {
+    state.stride *= 2;
+    state.steps = state.steps.filter((q) => q.step % state.stride === 0);
+  }
+}
+
 // For people and the browser test: how long after the coordinator finished a step it was drawn.
 const latency = { samples: [], drawnStep: 0 };
 window.__dtrain = { state, latency };
@@ -85,7 +101,7 @@ function redraw() {
 function draw() {
   const { run, progress } = state;
   if (run) {
-    $('run-title').textContent = `${run.model} on ${run.dataset} · ${run.epochs} epochs · batch ${run.batchSize}${run.parameters ? ` · ${run.parameters.toLocaleString()} parameters` : ''} · ${run.transport === 'threads' ? 'worker threads' : 'WebSocket workers'}`;
+    $('run-title').textContent = `${run.model} on ${run.dataset} · ${run.epochs} epoch${run.epochs === 1 ? '' : 's'} · batch ${run.batchSize}${run.parameters ? ` · ${run.parameters.toLocaleString()} parameters` : ''} · ${run.transport === 'threads' ? 'worker threads' : 'WebSocket workers'}`;
     const badge = $('run-state');
     badge.textContent = run.state;
     badge.className = `badge ${run.state === 'finished' ? 'badge-ok' : run.state === 'stopped' ? 'badge-bad' : run.state === 'waiting' ? 'badge-muted' : ''}`;
@@ -97,7 +113,7 @@ function draw() {
     $('throughput').textContent = progress.imagesPerSecond ? `${Math.round(progress.imagesPerSecond).toLocaleString()} img/s` : '–';
     $('eta').textContent = run && run.state === 'finished' ? 'done' : duration(progress.etaSeconds);
   }
-  const last = state.steps[state.steps.length - 1];
+  const last = state.last;
   if (last) {
     $('loss').textContent = num(last.loss);
     $('accuracy').textContent = pct(last.epochAccuracy);
@@ -182,14 +198,11 @@ function drawPredictions() {
 
 const handlers = {
   status(s) {
-    Object.assign(state, { run: s.run, progress: s.progress, workers: s.workers, steps: s.history.steps, epochs: s.history.epochs, events: s.events, predictions: s.predictions || null });
-    // Steps newer than the thinned history come from the recent list.
-    const lastKept = state.steps.length ? state.steps[state.steps.length - 1].step : 0;
-    for (const p of s.recentSteps) if (p.step > lastKept) state.steps.push(p);
+    Object.assign(state, { run: s.run, progress: s.progress, workers: s.workers, steps: s.history.steps, stride: s.history.stepStride, epochs: s.history.epochs, events: s.events, predictions: s.predictions || null });
+    state.last = s.recentSteps.length ? s.recentSteps[s.recentSteps.length - 1] : null;
   },
   step({ point, progress, workers }) {
-    state.steps.push(point);
-    if (state.steps.length > 20000) state.steps.splice(0, state.steps.length - 20000);
+    addPoint(point);
     state.progress = progress;
     state.workers = workers;
     if (state.run) state.run.state = 'training';
