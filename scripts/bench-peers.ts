@@ -182,10 +182,12 @@ export async function measureMemory(plan: PeersPlan): Promise<MemorySection> {
   const r = await trainProcess(args, 1000);
   const steps = r.lines.filter((l) => l.event === 'step').map((l) => ({ t: time(l), step: Number(l.step) }));
   if (steps.length === 0) throw new Error('the memory run logged no steps');
-  // Each RSS sample is placed at the last step logged before it.
+  // Each RSS sample is placed at the last step logged before it; samples after the last step (the
+  // test evaluation, the exit) and from a process already gone (no VmRSS) are left out.
   const samples: MemorySample[] = [];
   let j = 0;
-  for (const s of r.memory) {
+  const lastStep = steps.at(-1)!.t;
+  for (const s of r.memory.filter((x) => x.rss > 0 && x.t <= lastStep)) {
     while (j + 1 < steps.length && steps[j + 1].t <= s.t) j++;
     if (steps[j].t <= s.t) samples.push({ step: steps[j].step, rssBytes: s.rss });
   }
