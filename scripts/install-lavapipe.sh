@@ -6,7 +6,7 @@
 # uses (its deb822 .sources file), so no mirror host is written down here. Idempotent; needs root.
 set -euo pipefail
 
-ICD_GLOB='/usr/share/vulkan/icd.d/lvp_icd.*.json'
+ICD_GLOB='/usr/share/vulkan/icd.d/lvp_icd*.json'
 have_lavapipe() {
   compgen -G "$ICD_GLOB" >/dev/null && [[ -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 || -e /usr/lib/aarch64-linux-gnu/libvulkan.so.1 ]] \
     && dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep -qv '^22\.'
