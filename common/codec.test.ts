@@ -172,14 +172,14 @@ describe('codec: malformed frames are rejected with a stable code', () => {
     ['an empty buffer', new Uint8Array(0), FRAME_ERRORS.notMsgpack],
     ['a truncated map', pack({ type: 'hello', token: 'abc' }).subarray(0, 5), FRAME_ERRORS.notMsgpack],
     ['a string header promising more bytes than sent', new Uint8Array([0xd9, 0x10, 0x41]), FRAME_ERRORS.notMsgpack],
-    ['NaN', pack(NaN), FRAME_ERRORS.shape],
-    ['an empty map', pack({}), FRAME_ERRORS.shape],
-    ['an empty array', pack([]), FRAME_ERRORS.shape],
-    ['null', pack(null), FRAME_ERRORS.shape],
-    ['a string', pack('hello'), FRAME_ERRORS.shape],
-    ['a number', pack(42), FRAME_ERRORS.shape],
-    ['bare binary', pack(new Uint8Array([1, 2, 3])), FRAME_ERRORS.shape],
-    ['an unknown type', pack({ type: 'nope' }), FRAME_ERRORS.shape],
+    ['NaN', pack(NaN), FRAME_ERRORS.notMap],
+    ['an empty map', pack({}), FRAME_ERRORS.type],
+    ['an empty array', pack([]), FRAME_ERRORS.notMap],
+    ['null', pack(null), FRAME_ERRORS.notMap],
+    ['a string', pack('hello'), FRAME_ERRORS.notMap],
+    ['a number', pack(42), FRAME_ERRORS.notMap],
+    ['bare binary', pack(new Uint8Array([1, 2, 3])), FRAME_ERRORS.notMap],
+    ['an unknown type', pack({ type: 'nope' }), FRAME_ERRORS.type],
     ['a hello without a workerName', pack({ type: 'hello', protocolVersion: 1 }), FRAME_ERRORS.shape],
     ['a hello whose protocolVersion is a string', pack({ type: 'hello', protocolVersion: '1', token: 't', workerName: 'x' }), FRAME_ERRORS.shape],
     ['a hello with a negative protocolVersion', pack({ type: 'hello', protocolVersion: -1, token: 't', workerName: 'x' }), FRAME_ERRORS.shape],
@@ -226,7 +226,7 @@ describe('codec: malformed frames are rejected with a stable code', () => {
   });
 
   it('rejects a result for another number of samples than its task', () => {
-    const e = expectFrameError(() => decodeWorkerMessage(encode(result({ count: 4, correct: 1 })), { ...expectations, taskCount: 8 }), FRAME_ERRORS.tensorLength);
+    const e = expectFrameError(() => decodeWorkerMessage(encode(result({ count: 4, correct: 1 })), { ...expectations, taskCount: 8 }), FRAME_ERRORS.countMismatch);
     expect(e.message).toBe('Expected a result for 8 samples, but got 4.');
   });
 
@@ -242,13 +242,13 @@ describe('codec: malformed frames are rejected with a stable code', () => {
 
   const coordinatorCases: [string, Uint8Array, number | undefined, string][] = [
     ['an empty buffer', new Uint8Array(0), WEIGHTS, FRAME_ERRORS.notMsgpack],
-    ['NaN', pack(NaN), WEIGHTS, FRAME_ERRORS.shape],
-    ['an empty map', pack({}), WEIGHTS, FRAME_ERRORS.shape],
-    ['an empty array', pack([]), WEIGHTS, FRAME_ERRORS.shape],
-    ['null', pack(null), WEIGHTS, FRAME_ERRORS.shape],
-    ['a string', pack('task'), WEIGHTS, FRAME_ERRORS.shape],
-    ['an unknown type', pack({ type: 'nope' }), WEIGHTS, FRAME_ERRORS.shape],
-    ['a worker message type', pack({ type: 'hello', protocolVersion: 1, token: 't', workerName: 'x' }), WEIGHTS, FRAME_ERRORS.shape],
+    ['NaN', pack(NaN), WEIGHTS, FRAME_ERRORS.notMap],
+    ['an empty map', pack({}), WEIGHTS, FRAME_ERRORS.type],
+    ['an empty array', pack([]), WEIGHTS, FRAME_ERRORS.notMap],
+    ['null', pack(null), WEIGHTS, FRAME_ERRORS.notMap],
+    ['a string', pack('task'), WEIGHTS, FRAME_ERRORS.notMap],
+    ['an unknown type', pack({ type: 'nope' }), WEIGHTS, FRAME_ERRORS.type],
+    ['a worker message type', pack({ type: 'hello', protocolVersion: 1, token: 't', workerName: 'x' }), WEIGHTS, FRAME_ERRORS.type],
     ['a task before the welcome', pack(validTask), undefined, FRAME_ERRORS.unexpected],
     ['a task of an unknown kind', pack({ ...validTask, kind: 'predict' }), WEIGHTS, FRAME_ERRORS.shape],
     ['a task without labels', pack(without(validTask, 'labels')), WEIGHTS, FRAME_ERRORS.shape],
@@ -275,7 +275,7 @@ describe('codec: malformed frames are rejected with a stable code', () => {
   });
 
   it('says what arrived when the shape is wrong', () => {
-    const e = expectFrameError(() => decodeWorkerMessage(pack({ type: 'nope' }), expectations), FRAME_ERRORS.shape);
+    const e = expectFrameError(() => decodeWorkerMessage(pack({ type: 'nope' }), expectations), FRAME_ERRORS.type);
     expect(e.message).toBe('Expected type to be one of hello, ready, result, task_failed, but got "nope".');
   });
 });

@@ -27,6 +27,18 @@ export const FRAME_ERRORS = {
   nonFinite: 'DTRAIN_ERR_NON_FINITE',
   tooLarge: 'DTRAIN_ERR_FRAME_TOO_LARGE',
   unexpected: 'DTRAIN_ERR_UNEXPECTED_MESSAGE',
+  /** A frame that is msgpack but not a map (an array, a number, bare binary). */
+  notMap: 'DTRAIN_ERR_FRAME_NOT_MAP',
+  /** A map without a known `type`. */
+  type: 'DTRAIN_ERR_FRAME_TYPE',
+  /** A text frame: the protocol is binary only. */
+  text: 'DTRAIN_ERR_FRAME_TEXT',
+  /** A result or failure for a task that is not pending on this connection. */
+  unknownTask: 'DTRAIN_ERR_UNKNOWN_TASK',
+  /** A result without a tensor its task needs (gradients, statistics, predictions). */
+  missingTensor: 'DTRAIN_ERR_MISSING_TENSOR',
+  /** A result for another number of samples than its task has. */
+  countMismatch: 'DTRAIN_ERR_COUNT_MISMATCH',
 } as const;
 
 export class FrameError extends DtrainError {
@@ -72,6 +84,15 @@ function describe(v: unknown): string {
 
 function shapeError(what: string, expected: string, got: unknown): FrameError {
   return new FrameError(FRAME_ERRORS.shape, `Expected ${what} to be ${expected}, but got ${describe(got)}.`);
+}
+
+/** The top level of every message is a map; anything else has its own code. */
+function assertMessageMap(v: unknown): asserts v is Obj {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || v instanceof Uint8Array) throw new FrameError(FRAME_ERRORS.notMap, `Expected a message to be a map, but got ${describe(v)}.`);
+}
+
+function unknownType(expected: string, got: unknown): FrameError {
+  return new FrameError(FRAME_ERRORS.type, `Expected type to be ${expected}, but got ${describe(got)}.`);
 }
 
 function assertObject(v: unknown, what: string): asserts v is Obj {
@@ -159,7 +180,7 @@ export interface ResultExpectations {
 
 export function decodeWorkerMessage(data: Uint8Array, expect: ResultExpectations): WorkerMessage {
   const o = unpack(data);
-  assertObject(o, 'message');
+  assertMessageMap(o);
   switch (o.type) {
     case 'hello': {
       const hello: WorkerMessage = { type: 'hello', protocolVersion: int(o, 'protocolVersion'), workerName: str(o, 'workerName') };
@@ -175,14 +196,14 @@ export function decodeWorkerMessage(data: Uint8Array, expect: ResultExpectations
     case 'result':
       return decodeResult(o, expect);
     default:
-      throw shapeError('type', 'one of hello, ready, result, task_failed', o.type);
+      throw unknownType('one of hello, ready, result, task_failed', o.type);
   }
 }
 
 function decodeResult(o: Obj, expect: ResultExpectations): ResultMessage {
   const count = int(o, 'count');
   if (expect.taskCount !== undefined && count !== expect.taskCount) {
-    throw new FrameError(FRAME_ERRORS.tensorLength, `Expected a result for ${expect.taskCount} samples, but got ${count}.`);
+    throw new FrameError(FRAME_ERRORS.countMismatch, `Expected a result for ${expect.taskCount} samples, but got ${count}.`);
   }
   const correct = int(o, 'correct');
   if (correct > count) throw shapeError('correct', `at most count (${count})`, correct);
@@ -229,7 +250,7 @@ export interface TaskWire {
  */
 export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number, wire?: TaskWire): CoordinatorMessage {
   const o = unpack(data);
-  assertObject(o, 'message');
+  assertMessageMap(o);
   switch (o.type) {
     case 'welcome': {
       const model = str(o, 'model', 32);
@@ -273,7 +294,7 @@ export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number,
     case 'shutdown':
       return { type: 'shutdown', reason: str(o, 'reason', 2000) };
     default:
-      throw shapeError('type', 'one of welcome, task, shutdown', o.type);
+      throw unknownType('one of welcome, task, shutdown', o.type);
   }
 }
 

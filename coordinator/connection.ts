@@ -161,7 +161,7 @@ export class Connection implements WorkerHandle {
       return;
     }
     try {
-      if (!isBinary) throw new FrameError(FRAME_ERRORS.shape, 'Expected a binary frame, but got a text frame.');
+      if (!isBinary) throw new FrameError(FRAME_ERRORS.text, 'Expected a binary frame, but got a text frame.');
       const bytes = toBytes(data);
       if (this.stage === Stage.AWAITING_HELLO && bytes.byteLength > HELLO_MAX_BYTES) {
         throw new FrameError(FRAME_ERRORS.tooLarge, `Expected a hello of at most ${HELLO_MAX_BYTES} bytes, but got ${bytes.byteLength}.`, CLOSE_CODES.tooLarge);
@@ -213,16 +213,16 @@ export class Connection implements WorkerHandle {
   private onResult(msg: WorkerMessage): void {
     if (msg.type !== 'result' && msg.type !== 'task_failed') throw new FrameError(FRAME_ERRORS.unexpected, `Expected a result, but got ${msg.type}.`);
     const p = this.pending.get(msg.taskId);
-    if (!p) throw new FrameError(FRAME_ERRORS.unexpected, `Expected a result for a pending task, but got one for task ${msg.taskId}.`);
+    if (!p) throw new FrameError(FRAME_ERRORS.unknownTask, `Expected a result for a pending task, but got one for task ${msg.taskId}.`);
     if (msg.type === 'task_failed') {
       this.failTask(msg.taskId, new WorkerLostError(`task ${msg.taskId} failed on ${this.id}: ${msg.code}: ${msg.message}`));
       return;
     }
-    if (msg.count !== p.count) throw new FrameError(FRAME_ERRORS.tensorLength, `Expected a result for ${p.count} samples, but got ${msg.count}.`);
+    if (msg.count !== p.count) throw new FrameError(FRAME_ERRORS.countMismatch, `Expected a result for ${p.count} samples, but got ${msg.count}.`);
     // The codec checked the sizes of what is there; what must be there depends on the task.
-    if (p.kind === 'train' && !msg.gradients) throw new FrameError(FRAME_ERRORS.shape, `Expected gradients in the result of train task ${msg.taskId}, but got none.`);
-    if (p.kind === 'train' && this.ctx.expect.statsCount > 0 && !msg.stats) throw new FrameError(FRAME_ERRORS.shape, `Expected BatchNorm statistics in the result of train task ${msg.taskId}, but got none.`);
-    if (p.kind === 'eval' && !msg.predictions) throw new FrameError(FRAME_ERRORS.shape, `Expected predictions in the result of eval task ${msg.taskId}, but got none.`);
+    if (p.kind === 'train' && !msg.gradients) throw new FrameError(FRAME_ERRORS.missingTensor, `Expected gradients in the result of train task ${msg.taskId}, but got none.`);
+    if (p.kind === 'train' && this.ctx.expect.statsCount > 0 && !msg.stats) throw new FrameError(FRAME_ERRORS.missingTensor, `Expected BatchNorm statistics in the result of train task ${msg.taskId}, but got none.`);
+    if (p.kind === 'eval' && !msg.predictions) throw new FrameError(FRAME_ERRORS.missingTensor, `Expected predictions in the result of eval task ${msg.taskId}, but got none.`);
     this.pending.delete(msg.taskId);
     p.resolve(msg);
   }

@@ -18,6 +18,7 @@ const LENET_TRAINABLE = 62006;
 
 let c: DtrainProcess;
 let port: number;
+let honest: DtrainProcess;
 let out: string;
 
 beforeAll(async () => {
@@ -28,8 +29,12 @@ beforeAll(async () => {
     { DTRAIN_TOKEN: TOKEN },
   );
   port = (await c.waitFor('listening')).port as number;
-  new DtrainProcess(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'wasm'], { DTRAIN_TOKEN: TOKEN });
+  honest = new DtrainProcess(['worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', 'wasm'], { DTRAIN_TOKEN: TOKEN });
   await c.waitFor('step', (l) => (l.step as number) >= 2);
+  // Training must outlast the hostile peers whatever the machine's speed: the honest worker is
+  // stopped (and evicted by the heartbeat), so every task goes to the peers until it is continued.
+  honest.kill('SIGSTOP');
+  await c.waitFor('worker_evicted', undefined, 30_000);
 });
 
 afterAll(() => killAll());
@@ -67,13 +72,19 @@ function result(taskId: number, count: number, gradients: Float32Array) {
 describe('malformed frames against a training coordinator', () => {
   const cases: { name: string; code: string; close: number; frame: (task?: TaskMessage) => Uint8Array | string; needsTask?: boolean }[] = [
     { name: 'random bytes', code: 'DTRAIN_ERR_FRAME_NOT_MSGPACK', close: 4003, frame: () => Uint8Array.from([0xc1, 0xff, 0x00, 0x13, 0x37]) },
-    { name: 'an empty map', code: 'DTRAIN_ERR_FRAME_SHAPE', close: 4003, frame: () => pack({}) },
-    { name: 'an array', code: 'DTRAIN_ERR_FRAME_SHAPE', close: 4003, frame: () => pack([1, 2, 3]) },
-    { name: 'a text frame', code: 'DTRAIN_ERR_FRAME_SHAPE', close: 4003, frame: () => 'hello' },
-    { name: 'a result for no pending task', code: 'DTRAIN_ERR_UNEXPECTED_MESSAGE', close: 4003, frame: () => pack(result(999_999, 1, new Float32Array(LENET_TRAINABLE))) },
+    { name: 'an empty map', code: 'DTRAIN_ERR_FRAME_TYPE', close: 4003, frame: () => pack({}) },
+    { name: 'an array', code: 'DTRAIN_ERR_FRAME_NOT_MAP', close: 4003, frame: () => pack([1, 2, 3]) },
+    { name: 'a text frame', code: 'DTRAIN_ERR_FRAME_TEXT', close: 4003, frame: () => 'hello' },
+    { name: 'a ready whose backend is a number', code: 'DTRAIN_ERR_FRAME_SHAPE', close: 4003, frame: () => pack({ type: 'ready', backend: 42 }) },
+    { name: 'a result for no pending task', code: 'DTRAIN_ERR_UNKNOWN_TASK', close: 4003, needsTask: true, frame: () => pack(result(999_999, 1, new Float32Array(LENET_TRAINABLE))) },
+    { name: 'a result before ready', code: 'DTRAIN_ERR_UNEXPECTED_MESSAGE', close: 4003, frame: () => pack(result(1, 1, new Float32Array(LENET_TRAINABLE))) },
     {
       name: 'gradients of the wrong length', code: 'DTRAIN_ERR_TENSOR_LENGTH', close: 4003, needsTask: true,
       frame: (t) => pack(result(t!.taskId, t!.labels.length, new Float32Array(10))),
+    },
+    {
+      name: 'a result for another number of samples than its task', code: 'DTRAIN_ERR_COUNT_MISMATCH', close: 4003, needsTask: true,
+      frame: (t) => pack(result(t!.taskId, t!.labels.length + 1, new Float32Array(LENET_TRAINABLE))),
     },
     {
       name: 'NaN gradients', code: 'DTRAIN_ERR_NON_FINITE', close: 4003, needsTask: true,
@@ -84,12 +95,18 @@ describe('malformed frames against a training coordinator', () => {
       frame: (t) => pack(result(t!.taskId, t!.labels.length, new Float32Array(LENET_TRAINABLE).fill(Number.POSITIVE_INFINITY))),
     },
     {
-      name: 'a train result without gradients', code: 'DTRAIN_ERR_FRAME_SHAPE', close: 4003, needsTask: true,
+      name: 'a train result without gradients', code: 'DTRAIN_ERR_MISSING_TENSOR', close: 4003, needsTask: true,
       frame: (t) => pack({ type: 'result', taskId: t!.taskId, count: t!.labels.length, lossSum: 1, correct: 0, computeMs: 1 }),
     },
     { name: 'a frame larger than any lenet result (under --max-frame-mb)', code: 'DTRAIN_ERR_FRAME_TOO_LARGE', close: 1009, frame: () => new Uint8Array(600 * 1024) },
     { name: 'a frame over the size limit', code: 'DTRAIN_ERR_FRAME_TOO_LARGE', close: 1009, frame: () => new Uint8Array(2 * 1024 * 1024) },
   ];
+
+  it('gives each kind of malformed frame its own code', () => {
+    // NaN and Infinity are one kind (non-finite); the two size cases are one kind (too large).
+    const kinds = new Set(cases.map((tc) => tc.code));
+    expect(kinds.size).toBe(cases.length - 2);
+  });
 
   for (const tc of cases) {
     it(`rejects ${tc.name} with ${tc.code} and close code ${tc.close}`, async () => {
@@ -110,6 +127,7 @@ describe('malformed frames against a training coordinator', () => {
     p.socket.send(pack({ type: 'task_failed', taskId: task.taskId, code: 'X', message: 'é/日本/'.repeat(200) }));
     expect(await p.closed).toBe(4004);
     await c.waitFor('worker_left', (l) => String(l.reason).includes('task'));
+    honest.kill('SIGCONT');
     // Still training: a later step completes.
     const step = (c.events('step').at(-1)?.step as number) ?? 0;
     await c.waitFor('step', (l) => (l.step as number) > step);
