@@ -4,6 +4,7 @@
  * `dtrain train --port` serves the same routes for a single-machine run.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { DtrainProcess, killAll } from './processes.ts';
 import { tempDir } from './helpers.ts';
 
@@ -12,6 +13,8 @@ const ENV = { DTRAIN_TOKEN: TOKEN };
 const SMALL = ['--dataset', 'synthetic', '--limit-train', '320', '--limit-test', '100', '--model', 'mlp', '--backend', 'wasm', '--no-plots'];
 
 afterEach(() => killAll());
+
+const hasPromtool = () => !spawnSync('promtool', ['--version']).error;
 
 async function get(url: string): Promise<{ status: number; type: string | null; body: string }> {
   const r = await fetch(url, { signal: AbortSignal.timeout(5000) });
@@ -41,6 +44,8 @@ describe('HTTP routes of a running dtrain', () => {
     await c.waitFor('step', (l) => (l.step as number) >= 3);
     const metrics = await get(`${base}/metrics`);
     expect(metrics.type).toMatch(/^text\/plain/);
+    // `curl /metrics | promtool check metrics`, where promtool is installed (CI installs it).
+    if (hasPromtool() || process.env.CI) expect(execFileSync('promtool', ['check', 'metrics'], { input: metrics.body, encoding: 'utf8' }).trim()).toBe('');
     expect(metrics.body).toMatch(/^dtrain_workers 1$/m);
     expect(metrics.body).toMatch(/^dtrain_steps_total [3-9]|^dtrain_steps_total \d\d/m);
     const status = JSON.parse((await get(`${base}/api/status`)).body);
