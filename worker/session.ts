@@ -106,14 +106,16 @@ export class WorkerSession {
    * copy), then one step. The next message task must bring its weights: this worker's version is
    * forgotten, since the shared weights are not versioned.
    */
-  async trainWith(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
-    const computer = this.computer;
-    if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
-    computer.setWeights(weights);
-    this.weightsVersion = -1;
-    this.lastWeights = undefined;
-    this.statsDirty = false;
-    return computer.train(images, labels);
+  trainWith(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
+    return this.withFallback(async () => {
+      const computer = this.computer;
+      if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
+      computer.setWeights(weights);
+      this.weightsVersion = -1;
+      this.lastWeights = undefined;
+      this.statsDirty = false;
+      return computer.train(images, labels);
+    });
   }
 
   dispose(): void {
