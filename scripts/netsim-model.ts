@@ -118,10 +118,22 @@ export interface Fit {
   withoutOptimizer?: boolean;
 }
 
-export function fitModel(runs: readonly NetsimRun[]): Fit {
+/**
+ * Fits the terms on the runs' communication time. `beta: 'fixed'` holds β at 1 (the shaper enforces
+ * the rate, so the wire time is known) and fits the CPU terms on what is left; `'free'` fits β too,
+ * which needs the wire time to stand out of the noise.
+ */
+export function fitModel(runs: readonly NetsimRun[], beta: 'fixed' | 'free' = 'fixed'): Fit {
   const used = runs.filter((r) => Number.isFinite(r.commMs) && r.stepsMeasured > 0);
-  const { coefficients, rmse } = fitNonNegative(used.map(features), used.map((r) => r.commMs));
-  return { coefficients: Object.fromEntries(TERMS.map((t, i) => [t, coefficients[i]])) as Coefficients, rmseMs: rmse, runs: used.length };
+  const x = used.map(features);
+  if (beta === 'free') {
+    const { coefficients, rmse } = fitNonNegative(x, used.map((r) => r.commMs));
+    return { coefficients: Object.fromEntries(TERMS.map((t, i) => [t, coefficients[i]])) as Coefficients, rmseMs: rmse, runs: used.length };
+  }
+  const b = TERMS.indexOf('beta');
+  const rest = fitNonNegative(x.map((row) => row.filter((_, i) => i !== b)), used.map((r, k) => r.commMs - x[k][b]));
+  const coefficients = [...rest.coefficients.slice(0, b), 1, ...rest.coefficients.slice(b)];
+  return { coefficients: Object.fromEntries(TERMS.map((t, i) => [t, coefficients[i]])) as Coefficients, rmseMs: rest.rmse, runs: used.length };
 }
 
 export function predictCommMs(fit: Fit, r: Parameters<typeof features>[0]): number {

@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS=12
+STEPS=10
 MODELS="mlp lenet cnn-dropout cnn-bn"
 DTYPES="float32 float16 bfloat16"
 RATES="1gbit 10gbit"
