@@ -24,10 +24,30 @@ describe('the network model fit', () => {
         }
       }
     }
-    const fit = fitModel(runs);
+    const fit = fitModel(runs, 'free');
     expect(fit.rmseMs).toBeLessThan(1e-6);
     expect(Object.values(fit.coefficients).map((c, i) => c / truth[i])).toEqual(truth.map(() => expect.closeTo(1, 6)));
     expect(predictCommMs(fit, runs[3])).toBeCloseTo(runs[3].commMs, 6);
+    // Held at β = 1, the other terms absorb the missing 0.2·wire and the fit is no longer exact.
+    const held = fitModel(runs);
+    expect(held.coefficients.beta).toBe(1);
+    expect(held.rmseMs).toBeGreaterThan(1e-3);
+  });
+
+  it('holds β at 1 and recovers the rest when the wire runs at the link rate', () => {
+    const truth = [2, 0.5, 1, 3e-7, 1e-5];
+    const runs = [1, 10].flatMap((rateGbit) =>
+      [1, 2, 4].flatMap((workers) =>
+        (['float32', 'float16'] as const).map((dtype) => {
+          const r = run({ dtype, rateGbit, workers, bytesOut: workers * (dtype === 'float32' ? 6e5 : 3.5e5) * (rateGbit === 1 ? 1 : 1.3), bytesIn: 0 });
+          r.commMs = features(r).reduce((s, f, i) => s + f * truth[i], 0);
+          return r;
+        }),
+      ),
+    );
+    const fit = fitModel(runs);
+    expect(fit.rmseMs).toBeLessThan(1e-6);
+    expect(Object.values(fit.coefficients).map((c, i) => c / truth[i])).toEqual(truth.map(() => expect.closeTo(1, 6)));
   });
 
   it('drops a term that would fit negative instead of using it', () => {
