@@ -12,6 +12,7 @@ import { generateSynthetic } from '../common/data/synthetic.ts';
 import { Adam } from '../common/adam.ts';
 import { StepComputer } from './compute.ts';
 import { compareWithCpu, forbidSyncReads, GPU_TRAIN_OPTIONS } from './gpu-check.ts';
+import { softwareAdapterReason } from '../common/webgpu.ts';
 
 const inCi = !!process.env.CI && process.env.CI !== '0' && process.env.CI !== 'false';
 
@@ -105,6 +106,14 @@ if (!selection) {
         c.dispose();
         allowSyncReads();
       }
+    });
+
+    // Last: it moves this process to another backend.
+    it.runIf(selection.adapter && softwareAdapterReason(selection.adapter))('auto-selection skips this software adapter and says why', async () => {
+      const auto = await selectBackend('auto');
+      expect(auto.name).not.toBe('webgpu');
+      const skipped = auto.skipped.find((s) => s.backend.startsWith('webgpu'));
+      expect(skipped?.reason).toMatch(/(fallback|software) \(CPU\).*--backend webgpu forces it/);
     });
   });
 }
