@@ -19,8 +19,9 @@
  * input gradient) and the GFLOP/s that ours reached.
  *
  * `--profile` instead prints, per model, where one `StepComputer.train` step spends its kernel
- * time (tf.profile) with the stock kernels, our wasm kernels and the native ones, and the step
- * time outside kernels (tfjs's engine and StepComputer): the tables in docs/kernels.md.
+ * time (tf.profile, timed in CPU time) with the stock kernels, our wasm kernels and the native
+ * ones, and the step's CPU time outside kernels (tfjs's engine and StepComputer): the tables in
+ * docs/kernels.md.
  *
  *   npx tsx scripts/bench-compute.ts [--quick] [--models mlp,lenet] [--batch 32,128] [--json out.json]
  *                                    [--skip-baseline] [--no-torch] [--profile]
@@ -74,6 +75,9 @@ interface Row {
   torch?: Throughput;
   /** ours ÷ torch, medians. */
   ratio?: number;
+  /** CPU milliseconds per step of each peer's process (median over the runs), and torch's ÷ ours. */
+  cpuMsPerStep: Partial<Record<Peer['name'], number>>;
+  cpuRatio?: number;
   /** Training FLOPs per image, and what ours reached in GFLOP/s (median). */
   flopsPerImage: number;
   gflops: number;
@@ -172,10 +176,14 @@ async function baseline(model: ModelName, batch: number, data: { images: Uint8Ar
   }
 }
 
-/** One side of an interleaved comparison: runs `steps` training steps and says how long they took. */
+/**
+ * One side of an interleaved comparison: runs `steps` training steps and says how long they took,
+ * in wall-clock seconds and in CPU seconds of its process (on a loaded machine the CPU time is the
+ * steadier measure of the work itself; both peers run single-threaded).
+ */
 interface Peer {
   name: 'ours' | 'wasm' | 'torch';
-  run(steps: number): Promise<number>;
+  run(steps: number): Promise<{ seconds: number; cpuSeconds: number }>;
   dispose(): void;
 }
 
@@ -188,8 +196,10 @@ function tfjsPeer(name: 'ours' | 'wasm', kernels: () => void, model: ModelName, 
     async run(steps) {
       kernels();
       const start = performance.now();
+      const cpu = process.cpuUsage();
       for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
-      return (performance.now() - start) / 1000;
+      const used = process.cpuUsage(cpu);
+      return { seconds: (performance.now() - start) / 1000, cpuSeconds: (used.user + used.system) / 1e6 };
     },
     dispose: () => computer.dispose(),
   };
@@ -228,7 +238,7 @@ class TorchServer {
       name: 'torch',
       run: async (steps) => {
         this.child.stdin.write(JSON.stringify({ model, batch, steps }) + '\n');
-        return (JSON.parse(await this.next()) as { seconds: number }).seconds;
+        return JSON.parse(await this.next()) as { seconds: number; cpuSeconds: number };
       },
       dispose: () => undefined,
     };
@@ -244,26 +254,30 @@ class TorchServer {
  * Interleaved timing: warm-up, one step to size the runs (each about `runSeconds`), then round
  * after round one timed run of every peer, recording the load average as it goes.
  */
-async function interleaved(peers: Peer[], batch: number, settings: Settings): Promise<{ results: Map<Peer['name'], Throughput>; load: [number, number] }> {
+async function interleaved(peers: Peer[], batch: number, settings: Settings): Promise<{ results: Map<Peer['name'], Throughput>; cpuMsPerStep: Map<Peer['name'], number>; load: [number, number] }> {
   const runSeconds = settings.quick ? 0.3 : 1.2;
   const runCount = settings.quick ? 3 : 7;
   const warmup = settings.quick ? 1 : 2;
   const stepsPerRun = new Map<Peer['name'], number>();
   for (const p of peers) {
     await p.run(warmup);
-    stepsPerRun.set(p.name, Math.max(1, Math.round(runSeconds / (await p.run(1)))));
+    stepsPerRun.set(p.name, Math.max(1, Math.round(runSeconds / (await p.run(1)).seconds)));
   }
   const runs = new Map<Peer['name'], number[]>(peers.map((p) => [p.name, []]));
+  const cpu = new Map<Peer['name'], number[]>(peers.map((p) => [p.name, []]));
   const loads: number[] = [os.loadavg()[0]];
   for (let r = 0; r < runCount; r++) {
     for (const p of peers) {
       const steps = stepsPerRun.get(p.name)!;
-      runs.get(p.name)!.push((steps * batch) / (await p.run(steps)));
+      const { seconds, cpuSeconds } = await p.run(steps);
+      runs.get(p.name)!.push((steps * batch) / seconds);
+      cpu.get(p.name)!.push((1000 * cpuSeconds) / steps);
     }
     loads.push(os.loadavg()[0]);
   }
   const results = new Map([...runs].map(([name, r]) => [name, summarise(r, stepsPerRun.get(name)!)]));
-  return { results, load: [Math.min(...loads), Math.max(...loads)].map((l) => Number(l.toFixed(2))) as [number, number] };
+  const cpuMsPerStep = new Map([...cpu].map(([name, c]) => [name, summarise(c, stepsPerRun.get(name)!).median]));
+  return { results, cpuMsPerStep, load: [Math.min(...loads), Math.max(...loads)].map((l) => Number(l.toFixed(2))) as [number, number] };
 }
 
 /**
@@ -322,7 +336,7 @@ async function compare(model: ModelName, batch: number, data: { images: Uint8Arr
   if (set === 'onednn') peers.push(tfjsPeer('wasm', () => (uninstallNativeKernels(), installWasmTrainingKernels()), model, prep, data));
   if (torch) peers.push(torch.peer(model, batch));
   try {
-    const { results, load } = await interleaved(peers, batch, settings);
+    const { results, cpuMsPerStep, load } = await interleaved(peers, batch, settings);
     installTrainingKernels();
     const ours = results.get('ours')!;
     const torchResult = results.get('torch');
@@ -337,6 +351,8 @@ async function compare(model: ModelName, batch: number, data: { images: Uint8Arr
       wasm: results.get('wasm'),
       torch: torchResult,
       ratio: torchResult ? ours.median / torchResult.median : undefined,
+      cpuMsPerStep: Object.fromEntries(cpuMsPerStep),
+      cpuRatio: cpuMsPerStep.has('torch') ? cpuMsPerStep.get('torch')! / cpuMsPerStep.get('ours')! : undefined,
       flopsPerImage,
       gflops: (ours.median * flopsPerImage) / 1e9,
       loadAverage: load,
@@ -353,13 +369,13 @@ function fmt(t: Throughput | undefined): string {
 function table(rows: Row[]): string {
   const peak = peaks();
   const lines = [
-    '| model | batch | kernels | ours: StepComputer.train, img/s | wasm kernels, img/s | PyTorch, img/s | ours ÷ PyTorch | MFLOP/img | ours GFLOP/s (of peak) | load | baseline: stock tfjs fit | speedup |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | batch | kernels | ours: StepComputer.train, img/s | wasm kernels, img/s | PyTorch, img/s | ours ÷ PyTorch | CPU ms/step ours / wasm / PyTorch | by CPU time | MFLOP/img | ours GFLOP/s (of peak) | load | baseline: stock tfjs fit | speedup |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     const peakOf = r.kernels === 'onednn' ? peak.avx512Gflops : peak.simd128Gflops;
     const share = peakOf ? ` (${((100 * r.gflops) / peakOf).toFixed(0)}%)` : '';
-    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${share} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
+    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(['ours', 'wasm', 'torch'] as const).map((n) => r.cpuMsPerStep[n]?.toFixed(1) ?? '–').join(' / ')} | ${r.cpuRatio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${share} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
   }
   return lines.join('\n');
 }
@@ -370,18 +386,42 @@ interface KernelCost {
   calls: number;
 }
 
-/** Kernel time per step of StepComputer.train, by kernel name and input shapes, most expensive first. */
+/**
+ * CPU time, not wall time: on a shared machine a kernel's wall time includes whatever ran while it
+ * was descheduled. The wasm backend times kernels for tf.profile with its `time(f)`; for the
+ * profile it measures this process's CPU time instead (getrusage, microseconds).
+ */
+function withCpuTimer<T>(f: () => Promise<T>): Promise<T> {
+  const backend = tf.backend() as unknown as { time(f: () => void): Promise<{ kernelMs: number }> };
+  const wallTimer = backend.time;
+  backend.time = async (g) => {
+    const start = process.cpuUsage();
+    g();
+    const used = process.cpuUsage(start);
+    return { kernelMs: (used.user + used.system) / 1000 };
+  };
+  return f().finally(() => (backend.time = wallTimer));
+}
+
+const cpuMs = (since: NodeJS.CpuUsage) => {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / 1000;
+};
+
+/** CPU time per step of StepComputer.train, and per kernel (by name and input shapes), most expensive first. */
 async function profileSteps(model: ModelName, batch: number, data: { images: Uint8Array; labels: Uint8Array }, prep: Preprocessing, steps: number): Promise<{ stepMs: number; kernelMs: number; costs: KernelCost[] }> {
   const computer = new StepComputer(model, prep);
   try {
     await computer.train(data.images, data.labels);
     await computer.train(data.images, data.labels);
-    const t0 = performance.now();
+    const start = process.cpuUsage();
     for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
-    const stepMs = (performance.now() - t0) / steps;
-    const info = await tf.profile(async () => {
-      for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
-    });
+    const stepMs = cpuMs(start) / steps;
+    const info = await withCpuTimer(() =>
+      tf.profile(async () => {
+        for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
+      }),
+    );
     const byKernel = new Map<string, KernelCost>();
     for (const k of info.kernels) {
       const key = `${k.name} ${k.inputShapes.map((sh) => `[${sh ?? ''}]`).join(' ')}`;
@@ -415,11 +455,11 @@ async function profile(settings: Settings): Promise<void> {
       const prep = preprocessingFor(model, data.images, batch);
       for (const kernels of sets) {
         useKernels(kernels);
-        const steps = kernels === 'stock' && model.startsWith('cnn') ? 1 : 3;
+        const steps = kernels === 'stock' ? (model.startsWith('cnn') ? 2 : 5) : 20;
         const { stepMs, kernelMs, costs } = await profileSteps(model, batch, data, prep, steps);
         const outside = stepMs - kernelMs;
-        console.log(`\n${model}, batch ${batch}, ${kernels} kernels: ${stepMs.toFixed(1)} ms per step, ${kernelMs.toFixed(1)} ms in ${costs.reduce((a, c) => a + c.calls, 0).toFixed(0)} kernel calls, ${outside.toFixed(1)} ms (${((100 * outside) / stepMs).toFixed(0)}%) outside kernels (engine, StepComputer); load ${os.loadavg()[0].toFixed(1)}\n`);
-        console.log('| kernel and input shapes | ms/step | share |\n|---|---:|---:|');
+        console.log(`\n${model}, batch ${batch}, ${kernels} kernels: ${stepMs.toFixed(2)} CPU ms per step, ${kernelMs.toFixed(1)} ms in ${costs.reduce((a, c) => a + c.calls, 0).toFixed(0)} kernel calls, ${outside.toFixed(1)} ms (${((100 * outside) / stepMs).toFixed(0)}%) outside kernels (engine, StepComputer); load ${os.loadavg()[0].toFixed(1)}\n`);
+        console.log('| kernel and input shapes | CPU ms/step | share of kernel time |\n|---|---:|---:|');
         for (const c of costs.slice(0, top)) console.log(`| ${c.kernel}${c.calls > 1 ? ` ×${c.calls.toFixed(0)}` : ''} | ${c.ms.toFixed(2)} | ${((100 * c.ms) / kernelMs).toFixed(0)}% |`);
       }
     }
@@ -459,7 +499,7 @@ async function main(): Promise<void> {
         const prep = preprocessingFor(model, data.images, batch);
         const row = await compare(model, batch, data, prep, settings, torch.server);
         rows.push(row);
-        console.log(`${model} batch ${batch}: ours (${row.kernels}) ${fmt(row.ours)}, wasm ${fmt(row.wasm)}, torch ${fmt(row.torch)} img/s, ratio ${row.ratio?.toFixed(2) ?? '–'}, ${row.gflops.toFixed(1)} GFLOP/s, load ${row.loadAverage.join('–')}${row.baseline ? `; baseline ${fmt(row.baseline)} (${row.speedup!.toFixed(1)}×)` : ''}`);
+        console.log(`${model} batch ${batch}: ours (${row.kernels}) ${fmt(row.ours)}, wasm ${fmt(row.wasm)}, torch ${fmt(row.torch)} img/s, ratio ${row.ratio?.toFixed(2) ?? '–'} (by CPU time ${row.cpuRatio?.toFixed(2) ?? '–'}), ${row.gflops.toFixed(1)} GFLOP/s, load ${row.loadAverage.join('–')}${row.baseline ? `; baseline ${fmt(row.baseline)} (${row.speedup!.toFixed(1)}×)` : ''}`);
       }
     }
   } finally {

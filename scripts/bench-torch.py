@@ -13,7 +13,7 @@ imagesPerSecond: {median, min, max, runs}}]}.
 
 --serve runs timed steps on request, so that scripts/bench-compute.ts can interleave PyTorch with its
 own runs on a shared machine: first a line {"available", "version", "threads", "config"}, then for
-each request line {"model", "batch", "steps"} one line {"seconds"} (the model, data and optimizer of
+each request line {"model", "batch", "steps"} one line {"seconds", "cpuSeconds"} (the model, data and optimizer of
 a (model, batch) pair are made once and kept).
 """
 import argparse
@@ -80,9 +80,9 @@ def serve(torch, nn):
         key = (req["model"], int(req["batch"]))
         if key not in made:
             made[key] = stepper(torch, nn, *key)[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         made[key](int(req["steps"]))
-        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0}), flush=True)
 
 
 def measure(torch, nn, name, batch, quick):
