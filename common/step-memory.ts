@@ -59,6 +59,8 @@ export const CTL = {
   status: 9,
   correct: 10,
   errorLength: 11,
+  /** 1 while the thread sleeps on cmdSeq (so a command needs a notify), 0 while it works or spins. */
+  sleeping: 12,
 } as const;
 
 /** Float64 control indices: global, then per thread at f64Base(t) + field. */
@@ -223,23 +225,31 @@ const atomicsWaitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, i: 
 /**
  * Resolves once `ctl[index]` is no longer `value`, without blocking the thread's event loop (so it
  * keeps handling messages). Spins for `spinMicros` first: a wake-up through the event loop costs
- * tens of microseconds, a short spin catches a partner that is about to finish.
+ * tens of microseconds, and the publisher's notify (a system call) is skipped for a thread that is
+ * still spinning. `sleeping`, when given, is the word that tells the publisher which case it is:
+ * set before sleeping and checked again after, so a value published meanwhile is never missed
+ * (both sides use sequentially consistent Atomics).
  */
-export async function waitWhileEqual(ctl: Int32Array, index: number, value: number, spinMicros = 0): Promise<void> {
+export async function waitWhileEqual(ctl: Int32Array, index: number, value: number, spinMicros = 0, sleeping?: number): Promise<void> {
   if (spinMicros > 0) {
     const until = performance.now() + spinMicros / 1000;
     while (performance.now() < until) if (Atomics.load(ctl, index) !== value) return;
   }
-  while (Atomics.load(ctl, index) === value) {
-    const r = atomicsWaitAsync(ctl, index, value);
-    if (r.async) await r.value;
+  if (sleeping !== undefined) Atomics.store(ctl, sleeping, 1);
+  try {
+    while (Atomics.load(ctl, index) === value) {
+      const r = atomicsWaitAsync(ctl, index, value);
+      if (r.async) await r.value;
+    }
+  } finally {
+    if (sleeping !== undefined) Atomics.store(ctl, sleeping, 0);
   }
 }
 
-/** Stores `value` and wakes whoever waits on the word. */
-export function publish(ctl: Int32Array, index: number, value: number): void {
+/** Stores `value` and wakes whoever waits on the word (only if it sleeps, when `sleeping` is given). */
+export function publish(ctl: Int32Array, index: number, value: number, sleeping?: number): void {
   Atomics.store(ctl, index, value);
-  Atomics.notify(ctl, index);
+  if (sleeping === undefined || Atomics.load(ctl, sleeping) === 1) Atomics.notify(ctl, index);
 }
 
 /** Splits [0, span) into `parts` near-equal stripes of whole lines (the last ends at `span`). */

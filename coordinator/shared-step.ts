@@ -178,7 +178,7 @@ export class SharedStep {
     const seq = ++this.seqs[index];
     return new Promise<void>((resolve, reject) => {
       this.rejecters[index] = reject;
-      publish(ctl, b + CTL.cmdSeq, seq);
+      publish(ctl, b + CTL.cmdSeq, seq, b + CTL.sleeping);
       void waitWhileEqual(ctl, b + CTL.doneSeq, seq - 1, SPIN_MICROS).then(() => {
         if (this.rejecters[index] !== reject) return; // failed meanwhile
         this.rejecters[index] = undefined;

@@ -18,8 +18,13 @@ export interface SharedAttachMessage {
   simd: boolean;
 }
 
-/** How long a thread spins on its command word before sleeping (µs): see waitWhileEqual. */
-const SPIN_MICROS = 0;
+/**
+ * How long a thread spins on its command word before sleeping (µs): see waitWhileEqual. The next
+ * command usually follows within this (the reduction right after the last slice; the next step's
+ * slice right after the reduction), and then neither a notify nor a wake-up is needed. A spinning
+ * thread holds a core only while its partners are computing on the others.
+ */
+const SPIN_MICROS = 50;
 
 export class SharedStepServer {
   private readonly mem: StepMemory;
@@ -40,7 +45,7 @@ export class SharedStepServer {
   async serve(): Promise<void> {
     const { ctl } = this.mem;
     for (;;) {
-      await waitWhileEqual(ctl, this.base + CTL.cmdSeq, this.seq, SPIN_MICROS);
+      await waitWhileEqual(ctl, this.base + CTL.cmdSeq, this.seq, SPIN_MICROS, this.base + CTL.sleeping);
       this.seq = Atomics.load(ctl, this.base + CTL.cmdSeq);
       await this.serialize(() => this.execute());
       publish(ctl, this.base + CTL.doneSeq, this.seq);
