@@ -131,10 +131,13 @@ interface TorchReport {
 const started = performance.now();
 const report: Record<string, unknown> = { started: new Date().toISOString(), node: process.version, host: readJson(values.host) };
 const failures: string[] = [];
+/** Set when every check has run: a report left by a timeout never passes. */
+let complete = false;
 function write(): void {
   report.seconds = Math.round((performance.now() - started) / 100) / 10;
   report.failures = failures;
-  report.pass = failures.length === 0;
+  report.complete = complete;
+  report.pass = complete && failures.length === 0;
   writeFileSync(values.out!, `${JSON.stringify(report, null, 2)}\n`);
 }
 
@@ -197,6 +200,7 @@ try {
 } catch (err) {
   failures.push((err as Error).stack ?? String(err));
 }
+complete = true;
 write();
 releaseBackend('webgpu');
 process.stdout.write(`gpu-smoke: ${failures.length === 0 ? 'PASS' : 'FAIL'} (${values.out})\n${failures.map((f) => `  - ${f}\n`).join('')}`);
