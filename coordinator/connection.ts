@@ -26,6 +26,8 @@ import { CLOSE_CODES, PROTOCOL_VERSION, type ResultMessage, type TaskMessage, ty
 import { Heartbeat } from '../common/heartbeat.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import type { LeaveKind, Membership, WorkerHandle } from './membership.ts';
+import { WORKER_EVICTED } from './scheduler.ts';
+import { DtrainError } from '../common/errors.ts';
 
 export const Stage = {
   AWAITING_HELLO: 'awaiting_hello',
@@ -85,6 +87,13 @@ function toBytes(data: RawData): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   return data;
+}
+
+/** A worker's pending tasks fail with this when it is evicted for misbehaving (scheduler.ts WORKER_EVICTED). */
+export class EvictedError extends DtrainError {
+  constructor(message: string) {
+    super(WORKER_EVICTED, message, { expected: false });
+  }
 }
 
 export class Connection implements WorkerHandle {
@@ -269,7 +278,8 @@ export class Connection implements WorkerHandle {
     this.ending = ending;
     this.clearStageTimer();
     this.heartbeat.stop();
-    for (const p of this.pending.values()) p.reject(new WorkerLostError(`${this.id}: ${ending.reason}`));
+    // Evicted for misbehaving: the task was not at fault, and the scheduler does not count it against it.
+    for (const p of this.pending.values()) p.reject(ending.kind === 'evicted' && ending.code.startsWith('DTRAIN_ERR') && ending.code !== 'DTRAIN_ERR_HEARTBEAT' ? new EvictedError(`${this.id}: ${ending.reason}`) : new WorkerLostError(`${this.id}: ${ending.reason}`));
     this.pending.clear();
     // The membership logs worker_left / worker_evicted; it is idempotent, so an eviction that
     // came from it (membership.leave → close) is not counted twice.

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { NoWorkersError, runTasks, TaskFailedError, TimeoutError, withTimeout, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { NoWorkersError, runTasks, TaskFailedError, TimeoutError, withTimeout, WORKER_EVICTED, type TaskSpec, type WeightsSource } from './scheduler.ts';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
@@ -251,6 +251,20 @@ describe('runTasks when failures pile up', () => {
     const { results } = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), maxAttempts: 2 });
     expect(rejoins).toBe(3);
     expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
+  });
+
+  it('does not count a worker evicted for misbehaving against its task, however often', async () => {
+    const m = membershipOf();
+    let n = 0;
+    const bad = (): FakeWorker => new FakeWorker(`bad-${++n}`, () => {
+      if (n < 30) setTimeout(() => m.join(bad()), 1);
+      else setTimeout(() => m.join(new FakeWorker('honest')), 1);
+      return Promise.reject(Object.assign(new Error('bad frame'), { code: WORKER_EVICTED }));
+    });
+    m.join(bad());
+    const { results, stats } = await runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), maxAttempts: 2 });
+    expect(results[0].lossSum).toBe(0);
+    expect(stats.retries).toBe(30);
   });
 
   it('still fails a task that one address fails 4 × maxAttempts times', async () => {

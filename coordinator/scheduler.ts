@@ -85,6 +85,8 @@ export interface SchedulerOptions {
 let nextTaskId = 1;
 /** However many addresses, a task that failed this many times maxAttempts fails the step. */
 const MAX_TOTAL_FACTOR = 4;
+/** The code of the error a worker's pending tasks fail with when it is evicted for misbehaving (connection.ts). */
+export const WORKER_EVICTED = 'DTRAIN_ERR_WORKER_EVICTED';
 
 /** Approximate bytes of a task frame: the tensors dominate. */
 function taskBytes(t: TaskMessage, dtype: WireDtype, trainableCount: number): number {
@@ -127,9 +129,12 @@ export async function runTasks(
   let fatal: Error | undefined;
   let wake: () => void = () => {};
 
-  const countFailure = (worker: WorkerHandle, index: number, message: string) => {
+  // A worker evicted for misbehaving (a bad frame, a rejected result) says nothing about the task:
+  // its task goes back in the queue without counting toward the task's attempts.
+  const countFailure = (worker: WorkerHandle, index: number, message: string, againstTask = true) => {
     pending.push(index);
     stats.retries++;
+    if (!againstTask) return;
     attempts[index]++;
     failedOn[index].add(worker.origin ?? worker.id);
     if (failedOn[index].size >= maxAttempts || attempts[index] >= maxAttempts * MAX_TOTAL_FACTOR) {
@@ -140,7 +145,7 @@ export async function runTasks(
   /** A result that does not count: its worker is evicted (logged as result_rejected) and the task recomputed. */
   const rejectResult = (worker: WorkerHandle, index: number, rejection: Rejection) => {
     opts.log.warn({ event: 'result_rejected', workerId: worker.id, origin: worker.origin, task: index, ...rejection.fields, reason: rejection.reason }, `result of ${worker.id} rejected: ${rejection.reason}`);
-    countFailure(worker, index, `result rejected: ${rejection.reason}`);
+    countFailure(worker, index, `result rejected: ${rejection.reason}`, false);
     membership.leave(worker.id, 'evicted', `result rejected: ${rejection.reason}`, CLOSE_CODES.evicted);
   };
 
@@ -179,7 +184,7 @@ export async function runTasks(
       .catch((err: Error) => {
         // The step's BatchNorm round was abandoned (another worker left): the step is recomputed, nobody is at fault.
         if (isBnSyncAborted(err)) return;
-        countFailure(worker, index, err.message);
+        countFailure(worker, index, err.message, (err as { code?: string }).code !== WORKER_EVICTED);
         const timedOut = err instanceof TimeoutError;
         membership.leave(worker.id, timedOut ? 'evicted' : 'left', err.message, CLOSE_CODES.evicted);
       })
