@@ -40,8 +40,16 @@ export function robustGradient(results: ResultMessage[], gradientCount: number, 
   const votes = new Float64Array(k);
   const trim = rule === 'trimmed-mean' ? trimCount(k) : 0;
   for (let i = 0; i < gradientCount; i++) {
-    for (let j = 0; j < k; j++) votes[j] = means[j][i];
-    votes.sort();
+    // Insertion sort: K is small, and TypedArray.sort's per-call cost dominates at this size (measured).
+    for (let j = 0; j < k; j++) {
+      const v = means[j][i];
+      let at = j;
+      while (at > 0 && votes[at - 1] > v) {
+        votes[at] = votes[at - 1];
+        at--;
+      }
+      votes[at] = v;
+    }
     if (rule === 'median') {
       out[i] = k % 2 === 1 ? votes[(k - 1) / 2] : (votes[k / 2 - 1] + votes[k / 2]) / 2;
     } else {
