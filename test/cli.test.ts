@@ -45,6 +45,9 @@ describe('dtrain train', () => {
     ['a missing data folder', ['train', '--data-dir', '/nonexistent/cifar'], {}, /\/nonexistent\/cifar/],
     ['a worker without a token', ['worker', '--connect', 'ws://127.0.0.1:9'], { DTRAIN_TOKEN: '' }, /No auth token/],
     ['a worker URL that is not ws://', ['worker', '--connect', 'http://x'], { DTRAIN_TOKEN: 'long-enough-token' }, /--connect must be a ws:\/\/ or wss:\/\/ URL/],
+    ['a step timeout no timer can hold', ['train', '--step-timeout', '3000000'], {}, /--step-timeout must be a duration between 0.001 s and 2147483 s \(what a timer can hold\), got "3000000"/],
+    ['a cool-down no timer can hold', ['coordinator', '--cool-down-ms', '2147483648'], { DTRAIN_TOKEN: 'long-enough-token' }, /--cool-down-ms must be a duration between 1 ms and 2147483647 ms/],
+    ['a give-up time no timer can hold', ['worker', '--connect', 'ws://127.0.0.1:9', '--give-up-after', '1e9'], { DTRAIN_TOKEN: 'long-enough-token' }, /--give-up-after must be a duration/],
   ];
   for (const [what, args, env, message] of badInput) {
     it(`refuses ${what} with one clear line and exit code 2`, async () => {
