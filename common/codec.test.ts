@@ -276,6 +276,6 @@ describe('codec: malformed frames are rejected with a stable code', () => {
 
   it('says what arrived when the shape is wrong', () => {
     const e = expectFrameError(() => decodeWorkerMessage(pack({ type: 'nope' }), expectations), FRAME_ERRORS.type);
-    expect(e.message).toBe('Expected type to be one of hello, ready, result, task_failed, but got "nope".');
+    expect(e.message).toBe('Expected type to be one of hello, ready, result, task_failed, bn_sums, but got "nope".');
   });
 });

@@ -11,6 +11,9 @@ import {
   CLOSE_CODES,
   type CoordinatorMessage,
   type LocalDataSpec,
+  type BatchNormPhase,
+  type BnSumsMessage,
+  type BnTotalsMessage,
   type ResultMessage,
   type TaskMessage,
   type WirePreprocessing,
@@ -58,6 +61,18 @@ export function encode(message: WorkerMessage | CoordinatorMessage): Uint8Array 
 
 export function floatsToBytes(values: Float32Array): Uint8Array {
   return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+export function float64ToBytes(values: Float64Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+/** float64 LE bytes as a Float64Array, copied when not 8-byte aligned. */
+export function bytesToFloat64(bytes: Uint8Array): Float64Array {
+  if (bytes.byteOffset % 8 === 0) return new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return new Float64Array(copy.buffer);
 }
 
 /** Copies when the bytes are not 4-byte aligned (msgpack does not align binary fields). */
@@ -174,6 +189,8 @@ export interface ResultExpectations {
   statsCount: number;
   /** The sample count of the task this result answers, when known. */
   taskCount?: number;
+  /** Channels of each BatchNorm layer, in model order (bn_sums sizes follow from them). Default: none. */
+  batchNormChannels?: readonly number[];
   /** The dtype agreed in the handshake for gradients (statistics are always float32). Default float32. */
   wireDtype?: WireDtype;
 }
@@ -191,12 +208,14 @@ export function decodeWorkerMessage(data: Uint8Array, expect: ResultExpectations
     }
     case 'ready':
       return { type: 'ready', backend: str(o, 'backend', 64) };
+    case 'bn_sums':
+      return decodeBnSums(o, expect.batchNormChannels ?? []);
     case 'task_failed':
       return { type: 'task_failed', taskId: int(o, 'taskId'), code: str(o, 'code', 64), message: str(o, 'message', 2000) };
     case 'result':
       return decodeResult(o, expect);
     default:
-      throw unknownType('one of hello, ready, result, task_failed', o.type);
+      throw unknownType('one of hello, ready, result, task_failed, bn_sums', o.type);
   }
 }
 
@@ -280,6 +299,7 @@ export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number,
         task.indices = indices;
         task.split = split;
       }
+      decodeTaskSampling(o, task);
       if (o.weights !== undefined) {
         const dtype = wire?.dtype ?? 'float32';
         if (dtype === 'float32') task.weights = bytes(o, 'weights', weightCount * 4);
@@ -293,8 +313,10 @@ export function decodeCoordinatorMessage(data: Uint8Array, weightCount?: number,
     }
     case 'shutdown':
       return { type: 'shutdown', reason: str(o, 'reason', 2000) };
+    case 'bn_totals':
+      return decodeBnTotals(o);
     default:
-      throw unknownType('one of welcome, task, shutdown', o.type);
+      throw unknownType('one of welcome, task, shutdown, bn_totals', o.type);
   }
 }
 
@@ -336,4 +358,63 @@ export function taskForWire(task: TaskMessage, wire: TaskWire): TaskMessage {
     entry.byDtype.set(wire.dtype, enc);
   }
   return { ...task, weights: enc };
+}
+
+// ---- synchronized BatchNorm and sample positions -------------------------------------------------
+
+/** The largest channel count a bn_totals may describe: far above any model here, far below a memory risk. */
+const MAX_BN_CHANNELS = 4096;
+
+function phase(o: Obj): BatchNormPhase {
+  if (o.phase !== 'forward' && o.phase !== 'backward') throw shapeError('phase', '"forward" or "backward"', o.phase);
+  return o.phase;
+}
+
+/** float64 values, every one finite, of exactly `count` values (or any count up to `max` when count is undefined). */
+function float64s(o: Obj, key: string, count: number | undefined, max = Infinity): Uint8Array {
+  const b = bytes(o, key, count === undefined ? undefined : count * 8);
+  if (b.byteLength % 8 !== 0 || b.byteLength / 8 > max) throw new FrameError(FRAME_ERRORS.tensorLength, `Expected ${key} of whole float64 values (at most ${max}), but got ${b.byteLength} bytes.`);
+  const f = bytesToFloat64(b);
+  for (let i = 0; i < f.length; i++) {
+    if (!Number.isFinite(f[i])) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected finite ${key}, but value ${i} is ${f[i]}.`);
+  }
+  return b;
+}
+
+function decodeBnSums(o: Obj, channels: readonly number[]): BnSumsMessage {
+  const layer = int(o, 'layer');
+  if (layer >= channels.length) throw shapeError('layer', `a BatchNorm layer index below ${channels.length}`, layer);
+  const p = phase(o);
+  const c = channels[layer];
+  const sums = float64s(o, 'sums', p === 'forward' ? 1 + 2 * c : 2 * c);
+  const f = bytesToFloat64(sums);
+  // Forward: a count >= 1 and M2 >= 0 (a sum of squares); nothing to check on the backward sums' signs.
+  if (p === 'forward' && (f[0] < 1 || !Number.isInteger(f[0]) || f.subarray(1 + c).some((v) => v < 0))) {
+    throw shapeError('sums', 'a positive integer count and non-negative squared deviations', o.sums);
+  }
+  return { type: 'bn_sums', round: int(o, 'round', 1), taskId: int(o, 'taskId'), firstSample: int(o, 'firstSample'), layer, phase: p, sums };
+}
+
+function decodeBnTotals(o: Obj): BnTotalsMessage {
+  const msg: BnTotalsMessage = { type: 'bn_totals', round: int(o, 'round', 1), layer: int(o, 'layer'), phase: phase(o) };
+  if (o.aborted !== undefined) msg.aborted = str(o, 'aborted', 2000);
+  else msg.totals = float64s(o, 'totals', undefined, 1 + 2 * MAX_BN_CHANNELS);
+  return msg;
+}
+
+function decodeTaskSampling(o: Obj, task: TaskMessage): void {
+  if (o.position !== undefined) {
+    const p = o.position;
+    assertObject(p, 'position');
+    const seed = int(p, 'seed');
+    if (seed > 0xffffffff) throw shapeError('position.seed', 'an integer below 2^32', seed);
+    task.position = { seed, step: int(p, 'step'), firstSample: int(p, 'firstSample') };
+  }
+  if (o.batchNorm !== undefined) {
+    const b = o.batchNorm;
+    assertObject(b, 'batchNorm');
+    if (b.mode === 'local') task.batchNorm = { mode: 'local' };
+    else if (b.mode === 'sync') task.batchNorm = { mode: 'sync', round: int(b, 'round'), timeoutMs: int(b, 'timeoutMs', 1) };
+    else throw shapeError('batchNorm.mode', '"sync" or "local"', b.mode);
+  }
 }

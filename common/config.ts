@@ -61,6 +61,12 @@ export interface TrainConfig {
   maxSteps: number;
   /** How the slices' gradients are combined: the exact mean, or a robust rule for untrusted pools (coordinator/robust-aggregate.ts). Default mean. */
   aggregation?: 'mean' | 'trimmed-mean' | 'median';
+  /**
+   * BatchNorm over several workers: 'exact' normalizes with the whole global batch's moments and
+   * exchanges sums in every step (docs/batchnorm.md); 'stats' with each slice's own, slices of at
+   * least 8 samples. Both update the moving statistics exactly. Default exact.
+   */
+  syncBatchNorm?: 'exact' | 'stats';
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {

@@ -7,7 +7,7 @@ import type { ModelName } from './models.ts';
 import type { WireDtype } from './wire-dtype.ts';
 
 /** Bumped on any incompatible change; a worker of another version is refused with CLOSE_CODES.version. */
-export const PROTOCOL_VERSION = 2; // 2: the token moved from the hello to the HTTP upgrade
+export const PROTOCOL_VERSION = 3; // 2: the token moved from the hello to the HTTP upgrade; 3: BatchNorm exchange, sample positions
 
 export type TaskKind = 'train' | 'eval';
 
@@ -44,7 +44,11 @@ export interface ResultMessage {
   computeMs: number;
   /** Train tasks: gradient sums over the slice, trainable weights in layout order. */
   gradients?: Uint8Array;
-  /** Train tasks on models with BatchNorm: the moving statistics after this slice. */
+  /**
+   * Train tasks on models with BatchNorm: float32, per BatchNorm layer in the places of its moving
+   * mean and moving variance, this slice's batch mean and biased variance. The coordinator combines
+   * the slices (law of total variance) and updates the moving statistics.
+   */
   stats?: Uint8Array;
   /** Eval tasks: the predicted class of each sample. */
   predictions?: Uint8Array;
@@ -57,7 +61,26 @@ export interface TaskFailedMessage {
   message: string;
 }
 
-export type WorkerMessage = HelloMessage | ReadyMessage | ResultMessage | TaskFailedMessage;
+export type BatchNormPhase = 'forward' | 'backward';
+
+/**
+ * Synchronized BatchNorm: one slice's per-channel sums for one layer and phase, float64 LE. Forward:
+ * [count, mean[C], M2[C]]; backward: [Σdy[C], Σdy·x̂[C]]. The coordinator answers with bn_totals once
+ * every slice of the round has sent its own (see docs/batchnorm.md).
+ */
+export interface BnSumsMessage {
+  type: 'bn_sums';
+  round: number;
+  taskId: number;
+  /** The slice's first sample in the global batch: slices are combined in this order. */
+  firstSample: number;
+  /** BatchNorm layer index, in model order. */
+  layer: number;
+  phase: BatchNormPhase;
+  sums: Uint8Array;
+}
+
+export type WorkerMessage = HelloMessage | ReadyMessage | ResultMessage | TaskFailedMessage | BnSumsMessage;
 
 // ---- coordinator -> worker -------------------------------------------------------------------
 
@@ -100,14 +123,44 @@ export interface TaskMessage {
   /** For workers with local data: uint32 LE sample indices into `split` (the labels still travel, as a check). */
   indices?: Uint8Array;
   split?: SplitName;
+  /** Train tasks: where the slice sits in the run; dropout masks derive from it. Absent: seed 0, step 0, first sample 0. */
+  position?: SamplePosition;
+  /** Train tasks: how BatchNorm normalizes. Absent: synchronized, with no exchange (a lone slice). */
+  batchNorm?: TaskBatchNorm;
 }
+
+export interface SamplePosition {
+  seed: number;
+  /** The global step, counted from the start of the run. */
+  step: number;
+  /** Index of the slice's first sample within the step's global batch. */
+  firstSample: number;
+}
+
+/**
+ * 'sync': the moments of the whole global batch, exchanged in `round` (0: a lone slice, nothing to
+ * exchange); each wait for totals lasts at most `timeoutMs`. 'local': the slice's own moments, for
+ * backends that cannot read tensors synchronously (webgpu).
+ */
+export type TaskBatchNorm = { mode: 'sync'; round: number; timeoutMs: number } | { mode: 'local' };
 
 export interface ShutdownMessage {
   type: 'shutdown';
   reason: string;
 }
 
-export type CoordinatorMessage = WelcomeMessage | TaskMessage | ShutdownMessage;
+/** The combined sums of every slice of `round` for one layer and phase; or, if the round was abandoned, why. */
+export interface BnTotalsMessage {
+  type: 'bn_totals';
+  round: number;
+  layer: number;
+  phase: BatchNormPhase;
+  /** float64 LE, the layout of the BnSumsMessage answered. Absent when `aborted` is set. */
+  totals?: Uint8Array;
+  aborted?: string;
+}
+
+export type CoordinatorMessage = WelcomeMessage | TaskMessage | ShutdownMessage | BnTotalsMessage;
 
 /** WebSocket close codes. 4000-4999 are ours; the rest are the standard ones we rely on. */
 export const CLOSE_CODES = {

@@ -20,14 +20,16 @@
 import type { WebSocket, RawData } from 'ws';
 import type { Logger } from '../common/logger.ts';
 import type { NetLimits } from '../common/config.ts';
-import { decodeWorkerMessage, encode, FrameError, FRAME_ERRORS, taskForWire, type ResultExpectations } from '../common/codec.ts';
+import { decodeWorkerMessage, encode, float64ToBytes, FrameError, FRAME_ERRORS, taskForWire, type ResultExpectations } from '../common/codec.ts';
 import type { WireDtype } from '../common/wire-dtype.ts';
-import { CLOSE_CODES, PROTOCOL_VERSION, type ResultMessage, type TaskMessage, type WelcomeMessage, type WorkerMessage } from '../common/protocol.ts';
+import { CLOSE_CODES, PROTOCOL_VERSION, type BnSumsMessage, type BnTotalsMessage, type ResultMessage, type TaskMessage, type WelcomeMessage, type WorkerMessage } from '../common/protocol.ts';
 import { Heartbeat } from '../common/heartbeat.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import type { LeaveKind, Membership, WorkerHandle } from './membership.ts';
 import { WORKER_EVICTED } from './scheduler.ts';
 import { DtrainError } from '../common/errors.ts';
+import { bnRounds } from './bn-rounds.ts';
+import { BN_SYNC_ABORTED, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 
 export const Stage = {
   AWAITING_HELLO: 'awaiting_hello',
@@ -220,9 +222,15 @@ export class Connection implements WorkerHandle {
 
   /** Routes a result to its task; a result for no pending task, or of the wrong size, is a bad frame. */
   private onResult(msg: WorkerMessage): void {
+    if (msg.type === 'bn_sums') return this.onBnSums(msg);
     if (msg.type !== 'result' && msg.type !== 'task_failed') throw new FrameError(FRAME_ERRORS.unexpected, `Expected a result, but got ${msg.type}.`);
     const p = this.pending.get(msg.taskId);
     if (!p) throw new FrameError(FRAME_ERRORS.unknownTask, `Expected a result for a pending task, but got one for task ${msg.taskId}.`);
+    if (msg.type === 'task_failed' && msg.code === BN_SYNC_ABORTED) {
+      // The step's BatchNorm round was abandoned: not this worker's fault (see step-sync.ts).
+      this.failTask(msg.taskId, new BnSyncAbortedError(`task ${msg.taskId} on ${this.id}: ${msg.message}`));
+      return;
+    }
     if (msg.type === 'task_failed') {
       this.failTask(msg.taskId, new WorkerLostError(`task ${msg.taskId} failed on ${this.id}: ${msg.code}: ${msg.message}`));
       return;
@@ -234,6 +242,19 @@ export class Connection implements WorkerHandle {
     if (p.kind === 'eval' && !msg.predictions) throw new FrameError(FRAME_ERRORS.missingTensor, `Expected predictions in the result of eval task ${msg.taskId}, but got none.`);
     this.pending.delete(msg.taskId);
     p.resolve(msg);
+  }
+
+  /** Synchronized BatchNorm: hands a pending task's sums to its round and sends the totals back. */
+  private onBnSums(msg: BnSumsMessage): void {
+    if (!this.pending.has(msg.taskId)) throw new FrameError(FRAME_ERRORS.unknownTask, `Expected BatchNorm sums for a pending task, but got some for task ${msg.taskId}.`);
+    const reply = (m: BnTotalsMessage) => {
+      if (!this.ended) this.socket.send(encode(m), { binary: true });
+    };
+    const head = { type: 'bn_totals', round: msg.round, layer: msg.layer, phase: msg.phase } as const;
+    bnRounds.contribute(msg).then(
+      (totals) => reply({ ...head, totals: float64ToBytes(totals) }),
+      (err: Error) => reply({ ...head, aborted: err.message }),
+    );
   }
 
   private failTask(taskId: number, err: Error): void {

@@ -8,6 +8,7 @@ import { withTimeout } from '../common/timeout.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage, type WelcomeMessage } from '../common/protocol.ts';
 import { ComputeThread } from '../worker/compute-thread.ts';
+import { bnRounds } from './bn-rounds.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 import { Adam } from '../common/adam.ts';
 import { SharedStep } from './shared-step.ts';
@@ -63,6 +64,8 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
     Array.from({ length: opts.workers }, async (_, i) => {
       const id = `thread-${i + 1}`;
       const thread = new ComputeThread(opts.backend);
+      // Synchronized BatchNorm: the thread's sums go straight to this step's round.
+      thread.onBnSums = (m) => bnRounds.contribute(m);
       threads.push(thread);
       thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
       const selection = await startup(thread.started(), id, 'loading the backend');

@@ -103,7 +103,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     trainableCount: trainer.layout.trainableSize,
     // Offered only to workers whose own dataset has this fingerprint (the WebSocket Connection checks).
     ...(data.fingerprint ? { localData: { fingerprint: data.fingerprint, seed: config.seed, ...(config.limitTrain ? { limitTrain: config.limitTrain } : {}), ...(config.limitTest ? { limitTest: config.limitTest } : {}) } } : {}),
-  }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize });
+  }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize, batchNormChannels: trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size) });
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   let outcome: RunOutcome | undefined;
   try {

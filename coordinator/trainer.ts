@@ -22,6 +22,8 @@ import { GradientScreen } from './result-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
 import type { SharedStep } from './shared-step.ts';
+import { StepSync } from './step-sync.ts';
+import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
 import { writeJson, type EpochRecord, type History, type Metrics } from './run-files.ts';
@@ -92,6 +94,8 @@ export class Trainer {
   private sharedStep: SharedStep | undefined;
   /** Judges each result before it counts (coordinator/result-check.ts). */
   private readonly screen: GradientScreen;
+  /** Sample positions and BatchNorm exchange rounds: the same result at any worker count (step-sync.ts). */
+  private readonly stepSync: StepSync;
   backendName = 'unknown';
 
   constructor(
@@ -111,6 +115,7 @@ export class Trainer {
     this.adam = new Adam(this.layout.trainableSize, { learningRate: config.learningRate });
     this.accumulator = new StepAccumulator(this.layout.trainableSize, this.statsCount);
     this.screen = new GradientScreen(this.layout);
+    this.stepSync = new StepSync(config.model, { seed: config.seed, mode: config.syncBatchNorm ?? 'exact', stepTimeoutMs: config.stepTimeoutMs, log });
     this.history = { model: config.model, epochs: [] };
   }
 
@@ -130,6 +135,9 @@ export class Trainer {
    * for checkpoints and evaluations.
    */
   useSharedStep(shared: SharedStep): void {
+    // The shared-memory step carries neither sample positions nor BatchNorm exchanges: models with
+    // Dropout or BatchNorm step through messages (docs/batchnorm.md).
+    if (this.stepSync.needsMessages) return;
     this.sharedStep = shared;
   }
 
@@ -263,19 +271,22 @@ export class Trainer {
     const tasks: TaskSpec[] = [];
     let from = 0;
     const shared = this.sharedStep;
-    for (const size of sliceSizes(batch, Math.max(1, this.membership.size))) {
+    const plan = this.stepSync.plan(batch, this.membership);
+    for (const size of sliceSizes(batch, plan.slices)) {
       const slice = indices.subarray(from, from + size);
       tasks.push(shared ? shared.gather(tasks.length, train, slice) : this.gather(train, slice));
       from += size;
     }
+    const round = this.stepSync.annotate(tasks, this.position.globalStep, plan);
     let outcome: TaskOutcome;
     const acc = this.accumulator;
     acc.reset(tasks.length);
     const checks = shared ? {} : this.resultChecks(tasks, acc);
     try {
-      outcome = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal, ...checks });
+      outcome = await this.stepSync.run(round, this.membership, signal, (s) => runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal: s, ...checks }));
     } catch (err) {
-      if (signal?.aborted) return false;
+      // Stopping, or the BatchNorm round lost a worker: the loop checkpoints, or recomputes the step.
+      if (signal?.aborted || isBnSyncAborted(err)) return false;
       throw err;
     }
     const optStarted = performance.now();
@@ -324,7 +335,7 @@ export class Trainer {
       return agg;
     }
     this.adam.apply(this.weights.subarray(0, this.layout.trainableSize), agg.gradient);
-    if (this.statsCount > 0) this.weights.set(agg.stats, this.layout.trainableSize);
+    this.stepSync.updateMovingStats(this.weights.subarray(this.layout.trainableSize), results);
     this.screen.commit();
     return agg;
   }

@@ -19,6 +19,7 @@ import { Heartbeat } from '../common/heartbeat.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { describeSelection, type BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
+import { BnRelay } from './bn-relay.ts';
 
 export interface WorkerClientOptions {
   url: string;
@@ -147,6 +148,13 @@ function connectOnce(
     let failure: { code: string; message: string } | undefined;
     let httpStatus: number | undefined;
     const send = (m: WorkerMessage) => socket.readyState === socket.OPEN && socket.send(encode(m), { binary: true });
+    // Synchronized BatchNorm: the compute thread's sums go to the coordinator, its totals come back.
+    const relay = new BnRelay((m) => {
+      if (socket.readyState !== socket.OPEN) return false;
+      socket.send(encode(m), { binary: true });
+      return true;
+    });
+    compute.onBnSums = (m) => relay.request(m);
     const heartbeat = new Heartbeat({ ping: () => socket.ping(), onPong: (cb) => socket.on('pong', cb), terminate: () => socket.terminate() }, limits.heartbeatIntervalMs * 2);
     let welcomeTimer: NodeJS.Timeout | undefined;
     const finish = (final: boolean, exit: WorkerExit, errorCode = failure?.code) => {
@@ -155,6 +163,7 @@ function connectOnce(
       heartbeat.stop();
       clearTimeout(welcomeTimer);
       opts.signal?.removeEventListener('abort', onAbort);
+      relay.abortAll('connection closed');
       compute.abandon('connection closed');
       resolve({ final, exit, errorCode, reached });
     };
@@ -204,6 +213,8 @@ function connectOnce(
             const e = err as { code?: string; message?: string };
             if (!settled) send({ type: 'task_failed', taskId: msg.taskId, code: e.code ?? 'DTRAIN_ERR_WORKER', message: e.message ?? String(err) });
           }
+        } else if (msg.type === 'bn_totals') {
+          relay.deliver(msg);
         } else if (msg.type === 'shutdown') {
           log.info({ event: 'shutdown', reason: msg.reason }, `coordinator says: ${msg.reason}`);
           socket.close(CLOSE_CODES.normal, 'bye');

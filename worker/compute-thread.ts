@@ -7,12 +7,13 @@ import { Worker } from 'node:worker_threads';
 import { sourcePath } from '../common/runtime.ts';
 import { DtrainError } from '../common/errors.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
-import type { ResultMessage, TaskMessage, WelcomeMessage, WorkerMessage } from '../common/protocol.ts';
+import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WorkerMessage } from '../common/protocol.ts';
 import type { BackendFallbackMessage } from './backend-fallback.ts';
 import type { ThreadInit } from './thread.ts';
 import type { SharedAttachMessage } from './shared-step-server.ts';
+import { createExchangeBuffer, ExchangeHost, type ExchangeRequest } from './bn-exchange-channel.ts';
 
-export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | BackendFallbackMessage;
+export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | BackendFallbackMessage | ExchangeRequest;
 
 export class WorkerLostError extends DtrainError {
   constructor(message: string) {
@@ -29,9 +30,17 @@ export class ComputeThread {
   onLost: (reason: string) => void = () => {};
   /** Called when the thread's backend failed its first step and the thread moved to the next one. */
   onBackendFallback: (m: BackendFallbackMessage) => void = () => {};
+  /**
+   * Synchronized BatchNorm: the owner combines the thread's sums with the other slices' and
+   * resolves with the totals (or rejects: the thread's wait is then aborted). Default: no rounds.
+   */
+  onBnSums: (m: BnSumsMessage) => Promise<Float64Array> = () => Promise.reject(new Error('this compute thread takes part in no BatchNorm rounds'));
+  private readonly exchange: ExchangeHost;
 
   constructor(backend: BackendChoice, testHooks: Omit<ThreadInit, 'backend'> = {}) {
-    const init: ThreadInit = { backend, ...testHooks };
+    const exchangeBuffer = createExchangeBuffer();
+    this.exchange = new ExchangeHost(exchangeBuffer);
+    const init: ThreadInit = { backend, ...testHooks, exchangeBuffer };
     this.thread = new Worker(sourcePath('./thread-entry.mjs', import.meta.url), { workerData: init });
     this.thread.on('message', (m: ThreadMessage) => this.dispatch(m));
     this.thread.on('error', (err) => this.lost(`compute thread error: ${err.message}`));
@@ -44,6 +53,11 @@ export class ComputeThread {
       this.pending.delete(m.taskId);
       if (m.type === 'result') p?.resolve(m);
       else p?.reject(new DtrainError(m.code, `task ${m.taskId} failed: ${m.message}`, { expected: false }));
+    } else if (m.type === 'bn_exchange') {
+      this.onBnSums(m.request).then(
+        (totals) => this.exchange.answer(m.seq, totals),
+        () => this.exchange.abort(m.seq),
+      );
     } else if (m.type === 'backend_fallback') {
       this.onBackendFallback(m);
     } else if (m.type === 'fatal') {

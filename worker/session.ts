@@ -3,9 +3,9 @@
  * each task sets the weights (when they changed) and computes. Worker threads and WebSocket
  * workers both drive this class.
  */
-import { StepComputer, type TrainResult } from './compute.ts';
+import { StepComputer, type TrainOptions, type TrainResult } from './compute.ts';
 import { bytesToFloats, floatsToBytes } from '../common/codec.ts';
-import type { ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
+import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
 
@@ -34,6 +34,8 @@ export class WorkerSession {
   /** The last weights received; re-applied when a train task moved the BatchNorm statistics locally. */
   private lastWeights: Float32Array | undefined;
   private statsDirty = false;
+  /** Synchronized BatchNorm's blocking exchange (set by a compute thread; absent: no rounds). */
+  bnExchange: ((request: BnSumsMessage, timeoutMs: number) => Float64Array) | undefined;
 
   /** Builds (or keeps) the model named in the welcome. A reconnect to the same job keeps the model. */
   welcome(msg: WelcomeMessage): void {
@@ -91,10 +93,9 @@ export class WorkerSession {
       this.statsDirty = false;
     }
     if (task.kind === 'train') {
-      const r = await computer.train(task.images, task.labels);
+      const r = await computer.train(task.images, task.labels, this.trainOptions(task));
       const msg: ResultMessage = { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, gradients: floatsToBytes(r.gradientSum) };
       if (r.stats.length > 0) msg.stats = floatsToBytes(r.stats);
-      this.statsDirty = r.stats.length > 0;
       return msg;
     }
     const r = await computer.evaluate(task.images, task.labels);
@@ -116,6 +117,27 @@ export class WorkerSession {
       this.statsDirty = false;
       return computer.train(images, labels);
     });
+  }
+
+  /**
+   * Dropout masks from the task's sample position; BatchNorm as the task says, exchanging sums
+   * through `bnExchange` when the task is part of a round (docs/batchnorm.md).
+   */
+  private trainOptions(task: TaskMessage): TrainOptions {
+    const bn = task.batchNorm;
+    if (bn?.mode === 'local') return { position: task.position, batchNorm: { kind: 'local' } };
+    if (!bn || bn.round === 0) return { position: task.position, batchNorm: { kind: 'sync' } };
+    const exchange = this.bnExchange;
+    if (!exchange) throw new DtrainError('DTRAIN_ERR_BN_SYNC_UNSUPPORTED', `Task ${task.taskId} asks for a BatchNorm exchange (round ${bn.round}), but this worker has no exchange channel.`, { expected: false });
+    const firstSample = task.position?.firstSample ?? 0;
+    return {
+      position: task.position,
+      batchNorm: {
+        kind: 'sync',
+        exchange: (layer, phase, local) =>
+          exchange({ type: 'bn_sums', round: bn.round, taskId: task.taskId, firstSample, layer, phase, sums: new Uint8Array(local.buffer, local.byteOffset, local.byteLength) }, bn.timeoutMs),
+      },
+    };
   }
 
   dispose(): void {

@@ -7,6 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { selectBackend, type BackendChoice } from '../common/backend.ts';
 import type { CoordinatorMessage, WorkerMessage } from '../common/protocol.ts';
 import { WorkerSession } from './session.ts';
+import { ExchangeClient } from './bn-exchange-channel.ts';
 import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from './backend-fallback.ts';
 import { SharedStepServer, type SharedAttachMessage } from './shared-step-server.ts';
 
@@ -14,13 +15,19 @@ export interface ThreadInit {
   backend: BackendChoice;
   /** Test hook: the first read-back on this backend fails, so the thread must fall back. */
   failFirstReadBackOn?: string;
+  /** Synchronized BatchNorm's blocking exchange with the owning thread (bn-exchange-channel.ts). */
+  exchangeBuffer?: SharedArrayBuffer;
 }
 
 const port = parentPort!;
-const { backend, failFirstReadBackOn } = workerData as ThreadInit;
+const { backend, failFirstReadBackOn, exchangeBuffer } = workerData as ThreadInit;
 let current: ThreadBackend | undefined;
 // A backend that fails its first real step is replaced by the next one (see backend-fallback.ts).
 const session = new WorkerSession((err) => current?.fallback(err) ?? Promise.resolve(false));
+if (exchangeBuffer) {
+  const channel = new ExchangeClient(exchangeBuffer, (request) => port.postMessage(request));
+  session.bnExchange = (request, timeoutMs) => channel.exchange(request, timeoutMs);
+}
 /** Messages and shared-step commands run one at a time, in arrival order. */
 let queue: Promise<void> = Promise.resolve();
 

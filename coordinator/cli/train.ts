@@ -37,6 +37,7 @@ export function addTrainingOptions(cmd: Command): Command {
     .addOption(envOption('--checkpoint-every <steps>', 'also checkpoint every N steps (0: each epoch end only)', 'DTRAIN_CHECKPOINT_EVERY').default(d.checkpointEvery).argParser(integer('--checkpoint-every', 0)))
     .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser((v) => duration('--step-timeout', 's')(v) / 1000))
     .addOption(envOption('--aggregation <rule>', 'combine the slices\' gradients by mean (exact), trimmed-mean or median (robust to a few bad workers; see docs/reliability.md)', 'DTRAIN_AGGREGATION').default('mean').argParser(oneOf('--aggregation', AGGREGATIONS)))
+    .addOption(envOption('--sync-bn <mode>', 'BatchNorm over several workers: exact (the global batch\'s statistics, exchanged every step) or stats (each slice\'s own, slices of >= 8); see docs/batchnorm.md', 'DTRAIN_SYNC_BN').default('exact').argParser(oneOf('--sync-bn', ['exact', 'stats'] as const)))
     .addOption(envOption('--max-steps <n>', 'stop (with a checkpoint) after N steps in this run; 0: no limit', 'DTRAIN_MAX_STEPS').default(d.maxSteps).argParser(integer('--max-steps', 0)))
     .option('--no-plots', 'do not render loss/accuracy PNGs after every epoch (env: DTRAIN_NO_PLOTS=1|0)')
     .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const)))
@@ -60,6 +61,7 @@ interface TrainingFlags {
   checkpointEvery: number;
   stepTimeout: number;
   aggregation: Aggregation;
+  syncBn: 'exact' | 'stats';
   maxSteps: number;
   plots: boolean;
   logLevel: string;
@@ -104,6 +106,7 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
     stepTimeoutMs: flags.stepTimeout * 1000,
     maxSteps: flags.maxSteps,
     aggregation: flags.aggregation,
+    syncBatchNorm: flags.syncBn,
     plotEveryEpoch: plots,
   };
 }

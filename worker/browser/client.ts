@@ -193,6 +193,8 @@ export class BrowserWorker {
         this.end('finished', `the coordinator says: ${msg.reason}`);
         return;
       }
+      // Browser workers normalize BatchNorm locally (the coordinator never puts them in an exchange round).
+      if (msg.type === 'bn_totals') return;
       const task = msg;
       queue = queue.then(() => this.answer(task, send));
     };
