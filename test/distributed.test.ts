@@ -124,7 +124,7 @@ describe('distributed training over WebSockets', () => {
     expect(workers[0].events('reconnecting').length).toBeGreaterThanOrEqual(1);
   });
 
-  it('refuses a wrong token with close code 4001 and an auth_failed log line', async () => {
+  it('refuses a wrong token at the HTTP upgrade (401) with an auth_failed log line; the worker exits 1', async () => {
     const out = await tempDir();
     const c = coordinator(out, ['--min-workers', '1', '--epochs', '1']);
     const port = await listeningPort(c);
@@ -132,7 +132,7 @@ describe('distributed training over WebSockets', () => {
     expect((await intruder.exited).code).toBe(1);
     const refused = await c.waitFor('auth_failed');
     expect(refused.code).toBe('DTRAIN_ERR_AUTH');
-    expect(refused.closeCode).toBe(4001);
+    expect(refused.status).toBe(401);
     expect(intruder.events('auth_failed')).toHaveLength(1);
   });
 });
