@@ -26,7 +26,8 @@ import { median, parseStepEvent, summariseSteps } from './bench-stats.ts';
 
 export interface PeersPlan {
   torch: { models: string[]; seconds: number };
-  endToEnd: { models: string[]; trainImages: number };
+  /** limitTest: test images (default: the whole test split). */
+  endToEnd: { models: string[]; trainImages: number; limitTest?: number };
   inProcess: { models: string[]; warmupSteps: number; measuredSteps: number; batchPerWorker: number; workers: number[] };
   coordinatorWork: { model: string; workers: number; warmupSteps: number; steps: number };
   memory: { model: string; steps: number; trainImages: number };
@@ -113,7 +114,8 @@ export async function measureEndToEnd(plan: PeersPlan): Promise<EndToEndSection>
   const runs: EndToEndRun[] = [];
   for (const model of plan.endToEnd.models) {
     say(`end to end: dtrain train --model ${model}, 1 epoch of ${plan.endToEnd.trainImages} images`);
-    const r = await trainProcess(['--model', model, '--epochs', '1', '--dataset', 'synthetic', '--limit-train', String(plan.endToEnd.trainImages)]);
+    const limitTest = plan.endToEnd.limitTest ? ['--limit-test', String(plan.endToEnd.limitTest)] : [];
+    const r = await trainProcess(['--model', model, '--epochs', '1', '--dataset', 'synthetic', '--limit-train', String(plan.endToEnd.trainImages), ...limitTest]);
     const epoch = r.lines.find((l) => l.event === 'epoch');
     const steps = r.lines.filter((l) => l.event === 'step');
     const started = r.lines.find((l) => l.event === 'run_started');
@@ -122,7 +124,7 @@ export async function measureEndToEnd(plan: PeersPlan): Promise<EndToEndSection>
       model,
       workers: Number(started.workers),
       trainImages: plan.endToEnd.trainImages,
-      command: r.command + ` --model ${model}`,
+      command: r.command,
       wallSeconds: r.wallSeconds,
       epochSeconds: Number(epoch.seconds),
       imagesPerSecond: Number(epoch.images_per_second),

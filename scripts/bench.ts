@@ -100,7 +100,7 @@ const QUICK: Plan = {
   accuracy: { limitTrain: 1000, maxEpochs: 4, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }] },
   peers: {
     torch: { models: MODELS, seconds: 2 },
-    endToEnd: { models: MODELS, trainImages: 2_000 },
+    endToEnd: { models: MODELS, trainImages: 2_000, limitTest: 500 },
     inProcess: { models: ['mlp', 'lenet'], warmupSteps: 5, measuredSteps: 40, batchPerWorker: 32, workers: [1, 2] },
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 5, steps: 60 },
     memory: { model: 'mlp', steps: 600, trainImages: 4_000 },
