@@ -78,9 +78,10 @@ interface Row {
   /** CPU milliseconds per step of each peer's process (median over the runs), and torch's ÷ ours. */
   cpuMsPerStep: Partial<Record<Peer['name'], number>>;
   cpuRatio?: number;
-  /** Training FLOPs per image, and what ours reached in GFLOP/s (median). */
+  /** Training FLOPs per image, and what ours reached in GFLOP/s (median wall time; and by CPU time, ours and torch). */
   flopsPerImage: number;
   gflops: number;
+  cpuGflops: Partial<Record<Peer['name'], number>>;
   /** 1-minute load average: lowest and highest seen during the interleaved runs. */
   loadAverage: [number, number];
 }
@@ -355,6 +356,7 @@ async function compare(model: ModelName, batch: number, data: { images: Uint8Arr
       cpuRatio: cpuMsPerStep.has('torch') ? cpuMsPerStep.get('torch')! / cpuMsPerStep.get('ours')! : undefined,
       flopsPerImage,
       gflops: (ours.median * flopsPerImage) / 1e9,
+      cpuGflops: Object.fromEntries([...cpuMsPerStep].map(([name, ms]) => [name, (batch * flopsPerImage) / (ms * 1e6)])),
       loadAverage: load,
     };
   } finally {
@@ -369,13 +371,13 @@ function fmt(t: Throughput | undefined): string {
 function table(rows: Row[]): string {
   const peak = peaks();
   const lines = [
-    '| model | batch | kernels | ours: StepComputer.train, img/s | wasm kernels, img/s | PyTorch, img/s | ours ÷ PyTorch | CPU ms/step ours / wasm / PyTorch | by CPU time | MFLOP/img | ours GFLOP/s (of peak) | load | baseline: stock tfjs fit | speedup |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| model | batch | kernels | ours: StepComputer.train, img/s | wasm kernels, img/s | PyTorch, img/s | ours ÷ PyTorch | CPU ms/step ours / wasm / PyTorch | by CPU time | MFLOP/img | ours GFLOP/s (of peak) | by CPU time: ours (of peak) / PyTorch | load | baseline: stock tfjs fit | speedup |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     const peakOf = r.kernels === 'onednn' ? peak.avx512Gflops : peak.simd128Gflops;
     const share = peakOf ? ` (${((100 * r.gflops) / peakOf).toFixed(0)}%)` : '';
-    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(['ours', 'wasm', 'torch'] as const).map((n) => r.cpuMsPerStep[n]?.toFixed(1) ?? '–').join(' / ')} | ${r.cpuRatio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${share} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
+    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(['ours', 'wasm', 'torch'] as const).map((n) => r.cpuMsPerStep[n]?.toFixed(1) ?? '–').join(' / ')} | ${r.cpuRatio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${share} | ${r.cpuGflops.ours?.toFixed(1)}${peakOf && r.cpuGflops.ours ? ` (${((100 * r.cpuGflops.ours) / peakOf).toFixed(0)}%)` : ''} / ${r.cpuGflops.torch?.toFixed(1) ?? '–'} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
   }
   return lines.join('\n');
 }
