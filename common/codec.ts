@@ -201,7 +201,7 @@ export function decodeWorkerMessage(data: Uint8Array, expect: ResultExpectations
   switch (o.type) {
     case 'hello': {
       const hello: WorkerMessage = { type: 'hello', protocolVersion: int(o, 'protocolVersion'), workerName: str(o, 'workerName') };
-      const wireDtype = optionalWireDtype(o, 'wireDtype');
+      const wireDtype = o.wireDtype === 'auto' ? 'auto' : optionalWireDtype(o, 'wireDtype');
       if (wireDtype) hello.wireDtype = wireDtype;
       if (o.dataset !== undefined) hello.dataset = str(o, 'dataset', 128);
       return hello;

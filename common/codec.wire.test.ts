@@ -50,6 +50,11 @@ describe('results in the agreed wire dtype', () => {
     expect(code(() => decodeWorkerMessage(frame, { gradientCount: N, statsCount: 0, wireDtype: 'bfloat16' }))).toBe('DTRAIN_ERR_NON_FINITE');
   });
 
+  it('accepts a hello that leaves the dtype to the coordinator', () => {
+    const frame = pack({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'w', wireDtype: 'auto' });
+    expect(decodeWorkerMessage(frame, { gradientCount: N, statsCount: 0 })).toMatchObject({ type: 'hello', wireDtype: 'auto' });
+  });
+
   it('refuses a hello asking for an unknown dtype', () => {
     const frame = pack({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'w', wireDtype: 'float8' });
     expect(code(() => decodeWorkerMessage(frame, { gradientCount: N, statsCount: 0 }))).toBe('DTRAIN_ERR_FRAME_SHAPE');

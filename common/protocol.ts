@@ -22,8 +22,11 @@ export interface HelloMessage {
   protocolVersion: number;
   /** A human name for logs, e.g. the hostname. */
   workerName: string;
-  /** The wire dtype this worker asks for (its --wire-dtype); absent: the coordinator's. */
-  wireDtype?: WireDtype;
+  /**
+   * The wire dtype this worker asks for (its --wire-dtype), or 'auto' for the coordinator's. Absent
+   * (a worker that cannot decode narrow tensors, e.g. the browser worker): float32.
+   */
+  wireDtype?: WireDtype | 'auto';
   /** Fingerprint of the dataset this worker can read itself (--data-dir); it then gets indices, not pixels. */
   dataset?: string;
 }

@@ -200,7 +200,8 @@ export class Connection implements WorkerHandle {
       return;
     }
     this.name = msg.workerName;
-    this.wireDtype = msg.wireDtype ?? this.ctx.welcome.wireDtype ?? 'float32';
+    // Only a worker that says it speaks wire dtypes gets a narrow one; others (the browser worker) get float32.
+    this.wireDtype = msg.wireDtype === undefined ? 'float32' : msg.wireDtype === 'auto' ? (this.ctx.welcome.wireDtype ?? 'float32') : msg.wireDtype;
     this.localData = msg.dataset !== undefined;
     this.expect = { ...this.ctx.expect, wireDtype: this.wireDtype };
     this.stage = Stage.WELCOMING;

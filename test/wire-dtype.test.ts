@@ -10,8 +10,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DtrainProcess, killAll } from './processes.ts';
 import { maxAbsDiff, tempDir } from './helpers.ts';
-import { encode } from '../common/codec.ts';
-import { CLOSE_CODES, PROTOCOL_VERSION } from '../common/protocol.ts';
+import { decodeCoordinatorMessage, encode } from '../common/codec.ts';
+import { CLOSE_CODES, PROTOCOL_VERSION, type HelloMessage, type WelcomeMessage } from '../common/protocol.ts';
 import { loadCheckpoint } from '../coordinator/checkpoint.ts';
 import { buildModel } from '../common/models.ts';
 import { initialWeights, weightLayout } from '../common/weights.ts';
@@ -100,6 +100,24 @@ describe('the wire dtype and local data over WebSockets', () => {
     expect(narrow.steps[1].bytesIn).toBe(62006 * 2 + Math.ceil(62006 / 256) + 62006 * 2);
     expect(reference.steps[1].bytesIn).toBe(2 * 62006 * 4);
   }, 180_000);
+
+  it('gives float16 to a worker that asks for the coordinator\'s dtype, and float32 to one that does not speak wire dtypes', async () => {
+    const out = await tempDir();
+    const c = coordinator(out, ['--min-workers', '1', '--wire-dtype', 'float16']);
+    const port = (await c.waitFor('listening')).port as number;
+    const welcomeFor = async (hello: Record<string, unknown>) => {
+      const socket = new WebSocket(`ws://127.0.0.1:${port}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      await new Promise((r) => socket.once('open', r));
+      const welcome = new Promise<Buffer>((r) => socket.once('message', r));
+      socket.send(encode({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'probe', ...hello } as HelloMessage));
+      const msg = decodeCoordinatorMessage(await welcome) as WelcomeMessage;
+      socket.close();
+      return msg;
+    };
+    expect((await welcomeFor({ wireDtype: 'auto' })).wireDtype).toBe('float16');
+    expect((await welcomeFor({ wireDtype: 'bfloat16' })).wireDtype).toBe('bfloat16');
+    expect((await welcomeFor({})).wireDtype).toBe('float32'); // e.g. the browser worker
+  }, 60_000);
 
   it('refuses a worker whose dataset fingerprint differs, with close code 4006', async () => {
     const out = await tempDir();

@@ -182,7 +182,7 @@ function connectOnce(
 
     socket.on('open', () => {
       const hello: WorkerMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: opts.name ?? hostname() };
-      if (opts.wireDtype) hello.wireDtype = opts.wireDtype;
+      hello.wireDtype = opts.wireDtype ?? 'auto';
       if (opts.localData) hello.dataset = opts.localData.fingerprint;
       send(hello);
       heartbeat.start();
