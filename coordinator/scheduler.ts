@@ -19,8 +19,6 @@ export interface TaskSpec {
   labels: Uint8Array;
   /** Where the samples come from: workers that read the dataset themselves get these indices instead of pixels. */
   source?: { split: SplitName; indices: Uint32Array };
-  /** Where the samples come from: workers that read the dataset themselves get these indices instead of pixels. */
-  source?: { split: SplitName; indices: Uint32Array };
   /** Train tasks: the slice's place in the run (dropout masks) and how BatchNorm normalizes (step-sync.ts). */
   position?: SamplePosition;
   batchNorm?: TaskBatchNorm;
@@ -29,8 +27,6 @@ export interface TaskSpec {
 export interface WeightsSource {
   version: number;
   bytes: Uint8Array;
-  /** Trainable weights (sent in the wire dtype); the rest are BatchNorm statistics. Default: all. */
-  trainableCount?: number;
   /** Trainable weights (sent in the wire dtype); the rest are BatchNorm statistics. Default: all. */
   trainableCount?: number;
 }
