@@ -203,7 +203,7 @@ function connectOnce(
           // A compute thread that never finishes building the model is hung: a supervisor must restart us.
           const backend = await withTimeout(compute.welcome(msg), limits.readyTimeoutMs, 'building the model', 'DTRAIN_ERR_READY_TIMEOUT');
           onJoined();
-          log.info({ event: 'joined', workerId: msg.workerId, model: msg.model, backend }, `joined as ${msg.workerId}, training ${msg.model}`);
+          log.info({ event: 'joined', workerId: msg.workerId, model: msg.model, backend, wireDtype: wire.dtype, localData: msg.localData !== undefined }, `joined as ${msg.workerId}, training ${msg.model} (${wire.dtype} on the wire, ${msg.localData ? 'indices' : 'pixels'} in tasks)`);
           send({ type: 'ready', backend });
         } else if (msg.type === 'task') {
           try {
