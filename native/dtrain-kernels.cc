@@ -572,6 +572,33 @@ napi_value BatchNormGrad(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sums over leading axes: dst[c] = scale·Σ_r src[r·cols + c], in float64 like the cpu backend.
+// Per-channel bias gradients and statistics of NHWC tensors; memory-bound, one pass.
+
+MULTIVERSION void sumRowsLoop(const float* src, double* acc, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* row = src + r * cols;
+    for (int64_t c = 0; c < cols; c++) acc[c] += row[c];
+  }
+}
+
+// sumRows(heap, src, dst, rows, cols, scale)
+napi_value SumRows(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 6, "sumRows");
+    int64_t rows = intArg(a, 3), cols = intArg(a, 4);
+    double scale = 0;
+    napi_get_value_double(env, a.v[5], &scale);
+    if (rows < 1 || cols < 1) throw std::invalid_argument("sumRows sizes must be positive");
+    float* src = f32Arg(a, 1, rows * cols);
+    float* dst = f32Arg(a, 2, cols);
+    std::vector<double> acc(cols, 0.0);
+    sumRowsLoop(src, acc.data(), rows, cols);
+    for (int64_t c = 0; c < cols; c++) dst[c] = static_cast<float>(acc[c] * scale);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // info(): what is loaded, for the backend_selected log
 
 napi_value Info(napi_env env, napi_callback_info) {
@@ -611,7 +638,7 @@ NAPI_MODULE_INIT() {
     napi_callback cb;
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
-             {"batchNormGrad", BatchNormGrad}, {"info", Info}};
+             {"batchNormGrad", BatchNormGrad}, {"sumRows", SumRows}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

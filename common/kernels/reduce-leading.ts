@@ -9,7 +9,7 @@ import { tfc } from '../tf.ts';
 import { f32, inputsOf, WASM, type KernelRef, type WasmBackend } from './wasm-backend.ts';
 
 /** The number of leading axes reduced, or -1 if `axis` is not exactly [0, 1, …, k−1] with k < rank. */
-function leadingAxes(axis: number | number[], rank: number): number {
+export function leadingAxes(axis: number | number[], rank: number): number {
   const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)).sort((a, b) => a - b);
   if (axes.length === 0 || axes.length >= rank) return -1;
   return axes.every((a, i) => a === i) ? axes.length : -1;

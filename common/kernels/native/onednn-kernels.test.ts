@@ -15,7 +15,7 @@ const native = requireNativeOrSkip(load);
 function countCalls(addon: NativeKernels): Map<string, number> {
   const counts = new Map<string, number>();
   const record = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad']) {
+  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows']) {
     const f = record[name];
     record[name] = (...args: unknown[]) => {
       counts.set(name, (counts.get(name) ?? 0) + 1);
@@ -246,6 +246,31 @@ describe.skipIf(!native)('oneDNN-addon pooling and BatchNorm match the cpu backe
   });
 });
 
+describe.skipIf(!native)('oneDNN-addon sums over leading axes match the cpu backend', () => {
+  it('Sum and Mean over [N,H,W] and [N] (bias gradients, statistics), with and without keepDims', async () => {
+    const before = called('sumRows');
+    const f = () => {
+      const rng = new TestRandom(700);
+      const x = tf.tensor4d(rng.array(4 * 30 * 30 * 32), [4, 30, 30, 32]);
+      const y = tf.tensor2d(rng.array(32 * 64), [32, 64]);
+      return [tf.sum(x, [0, 1, 2]), tf.mean(x, [0, 1, 2], true), tf.sum(y, 0), tf.mean(y, 0), tf.sum(x, [0, 1])];
+    };
+    expect(await compare(f)).toBeLessThan(1e-6);
+    expect(called('sumRows') - before).toBe(5);
+  });
+
+  it('falls back for other axes, and still matches', async () => {
+    const before = called('sumRows');
+    const f = () => {
+      const rng = new TestRandom(701);
+      const x = tf.tensor3d(rng.array(5 * 6 * 7), [5, 6, 7]);
+      return [tf.sum(x, [1, 2]), tf.mean(x, -1), tf.sum(x)];
+    };
+    expect(await compare(f)).toBeLessThan(1e-6);
+    expect(called('sumRows')).toBe(before);
+  });
+});
+
 describe.skipIf(!native)('the native kernels manage memory like the wasm ones', () => {
   it('each kernel allocates exactly its outputs', async () => {
     await use('onednn');
@@ -266,6 +291,8 @@ describe.skipIf(!native)('the native kernels manage memory like the wasm ones', 
       ['MaxPoolGrad', { dy: x, input: x, output: x }, { filterSize: 1, strides: 1, pad: 'valid' }, 1],
       ['FusedBatchNorm', { x: dy, mean: c, variance, offset: c, scale: c }, { varianceEpsilon: 1e-3 }, 1],
       ['DtrainFusedBatchNormGrad', { dy, x: dy, mean: c, variance, scale: c }, { varianceEpsilon: 1e-3 }, 5],
+      ['Sum', { x: dy }, { axis: [0, 1, 2], keepDims: false }, 1],
+      ['Mean', { x: dy }, { axis: [0, 1, 2], keepDims: true }, 1],
     ];
     for (const [name, inputs, attrs, outputs] of runs) {
       const before = tf.memory().numDataBuffers;

@@ -6,6 +6,7 @@
  * registered before it (ours from ../install.ts, or the stock one).
  */
 import { tfc } from '../../tf.ts';
+import { leadingAxes } from '../reduce-leading.ts';
 import { inputsOf, pair, WASM, type KernelRef, type WasmBackend } from '../wasm-backend.ts';
 import type { NativeKernels } from './addon.ts';
 
@@ -36,6 +37,8 @@ export const NATIVE_KERNEL_NAMES = [
   'MaxPoolGrad',
   'FusedBatchNorm',
   'DtrainFusedBatchNormGrad',
+  'Sum',
+  'Mean',
 ] as const;
 export type NativeKernelName = (typeof NATIVE_KERNEL_NAMES)[number];
 
@@ -219,6 +222,22 @@ function batchNormGrad(native: NativeKernels, fallback: KernelRef): tfc.KernelFu
   };
 }
 
+/** Sum or Mean over leading axes ([N,H,W] of NHWC: bias gradients, statistics); anything else falls back. */
+function reduceLeading(native: NativeKernels, fallback: KernelRef, mean: boolean): tfc.KernelFunc {
+  return (args: KernelArgs) => {
+    const backend = args.backend as HeapBackend;
+    const { x } = inputsOf(args.inputs, 'x');
+    const { axis, keepDims } = args.attrs as unknown as tfc.SumAttrs;
+    const k = leadingAxes(axis, x.shape.length);
+    const rows = sizeOf(x.shape.slice(0, Math.max(k, 0)));
+    const kept = x.shape.slice(Math.max(k, 0));
+    if (k < 0 || rows === 0 || sizeOf(kept) === 0 || x.dtype !== 'float32') return fallback.run(args.inputs, args.attrs ?? {}, backend);
+    const out = backend.makeOutput(keepDims ? [...x.shape.slice(0, k).map(() => 1), ...kept] : kept, 'float32');
+    native.sumRows(heapOf(backend), at(backend, x), at(backend, out), rows, sizeOf(kept), mean ? 1 / rows : 1);
+    return out;
+  };
+}
+
 /** One kernel config per name, each falling back to the kernel it replaces. */
 export function nativeKernelConfigs(native: NativeKernels, fallbacks: Fallbacks): tfc.KernelConfig[] {
   const funcs: Record<NativeKernelName, tfc.KernelFunc> = {
@@ -232,6 +251,8 @@ export function nativeKernelConfigs(native: NativeKernels, fallbacks: Fallbacks)
     MaxPoolGrad: maxPoolGrad(native, fallbacks.MaxPoolGrad),
     FusedBatchNorm: batchNorm(native, fallbacks.FusedBatchNorm),
     DtrainFusedBatchNormGrad: batchNormGrad(native, fallbacks.DtrainFusedBatchNormGrad),
+    Sum: reduceLeading(native, fallbacks.Sum, false),
+    Mean: reduceLeading(native, fallbacks.Mean, true),
   };
   // The fallback's setup (the stock kernels bind their wasm functions there) runs when ours is set up.
   return NATIVE_KERNEL_NAMES.map((kernelName) => ({ kernelName, backendName: WASM, kernelFunc: funcs[kernelName], setupFunc: fallbacks[kernelName].config.setupFunc }));
