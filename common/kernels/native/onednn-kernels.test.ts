@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { tf, tfc, type Tensor } from '../../tf.ts';
 import { on, TestRandom, use, worstError } from '../testing.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
+import { MIN_POOL_CHANNELS } from './onednn-kernels.ts';
 import { requireNativeOrSkip } from './native-testing.ts';
 
 const load = loadNativeKernels();
@@ -210,12 +211,16 @@ describe.skipIf(!native)('oneDNN-addon pooling and BatchNorm match the cpu backe
       [[2, 9, 8, 3], 3, 2, 'same', false],
       [[2, 7, 7, 6], 2, 2, 'same', true],
     ];
+    cases.push([[3, 9, 7, 16], 3, 1, 'valid', true], [[2, 9, 8, 16], 3, 2, 'same', false]);
     for (const [i, [shape, size, stride, pad, ties]] of cases.entries()) {
       // Pooling moves values: exact, except where overlapping windows add gradients in another order.
       const error = await compare(pool(shape, size, stride, pad, ties, 500 + i));
       expect(error, `${shape} ${size}/${stride} ${pad}${ties ? ' ties' : ''}`).toBeLessThan(size > stride ? 1e-6 : Number.MIN_VALUE);
     }
-    expect([called('maxPool') - before[0], called('maxPoolGrad') - before[1]]).toEqual([2 * cases.length, cases.length]);
+    // Fewer channels than MIN_POOL_CHANNELS take the wasm kernels (and must match all the same).
+    const nativeCases = cases.filter(([shape]) => shape[3] >= MIN_POOL_CHANNELS).length;
+    expect(nativeCases).toBe(4);
+    expect([called('maxPool') - before[0], called('maxPoolGrad') - before[1]]).toEqual([2 * nativeCases, nativeCases]);
   });
 
   /** Batch normalisation with its statistics from the batch (as in training) and all its gradients. */
@@ -278,6 +283,7 @@ describe.skipIf(!native)('the native kernels manage memory like the wasm ones', 
     const w = tf.randomNormal([3, 3, 3, 4]);
     const dy = tf.randomNormal([2, 7, 7, 4]);
     const a = tf.randomNormal([6, 5]);
+    const dy16 = tf.randomNormal([2, 6, 6, 16]);
     const c = tf.randomNormal([4]);
     const variance = tf.abs(c);
     const runs: [string, tfc.NamedTensorMap, tfc.NamedAttrMap, number][] = [
@@ -287,8 +293,8 @@ describe.skipIf(!native)('the native kernels manage memory like the wasm ones', 
       ['Conv2DBackpropInput', { dy, filter: w }, { strides: 1, pad: 'valid', dataFormat: 'NHWC', inputShape: [2, 9, 9, 3] }, 1],
       ['BatchMatMul', { a, b: a }, { transposeA: true, transposeB: false }, 1],
       ['_FusedMatMul', { a, b: a, bias: tf.zeros([5]) }, { transposeA: true, transposeB: false, activation: 'relu' }, 1],
-      ['MaxPool', { x }, { filterSize: 2, strides: 2, pad: 'valid' }, 1],
-      ['MaxPoolGrad', { dy: x, input: x, output: x }, { filterSize: 1, strides: 1, pad: 'valid' }, 1],
+      ['MaxPool', { x: dy16 }, { filterSize: 2, strides: 2, pad: 'valid' }, 1],
+      ['MaxPoolGrad', { dy: dy16, input: dy16, output: dy16 }, { filterSize: 1, strides: 1, pad: 'valid' }, 1],
       ['FusedBatchNorm', { x: dy, mean: c, variance, offset: c, scale: c }, { varianceEpsilon: 1e-3 }, 1],
       ['DtrainFusedBatchNormGrad', { dy, x: dy, mean: c, variance, scale: c }, { varianceEpsilon: 1e-3 }, 5],
       ['Sum', { x: dy }, { axis: [0, 1, 2], keepDims: false }, 1],
@@ -300,7 +306,7 @@ describe.skipIf(!native)('the native kernels manage memory like the wasm ones', 
       expect(tf.memory().numDataBuffers, name).toBe(before + outputs);
       tf.dispose(out);
     }
-    tf.dispose([x, w, dy, a, c, variance]);
+    tf.dispose([x, w, dy, a, c, variance, dy16]);
   });
 
   it('rejects an operand outside the wasm heap with a typed error instead of touching memory', () => {
