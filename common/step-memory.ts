@@ -44,7 +44,7 @@ export const OP = { train: 1, reduce: 2 } as const;
 export const CTL = {
   // global
   slotsUsed: 0,
-  /** slotCount[k] at slotCounts + k */
+  /** slotCount[k] at slotCounts + k, then slot k's expected thread (StepMemory.slotOwner). */
   slotCounts: 16,
   // per thread (16 int32 = one line)
   cmdSeq: 0,
@@ -132,7 +132,7 @@ export class StepMemory {
     this.statSums = o.stats.map((at) => f32(at, shape.stats));
     this.images = o.images.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
     this.labels = o.labels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
-    this.globalInts = alignUp(CTL.slotCounts + shape.slots, 16);
+    this.globalInts = alignUp(CTL.slotCounts + 2 * shape.slots, 16);
     const c = StepMemory.controlPlan(shape);
     this.ctl = new Int32Array(control, 0, c.ints);
     this.f64 = new Float64Array(control, c.f64Offset, c.floats);
@@ -168,7 +168,7 @@ export class StepMemory {
   }
 
   private static controlPlan(shape: StepMemoryShape) {
-    const ints = alignUp(CTL.slotCounts + shape.slots, 16) + 16 * shape.threads;
+    const ints = alignUp(CTL.slotCounts + 2 * shape.slots, 16) + 16 * shape.threads;
     const f64Offset = alignUp(ints * 4, LINE);
     const floats = 8 + 8 * shape.threads;
     const errorOffset = alignUp(f64Offset + floats * 8, LINE);
@@ -194,6 +194,11 @@ export class StepMemory {
 
   get init(): StepMemoryInit {
     return { shape: this.shape, memory: this.memory, control: this.control };
+  }
+
+  /** Index of the word naming the thread that slot k's gradient is expected from. */
+  slotOwner(k: number): number {
+    return CTL.slotCounts + this.shape.slots + k;
   }
 
   /** Index of thread t's first control int. */

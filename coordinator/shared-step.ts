@@ -109,6 +109,8 @@ export class SharedStep {
     ctl[b + CTL.slot] = slot;
     ctl[b + CTL.count] = task.labels.length;
     ctl[b + CTL.parity] = this.parity;
+    // Only this thread may write the slot now: one evicted earlier but still running must not.
+    Atomics.store(ctl, this.mem.slotOwner(slot), index);
     await this.command(index);
     const fb = this.mem.f64Base(index);
     return { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };

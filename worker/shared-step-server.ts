@@ -74,6 +74,8 @@ export class SharedStepServer {
     const count = ctl[b + CTL.count];
     const weights = this.mem.weights[ctl[b + CTL.parity]].subarray(0, shape.trainable + shape.stats);
     const r = await this.session.trainWith(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count));
+    // The slot may have been handed to another thread meanwhile (this one was evicted): leave it alone.
+    if (Atomics.load(ctl, this.mem.slotOwner(slot)) !== this.index) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     this.mem.gradients[slot].set(r.gradientSum);
     if (shape.stats > 0) this.mem.statSums[slot].set(r.stats);
     const fb = this.mem.f64Base(this.index);
