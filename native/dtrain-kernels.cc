@@ -599,6 +599,50 @@ napi_value SumRows(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Standardization of uint8 images (the mlp's input): out = (x − mean[j]) / std[j] in float64,
+// rounded to float32, exactly as common/data/preprocess.ts computes it in JavaScript (IEEE
+// subtraction and division are correctly rounded in both; no contraction is possible), vectorized.
+
+template <typename T>
+T* typedArrayData(napi_env env, napi_value v, napi_typedarray_type want, size_t& length, const char* what) {
+  bool is = false;
+  napi_is_typedarray(env, v, &is);
+  napi_typedarray_type type;
+  void* data = nullptr;
+  if (!is || napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
+    throw std::invalid_argument(std::string("standardize: ") + what + " has the wrong type");
+  }
+  return static_cast<T*>(data);
+}
+
+MULTIVERSION void standardizeLoop(const uint8_t* x, const float* mean, const float* stdev, float* out, size_t images, size_t features) {
+  for (size_t i = 0; i < images; i++) {
+    const uint8_t* in = x + i * features;
+    float* o = out + i * features;
+    for (size_t j = 0; j < features; j++) o[j] = static_cast<float>((static_cast<double>(in[j]) - static_cast<double>(mean[j])) / static_cast<double>(stdev[j]));
+  }
+}
+
+// standardize(images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array)
+napi_value Standardize(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    size_t argc = 4;
+    napi_value v[4];
+    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
+    if (argc != 4) throw std::invalid_argument("standardize: expected 4 arguments, got " + std::to_string(argc));
+    size_t n, features, stdCount, outCount;
+    const uint8_t* x = typedArrayData<uint8_t>(env, v[0], napi_uint8_array, n, "images (Uint8Array)");
+    const float* mean = typedArrayData<float>(env, v[1], napi_float32_array, features, "mean (Float32Array)");
+    const float* stdev = typedArrayData<float>(env, v[2], napi_float32_array, stdCount, "std (Float32Array)");
+    float* out = typedArrayData<float>(env, v[3], napi_float32_array, outCount, "out (Float32Array)");
+    if (features == 0 || stdCount != features || n % features != 0 || outCount != n) {
+      throw std::invalid_argument("standardize: expected images of whole rows of " + std::to_string(features) + " features and an output of the same length");
+    }
+    standardizeLoop(x, mean, stdev, out, n / features, features);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // info(): what is loaded, for the backend_selected log
 
 napi_value Info(napi_env env, napi_callback_info) {
@@ -638,7 +682,7 @@ NAPI_MODULE_INIT() {
     napi_callback cb;
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
-             {"batchNormGrad", BatchNormGrad}, {"sumRows", SumRows}, {"info", Info}};
+             {"batchNormGrad", BatchNormGrad}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

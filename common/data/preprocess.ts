@@ -43,6 +43,15 @@ export function fitStandardization(set: ImageSet): { kind: 'standardize'; mean: 
 // x / 255 for every byte, computed once: a lookup is both faster and bit-identical to the division.
 const SCALE_TABLE = Float32Array.from({ length: 256 }, (_, i) => i / 255);
 
+/** Computes the `standardize` loop below bit for bit, faster (the optional native kernels register one). */
+export type Standardizer = (images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array) => void;
+let standardizer: Standardizer | undefined;
+
+/** Installs (or, with undefined, removes) a faster standardization; it must match the loop exactly. */
+export function setStandardizer(f: Standardizer | undefined): void {
+  standardizer = f;
+}
+
 /** `scale`: x / 255. `standardize`: (x − mean[j]) / std[j] for feature j = index mod 3072. */
 export function preprocessBatch(images: Uint8Array, prep: Preprocessing, out?: Float32Array): Float32Array {
   if (images.length % IMAGE_BYTES !== 0) {
@@ -59,6 +68,10 @@ export function preprocessBatch(images: Uint8Array, prep: Preprocessing, out?: F
   const { mean, std } = prep;
   if (mean.length !== IMAGE_BYTES || std.length !== IMAGE_BYTES) {
     throw new ShapeError(`Expected mean and std of ${IMAGE_BYTES} values, but got ${mean.length} and ${std.length}.`);
+  }
+  if (standardizer) {
+    standardizer(images, mean, std, result);
+    return result;
   }
   for (let base = 0; base < images.length; base += IMAGE_BYTES) {
     for (let j = 0; j < IMAGE_BYTES; j++) result[base + j] = (images[base + j] - mean[j]) / std[j];

@@ -25,6 +25,8 @@ export interface NativeKernels {
   batchNormGrad(heap: ArrayBuffer, dy: number, x: number, mean: number, variance: number, scale: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number, epsilon: number): void;
   /** dst[c] = scale·Σ_r src[r·cols + c] (float64 accumulation). */
   sumRows(heap: ArrayBuffer, src: number, dst: number, rows: number, cols: number, scale: number): void;
+  /** out = (images − mean[j]) / std[j], bit-identical to common/data/preprocess.ts's loop. */
+  standardize(images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array): void;
   info(): NativeInfo;
 }
 
@@ -42,7 +44,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

@@ -4,6 +4,7 @@
  * Records which set is active and why, for the `backend_selected` log.
  */
 import { tfc } from '../../tf.ts';
+import { setStandardizer } from '../../data/preprocess.ts';
 import { installWasmTrainingKernels, registerWasmKernel } from '../install.ts';
 import { kernelRef, WASM, type KernelRef } from '../wasm-backend.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
@@ -53,6 +54,9 @@ export function installTrainingKernels(env: NodeJS.ProcessEnv = process.env): Ke
     configsByAddon.set(load.kernels, configs);
   }
   for (const config of configs) registerWasmKernel(config);
+  // The mlp's input standardization: 1.7 of 8.2 CPU ms per batch-128 step in JavaScript.
+  const native = load.kernels;
+  setStandardizer((images, mean, std, out) => native.standardize(images, mean, std, out));
   return (active = { set: 'onednn', reason: `oneDNN ${load.info.onednn} (${load.info.isa}, ${load.info.threads} thread) from ${load.path}` });
 }
 
@@ -60,6 +64,7 @@ export function installTrainingKernels(env: NodeJS.ProcessEnv = process.env): Ke
 export function uninstallNativeKernels(): void {
   if (active?.set !== 'onednn' || !fallbacks) return;
   for (const config of fallbacks.values()) registerWasmKernel(config);
+  setStandardizer(undefined);
   active = { set: 'wasm', reason: 'native kernels uninstalled' };
 }
 

@@ -7,6 +7,8 @@ import { tf, tfc, type Tensor } from '../../tf.ts';
 import { on, TestRandom, use, worstError } from '../testing.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
 import { MIN_POOL_CHANNELS } from './onednn-kernels.ts';
+import { installTrainingKernels, uninstallNativeKernels } from './install-native.ts';
+import { fitStandardization, preprocessBatch } from '../../data/preprocess.ts';
 import { requireNativeOrSkip } from './native-testing.ts';
 
 const load = loadNativeKernels();
@@ -16,7 +18,7 @@ const native = requireNativeOrSkip(load);
 function countCalls(addon: NativeKernels): Map<string, number> {
   const counts = new Map<string, number>();
   const record = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows']) {
+  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize']) {
     const f = record[name];
     record[name] = (...args: unknown[]) => {
       counts.set(name, (counts.get(name) ?? 0) + 1);
@@ -273,6 +275,33 @@ describe.skipIf(!native)('oneDNN-addon sums over leading axes match the cpu back
     };
     expect(await compare(f)).toBeLessThan(1e-6);
     expect(called('sumRows')).toBe(before);
+  });
+});
+
+describe.skipIf(!native)('native standardization of the mlp input', () => {
+  const count = 40;
+  const rng = new TestRandom(800);
+  const images = Uint8Array.from({ length: count * 3072 }, () => Math.floor(rng.next() * 256));
+  const prep = fitStandardization({ images, labels: new Uint8Array(count), count });
+
+  it('is bit-identical to the JavaScript loop, and preprocessBatch uses it while the native kernels are installed', () => {
+    if (!load.loaded) throw new Error('unreachable');
+    uninstallNativeKernels();
+    const before = called('standardize');
+    const js = preprocessBatch(images, prep);
+    expect(called('standardize')).toBe(before);
+    installTrainingKernels();
+    const viaNative = preprocessBatch(images, prep);
+    expect(called('standardize')).toBe(before + 1);
+    expect(Buffer.from(viaNative.buffer).equals(Buffer.from(js.buffer))).toBe(true);
+    expect(js.some((v) => v !== 0)).toBe(true);
+  });
+
+  it('rejects mismatched arrays instead of reading past them', () => {
+    if (!load.loaded) throw new Error('unreachable');
+    expect(() => load.kernels.standardize(images, prep.mean, prep.std, new Float32Array(5))).toThrow(/output of the same length/);
+    expect(() => load.kernels.standardize(images, prep.mean, prep.std.subarray(1), new Float32Array(images.length))).toThrow(/whole rows/);
+    expect(() => load.kernels.standardize(images, prep.mean as unknown as Float32Array, new Uint8Array(3072) as unknown as Float32Array, new Float32Array(images.length))).toThrow(/std \(Float32Array\) has the wrong type/);
   });
 });
 
