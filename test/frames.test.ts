@@ -41,6 +41,8 @@ afterAll(() => killAll());
 
 interface Peer {
   socket: WebSocket;
+  /** The id the coordinator gave this peer in its welcome. */
+  workerId: string;
   closed: Promise<number>;
   /** The next task the coordinator sends, once joined. */
   task: Promise<TaskMessage>;
@@ -54,7 +56,7 @@ async function peer(join: boolean): Promise<Peer> {
   const task = new Promise<TaskMessage>((r) => (resolveTask = r));
   await new Promise((r) => socket.once('open', r));
   socket.send(encode({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'hostile' }));
-  await new Promise((r) => socket.once('message', r)); // welcome
+  const welcome = unpack((await new Promise((r) => socket.once('message', r))) as Buffer) as { workerId: string };
   if (join) {
     socket.on('message', (data: Buffer) => {
       const m = unpack(data);
@@ -62,7 +64,7 @@ async function peer(join: boolean): Promise<Peer> {
     });
     socket.send(encode({ type: 'ready', backend: 'fake' }));
   }
-  return { socket, closed, task };
+  return { socket, closed, task, workerId: welcome.workerId };
 }
 
 function result(taskId: number, count: number, gradients: Float32Array) {
@@ -131,6 +133,17 @@ describe('malformed frames against a training coordinator', () => {
     // Still training: a later step completes.
     const step = (c.events('step').at(-1)?.step as number) ?? 0;
     await c.waitFor('step', (l) => (l.step as number) > step);
+  });
+
+  it('drops frames that arrive after it closed a connection, without logging them as bad frames', async () => {
+    const p = await peer(true);
+    const task = await p.task;
+    // One bad frame, then a burst the coordinator reads while closing: only the first is a bad frame.
+    p.socket.send(Uint8Array.from([0xc1]));
+    for (let i = 0; i < 5; i++) p.socket.send(pack(result(task.taskId, task.labels.length, new Float32Array(LENET_TRAINABLE))));
+    expect(await p.closed).toBe(4003);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(c.events('frame_rejected').filter((l) => l.workerId === p.workerId)).toHaveLength(1);
   });
 
   it('refuses an unknown protocol version with close code 4002', async () => {
