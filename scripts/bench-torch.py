@@ -18,6 +18,7 @@ a (model, batch) pair are made once and kept).
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -116,6 +117,11 @@ def main():
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
+    # torch.set_num_threads governs OpenMP and MKL, not a BLAS torch only knows as "generic":
+    # Debian's torch calls OpenBLAS through libblas.so.3, and OpenBLAS would use every core for
+    # the Dense layers. Pin every pool before torch loads its libraries.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
     try:
         import torch
         from torch import nn
