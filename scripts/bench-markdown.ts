@@ -219,7 +219,7 @@ export function sameCurveRuns(runs: readonly TimeToAccuracyRun[]): TimeToAccurac
 }
 
 function reproduce(r: BenchReport): string[] {
-  const lines = ['## How to reproduce', '', '```sh', 'npx tsx scripts/bench.ts            # full run, a few minutes', 'npx tsx scripts/bench.ts --quick    # tooling check, under a minute', '```'];
+  const lines = ['## How to reproduce', '', '```sh', 'npx tsx scripts/bench.ts --json docs/benchmarks.json   # full run, about 20–30 minutes; rewrites this file and the README table', 'npx tsx scripts/bench.ts --quick                       # tooling check, a few minutes', '```'];
   const commands = [
     ...(r.scaling.measured ? r.scaling.runs.map((x) => x.command) : []),
     ...(r.timeToAccuracy.measured ? r.timeToAccuracy.runs.map((x) => x.command) : []),

@@ -19,7 +19,9 @@
  * same report; --quick and --no-readme leave the README alone.
  *
  * --from re-renders the Markdown from an existing report without measuring anything.
- * Full run: a few minutes. --quick: under a minute, to check the tooling, not for citing.
+ * Full run: about 20–30 minutes on a quiet 2-core machine (an estimate: the sections before issue 10
+ * took 432 s on 2026-11-26; issue 10's add roughly 12 minutes). --quick checks the tooling, not for
+ * citing: 624 s on 2026-11-30 on this 2-core machine at load average ~20, a few minutes when quiet.
  */
 import os from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
