@@ -149,17 +149,22 @@ function matMul(native: NativeKernels, fallback: KernelRef, fused: boolean): tfc
 }
 
 /**
- * The addon's pooling loops run along the channels; with fewer than this many they barely
- * vectorize and our JavaScript kernel's unrolled 2×2 loop is faster (lenet's first pooling, six
- * channels: 0.80 against 0.36 CPU ms per step at batch 32).
+ * The addon's general pooling loops run along the channels; with fewer than this many they barely
+ * vectorize and the stock forward and our JavaScript gradient are faster (lenet's first pooling,
+ * six channels: 0.80 against 0.36 CPU ms per step at batch 32). The gradient's 2×2/stride-2 path
+ * has no such overhead and takes any channel count.
  */
 export const MIN_POOL_CHANNELS = 16;
 
+const isPlain2x2 = (info: tfc.backend_util.Conv2DInfo) =>
+  info.filterHeight === 2 && info.filterWidth === 2 && info.strideHeight === 2 && info.strideWidth === 2 && info.padInfo.top === 0 && info.padInfo.left === 0;
+
 /** n, h, w, c, ho, wo, kh, kw, sh, sw, top, left; undefined where the addon's loops do not apply. */
-function poolShape(xShape: number[], attrs: tfc.MaxPoolAttrs): { shape: number[]; out: number[] } | undefined {
-  if (xShape.length !== 4 || xShape[3] < MIN_POOL_CHANNELS) return undefined;
+function poolShape(xShape: number[], attrs: tfc.MaxPoolAttrs, gradient = false): { shape: number[]; out: number[] } | undefined {
+  if (xShape.length !== 4) return undefined;
   const info = tfc.backend_util.computePool2DInfo(xShape as [number, number, number, number], attrs.filterSize, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode);
   if (info.dilationHeight !== 1 || info.dilationWidth !== 1 || info.padInfo.top < 0 || info.padInfo.left < 0) return undefined;
+  if (xShape[3] < MIN_POOL_CHANNELS && !(gradient && isPlain2x2(info))) return undefined;
   const shape = [info.batchSize, info.inHeight, info.inWidth, info.inChannels, info.outHeight, info.outWidth, info.filterHeight, info.filterWidth,
     info.strideHeight, info.strideWidth, info.padInfo.top, info.padInfo.left];
   return { shape, out: info.outShape };
@@ -181,7 +186,7 @@ function maxPoolGrad(native: NativeKernels, fallback: KernelRef): tfc.KernelFunc
   return (args: KernelArgs) => {
     const backend = args.backend as HeapBackend;
     const { dy, input } = inputsOf(args.inputs, 'dy', 'input');
-    const p = allFloat(dy, input) ? poolShape(input.shape, args.attrs as unknown as tfc.MaxPoolGradAttrs) : undefined;
+    const p = allFloat(dy, input) ? poolShape(input.shape, args.attrs as unknown as tfc.MaxPoolGradAttrs, true) : undefined;
     if (!p || p.out.join() !== dy.shape.join()) return fallback.run(args.inputs, args.attrs ?? {}, backend);
     const dx = backend.makeOutput(input.shape.slice(), 'float32');
     native.maxPoolGrad(heapOf(backend), at(backend, dy), at(backend, input), at(backend, dx), ...p.shape);
