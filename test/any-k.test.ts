@@ -11,6 +11,8 @@ import { tf, type Tensor } from '../common/tf.ts';
 import { preprocessBatch } from '../common/data/preprocess.ts';
 import type { DatasetSplits } from '../common/data/types.ts';
 import type { StepEvent } from '../coordinator/trainer.ts';
+import type { Membership } from '../coordinator/membership.ts';
+import { CLOSE_CODES } from '../common/protocol.ts';
 
 async function train(model: 'cnn-dropout' | 'cnn-bn', workers: number, data: DatasetSplits) {
   const losses: number[] = [];
@@ -75,5 +77,30 @@ describe('resuming cnn-dropout', () => {
     const resumed = await trainInProcess(testConfig({ ...config, out, resume: true }), data, { resume: true });
     expect(resumed.outcome.status).toBe('finished');
     expect(maxAbsDiff(straight.weights, resumed.weights)).toBe(0);
+  });
+});
+
+describe('a worker thread lost mid-step with synchronized BatchNorm', () => {
+  it('recomputes the step over the threads that remain, and trains to the end', { timeout: 300_000 }, async () => {
+    const data = await syntheticData(480, 50);
+    let steps = 0;
+    let membership: Membership | undefined;
+    const evicted: string[] = [];
+    const run = await trainInProcess(testConfig({ model: 'cnn-bn', workers: 3, batchSize: 48, out: await tempDir() }), data, {
+      membership: (m) => {
+        membership = m;
+        m.onEvent((e) => e.kind === 'evicted' && evicted.push(e.workerId));
+      },
+      hooks: {
+        onStep: () => {
+          // Step 3 starts as soon as step 2 is reported: end a thread while it computes.
+          if (++steps === 2) setTimeout(() => membership!.leave('thread-2', 'evicted', 'test: thread lost mid-step', CLOSE_CODES.evicted), 20);
+        },
+      },
+    });
+    expect(run.outcome.status).toBe('finished');
+    expect(steps).toBe(10);
+    // Only the lost thread: the two that were waiting in the abandoned round were not blamed.
+    expect(evicted).toEqual(['thread-2']);
   });
 });
