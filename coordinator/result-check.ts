@@ -48,9 +48,10 @@ export function lowerMedian(values: readonly number[]): number {
 }
 
 /**
- * BatchNorm statistics that no honest slice can produce: a negative or non-finite moving variance.
- * Kept in one function so a change in what the statistics are (per-slice sums for synchronized
- * BatchNorm) changes one place. `stats` is the non-trainable part of the layout, in layout order.
+ * BatchNorm statistics that no honest slice can produce: a negative or non-finite variance. A
+ * result's `stats` hold, in the places of each layer's moving mean and moving variance, the slice's
+ * batch mean and biased variance (coordinator/moving-stats.ts combines them), so the variance
+ * places are checked. `stats` is the non-trainable part of the layout, in layout order.
  */
 export function checkStats(stats: Float32Array, layout: WeightLayout): Rejection | undefined {
   for (const e of layout.entries) {
