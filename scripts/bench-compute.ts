@@ -313,13 +313,24 @@ function clockGHz(): number | undefined {
   return mhz ? mhz / 1000 : undefined;
 }
 
+/** AMD's CPU family from /proc/cpuinfo (25: Zen 3 and 4, 26: Zen 5), undefined elsewhere. */
+function amdFamily(): number | undefined {
+  if (!existsSync('/proc/cpuinfo')) return undefined;
+  const info = readFileSync('/proc/cpuinfo', 'utf8');
+  if (!/^vendor_id\s*:\s*AuthenticAMD/m.test(info)) return undefined;
+  return Number(/^cpu family\s*:\s*(\d+)/m.exec(info)?.[1]) || undefined;
+}
+
 /**
- * One core's float32 peak: AVX-512 on Zen 4 retires two 256-bit FMAs a cycle (32 FLOP); wasm SIMD128
- * has no FMA, so at best two 4-lane multiplies and two 4-lane adds a cycle (16 FLOP).
+ * One core's float32 peak. AVX-512: two FMA pipes; Zen 4 (AMD family 25) runs each 512-bit FMA as
+ * two 256-bit halves, 32 FLOP/cycle; Zen 5 (family 26) and Intel's server cores have full-width
+ * pipes, 64 FLOP/cycle. wasm SIMD128 has no FMA: at best two 4-lane multiplies and two 4-lane adds
+ * a cycle, 16 FLOP/cycle.
  */
-function peaks(): { clockGHz?: number; avx512Gflops?: number; simd128Gflops?: number } {
+function peaks(): { clockGHz?: number; avx512FlopsPerCycle: number; avx512Gflops?: number; simd128Gflops?: number } {
   const ghz = clockGHz();
-  return ghz ? { clockGHz: ghz, avx512Gflops: 32 * ghz, simd128Gflops: 16 * ghz } : {};
+  const avx512FlopsPerCycle = amdFamily() === 25 ? 32 : 64;
+  return ghz ? { clockGHz: ghz, avx512FlopsPerCycle, avx512Gflops: avx512FlopsPerCycle * ghz, simd128Gflops: 16 * ghz } : { avx512FlopsPerCycle };
 }
 
 /** The lines of torch.__config__.show() that say what computes: oneDNN's version, the CPU path, the BLAS. */
