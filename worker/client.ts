@@ -99,7 +99,7 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
   const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
   try {
     const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
-    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter }, `backend: ${describeSelection(selection)}`);
+    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
     let attempt = 0;
     for (;;) {
       if (opts.signal?.aborted) return { code: 0, reason: 'stopped by signal' };
