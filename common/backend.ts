@@ -5,7 +5,7 @@
  */
 import { tf } from './tf.ts';
 import { BackendError, ConfigError } from './errors.ts';
-import { installWasmTrainingKernels } from './kernels/install.ts';
+import { activeKernelSet, installTrainingKernels, type KernelSelection } from './kernels/native/install-native.ts';
 import { installCpuConv2DBackpropFilter } from './kernels/cpu-conv2d-backprop-filter.ts';
 import { prepareWebGpu, destroyWebGpuDevice, adapterName, type AdapterDescription } from './webgpu.ts';
 
@@ -21,6 +21,8 @@ export interface BackendSelection {
   skipped: { backend: string; reason: string }[];
   /** The WebGPU adapter, when the backend is webgpu. */
   adapter?: AdapterDescription;
+  /** On wasm: which kernel set computes (native oneDNN or our wasm kernels) and why. */
+  kernels?: KernelSelection;
 }
 
 export function parseBackendChoice(value: string): BackendChoice {
@@ -75,7 +77,7 @@ const CANDIDATES: Record<Exclude<BackendChoice, 'auto'>, Candidate[]> = {
       source: '@tensorflow/tfjs-backend-wasm',
       load: async () => {
         await importOptional('@tensorflow/tfjs-backend-wasm');
-        installWasmTrainingKernels();
+        installTrainingKernels();
       },
     },
   ],
@@ -120,7 +122,7 @@ export async function selectBackend(choice: BackendChoice, options: SelectOption
         const adapter = await c.load({ forced });
         if (!(await tf.setBackend(c.backend))) throw new Error(`tf.setBackend('${c.backend}') returned false`);
         await tf.ready();
-        return { name: tf.getBackend(), source: c.source, skipped, ...(adapter ? { adapter } : {}) };
+        return { name: tf.getBackend(), source: c.source, skipped, ...(adapter ? { adapter } : {}), ...(c.backend === 'wasm' ? { kernels: activeKernelSet() } : {}) };
       } catch (err) {
         skipped.push({ backend: `${c.backend} (${c.source})`, reason: reasonOf(err) });
       }
