@@ -40,6 +40,7 @@ import { buildModel, IMAGE_SHAPE, IMAGE_SIZE, MODEL_NAMES, MODEL_SPECS, NUM_CLAS
 import { fitStandardization, preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
 import { StepComputer } from '../worker/compute.ts';
+import { trainingFlopsPerImage } from '../coordinator/thread-count.ts';
 import { ConfigError } from '../common/errors.ts';
 
 interface Settings {
@@ -281,30 +282,7 @@ async function interleaved(peers: Peer[], batch: number, settings: Settings): Pr
   return { results, cpuMsPerStep, load: [Math.min(...loads), Math.max(...loads)].map((l) => Number(l.toFixed(2))) as [number, number] };
 }
 
-/**
- * Training FLOPs per image: 2 per multiply-add, three products per layer (forward, input gradient,
- * weight gradient) except the first layer's input gradient, which nobody needs. Convolutions and
- * Dense layers only: pooling, BatchNorm and activations are memory traffic, not arithmetic.
- */
-export function trainingFlopsPerImage(model: ModelName): number {
-  const net = buildModel(model);
-  try {
-    const macs: number[] = [];
-    for (const layer of net.layers) {
-      const kind = layer.getClassName();
-      // tfjs-layers makes repeated weight names unique with a suffix: conv2d/kernel_1.
-      const kernel = layer.weights.find((w) => /\/kernel(_\d+)?$/.test(w.name))?.shape as number[] | undefined;
-      if (!kernel) continue;
-      const outputShape = layer.outputShape as number[];
-      if (kind === 'Conv2D') macs.push(outputShape[1] * outputShape[2] * kernel.reduce((a, b) => a * b, 1));
-      else if (kind === 'Dense') macs.push(kernel[0] * kernel[1]);
-    }
-    const total = macs.reduce((a, b) => a + b, 0);
-    return 2 * (3 * total - (macs[0] ?? 0));
-  } finally {
-    net.dispose();
-  }
-}
+export { trainingFlopsPerImage } from '../coordinator/thread-count.ts';
 
 /** The clock /proc/cpuinfo reports, in GHz (the nominal one on a VM, where os.cpus() says 0); undefined elsewhere. */
 function clockGHz(): number | undefined {

@@ -273,7 +273,7 @@ function peers(r: BenchReport): string[] {
         ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
       '',
-      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (one worker thread per core: ${e.runs[0]?.workers}), one process per model, timed from spawn to exit (data generation, start-up, the epoch, validation and test included); img/s is the epoch's training images over its training time (history.json). Bare compute is section 1's \`StepComputer.train\` at batch 32 on one thread. Peak RSS is the process's VmHWM.`,
+      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, the epoch, validation and test included); img/s is the epoch's training images over its training time (history.json). Bare compute is section 1's \`StepComputer.train\` at batch 32 on one thread. Peak RSS is the process's VmHWM.`,
       '',
     );
     const seed = seedWorkload(r);

@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander';
 import { availableParallelism } from 'node:os';
+import { defaultThreadCount } from '../thread-count.ts';
 import { TRAIN_DEFAULTS, type TrainConfig } from '../../common/config.ts';
 import { MODEL_NAMES, buildModel, modelSummary } from '../../common/models.ts';
 import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
@@ -145,15 +146,16 @@ export function shutdownSignal(log: Logger): AbortSignal {
 
 export function registerTrainCommand(program: Command): void {
   const cmd = program.command('train').description('train a model on this machine, with K worker threads (no network)');
-  cmd.addOption(envOption('--workers <k>', 'worker threads (default: one per core)', 'DTRAIN_WORKERS').argParser(integer('--workers', 1, 256)));
+  cmd.addOption(envOption('--workers <k>', 'worker threads (default: one per core, fewer when a step has too little arithmetic to share; see run_started)', 'DTRAIN_WORKERS').argParser(integer('--workers', 1, 256)));
   cmd.addOption(envOption('--port <port>', 'serve the live dashboard, /api/status and /metrics on this port (default: no HTTP)', 'DTRAIN_PORT').argParser(integer('--port', 0, 65535)));
   cmd.addOption(envOption('--host <addr>', 'address the dashboard listens on, with --port', 'DTRAIN_HOST').default('127.0.0.1'));
   addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number; port?: number; host: string }) => {
-    const workers = flags.workers ?? availableParallelism();
+    const threadChoice = flags.workers === undefined ? defaultThreadCount(flags.model, flags.batchSize, flags.batchPerWorker, availableParallelism()) : undefined;
+    const workers = flags.workers ?? threadChoice!.threads;
     const config = trainConfigFromFlags(flags, workers);
     const tty = process.stdout.isTTY === true && !flags.logFile;
     const log = loggerFromFlags(flags, { role: 'trainer' });
-    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}`);
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
     const signal = shutdownSignal(log);
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);

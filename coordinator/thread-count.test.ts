@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { defaultThreadCount, MIN_FLOPS_PER_THREAD, trainingFlopsPerImage } from './thread-count.ts';
+
+describe('trainingFlopsPerImage', () => {
+  it('counts three passes over each Dense layer but no input gradient for the first (mlp)', () => {
+    // multiply-adds: 3072·128 = 393,216; 128·64 = 8,192; 64·10 = 640; total 402,048
+    // 2 · (3 · 402,048 − 393,216) = 1,625,856
+    expect(trainingFlopsPerImage('mlp')).toBe(1_625_856);
+  });
+
+  it('counts a convolution by its output positions times its kernel (lenet)', () => {
+    // conv 6@5x5 on 32x32x3, valid: 28·28·(5·5·3·6) = 352,800; conv 16@5x5 on 14x14x6: 10·10·(5·5·6·16) = 240,000
+    // dense 400·120 = 48,000; 120·84 = 10,080; 84·10 = 840; total 651,720
+    // 2 · (3 · 651,720 − 352,800) = 3,204,720
+    expect(trainingFlopsPerImage('lenet')).toBe(3_204_720);
+  });
+});
+
+describe('defaultThreadCount', () => {
+  it('keeps the small models on one thread at batch 32, where sharing a step was measured slower', () => {
+    expect(defaultThreadCount('mlp', 32, undefined, 2).threads).toBe(1);
+    expect(defaultThreadCount('lenet', 32, undefined, 2).threads).toBe(1);
+  });
+
+  it('uses every core for the CNNs at batch 32 on two cores', () => {
+    expect(defaultThreadCount('cnn-dropout', 32, undefined, 2).threads).toBe(2);
+    expect(defaultThreadCount('cnn-bn', 32, undefined, 2).threads).toBe(2);
+  });
+
+  it('never starts more threads than cores, nor more than the arithmetic can keep busy', () => {
+    const many = defaultThreadCount('cnn-dropout', 32, undefined, 64);
+    expect(many.threads).toBe(Math.floor((trainingFlopsPerImage('cnn-dropout') * 32) / MIN_FLOPS_PER_THREAD));
+    expect(many.threads).toBeLessThan(64);
+    expect(defaultThreadCount('lenet', 4096, undefined, 4).threads).toBe(4);
+  });
+
+  it('uses every core when each thread has its own batch (--batch-per-worker)', () => {
+    const c = defaultThreadCount('mlp', 32, 32, 2);
+    expect(c.threads).toBe(2);
+    expect(c.reason).toMatch(/batch-per-worker/);
+  });
+
+  it('says why in one line, naming the override', () => {
+    expect(defaultThreadCount('mlp', 32, undefined, 2).reason).toMatch(/1 of 2 cores.*MFLOP.*--workers/);
+  });
+});
