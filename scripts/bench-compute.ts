@@ -282,7 +282,6 @@ async function interleaved(peers: Peer[], batch: number, settings: Settings): Pr
   return { results, cpuMsPerStep, load: [Math.min(...loads), Math.max(...loads)].map((l) => Number(l.toFixed(2))) as [number, number] };
 }
 
-export { trainingFlopsPerImage } from '../coordinator/thread-count.ts';
 
 /** The clock /proc/cpuinfo reports, in GHz (the nominal one on a VM, where os.cpus() says 0); undefined elsewhere. */
 function clockGHz(): number | undefined {
