@@ -1,7 +1,7 @@
 /**
  * `Conv2DBackpropFilter` for the pure-JavaScript cpu backend, as one loop over typed arrays. The
  * stock cpu kernel reads every value through TensorBuffer.get: for cnn-bn's first convolution and
- * four images it takes about 10 s per step (measured 2026-11-30, scripts/.dbg-step.ts), which made
+ * four images it takes about 10 s per step (measured 2026-11-30 with an ad-hoc timing script), which made
  * the cpu backend, the one whose sums have a fixed order and on which the K-independence tests
  * run, unusable for the CNNs. Same sum as stock, dW[kh,kw,ci,co] = Σ x[n, i·s+kh−pt, j·s+kw−pl, ci]·dy[n,i,j,co],
  * for NHWC with any stride and padding; other configurations (NCHW, dilations) keep the stock kernel.
@@ -11,6 +11,7 @@
  * test (2e-3 after 20 steps instead of < 1e-5).
  */
 import { tfc } from '../tf.ts';
+import { accumulateFilterGradient } from './naive-conv2d-backprop-filter.ts';
 
 type CpuBackend = { data: { get(id: unknown): { values: unknown } }; makeTensorInfo(shape: number[], dtype: 'float32', values: Float32Array): tfc.TensorInfo };
 
@@ -29,39 +30,10 @@ export function cpuConv2DBackpropFilterConfig(stock: tfc.KernelConfig): tfc.Kern
       if (attrs.dataFormat === 'NCHW' || x.dtype !== 'float32' || dy.dtype !== 'float32') return stock.kernelFunc(args);
       const info = tfc.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], attrs.filterShape, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode, false, 'channelsLast');
       const dw = new Float64Array(attrs.filterShape.reduce((a, b) => a * b, 1));
-      accumulate(values(backend, x), values(backend, dy), dw, x.shape, dy.shape, info);
+      accumulateFilterGradient(values(backend, x), values(backend, dy), dw, x.shape, dy.shape, info);
       return backend.makeTensorInfo(attrs.filterShape, 'float32', Float32Array.from(dw));
     },
   };
-}
-
-function accumulate(xv: Float32Array, dyv: Float32Array, dw: Float64Array, xShape: number[], dyShape: number[], info: tfc.backend_util.Conv2DInfo): void {
-  const [N, H, W, C] = xShape;
-  const [, Ho, Wo, Co] = dyShape;
-  const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = info;
-  const pt = info.padInfo.top;
-  const pl = info.padInfo.left;
-  for (let kh = 0; kh < KH; kh++) {
-    for (let kw = 0; kw < KW; kw++) {
-      for (let n = 0; n < N; n++) {
-        for (let i = 0; i < Ho; i++) {
-          const xi = i * sh + kh - pt;
-          if (xi < 0 || xi >= H) continue;
-          for (let j = 0; j < Wo; j++) {
-            const xj = j * sw + kw - pl;
-            if (xj < 0 || xj >= W) continue;
-            const xo = ((n * H + xi) * W + xj) * C;
-            const dyo = ((n * Ho + i) * Wo + j) * Co;
-            for (let c = 0; c < C; c++) {
-              const xval = xv[xo + c];
-              const wo = ((kh * KW + kw) * C + c) * Co;
-              for (let o = 0; o < Co; o++) dw[wo + o] += xval * dyv[dyo + o];
-            }
-          }
-        }
-      }
-    }
-  }
 }
 
 let installed = false;

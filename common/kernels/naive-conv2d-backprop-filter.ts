@@ -19,8 +19,24 @@ export function naiveConv2DBackpropFilter(args: { inputs: tfc.NamedTensorInfoMap
   const dyv = f32(backend, dy);
   const dw = f32(backend, out);
   dw.fill(0);
-  const [N, H, W, C] = x.shape;
-  const [, Ho, Wo, Co] = dy.shape;
+  accumulateFilterGradient(xv, dyv, dw, x.shape, dy.shape, info);
+  return out;
+}
+
+export const naiveConv2DBackpropFilterConfig: tfc.KernelConfig = {
+  kernelName: 'Conv2DBackpropFilter',
+  backendName: WASM,
+  kernelFunc: naiveConv2DBackpropFilter as tfc.KernelFunc,
+};
+
+/**
+ * dW[kh,kw,ci,co] += Σ x[n, i·s+kh−pt, j·s+kw−pl, ci]·dy[n,i,j,co] for NHWC x and dy, any stride and
+ * padding. The accumulator's type sets the rounding: float32 here (the wasm baseline), float64 in the
+ * cpu backend's kernel (common/kernels/cpu-conv2d-backprop-filter.ts).
+ */
+export function accumulateFilterGradient(xv: Float32Array, dyv: Float32Array, dw: Float32Array | Float64Array, xShape: number[], dyShape: number[], info: tfc.backend_util.Conv2DInfo): void {
+  const [N, H, W, C] = xShape;
+  const [, Ho, Wo, Co] = dyShape;
   const { filterHeight: KH, filterWidth: KW, strideHeight: sh, strideWidth: sw } = info;
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
@@ -45,11 +61,4 @@ export function naiveConv2DBackpropFilter(args: { inputs: tfc.NamedTensorInfoMap
       }
     }
   }
-  return out;
 }
-
-export const naiveConv2DBackpropFilterConfig: tfc.KernelConfig = {
-  kernelName: 'Conv2DBackpropFilter',
-  backendName: WASM,
-  kernelFunc: naiveConv2DBackpropFilter as tfc.KernelFunc,
-};
