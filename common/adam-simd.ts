@@ -111,6 +111,28 @@ export type AdamKernel = (
   b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number,
 ) => void;
 
+/**
+ * Instantiates a hand-assembled SIMD module over `memory` and returns its export `exportName`, or
+ * undefined where WebAssembly SIMD is not available. The module is compiled once per memory kind
+ * (`shared`: the memory was created with `shared: true` and a maximum) and cached in `compiled`.
+ */
+export function instantiateOverMemory(
+  compiled: Map<boolean, WebAssembly.Module | null>,
+  moduleBytesFor: (shared: boolean) => Uint8Array<ArrayBuffer>,
+  memory: WebAssembly.Memory,
+  shared: boolean,
+  exportName: string,
+): unknown {
+  let module = compiled.get(shared);
+  if (module === undefined) {
+    const bytes = moduleBytesFor(shared);
+    module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    compiled.set(shared, module);
+  }
+  if (!module) return undefined;
+  return new WebAssembly.Instance(module, { env: { memory } }).exports[exportName];
+}
+
 const compiled = new Map<boolean, WebAssembly.Module | null>();
 
 /**
@@ -118,13 +140,5 @@ const compiled = new Map<boolean, WebAssembly.Module | null>();
  * memory was created with `shared: true` (and a maximum), so compute threads can all use it.
  */
 export function simdAdamKernel(memory: WebAssembly.Memory, shared = false): AdamKernel | undefined {
-  let module = compiled.get(shared);
-  if (module === undefined) {
-    const bytes = moduleBytes(shared);
-    module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
-    compiled.set(shared, module);
-  }
-  if (!module) return undefined;
-  const instance = new WebAssembly.Instance(module, { env: { memory } });
-  return instance.exports.adam as AdamKernel;
+  return instantiateOverMemory(compiled, moduleBytes, memory, shared, 'adam') as AdamKernel | undefined;
 }

@@ -8,7 +8,7 @@
  * Signature: reduce(bytes, g, stride, slots, out, inv) over `bytes` bytes (a multiple of 16): slot k's
  * lanes are at byte offset g + k·stride, the result goes to out.
  */
-import { leb, memoryImport, section, name } from './adam-simd.ts';
+import { instantiateOverMemory, leb, memoryImport, section, name } from './adam-simd.ts';
 
 const I32 = 0x7f;
 const F64 = 0x7c;
@@ -81,12 +81,5 @@ const compiled = new Map<boolean, WebAssembly.Module | null>();
 
 /** The kernel over `memory`, or undefined where WebAssembly SIMD is not available. */
 export function simdReduceKernel(memory: WebAssembly.Memory, shared = false): ReduceKernel | undefined {
-  let module = compiled.get(shared);
-  if (module === undefined) {
-    const bytes = moduleBytes(shared);
-    module = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
-    compiled.set(shared, module);
-  }
-  if (!module) return undefined;
-  return new WebAssembly.Instance(module, { env: { memory } }).exports.reduce as ReduceKernel;
+  return instantiateOverMemory(compiled, moduleBytes, memory, shared, 'reduce') as ReduceKernel | undefined;
 }
