@@ -4,7 +4,7 @@
  * On the cpu backend, whose sums have a fixed order, only the slicing differs between K=1 and K=3.
  */
 import { describe, expect, it } from 'vitest';
-import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from './helpers.ts';
+import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess, trainStraightAndResumed } from './helpers.ts';
 import { initialWeights, weightLayout } from '../common/weights.ts';
 import { buildModel } from '../common/models.ts';
 import { tf, type Tensor } from '../common/tf.ts';
@@ -67,16 +67,11 @@ describe('the same result with 1 and 3 workers after 20 steps (cpu backend)', ()
 
 describe('resuming cnn-dropout', () => {
   it('ends an interrupted and resumed run with exactly the weights of an uninterrupted one', { timeout: 300_000 }, async () => {
-    const data = await syntheticData(256, 50);
-    const config = { model: 'cnn-dropout' as const, workers: 2, epochs: 2, batchSize: 32 };
-    const straight = await trainInProcess(testConfig({ ...config, out: await tempDir() }), data);
-    const out = await tempDir();
     // 11 steps: stops mid-epoch 2 (7 steps per epoch), with a checkpoint; the masks of steps 12-14 must not depend on it.
-    const first = await trainInProcess(testConfig({ ...config, out, maxSteps: 11 }), data);
-    expect(first.outcome.status).toBe('interrupted');
-    const resumed = await trainInProcess(testConfig({ ...config, out, resume: true }), data, { resume: true });
-    expect(resumed.outcome.status).toBe('finished');
-    expect(maxAbsDiff(straight.weights, resumed.weights)).toBe(0);
+    const { straight, first, resumed, resumedWeights } = await trainStraightAndResumed('cnn-dropout');
+    expect(first.status).toBe('interrupted');
+    expect(resumed.status).toBe('finished');
+    expect(maxAbsDiff(straight, resumedWeights)).toBe(0);
   });
 });
 

@@ -62,6 +62,20 @@ export async function trainInProcess(
   }
 }
 
+/**
+ * Trains `model` for 2 epochs with 2 threads straight through, and again stopped after 11 steps
+ * (mid-epoch 2, with a checkpoint) then resumed in the same folder: the resume tests compare them.
+ */
+export async function trainStraightAndResumed(model: TrainConfig['model']): Promise<{ straight: Float32Array; first: RunOutcome; resumed: RunOutcome; resumedWeights: Float32Array; out: string }> {
+  const data = await syntheticData(256, 50);
+  const config = { model, workers: 2, epochs: 2, batchSize: 32 };
+  const straight = await trainInProcess(testConfig({ ...config, out: await tempDir() }), data);
+  const out = await tempDir();
+  const first = await trainInProcess(testConfig({ ...config, out, maxSteps: 11 }), data);
+  const resumed = await trainInProcess(testConfig({ ...config, out, resume: true }), data, { resume: true });
+  return { straight: straight.weights, first: first.outcome, resumed: resumed.outcome, resumedWeights: resumed.weights, out };
+}
+
 export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
   let m = 0;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from './helpers.ts';
+import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess, trainStraightAndResumed } from './helpers.ts';
 import { initialWeights, weightLayout } from '../common/weights.ts';
 import { buildModel } from '../common/models.ts';
 
@@ -35,16 +35,11 @@ describe('in-process data-parallel training', () => {
   });
 
   it('resumes an interrupted lenet run to the same weights as an uninterrupted one', async () => {
-    const data = await syntheticData(256, 50);
-    const config = { model: 'lenet' as const, workers: 2, epochs: 2, batchSize: 32 };
-    const straight = await trainInProcess(testConfig({ ...config, out: await tempDir() }), data);
-    const out = await tempDir();
     // 11 steps: stops mid-epoch 2 (8 steps per epoch), with a checkpoint.
-    const first = await trainInProcess(testConfig({ ...config, out, maxSteps: 11 }), data);
-    expect(first.outcome.status).toBe('interrupted');
-    const resumed = await trainInProcess(testConfig({ ...config, out, resume: true }), data, { resume: true });
-    expect(resumed.outcome.status).toBe('finished');
-    expect(maxAbsDiff(straight.weights, resumed.weights)).toBe(0);
+    const { straight, first, resumed, resumedWeights, out } = await trainStraightAndResumed('lenet');
+    expect(first.status).toBe('interrupted');
+    expect(resumed.status).toBe('finished');
+    expect(maxAbsDiff(straight, resumedWeights)).toBe(0);
     const history = JSON.parse(await readFile(join(out, 'history.json'), 'utf8'));
     expect(history.epochs.map((e: { epoch: number }) => e.epoch)).toEqual([1, 2]);
   });
