@@ -16,21 +16,14 @@
  * link, which carries every worker's weights and gradients.
  */
 import type { WireDtype } from '../common/wire-dtype.ts';
+import type { StepSample } from './bench-report.ts';
 
-export interface NetsimRun {
+/** workers, samples, ms, computeMs, commMs, optimizerMs, bytesOut, bytesIn: medians over the measured steps of the coordinator's step log. */
+export interface NetsimRun extends Omit<StepSample, 'step'> {
   model: string;
   dtype: WireDtype;
   rateGbit: number;
-  workers: number;
   stepsMeasured: number;
-  /** Medians over the measured steps of the coordinator's step log. */
-  ms: number;
-  computeMs: number;
-  commMs: number;
-  optimizerMs: number;
-  bytesOut: number;
-  bytesIn: number;
-  samples: number;
   /** Bytes through the coordinator's interface (both ways, TCP/IP and WebSocket framing included) per step. */
   ifaceBytesPerStep: number;
   loadStart: number[];
