@@ -54,6 +54,20 @@ describe('RunState', () => {
     expect(state.snapshot().events.map((e) => e.kind)).toEqual(['worker_joined', 'worker_joined', 'worker_evicted']);
   });
 
+  it('shows no worker as joined once the run has ended, keeping an evicted one as evicted', () => {
+    const state = new RunState(info, () => 5_000);
+    joinTwo(state);
+    state.onMembership({ kind: 'evicted', workerId: 'w2', reason: 'DTRAIN_ERR_NON_FINITE: NaN' });
+    const messages: StateMessage[] = [];
+    state.subscribe((m) => messages.push(m));
+    state.onFinished({ status: 'stopped' });
+    const rows = state.snapshot().workers;
+    expect(messages.map((m) => m.type)).toEqual(['event', 'workers', 'finished']);
+    expect(messages[1].data).toEqual(rows);
+    expect(rows.map((w) => [w.state, w.reason])).toEqual([['left', 'the run stopped'], ['evicted', 'DTRAIN_ERR_NON_FINITE: NaN']]);
+    expect(rows[0].leftAt).toBe(new Date(5_000).toISOString());
+  });
+
   it('lists refused peers at most once a second per code, saying how many it held back', () => {
     let now = 0;
     const state = new RunState(info, () => now);
@@ -90,7 +104,7 @@ describe('RunState', () => {
     state.onFinished({ status: 'finished', test: { loss: 1, accuracy: 0.5 } }, 'data:image/png;base64,AAAA');
     off();
     state.onStep(stepEvent({ step: 2 }));
-    expect(seen).toEqual(['event', 'workers', 'event', 'workers', 'step', 'epoch', 'event', 'event', 'finished']);
+    expect(seen).toEqual(['event', 'workers', 'event', 'workers', 'step', 'epoch', 'event', 'event', 'workers', 'finished']);
   });
 
   it('shows the test result and the prediction grid once the run finishes', () => {

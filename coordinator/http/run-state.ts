@@ -167,10 +167,17 @@ export class RunState {
     this.run.state = outcome.status;
     this.run.finishedAt = new Date(this.now()).toISOString();
     if (outcome.status === 'finished') this.run.test = outcome.test;
+    this.releaseWorkers(this.run.finishedAt, outcome.status === 'finished' ? 'the run finished' : 'the run stopped');
     this.predictions = predictions;
     this.progress.etaSeconds = outcome.status === 'finished' ? 0 : null;
     this.addEvent(outcome.status === 'finished' ? 'run_finished' : 'run_stopped', outcome.status === 'finished' ? `finished: test accuracy ${pct(outcome.test.accuracy)}` : 'stopped; resume with --resume');
+    this.emit({ type: 'workers', data: this.workerRows() });
     this.emit({ type: 'finished', data: { run: { ...this.run }, predictions } });
+  }
+
+  /** The run ended: no worker still trains for it, so none is shown as joined. */
+  private releaseWorkers(at: string, reason: string): void {
+    for (const row of this.workers.values()) if (row.state === 'joined') Object.assign(row, { state: 'left', leftAt: at, reason });
   }
 
   snapshot(): StatusSnapshot {
