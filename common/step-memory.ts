@@ -74,6 +74,8 @@ export const F64 = {
   // per thread (8 float64 = one line)
   lossSum: 0,
   computeMs: 1,
+  /** Σ g² (float64) over the slot the thread just trained: the owner screens its norm. */
+  gradSquares: 2,
 } as const;
 
 export const STATUS = { ok: 0, failed: 1 } as const;

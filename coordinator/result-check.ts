@@ -33,6 +33,29 @@ export interface ScreenOptions {
   history?: number;
 }
 
+/**
+ * What the screen needs of one slice's result, whichever way it came: from a message (`summarize`),
+ * or from the shared-memory step, whose compute thread took the sum of squares of the gradient it
+ * wrote (coordinator/shared-step.ts), so that no O(parameters) pass runs on the owning thread.
+ */
+export interface SliceSummary {
+  count: number;
+  lossSum: number;
+  correct: number;
+  /** ‖gradient sum‖ / count; NaN or Infinity when a gradient value is not finite, NaN with no gradient. */
+  norm: number;
+  hasGradient: boolean;
+  /** The non-trainable part (BatchNorm batch statistics), when the model has any. */
+  stats?: Float32Array;
+}
+
+/** The summary of a result message. */
+export function summarize(result: ResultMessage): SliceSummary {
+  const summary: SliceSummary = { count: result.count, lossSum: result.lossSum, correct: result.correct, norm: result.gradients ? sliceNorm(result) : NaN, hasGradient: result.gradients !== undefined };
+  if (result.stats) summary.stats = bytesToFloats(result.stats);
+  return summary;
+}
+
 /** ‖gradient sum‖ / count, in float64 (a float32 sum of squares of 1e21s would overflow). */
 export function sliceNorm(result: ResultMessage): number {
   const g = bytesToFloats(result.gradients!);
@@ -54,6 +77,10 @@ export function lowerMedian(values: readonly number[]): number {
  * places are checked. `stats` is the non-trainable part of the layout, in layout order.
  */
 export function checkStats(stats: Float32Array, layout: WeightLayout): Rejection | undefined {
+  // The codec checks finiteness on the wire; a compute thread's statistics arrive unchecked.
+  for (let i = 0; i < stats.length; i++) {
+    if (!Number.isFinite(stats[i])) return { reason: `BatchNorm statistic ${i} is ${stats[i]}; every statistic must be finite`, fields: { index: i, value: stats[i] } };
+  }
   for (const e of layout.entries) {
     if (e.trainable || e.role !== 'moving_variance') continue;
     const from = e.offset - layout.trainableSize;
@@ -62,6 +89,17 @@ export function checkStats(stats: Float32Array, layout: WeightLayout): Rejection
       if (!(v >= 0) || !Number.isFinite(v)) return { reason: `${e.name}[${i}] is ${v}; a variance is never negative`, fields: { stat: e.name, index: i, value: v } };
     }
   }
+  return undefined;
+}
+
+/**
+ * The loss and accuracy a result reports for `count` samples: a loss sum is finite and never
+ * negative (a cross-entropy), a correct count is an integer from 0 to the task's sample count. Train
+ * and evaluation results alike (coordinator/eval-check.ts).
+ */
+export function checkTally(r: { lossSum: number; correct: number }, count: number): Rejection | undefined {
+  if (typeof r.lossSum !== 'number' || !Number.isFinite(r.lossSum) || r.lossSum < 0) return { reason: `loss sum ${r.lossSum}; expected a finite number >= 0`, fields: { lossSum: String(r.lossSum) } };
+  if (!Number.isInteger(r.correct) || r.correct < 0 || r.correct > count) return { reason: `correct count ${r.correct}; expected an integer from 0 to ${count}`, fields: { correct: String(r.correct), expected: count } };
   return undefined;
 }
 
@@ -88,9 +126,14 @@ export class GradientScreen {
 
   /** Checks one result as it arrives, against the history and this step's accepted norms. */
   check(result: ResultMessage, expectedCount: number): Rejection | undefined {
-    const basic = this.checkShape(result, expectedCount);
+    return this.checkSlice(summarize(result), expectedCount);
+  }
+
+  /** `check` for a slice summarized elsewhere (the shared-memory step). */
+  checkSlice(slice: SliceSummary, expectedCount: number): Rejection | undefined {
+    const basic = this.checkBasics(slice, expectedCount);
     if (basic) return basic;
-    const norm = sliceNorm(result);
+    const norm = slice.norm;
     const bound = this.factor * lowerMedian([...this.accepted, ...this.current, norm]);
     if (!(norm <= bound)) return { reason: `gradient norm ${norm.toExponential(3)} exceeds the bound ${bound.toExponential(3)}`, fields: { norm, bound } };
     this.current.push(norm);
@@ -99,11 +142,17 @@ export class GradientScreen {
 
   /** Checks a whole step's results together; returns the indices to reject. */
   review(results: ResultMessage[], expectedCounts: number[]): { index: number; rejection: Rejection }[] {
+    return this.reviewSlices(results.map(summarize), expectedCounts);
+  }
+
+  /** `review` for slices summarized elsewhere (the shared-memory step). */
+  reviewSlices(slices: SliceSummary[], expectedCounts: number[]): { index: number; rejection: Rejection }[] {
     const out: { index: number; rejection: Rejection }[] = [];
-    const norms = results.map(sliceNorm);
-    const bound = this.factor * lowerMedian([...this.accepted, ...norms]);
-    results.forEach((r, index) => {
-      const basic = this.checkShape(r, expectedCounts[index]);
+    const norms = slices.map((s) => s.norm);
+    // A non-finite norm is rejected on its own, and must not take part in the median (NaN does not sort).
+    const bound = this.factor * lowerMedian([...this.accepted, ...norms.filter(Number.isFinite)]);
+    slices.forEach((r, index) => {
+      const basic = this.checkBasics(r, expectedCounts[index]);
       if (basic) out.push({ index, rejection: basic });
       else if (!(norms[index] <= bound)) out.push({ index, rejection: { reason: `gradient norm ${norms[index].toExponential(3)} exceeds the bound ${bound.toExponential(3)}`, fields: { norm: norms[index], bound } } });
     });
@@ -118,10 +167,13 @@ export class GradientScreen {
     this.current = [];
   }
 
-  private checkShape(result: ResultMessage, expectedCount: number): Rejection | undefined {
-    if (result.count !== expectedCount) return { reason: `a result for ${result.count} samples answers a task of ${expectedCount}`, fields: { count: result.count, expected: expectedCount } };
-    if (!result.gradients) return { reason: 'a train result without gradients', fields: {} };
-    if (result.stats) return checkStats(bytesToFloats(result.stats), this.layout);
+  private checkBasics(slice: SliceSummary, expectedCount: number): Rejection | undefined {
+    if (slice.count !== expectedCount) return { reason: `a result for ${slice.count} samples answers a task of ${expectedCount}`, fields: { count: slice.count, expected: expectedCount } };
+    if (!slice.hasGradient) return { reason: 'a train result without gradients', fields: {} };
+    const tally = checkTally(slice, expectedCount);
+    if (tally) return tally;
+    if (!Number.isFinite(slice.norm)) return { reason: `the gradient holds a non-finite value (norm ${slice.norm})`, fields: { norm: String(slice.norm) } };
+    if (slice.stats) return checkStats(slice.stats, this.layout);
     return undefined;
   }
 }

@@ -22,6 +22,7 @@ import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import type { SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
+import type { SliceSummary } from './result-check.ts';
 
 export interface SharedStepTotals {
   count: number;
@@ -40,6 +41,8 @@ export class SharedStep {
   private readonly alive: boolean[];
   private readonly rejecters: (((e: Error) => void) | undefined)[];
   private readonly slotOf = new WeakMap<Uint8Array, number>();
+  /** Σ g² of each slot's gradient sums, as its thread reported them with its last result. */
+  private readonly slotSquares: Float64Array;
   /** Called when a thread fails or overruns during the reduction: the owner evicts it. */
   onThreadFailed: (index: number, reason: string) => void = () => {};
 
@@ -51,6 +54,7 @@ export class SharedStep {
     this.seqs = new Array(shape.threads).fill(0);
     this.alive = new Array(shape.threads).fill(true);
     this.rejecters = new Array(shape.threads).fill(undefined);
+    this.slotSquares = new Float64Array(shape.slots);
   }
 
   /** What thread `index` is sent to map the memory. */
@@ -113,7 +117,30 @@ export class SharedStep {
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
     await this.command(index);
     const fb = this.mem.f64Base(index);
+    this.slotSquares[slot] = f64[fb + F64.gradSquares];
     return { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
+  }
+
+  /** What the result screen (result-check.ts) judges of slot `slot`'s result, without a pass over its gradient. */
+  slice(slot: number, result: ResultMessage): SliceSummary {
+    const { stats } = this.mem.shape;
+    const summary: SliceSummary = { count: result.count, lossSum: result.lossSum, correct: result.correct, norm: Math.sqrt(this.slotSquares[slot]) / Math.max(1, result.count), hasGradient: true };
+    if (stats > 0) summary.stats = this.mem.statSums[slot];
+    return summary;
+  }
+
+  /**
+   * An upper bound on |mean gradient| at any coordinate of the step: Σ_k ‖g_k‖ / count ≥ |Σ_k g_k[i]| / count.
+   * The Adam guard (adam-guard.ts) refuses the step when it is over MAX_SAFE_GRADIENT.
+   */
+  gradientBound(results: ResultMessage[]): number {
+    let norms = 0;
+    let count = 0;
+    results.forEach((r, slot) => {
+      norms += Math.sqrt(this.slotSquares[slot]);
+      count += r.count;
+    });
+    return norms / Math.max(1, count);
   }
 
   /** Phase 2: reduce-scatter and Adam over the live threads, redone without any thread that fails. */

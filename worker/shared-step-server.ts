@@ -6,6 +6,7 @@
  */
 import { CTL, F64, OP, STATUS, StepMemory, publish, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker } from '../common/step-stripe.ts';
+import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import type { WorkerSession } from './session.ts';
 
@@ -29,6 +30,7 @@ const SPIN_MICROS = 50;
 export class SharedStepServer {
   private readonly mem: StepMemory;
   private readonly stripe: StripeWorker;
+  private readonly sumSquaresKernel: SumSquaresKernel | undefined;
   private readonly base: number;
   private readonly index: number;
   private seq = 0;
@@ -36,6 +38,7 @@ export class SharedStepServer {
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
     this.stripe = new StripeWorker(this.mem, msg.simd);
+    this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true) : undefined;
     this.index = msg.index;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
@@ -80,7 +83,17 @@ export class SharedStepServer {
     if (shape.stats > 0) this.mem.statSums[slot].set(r.stats);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;
+    // The owner screens the slot's norm before it counts (coordinator/result-check.ts): taken here, by
+    // the thread that wrote the gradient and while it is in cache, so the owner does no O(parameters) work.
+    f64[fb + F64.gradSquares] = this.gradientSquares(slot);
     f64[fb + F64.computeMs] = performance.now() - started;
     ctl[b + CTL.correct] = r.correct;
+  }
+
+  /** Σ g² over slot `slot`'s gradient sums (its padding lanes are 0), in float64. */
+  private gradientSquares(slot: number): number {
+    const { offsets, adamSpan } = this.mem;
+    if (!this.sumSquaresKernel) return sumSquares(this.mem.gradients[slot]);
+    return this.sumSquaresKernel(adamSpan * 4, offsets.gradients + slot * offsets.gradientStride);
   }
 }
