@@ -11,6 +11,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -610,6 +611,134 @@ napi_value BatchNormGrad(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Synchronized BatchNorm's passes (worker/layers/sync-batch-norm.ts), over [rows, C] in place on the
+// heap. Each computes exactly what that module's JavaScript reference computes, operation for
+// operation and in the same order per channel (float64 sums of float32 values, float32 x̂ and dx),
+// so the results are bit-identical to it: vectorizing runs across channels, never reorders a
+// channel's sum, and contraction into FMAs (which would round d·d differently) is off here.
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+// Two passes, as common/batch-moments.ts localMoments: mean, then Σ(x − mean)².
+MULTIVERSION void bnMomentsLoop(const float* x, double* mean, double* m2, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* in = x + r * c;
+    for (int64_t ch = 0; ch < c; ch++) mean[ch] += in[ch];
+  }
+  for (int64_t ch = 0; ch < c; ch++) mean[ch] /= static_cast<double>(rows);
+  for (int64_t r = 0; r < rows; r++) {
+    const float* in = x + r * c;
+    for (int64_t ch = 0; ch < c; ch++) {
+      const double d = static_cast<double>(in[ch]) - mean[ch];
+      m2[ch] += d * d;
+    }
+  }
+}
+
+// Σdy and Σdy·x̂ with x̂ = (x − mean)·rs in float32, as the reference's tfjs sub and mul make it.
+MULTIVERSION void bnBackwardSumsLoop(const float* dy, const float* x, const float* mean, const float* rs, double* sumDy, double* sumDyXhat, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = dy + r * c;
+    const float* in = x + r * c;
+    for (int64_t ch = 0; ch < c; ch++) {
+      const float xhat = (in[ch] - mean[ch]) * rs[ch];
+      sumDy[ch] += g[ch];
+      sumDyXhat[ch] += static_cast<double>(g[ch]) * static_cast<double>(xhat);
+    }
+  }
+}
+
+// dx = ((dy − a) − x̂·b)·k, all float32, x̂ recomputed from x.
+MULTIVERSION void bnGradInputLoop(const float* dy, const float* x, float* dx, const float* mean, const float* rs, const float* a, const float* b, const float* k, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = dy + r * c;
+    const float* in = x + r * c;
+    float* out = dx + r * c;
+    for (int64_t ch = 0; ch < c; ch++) {
+      const float xhat = (in[ch] - mean[ch]) * rs[ch];
+      const float t = g[ch] - a[ch];
+      const float u = xhat * b[ch];
+      out[ch] = (t - u) * k[ch];
+    }
+  }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+// A Float64Array argument of exactly `count` values.
+double* f64Out(const Args& a, size_t i, int64_t count, const char* name) {
+  bool is = false;
+  napi_is_typedarray(a.env, a.v[i], &is);
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = nullptr;
+  if (!is || napi_get_typedarray_info(a.env, a.v[i], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float64_array ||
+      static_cast<int64_t>(length) != count) {
+    throw std::invalid_argument(std::string(name) + ": argument " + std::to_string(i) + " must be a Float64Array of " + std::to_string(count) + " values");
+  }
+  return static_cast<double*>(data);
+}
+
+void bnSizes(const Args& a, size_t i, int64_t& rows, int64_t& c, const char* name) {
+  rows = intArg(a, i);
+  c = intArg(a, i + 1);
+  if (rows < 1 || c < 1) throw std::invalid_argument(std::string(name) + ": rows and channels must be positive");
+}
+
+// bnMoments(heap, x, rows, channels, out: Float64Array(1 + 2C)): out = [rows, mean…, M2…]
+napi_value BnMoments(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 5, "bnMoments");
+    int64_t rows, c;
+    bnSizes(a, 2, rows, c, "bnMoments");
+    const float* x = f32Arg(a, 1, rows * c);
+    double* out = f64Out(a, 4, 1 + 2 * c, "bnMoments");
+    std::fill(out, out + 1 + 2 * c, 0.0);
+    out[0] = static_cast<double>(rows);
+    bnMomentsLoop(x, out + 1, out + 1 + c, rows, c);
+  });
+}
+
+// bnBackwardSums(heap, dy, x, meanRs, rows, channels, out: Float64Array(2C)): meanRs is [2, C]
+// float32 on the heap (mean, rs; a [3, C] mean, rs, k will do); out = [Σdy…, Σdy·x̂…]
+napi_value BnBackwardSums(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 7, "bnBackwardSums");
+    int64_t rows, c;
+    bnSizes(a, 4, rows, c, "bnBackwardSums");
+    const float* dy = f32Arg(a, 1, rows * c);
+    const float* x = f32Arg(a, 2, rows * c);
+    const float* coeff = f32Arg(a, 3, 2 * c);
+    double* out = f64Out(a, 6, 2 * c, "bnBackwardSums");
+    std::fill(out, out + 2 * c, 0.0);
+    bnBackwardSumsLoop(dy, x, coeff, coeff + c, out, out + c, rows, c);
+  });
+}
+
+// bnGradInput(heap, dy, x, meanRsK, ab, dx, rows, channels): meanRsK is [3, C] float32 on the heap
+// (mean, rs, k), ab is [2, C] (a, b); dx = ((dy − a) − x̂·b)·k, x̂ = (x − mean)·rs
+napi_value BnGradInput(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 8, "bnGradInput");
+    int64_t rows, c;
+    bnSizes(a, 6, rows, c, "bnGradInput");
+    const float* dy = f32Arg(a, 1, rows * c);
+    const float* x = f32Arg(a, 2, rows * c);
+    const float* mrk = f32Arg(a, 3, 3 * c);
+    const float* ab = f32Arg(a, 4, 2 * c);
+    float* dx = f32Arg(a, 5, rows * c);
+    bnGradInputLoop(dy, x, dx, mrk, mrk + c, ab, ab + c, mrk + 2 * c, rows, c);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sums over leading axes: dst[c] = scale·Σ_r src[r·cols + c], in float64 like the cpu backend.
 // Per-channel bias gradients and statistics of NHWC tensors; memory-bound, one pass.
 
@@ -720,7 +849,8 @@ NAPI_MODULE_INIT() {
     napi_callback cb;
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
-             {"batchNormGrad", BatchNormGrad}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
+             {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
+             {"bnGradInput", BnGradInput}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

@@ -19,6 +19,7 @@
  */
 import { tf, tfc, type Tensor } from '../../common/tf.ts';
 import { localMoments, momentsLength } from '../../common/batch-moments.ts';
+import { nativeBatchNormPasses, type BatchNormPasses } from '../../common/kernels/native/sync-batch-norm-passes.ts';
 
 export type ExchangePhase = 'forward' | 'backward';
 
@@ -48,14 +49,31 @@ export function backwardSums(dy: Float32Array, xhat: Float32Array, channels: num
   return out;
 }
 
+/**
+ * The reference passes over the activation, in JavaScript and tfjs ops (any backend): x̂ and k = γ·rs
+ * stored by the forward pass, moments and backward sums read back with dataSync. The native
+ * passes (common/kernels/native/sync-batch-norm-passes.ts, wasm with the addon) compute the same
+ * values bit for bit in place on the wasm heap.
+ */
+export const referencePasses: BatchNormPasses = {
+  moments: (x, channels) => localMoments(x.dataSync() as Float32Array, channels),
+  save: (x, gamma, mean, rs) => {
+    const rsT = tf.tensor1d(rs);
+    return [tf.mul(tf.sub(x, tf.tensor1d(mean)), rsT), tf.mul(gamma, rsT)];
+  },
+  backwardSums: (dy, [xhat], channels) => backwardSums(dy.dataSync() as Float32Array, xhat.dataSync() as Float32Array, channels),
+  gradInput: (dy, [xhat, k], a, b) => tf.mul(tf.sub(tf.sub(dy, tf.tensor1d(a)), tf.mul(xhat, tf.tensor1d(b))), k),
+};
+
 function checkLength(what: string, v: Float64Array, expected: number): Float64Array {
   if (v.length !== expected) throw new Error(`Expected ${what} of ${expected} values from the exchange, but got ${v.length}.`);
   return v;
 }
 
-export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number, exchange: PhaseExchange): NormalizedBatch {
+/** `passes`: the native ones where they apply (wasm with the addon), else the reference; tests choose. */
+export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number, exchange: PhaseExchange, passes: BatchNormPasses = nativeBatchNormPasses() ?? referencePasses): NormalizedBatch {
   const channels = x.shape[x.rank - 1];
-  const local = localMoments(x.dataSync() as Float32Array, channels);
+  const local = passes.moments(x, channels);
   const global = checkLength('moments', exchange('forward', local), momentsLength(channels));
   const n = global[0];
   const mean = new Float32Array(channels);
@@ -73,13 +91,10 @@ export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: n
   }
   const op = tf.customGrad((...args: (Tensor | tfc.GradSaveFunc)[]) => {
     const [xIn, g, b, save] = args as [Tensor, Tensor, Tensor, tfc.GradSaveFunc];
-    const meanT = tf.tensor1d(mean);
-    const rsT = tf.tensor1d(rs);
-    const value = tf.batchNorm(xIn, meanT, tf.tensor1d(variance), b, g, epsilon);
-    save([tf.mul(tf.sub(xIn, meanT), rsT), tf.mul(g, rsT)]);
+    const value = tf.batchNorm(xIn, tf.tensor1d(mean), tf.tensor1d(variance), b, g, epsilon);
+    save(passes.save(xIn, g, mean, rs));
     const gradFunc = (dy: Tensor, saved: Tensor[]) => {
-      const [xhat, k] = saved;
-      const localSums = backwardSums(dy.dataSync() as Float32Array, xhat.dataSync() as Float32Array, channels);
+      const localSums = passes.backwardSums(dy, saved, channels);
       const sums = checkLength('gradient sums', exchange('backward', localSums), backwardSumsLength(channels));
       const meanDy = new Float32Array(channels);
       const meanDyXhat = new Float32Array(channels);
@@ -87,7 +102,7 @@ export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: n
         meanDy[c] = sums[c] / n;
         meanDyXhat[c] = sums[channels + c] / n;
       }
-      const dx = tf.mul(tf.sub(tf.sub(dy, tf.tensor1d(meanDy)), tf.mul(xhat, tf.tensor1d(meanDyXhat))), k);
+      const dx = passes.gradInput(dy, saved, meanDy, meanDyXhat);
       const dGamma = tf.tensor1d(Float32Array.from(localSums.subarray(channels)));
       const dBeta = tf.tensor1d(Float32Array.from(localSums.subarray(0, channels)));
       return [dx, dGamma, dBeta];

@@ -23,6 +23,16 @@ export interface NativeKernels {
   maxPoolGrad(heap: ArrayBuffer, dy: number, x: number, dx: number, ...shape: number[]): void;
   batchNorm(heap: ArrayBuffer, x: number, mean: number, variance: number, offset: number, scale: number, y: number, rows: number, channels: number, epsilon: number): void;
   batchNormGrad(heap: ArrayBuffer, dy: number, x: number, mean: number, variance: number, scale: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number, epsilon: number): void;
+  /**
+   * Synchronized BatchNorm's passes over x [rows, C] (worker/layers/sync-batch-norm.ts), each
+   * bit-identical to its JavaScript reference there. bnMoments fills `out` (1 + 2C) with
+   * [rows, mean…, M2…] (two passes, float64), as common/batch-moments.ts localMoments.
+   */
+  bnMoments(heap: ArrayBuffer, x: number, rows: number, channels: number, out: Float64Array): void;
+  /** out (2C) = [Σdy…, Σdy·x̂…] in float64, x̂ = (x − mean)·rs in float32; meanRs is [2, C] float32 on the heap. */
+  bnBackwardSums(heap: ArrayBuffer, dy: number, x: number, meanRs: number, rows: number, channels: number, out: Float64Array): void;
+  /** dx = ((dy − a) − x̂·b)·k in float32; meanRsK is [3, C] on the heap (mean, rs, k), ab [2, C] (a, b). */
+  bnGradInput(heap: ArrayBuffer, dy: number, x: number, meanRsK: number, ab: number, dx: number, rows: number, channels: number): void;
   /** dst[c] = scale·Σ_r src[r·cols + c] (float64 accumulation). */
   sumRows(heap: ArrayBuffer, src: number, dst: number, rows: number, cols: number, scale: number): void;
   /** out = (images − mean[j]) / std[j], bit-identical to common/data/preprocess.ts's loop. */
@@ -44,7 +54,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'sumRows', 'standardize', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

@@ -9,6 +9,7 @@ import { installWasmTrainingKernels, registerWasmKernel } from '../install.ts';
 import { kernelRef, WASM, type KernelRef } from '../wasm-backend.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
 import { NATIVE_KERNEL_NAMES, nativeKernelConfigs, type NativeKernelName } from './onednn-kernels.ts';
+import { setNativeBatchNormKernels } from './sync-batch-norm-passes.ts';
 
 export type KernelSet = 'onednn' | 'wasm';
 
@@ -57,6 +58,8 @@ export function installTrainingKernels(env: NodeJS.ProcessEnv = process.env): Ke
   // The mlp's input standardization: 1.7 of 8.2 CPU ms per batch-128 step in JavaScript.
   const native = load.kernels;
   setStandardizer((images, mean, std, out) => native.standardize(images, mean, std, out));
+  // Synchronized BatchNorm's moments, backward sums and dx: 20 of 39 CPU ms per cnn-bn step in JavaScript.
+  setNativeBatchNormKernels(native);
   return (active = { set: 'onednn', reason: `oneDNN ${load.info.onednn} (${load.info.isa}, ${load.info.threads} thread) from ${load.path}` });
 }
 
@@ -65,6 +68,7 @@ export function uninstallNativeKernels(): void {
   if (active?.set !== 'onednn' || !fallbacks) return;
   for (const config of fallbacks.values()) registerWasmKernel(config);
   setStandardizer(undefined);
+  setNativeBatchNormKernels(undefined);
   active = { set: 'wasm', reason: 'native kernels uninstalled' };
 }
 

@@ -1,0 +1,236 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { tf, type Tensor } from '../../tf.ts';
+import { localMoments } from '../../batch-moments.ts';
+import { on, relativeError, TestRandom, use } from '../testing.ts';
+import { backwardSums, identityExchange, referencePasses, syncBatchNorm, type PhaseExchange } from '../../../worker/layers/sync-batch-norm.ts';
+import { loadNativeKernels, type NativeKernels } from './addon.ts';
+import { requireNativeOrSkip } from './native-testing.ts';
+import { uninstallNativeKernels } from './install-native.ts';
+import { nativeBatchNormPasses, type BatchNormPasses } from './sync-batch-norm-passes.ts';
+
+const load = loadNativeKernels();
+const native = requireNativeOrSkip(load);
+
+function countCalls(addon: NativeKernels): Map<string, number> {
+  const counts = new Map<string, number>();
+  const record = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const name of ['bnMoments', 'bnBackwardSums', 'bnGradInput']) {
+    const f = record[name];
+    record[name] = (...args: unknown[]) => {
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      return f(...args);
+    };
+  }
+  return counts;
+}
+const calls = load.loaded ? countCalls(load.kernels) : new Map<string, number>();
+
+afterAll(async () => {
+  if (load.loaded) await use('wasm');
+});
+
+/** Moments by a different route: compensated (Neumaier) float64 sums, so the reference's own rounding is far below 1e-12. */
+function compensatedMoments(x: Float32Array, channels: number): Float64Array {
+  const rows = x.length / channels;
+  const out = new Float64Array(1 + 2 * channels);
+  out[0] = rows;
+  const sum = (term: (i: number) => number) => {
+    let s = 0;
+    let comp = 0;
+    for (let r = 0; r < rows; r++) {
+      const v = term(r);
+      const t = s + v;
+      comp += Math.abs(s) >= Math.abs(v) ? s - t + v : v - t + s;
+      s = t;
+    }
+    return s + comp;
+  };
+  for (let c = 0; c < channels; c++) {
+    const mean = sum((r) => x[r * channels + c]) / rows;
+    out[1 + c] = mean;
+    out[1 + channels + c] = sum((r) => (x[r * channels + c] - mean) ** 2);
+  }
+  return out;
+}
+
+function maxRelative(a: Float64Array, b: Float64Array): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(Math.abs(b[i]), 1e-300));
+  return worst;
+}
+
+interface Case {
+  shape: number[];
+  shift: number;
+  scale: number;
+}
+
+// Random shapes (4-D and 2-D, the models' BatchNorm inputs among them), and activations far off
+// zero with a small spread, where float32 accumulation would lose the variance entirely.
+function cases(): Case[] {
+  const rng = new TestRandom(11);
+  const random = Array.from({ length: 6 }, () => {
+    const c = rng.pick([1, 3, 16, 32, 37, 64]);
+    return rng.pick([true, false])
+      ? { shape: [1 + Math.floor(rng.next() * 6), 1 + Math.floor(rng.next() * 9), 1 + Math.floor(rng.next() * 9), c], shift: (rng.next() - 0.5) * 200, scale: 0.01 + rng.next() * 3 }
+      : { shape: [1 + Math.floor(rng.next() * 40), c], shift: rng.next() * 5, scale: 1 };
+  });
+  return [...random, { shape: [8, 30, 30, 32], shift: 0.3, scale: 1 }, { shape: [8, 13, 13, 64], shift: 1000, scale: 0.001 }, { shape: [32, 64], shift: 0, scale: 2 }];
+}
+
+const label = (c: Case) => `[${c.shape.join(',')}] values ${c.shift.toFixed(2)} ± ${c.scale.toFixed(3)}`;
+const sizeOf = (shape: number[]) => shape.reduce((a, d) => a * d, 1);
+
+function inputs(c: Case, seed: number) {
+  const rng = new TestRandom(seed);
+  const channels = c.shape[c.shape.length - 1];
+  const x = Float32Array.from(rng.array(sizeOf(c.shape)), (v) => c.shift + c.scale * v);
+  const dy = rng.array(sizeOf(c.shape));
+  const gamma = Float32Array.from(rng.array(channels), (v) => 1 + 0.5 * v);
+  const a = rng.array(channels);
+  const b = rng.array(channels);
+  return { x, dy, gamma, a, b, channels };
+}
+
+/** Every pass of `passes` on the active backend, outputs as plain arrays. */
+function runPasses(passes: BatchNormPasses, c: Case, seed: number) {
+  const v = inputs(c, seed);
+  return tf.tidy(() => {
+    const x = tf.tensor(v.x, c.shape);
+    const dy = tf.tensor(v.dy, c.shape);
+    const moments = passes.moments(x, v.channels);
+    const mean = new Float32Array(v.channels);
+    const rs = new Float32Array(v.channels);
+    for (let ch = 0; ch < v.channels; ch++) {
+      mean[ch] = moments[1 + ch];
+      rs[ch] = 1 / Math.sqrt(moments[1 + v.channels + ch] / moments[0] + 1e-3);
+    }
+    const saved = passes.save(x, tf.tensor1d(v.gamma), mean, rs);
+    const sums = passes.backwardSums(dy, saved, v.channels);
+    const dx = passes.gradInput(dy, saved, v.a, v.b).dataSync() as Float32Array;
+    return { x: v.x, moments, sums, dx: Float32Array.from(dx) };
+  });
+}
+
+describe.runIf(native)('synchronized BatchNorm passes on the native kernels', () => {
+  it('are the ones the wasm backend uses with the addon, and absent on cpu or without it', async () => {
+    await use('onednn');
+    expect(nativeBatchNormPasses()).toBeDefined();
+    await use('cpu');
+    expect(nativeBatchNormPasses()).toBeUndefined();
+    await use('wasm');
+    expect(nativeBatchNormPasses()).toBeUndefined();
+  });
+
+  it.each(cases().map((c, i) => [label(c), c, i] as const))('compute %s bit-identically to the reference passes, moments within 1e-12 of compensated float64', async (_l, c, i) => {
+    await use('onednn');
+    const before = new Map(calls);
+    const fast = runPasses(nativeBatchNormPasses()!, c, 100 + i);
+    for (const f of ['bnMoments', 'bnBackwardSums', 'bnGradInput']) expect(calls.get(f) ?? 0, f).toBe((before.get(f) ?? 0) + 1);
+    const ref = runPasses(referencePasses, c, 100 + i);
+    expect(Array.from(fast.moments)).toEqual(Array.from(localMoments(fast.x, c.shape[c.shape.length - 1])));
+    expect(Array.from(fast.moments)).toEqual(Array.from(ref.moments));
+    expect(maxRelative(fast.moments, compensatedMoments(fast.x, c.shape[c.shape.length - 1]))).toBeLessThan(1e-12);
+    expect(Array.from(fast.sums)).toEqual(Array.from(ref.sums));
+    expect(Array.from(fast.dx)).toEqual(Array.from(ref.dx));
+    // And against the cpu backend's float32 ops, within the kernels' usual tolerance.
+    await use('cpu');
+    const cpu = runPasses(referencePasses, c, 100 + i);
+    expect(relativeError(fast.dx, cpu.dx)).toBeLessThan(1e-4);
+    expect(maxRelative(fast.sums.subarray(0, fast.sums.length / 2), cpu.sums.subarray(0, cpu.sums.length / 2))).toBe(0);
+    expect(relativeError(fast.sums, cpu.sums)).toBeLessThan(1e-4);
+  });
+
+  it('reference backwardSums reads x̂; the native pass recomputes it from x to the same bits', async () => {
+    await use('onednn');
+    const c = { shape: [4, 5, 5, 16], shift: 2, scale: 1 };
+    const v = inputs(c, 7);
+    const native = runPasses(nativeBatchNormPasses()!, c, 7);
+    const xhat = tf.tidy(() => {
+      const m = localMoments(v.x, 16);
+      const mean = Float32Array.from({ length: 16 }, (_, ch) => m[1 + ch]);
+      const rs = Float32Array.from({ length: 16 }, (_, ch) => 1 / Math.sqrt(m[17 + ch] / m[0] + 1e-3));
+      return Float32Array.from(tf.mul(tf.sub(tf.tensor(v.x, c.shape), tf.tensor1d(mean)), tf.tensor1d(rs)).dataSync());
+    });
+    expect(Array.from(native.sums)).toEqual(Array.from(backwardSums(v.dy, xhat, 16)));
+  });
+
+  /** y and the gradients of Σ y·w for x, γ, β through syncBatchNorm with the given passes; also what reached the exchange. */
+  function wholeOp(passes: (() => BatchNormPasses) | undefined, shape: number[], seed: number) {
+    const rng = new TestRandom(seed);
+    const channels = shape[shape.length - 1];
+    const xv = rng.array(sizeOf(shape));
+    const wv = rng.array(sizeOf(shape));
+    const gv = Float32Array.from(rng.array(channels), (v) => 1 + 0.5 * v);
+    const bv = rng.array(channels);
+    const exchanged: Float64Array[] = [];
+    const exchange: PhaseExchange = (phase, local) => {
+      exchanged.push(local.slice());
+      return identityExchange(phase, local);
+    };
+    return () => {
+      const [x, w, g, b] = [tf.tensor(xv, shape), tf.tensor(wv, shape), tf.tensor1d(gv), tf.tensor1d(bv)];
+      const norm = (xi: Tensor, gi: Tensor, bi: Tensor) => {
+        const out = syncBatchNorm(xi, gi, bi, 1e-3, exchange, passes?.());
+        tf.dispose([out.mean, out.variance]);
+        return out.y;
+      };
+      const grads = tf.grads(((xi: Tensor, gi: Tensor, bi: Tensor) => tf.sum(tf.mul(norm(xi, gi, bi), w))) as (...t: Tensor[]) => Tensor)([x, g, b]);
+      return { outs: [norm(x, g, b), ...grads], exchanged };
+    };
+  }
+
+  it.each([[[8, 15, 15, 32]], [[16, 64]], [[3, 4, 4, 5]]])('make syncBatchNorm on wasm bit-identical to the reference passes and within 1e-4 of cpu, %j', async (shape) => {
+    const read = (r: { outs: Tensor[]; exchanged: Float64Array[] }) => ({ values: r.outs.map((t) => Array.from(t.dataSync())), exchanged: r.exchanged.map((e) => Array.from(e)) });
+    await use('onednn');
+    const before = calls.get('bnGradInput') ?? 0;
+    const fast = tf.tidy(() => read(wholeOp(undefined, shape, 3)()));
+    expect(calls.get('bnGradInput')).toBe(before + 1);
+    const ref = tf.tidy(() => read(wholeOp(() => referencePasses, shape, 3)()));
+    expect(fast.exchanged).toEqual(ref.exchanged);
+    fast.values.forEach((v, i) => expect(v, `output ${i}`).toEqual(ref.values[i]));
+    await use('cpu');
+    const cpu = tf.tidy(() => read(wholeOp(undefined, shape, 3)()));
+    fast.values.forEach((v, i) => expect(relativeError(v, cpu.values[i]), `output ${i}`).toBeLessThan(1e-4));
+    expect(Math.max(...fast.values[1].map(Math.abs))).toBeGreaterThan(1e-3);
+  });
+
+  it('keeps the tensor count and the backend buffers flat across steps', async () => {
+    await use('onednn');
+    const step = wholeOp(undefined, [4, 6, 6, 8], 9);
+    const once = () => tf.tidy(() => step().outs.forEach((t) => t.dataSync()));
+    once();
+    const before = tf.memory();
+    for (let s = 0; s < 3; s++) once();
+    const after = tf.memory();
+    expect(after.numTensors).toBe(before.numTensors);
+    expect(after.numDataBuffers).toBe(before.numDataBuffers);
+    expect(after.numBytes).toBe(before.numBytes);
+  });
+
+  it('rejects operands outside the heap and a moments buffer of the wrong length', async () => {
+    await use('onednn');
+    const addon = (load as { kernels: NativeKernels }).kernels;
+    const heap = new ArrayBuffer(64);
+    expect(() => addon.bnMoments(heap, 0, 4, 2, new Float64Array(4))).toThrow(/Float64Array of 5 values/);
+    expect(() => addon.bnMoments(heap, 0, 100, 2, new Float64Array(5))).toThrow(/outside the wasm heap/);
+    expect(() => addon.bnGradInput(heap, 0, 0, 0, 0, 0, 0, 2)).toThrow(/positive/);
+  });
+});
+
+describe('synchronized BatchNorm without the native kernels', () => {
+  it('uses the reference passes on the wasm kernels alone, and they match cpu', async () => {
+    uninstallNativeKernels();
+    const c = { shape: [4, 6, 6, 8], shift: 1, scale: 2 };
+    const wasm = await on('wasm', () => {
+      expect(nativeBatchNormPasses()).toBeUndefined();
+      const r = runPasses(referencePasses, c, 5);
+      return [tf.tensor(r.dx), tf.tensor(Float32Array.from(r.moments))];
+    });
+    const cpu = await on('cpu', () => {
+      const r = runPasses(referencePasses, c, 5);
+      return [tf.tensor(r.dx), tf.tensor(Float32Array.from(r.moments))];
+    });
+    wasm.values.forEach((v, i) => expect(relativeError(v, cpu.values[i])).toBeLessThan(1e-6));
+  });
+});
