@@ -95,7 +95,8 @@ function inputs(c: Case, seed: number) {
 /** Every pass of `passes` on the active backend, outputs as plain arrays. */
 function runPasses(passes: BatchNormPasses, c: Case, seed: number) {
   const v = inputs(c, seed);
-  return tf.tidy(() => {
+  let result: { x: Float32Array; moments: Float64Array; sums: Float64Array; dx: Float32Array } | undefined;
+  tf.tidy(() => {
     const x = tf.tensor(v.x, c.shape);
     const dy = tf.tensor(v.dy, c.shape);
     const moments = passes.moments(x, v.channels);
@@ -108,8 +109,9 @@ function runPasses(passes: BatchNormPasses, c: Case, seed: number) {
     const saved = passes.save(x, tf.tensor1d(v.gamma), mean, rs);
     const sums = passes.backwardSums(dy, saved, v.channels);
     const dx = passes.gradInput(dy, saved, v.a, v.b).dataSync() as Float32Array;
-    return { x: v.x, moments, sums, dx: Float32Array.from(dx) };
+    result = { x: v.x, moments, sums, dx: Float32Array.from(dx) };
   });
+  return result!;
 }
 
 describe.runIf(native)('synchronized BatchNorm passes on the native kernels', () => {
