@@ -15,6 +15,8 @@ import { SharedStep } from './shared-step.ts';
 
 class ThreadWorker implements WorkerHandle {
   weightsVersion = -1;
+  /** A thread is recomputed, not evicted, when its result is rejected (membership.ts). */
+  readonly keepOnRejection = true;
 
   constructor(readonly id: string, readonly backend: string, private readonly thread: ComputeThread, private readonly index: number, private readonly shared: SharedStep | undefined) {}
 

@@ -24,6 +24,12 @@ export interface WorkerHandle {
   readonly wireDtype?: WireDtype;
   /** True when it reads the dataset itself: the scheduler sends sample indices instead of pixels. */
   readonly localData?: boolean;
+  /**
+   * True for a compute thread in this process: a rejected result of it is recomputed without
+   * evicting it (it is no adversary, and the pool cannot grow back), and the same rejection twice
+   * for one task fails the run (scheduler.ts, `ResultRejectedError`). Default: evicted.
+   */
+  readonly keepOnRejection?: boolean;
 }
 
 export type LeaveKind = 'left' | 'evicted';

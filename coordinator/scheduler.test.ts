@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { NoWorkersError, runTasks, TaskFailedError, TimeoutError, withTimeout, WORKER_EVICTED, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { NoWorkersError, ResultRejectedError, runTasks, TaskFailedError, TimeoutError, withTimeout, WORKER_EVICTED, type TaskSpec, type WeightsSource } from './scheduler.ts';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
@@ -324,5 +324,37 @@ describe('runTasks with result checks', () => {
     expect(results.map((r) => r.lossSum)).toEqual([0, 1]);
     expect(good.received).toHaveLength(2);
     expect(bad.closed[0]?.code).toBe(CLOSE_CODES.evicted);
+  });
+});
+
+describe('runTasks with result checks on compute threads (keepOnRejection)', () => {
+  class KeptWorker extends FakeWorker {
+    readonly keepOnRejection = true;
+  }
+
+  it('recomputes a thread\'s rejected result without evicting the thread', async () => {
+    const thread = new KeptWorker('thread-1');
+    const m = membershipOf(thread);
+    let rejected = 0;
+    const { results } = await runTasks(tasks(1), weights, m, {
+      stepTimeoutMs: 5000, log: silentLogger(),
+      // The first answer is bad (a transient fault), the recomputation good.
+      check: () => (rejected++ === 0 ? { reason: 'non-finite', fields: {} } : undefined),
+    });
+    expect(results).toHaveLength(1);
+    expect(thread.received).toHaveLength(2);
+    expect(thread.closed).toEqual([]);
+    expect(m.live().map((w) => w.id)).toEqual(['thread-1']);
+  });
+
+  it('fails with DTRAIN_ERR_RESULT_REJECTED when the same thread\'s recomputation is rejected again', async () => {
+    const thread = new KeptWorker('thread-1');
+    const m = membershipOf(thread);
+    const err = await runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), check: () => ({ reason: 'non-finite', fields: {} }) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResultRejectedError);
+    expect((err as ResultRejectedError).code).toBe('DTRAIN_ERR_RESULT_REJECTED');
+    expect((err as Error).message).toMatch(/thread-1 computed a train task of 1 samples twice.*non-finite/);
+    expect(thread.received).toHaveLength(2);
+    expect(thread.closed).toEqual([]);
   });
 });

@@ -54,6 +54,13 @@ export class TaskFailedError extends DtrainError {
   }
 }
 
+/** A compute thread's recomputation of a task was rejected again: the fault is reproducible, not transient. */
+export class ResultRejectedError extends DtrainError {
+  constructor(message: string) {
+    super('DTRAIN_ERR_RESULT_REJECTED', message, { expected: false });
+  }
+}
+
 /** The pool cannot grow (worker threads) and every worker is gone. */
 export class NoWorkersError extends DtrainError {
   constructor(message: string) {
@@ -122,6 +129,8 @@ export async function runTasks(
   const failedOn: Set<string>[] = tasks.map(() => new Set());
   const attempts: number[] = tasks.map(() => 0);
   const owner: (WorkerHandle | undefined)[] = new Array(tasks.length);
+  /** Per task, the kept workers (keepOnRejection) whose result for it was rejected once already. */
+  const rejectedBy: Set<string>[] = tasks.map(() => new Set());
   let fatal: Error | undefined;
   let wake: () => void = () => {};
 
@@ -142,6 +151,13 @@ export async function runTasks(
   const rejectResult = (worker: WorkerHandle, index: number, rejection: Rejection) => {
     opts.log.warn({ event: 'result_rejected', workerId: worker.id, origin: worker.origin, task: index, ...rejection.fields, reason: rejection.reason }, `result of ${worker.id} rejected: ${rejection.reason}`);
     countFailure(worker, index, `result rejected: ${rejection.reason}`, false);
+    if (worker.keepOnRejection) {
+      if (rejectedBy[index].has(worker.id)) {
+        fatal = new ResultRejectedError(`${worker.id} computed a ${tasks[index].kind} task of ${tasks[index].labels.length} samples twice, and both results were rejected (the last: ${rejection.reason}); the fault is reproducible, so the run stops rather than count it.`);
+      }
+      rejectedBy[index].add(worker.id);
+      return;
+    }
     membership.leave(worker.id, 'evicted', `result rejected: ${rejection.reason}`, CLOSE_CODES.evicted);
   };
 

@@ -19,6 +19,7 @@ import type { Membership } from './membership.ts';
 import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
 import { GradientScreen } from './result-check.ts';
+import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
 import type { SharedStep } from './shared-step.ts';
@@ -212,7 +213,9 @@ export class Trainer {
       if (split) task.source = { split, indices: Uint32Array.from({ length: end - start }, (_, i) => start + i) };
       tasks.push(task);
     }
-    const { results } = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal });
+    // Each result is checked before it is combined (eval-check.ts); a bad one is recomputed elsewhere.
+    const check = (i: number, r: ResultMessage) => checkEvalResult(r, tasks[i].labels);
+    const { results } = await runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal, check });
     const predictions = new Uint8Array(set.count);
     let lossSum = 0;
     let correct = 0;
@@ -281,7 +284,7 @@ export class Trainer {
     let outcome: TaskOutcome;
     const acc = this.accumulator;
     acc.reset(tasks.length);
-    const checks = shared ? {} : this.resultChecks(tasks, acc);
+    const checks = shared ? this.sharedChecks(tasks, shared) : this.resultChecks(tasks, acc);
     try {
       outcome = await this.stepSync.run(round, this.membership, signal, (s) => runTasks(tasks, this.weightsSource(), this.membership, { stepTimeoutMs: this.config.stepTimeoutMs, log: this.log, signal: s, ...checks }));
     } catch (err) {
@@ -292,7 +295,7 @@ export class Trainer {
     const optStarted = performance.now();
     let agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>;
     if (shared) {
-      agg = await shared.apply(outcome.results, this.config.stepTimeoutMs);
+      agg = await this.applyShared(shared, outcome.results);
     } else {
       agg = this.applyResults(outcome.results, checks.onResult ? acc : undefined);
     }
@@ -322,6 +325,30 @@ export class Trainer {
     const check = (i: number, r: ResultMessage) => screen.check(r, counts[i]);
     if ((this.config.aggregation ?? 'mean') !== 'mean') return { check };
     return { check, onResult: (i, r) => acc.add(i, r) };
+  }
+
+  /**
+   * The shared-memory path's checks: the same screen, judging each slot from the sum of squares its
+   * thread took (SharedStep.slice), so the owning thread makes no pass over the gradients.
+   */
+  private sharedChecks(tasks: TaskSpec[], shared: SharedStep): Pick<SchedulerOptions, 'check' | 'review' | 'onResult'> {
+    const screen = this.screen;
+    const counts = tasks.map((t) => t.labels.length);
+    screen.startStep();
+    if (!screen.hasHistory) return { review: (results) => screen.reviewSlices(results.map((r, i) => shared.slice(i, r)), counts) };
+    return { check: (i, r) => screen.checkSlice(shared.slice(i, r), counts[i]) };
+  }
+
+  /** The shared-memory reduce and Adam, unless the step's gradient could make Adam's state non-finite. */
+  private async applyShared(shared: SharedStep, results: ResultMessage[]): Promise<Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>> {
+    const bound = shared.gradientBound(results);
+    if (!(bound <= MAX_SAFE_GRADIENT)) {
+      this.log.error({ event: 'step_refused', step: this.position.globalStep + 1, bound, limit: MAX_SAFE_GRADIENT }, `step ${this.position.globalStep + 1} refused: the mean gradient may reach ${bound}, which could make Adam's state non-finite; the weights are unchanged`);
+      return results.reduce((t, r) => ({ count: t.count + r.count, lossSum: t.lossSum + r.lossSum, correct: t.correct + r.correct }), { count: 0, lossSum: 0, correct: 0 });
+    }
+    const agg = await shared.apply(results, this.config.stepTimeoutMs);
+    this.screen.commit();
+    return agg;
   }
 
   /** Combines the accepted results and applies Adam, unless the gradient could make its state non-finite. */
