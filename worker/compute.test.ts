@@ -101,6 +101,38 @@ describe('StepComputer', () => {
     c.dispose();
   });
 
+  for (const model of ['mlp', 'cnn-bn'] as ModelName[]) {
+    it(`trainInto writes the same ${model} gradient sums and statistics as train, and leaks no tensors`, async () => {
+      const c = new StepComputer(model, { kind: 'scale' });
+      c.setWeights(initialWeights(c.layout, 9));
+      const { images, labels } = batch(8);
+      const packed = await c.train(images, labels);
+      const into = { gradientSum: new Float32Array(c.layout.trainableSize).fill(NaN), stats: new Float32Array(packed.stats.length).fill(NaN) };
+      await c.trainInto(images, labels, () => into); // warm-up
+      const before = tf.memory().numTensors;
+      const r = await c.trainInto(images, labels, () => into);
+      expect(tf.memory().numTensors).toBe(before);
+      expect({ lossSum: r.lossSum, correct: r.correct, count: r.count }).toEqual({ lossSum: packed.lossSum, correct: packed.correct, count: 8 });
+      // Copies of the same tensors: equal to the bit, not merely close.
+      expect(Buffer.from(into.gradientSum.buffer).equals(Buffer.from(packed.gradientSum.slice().buffer))).toBe(true);
+      expect(Array.from(into.stats)).toEqual(Array.from(packed.stats));
+      c.dispose();
+    });
+  }
+
+  it('trainInto writes nothing when the target answers undefined, and refuses a target of the wrong length', async () => {
+    const c = new StepComputer('mlp', { kind: 'scale' });
+    c.setWeights(initialWeights(c.layout, 9));
+    const { images, labels } = batch(4);
+    const r = await c.trainInto(images, labels, () => undefined);
+    expect(r.count).toBe(4);
+    expect(Number.isFinite(r.lossSum)).toBe(true);
+    const before = tf.memory().numTensors;
+    await expect(c.trainInto(images, labels, () => ({ gradientSum: new Float32Array(3), stats: new Float32Array(0) }))).rejects.toThrow(`${c.layout.trainableSize}`);
+    expect(tf.memory().numTensors).toBe(before);
+    c.dispose();
+  });
+
   it('rejects weights of the wrong length, naming both sizes', () => {
     const c = new StepComputer('lenet', { kind: 'scale' });
     expect(() => c.setWeights(new Float32Array(10))).toThrow(/62006.*10/);

@@ -10,6 +10,7 @@ import { weightLayout, assertLength, type WeightLayout } from '../common/weights
 import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
 import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
 import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase } from './layers/sync-batch-norm.ts';
+import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
 
 export interface TrainResult {
   count: number;
@@ -69,6 +70,29 @@ async function readAndDispose(t: Tensor): Promise<Float32Array> {
   }
 }
 
+/**
+ * A float32 tensor's storage when the backend keeps it in this thread's memory (wasm: a view of
+ * its heap; cpu: its values array), for a copy without a read-back; undefined elsewhere (webgpu).
+ */
+function hostFloats(t: Tensor): Float32Array | undefined {
+  const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: Tensor) => unknown; data?: { get(id: object): { values?: unknown } | undefined } };
+  let view: unknown;
+  if (tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function') view = backend.typedArrayFromHeap(t);
+  else if (tf.getBackend() === 'cpu') view = backend.data?.get(t.dataId)?.values;
+  return view instanceof Float32Array && view.length === t.size ? view : undefined;
+}
+
+/** Copies tensors end to end into `out`, which must be as long as all of them. */
+async function copyInto(tensors: Tensor[], out: Float32Array): Promise<void> {
+  const total = tensors.reduce((n, t) => n + t.size, 0);
+  assertLength('copy target', out.length, total);
+  let at = 0;
+  for (const t of tensors) {
+    out.set(hostFloats(t) ?? ((await t.data()) as Float32Array), at);
+    at += t.size;
+  }
+}
+
 export class StepComputer {
   readonly model: LayersModel;
   readonly layout: WeightLayout;
@@ -92,15 +116,18 @@ export class StepComputer {
   /**
    * The training forward pass, layer by layer, so that BatchNorm and Dropout take their
    * distributed forms; every other layer is applied as Keras would. Pushes each BatchNorm's slice
-   * mean and variance onto `stats`.
+   * mean and variance onto `stats`. The bias of the layer before each BatchNorm gets its gradient
+   * from `biases` (layers/pre-norm-bias.ts: without the cancellation that makes it slicing noise).
    */
-  private forwardTraining(x: Tensor, opts: TrainOptions, stats: Tensor[]): Tensor {
+  private forwardTraining(x: Tensor, opts: TrainOptions, stats: Tensor[], biases: PreNormBiasGradients): Tensor {
     const position = opts.position ?? { seed: 0, step: 0, firstSample: 0 };
     const bn = opts.batchNorm ?? { kind: 'sync' };
     let h = x;
+    let previous: tfl.layers.Layer | undefined;
     for (const layer of this.model.layers) {
       const kind = layer.getClassName();
       if (kind === 'BatchNormalization') {
+        h = biases.tap(previous, h);
         const index = this.batchNorms.indexOf(layer);
         const [gamma, beta] = layer.trainableWeights.map((w) => w.read());
         const epsilon = layer.getConfig().epsilon as number;
@@ -114,6 +141,7 @@ export class StepComputer {
       } else {
         h = layer.apply(h, { training: true }) as Tensor;
       }
+      previous = layer;
     }
     return h;
   }
@@ -143,6 +171,32 @@ export class StepComputer {
   }
 
   /**
+   * Forward and backward on a slice, inside the caller's tidy: the loss sum, the probabilities, the
+   * gradient sums in the order of the layout's trainable weights, and each BatchNorm's slice
+   * statistics. `probs` and `stats` are kept past variableGrads' scope: the caller disposes them.
+   */
+  private forwardBackward(images: Uint8Array, labels: Uint8Array, opts: TrainOptions): { value: Tensor; probs: Tensor; grads: Tensor[]; stats: Tensor[] } {
+    const count = labels.length;
+    const x = this.inputs(images, count);
+    const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
+    let probs: Tensor | undefined;
+    const stats: Tensor[] = [];
+    const biases = new PreNormBiasGradients();
+    try {
+      const { value, grads } = tf.variableGrads(() => {
+        probs = tf.keep(this.forwardTraining(x, opts, stats, biases));
+        stats.forEach((t) => tf.keep(t));
+        return StepComputer.lossSum(probs, y) as tfc.Scalar;
+      }, this.trainable);
+      biases.substitute(grads);
+      // Trainable weights come first in the layout, in the order of model.trainableWeights.
+      return { value, probs: probs!, grads: this.trainable.map((v) => grads[v.name]), stats };
+    } finally {
+      biases.dispose();
+    }
+  }
+
+  /**
    * One training step on a slice. Everything the coordinator needs (loss, probabilities, gradients,
    * BatchNorm statistics) is packed into one tensor and read back with a single `await data()`:
    * GPU backends (webgpu) cannot read synchronously in Node, and one read-back is one GPU sync.
@@ -150,22 +204,12 @@ export class StepComputer {
   async train(images: Uint8Array, labels: Uint8Array, opts: TrainOptions = {}): Promise<TrainResult> {
     const count = labels.length;
     const packed = tf.tidy(() => {
-      const x = this.inputs(images, count);
-      const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
-      let probs: Tensor | undefined;
-      const stats: Tensor[] = [];
-      const { value, grads } = tf.variableGrads(() => {
-        // Kept past variableGrads' inner scope so they can join the packed read-back below.
-        probs = tf.keep(this.forwardTraining(x, opts, stats));
-        stats.forEach((t) => tf.keep(t));
-        return StepComputer.lossSum(probs, y) as tfc.Scalar;
-      }, this.trainable);
-      const parts: Tensor[] = [tf.reshape(value, [1]), tf.reshape(probs!, [-1])];
-      // Trainable weights come first in the layout, in the order of model.trainableWeights.
-      for (const v of this.trainable) parts.push(tf.reshape(grads[v.name], [-1]));
+      const { value, probs, grads, stats } = this.forwardBackward(images, labels, opts);
+      const parts: Tensor[] = [tf.reshape(value, [1]), tf.reshape(probs, [-1])];
+      for (const g of grads) parts.push(tf.reshape(g, [-1]));
       for (const t of stats) parts.push(tf.reshape(t, [-1]));
       const all = tf.concat(parts);
-      tf.dispose([probs!, ...stats]);
+      tf.dispose([probs, ...stats]);
       return all;
     });
     const flat = await readAndDispose(packed);
@@ -179,6 +223,37 @@ export class StepComputer {
       gradientSum: flat.subarray(probsEnd, gradEnd),
       stats: flat.subarray(gradEnd),
     };
+  }
+
+  /**
+   * `train`, writing the gradient sums and statistics into arrays the caller owns (the
+   * shared-memory step's slot) instead of returning them. On backends that keep tensors in this
+   * thread's memory (wasm, cpu) each gradient is copied once, straight from the backend's storage,
+   * with no packing concat, no read-back allocation and no second copy; elsewhere it reads back
+   * each tensor. `target` is asked for the arrays after the compute, right before they are
+   * written, and may answer undefined to have nothing written (the slot was reassigned meanwhile).
+   * The same values as `train`: copies only.
+   */
+  async trainInto(images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined, opts: TrainOptions = {}): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+    const count = labels.length;
+    const { head, grads, stats } = tf.tidy(() => {
+      const r = this.forwardBackward(images, labels, opts);
+      const head = tf.concat([tf.reshape(r.value, [1]), tf.reshape(r.probs, [-1])]);
+      tf.dispose(r.probs);
+      return { head, grads: r.grads, stats: r.stats };
+    });
+    try {
+      const flat = (await head.data()) as Float32Array;
+      const into = target();
+      if (into) {
+        assertLength('gradient target', into.gradientSum.length, this.layout.trainableSize);
+        await copyInto(grads, into.gradientSum);
+        await copyInto(stats, into.stats);
+      }
+      return { count, lossSum: flat[0], correct: countCorrect(flat.subarray(1), labels) };
+    } finally {
+      tf.dispose([head, ...grads, ...stats]);
+    }
   }
 
   /** Loss, correct count and predicted classes for a slice, in inference mode, with one read-back. */

@@ -104,19 +104,27 @@ export class WorkerSession {
 
   /**
    * The shared-memory step's train: weights straight from shared memory into the backend (the one
-   * copy), then one step. The next message task must bring its weights: this worker's version is
-   * forgotten, since the shared weights are not versioned.
+   * copy), then one step whose gradient sums and statistics go straight into `target` (the slot;
+   * StepComputer.trainInto). The next message task must bring its weights: this worker's version
+   * is forgotten, since the shared weights are not versioned.
    */
+  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+    return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target));
+  }
+
+  /** `trainWithInto`, returning the gradient sums instead. */
   trainWith(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
-    return this.withFallback(async () => {
-      const computer = this.computer;
-      if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
-      computer.setWeights(weights);
-      this.weightsVersion = -1;
-      this.lastWeights = undefined;
-      this.statsDirty = false;
-      return computer.train(images, labels);
-    });
+    return this.withFallback(async () => this.withWeights(weights).train(images, labels));
+  }
+
+  private withWeights(weights: Float32Array): StepComputer {
+    const computer = this.computer;
+    if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
+    computer.setWeights(weights);
+    this.weightsVersion = -1;
+    this.lastWeights = undefined;
+    this.statsDirty = false;
+    return computer;
   }
 
   /**
