@@ -1,0 +1,157 @@
+/**
+ * The shared-memory step is screened like the message path: SharedStep with one SharedStepServer per
+ * "thread", both served on this thread (the Atomics waits are asynchronous), driven by the Trainer.
+ * The servers' sessions return made-up gradients, honest or poisoned on chosen calls, so the test
+ * needs no model compute: what it exercises is the shared memory, the threads' Σg², the screen, the
+ * scheduler's recomputation and the Adam guard.
+ */
+import { describe, expect, it } from 'vitest';
+import { syntheticData, tempDir, testConfig } from '../test/helpers.ts';
+import { silentLogger, type Logger } from '../common/logger.ts';
+import { Adam } from '../common/adam.ts';
+import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+import type { TrainResult } from '../worker/compute.ts';
+import type { WorkerSession } from '../worker/session.ts';
+import { SharedStepServer } from '../worker/shared-step-server.ts';
+import { loadCheckpoint } from './checkpoint.ts';
+import { Membership, type WorkerHandle } from './membership.ts';
+import { SharedStep } from './shared-step.ts';
+import { Trainer, type RunOutcome } from './trainer.ts';
+
+/** The value to fill thread `thread`'s gradient with on its call `call` (1-based), or undefined for an honest one. */
+type Poison = (thread: number, call: number) => number | undefined;
+
+/** A compute thread's session that computes nothing: its gradient is a fixed function of the weights. */
+function fakeSession(thread: number, poison: Poison): WorkerSession {
+  let calls = 0;
+  const trainWith = async (weights: Float32Array, _images: Uint8Array, labels: Uint8Array): Promise<TrainResult> => {
+    const count = labels.length;
+    const trainable = weights.length;
+    const bad = poison(thread, ++calls);
+    // Honest: count × (0.01·w_i + 0.001·sin i), the same on any thread for the same weights, so a
+    // recomputed slice gives the bits the first honest answer would have.
+    const gradientSum = new Float32Array(trainable);
+    for (let i = 0; i < trainable; i++) gradientSum[i] = bad ?? count * (0.01 * weights[i] + 0.001 * Math.sin(i));
+    return { count, lossSum: count * 2.3, correct: 0, gradientSum, stats: new Float32Array(0) };
+  };
+  // The shared-memory step's call: the gradient sums go into the slot the target names.
+  const trainWithInto = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined) => {
+    const { gradientSum, stats: _stats, ...rest } = await trainWith(weights, images, labels);
+    target()?.gradientSum.set(gradientSum);
+    return rest;
+  };
+  return { trainWith, trainWithInto } as unknown as WorkerSession;
+}
+
+/** What ThreadWorker (inprocess.ts) is, with evaluation answered honestly here. */
+class SharedThread implements WorkerHandle {
+  readonly keepOnRejection = true;
+  readonly backend = 'fake';
+  weightsVersion = -1;
+  readonly closed: string[] = [];
+  constructor(readonly id: string, private readonly index: number, private readonly shared: SharedStep) {}
+  get name(): string {
+    return this.id;
+  }
+  run(task: TaskMessage): Promise<ResultMessage> {
+    const slot = this.shared.slotFor(task);
+    if (slot !== undefined) return this.shared.train(this.index, slot, task);
+    const count = task.labels.length;
+    const predictions = new Uint8Array(count);
+    const correct = task.labels.filter((l) => l === 0).length;
+    return Promise.resolve({ type: 'result', taskId: task.taskId, count, lossSum: count * 2.3, correct, computeMs: 0, predictions });
+  }
+  close(_code: number, reason: string): void {
+    this.closed.push(reason);
+    this.shared.fail(this.index, reason);
+  }
+}
+
+interface SharedRun {
+  outcome?: RunOutcome;
+  error?: unknown;
+  weights: Float32Array;
+  lines: Record<string, unknown>[];
+  threads: SharedThread[];
+  out: string;
+}
+
+/** Trains mlp for one epoch (128 images, batch 32: 4 steps) over `k` shared-memory threads. */
+async function trainShared(k: number, poison: Poison = () => undefined): Promise<SharedRun> {
+  const out = await tempDir('shared-');
+  const config = testConfig({ model: 'mlp', workers: k, batchSize: 32, out, learningRate: 0.01 });
+  const lines: Record<string, unknown>[] = [];
+  const log: Logger = silentLogger();
+  log.warn = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.warn;
+  log.error = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.error;
+  const membership = new Membership(log);
+  const trainer = new Trainer(config, await syntheticData(128, 20), membership, log);
+  const shared = new SharedStep({ trainable: trainer.layout.trainableSize, stats: 0, slots: k, slotSamples: 32, threads: k }, new Adam(1).kind === 'simd');
+  const threads: SharedThread[] = [];
+  for (let i = 0; i < k; i++) {
+    void new SharedStepServer(shared.attachMessage(i), fakeSession(i + 1, poison), (job) => job()).serve();
+    threads.push(new SharedThread(`thread-${i + 1}`, i, shared));
+    membership.join(threads[i]);
+  }
+  membership.canGrow = false;
+  trainer.useSharedStep(shared);
+  const run: SharedRun = { weights: new Float32Array(0), lines, threads, out };
+  try {
+    run.outcome = await trainer.run();
+  } catch (err) {
+    run.error = err;
+  }
+  run.weights = trainer.currentWeights.slice();
+  return run;
+}
+
+const allFinite = (a: Float32Array) => a.every(Number.isFinite);
+const rejections = (r: SharedRun) => r.lines.filter((l) => l.event === 'result_rejected');
+
+describe('the shared-memory step checks what the threads produce before it counts', { timeout: 60_000 }, () => {
+  it('rejects a thread\'s 1e21 gradients (with history), recomputes the slot, and ends with the honest run\'s weights', async () => {
+    const honest = await trainShared(2);
+    const poisoned = await trainShared(2, (thread, call) => (thread === 2 && call === 2 ? 1e21 : undefined));
+    expect(poisoned.outcome?.status).toBe('finished');
+    expect(rejections(honest)).toEqual([]);
+    const [line] = rejections(poisoned);
+    expect(rejections(poisoned)).toHaveLength(1);
+    expect(line).toMatchObject({ workerId: 'thread-2' });
+    expect(line.reason).toMatch(/gradient norm .* exceeds the bound/);
+    expect(line.norm as number).toBeGreaterThan(1e18);
+    expect(line.bound as number).toBeLessThan(1e3);
+    expect(allFinite(poisoned.weights)).toBe(true);
+    // The recomputed slot is the honest one, so nothing of the poison is left in the weights.
+    expect(Buffer.compare(Buffer.from(poisoned.weights.buffer), Buffer.from(honest.weights.buffer))).toBe(0);
+    // A thread is recomputed, not evicted.
+    expect(poisoned.threads.flatMap((t) => t.closed)).toEqual([]);
+  });
+
+  it('rejects a NaN gradient on the first step (no history: the step is reviewed together)', async () => {
+    const honest = await trainShared(2);
+    const poisoned = await trainShared(2, (thread, call) => (thread === 1 && call === 1 ? NaN : undefined));
+    expect(poisoned.outcome?.status).toBe('finished');
+    const [line] = rejections(poisoned);
+    expect(line).toMatchObject({ workerId: 'thread-1', norm: 'NaN' });
+    expect(line.reason).toMatch(/non-finite/);
+    expect(Buffer.compare(Buffer.from(poisoned.weights.buffer), Buffer.from(honest.weights.buffer))).toBe(0);
+  });
+
+  it('fails cleanly with DTRAIN_ERR_RESULT_REJECTED when the one thread\'s recomputation is poisoned again, weights finite', async () => {
+    const run = await trainShared(1, (_thread, call) => (call >= 2 ? Infinity : undefined));
+    expect(run.outcome).toBeUndefined();
+    expect((run.error as { code?: string }).code).toBe('DTRAIN_ERR_RESULT_REJECTED');
+    expect(rejections(run)).toHaveLength(2);
+    expect(allFinite(run.weights)).toBe(true);
+  });
+
+  it('refuses a step whose gradient would overflow Adam\'s g² (1e20 on a lone first slice passes the screen), and Adam\'s state stays finite', async () => {
+    const run = await trainShared(1, (_thread, call) => (call === 1 ? 1e20 : undefined));
+    expect(run.outcome?.status).toBe('finished');
+    expect(run.lines.filter((l) => l.event === 'step_refused')).toHaveLength(1);
+    expect(allFinite(run.weights)).toBe(true);
+    const ckpt = await loadCheckpoint(run.out, 'mlp');
+    expect(ckpt).toBeDefined();
+    expect(allFinite(ckpt!.adam.m) && allFinite(ckpt!.adam.v)).toBe(true);
+  });
+});
