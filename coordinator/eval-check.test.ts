@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { checkEvalResult } from './eval-check.ts';
-import type { ResultMessage } from '../common/protocol.ts';
+import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+import { silentLogger } from '../common/logger.ts';
+import { syntheticData, tempDir, testConfig } from '../test/helpers.ts';
+import { Membership, type WorkerHandle } from './membership.ts';
+import { Trainer } from './trainer.ts';
 
 // A task of four samples with labels 3, 1, 4, 1; an honest answer predicts 3, 1, 5, 1: three match.
 const labels = Uint8Array.from([3, 1, 4, 1]);
@@ -35,4 +39,51 @@ describe('checkEvalResult', () => {
       expect(rejection?.reason).toMatch(reason);
     });
   }
+});
+
+describe('Trainer.evaluate checks each evaluation result before combining it', () => {
+  /** Answers evaluation tasks: predicts class 0 everywhere, honestly, or with `lie` applied to the result. */
+  class EvalWorker implements WorkerHandle {
+    readonly backend = 'fake';
+    weightsVersion = -1;
+    readonly closed: string[] = [];
+    answered = 0;
+    constructor(readonly id: string, private readonly lie?: (r: ResultMessage) => ResultMessage) {}
+    get name(): string {
+      return this.id;
+    }
+    run(task: TaskMessage): Promise<ResultMessage> {
+      this.answered++;
+      const count = task.labels.length;
+      const honest: ResultMessage = { type: 'result', taskId: task.taskId, count, lossSum: count * 2.3, correct: task.labels.filter((l) => l === 0).length, computeMs: 0, predictions: new Uint8Array(count) };
+      return new Promise((resolve) => setTimeout(() => resolve(this.lie ? this.lie(honest) : honest), this.lie ? 0 : 5));
+    }
+    close(_code: number, reason: string): void {
+      this.closed.push(reason);
+    }
+  }
+
+  it('rejects a worker that claims every sample correct, logs result_rejected with the reason, and has another worker recompute', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = silentLogger();
+    log.warn = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.warn;
+    const data = await syntheticData(64, 40);
+    const config = testConfig({ model: 'mlp', evalBatchSize: 20, out: await tempDir('eval-') });
+    const honestRun = new Membership(silentLogger());
+    honestRun.join(new EvalWorker('good'));
+    const expected = await new Trainer(config, data, honestRun, silentLogger()).evaluate(data.test);
+
+    const membership = new Membership(silentLogger());
+    const liar = new EvalWorker('liar', (r) => ({ ...r, correct: r.count }));
+    const good = new EvalWorker('good');
+    membership.join(liar);
+    membership.join(good);
+    const got = await new Trainer(config, data, membership, log).evaluate(data.test);
+    expect(got).toEqual(expected);
+    const rejected = lines.filter((l) => l.event === 'result_rejected');
+    expect(rejected.length).toBeGreaterThanOrEqual(1);
+    expect(rejected[0]).toMatchObject({ workerId: 'liar' });
+    expect(rejected[0].reason).toMatch(/correct count 20, but \d+ of the predictions match the labels/);
+    expect(liar.closed[0]).toMatch(/result rejected/);
+  });
 });
