@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkStats, GradientScreen, lowerMedian, sliceNorm } from './result-check.ts';
+import { checkStats, checkTally, GradientScreen, lowerMedian, sliceNorm, summarize, type SliceSummary } from './result-check.ts';
 import { floatsToBytes } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import type { WeightLayout } from '../common/weights.ts';
@@ -103,5 +103,66 @@ describe('GradientScreen', () => {
     expect(screen.review([result(1, [1e21, 0])], [1])).toHaveLength(0); // alone, it is its own median
     // not committed (say Adam refused the step): the screen still has no history
     expect(screen.hasHistory).toBe(false);
+  });
+});
+
+describe('checkTally', () => {
+  it('accepts a finite loss sum >= 0 and an integer correct count from 0 to the count', () => {
+    expect(checkTally({ lossSum: 0, correct: 0 }, 4)).toBeUndefined();
+    expect(checkTally({ lossSum: 9.2, correct: 4 }, 4)).toBeUndefined();
+  });
+
+  it('rejects a negative or non-finite loss sum, and a correct count outside 0..count or fractional, each saying which', () => {
+    expect(checkTally({ lossSum: -1, correct: 0 }, 4)?.reason).toMatch(/loss sum -1/);
+    expect(checkTally({ lossSum: NaN, correct: 0 }, 4)?.reason).toMatch(/loss sum NaN/);
+    expect(checkTally({ lossSum: 1, correct: 5 }, 4)?.reason).toMatch(/correct count 5; expected an integer from 0 to 4/);
+    expect(checkTally({ lossSum: 1, correct: -1 }, 4)?.reason).toMatch(/correct count -1/);
+    expect(checkTally({ lossSum: 1, correct: 1.5 }, 4)?.reason).toMatch(/correct count 1.5/);
+  });
+});
+
+describe('GradientScreen on slices summarized elsewhere (the shared-memory step)', () => {
+  // A slice as SharedStep.slice() gives it: the norm from its thread's Σg², the statistics in place.
+  const slice = (norm: number, overrides: Partial<SliceSummary> = {}): SliceSummary => ({ count: 2, lossSum: 1, correct: 1, norm, hasGradient: true, stats: new Float32Array([0, 1]), ...overrides });
+
+  it('judges a summarized slice exactly as the message it summarizes', () => {
+    // ‖[6, 8]‖ / 2 = 5, as sliceNorm says.
+    const s = summarize(result(2, [6, 8]));
+    expect(s.norm).toBe(5);
+    const a = new GradientScreen(LAYOUT);
+    const b = new GradientScreen(LAYOUT);
+    for (const screen of [a, b]) {
+      screen.startStep();
+      screen.review([result(2, [6, 8])], [2]);
+      screen.commit();
+    }
+    // History [5]: the bound is 50 × lowerMedian([5, x]) = 250 for x ≥ 5. Norm 300 is over it, 50 within.
+    expect(a.check(result(2, [600, 0]), 2)?.fields).toEqual({ norm: 300, bound: 250 });
+    expect(b.checkSlice(summarize(result(2, [600, 0])), 2)?.fields).toEqual({ norm: 300, bound: 250 });
+    expect(a.check(result(2, [100, 0]), 2)).toBeUndefined();
+    expect(b.checkSlice(summarize(result(2, [100, 0])), 2)).toBeUndefined();
+  });
+
+  it('rejects a non-finite norm (a NaN or Infinity in the gradient) on its own, on review and on check', () => {
+    const screen = new GradientScreen(LAYOUT);
+    screen.startStep();
+    const rejected = screen.reviewSlices([slice(NaN), slice(1), slice(Infinity)], [2, 2, 2]);
+    expect(rejected.map((r) => r.index)).toEqual([0, 2]);
+    expect(rejected[0].rejection.reason).toMatch(/non-finite value \(norm NaN\)/);
+    expect(rejected[1].rejection.reason).toMatch(/non-finite value \(norm Infinity\)/);
+    screen.commit();
+    expect(screen.checkSlice(slice(NaN), 2)?.reason).toMatch(/non-finite/);
+    expect(screen.checkSlice(slice(1.5), 2)).toBeUndefined();
+  });
+
+  it('rejects a slice with a negative loss sum, an impossible correct count, or a non-finite statistic', () => {
+    const screen = new GradientScreen(LAYOUT);
+    screen.startStep();
+    const rejected = screen.reviewSlices([slice(1, { lossSum: -3 }), slice(1, { correct: 3 }), slice(1, { stats: new Float32Array([NaN, 1]) }), slice(1)], [2, 2, 2, 2]);
+    expect(rejected.map((r) => r.rejection.reason)).toEqual([
+      expect.stringMatching(/loss sum -3/),
+      expect.stringMatching(/correct count 3; expected an integer from 0 to 2/),
+      expect.stringMatching(/BatchNorm statistic 0 is NaN/),
+    ]);
   });
 });
