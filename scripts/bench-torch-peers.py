@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """PyTorch as the peer of `dtrain train` on this machine: one process (1 thread, and every core), and DDP over
 2 processes x 1 thread (gloo on 127.0.0.1), both at global batch 32, on the four dtrain models
-(scripts/bench-torch.py builds them). Each step includes the data: a slice of in-memory uint8 images
-converted to float, as dtrain's workers do. Also says which BLAS torch was built for and which one
-it actually loaded (Debian's python3-torch calls whatever libblas.so.3 the alternatives system
+(scripts/bench-torch.py builds them). The steps and the process setup are bench-torch.py's
+(make_steps, prepare_process, set_threads): each step slices in-memory uint8 images and converts
+them to float, as dtrain's workers do; every thread pool, OpenBLAS's included, is pinned to the
+row's thread count; malloc keeps freed memory. Also says which BLAS torch was built for and which
+one it actually loaded (Debian's python3-torch calls whatever libblas.so.3 the alternatives system
 points at: the reference BLAS unless an optimized one such as libopenblas0-pthread is installed).
 
 Prints one JSON object: {"available": false, "reason"} when torch cannot be imported, otherwise
-{"available": true, "version", "blas": {"buildInfo", "loaded": [...], "openblas": bool},
+{"available": true, "version", "blas": {"buildInfo", "loaded": [...], "openblas": bool, ...},
+ "setup": {...bench-torch.py's setup_info},
  "rows": [{"model", "mode": "single"|"ddp", "processes", "threadsPerProcess", "globalBatch",
-           "steps", "seconds", "imagesPerSecond"}]}.
+           "steps", "seconds", "imagesPerSecond", "cpuSeconds", "minorFaultsPerStep"}]}.
+cpuSeconds is the process's CPU time over the timed steps (rank 0's for DDP): about `seconds` times
+threadsPerProcess when the pools hold the row's thread count.
 
     python3 scripts/bench-torch-peers.py [--models mlp,lenet] [--seconds 8] [--modes single,ddp]
+                                         [--threads 1,2] [--memory-format auto|channels-last|contiguous]
 """
 import argparse
 import importlib.util
 import json
 import os
-import re
+import resource
 import socket
 import sys
 import time
@@ -27,96 +33,69 @@ GLOBAL_BATCH = 32
 IMAGES = 2048
 
 
-def load_builder():
+def load_bench_torch():
+    """scripts/bench-torch.py as a module: the models, the steps and the process setup."""
     spec = importlib.util.spec_from_file_location("bench_torch", os.path.join(HERE, "bench-torch.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.build
+    return mod
 
 
-def blas_info(torch):
-    show = torch.__config__.show()
-    m = re.search(r"BLAS_INFO=([^,\s]+)", show)
-    with open("/proc/self/maps") as f:
-        loaded = sorted({line.split()[-1] for line in f if re.search(r"blas|lapack", line.split()[-1] if line.split() else "", re.I)})
-    return {"buildInfo": m.group(1) if m else "unknown", "loaded": loaded, "openblas": any("openblas" in p for p in loaded)}
-
-
-def data(torch, batch_seed):
-    g = torch.Generator().manual_seed(batch_seed)
-    images = torch.randint(0, 256, (IMAGES, 3, 32, 32), dtype=torch.uint8, generator=g)
-    labels = torch.randint(0, 10, (IMAGES,), generator=g)
-    return images, labels
-
-
-def train_steps(torch, nn, model, opt, images, labels, batch, start, n):
-    loss_fn = nn.CrossEntropyLoss()
-    pos = start
-    for _ in range(n):
-        if pos + batch > IMAGES:
-            pos = 0
-        x = images[pos:pos + batch].float().div_(255.0)
-        y = labels[pos:pos + batch]
-        pos += batch
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
-    return pos
-
-
-def timed(torch, nn, model, opt, images, labels, batch, seconds, barrier=lambda: None, agreed=lambda done: done):
-    """Steps after a warm-up until `seconds` have passed (as `agreed` among DDP ranks); (steps, seconds)."""
-    pos = train_steps(torch, nn, model, opt, images, labels, batch, 0, 5)
+def timed(steps, seconds, barrier=lambda: None, agreed=lambda done: done):
+    """Steps after a warm-up until `seconds` have passed (as `agreed` among DDP ranks);
+    (steps, seconds, CPU seconds of this process, minor page faults)."""
+    steps(5)
     barrier()
-    t0 = time.perf_counter()
-    steps = 0
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    done = 0
     # Whole chunks of 10 steps, so that every DDP rank runs the same number of steps.
     while True:
-        pos = train_steps(torch, nn, model, opt, images, labels, batch, pos, 10)
-        steps += 10
+        steps(10)
+        done += 10
         if agreed(time.perf_counter() - t0 >= seconds):
             break
-    return steps, time.perf_counter() - t0
+    elapsed, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    return done, elapsed, r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt
 
 
-def single(torch, nn, build, name, seconds, threads):
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build(nn, name)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=0.001)
-    images, labels = data(torch, 1)
-    steps, secs = timed(torch, nn, model, opt, images, labels, GLOBAL_BATCH, seconds)
-    return {"model": name, "mode": "single", "processes": 1, "threadsPerProcess": threads, "globalBatch": GLOBAL_BATCH,
-            "steps": steps, "seconds": secs, "imagesPerSecond": steps * GLOBAL_BATCH / secs}
+def row(name, mode, processes, threads, steps, secs, cpu, faults):
+    return {"model": name, "mode": mode, "processes": processes, "threadsPerProcess": threads, "globalBatch": GLOBAL_BATCH,
+            "steps": steps, "seconds": secs, "imagesPerSecond": steps * GLOBAL_BATCH / secs, "cpuSeconds": cpu, "minorFaultsPerStep": faults / steps}
 
 
-def ddp_rank(rank, world, port, name, seconds, out_path):
+def single(torch, nn, bt, name, seconds, threads, memory_format):
+    bt.set_threads(torch, threads)
+    images, labels = bt.image_pool(torch, 1, IMAGES)
+    steps, _ = bt.make_steps(torch, nn, name, GLOBAL_BATCH, images, labels, memory_format)
+    return row(name, "single", 1, threads, *timed(steps, seconds))
+
+
+def ddp_rank(rank, world, port, name, seconds, memory_format, out_path):
     import torch
     import torch.distributed as dist
     from torch import nn
-    torch.set_num_threads(1)
+    bt = load_bench_torch()
+    # The parent pinned the pools' environment before spawning; OpenBLAS and malloc once more here.
+    bt.keep_freed_memory()
+    bt.set_threads(torch, 1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    build = load_builder()
-    torch.manual_seed(0)
-    model = torch.nn.parallel.DistributedDataParallel(build(nn, name))
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=0.001)
-    images, labels = data(torch, 1 + rank)
+    images, labels = bt.image_pool(torch, 1 + rank, IMAGES)
+    steps, model = bt.make_steps(torch, nn, name, GLOBAL_BATCH // world, images, labels, memory_format,
+                                 wrap=torch.nn.parallel.DistributedDataParallel)
 
     def agreed(done):
         flag = torch.tensor([1 if done else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # stop when any rank's clock says so
         return bool(flag.item())
 
-    steps, secs = timed(torch, nn, model, opt, images, labels, GLOBAL_BATCH // world, seconds, dist.barrier, agreed)
+    result = timed(steps, seconds, dist.barrier, agreed)
     if rank == 0:
         with open(out_path, "w") as f:
-            json.dump({"steps": steps, "seconds": secs}, f)
+            json.dump({"result": result, "setup": bt.setup_info(torch, memory_format)}, f)
     dist.destroy_process_group()
 
 
-def ddp(torch, name, seconds, world=2):
+def ddp(name, seconds, memory_format, world=2):
     import tempfile
     import torch.multiprocessing as mp
     with socket.socket() as s:
@@ -124,11 +103,10 @@ def ddp(torch, name, seconds, world=2):
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "rank0.json")
-        mp.spawn(ddp_rank, args=(world, port, name, seconds, out), nprocs=world, join=True)
+        mp.spawn(ddp_rank, args=(world, port, name, seconds, memory_format, out), nprocs=world, join=True)
         with open(out) as f:
             r = json.load(f)
-    return {"model": name, "mode": "ddp", "processes": world, "threadsPerProcess": 1, "globalBatch": GLOBAL_BATCH,
-            "steps": r["steps"], "seconds": r["seconds"], "imagesPerSecond": r["steps"] * GLOBAL_BATCH / r["seconds"]}
+    return {**row(name, "ddp", world, 1, *r["result"]), "setup": r["setup"]}
 
 
 def main():
@@ -137,28 +115,34 @@ def main():
     ap.add_argument("--modes", default="single,ddp")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="thread counts of the single process (default: 1 and every core)")
+    ap.add_argument("--memory-format", default="auto", choices=["auto", "channels-last", "contiguous"])
     args = ap.parse_args()
+    bt = load_bench_torch()
+    # Before torch loads (DDP's spawned ranks inherit the environment); set_threads raises the
+    # pools at run time for the all-cores row.
+    bt.prepare_process(1)
     try:
         import torch
         from torch import nn
     except Exception as e:  # ImportError, or a broken install
         print(json.dumps({"available": False, "reason": f"python3 cannot import torch ({type(e).__name__}: {e})"}))
         return
-    build = load_builder()
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             if mode == "single":
                 for threads in sorted({int(t) for t in args.threads.split(",")}):
-                    rows.append(single(torch, nn, build, name, args.seconds, threads))
+                    rows.append(single(torch, nn, bt, name, args.seconds, threads, args.memory_format))
                     print(f"{name} single, {threads} thread(s): {rows[-1]['imagesPerSecond']:.0f} img/s", file=sys.stderr)
                 continue
             elif mode == "ddp":
-                rows.append(ddp(torch, name, args.seconds))
+                rows.append(ddp(name, args.seconds, args.memory_format))
             else:
                 raise SystemExit(f"unknown mode {mode!r}: expected single or ddp")
             print(f"{name} {mode}: {rows[-1]['imagesPerSecond']:.0f} img/s", file=sys.stderr)
-    print(json.dumps({"available": True, "version": torch.__version__, "blas": blas_info(torch), "rows": rows}))
+    bt.set_threads(torch, 1)
+    setup = bt.setup_info(torch, args.memory_format)
+    print(json.dumps({"available": True, "version": torch.__version__, "blas": setup["blas"], "setup": setup, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -2,29 +2,156 @@
 """PyTorch training throughput on the CPU for the four dtrain models, for comparison only.
 
 The same layers as common/models.ts (Keras 'valid' convolutions), Adam(lr=0.001), cross-entropy,
-float inputs already made, one thread (torch.set_num_threads). Prints one JSON object on stdout:
-{"available": false, "reason": ...} when torch cannot be imported (it is optional, never required),
-otherwise {"available": true, "version", "threads", "results": [{model, batch, parameters,
-imagesPerSecond: {median, min, max, runs}}]}.
+one thread by default. Each step does the work of dtrain's StepComputer.train plus the optimizer:
+it slices a batch of uint8 images from an in-memory pool (2,048 images, cycled), converts it to
+float (scaled to [0,1]; the mlp's standardized per feature, as common/data/preprocess.ts does), and
+runs forward, backward and Adam. scripts/bench-torch-peers.py uses the same steps (make_steps) and
+the same setup (prepare_process, set_threads), so the two scripts measure the same thing.
+
+The setup, stated in every output as "setup" (see setup_info):
+- every thread pool pinned: OMP/OpenBLAS/MKL_NUM_THREADS before torch loads, then
+  torch.set_num_threads and openblas_set_num_threads (Debian's torch calls OpenBLAS as a generic
+  BLAS, so torch.set_num_threads alone leaves OpenBLAS on every core);
+- glibc malloc told to keep freed memory (mallopt, before torch loads): by default it hands large
+  freed blocks back to the kernel, and whether it does so every step depends on the process's
+  allocation history; where it does, lenet pays ~800 page faults (~2 ms) per step;
+- channels-last activations for the convolutional models on the CPU (--memory-format), which
+  oneDNN's convolutions and PyTorch's pooling run faster on, and which is dtrain's own layout.
+
+Prints one JSON object on stdout: {"available": false, "reason": ...} when torch cannot be imported
+(it is optional, never required), otherwise {"available": true, "version", "threads", "device",
+"setup", "results": [{model, batch, parameters, imagesPerSecond: {median, min, max, runs}}]}.
 
     python3 scripts/bench-torch.py [--quick] [--models lenet,mlp] [--batch 32,128] [--threads 1]
+                                   [--memory-format auto|channels-last|contiguous]
     python3 scripts/bench-torch.py --device cuda --batch 32,256,1024   # on a GPU (scripts/gpu-smoke.sh)
     python3 scripts/bench-torch.py --serve [--threads 1]
 
 --serve runs timed steps on request, so that scripts/bench-compute.ts can interleave PyTorch with its
-own runs on a shared machine: first a line {"available", "version", "threads", "config"}, then for
-each request line {"model", "batch", "steps"} one line {"seconds", "cpuSeconds"} (the model, data and optimizer of
-a (model, batch) pair are made once and kept).
+own runs on a shared machine: first a line {"available", "version", "threads", "config", "setup"},
+then for each request line {"model", "batch", "steps"} one line {"seconds", "cpuSeconds"} (the
+model, data and optimizer of a (model, batch) pair are made once and kept).
 """
 import argparse
+import ctypes
 import json
 import os
+import re
+import resource
 import statistics
 import sys
 import time
 
 # "cpu" or "cuda" (--device); on cuda every timed run ends with a synchronize.
 DEVICE = "cpu"
+# uint8 images each step's batch is sliced from, cycled: new inputs every step, as in training.
+POOL_IMAGES = 2048
+# glibc's mallopt parameters (malloc.h) and the values prepare_process sets: no block up to 32 MiB
+# (the largest activation here, cnn-dropout's first at batch 128, is 14.7 MB) is mmap'ed, and the
+# heap is never trimmed, so a step reuses the pages the last one freed.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 1 << 30  # mallopt takes an int
+MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
+# What prepare_process did, for setup_info.
+_PREPARED = {"mallocKeepsFreedMemory": False}
+
+
+def prepare_process(threads):
+    """Before torch loads: pins every thread pool's environment variable and tells malloc to keep
+    freed memory. Measured on 2026-11-30 (lenet, batch 32, one thread): without the mallopt, some
+    processes took ~800 minor faults and ~2.1-2.4 ms of system time per step and others none."""
+    # torch.set_num_threads governs OpenMP and MKL, not a BLAS torch only knows as "generic":
+    # Debian's torch calls OpenBLAS through libblas.so.3, and OpenBLAS would use every core for
+    # the Dense layers (set_threads also sets it at run time, for the all-cores row).
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    keep_freed_memory()
+
+
+def keep_freed_memory():
+    """True when glibc accepted both mallopt calls (False on a libc without mallopt)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+    except (OSError, AttributeError):
+        return False
+    _PREPARED["mallocKeepsFreedMemory"] = ok
+    return ok
+
+
+def loaded_libraries(pattern):
+    with open("/proc/self/maps") as f:
+        return sorted({line.split()[-1] for line in f if len(line.split()) >= 6 and re.search(pattern, line.split()[-1], re.I)})
+
+
+def openblas():
+    """The OpenBLAS this process loaded (through libblas.so.3), or None."""
+    for path in loaded_libraries(r"libopenblas"):
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            pass
+    return None
+
+
+def set_threads(torch, threads):
+    """torch's intra-op pool and OpenBLAS's, which torch.set_num_threads does not reach."""
+    torch.set_num_threads(threads)
+    lib = openblas()
+    if lib is not None:
+        lib.openblas_set_num_threads(threads)
+
+
+def blas_info(torch):
+    """The BLAS torch was built for, the one it loaded, and OpenBLAS's thread count and kernels."""
+    m = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    loaded = loaded_libraries(r"blas|lapack")
+    info = {"buildInfo": m.group(1) if m else "unknown", "loaded": loaded, "openblas": any("openblas" in p for p in loaded)}
+    lib = openblas()
+    if lib is not None:
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        info["openblasThreads"] = lib.openblas_get_num_threads()
+        info["openblasCore"] = lib.openblas_get_corename().decode()
+        info["openblasCoretypeEnv"] = os.environ.get("OPENBLAS_CORETYPE")
+    return info
+
+
+def conv_backend(torch, memory_format):
+    """The backend torch picks for a batch-32 3x32x32 convolution (Mkldnn is oneDNN), or None."""
+    try:
+        x = torch.zeros(32, 3, 32, 32).to(memory_format=memory_format)
+        w = torch.zeros(6, 3, 5, 5).to(memory_format=memory_format)
+        return str(torch._C._select_conv_backend(x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)).split(".")[-1]
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
+def resolve_memory_format(torch, requested):
+    """auto: channels-last on the CPU (measured faster here for all three convolutional models),
+    contiguous on CUDA (not measured there)."""
+    fmt = ("channels-last" if DEVICE == "cpu" else "contiguous") if requested == "auto" else requested
+    return fmt, torch.channels_last if fmt == "channels-last" else torch.contiguous_format
+
+
+def setup_info(torch, memory_format):
+    """What a PyTorch number was measured with; every output carries it."""
+    cap = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    return {
+        "torch": torch.__version__,
+        "device": DEVICE,
+        "threads": torch.get_num_threads(),
+        "interopThreads": torch.get_num_interop_threads(),
+        "threadEnv": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "blas": blas_info(torch),
+        "mkldnn": {"available": torch.backends.mkldnn.is_available(), "enabled": torch.backends.mkldnn.enabled,
+                   "convBackend": conv_backend(torch, resolve_memory_format(torch, memory_format)[1])},
+        "cpuCapability": cap.group(1) if cap else None,
+        "memoryFormat": resolve_memory_format(torch, memory_format)[0],
+        "mallocKeepsFreedMemory": _PREPARED["mallocKeepsFreedMemory"],
+        "optimizer": "Adam(lr=0.001), torch defaults",
+        "data": f"uint8 pool of {POOL_IMAGES} images, converted every step",
+    }
 
 
 def build(nn, name):
@@ -52,18 +179,46 @@ def build(nn, name):
     raise SystemExit(f"unknown model {name!r}: expected mlp, lenet, cnn-dropout or cnn-bn")
 
 
-def stepper(torch, nn, name, batch):
-    """A function running n training steps of `name` at `batch` (Adam included), and the model."""
+def image_pool(torch, seed, count=POOL_IMAGES):
+    """Random uint8 images and labels, standing in for a dataset in memory (as dtrain's workers hold it)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (count,), generator=g)
+    return images, labels
+
+
+def make_steps(torch, nn, name, batch, images, labels, memory_format="auto", wrap=lambda model: model):
+    """A function running n training steps of `name` at `batch` (Adam included), and the model.
+
+    Each step: the next `batch` uint8 images of the pool to float (scaled, or standardized per
+    feature for the mlp), forward, cross-entropy, backward, Adam. Convolutional models on the
+    channels-last format get their weights and inputs in it. `wrap` wraps the built model
+    (DistributedDataParallel for the DDP peer)."""
     torch.manual_seed(0)
+    _, fmt = resolve_memory_format(torch, memory_format)
+    convolutional = name != "mlp"
     model = build(nn, name).to(DEVICE)
+    if convolutional:
+        model = model.to(memory_format=fmt)
+    model = wrap(model)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=0.001)
     loss_fn = nn.CrossEntropyLoss()
-    x = torch.rand(batch, 3, 32, 32, device=DEVICE)
-    y = torch.randint(0, 10, (batch,), device=DEVICE)
+    images, labels = images.to(DEVICE), labels.to(DEVICE)
+    if not convolutional:  # per-feature mean and 1/std of the pool, as fitStandardization computes them
+        pool = images.double()
+        mean, inv_std = pool.mean(0).float(), (1.0 / pool.std(0, unbiased=False).clamp_min(1e-12)).float()
+    count = images.shape[0]
+    pos = [0]
 
     def steps(n):
         for _ in range(n):
+            if pos[0] + batch > count:
+                pos[0] = 0
+            x = images[pos[0]:pos[0] + batch].float()
+            x = x.div_(255.0).contiguous(memory_format=fmt) if convolutional else x.sub_(mean).mul_(inv_std)
+            y = labels[pos[0]:pos[0] + batch]
+            pos[0] += batch
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             opt.step()
@@ -73,38 +228,52 @@ def stepper(torch, nn, name, batch):
     return steps, model
 
 
-def serve(torch, nn):
-    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "config": torch.__config__.show()}), flush=True)
+def stepper(torch, nn, name, batch, memory_format="auto"):
+    """make_steps over a pool of at least POOL_IMAGES images (more at batches above it)."""
+    images, labels = image_pool(torch, 1, max(POOL_IMAGES, batch))
+    return make_steps(torch, nn, name, batch, images, labels, memory_format)
+
+
+def serve(torch, nn, memory_format):
+    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "config": torch.__config__.show(),
+                      "setup": setup_info(torch, memory_format)}), flush=True)
     made = {}
     for line in sys.stdin:
         req = json.loads(line)
         key = (req["model"], int(req["batch"]))
         if key not in made:
-            made[key] = stepper(torch, nn, *key)[0]
+            made[key] = stepper(torch, nn, *key, memory_format)[0]
         t0, c0 = time.perf_counter(), time.process_time()
         made[key](int(req["steps"]))
         print(json.dumps({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0}), flush=True)
 
 
-def measure(torch, nn, name, batch, quick):
-    steps, model = stepper(torch, nn, name, batch)
+def measure(torch, nn, name, batch, quick, memory_format):
+    steps, model = stepper(torch, nn, name, batch, memory_format)
 
-    run_seconds, run_count, warmup = (0.3, 3, 1) if quick else (1.0, 5, 2)
+    run_seconds, run_count, warmup = (0.3, 3, 3) if quick else (1.0, 5, 5)
     steps(warmup)
     t0 = time.perf_counter()
     steps(1)
     per_step = time.perf_counter() - t0
     steps_per_run = max(1, round(run_seconds / per_step))
-    runs = []
+    runs, cpu, faults = [], 0.0, 0
     for _ in range(run_count):
-        t0 = time.perf_counter()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         steps(steps_per_run)
-        runs.append(steps_per_run * batch / (time.perf_counter() - t0))
+        elapsed, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        runs.append(steps_per_run * batch / elapsed)
+        cpu += r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+        faults += r1.ru_minflt - r0.ru_minflt
     return {
         "model": name,
         "batch": batch,
         "parameters": sum(p.numel() for p in model.parameters()),
         "imagesPerSecond": {"median": statistics.median(runs), "min": min(runs), "max": max(runs), "runs": runs},
+        # Process CPU time (all threads) and minor page faults per timed step: a 1-thread peer's CPU
+        # time is its wall time, and a warmed-up step should fault no pages in.
+        "cpuMsPerStep": 1e3 * cpu / (run_count * steps_per_run),
+        "minorFaultsPerStep": faults / (run_count * steps_per_run),
     }
 
 
@@ -116,29 +285,27 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS)
     args = ap.parse_args()
-    # torch.set_num_threads governs OpenMP and MKL, not a BLAS torch only knows as "generic":
-    # Debian's torch calls OpenBLAS through libblas.so.3, and OpenBLAS would use every core for
-    # the Dense layers. Pin every pool before torch loads its libraries.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    prepare_process(args.threads)
     try:
         import torch
         from torch import nn
     except Exception as e:  # ImportError, or a broken install
         print(json.dumps({"available": False, "reason": f"python3 cannot import torch ({type(e).__name__}: {e})"}))
         return
-    torch.set_num_threads(args.threads)
+    set_threads(torch, args.threads)
     global DEVICE
     DEVICE = args.device
     if DEVICE == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"available": False, "reason": f"torch {torch.__version__} sees no CUDA device"}))
         return
     if args.serve:
-        return serve(torch, nn)
-    results = [measure(torch, nn, m.strip(), int(b), args.quick) for b in args.batch.split(",") for m in args.models.split(",")]
+        return serve(torch, nn, args.memory_format)
+    results = [measure(torch, nn, m.strip(), int(b), args.quick, args.memory_format) for b in args.batch.split(",") for m in args.models.split(",")]
     device = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"
-    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "device": device, "results": results}))
+    print(json.dumps({"available": True, "version": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+                      "setup": setup_info(torch, args.memory_format), "results": results}))
 
 
 if __name__ == "__main__":
