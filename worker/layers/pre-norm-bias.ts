@@ -1,0 +1,100 @@
+/**
+ * The gradient of a bias that feeds a BatchNorm in training mode, without the cancellation.
+ *
+ * A BatchNorm that normalizes with its batch's own mean is unchanged when a constant is added to
+ * one channel of its whole input, so the gradient it sends back sums to zero over that batch, per
+ * channel: Σ dx = γ·rs·(Σdy − N·Σdy/N − Σx̂·Σ(dy·x̂)/N) = 0, as Σx̂ = 0. For a layer `y = act(z + b)`
+ * that feeds it (Conv2D or Dense with relu or no activation), the bias gradient is therefore
+ *
+ *   ∂L/∂b = Σ_{y > 0} dx  =  Σ_all dx − Σ_{y ≤ 0} dx  =  −Σ_{y ≤ 0} dx     (relu)
+ *   ∂L/∂b = Σ_all dx  =  0                                                  (no activation)
+ *
+ * tfjs computes the left-hand form: a sum of many terms that cancel. For a channel whose relu is
+ * active on the whole batch the true gradient is exactly 0, and what comes out is float32 rounding
+ * noise of the terms (about 1e-7 of them), which depends on how the batch was sliced into partial
+ * sums; Adam divides by √v, so that noise moves the bias by up to the learning rate per step
+ * (docs/batchnorm.md). The right-hand form has no cancellation: exactly 0 for such a channel at any
+ * slicing, and a sum over the inactive positions only for the others.
+ *
+ * Over slices (synchronized BatchNorm: Σ dx = 0 over the global batch) each slice reports its own
+ * −Σ_{y ≤ 0} dx, and the slices add up to the exact gradient of the global batch; a single slice's
+ * share is no longer its own Σ_{y > 0} dx (the two differ by the slice's Σ dx, which only the whole
+ * batch cancels). With tfjs's per-slice BatchNorm (`localBatchNorm`) Σ dx = 0 holds per slice, and
+ * both forms are the slice's gradient.
+ *
+ * `PreNormBiasGradients.tap(layer, y)` marks the input of a BatchNorm: an identity op whose gradient
+ * passes dx through unchanged and records −Σ_{y ≤ 0} dx for the layer's bias; `substitute` then puts
+ * the recorded gradients in the place of tfjs's.
+ */
+import { tf, tfc, tfl, type Tensor } from '../../common/tf.ts';
+
+export type PreNormActivation = 'relu' | 'linear';
+
+/** What a layer must be for `tap`: Conv2D (channels last) or Dense, with a bias, activation relu or none. */
+export function preNormActivation(layer: tfl.layers.Layer): PreNormActivation | undefined {
+  const kind = layer.getClassName();
+  if (kind !== 'Conv2D' && kind !== 'Dense') return undefined;
+  const config = layer.getConfig();
+  if (config.useBias === false || config.dataFormat === 'channelsFirst') return undefined;
+  return config.activation === 'relu' || config.activation === 'linear' ? config.activation : undefined;
+}
+
+/** −Σ dx over the positions where the activation passes no gradient (y ≤ 0 for relu), per channel (last axis). */
+export function inactiveGradientSum(dx: Tensor, y: Tensor, activation: PreNormActivation): Tensor {
+  const channels = dx.shape[dx.rank - 1];
+  if (activation === 'linear') return tf.zeros([channels]);
+  const axes = Array.from({ length: dx.rank - 1 }, (_, i) => i);
+  return tf.neg(tf.sum(tf.mul(dx, tf.cast(tf.lessEqual(y, 0), 'float32')), axes));
+}
+
+interface Recorded {
+  /** The bias variable's name, as tf.variableGrads keys it. */
+  biasName: string;
+  gradient?: Tensor;
+}
+
+/** The taps of one forward and backward pass: `tap` while building it, `substitute` after variableGrads, then `dispose`. */
+export class PreNormBiasGradients {
+  private readonly recorded: Recorded[] = [];
+
+  /**
+   * `y` (the output of `layer`, about to enter a BatchNorm that normalizes with its batch's mean),
+   * unchanged, but recording its bias gradient in the backward pass. Layers that do not qualify
+   * (preNormActivation) pass through untapped.
+   */
+  tap(layer: tfl.layers.Layer | undefined, y: Tensor): Tensor {
+    const activation = layer && preNormActivation(layer);
+    const bias = layer?.trainableWeights.find((w) => /\/bias$/.test(w.originalName ?? w.name));
+    if (!activation || !bias) return y;
+    const entry: Recorded = { biasName: (bias as unknown as { val: { name: string } }).val.name };
+    this.recorded.push(entry);
+    const op = tf.customGrad((...args: (Tensor | tfc.GradSaveFunc)[]) => {
+      const [yIn, save] = args as [Tensor, tfc.GradSaveFunc];
+      save([yIn]);
+      const gradFunc = (dx: Tensor, [ySaved]: Tensor[]) => {
+        // Computed inside variableGrads' scope: kept, then handed over by `substitute`.
+        entry.gradient?.dispose();
+        entry.gradient = tf.keep(inactiveGradientSum(dx, ySaved, activation));
+        return dx;
+      };
+      return { value: tf.clone(yIn), gradFunc };
+    });
+    return op(y);
+  }
+
+  /**
+   * Replaces each tapped bias's gradient in `grads` (tf.variableGrads' map) by the recorded one, as
+   * a tensor of the caller's scope. Throws if a tapped layer's backward pass did not run.
+   */
+  substitute(grads: Record<string, Tensor>): void {
+    for (const r of this.recorded) {
+      if (!r.gradient || !grads[r.biasName]) throw new Error(`Expected a recorded gradient and tfjs's gradient for ${r.biasName}, but got ${r.gradient ? 'no tfjs gradient' : 'no recorded gradient'}.`);
+      grads[r.biasName] = tf.clone(r.gradient);
+    }
+  }
+
+  dispose(): void {
+    for (const r of this.recorded) r.gradient?.dispose();
+    this.recorded.length = 0;
+  }
+}
