@@ -37,8 +37,11 @@ export const STRIPE_FLOATS = 16;
 const LINE = 64;
 const PAGE = 65536;
 
-/** Commands a compute thread executes. */
-export const OP = { train: 1, reduce: 2 } as const;
+/**
+ * Commands a compute thread executes. `trainApply`: train, then reduce and apply Adam to the stripe
+ * [from, to) at once (a step of one slot: nothing to wait for, so no second command).
+ */
+export const OP = { train: 1, reduce: 2, trainApply: 3 } as const;
 
 /** Int32 control indices: global ones, then per thread at threadBase(t) + field. */
 export const CTL = {
@@ -76,6 +79,8 @@ export const F64 = {
   computeMs: 1,
   /** Σ g² (float64) over the slot the thread just trained: the owner screens its norm. */
   gradSquares: 2,
+  /** Milliseconds the thread spent on the reduction and Adam of a trainApply command. */
+  optimizerMs: 3,
 } as const;
 
 export const STATUS = { ok: 0, failed: 1 } as const;

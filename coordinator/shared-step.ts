@@ -8,6 +8,8 @@
  *              divides by the sample count and applies Adam, writing the next weights and moments
  *              (a reduce-scatter in shared memory). A thread that dies here is evicted and the whole
  *              phase is redone by the others from the untouched current copies.
+ *   A step of one slot (one thread, or a batch too small to share) runs both phases in one command
+ *   (OP.trainApply), so the owning thread hands off once per step.
  * Commands and completions are Atomics words; the owning thread only waits asynchronously, so it
  * keeps serving its event loop (heartbeats, messages, a partner's synchronisation) and does no
  * work proportional to the parameter count. Weights and Adam state are copied in at the start
@@ -47,6 +49,12 @@ export class SharedStep {
   onThreadFailed: (index: number, reason: string) => void = () => {};
 
   private adam: Adam | undefined;
+  /** Slots gathered for the step being prepared (gather(0) starts a step). */
+  private stepSlots = 0;
+  /** The result of this step's trainApply command (a step of one slot), whose reduction and Adam are done. */
+  private applied: ResultMessage | undefined;
+  /** Milliseconds the compute thread spent on this step's reduction and Adam inside its trainApply command; 0 otherwise. */
+  fusedOptimizerMs = 0;
 
   /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
   constructor(shape: StepMemoryShape, private readonly simd: boolean) {
@@ -89,6 +97,12 @@ export class SharedStep {
 
   /** Slice `slot` of a step: the images and labels at `indices` of `set`, gathered into the slot. */
   gather(slot: number, set: ImageSet, indices: Uint32Array): TaskSpec {
+    if (slot === 0) {
+      this.stepSlots = 0;
+      this.applied = undefined;
+      this.fusedOptimizerMs = 0;
+    }
+    this.stepSlots = Math.max(this.stepSlots, slot + 1);
     const images = this.mem.images[slot].subarray(0, indices.length * IMAGE_BYTES);
     const labels = this.mem.labels[slot].subarray(0, indices.length);
     for (let j = 0; j < indices.length; j++) {
@@ -105,20 +119,58 @@ export class SharedStep {
     return task.kind === 'train' ? this.slotOf.get(task.images) : undefined;
   }
 
-  /** Phase 1 for one slot on thread `index`. */
+  /**
+   * Phase 1 for one slot on thread `index`. A step of one slot has nothing to wait for before its
+   * reduction, so the thread does phase 2 over the whole span in the same command (trainApply):
+   * one hand-off per step instead of two. It writes only the next copies, so a result the screen
+   * rejects, a refused step or a thread lost midway leaves the current state as it was, and
+   * `apply` only has to make the next copies current.
+   */
   async train(index: number, slot: number, task: TaskMessage): Promise<ResultMessage> {
     const { ctl, f64 } = this.mem;
     const b = this.mem.threadBase(index);
-    ctl[b + CTL.op] = OP.train;
+    const fused = this.stepSlots === 1 && this.adam !== undefined;
+    this.applied = undefined;
+    ctl[b + CTL.op] = fused ? OP.trainApply : OP.train;
     ctl[b + CTL.slot] = slot;
     ctl[b + CTL.count] = task.labels.length;
     ctl[b + CTL.parity] = this.parity;
+    if (fused) {
+      this.prepareReduction([task.labels.length]);
+      ctl[b + CTL.from] = 0;
+      ctl[b + CTL.to] = this.mem.adamSpan;
+      ctl[b + CTL.doStats] = 1;
+    }
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
     await this.command(index);
     const fb = this.mem.f64Base(index);
     this.slotSquares[slot] = f64[fb + F64.gradSquares];
-    return { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
+    const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
+    if (fused) {
+      this.applied = result;
+      this.fusedOptimizerMs = f64[fb + F64.optimizerMs];
+    }
+    return result;
+  }
+
+  /** The slot counts and the scalars of phase 2 (1/count, Adam's bias corrections) for the next Adam step; returns the sample count. */
+  private prepareReduction(counts: number[]): number {
+    const { ctl, f64 } = this.mem;
+    if (!this.adam) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A step before load(): the shared-memory step holds no weights yet.', { expected: false });
+    let count = 0;
+    ctl[CTL.slotsUsed] = counts.length;
+    counts.forEach((c, k) => {
+      ctl[CTL.slotCounts + k] = c;
+      count += c;
+    });
+    // The same scalars, computed the same way, as Adam.apply and aggregateResults.
+    const t = this.adamStep + 1;
+    const { learningRate, beta1, beta2 } = this.adam.config;
+    f64[F64.inv] = 1 / count;
+    f64[F64.stepSize] = learningRate / (1 - Math.pow(beta1, t));
+    f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(beta2, t));
+    return count;
   }
 
   /** What the result screen (result-check.ts) judges of slot `slot`'s result, without a pass over its gradient. */
@@ -145,23 +197,19 @@ export class SharedStep {
 
   /** Phase 2: reduce-scatter and Adam over the live threads, redone without any thread that fails. */
   async apply(results: ResultMessage[], stepTimeoutMs: number): Promise<SharedStepTotals> {
-    const { ctl, f64 } = this.mem;
+    const { ctl } = this.mem;
     const totals: SharedStepTotals = { count: 0, lossSum: 0, correct: 0 };
-    ctl[CTL.slotsUsed] = results.length;
-    results.forEach((r, k) => {
-      ctl[CTL.slotCounts + k] = r.count;
+    for (const r of results) {
       totals.count += r.count;
       totals.lossSum += r.lossSum;
       totals.correct += r.correct;
-    });
-    // The same scalars, computed the same way, as Adam.apply and aggregateResults.
+    }
+    // The step's one result came from a trainApply command: its thread already wrote the next copies.
+    const done = results.length === 1 && results[0] === this.applied;
+    this.applied = undefined;
+    if (!done) this.prepareReduction(results.map((r) => r.count));
     const t = this.adamStep + 1;
-    if (!this.adam) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'apply() before load(): the shared-memory step holds no weights yet.', { expected: false });
-    const { learningRate, beta1, beta2 } = this.adam.config;
-    f64[F64.inv] = 1 / totals.count;
-    f64[F64.stepSize] = learningRate / (1 - Math.pow(beta1, t));
-    f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(beta2, t));
-    for (;;) {
+    while (!done) {
       const live = this.alive.flatMap((a, i) => (a ? [i] : []));
       if (live.length === 0) throw new NoWorkersError('Every worker thread has failed; nothing is left to train with. See the worker_left lines above for why.');
       const parts = stripes(this.mem.adamSpan, live.length);

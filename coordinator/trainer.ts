@@ -300,7 +300,8 @@ export class Trainer {
       agg = this.applyResults(outcome.results, checks.onResult ? acc : undefined);
     }
     this.weightsVersion++;
-    const optimizerMs = performance.now() - optStarted;
+    // A one-slot shared step's reduction and Adam ran in its thread, inside the compute command.
+    const optimizerMs = performance.now() - optStarted + (shared?.fusedOptimizerMs ?? 0);
     this.position.sampleOffset += batch;
     this.position.globalStep++;
     this.position.epochLossSum += agg.lossSum;

@@ -102,6 +102,75 @@ describe('a thread lost during the reduction', () => {
   });
 });
 
+describe('a step of one slot (train, reduction and Adam in one command)', () => {
+  type Exposed = { id: string; thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
+
+  it('runs as one trainApply command per step and ends where the message path does (cpu backend, 2 threads, batch 1)', { timeout: 300_000 }, async () => {
+    const data = await syntheticData(640, 20);
+    const cfg = { model: 'mlp' as const, batchSize: 1, backend: 'cpu' as const, workers: 2, maxSteps: 20 };
+    let membership: Membership | undefined;
+    const ops: number[] = [];
+    const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+      membership: (m) => (membership = m),
+      hooks: {
+        onStep: (e) => {
+          if (e.step !== 1) return;
+          const step = (membership!.live()[0] as unknown as Exposed).shared;
+          const command = step.command.bind(step);
+          step.command = (i: number) => {
+            ops.push(step.mem.ctl[step.mem.threadBase(i) + CTL.op]);
+            return command(i);
+          };
+        },
+      },
+    });
+    const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
+    expect(shared.shared).toBe(true);
+    // Steps 2..20: one command each, and no separate reduction.
+    expect(ops).toEqual(new Array(19).fill(OP.trainApply));
+    expect(maxAbsDiff(shared.weights, messages.weights)).toBe(0);
+  });
+
+  it('recomputes the step on the other thread when its thread dies mid-step, evicts it, and ends with the same weights', { timeout: 120_000 }, async () => {
+    const data = await syntheticData(640, 20);
+    const cfg = { model: 'mlp' as const, batchSize: 1, workers: 2, maxSteps: 3 };
+    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
+    let membership: Membership | undefined;
+    const events: StepEvent[] = [];
+    const left: string[] = [];
+    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+      membership: (m) => {
+        membership = m;
+        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
+      },
+      hooks: {
+        onStep: (e) => {
+          events.push(e);
+          if (e.step !== 2) return;
+          // In step 3, whichever thread is handed the slot is terminated right after.
+          let killed = false;
+          for (const w of membership!.live()) {
+            const run = w.run.bind(w);
+            w.run = (task) => {
+              const result = run(task);
+              if (!killed) {
+                killed = true;
+                void (w as unknown as Exposed).thread.thread.terminate();
+              }
+              return result;
+            };
+          }
+        },
+      },
+    });
+    expect(crashed.outcome.status).toBe('interrupted');
+    expect(left).toHaveLength(1);
+    expect(events.map((e) => e.samples)).toEqual([1, 1, 1]);
+    expect(events.map((e) => e.retries)).toEqual([0, 0, 1]);
+    expect(maxAbsDiff(crashed.weights, straight.weights)).toBe(0);
+  });
+});
+
 describe('the shared-memory step against the WebSocket path', () => {
   afterEach(() => killAll());
 

@@ -2,7 +2,8 @@
  * A compute thread's side of the shared-memory step: wait on this thread's command word (without
  * blocking the event loop, so messages such as evaluation tasks are still handled), then either
  * train on a slot (weights copied straight from shared memory into the backend, gradient sums
- * written into the slot) or reduce and apply Adam to a stripe of the parameters.
+ * written into the slot) or reduce and apply Adam to a stripe of the parameters, or both in one
+ * command when the step has one slot.
  */
 import { CTL, F64, OP, STATUS, StepMemory, publish, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker } from '../common/step-stripe.ts';
@@ -59,14 +60,27 @@ export class SharedStepServer {
     const { ctl } = this.mem;
     const b = this.base;
     try {
-      if (ctl[b + CTL.op] === OP.train) await this.train();
-      else if (ctl[b + CTL.op] === OP.reduce) this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 });
-      else throw new Error(`unknown shared-step command ${ctl[b + CTL.op]}`);
+      const op = ctl[b + CTL.op];
+      if (op === OP.train) await this.train();
+      else if (op === OP.reduce) this.runStripe();
+      else if (op === OP.trainApply) {
+        await this.train();
+        // train() refused a reassigned slot by throwing, so the stripe reads this thread's own gradient.
+        const started = performance.now();
+        this.runStripe();
+        this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
+      } else throw new Error(`unknown shared-step command ${op}`);
       ctl[b + CTL.status] = STATUS.ok;
     } catch (err) {
       this.mem.writeError(this.index, (err as Error).message ?? String(err));
       ctl[b + CTL.status] = STATUS.failed;
     }
+  }
+
+  private runStripe(): void {
+    const { ctl } = this.mem;
+    const b = this.base;
+    this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 });
   }
 
   private async train(): Promise<void> {
@@ -76,11 +90,12 @@ export class SharedStepServer {
     const slot = ctl[b + CTL.slot];
     const count = ctl[b + CTL.count];
     const weights = this.mem.weights[ctl[b + CTL.parity]].subarray(0, shape.trainable + shape.stats);
-    const r = await this.session.trainWith(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count));
     // The slot may have been handed to another thread meanwhile (this one was evicted): leave it alone.
-    if (Atomics.load(ctl, this.mem.slotOwner(slot)) !== this.index) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
-    this.mem.gradients[slot].set(r.gradientSum);
-    if (shape.stats > 0) this.mem.statSums[slot].set(r.stats);
+    const owned = () => Atomics.load(ctl, this.mem.slotOwner(slot)) === this.index;
+    // The gradient goes straight from the backend's tensors into the slot (one copy).
+    const r = await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), () =>
+      owned() ? { gradientSum: this.mem.gradients[slot], stats: this.mem.statSums[slot] } : undefined);
+    if (!owned()) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;
     // The owner screens the slot's norm before it counts (coordinator/result-check.ts): taken here, by
