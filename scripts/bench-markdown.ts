@@ -5,6 +5,7 @@
 import type { BenchReport, ComputeRow, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
 import { bareCompute, bestTorch, efficiency, evaluateGoals, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
+import { describeTorchSetup } from './torch-setup.ts';
 
 type Align = 'left' | 'right';
 
@@ -90,7 +91,7 @@ function compute(r: BenchReport): string[] {
     return row;
   });
   lines.push(markdownTable(headers, rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right']), '');
-  if (r.torch.measured) lines.push(`PyTorch ${r.torch.version}: \`${r.torch.command}\`, the same models, batches and loss with Adam, torch.set_num_threads(${r.torch.threads}).`);
+  if (r.torch.measured) lines.push(`PyTorch ${r.torch.version}: \`${r.torch.command}\`, the same models, batches and loss with Adam, torch.set_num_threads(${r.torch.threads}).${r.torch.setup ? ` ${describeTorchSetup(r.torch.setup)}` : ''}`);
   else lines.push(`PyTorch: not measured (${r.torch.reason}).`);
   return lines;
 }
@@ -240,7 +241,8 @@ function peers(r: BenchReport): string[] {
   if (p?.measured) {
     lines.push(
       `PyTorch ${p.version}: \`${p.command}\`. Built with BLAS_INFO=${p.blas.buildInfo}; loaded ${p.blas.loaded.length > 0 ? p.blas.loaded.map((x) => `\`${x}\``).join(', ') : 'no BLAS library'} (${p.blas.openblas ? 'OpenBLAS' : '**not OpenBLAS**: install libopenblas0-pthread for a fair peer'}). ` +
-        'Each step slices in-memory uint8 images and converts them to float, as dtrain does; global batch 32; DDP is DistributedDataParallel over 2 processes of 1 thread each, gloo on 127.0.0.1 (16 images per process).',
+        'Each step slices in-memory uint8 images and converts them to float, as dtrain does; global batch 32; DDP is DistributedDataParallel over 2 processes of 1 thread each, gloo on 127.0.0.1 (16 images per process).' +
+        (p.setup ? ` ${describeTorchSetup(p.setup)} Rows with more threads raise torch's and OpenBLAS's pools to that count.` : ''),
       '',
     );
   }

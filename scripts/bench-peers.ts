@@ -23,6 +23,7 @@ import type {
   TorchPeerRow,
 } from './bench-report.ts';
 import { median, parseStepEvent, summariseSteps } from './bench-stats.ts';
+import { parseTorchSetup } from './torch-setup.ts';
 
 export interface PeersPlan {
   torch: { models: string[]; seconds: number };
@@ -65,10 +66,11 @@ export function measurePeers(plan: PeersPlan): PeersSection {
   say(`peers: ${python} ${args.join(' ')}`);
   const run = spawnSync(python, args, { encoding: 'utf8', timeout: 1_800_000, stdio: ['ignore', 'pipe', 'inherit'] });
   if (run.status !== 0) return { measured: false, reason: `scripts/bench-torch-peers.py exited with ${run.status}` };
-  const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version: string; blas: { buildInfo: string; loaded: string[]; openblas: boolean }; rows: TorchPeerRow[] };
+  const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version: string; blas: { buildInfo: string; loaded: string[]; openblas: boolean }; setup?: unknown; rows: TorchPeerRow[] };
   if (!json.available) return { measured: false, reason: json.reason ?? 'torch unavailable' };
   if (!json.blas.openblas) say('peers: WARNING: torch did not load OpenBLAS; install libopenblas0-pthread (apt) for a fair peer');
-  return { measured: true, command: `${python} ${args.join(' ')}`, version: json.version, blas: json.blas, rows: json.rows };
+  const setup = json.setup === undefined ? {} : { setup: parseTorchSetup(json.setup, 'scripts/bench-torch-peers.py setup') };
+  return { measured: true, command: `${python} ${args.join(' ')}`, version: json.version, blas: json.blas, rows: json.rows, ...setup };
 }
 
 /** Samples a process's resident set from /proc until it exits; returns the samples and VmHWM. */

@@ -4,6 +4,8 @@
  * document can label each number with its source.
  */
 
+import type { TorchSetup } from './torch-setup.ts';
+
 export const BENCH_SCHEMA_VERSION = 1;
 
 /** Median, 10th and 90th percentile of repeated measurements, and how many there were. */
@@ -58,7 +60,7 @@ export interface TorchRow {
 }
 
 export type TorchSection =
-  | { measured: true; command: string; version: string; threads: number; rows: TorchRow[] }
+  | { measured: true; command: string; version: string; threads: number; rows: TorchRow[]; setup?: TorchSetup }
   | { measured: false; reason: string };
 
 // ---- 2. scaling over WebSockets -----------------------------------------------------------------
@@ -190,10 +192,13 @@ export interface TorchPeerRow {
   steps: number;
   seconds: number;
   imagesPerSecond: number;
+  /** The process's CPU time over the timed steps (rank 0's for DDP); absent in older reports. */
+  cpuSeconds?: number;
+  minorFaultsPerStep?: number;
 }
 
 export type PeersSection =
-  | { measured: true; command: string; version: string; blas: { buildInfo: string; loaded: string[]; openblas: boolean }; rows: TorchPeerRow[] }
+  | { measured: true; command: string; version: string; blas: { buildInfo: string; loaded: string[]; openblas: boolean }; rows: TorchPeerRow[]; setup?: TorchSetup }
   | { measured: false; reason: string };
 
 /** One `dtrain train` process from spawn to exit: an epoch with data loading and evaluation. */

@@ -23,6 +23,7 @@ import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-mar
 import { bestTorch, seedWorkload } from './bench-stats.ts';
 import { README_END, README_START, renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
 import type { EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
+import { describeTorchSetup, parseTorchSetup } from './torch-setup.ts';
 
 function step(n: number, over: Partial<StepSample> = {}): StepSample {
   return { step: n, workers: 1, samples: 32, ms: 20, computeMs: 15, commMs: 4, optimizerMs: 1, bytesOut: 346_424, bytesIn: 248_024, ...over };
@@ -416,5 +417,36 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(out.startsWith('intro\n')).toBe(true);
     expect(out.endsWith(`${README_END}\nrest`)).toBe(true);
     expect(() => replaceReadmeTable('no markers', 'x')).toThrow(/Expected README.md to hold the markers/);
+  });
+
+  it('states the PyTorch setup each peer printed, in section 0 and section 1, and nothing where none was printed', () => {
+    const setup = parseTorchSetup({
+      torch: '1.13.0a0',
+      device: 'cpu',
+      threads: 1,
+      interopThreads: 1,
+      threadEnv: { OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' },
+      blas: { buildInfo: 'generic', loaded: ['/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so'], openblas: true, openblasThreads: 1, openblasCore: 'Haswell' },
+      mkldnn: { available: true, enabled: true, convBackend: 'Mkldnn' },
+      cpuCapability: 'AVX2',
+      memoryFormat: 'channels-last',
+      mallocKeepsFreedMemory: true,
+      optimizer: 'Adam(lr=0.001), torch defaults',
+      data: 'uint8 pool of 2048 images, converted every step',
+    });
+    const sentence = describeTorchSetup(setup);
+    const base = withPeers();
+    if (!base.peers?.measured) throw new Error('fixture: peers measured');
+    const r = withPeers({
+      peers: { ...base.peers, setup },
+      torch: { measured: true, command: 'python3 scripts/bench-torch.py', version: '1.13.0a0', threads: 1, setup, rows: [{ model: 'lenet', batch: 32, imagesPerSecond: { median: 900, min: 800, max: 1000, runs: [800, 900, 1000] } }] },
+    });
+    const md = renderMarkdown(r, 'r.json');
+    const section0 = md.slice(md.indexOf('## 0.'), md.indexOf('## 0b.'));
+    const section1 = md.slice(md.indexOf('## 1.'), md.indexOf('## 2.'));
+    expect(section0).toContain(`${sentence} Rows with more threads raise torch's and OpenBLAS's pools to that count.`);
+    expect(section1).toContain(`torch.set_num_threads(1). ${sentence}`);
+    expect(sentence).toContain('OpenBLAS on 1 thread (Haswell kernels)');
+    expect(renderMarkdown(withPeers(), 'r.json')).not.toContain('Setup: torch');
   });
 });

@@ -53,6 +53,7 @@ import { coordinatorCosts, messageCosts } from './bench-micro.ts';
 import { runScaling, runTimeToAccuracy, WEBSOCKET_TRANSPORT } from './bench-processes.ts';
 import { measureCoordinatorWork, measureEndToEnd, measureInProcess, measureMemory, measurePeers, type PeersPlan } from './bench-peers.ts';
 import { renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
+import { parseTorchSetup } from './torch-setup.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy', 'peers', 'end-to-end', 'inprocess', 'coordinator-work', 'memory'] as const;
@@ -215,7 +216,7 @@ function measureTorch(plan: Plan): TorchSection {
   const args = ['scripts/bench-torch.py', ...plan.torchArgs, '--threads', '1'];
   const run = spawnSync(python, args, { cwd: ROOT, encoding: 'utf8', timeout: 600_000 });
   if (run.status !== 0) return { measured: false, reason: `scripts/bench-torch.py failed: ${(run.stderr || run.stdout).trim().split('\n').slice(-1)[0]}` };
-  const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version?: string; threads?: number; results?: { model: string; batch: number; imagesPerSecond: unknown }[] };
+  const json = JSON.parse(run.stdout) as { available: boolean; reason?: string; version?: string; threads?: number; setup?: unknown; results?: { model: string; batch: number; imagesPerSecond: unknown }[] };
   if (!json.available) return { measured: false, reason: json.reason ?? 'torch unavailable' };
   return {
     measured: true,
@@ -223,6 +224,7 @@ function measureTorch(plan: Plan): TorchSection {
     version: json.version ?? 'unknown',
     threads: json.threads ?? 1,
     rows: (json.results ?? []).map((r) => ({ model: r.model, batch: r.batch, imagesPerSecond: spreadOf(r.imagesPerSecond, `torch ${r.model}`) })),
+    ...(json.setup === undefined ? {} : { setup: parseTorchSetup(json.setup, 'scripts/bench-torch.py setup') }),
   };
 }
 
