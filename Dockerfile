@@ -16,6 +16,7 @@
 #   NATIVE_KERNELS  the optional oneDNN kernels (native/, docs/kernels.md): "auto" (default) builds
 #                 them where the base image has apt-get (g++ and libdnnl-dev in a build stage,
 #                 libdnnl2 in the image); "1" requires that; "0" leaves them out (wasm kernels).
+#                 scripts/docker-native-e2e.sh builds both on a debootstrapped Debian base.
 ARG BASE_IMAGE=node:20-bookworm-slim
 
 FROM ${BASE_IMAGE} AS native
@@ -65,6 +66,7 @@ RUN set -eu; \
     if [ -n "$APT_PACKAGES" ]; then \
       apt-get update; \
       apt-get install -y --no-install-recommends $APT_PACKAGES; \
+      apt-get clean; \
       rm -rf /var/lib/apt/lists/*; \
     fi; \
     mkdir -p /runs /cache; \
@@ -77,6 +79,7 @@ RUN set -eu; \
     if [ -f native/build/dtrain-kernels.node ]; then \
       apt-get update; \
       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libdnnl2; \
+      apt-get clean; \
       rm -rf /var/lib/apt/lists/*; \
     fi
 COPY . .

@@ -98,54 +98,99 @@ e2e_start_dockerd() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The base image: this machine's Node.js in a minimal root filesystem, kept as a tar file
+# The base image: this machine's Node.js in a root filesystem, kept as a tar file. Two kinds
+# ($base_rootfs, set by the sourcing script): "minimal" (default), only Node.js, npm, /bin/sh and
+# the libraries they load; "debootstrap", Debian's minbase of this machine's release from the
+# mirror apt already uses, so that apt-get works in the image (the Dockerfile's native kernels).
 # libraries_of FILE: the shared libraries ldd finds for FILE, and the loader.
 libraries_of() {
   { ldd "$1" 2>/dev/null || true; } | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u
 }
 
-make_base_rootfs() {
-  local rootfs=$work/rootfs node npm_cli npm_dir bin lib
-  node=$(readlink -f "$(command -v node)")
-  npm_cli=$(readlink -f "$(command -v npm)")
-  npm_dir=${npm_cli%/bin/npm-cli.js}
-  [[ -f $npm_dir/package.json ]] || fail "cannot find npm's folder from $npm_cli"
+# copy_into ROOTFS FILE: FILE at the same path under ROOTFS, links followed.
+copy_into() { mkdir -p "$1$(dirname "$2")" && cp -L "$2" "$1$2"; }
+
+minimal_rootfs() {
+  local rootfs=$1 bin lib
   mkdir -p "$rootfs"/{usr/bin,usr/lib,usr/lib64,usr/sbin,etc/ssl/certs,tmp,root,home/node,proc,sys,dev}
   # Debian's merged /usr: /bin, /lib and /lib64 are links into /usr.
   ln -s usr/bin "$rootfs/bin"
   ln -s usr/lib "$rootfs/lib"
   ln -s usr/lib64 "$rootfs/lib64"
   ln -s usr/sbin "$rootfs/sbin"
-  copy() { mkdir -p "$rootfs$(dirname "$1")" && cp -L "$1" "$rootfs$1"; }
-  local bins=("$node" "$(readlink -f /bin/sh)")
+  local bins=("$(readlink -f "$(command -v node)")" "$(readlink -f /bin/sh)")
   for bin in env mkdir chown ln rm cp cat ls; do bins+=("$(readlink -f "$(command -v "$bin")")"); done
   for bin in "${bins[@]}"; do
-    copy "$bin"
+    copy_into "$rootfs" "$bin"
     # Every library it loads, and the loader itself, at the paths ldd names.
-    for lib in $(libraries_of "$bin"); do copy "$lib"; done
+    for lib in $(libraries_of "$bin"); do copy_into "$rootfs" "$lib"; done
   done
   # The native addons that npm ci will install load libraries of their own (the canvas binding
   # needs librt): take them from this checkout's node_modules, built from the same lockfile.
   local addons=0
   while IFS= read -r -d '' bin; do
     addons=$((addons + 1))
-    for lib in $(libraries_of "$bin"); do copy "$lib"; done
+    for lib in $(libraries_of "$bin"); do copy_into "$rootfs" "$lib"; done
   done < <(find "$root/node_modules" -name '*.node' -path '*linux-x64*' ! -name '*musl*' -print0 2>/dev/null)
   ((addons > 0)) || fail "no native addons under $root/node_modules: run npm ci first"
   [[ -e $rootfs/usr/bin/sh ]] || ln -s "$(basename "$(readlink -f /bin/sh)")" "$rootfs/usr/bin/sh"
-  [[ -e $rootfs/usr/bin/node ]] || ln -s "$node" "$rootfs/usr/bin/node"
-  mkdir -p "$rootfs$(dirname "$npm_dir")"
-  cp -a "$npm_dir" "$rootfs$npm_dir"
-  ln -s "$npm_dir/bin/npm-cli.js" "$rootfs/usr/bin/npm"
-  ln -s "$npm_dir/bin/npx-cli.js" "$rootfs/usr/bin/npx"
-  # npm's global config (which CA file to trust, say) and the CA bundle itself.
-  if [[ -f /usr/etc/npmrc ]]; then copy /usr/etc/npmrc; fi
-  copy /etc/ssl/certs/ca-certificates.crt
-  printf 'root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n' >"$rootfs/etc/passwd"
-  printf 'root:x:0:\nnode:x:1000:\n' >"$rootfs/etc/group"
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
+  printf 'root:x:0:\n' >"$rootfs/etc/group"
   printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
   chmod 1777 "$rootfs/tmp"
   chmod 700 "$rootfs/root"
+}
+
+# debian_mirror CODENAME: the URI that apt's sources give for that release (deb822 first).
+debian_mirror() {
+  local codename=$1 uri
+  uri=$(awk -v s="$codename" '/^URIs:/ { u = $2 } /^Suites:/ && index($0 " ", " " s " ") { print u; exit }' \
+    /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [[ -n $uri ]] || uri=$(awk -v s="$codename" '$1 == "deb" && $3 == s { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  [[ -n $uri ]] || fail "no mirror for $codename in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
+  echo "$uri"
+}
+
+debootstrap_rootfs() {
+  local rootfs=$1 codename mirror
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  mirror=$(debian_mirror "$codename")
+  log "debootstrap --variant=minbase $codename from $mirror"
+  debootstrap --variant=minbase "$codename" "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+    { tail -20 "$work/debootstrap.log" >&2; fail "debootstrap failed (log above)"; }
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/lib/apt/lists/*
+  # Node's headers, which native/build.mjs compiles the addon against, next to the binary as in
+  # Node's own tarball.
+  local include
+  include=$(dirname "$(readlink -f "$(command -v node)")")/../include/node
+  [[ -f $include/node_api.h ]] || fail "Node's headers are not at $include"
+  mkdir -p "$rootfs/usr/include"
+  cp -a "$(readlink -f "$include")" "$rootfs/usr/include/node"
+}
+
+make_base_rootfs() {
+  local rootfs=$work/rootfs node npm_cli npm_dir
+  node=$(readlink -f "$(command -v node)")
+  npm_cli=$(readlink -f "$(command -v npm)")
+  npm_dir=${npm_cli%/bin/npm-cli.js}
+  [[ -f $npm_dir/package.json ]] || fail "cannot find npm's folder from $npm_cli"
+  case ${base_rootfs:-minimal} in
+    minimal) minimal_rootfs "$rootfs" ;;
+    debootstrap) debootstrap_rootfs "$rootfs" ;;
+    *) fail "unknown base_rootfs \"$base_rootfs\" (minimal or debootstrap)" ;;
+  esac
+  [[ -e $rootfs$node ]] || copy_into "$rootfs" "$node"
+  [[ -e $rootfs/usr/bin/node ]] || ln -s "$node" "$rootfs/usr/bin/node"
+  mkdir -p "$rootfs$(dirname "$npm_dir")"
+  cp -a "$npm_dir" "$rootfs$npm_dir"
+  ln -sf "$npm_dir/bin/npm-cli.js" "$rootfs/usr/bin/npm"
+  ln -sf "$npm_dir/bin/npx-cli.js" "$rootfs/usr/bin/npx"
+  # npm's global config (which CA file to trust, say) and the CA bundle itself.
+  if [[ -f /usr/etc/npmrc ]]; then copy_into "$rootfs" /usr/etc/npmrc; fi
+  copy_into "$rootfs" /etc/ssl/certs/ca-certificates.crt
+  echo 'node:x:1000:1000::/home/node:/bin/sh' >>"$rootfs/etc/passwd"
+  echo 'node:x:1000:' >>"$rootfs/etc/group"
+  mkdir -p "$rootfs/home/node"
   chown 1000:1000 "$rootfs/home/node"
   tar --numeric-owner -C "$rootfs" -cf "$work/rootfs.tar" .
   rm -rf "$rootfs"
@@ -229,8 +274,8 @@ host_pid() { docker inspect -f '{{.State.Pid}}' "$1"; }
 e2e_teardown_docker() {
   local status=$1
   [[ -n $work ]] || exit "$status"
-  docker image rm -f "$image" >/dev/null 2>&1
   if [[ -z $dockerd_pid && -f $work/images-before ]]; then
+    docker image rm -f "$image" >/dev/null 2>&1
     # On a daemon that was already running: the base image, and the untagged images that this
     # build left behind (its first stage, intermediate layers), none of which existed before.
     docker image rm -f "$base_image" >/dev/null 2>&1
