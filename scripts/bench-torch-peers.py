@@ -18,6 +18,7 @@ threadsPerProcess when the pools hold the row's thread count.
 
     python3 scripts/bench-torch-peers.py [--models mlp,lenet] [--seconds 8] [--modes single,ddp]
                                          [--threads 1,2] [--memory-format auto|channels-last|contiguous]
+                                         [--malloc keep|default]
 """
 import argparse
 import importlib.util
@@ -70,13 +71,14 @@ def single(torch, nn, bt, name, seconds, threads, memory_format):
     return row(name, "single", 1, threads, *timed(steps, seconds))
 
 
-def ddp_rank(rank, world, port, name, seconds, memory_format, out_path):
+def ddp_rank(rank, world, port, name, seconds, memory_format, malloc, out_path):
     import torch
     import torch.distributed as dist
     from torch import nn
     bt = load_bench_torch()
     # The parent pinned the pools' environment before spawning; OpenBLAS and malloc once more here.
-    bt.keep_freed_memory()
+    if malloc == "keep":
+        bt.keep_freed_memory()
     bt.set_threads(torch, 1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     images, labels = bt.image_pool(torch, 1 + rank, IMAGES)
@@ -95,7 +97,7 @@ def ddp_rank(rank, world, port, name, seconds, memory_format, out_path):
     dist.destroy_process_group()
 
 
-def ddp(name, seconds, memory_format, world=2):
+def ddp(name, seconds, memory_format, malloc, world=2):
     import tempfile
     import torch.multiprocessing as mp
     with socket.socket() as s:
@@ -103,7 +105,7 @@ def ddp(name, seconds, memory_format, world=2):
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "rank0.json")
-        mp.spawn(ddp_rank, args=(world, port, name, seconds, memory_format, out), nprocs=world, join=True)
+        mp.spawn(ddp_rank, args=(world, port, name, seconds, memory_format, malloc, out), nprocs=world, join=True)
         with open(out) as f:
             r = json.load(f)
     return {**row(name, "ddp", world, 1, *r["result"]), "setup": r["setup"]}
@@ -116,11 +118,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="thread counts of the single process (default: 1 and every core)")
     ap.add_argument("--memory-format", default="auto", choices=["auto", "channels-last", "contiguous"])
+    ap.add_argument("--malloc", default="keep", choices=["keep", "default"], help="keep: mallopt keeps freed memory (default); default: glibc as is")
     args = ap.parse_args()
     bt = load_bench_torch()
     # Before torch loads (DDP's spawned ranks inherit the environment); set_threads raises the
     # pools at run time for the all-cores row.
-    bt.prepare_process(1)
+    bt.prepare_process(1, args.malloc)
     try:
         import torch
         from torch import nn
@@ -136,7 +139,7 @@ def main():
                     print(f"{name} single, {threads} thread(s): {rows[-1]['imagesPerSecond']:.0f} img/s", file=sys.stderr)
                 continue
             elif mode == "ddp":
-                rows.append(ddp(name, args.seconds, args.memory_format))
+                rows.append(ddp(name, args.seconds, args.memory_format, args.malloc))
             else:
                 raise SystemExit(f"unknown mode {mode!r}: expected single or ddp")
             print(f"{name} {mode}: {rows[-1]['imagesPerSecond']:.0f} img/s", file=sys.stderr)

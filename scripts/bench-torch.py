@@ -23,7 +23,7 @@ Prints one JSON object on stdout: {"available": false, "reason": ...} when torch
 "setup", "results": [{model, batch, parameters, imagesPerSecond: {median, min, max, runs}}]}.
 
     python3 scripts/bench-torch.py [--quick] [--models lenet,mlp] [--batch 32,128] [--threads 1]
-                                   [--memory-format auto|channels-last|contiguous]
+                                   [--memory-format auto|channels-last|contiguous] [--malloc keep|default]
     python3 scripts/bench-torch.py --device cuda --batch 32,256,1024   # on a GPU (scripts/gpu-smoke.sh)
     python3 scripts/bench-torch.py --serve [--threads 1]
 
@@ -53,20 +53,22 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD_BYTES = 32 << 20
 TRIM_THRESHOLD_BYTES = 1 << 30  # mallopt takes an int
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
+MALLOC_MODES = ("keep", "default")
 # What prepare_process did, for setup_info.
 _PREPARED = {"mallocKeepsFreedMemory": False}
 
 
-def prepare_process(threads):
-    """Before torch loads: pins every thread pool's environment variable and tells malloc to keep
-    freed memory. Measured on 2026-11-30 (lenet, batch 32, one thread): without the mallopt, some
+def prepare_process(threads, malloc="keep"):
+    """Before torch loads: pins every thread pool's environment variable and (malloc "keep") tells
+    malloc to keep freed memory; "default" leaves glibc's behaviour, for comparison. Measured on 2026-11-30 (lenet, batch 32, one thread): without the mallopt, some
     processes took ~800 minor faults and ~2.1-2.4 ms of system time per step and others none."""
     # torch.set_num_threads governs OpenMP and MKL, not a BLAS torch only knows as "generic":
     # Debian's torch calls OpenBLAS through libblas.so.3, and OpenBLAS would use every core for
     # the Dense layers (set_threads also sets it at run time, for the all-cores row).
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
-    keep_freed_memory()
+    if malloc == "keep":
+        keep_freed_memory()
 
 
 def keep_freed_memory():
@@ -286,8 +288,9 @@ def main():
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS)
+    ap.add_argument("--malloc", default="keep", choices=MALLOC_MODES, help="keep: mallopt keeps freed memory (default); default: glibc as is")
     args = ap.parse_args()
-    prepare_process(args.threads)
+    prepare_process(args.threads, args.malloc)
     try:
         import torch
         from torch import nn
