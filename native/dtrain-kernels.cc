@@ -467,6 +467,31 @@ napi_value MaxPool(napi_env env, napi_callback_info info) {
   });
 }
 
+// One 2×2 window along the channels. sN: position N beats the maximum so far (strictly; −∞ to
+// start, so NaN and −∞ never win); the last position to beat it is the first maximum, and dy goes
+// there. Selects only, so it vectorizes.
+static inline __attribute__((always_inline)) void maxPoolGrad2x2Window(const float* __restrict x0, const float* __restrict x1, const float* __restrict x2,
+                                                                       const float* __restrict x3, const float* __restrict g, float* __restrict d0,
+                                                                       float* __restrict d1, float* __restrict d2, float* __restrict d3, int64_t c) {
+  for (int64_t ch = 0; ch < c; ch++) {
+    const float v0 = x0[ch], v1 = x1[ch], v2 = x2[ch], v3 = x3[ch];
+    const bool s0 = v0 > -INFINITY;
+    const float m0 = s0 ? v0 : -INFINITY;
+    const bool s1 = v1 > m0;
+    const float m1 = s1 ? v1 : m0;
+    const bool s2 = v2 > m1;
+    const float m2 = s2 ? v2 : m1;
+    const bool s3 = v3 > m2;
+    // r: what is left of dy for the earlier positions.
+    const float g3 = g[ch], r3 = s3 ? 0.f : g3;
+    const float r2 = s2 ? 0.f : r3, r1 = s1 ? 0.f : r2;
+    d3[ch] = s3 ? g3 : 0.f;
+    d2[ch] = s2 ? r3 : 0.f;
+    d1[ch] = s1 ? r2 : 0.f;
+    d0[ch] = s0 ? r1 : 0.f;
+  }
+}
+
 // The models' case, 2×2 windows with stride 2 and no padding: windows do not overlap, so every
 // covered position is written exactly once (its window's dy or 0) and only an odd last row or
 // column, which no window covers, needs zeroing: one pass over x and dx instead of three.
@@ -478,20 +503,7 @@ MULTIVERSION void maxPoolGrad2x2(const float* dy, const float* x, float* dx, con
       for (int64_t j = 0; j < p.wo; j++) {
         const int64_t p00 = ((b * p.h + 2 * i) * p.w + 2 * j) * c, p01 = p00 + c, p10 = p00 + row, p11 = p10 + c;
         const float* g = dy + ((b * p.ho + i) * p.wo + j) * c;
-        for (int64_t ch = 0; ch < c; ch++) {
-          float m = -INFINITY;
-          int k = -1;
-          const float v0 = x[p00 + ch], v1 = x[p01 + ch], v2 = x[p10 + ch], v3 = x[p11 + ch];
-          if (v0 > m) m = v0, k = 0;
-          if (v1 > m) m = v1, k = 1;
-          if (v2 > m) m = v2, k = 2;
-          if (v3 > m) k = 3;
-          const float gv = g[ch];
-          dx[p00 + ch] = k == 0 ? gv : 0.f;
-          dx[p01 + ch] = k == 1 ? gv : 0.f;
-          dx[p10 + ch] = k == 2 ? gv : 0.f;
-          dx[p11 + ch] = k == 3 ? gv : 0.f;
-        }
+        maxPoolGrad2x2Window(x + p00, x + p01, x + p10, x + p11, g, dx + p00, dx + p01, dx + p10, dx + p11, c);
       }
       if (p.w > 2 * p.wo) {
         for (int64_t r = 2 * i; r < 2 * i + 2; r++) std::memset(dx + ((b * p.h + r) * p.w + 2 * p.wo) * c, 0, sizeof(float) * (p.w - 2 * p.wo) * c);
