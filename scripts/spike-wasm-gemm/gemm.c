@@ -51,7 +51,11 @@ static void pack_b(const f32 *B, const f32 *bias, f32 *Bp, f32 *biasp, int K, in
     int cols = N - p * NR < NR ? N - p * NR : NR;
     for (int k = 0; k < K; k++) {
       f32 *dst = Bp + ((long)p * K + k) * NR;
-      for (int j = 0; j < NR; j++) dst[j] = j < cols ? B[(long)k * N + p * NR + j] : 0.0f;
+      const f32 *src = B + (long)k * N + p * NR;
+      if (cols == NR) /* v128 copies: B is large in the filter gradient (dY, K = n·ho·wo rows) */
+        for (int j = 0; j < NR; j += 4) wasm_v128_store(dst + j, wasm_v128_load(src + j));
+      else
+        for (int j = 0; j < NR; j++) dst[j] = j < cols ? src[j] : 0.0f;
     }
     for (int j = 0; j < NR; j++) biasp[p * NR + j] = bias != 0 && j < cols ? bias[p * NR + j] : 0.0f;
   }
@@ -140,6 +144,93 @@ DEFINE_GEMM(3, 4)
 DEFINE_GEMM(4, 4)
 
 /*
+ * K-blocked GEMM for the long reductions of training (filter gradients: K = n·ho·wo, up to 28,800;
+ * Dense layers: K = 3072): the same micro-kernel, but K is cut into blocks of KC so that an MR×KC
+ * slice of A stays in L1 and a KC×N block of packed B in L2. Blocks after the first start their
+ * accumulators from C instead of the bias; ReLU is applied after the last.
+ */
+#define DEFINE_KERNEL_ACC(MR, NV)                                                                      \
+  static void kacc_##MR##x##NV(int K, const f32 *restrict A, int lda, const f32 *restrict Bp,          \
+                               const f32 *restrict biasp, f32 *restrict C, int ldc, int cols, int first, \
+                               int relu) {                                                              \
+    v128_t acc[MR][NV];                                                                                 \
+    if (first) {                                                                                        \
+      _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                                \
+        v128_t b0 = wasm_v128_load(biasp + 4 * v);                                                      \
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) acc[r][v] = b0;                \
+      }                                                                                                 \
+    } else if (cols == 4 * NV) {                                                                        \
+      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
+          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                  \
+              wasm_v128_load(C + r * ldc + 4 * v);                                                      \
+    } else {                                                                                            \
+      f32 tile[MR][4 * NV];                                                                             \
+      for (int r = 0; r < MR; r++)                                                                      \
+        for (int j = 0; j < 4 * NV; j++) tile[r][j] = j < cols ? C[r * ldc + j] : 0.0f;                 \
+      for (int r = 0; r < MR; r++)                                                                      \
+        for (int v = 0; v < NV; v++) acc[r][v] = wasm_v128_load(&tile[r][4 * v]);                       \
+    }                                                                                                   \
+    for (int k = 0; k < K; k++) {                                                                       \
+      v128_t b[NV];                                                                                     \
+      _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) b[v] =                           \
+          wasm_v128_load(Bp + k * 4 * NV + 4 * v);                                                      \
+      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) {                                \
+        v128_t a = wasm_v128_load32_splat(A + r * lda + k);                                             \
+        _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                    \
+            MADD(a, b[v], acc[r][v]);                                                                   \
+      }                                                                                                 \
+    }                                                                                                   \
+    v128_t zero = wasm_f32x4_splat(0.0f);                                                               \
+    if (relu) {                                                                                         \
+      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
+          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                  \
+              wasm_f32x4_pmax(zero, acc[r][v]);                                                         \
+    }                                                                                                   \
+    if (cols == 4 * NV) {                                                                               \
+      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
+          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                              \
+              wasm_v128_store(C + r * ldc + 4 * v, acc[r][v]);                                          \
+    } else {                                                                                            \
+      f32 tile[MR][4 * NV];                                                                             \
+      for (int r = 0; r < MR; r++)                                                                      \
+        for (int v = 0; v < NV; v++) wasm_v128_store(&tile[r][4 * v], acc[r][v]);                       \
+      for (int r = 0; r < MR; r++)                                                                      \
+        for (int j = 0; j < cols; j++) C[r * ldc + j] = tile[r][j];                                     \
+    }                                                                                                   \
+  }
+
+/* gemmk_MRxNV(M, N, K, A, B, bias, C, relu, scratch, KC): as gemm_MRxNV, K in blocks of KC. */
+#define DEFINE_GEMMK(MR, NV)                                                                           \
+  DEFINE_KERNEL_ACC(MR, NV)                                                                             \
+  __attribute__((export_name("gemmk_" #MR "x" #NV))) void gemmk_##MR##x##NV(                           \
+      int M, int N, int K, const f32 *A, const f32 *B, const f32 *bias, f32 *C, int relu, f32 *scratch, \
+      int KC) {                                                                                         \
+    const int NR = 4 * NV;                                                                              \
+    int panels = (N + NR - 1) / NR;                                                                     \
+    f32 *Bp = scratch, *biasp = Bp + (long)panels * K * NR;                                             \
+    f32 *tileA = biasp + panels * NR, *tileC = tileA + MR * K;                                          \
+    pack_b(B, bias, Bp, biasp, K, N, NR);                                                               \
+    int full = M - M % MR, rest = M - full;                                                             \
+    for (int k0 = 0; k0 < K; k0 += KC) {                                                                \
+      int kc = K - k0 < KC ? K - k0 : KC, first = k0 == 0, act = relu && k0 + kc == K;                 \
+      for (int i = 0; i < full; i += MR)                                                                \
+        for (int p = 0; p < panels; p++)                                                                \
+          kacc_##MR##x##NV(kc, A + (long)i * K + k0, K, Bp + ((long)p * K + k0) * NR, biasp + p * NR,  \
+                           C + (long)i * N + p * NR, N, N - p * NR < NR ? N - p * NR : NR, first, act); \
+      if (rest == 0) continue;                                                                          \
+      for (int r = 0; r < MR; r++)                                                                      \
+        for (int k = 0; k < kc; k++) tileA[r * kc + k] = r < rest ? A[(long)(full + r) * K + k0 + k] : 0.0f; \
+      for (int p = 0; p < panels; p++)                                                                  \
+        kacc_##MR##x##NV(kc, tileA, kc, Bp + ((long)p * K + k0) * NR, biasp + p * NR, tileC + p * NR, N, \
+                         N - p * NR < NR ? N - p * NR : NR, first, act);                                \
+    }                                                                                                   \
+    for (int r = 0; r < rest; r++) copy_floats(C + (long)(full + r) * N, tileC + r * N, N);            \
+  }
+
+DEFINE_GEMMK(4, 2)
+DEFINE_GEMMK(2, 4)
+
+/*
  * Batch-level im2col for a stride-1, unpadded ("valid") NHWC convolution:
  * A[(b·Ho + oy)·Wo + ox, (ky·kw + kx)·C + c] = x[b, oy + ky, ox + kx, c]. With the filter in tfjs's
  * [kh, kw, Cin, Cout] layout as B = [K, Cout], the convolution is then one GEMM. Each (row, ky) is
@@ -170,3 +261,51 @@ __attribute__((export_name("clock_probe"))) int clock_probe(int n, int y, int z)
   }
   return x;
 }
+
+/*
+ * The same convolution without the M×K patch matrix: for each tile of MR output positions, gather
+ * their patches into an MR×K buffer (L1-resident: ≤ 9 KiB for our shapes) and run the micro-kernel
+ * over every column panel from there. The copying is im2col's, but nothing goes to memory and back.
+ * conv_MRxNV(x, filter, bias, y, relu, n, h, w, c, kh, kw, cout, scratch); stride 1, valid;
+ * filter [kh, kw, c, cout]; scratch as gemm's with M = n·ho·wo, K = kh·kw·c, N = cout.
+ */
+static void gather_rows(const f32 *x, f32 *tile, int first, int rows, int MR, int h, int w, int c, int kh, int kw,
+                        int ho, int wo) {
+  int run = kw * c, K = kh * run, plane = ho * wo;
+  for (int r = 0; r < MR; r++) {
+    f32 *row = tile + r * K;
+    if (r >= rows) {
+      for (int k = 0; k < K; k++) row[k] = 0.0f;
+      continue;
+    }
+    int m = first + r, b = m / plane, oy = (m % plane) / wo, ox = m % wo;
+    for (int ky = 0; ky < kh; ky++) copy_floats(row + ky * run, x + ((long)(b * h + oy + ky) * w + ox) * c, run);
+  }
+}
+
+#define DEFINE_CONV(MR, NV)                                                                            \
+  __attribute__((export_name("conv_" #MR "x" #NV))) void conv_##MR##x##NV(                             \
+      const f32 *x, const f32 *filter, const f32 *bias, f32 *y, int relu, int n, int h, int w, int c,   \
+      int kh, int kw, int N, f32 *scratch) {                                                            \
+    const int NR = 4 * NV;                                                                              \
+    int ho = h - kh + 1, wo = w - kw + 1, M = n * ho * wo, K = kh * kw * c;                            \
+    int panels = (N + NR - 1) / NR;                                                                     \
+    f32 *Bp = scratch, *biasp = Bp + (long)panels * K * NR;                                             \
+    f32 *tileA = biasp + panels * NR, *tileC = tileA + MR * K;                                          \
+    pack_b(filter, bias, Bp, biasp, K, N, NR);                                                          \
+    for (int i = 0; i < M; i += MR) {                                                                   \
+      int rows = M - i < MR ? M - i : MR;                                                               \
+      gather_rows(x, tileA, i, rows, MR, h, w, c, kh, kw, ho, wo);                                      \
+      f32 *out = rows == MR ? y + (long)i * N : tileC;                                                  \
+      for (int p = 0; p < panels; p++)                                                                  \
+        kernel_##MR##x##NV(K, tileA, K, Bp + (long)p * K * NR, biasp + p * NR, out + p * NR, N,        \
+                           N - p * NR < NR ? N - p * NR : NR, relu);                                    \
+      if (rows < MR)                                                                                    \
+        for (int r = 0; r < rows; r++) copy_floats(y + (long)(i + r) * N, tileC + r * N, N);           \
+    }                                                                                                   \
+  }
+
+DEFINE_CONV(4, 2)
+DEFINE_CONV(2, 4)
+DEFINE_CONV(4, 4)
+DEFINE_CONV(6, 2)

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { MICRO_KERNELS, relaxedSimdAvailable, SpikeGemm, type Flavour } from './spike-gemm.ts';
+import { CONV_KERNELS, KBLOCK_KERNELS, MICRO_KERNELS, relaxedSimdAvailable, SpikeGemm, type Flavour } from './spike-gemm.ts';
 
 beforeAll(() => {
   execFileSync('bash', [fileURLToPath(new URL('./build.sh', import.meta.url))], { stdio: 'pipe' });
@@ -68,38 +68,75 @@ for (const flavour of ['simd128', 'relaxed'] as Flavour[]) {
             // Nothing written past C.
             expect(Array.from(g.view(pc + 4 * m * n, 16)).every(Number.isNaN)).toBe(true);
           });
+    for (const kernel of KBLOCK_KERNELS)
+      for (const [m, n, k, kc] of [[9, 20, 576, 64], [29, 64, 288, 100], [6, 6, 75, 256], [37, 16, 700, 256], [1, 1, 1, 1]])
+        for (const fused of [false, true])
+          it(`gemmk_${kernel}: ${m}×${k} · ${k}×${n} in K blocks of ${kc}${fused ? ' + bias, relu' : ''} matches float64 within 1e-6 of Σ|a·b|`, async () => {
+            const g = await SpikeGemm.load(flavour);
+            const [pa, pb, pbias, pc, ps] = [g.alloc(m * k), g.alloc(k * n), g.alloc(n), g.alloc(m * n + 16), g.alloc(SpikeGemm.scratchFloats(kernel, n, k))];
+            const a = random(m * k, 7), b = random(k * n, 8), bias = random(n, 9);
+            g.view(pa, m * k).set(a);
+            g.view(pb, k * n).set(b);
+            g.view(pbias, n).set(bias);
+            g.view(pc, m * n + 16).fill(Number.NaN);
+            g.gemmK(kernel, m, n, k, pa, pb, fused ? pbias : -1, pc, fused, ps, kc);
+            const { c, scale } = referenceGemm(a, b, fused ? bias : null, m, n, k, fused);
+            expect(worstError(g.view(pc, m * n), c, scale)).toBeLessThan(1e-6);
+            expect(Array.from(g.view(pc + 4 * m * n, 16)).every(Number.isNaN)).toBe(true);
+          });
   });
 }
 
-describe('im2col + gemm', () => {
-  for (const [n, h, w, cin, kh, cout] of [[2, 8, 7, 3, 3, 5], [3, 14, 14, 6, 5, 16], [2, 9, 9, 32, 3, 64]])
-    it(`is the valid NHWC convolution of ${n}×${h}×${w}×${cin} with ${kh}×${kh}×${cin}×${cout}`, async () => {
+/** float64 valid NHWC convolution + bias + relu, and Σ|x·w| + |bias| per output for the tolerance. */
+function referenceConv(x: Float32Array, f: Float32Array, bias: Float32Array, n: number, h: number, w: number, cin: number, kh: number, cout: number) {
+  const ho = h - kh + 1, wo = w - kh + 1;
+  const y = new Float64Array(n * ho * wo * cout), scale = new Float64Array(y.length);
+  for (let b = 0; b < n; b++)
+    for (let oy = 0; oy < ho; oy++)
+      for (let ox = 0; ox < wo; ox++)
+        for (let co = 0; co < cout; co++) {
+          let s = bias[co], t = Math.abs(s);
+          for (let ky = 0; ky < kh; ky++)
+            for (let kx = 0; kx < kh; kx++)
+              for (let ci = 0; ci < cin; ci++) {
+                const p = x[((b * h + oy + ky) * w + ox + kx) * cin + ci] * f[((ky * kh + kx) * cin + ci) * cout + co];
+                s += p;
+                t += Math.abs(p);
+              }
+          const at = ((b * ho + oy) * wo + ox) * cout + co;
+          y[at] = Math.max(0, s);
+          scale[at] = t;
+        }
+  return { y, scale };
+}
+
+// [n, h, w, cin, k, cout]: 3×3 and 5×5 like the models', with output counts that leave row-tile tails.
+const CONVS: [number, number, number, number, number, number][] = [[2, 8, 7, 3, 3, 5], [3, 14, 14, 6, 5, 16], [2, 9, 9, 32, 3, 64], [1, 7, 6, 3, 5, 6]];
+
+describe('convolution', () => {
+  for (const [n, h, w, cin, kh, cout] of CONVS) {
+    const ho = h - kh + 1, wo = w - kh + 1, m = n * ho * wo, k = kh * kh * cin;
+    const x = random(n * h * w * cin, 4), f = random(k * cout, 5), bias = random(cout, 6);
+    const want = referenceConv(x, f, bias, n, h, w, cin, kh, cout);
+    const setUp = async () => {
       const g = await SpikeGemm.load('simd128');
-      const ho = h - kh + 1, wo = w - kh + 1, m = n * ho * wo, k = kh * kh * cin;
-      const [px, pa, pf, pbias, py, ps] = [g.alloc(n * h * w * cin), g.alloc(m * k), g.alloc(k * cout), g.alloc(cout), g.alloc(m * cout), g.alloc(SpikeGemm.scratchFloats('6x2', cout, k))];
-      const x = random(n * h * w * cin, 4), f = random(k * cout, 5), bias = random(cout, 6);
+      const [px, pa, pf, pbias, py, ps] = [g.alloc(x.length), g.alloc(m * k), g.alloc(f.length), g.alloc(cout), g.alloc(m * cout), g.alloc(SpikeGemm.scratchFloats('6x2', cout, k))];
       g.view(px, x.length).set(x);
       g.view(pf, f.length).set(f);
       g.view(pbias, cout).set(bias);
+      return { g, px, pa, pf, pbias, py, ps };
+    };
+    it(`im2col + gemm is the valid NHWC convolution of ${n}×${h}×${w}×${cin} with ${kh}×${kh}×${cin}×${cout}`, async () => {
+      const { g, px, pa, pf, pbias, py, ps } = await setUp();
       g.im2col(px, pa, n, h, w, cin, kh, kh);
       g.gemm('6x2', m, cout, k, pa, pf, pbias, py, true, ps);
-      const y = g.view(py, m * cout);
-      let worst = 0;
-      for (let b = 0; b < n; b++)
-        for (let oy = 0; oy < ho; oy++)
-          for (let ox = 0; ox < wo; ox++)
-            for (let co = 0; co < cout; co++) {
-              let s = bias[co], t = Math.abs(s);
-              for (let ky = 0; ky < kh; ky++)
-                for (let kx = 0; kx < kh; kx++)
-                  for (let ci = 0; ci < cin; ci++) {
-                    const p = x[((b * h + oy + ky) * w + ox + kx) * cin + ci] * f[((ky * kh + kx) * cin + ci) * cout + co];
-                    s += p;
-                    t += Math.abs(p);
-                  }
-              const got = y[((b * ho + oy) * wo + ox) * cout + co];
-              worst = Math.max(worst, Math.abs(got - Math.max(0, s)) / t);
-            }
-      expect(worst).toBeLessThan(1e-6);
+      expect(worstError(g.view(py, m * cout), want.y, want.scale)).toBeLessThan(1e-6);
     });
+    for (const kernel of CONV_KERNELS)
+      it(`conv_${kernel} (patches gathered per tile) is the same convolution of ${n}×${h}×${w}×${cin} with ${kh}×${kh}×${cin}×${cout}`, async () => {
+        const { g, px, pf, pbias, py, ps } = await setUp();
+        g.conv(kernel, px, pf, pbias, py, true, n, h, w, cin, kh, kh, cout, ps);
+        expect(worstError(g.view(py, m * cout), want.y, want.scale)).toBeLessThan(1e-6);
+      });
+  }
 });

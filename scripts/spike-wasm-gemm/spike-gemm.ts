@@ -7,9 +7,18 @@ import { fileURLToPath } from 'node:url';
 
 export const MICRO_KERNELS = ['4x2', '5x2', '6x2', '8x2', '2x4', '3x4', '4x4'] as const;
 export type MicroKernel = (typeof MICRO_KERNELS)[number];
+/** The micro-kernels gemm.c also builds a K-blocked GEMM (gemmk_*) for. */
+export const KBLOCK_KERNELS = ['4x2', '2x4'] as const satisfies readonly MicroKernel[];
+export type KBlockKernel = (typeof KBLOCK_KERNELS)[number];
+/** The micro-kernels gemm.c also builds a gathered convolution (conv_*) for. */
+export const CONV_KERNELS = ['4x2', '2x4', '4x4', '6x2'] as const satisfies readonly MicroKernel[];
+export type ConvKernel = (typeof CONV_KERNELS)[number];
 export type Flavour = 'simd128' | 'relaxed';
 
 type GemmFn = (m: number, n: number, k: number, a: number, b: number, bias: number, c: number, relu: number, scratch: number) => void;
+
+type GemmKFn = (m: number, n: number, k: number, a: number, b: number, bias: number, c: number, relu: number, scratch: number, kc: number) => void;
+type ConvFn = (x: number, filter: number, bias: number, y: number, relu: number, n: number, h: number, w: number, c: number, kh: number, kw: number, cout: number, scratch: number) => void;
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -17,6 +26,8 @@ interface Exports {
   clock_probe(n: number, y: number, z: number): number;
   im2col_nhwc(x: number, a: number, n: number, h: number, w: number, c: number, kh: number, kw: number): void;
   [name: `gemm_${string}`]: GemmFn;
+  [name: `conv_${string}`]: ConvFn;
+  [name: `gemmk_${string}`]: GemmKFn;
 }
 
 export function wasmPath(flavour: Flavour): string {
@@ -83,6 +94,16 @@ export class SpikeGemm {
   /** 32·n cycles of dependent integer operations (see gemm.c). */
   clockProbe(n: number): number {
     return this.exports.clock_probe(n, 12345, 678);
+  }
+
+  /** As gemm, with K in blocks of kc (scratch as gemm's). */
+  gemmK(kernel: KBlockKernel, m: number, n: number, k: number, a: number, b: number, bias: number, c: number, relu: boolean, scratch: number, kc: number): void {
+    this.exports[`gemmk_${kernel}`](m, n, k, a, b, bias < 0 ? 0 : bias, c, relu ? 1 : 0, scratch, kc);
+  }
+
+  /** y = act(conv(x, filter) + bias), stride 1, valid, NHWC, patches gathered per row tile (no im2col matrix). */
+  conv(kernel: ConvKernel, x: number, filter: number, bias: number, y: number, relu: boolean, n: number, h: number, w: number, c: number, kh: number, kw: number, cout: number, scratch: number): void {
+    this.exports[`conv_${kernel}`](x, filter, bias < 0 ? 0 : bias, y, relu ? 1 : 0, n, h, w, c, kh, kw, cout, scratch);
   }
 
   /** Batch-level im2col of a stride-1 valid NHWC convolution into A [n·ho·wo, kh·kw·c]. */
