@@ -9,7 +9,7 @@ import { buildModel, MODEL_SPECS, NUM_CLASSES, IMAGE_SHAPE, IMAGE_SIZE, type Mod
 import { weightLayout, assertLength, type WeightLayout } from '../common/weights.ts';
 import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
 import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
-import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase } from './layers/sync-batch-norm.ts';
+import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, type NormalizedBatch } from './layers/sync-batch-norm.ts';
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
 
 export interface TrainResult {
@@ -116,8 +116,9 @@ export class StepComputer {
   /**
    * The training forward pass, layer by layer, so that BatchNorm and Dropout take their
    * distributed forms; every other layer is applied as Keras would. Pushes each BatchNorm's slice
-   * mean and variance onto `stats`. The bias of the layer before each BatchNorm gets its gradient
-   * from `biases` (layers/pre-norm-bias.ts: without the cancellation that makes it slicing noise).
+   * mean and variance onto `stats`. With synchronized BatchNorm, the bias of the layer before each
+   * BatchNorm gets its gradient from `biases` (layers/pre-norm-bias.ts: without the cancellation
+   * that makes it slicing noise).
    */
   private forwardTraining(x: Tensor, opts: TrainOptions, stats: Tensor[], biases: PreNormBiasGradients): Tensor {
     const position = opts.position ?? { seed: 0, step: 0, firstSample: 0 };
@@ -127,13 +128,20 @@ export class StepComputer {
     for (const layer of this.model.layers) {
       const kind = layer.getClassName();
       if (kind === 'BatchNormalization') {
-        h = biases.tap(previous, h);
         const index = this.batchNorms.indexOf(layer);
         const [gamma, beta] = layer.trainableWeights.map((w) => w.read());
         const epsilon = layer.getConfig().epsilon as number;
-        const out = bn.kind === 'local'
-          ? localBatchNorm(h, gamma, beta, epsilon)
-          : syncBatchNorm(h, gamma, beta, epsilon, bn.exchange ? (phase, local) => bn.exchange!(index, phase, local) : identityExchange);
+        let out: NormalizedBatch;
+        if (bn.kind === 'local') out = localBatchNorm(h, gamma, beta, epsilon);
+        else {
+          // The tap needs the global moments the layer normalizes with.
+          const tap = biases.tap(previous, h);
+          out = syncBatchNorm(tap.y, gamma, beta, epsilon, (phase, local) => {
+            const totals = bn.exchange ? bn.exchange(index, phase, local) : identityExchange(phase, local);
+            if (phase === 'forward') tap.observeMoments(totals);
+            return totals;
+          });
+        }
         stats.push(out.mean, out.variance);
         h = out.y;
       } else if (kind === 'Dropout') {

@@ -47,10 +47,33 @@ export function inactiveGradientSum(dx: Tensor, y: Tensor, activation: PreNormAc
   return tf.neg(tf.sum(tf.mul(dx, tf.cast(tf.lessEqual(y, 0), 'float32')), axes));
 }
 
+/**
+ * Per channel, whether the inactive positions are certainly the minority, from the global batch's
+ * moments of a relu output y ≥ 0: by Cauchy–Schwarz, mean² = E[y·1(y>0)]² ≤ E[y²]·P(y>0), so the
+ * active fraction is at least mean² / (mean² + var), which is ≥ 1/2 when mean² ≥ var. `moments` is
+ * [N, mean_c …, M2_c …] (common/batch-moments.ts), the same numbers on every slice.
+ */
+export function inactiveMinority(moments: Float64Array, channels: number): boolean[] {
+  const n = moments[0];
+  return Array.from({ length: channels }, (_, c) => {
+    const mean = moments[1 + c];
+    return mean > 0 && mean * mean >= moments[1 + channels + c] / n;
+  });
+}
+
 interface Recorded {
   /** The bias variable's name, as tf.variableGrads keys it. */
   biasName: string;
+  activation: PreNormActivation;
+  /** Per channel: take −Σ_{y ≤ 0} dx (else tfjs's Σ_{y > 0} dx), decided from the global moments. */
+  inactiveForm?: boolean[];
   gradient?: Tensor;
+}
+
+/** A tapped BatchNorm input: `y` to normalize, and where to report the global moments it was normalized with. */
+export interface Tap {
+  y: Tensor;
+  observeMoments(moments: Float64Array): void;
 }
 
 /** The taps of one forward and backward pass: `tap` while building it, `substitute` after variableGrads, then `dispose`. */
@@ -58,16 +81,17 @@ export class PreNormBiasGradients {
   private readonly recorded: Recorded[] = [];
 
   /**
-   * `y` (the output of `layer`, about to enter a BatchNorm that normalizes with its batch's mean),
-   * unchanged, but recording its bias gradient in the backward pass. Layers that do not qualify
-   * (preNormActivation) pass through untapped.
+   * `y` (the output of `layer`, about to enter a BatchNorm that normalizes with the global batch's
+   * mean), unchanged, but recording its bias gradient in the backward pass. Layers that do not
+   * qualify (preNormActivation) pass through untapped.
    */
-  tap(layer: tfl.layers.Layer | undefined, y: Tensor): Tensor {
+  tap(layer: tfl.layers.Layer | undefined, y: Tensor): Tap {
     const activation = layer && preNormActivation(layer);
     const bias = layer?.trainableWeights.find((w) => /\/bias$/.test(w.originalName ?? w.name));
-    if (!activation || !bias) return y;
-    const entry: Recorded = { biasName: (bias as unknown as { val: { name: string } }).val.name };
+    if (!activation || !bias) return { y, observeMoments: () => {} };
+    const entry: Recorded = { biasName: (bias as unknown as { val: { name: string } }).val.name, activation };
     this.recorded.push(entry);
+    const channels = y.shape[y.rank - 1];
     const op = tf.customGrad((...args: (Tensor | tfc.GradSaveFunc)[]) => {
       const [yIn, save] = args as [Tensor, tfc.GradSaveFunc];
       save([yIn]);
@@ -79,17 +103,25 @@ export class PreNormBiasGradients {
       };
       return { value: tf.clone(yIn), gradFunc };
     });
-    return op(y);
+    return {
+      y: op(y),
+      observeMoments: (moments) => {
+        entry.inactiveForm = activation === 'linear' ? new Array<boolean>(channels).fill(true) : inactiveMinority(moments, channels);
+      },
+    };
   }
 
   /**
-   * Replaces each tapped bias's gradient in `grads` (tf.variableGrads' map) by the recorded one, as
-   * a tensor of the caller's scope. Throws if a tapped layer's backward pass did not run.
+   * Puts the recorded gradient in the place of tfjs's in `grads` (tf.variableGrads' map), for the
+   * channels whose inactive positions are the minority, as a tensor of the caller's scope. Throws if
+   * a tapped layer's forward moments or backward pass were not seen.
    */
   substitute(grads: Record<string, Tensor>): void {
     for (const r of this.recorded) {
-      if (!r.gradient || !grads[r.biasName]) throw new Error(`Expected a recorded gradient and tfjs's gradient for ${r.biasName}, but got ${r.gradient ? 'no tfjs gradient' : 'no recorded gradient'}.`);
-      grads[r.biasName] = tf.clone(r.gradient);
+      const original = grads[r.biasName];
+      if (!r.gradient || !r.inactiveForm || !original) throw new Error(`Expected the global moments, a recorded gradient and tfjs's gradient for ${r.biasName}, but ${!r.inactiveForm ? 'no moments were observed' : !r.gradient ? 'no gradient was recorded' : 'tfjs has none'}.`);
+      if (r.inactiveForm.every((f) => !f)) continue;
+      grads[r.biasName] = r.inactiveForm.every((f) => f) ? tf.clone(r.gradient) : tf.where(tf.tensor1d(r.inactiveForm.map(Number), 'bool'), r.gradient, original);
     }
   }
 
