@@ -1,9 +1,9 @@
 /**
  * Issue #11 route 2 spike: GFLOP/s of the C → wasm32 SIMD128 GEMM (gemm.c) against XNNPACK
- * (tfjs-backend-wasm, one thread) and oneDNN (our native addon, one thread), on the im2col GEMMs of
- * the models' convolutions at one batch size, whole convolutions (ours: im2col + GEMM) and the
- * GEMMs alone, and ours also as a "gathered" convolution (patches copied per row tile into an
- * L1-sized buffer, no im2col matrix: conv_* in gemm.c). Every implementation computes act(x ⊛ w + bias) with ReLU fused, as the models do.
+ * (tfjs-backend-wasm, one thread) and oneDNN (our native addon, one thread) on the models' layers
+ * at one batch size: each convolution whole (ours: im2col + GEMM, or patches gathered per row tile)
+ * and as its im2col GEMM, with bias and ReLU fused as the models do; training's two other GEMMs per
+ * convolution, unfused (filter gradient Pᵀ·dY, input gradient dY·Wᵀ); two Dense layers.
  *
  *   node --experimental-wasm-relaxed-simd --import tsx scripts/spike-wasm-gemm/bench.ts [--batch 32] [--reps 11] [--only 'cnn conv2d_1'] [--json out.json]
  *
