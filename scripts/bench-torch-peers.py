@@ -36,6 +36,7 @@ IMAGES = 2048
 
 def load_bench_torch():
     """scripts/bench-torch.py as a module: the models, the steps and the process setup."""
+    sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the working tree
     spec = importlib.util.spec_from_file_location("bench_torch", os.path.join(HERE, "bench-torch.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
