@@ -112,11 +112,6 @@ export class WorkerSession {
     return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target));
   }
 
-  /** `trainWithInto`, returning the gradient sums instead. */
-  trainWith(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> {
-    return this.withFallback(async () => this.withWeights(weights).train(images, labels));
-  }
-
   private withWeights(weights: Float32Array): StepComputer {
     const computer = this.computer;
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
