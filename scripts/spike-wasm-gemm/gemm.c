@@ -63,45 +63,55 @@ static void pack_b(const f32 *B, const f32 *bias, f32 *Bp, f32 *biasp, int K, in
 
 /*
  * One MR×(4·NV) tile: C[r, 0..cols) for r < MR. A has leading dimension lda, C ldc. The loops over
- * r and v have constant trip counts and unroll fully at -O3, so acc lives in registers.
+ * r and v have constant trip counts and unroll fully at -O3, so acc lives in registers. The three
+ * parts are macros because the K-blocked kernel below shares two of them. ReLU uses pmax, one maxps
+ * on x64; f32x4.max's NaN rules cost V8 several instructions.
  */
+#define INIT_FROM_BIAS(MR, NV)                                                                         \
+  _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                                    \
+    v128_t b0 = wasm_v128_load(biasp + 4 * v);                                                         \
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) acc[r][v] = b0;                    \
+  }
+
+#define MULTIPLY_ACCUMULATE(MR, NV)                                                                    \
+  for (int k = 0; k < K; k++) {                                                                        \
+    v128_t b[NV];                                                                                      \
+    _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                                    \
+        b[v] = wasm_v128_load(Bp + k * 4 * NV + 4 * v);                                                \
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) {                                  \
+      v128_t a = wasm_v128_load32_splat(A + r * lda + k);                                              \
+      _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                                  \
+          acc[r][v] = MADD(a, b[v], acc[r][v]);                                                        \
+    }                                                                                                  \
+  }
+
+#define RELU_AND_STORE(MR, NV)                                                                         \
+  if (relu) {                                                                                          \
+    v128_t zero = wasm_f32x4_splat(0.0f);                                                              \
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                    \
+        _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                                \
+            acc[r][v] = wasm_f32x4_pmax(zero, acc[r][v]);                                              \
+  }                                                                                                    \
+  if (cols == 4 * NV) {                                                                                \
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                    \
+        _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                                \
+            wasm_v128_store(C + r * ldc + 4 * v, acc[r][v]);                                           \
+  } else {                                                                                             \
+    f32 tile[MR][4 * NV];                                                                              \
+    for (int r = 0; r < MR; r++)                                                                       \
+      for (int v = 0; v < NV; v++) wasm_v128_store(&tile[r][4 * v], acc[r][v]);                        \
+    for (int r = 0; r < MR; r++)                                                                       \
+      for (int j = 0; j < cols; j++) C[r * ldc + j] = tile[r][j];                                      \
+  }
+
 #define DEFINE_KERNEL(MR, NV)                                                                          \
   static void kernel_##MR##x##NV(int K, const f32 *restrict A, int lda, const f32 *restrict Bp,        \
-                                 const f32 *restrict biasp, f32 *restrict C, int ldc, int cols,         \
-                                 int relu) {                                                            \
-    v128_t acc[MR][NV];                                                                                 \
-    _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                                  \
-      v128_t b0 = wasm_v128_load(biasp + 4 * v);                                                        \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) acc[r][v] = b0;                  \
-    }                                                                                                   \
-    for (int k = 0; k < K; k++) {                                                                       \
-      v128_t b[NV];                                                                                     \
-      _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) b[v] =                           \
-          wasm_v128_load(Bp + k * 4 * NV + 4 * v);                                                      \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) {                                \
-        v128_t a = wasm_v128_load32_splat(A + r * lda + k);                                             \
-        _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                    \
-            MADD(a, b[v], acc[r][v]);                                                                   \
-      }                                                                                                 \
-    }                                                                                                   \
-    v128_t zero = wasm_f32x4_splat(0.0f);                                                               \
-    if (relu) {                                                                                         \
-      /* pmax is one maxps on x64; f32x4.max's NaN rules cost V8 several instructions. */               \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
-          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                  \
-              wasm_f32x4_pmax(zero, acc[r][v]);                                                         \
-    }                                                                                                   \
-    if (cols == 4 * NV) {                                                                               \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
-          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                              \
-              wasm_v128_store(C + r * ldc + 4 * v, acc[r][v]);                                          \
-    } else {                                                                                            \
-      f32 tile[MR][4 * NV];                                                                             \
-      for (int r = 0; r < MR; r++)                                                                      \
-        for (int v = 0; v < NV; v++) wasm_v128_store(&tile[r][4 * v], acc[r][v]);                       \
-      for (int r = 0; r < MR; r++)                                                                      \
-        for (int j = 0; j < cols; j++) C[r * ldc + j] = tile[r][j];                                     \
-    }                                                                                                   \
+                                 const f32 *restrict biasp, f32 *restrict C, int ldc, int cols,        \
+                                 int relu) {                                                           \
+    v128_t acc[MR][NV];                                                                                \
+    INIT_FROM_BIAS(MR, NV)                                                                             \
+    MULTIPLY_ACCUMULATE(MR, NV)                                                                        \
+    RELU_AND_STORE(MR, NV)                                                                             \
   }
 
 /*
@@ -151,52 +161,24 @@ DEFINE_GEMM(4, 4)
  */
 #define DEFINE_KERNEL_ACC(MR, NV)                                                                      \
   static void kacc_##MR##x##NV(int K, const f32 *restrict A, int lda, const f32 *restrict Bp,          \
-                               const f32 *restrict biasp, f32 *restrict C, int ldc, int cols, int first, \
-                               int relu) {                                                              \
-    v128_t acc[MR][NV];                                                                                 \
-    if (first) {                                                                                        \
-      _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) {                                \
-        v128_t b0 = wasm_v128_load(biasp + 4 * v);                                                      \
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) acc[r][v] = b0;                \
-      }                                                                                                 \
-    } else if (cols == 4 * NV) {                                                                        \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
-          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                  \
-              wasm_v128_load(C + r * ldc + 4 * v);                                                      \
-    } else {                                                                                            \
-      f32 tile[MR][4 * NV];                                                                             \
-      for (int r = 0; r < MR; r++)                                                                      \
-        for (int j = 0; j < 4 * NV; j++) tile[r][j] = j < cols ? C[r * ldc + j] : 0.0f;                 \
-      for (int r = 0; r < MR; r++)                                                                      \
-        for (int v = 0; v < NV; v++) acc[r][v] = wasm_v128_load(&tile[r][4 * v]);                       \
-    }                                                                                                   \
-    for (int k = 0; k < K; k++) {                                                                       \
-      v128_t b[NV];                                                                                     \
-      _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) b[v] =                           \
-          wasm_v128_load(Bp + k * 4 * NV + 4 * v);                                                      \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++) {                                \
-        v128_t a = wasm_v128_load32_splat(A + r * lda + k);                                             \
-        _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                    \
-            MADD(a, b[v], acc[r][v]);                                                                   \
-      }                                                                                                 \
-    }                                                                                                   \
-    v128_t zero = wasm_f32x4_splat(0.0f);                                                               \
-    if (relu) {                                                                                         \
-      _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
-          _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++) acc[r][v] =                  \
-              wasm_f32x4_pmax(zero, acc[r][v]);                                                         \
-    }                                                                                                   \
-    if (cols == 4 * NV) {                                                                               \
+                               const f32 *restrict biasp, f32 *restrict C, int ldc, int cols, int first,\
+                               int relu) {                                                             \
+    v128_t acc[MR][NV];                                                                                \
+    if (first) {                                                                                       \
+      INIT_FROM_BIAS(MR, NV)                                                                           \
+    } else if (cols == 4 * NV) {                                                                       \
       _Pragma("clang loop unroll(full)") for (int r = 0; r < MR; r++)                                  \
           _Pragma("clang loop unroll(full)") for (int v = 0; v < NV; v++)                              \
-              wasm_v128_store(C + r * ldc + 4 * v, acc[r][v]);                                          \
-    } else {                                                                                            \
-      f32 tile[MR][4 * NV];                                                                             \
-      for (int r = 0; r < MR; r++)                                                                      \
-        for (int v = 0; v < NV; v++) wasm_v128_store(&tile[r][4 * v], acc[r][v]);                       \
-      for (int r = 0; r < MR; r++)                                                                      \
-        for (int j = 0; j < cols; j++) C[r * ldc + j] = tile[r][j];                                     \
-    }                                                                                                   \
+              acc[r][v] = wasm_v128_load(C + r * ldc + 4 * v);                                         \
+    } else {                                                                                           \
+      f32 tile[MR][4 * NV];                                                                            \
+      for (int r = 0; r < MR; r++)                                                                     \
+        for (int j = 0; j < 4 * NV; j++) tile[r][j] = j < cols ? C[r * ldc + j] : 0.0f;                \
+      for (int r = 0; r < MR; r++)                                                                     \
+        for (int v = 0; v < NV; v++) acc[r][v] = wasm_v128_load(&tile[r][4 * v]);                      \
+    }                                                                                                  \
+    MULTIPLY_ACCUMULATE(MR, NV)                                                                        \
+    RELU_AND_STORE(MR, NV)                                                                             \
   }
 
 /* gemmk_MRxNV(M, N, K, A, B, bias, C, relu, scratch, KC): as gemm_MRxNV, K in blocks of KC. */

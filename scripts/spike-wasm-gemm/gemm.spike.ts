@@ -46,6 +46,28 @@ function worstError(got: Float32Array, want: Float64Array, scale: Float64Array):
 // [M, N, K]: tails in every direction (M mod MR, N below and between tiles), and the models' K.
 const SHAPES: [number, number, number][] = [[1, 1, 1], [7, 6, 75], [13, 5, 3], [37, 16, 150], [29, 64, 288], [11, 33, 9], [64, 32, 27], [9, 20, 576]];
 
+interface GemmCase { m: number; n: number; k: number; fused: boolean; seed: number }
+type GemmRun = (g: SpikeGemm, a: number, b: number, bias: number, c: number, scratch: number) => void;
+
+/** Runs one product on fresh operands (C prefilled with NaN) and checks it and the floats after C. */
+async function checkGemm(flavour: Flavour, scratchFloats: number, { m, n, k, fused, seed }: GemmCase, run: GemmRun): Promise<void> {
+  const g = await SpikeGemm.load(flavour);
+  const [pa, pb, pbias, pc, ps] = [g.alloc(m * k), g.alloc(k * n), g.alloc(n), g.alloc(m * n + 16), g.alloc(scratchFloats)];
+  const a = random(m * k, seed), b = random(k * n, seed + 1), bias = random(n, seed + 2);
+  g.view(pa, m * k).set(a);
+  g.view(pb, k * n).set(b);
+  g.view(pbias, n).set(bias);
+  g.view(pc, m * n + 16).fill(Number.NaN);
+  run(g, pa, pb, fused ? pbias : -1, pc, ps);
+  const { c, scale } = referenceGemm(a, b, fused ? bias : null, m, n, k, fused);
+  expect(worstError(g.view(pc, m * n), c, scale)).toBeLessThan(1e-6);
+  // Nothing written past C.
+  expect(Array.from(g.view(pc + 4 * m * n, 16)).every(Number.isNaN)).toBe(true);
+}
+
+// [M, N, K, KC]: K-blocked products with several blocks, a last partial block, and one block.
+const KBLOCK_SHAPES: [number, number, number, number][] = [[9, 20, 576, 64], [29, 64, 288, 100], [6, 6, 75, 256], [37, 16, 700, 256], [1, 1, 1, 1]];
+
 for (const flavour of ['simd128', 'relaxed'] as Flavour[]) {
   describe(`gemm (${flavour})`, () => {
     it('loads in this Node (relaxed SIMD needs --experimental-wasm-relaxed-simd, set by vitest.config.ts)', () => {
@@ -54,36 +76,17 @@ for (const flavour of ['simd128', 'relaxed'] as Flavour[]) {
     for (const kernel of MICRO_KERNELS)
       for (const [m, n, k] of SHAPES)
         for (const fused of [false, true])
-          it(`${kernel}: ${m}×${k} · ${k}×${n}${fused ? ' + bias, relu' : ''} matches float64 within 1e-6 of Σ|a·b|`, async () => {
-            const g = await SpikeGemm.load(flavour);
-            const [pa, pb, pbias, pc, ps] = [g.alloc(m * k), g.alloc(k * n), g.alloc(n), g.alloc(m * n + 16), g.alloc(SpikeGemm.scratchFloats(kernel, n, k))];
-            const a = random(m * k, 1), b = random(k * n, 2), bias = random(n, 3);
-            g.view(pa, m * k).set(a);
-            g.view(pb, k * n).set(b);
-            g.view(pbias, n).set(bias);
-            g.view(pc, m * n + 16).fill(Number.NaN);
-            g.gemm(kernel, m, n, k, pa, pb, fused ? pbias : -1, pc, fused, ps);
-            const { c, scale } = referenceGemm(a, b, fused ? bias : null, m, n, k, fused);
-            expect(worstError(g.view(pc, m * n), c, scale)).toBeLessThan(1e-6);
-            // Nothing written past C.
-            expect(Array.from(g.view(pc + 4 * m * n, 16)).every(Number.isNaN)).toBe(true);
-          });
+          it(`${kernel}: ${m}×${k} · ${k}×${n}${fused ? ' + bias, relu' : ''} matches float64 within 1e-6 of Σ|a·b|`, () =>
+            checkGemm(flavour, SpikeGemm.scratchFloats(kernel, n, k), { m, n, k, fused, seed: 1 }, (g, a, b, bias, c, ps) =>
+              g.gemm(kernel, m, n, k, a, b, bias, c, fused, ps),
+            ));
     for (const kernel of KBLOCK_KERNELS)
-      for (const [m, n, k, kc] of [[9, 20, 576, 64], [29, 64, 288, 100], [6, 6, 75, 256], [37, 16, 700, 256], [1, 1, 1, 1]])
+      for (const [m, n, k, kc] of KBLOCK_SHAPES)
         for (const fused of [false, true])
-          it(`gemmk_${kernel}: ${m}×${k} · ${k}×${n} in K blocks of ${kc}${fused ? ' + bias, relu' : ''} matches float64 within 1e-6 of Σ|a·b|`, async () => {
-            const g = await SpikeGemm.load(flavour);
-            const [pa, pb, pbias, pc, ps] = [g.alloc(m * k), g.alloc(k * n), g.alloc(n), g.alloc(m * n + 16), g.alloc(SpikeGemm.scratchFloats(kernel, n, k))];
-            const a = random(m * k, 7), b = random(k * n, 8), bias = random(n, 9);
-            g.view(pa, m * k).set(a);
-            g.view(pb, k * n).set(b);
-            g.view(pbias, n).set(bias);
-            g.view(pc, m * n + 16).fill(Number.NaN);
-            g.gemmK(kernel, m, n, k, pa, pb, fused ? pbias : -1, pc, fused, ps, kc);
-            const { c, scale } = referenceGemm(a, b, fused ? bias : null, m, n, k, fused);
-            expect(worstError(g.view(pc, m * n), c, scale)).toBeLessThan(1e-6);
-            expect(Array.from(g.view(pc + 4 * m * n, 16)).every(Number.isNaN)).toBe(true);
-          });
+          it(`gemmk_${kernel}: ${m}×${k} · ${k}×${n} in K blocks of ${kc}${fused ? ' + bias, relu' : ''} matches float64 within 1e-6 of Σ|a·b|`, () =>
+            checkGemm(flavour, SpikeGemm.scratchFloats(kernel, n, k), { m, n, k, fused, seed: 7 }, (g, a, b, bias, c, ps) =>
+              g.gemmK(kernel, m, n, k, a, b, bias, c, fused, ps, kc),
+            ));
   });
 }
 
