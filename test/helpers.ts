@@ -36,12 +36,13 @@ export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
 export async function trainInProcess(
   config: TrainConfig,
   data: DatasetSplits,
-  opts: { resume?: boolean; sharedMemory?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks } = {},
+  opts: { resume?: boolean; sharedMemory?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void } = {},
 ): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean }> {
   const log = silentLogger();
   const membership = new Membership(log);
   opts.membership?.(membership);
   const trainer = new Trainer(config, data, membership, log, opts.hooks);
+  opts.trainer?.(trainer);
   if (opts.resume) await trainer.resume();
   const prep = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : ({ kind: 'scale' } as const);
   const pool = await startInProcessWorkers(membership, {
