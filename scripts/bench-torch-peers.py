@@ -18,7 +18,11 @@ threadsPerProcess when the pools hold the row's thread count.
 
     python3 scripts/bench-torch-peers.py [--models mlp,lenet] [--seconds 8] [--modes single,ddp]
                                          [--threads 1,2] [--memory-format auto|channels-last|contiguous]
-                                         [--malloc keep|default]
+                                         [--malloc keep|default] [--openblas-core auto|env]
+
+--openblas-core auto (the default) unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE before torch loads,
+once bench-torch-openblas.py has checked the kernels OpenBLAS then picks, and keeps them where the
+check fails; the DDP ranks inherit the choice. setup.blas.coreChoice states it.
 """
 import argparse
 import importlib.util
@@ -120,11 +124,14 @@ def main():
     ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="thread counts of the single process (default: 1 and every core)")
     ap.add_argument("--memory-format", default="auto", choices=["auto", "channels-last", "contiguous"])
     ap.add_argument("--malloc", default="keep", choices=["keep", "default"], help="keep: mallopt keeps freed memory (default); default: glibc as is")
+    ap.add_argument("--openblas-core", default="auto", choices=["auto", "env"],
+                    help="auto: unset OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE once checked, else keep them (default); env: keep them")
     args = ap.parse_args()
     bt = load_bench_torch()
     # Before torch loads (DDP's spawned ranks inherit the environment); set_threads raises the
     # pools at run time for the all-cores row.
     bt.prepare_process(1, args.malloc)
+    bt.choose_openblas_core(args.openblas_core)
     try:
         import torch
         from torch import nn

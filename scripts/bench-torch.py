@@ -16,7 +16,11 @@ The setup, stated in every output as "setup" (see setup_info):
   freed blocks back to the kernel, and whether it does so every step depends on the process's
   allocation history; where it does, lenet pays ~800 page faults (~2 ms) per step;
 - channels-last activations for the convolutional models on the CPU (--memory-format), which
-  oneDNN's convolutions and PyTorch's pooling run faster on, and which is dtrain's own layout.
+  oneDNN's convolutions and PyTorch's pooling run faster on, and which is dtrain's own layout;
+- OpenBLAS's own choice of kernels (--openblas-core auto, the default): OPENBLAS_CORETYPE and
+  OPENBLAS_L2_SIZE unset before torch loads, once child processes have checked the kernels OpenBLAS
+  then picks (GEMMs against float64, lenet and mlp forward/backward against the kept kernels'), kept
+  where that check fails; --openblas-core env keeps them (scripts/bench-torch-openblas.py).
 
 Prints one JSON object on stdout: {"available": false, "reason": ...} when torch cannot be imported
 (it is optional, never required), otherwise {"available": true, "version", "threads", "device",
@@ -24,6 +28,7 @@ Prints one JSON object on stdout: {"available": false, "reason": ...} when torch
 
     python3 scripts/bench-torch.py [--quick] [--models lenet,mlp] [--batch 32,128] [--threads 1]
                                    [--memory-format auto|channels-last|contiguous] [--malloc keep|default]
+                                   [--openblas-core auto|env]
     python3 scripts/bench-torch.py --device cuda --batch 32,256,1024   # on a GPU (scripts/gpu-smoke.sh)
     python3 scripts/bench-torch.py --serve [--threads 1]
 
@@ -34,6 +39,7 @@ model, data and optimizer of a (model, batch) pair are made once and kept).
 """
 import argparse
 import ctypes
+import importlib.util
 import json
 import os
 import re
@@ -54,6 +60,7 @@ MMAP_THRESHOLD_BYTES = 32 << 20
 TRIM_THRESHOLD_BYTES = 1 << 30  # mallopt takes an int
 MEMORY_FORMATS = ("auto", "channels-last", "contiguous")
 MALLOC_MODES = ("keep", "default")
+OPENBLAS_CORE_MODES = ("auto", "env")
 # What prepare_process did, for setup_info.
 _PREPARED = {"mallocKeepsFreedMemory": False}
 
@@ -80,6 +87,21 @@ def keep_freed_memory():
         return False
     _PREPARED["mallocKeepsFreedMemory"] = ok
     return ok
+
+
+def load_openblas_choice():
+    """scripts/bench-torch-openblas.py as a module: which OpenBLAS kernels the peer runs."""
+    sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the working tree
+    spec = importlib.util.spec_from_file_location("bench_torch_openblas", os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench-torch-openblas.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def choose_openblas_core(mode):
+    """Before torch loads (after prepare_process, so the check's children run on the row's threads):
+    keeps or unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE; setup_info states the choice."""
+    _PREPARED["openblasCoreChoice"] = load_openblas_choice().choose(mode)
 
 
 def loaded_libraries(pattern):
@@ -116,6 +138,8 @@ def blas_info(torch):
         info["openblasThreads"] = lib.openblas_get_num_threads()
         info["openblasCore"] = lib.openblas_get_corename().decode()
         info["openblasCoretypeEnv"] = os.environ.get("OPENBLAS_CORETYPE")
+        if "openblasCoreChoice" in _PREPARED:
+            info["coreChoice"] = _PREPARED["openblasCoreChoice"]
     return info
 
 
@@ -289,8 +313,11 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS)
     ap.add_argument("--malloc", default="keep", choices=MALLOC_MODES, help="keep: mallopt keeps freed memory (default); default: glibc as is")
+    ap.add_argument("--openblas-core", default="auto", choices=OPENBLAS_CORE_MODES,
+                    help="auto: unset OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE once checked, else keep them (default); env: keep them")
     args = ap.parse_args()
     prepare_process(args.threads, args.malloc)
+    choose_openblas_core(args.openblas_core)
     try:
         import torch
         from torch import nn
