@@ -7,6 +7,7 @@ import { loadNativeKernels, type NativeKernels } from './addon.ts';
 import { requireNativeOrSkip } from './native-testing.ts';
 import { uninstallNativeKernels } from './install-native.ts';
 import { nativeBatchNormPasses, type BatchNormPasses } from './sync-batch-norm-passes.ts';
+import { StepComputer } from '../../../worker/compute.ts';
 
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);
@@ -218,6 +219,33 @@ describe.runIf(native)('synchronized BatchNorm passes on the native kernels', ()
     expect(() => addon.bnMoments(heap, 0, 100, 2, new Float64Array(5))).toThrow(/outside the wasm heap/);
     expect(() => addon.bnGradInput(heap, 0, 0, 0, 0, 0, 0, 2)).toThrow(/positive/);
   });
+});
+
+describe.runIf(native)('a whole cnn-bn training step with the native passes', () => {
+  it('gives the loss, every gradient and the slice statistics of the cpu backend (StepComputer.train, batch 8)', async () => {
+    const rng = new TestRandom(21);
+    const images = Uint8Array.from({ length: 8 * 3072 }, () => rng.int(0, 255));
+    const labels = Uint8Array.from({ length: 8 }, () => rng.int(0, 9));
+    await use('cpu');
+    const onCpu = new StepComputer('cnn-bn', { kind: 'scale' });
+    const weights = new Float32Array(onCpu.layout.totalSize);
+    onCpu.model.weights.forEach((w, i) => weights.set(w.read().dataSync() as Float32Array, onCpu.layout.entries[i].offset));
+    const cpu = await onCpu.train(images, labels);
+    onCpu.dispose();
+    await use('onednn');
+    const before = calls.get('bnGradInput') ?? 0;
+    const onWasm = new StepComputer('cnn-bn', { kind: 'scale' });
+    onWasm.setWeights(weights);
+    const fast = await onWasm.train(images, labels);
+    onWasm.dispose();
+    expect((calls.get('bnGradInput') ?? 0) - before).toBe(4); // one per BatchNorm layer
+    expect(Math.abs(fast.lossSum - cpu.lossSum) / Math.abs(cpu.lossSum)).toBeLessThan(1e-5);
+    const errors = onCpu.layout.entries
+      .filter((e) => e.trainable)
+      .map((e) => relativeError(fast.gradientSum.subarray(e.offset, e.offset + e.size), cpu.gradientSum.subarray(e.offset, e.offset + e.size)));
+    expect(Math.max(...errors), errors.map((e) => e.toExponential(1)).join(' ')).toBeLessThan(1e-4);
+    expect(relativeError(fast.stats, cpu.stats)).toBeLessThan(1e-5);
+  }, 60_000);
 });
 
 describe('synchronized BatchNorm without the native kernels', () => {
