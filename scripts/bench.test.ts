@@ -426,7 +426,15 @@ describe('issue 10: peers, the single-machine step, memory', () => {
       threads: 1,
       interopThreads: 1,
       threadEnv: { OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' },
-      blas: { buildInfo: 'generic', loaded: ['/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so'], openblas: true, openblasThreads: 1, openblasCore: 'Haswell' },
+      blas: {
+        buildInfo: 'generic',
+        loaded: ['/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so'],
+        openblas: true,
+        openblasThreads: 1,
+        openblasCore: 'Cooperlake',
+        openblasCoretypeEnv: null,
+        coreChoice: { mode: 'auto', envFound: { OPENBLAS_CORETYPE: 'Haswell' }, envUnset: true, checkedCore: 'Cooperlake', keptCore: 'Haswell', gemmMaxRelError: 3e-7, forwardBackwardMaxRelDiff: 7e-7, fallback: null },
+      },
       mkldnn: { available: true, enabled: true, convBackend: 'Mkldnn' },
       cpuCapability: 'AVX2',
       memoryFormat: 'channels-last',
@@ -446,7 +454,7 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     const section1 = md.slice(md.indexOf('## 1.'), md.indexOf('## 2.'));
     expect(section0).toContain(`${sentence} Rows with more threads raise torch's and OpenBLAS's pools to that count.`);
     expect(section1).toContain(`torch.set_num_threads(1). ${sentence}`);
-    expect(sentence).toContain('OpenBLAS on 1 thread (Haswell kernels)');
+    expect(sentence).toContain('OpenBLAS on 1 thread (Cooperlake kernels: OPENBLAS_CORETYPE=Haswell unset for the peer after a check');
     expect(renderMarkdown(withPeers(), 'r.json')).not.toContain('Setup: torch');
   });
 });

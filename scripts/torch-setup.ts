@@ -23,6 +23,8 @@ export interface TorchSetup {
     openblasThreads?: number;
     openblasCore?: string;
     openblasCoretypeEnv?: string | null;
+    /** --openblas-core: whether OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE were unset, and the check behind it. */
+    coreChoice?: OpenblasCoreChoice;
   };
   /** oneDNN: compiled in, enabled, and the backend torch picks for a batch-32 convolution ("Mkldnn"). */
   mkldnn: { available: boolean; enabled: boolean; convBackend: string | null };
@@ -33,6 +35,24 @@ export interface TorchSetup {
   mallocKeepsFreedMemory: boolean;
   optimizer: string;
   data: string;
+}
+
+/** What scripts/bench-torch-openblas.py's choose() decided before torch loaded. */
+export interface OpenblasCoreChoice {
+  /** "auto": unset once checked, else keep; "env": keep. */
+  mode: string;
+  /** OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE as the environment set them (null: unset). */
+  envFound: Record<string, string | null>;
+  envUnset: boolean;
+  /** The kernels OpenBLAS named in the check's children, without and with the variables. */
+  checkedCore: string | null;
+  keptCore: string | null;
+  /** Float32 GEMMs' largest normwise relative error against float64, without the variables. */
+  gemmMaxRelError: number | null;
+  /** lenet's and the mlp's logits, loss and gradients: largest relative difference, unset against kept. */
+  forwardBackwardMaxRelDiff: number | null;
+  /** Why the variables were kept although mode was "auto"; null when they were not. */
+  fallback: string | null;
 }
 
 export class TorchSetupError extends DtrainError {
@@ -78,6 +98,7 @@ export function parseTorchSetup(v: unknown, what = 'setup'): TorchSetup {
   const openblasThreads = optional(blas, 'openblasThreads', isNumber, 'a number', `${what}.blas`);
   const openblasCore = optional(blas, 'openblasCore', isString, 'a string', `${what}.blas`);
   const openblasCoretypeEnv = optional(blas, 'openblasCoretypeEnv', orNull(isString), 'a string or null', `${what}.blas`);
+  const coreChoice = blas.coreChoice === undefined ? undefined : parseCoreChoice(blas.coreChoice, `${what}.blas.coreChoice`);
   return {
     torch: field(o, 'torch', isString, 'a version string', what),
     device: field(o, 'device', isString, 'a string', what),
@@ -91,6 +112,7 @@ export function parseTorchSetup(v: unknown, what = 'setup'): TorchSetup {
       ...(openblasThreads === undefined ? {} : { openblasThreads }),
       ...(openblasCore === undefined ? {} : { openblasCore }),
       ...(openblasCoretypeEnv === undefined ? {} : { openblasCoretypeEnv }),
+      ...(coreChoice === undefined ? {} : { coreChoice }),
     },
     mkldnn: {
       available: field(mkldnn, 'available', isBoolean, 'a boolean', `${what}.mkldnn`),
@@ -105,7 +127,47 @@ export function parseTorchSetup(v: unknown, what = 'setup'): TorchSetup {
   };
 }
 
+function parseCoreChoice(v: unknown, what: string): OpenblasCoreChoice {
+  const o = record(v, what);
+  const env = record(o.envFound, `${what}.envFound`);
+  const envFound: Record<string, string | null> = {};
+  for (const key of Object.keys(env)) envFound[key] = field(env, key, orNull(isString), 'a string or null', `${what}.envFound`);
+  return {
+    mode: field(o, 'mode', (x): x is string => x === 'auto' || x === 'env', '"auto" or "env"', what),
+    envFound,
+    envUnset: field(o, 'envUnset', isBoolean, 'a boolean', what),
+    checkedCore: field(o, 'checkedCore', orNull(isString), 'a string or null', what),
+    keptCore: field(o, 'keptCore', orNull(isString), 'a string or null', what),
+    gemmMaxRelError: field(o, 'gemmMaxRelError', orNull(isNumber), 'a number or null', what),
+    forwardBackwardMaxRelDiff: field(o, 'forwardBackwardMaxRelDiff', orNull(isNumber), 'a number or null', what),
+    fallback: field(o, 'fallback', orNull(isString), 'a string or null', what),
+  };
+}
+
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+const exp = (x: number | null) => (x === null ? 'unknown' : x.toExponential(1));
+
+/** The kernels OpenBLAS ran, and whether the peer unset the environment's choice (and what it checked). */
+function describeKernels(blas: TorchSetup['blas']): string {
+  const c = blas.coreChoice;
+  const set = c
+    ? Object.entries(c.envFound)
+        .filter(([, v]) => v !== null)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' and ')
+    : '';
+  const kernels = `${blas.openblasCore} kernels`;
+  if (c?.envUnset) {
+    return (
+      `${kernels}: ${set} unset for the peer after a check in child processes, float32 GEMMs within ${exp(c.gemmMaxRelError)} of float64 ` +
+      `and lenet's and the mlp's forward/backward within ${exp(c.forwardBackwardMaxRelDiff)} of ${c.keptCore ?? 'the kept kernels'}'s`
+    );
+  }
+  if (c?.fallback) return `${kernels}, ${set} kept: ${c.fallback}`;
+  if (c?.mode === 'env' && set) return `${kernels}, ${set} kept (--openblas-core env)`;
+  return `${kernels}${blas.openblasCoretypeEnv ? `, OPENBLAS_CORETYPE=${blas.openblasCoretypeEnv}` : ''}`;
+}
 
 /** One sentence for the benchmark document: threads, BLAS, oneDNN, memory format, malloc. */
 export function describeTorchSetup(s: TorchSetup): string {
@@ -113,7 +175,7 @@ export function describeTorchSetup(s: TorchSetup): string {
     .map(([k, v]) => `${k}=${v ?? 'unset'}`)
     .join(', ');
   const blas = s.blas.openblas
-    ? `OpenBLAS${s.blas.openblasThreads === undefined ? '' : ` on ${plural(s.blas.openblasThreads, 'thread')}`}${s.blas.openblasCore ? ` (${s.blas.openblasCore} kernels${s.blas.openblasCoretypeEnv ? `, OPENBLAS_CORETYPE=${s.blas.openblasCoretypeEnv}` : ''})` : ''}`
+    ? `OpenBLAS${s.blas.openblasThreads === undefined ? '' : ` on ${plural(s.blas.openblasThreads, 'thread')}`}${s.blas.openblasCore ? ` (${describeKernels(s.blas)})` : ''}`
     : `**not OpenBLAS** (BLAS_INFO=${s.blas.buildInfo}; install libopenblas0-pthread for a fair peer)`;
   const onednn = !s.mkldnn.available ? 'no oneDNN' : !s.mkldnn.enabled ? 'oneDNN disabled' : `oneDNN convolutions (backend ${s.mkldnn.convBackend ?? 'unknown'})`;
   return (
