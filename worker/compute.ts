@@ -11,6 +11,7 @@ import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/prep
 import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
 import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, type NormalizedBatch } from './layers/sync-batch-norm.ts';
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
+import { hostFloats } from '../common/host-floats.ts';
 
 export interface TrainResult {
   count: number;
@@ -68,18 +69,6 @@ async function readAndDispose(t: Tensor): Promise<Float32Array> {
   } finally {
     t.dispose();
   }
-}
-
-/**
- * A float32 tensor's storage when the backend keeps it in this thread's memory (wasm: a view of
- * its heap; cpu: its values array), for a copy without a read-back; undefined elsewhere (webgpu).
- */
-function hostFloats(t: Tensor): Float32Array | undefined {
-  const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: Tensor) => unknown; data?: { get(id: object): { values?: unknown } | undefined } };
-  let view: unknown;
-  if (tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function') view = backend.typedArrayFromHeap(t);
-  else if (tf.getBackend() === 'cpu') view = backend.data?.get(t.dataId)?.values;
-  return view instanceof Float32Array && view.length === t.size ? view : undefined;
 }
 
 /** Copies tensors end to end into `out`, which must be as long as all of them. */

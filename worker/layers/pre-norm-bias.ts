@@ -27,6 +27,7 @@
  * the recorded gradients in the place of tfjs's.
  */
 import { tf, tfc, tfl, type Tensor } from '../../common/tf.ts';
+import { hostFloats } from '../../common/host-floats.ts';
 
 export type PreNormActivation = 'relu' | 'linear';
 
@@ -39,12 +40,22 @@ export function preNormActivation(layer: tfl.layers.Layer): PreNormActivation | 
   return config.activation === 'relu' || config.activation === 'linear' ? config.activation : undefined;
 }
 
-/** −Σ dx over the positions where the activation passes no gradient (y ≤ 0 for relu), per channel (last axis). */
-export function inactiveGradientSum(dx: Tensor, y: Tensor, activation: PreNormActivation): Tensor {
-  const channels = dx.shape[dx.rank - 1];
-  if (activation === 'linear') return tf.zeros([channels]);
-  const axes = Array.from({ length: dx.rank - 1 }, (_, i) => i);
-  return tf.neg(tf.sum(tf.mul(dx, tf.cast(tf.lessEqual(y, 0), 'float32')), axes));
+/**
+ * −Σ dx over the positions where the relu passes no gradient (y ≤ 0), for the channels in `which`
+ * (the last axis; the others are 0),
+ * summed in float64 in one pass over the backend's own storage where it is in this thread
+ * (hostFloats), else values read back (this path already reads synchronously).
+ */
+export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels: number, which: Int32Array): Float32Array {
+  const sums = new Float64Array(channels);
+  for (let i = 0; i < dx.length; i += channels) {
+    // Multiplying by 0 or 1 rather than branching: relu masks are unpredictable (4× faster here).
+    for (let k = 0; k < which.length; k++) {
+      const j = i + which[k];
+      sums[which[k]] -= dx[j] * +(y[j] <= 0);
+    }
+  }
+  return Float32Array.from(sums);
 }
 
 /**
@@ -67,7 +78,9 @@ interface Recorded {
   activation: PreNormActivation;
   /** Per channel: take −Σ_{y ≤ 0} dx (else tfjs's Σ_{y > 0} dx), decided from the global moments. */
   inactiveForm?: boolean[];
-  gradient?: Tensor;
+  backwardSeen: boolean;
+  /** −Σ_{y ≤ 0} dx, computed only if some channel takes it. */
+  gradient?: Float32Array;
 }
 
 /** A tapped BatchNorm input: `y` to normalize, and where to report the global moments it was normalized with. */
@@ -89,19 +102,23 @@ export class PreNormBiasGradients {
     const activation = layer && preNormActivation(layer);
     const bias = layer?.trainableWeights.find((w) => /\/bias$/.test(w.originalName ?? w.name));
     if (!activation || !bias) return { y, observeMoments: () => {} };
-    const entry: Recorded = { biasName: (bias as unknown as { val: { name: string } }).val.name, activation };
+    const entry: Recorded = { biasName: (bias as unknown as { val: { name: string } }).val.name, activation, backwardSeen: false };
     this.recorded.push(entry);
     const channels = y.shape[y.rank - 1];
     const op = tf.customGrad((...args: (Tensor | tfc.GradSaveFunc)[]) => {
       const [yIn, save] = args as [Tensor, tfc.GradSaveFunc];
       save([yIn]);
       const gradFunc = (dx: Tensor, [ySaved]: Tensor[]) => {
-        // Computed inside variableGrads' scope: kept, then handed over by `substitute`.
-        entry.gradient?.dispose();
-        entry.gradient = tf.keep(inactiveGradientSum(dx, ySaved, activation));
+        entry.backwardSeen = true;
+        entry.gradient = undefined;
+        const which = Int32Array.from((entry.inactiveForm ?? []).flatMap((f, c) => (f ? [c] : [])));
+        if (which.length > 0) {
+          entry.gradient = activation === 'linear' ? new Float32Array(channels) : inactiveGradientSum(hostFloats(dx) ?? (dx.dataSync() as Float32Array), hostFloats(ySaved) ?? (ySaved.dataSync() as Float32Array), channels, which);
+        }
         return dx;
       };
-      return { value: tf.clone(yIn), gradFunc };
+      // A reshape to the same shape: a new tensor on the same data, no copy.
+      return { value: tf.reshape(yIn, yIn.shape), gradFunc };
     });
     return {
       y: op(y),
@@ -119,14 +136,14 @@ export class PreNormBiasGradients {
   substitute(grads: Record<string, Tensor>): void {
     for (const r of this.recorded) {
       const original = grads[r.biasName];
-      if (!r.gradient || !r.inactiveForm || !original) throw new Error(`Expected the global moments, a recorded gradient and tfjs's gradient for ${r.biasName}, but ${!r.inactiveForm ? 'no moments were observed' : !r.gradient ? 'no gradient was recorded' : 'tfjs has none'}.`);
-      if (r.inactiveForm.every((f) => !f)) continue;
-      grads[r.biasName] = r.inactiveForm.every((f) => f) ? tf.clone(r.gradient) : tf.where(tf.tensor1d(r.inactiveForm.map(Number), 'bool'), r.gradient, original);
+      if (!r.inactiveForm || !r.backwardSeen || !original) throw new Error(`Expected the global moments, a backward pass and tfjs's gradient for ${r.biasName}, but ${!r.inactiveForm ? 'no moments were observed' : !r.backwardSeen ? 'no backward pass ran' : 'tfjs has none'}.`);
+      if (!r.gradient) continue;
+      const recorded = tf.tensor1d(r.gradient);
+      grads[r.biasName] = r.inactiveForm.every((f) => f) ? recorded : tf.where(tf.tensor1d(r.inactiveForm.map(Number), 'bool'), recorded, original);
     }
   }
 
   dispose(): void {
-    for (const r of this.recorded) r.gradient?.dispose();
     this.recorded.length = 0;
   }
 }

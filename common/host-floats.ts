@@ -1,0 +1,14 @@
+/**
+ * A float32 tensor's storage when the backend keeps it in this thread's memory (wasm: a view of
+ * its heap; cpu: its values array), for reading or copying without a read-back; undefined
+ * elsewhere (webgpu). A wasm view is valid until the backend next allocates: read it at once.
+ */
+import { tf, type Tensor } from './tf.ts';
+
+export function hostFloats(t: Tensor): Float32Array | undefined {
+  const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: Tensor) => unknown; data?: { get(id: object): { values?: unknown } | undefined } };
+  let view: unknown;
+  if (tf.getBackend() === 'wasm' && typeof backend.typedArrayFromHeap === 'function') view = backend.typedArrayFromHeap(t);
+  else if (tf.getBackend() === 'cpu') view = backend.data?.get(t.dataId)?.values;
+  return view instanceof Float32Array && view.length === t.size ? view : undefined;
+}
