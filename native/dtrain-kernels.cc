@@ -711,6 +711,16 @@ MULTIVERSION void bnGradInputLoop(const float* dy, const float* x, float* dx, co
   }
 }
 
+// −Σ dx·[y ≤ 0] per channel in float64 (a relu's inactive positions; worker/layers/pre-norm-bias.ts):
+// the same multiply by 0 or 1 and subtraction, in the same order per channel, as its JavaScript.
+MULTIVERSION void reluInactiveSumLoop(const float* dx, const float* y, double* sums, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = dx + r * c;
+    const float* v = y + r * c;
+    for (int64_t ch = 0; ch < c; ch++) sums[ch] -= static_cast<double>(g[ch]) * (v[ch] <= 0.f ? 1.0 : 0.0);
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
@@ -762,6 +772,20 @@ napi_value BnBackwardSums(napi_env env, napi_callback_info info) {
     double* out = f64Out(a, 6, 2 * c, "bnBackwardSums");
     std::fill(out, out + 2 * c, 0.0);
     bnBackwardSumsLoop(dy, x, coeff, coeff + c, out, out + c, rows, c);
+  });
+}
+
+// reluInactiveSum(heap, dx, y, rows, channels, out: Float64Array(C)): out = −Σ dx·[y ≤ 0] per channel
+napi_value ReluInactiveSum(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 6, "reluInactiveSum");
+    int64_t rows, c;
+    bnSizes(a, 3, rows, c, "reluInactiveSum");
+    const float* dx = f32Arg(a, 1, rows * c);
+    const float* y = f32Arg(a, 2, rows * c);
+    double* out = f64Out(a, 5, c, "reluInactiveSum");
+    std::fill(out, out + c, 0.0);
+    reluInactiveSumLoop(dx, y, out, rows, c);
   });
 }
 
@@ -893,7 +917,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

@@ -33,6 +33,8 @@ export interface NativeKernels {
   bnBackwardSums(heap: ArrayBuffer, dy: number, x: number, meanRs: number, rows: number, channels: number, out: Float64Array): void;
   /** dx = ((dy − a) − x̂·b)·k in float32; meanRsK is [3, C] on the heap (mean, rs, k), ab [2, C] (a, b). */
   bnGradInput(heap: ArrayBuffer, dy: number, x: number, meanRsK: number, ab: number, dx: number, rows: number, channels: number): void;
+  /** out (C) = −Σ dx·[y ≤ 0] per channel in float64: a relu's inactive positions (worker/layers/pre-norm-bias.ts). */
+  reluInactiveSum(heap: ArrayBuffer, dx: number, y: number, rows: number, channels: number, out: Float64Array): void;
   /** dst[c] = scale·Σ_r src[r·cols + c] (float64 accumulation). */
   sumRows(heap: ArrayBuffer, src: number, dst: number, rows: number, cols: number, scale: number): void;
   /** out = (images − mean[j]) / std[j], bit-identical to common/data/preprocess.ts's loop. */
@@ -54,7 +56,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'sumRows', 'standardize', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'sumRows', 'standardize', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

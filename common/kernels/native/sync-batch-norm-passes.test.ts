@@ -6,7 +6,7 @@ import { backwardSums, identityExchange, referencePasses, syncBatchNorm, type Ph
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
 import { requireNativeOrSkip } from './native-testing.ts';
 import { uninstallNativeKernels } from './install-native.ts';
-import { nativeBatchNormPasses, type BatchNormPasses } from './sync-batch-norm-passes.ts';
+import { nativeBatchNormPasses, nativeReluInactiveSum, type BatchNormPasses } from './sync-batch-norm-passes.ts';
 import { StepComputer } from '../../../worker/compute.ts';
 
 const load = loadNativeKernels();
@@ -246,6 +246,31 @@ describe.runIf(native)('a whole cnn-bn training step with the native passes', ()
     expect(Math.max(...errors), errors.map((e) => e.toExponential(1)).join(' ')).toBeLessThan(1e-4);
     expect(relativeError(fast.stats, cpu.stats)).toBeLessThan(1e-5);
   }, 60_000);
+});
+
+/** worker/layers/pre-norm-bias.ts's loop (its working-tree version), restated for all channels. */
+function inactiveSumReference(dx: Float32Array, y: Float32Array, channels: number): Float64Array {
+  const sums = new Float64Array(channels);
+  for (let i = 0; i < dx.length; i += channels) for (let c = 0; c < channels; c++) sums[c] -= dx[i + c] * +(y[i + c] <= 0);
+  return sums;
+}
+
+describe.runIf(native)('the relu-inactive gradient sum on the native kernels', () => {
+  it.each([[[8, 30, 30, 32]], [[5, 7, 3, 37]], [[16, 64]], [[1, 1]]])('is bit-identical to the JavaScript loop, %j, with zeros, negative zeros and ties at 0', async (shape) => {
+    await use('onednn');
+    const rng = new TestRandom(shape.length * 7 + shape[0]);
+    const channels = shape[shape.length - 1];
+    const dxv = rng.array(sizeOf(shape));
+    // A relu output: zeros (and a few −0) where inactive, positives elsewhere.
+    const yv = Float32Array.from(rng.array(sizeOf(shape)), (v, i) => (v > 0.2 ? v : i % 7 === 0 ? -0 : 0));
+    const [dx, y] = [tf.tensor(dxv, shape), tf.tensor(yv, shape)];
+    const sums = nativeReluInactiveSum()!(dx, y);
+    tf.dispose([dx, y]);
+    expect(Array.from(sums)).toEqual(Array.from(inactiveSumReference(dxv, yv, channels)));
+    expect(sums.some((v) => v !== 0)).toBe(true);
+    await use('cpu');
+    expect(nativeReluInactiveSum()).toBeUndefined();
+  });
 });
 
 describe('synchronized BatchNorm without the native kernels', () => {

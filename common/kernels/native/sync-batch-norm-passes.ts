@@ -125,6 +125,29 @@ export function setNativeBatchNormKernels(native: NativeKernels | undefined): vo
   installed = { native, passes: nativePasses(native) };
 }
 
+/**
+ * −Σ dx·[y ≤ 0] per channel (a relu's inactive positions) in float64, for dx and y [..., C] on the
+ * wasm heap: the pass of worker/layers/pre-norm-bias.ts's inactiveGradientSum, for every channel,
+ * each bit-identical to that JavaScript loop's (same operations, same order per channel). Undefined
+ * where the native kernels are not active (use the JavaScript there).
+ */
+export function nativeReluInactiveSum(): ((dx: Tensor, y: Tensor) => Float64Array) | undefined {
+  if (installed === undefined || tf.getBackend() !== WASM) return undefined;
+  const native = installed.native;
+  return (dx, y) => {
+    const channels = y.shape[y.rank - 1];
+    checkFloat('dx', dx, channels);
+    checkFloat('y', y, channels);
+    if (dx.shape.join() !== y.shape.join()) throw new Error(`Expected dx and y of one shape, but got [${dx.shape.join(',')}] and [${y.shape.join(',')}].`);
+    const out = new Float64Array(channels);
+    const rows = rowsOf(y.shape, channels);
+    if (rows === 0) return out;
+    const b = tf.backend() as unknown as HeapBackend;
+    native.reluInactiveSum(heapOf(b), b.getMemoryOffset(dx.dataId), b.getMemoryOffset(y.dataId), rows, channels, out);
+    return out;
+  };
+}
+
 /** The native passes when the native kernels are installed and wasm is the active backend; else undefined. */
 export function nativeBatchNormPasses(): BatchNormPasses | undefined {
   return installed !== undefined && tf.getBackend() === WASM ? installed.passes : undefined;
