@@ -9,22 +9,25 @@
  *   ∂L/∂b = Σ_{y > 0} dx  =  Σ_all dx − Σ_{y ≤ 0} dx  =  −Σ_{y ≤ 0} dx     (relu)
  *   ∂L/∂b = Σ_all dx  =  0                                                  (no activation)
  *
- * tfjs computes the left-hand form: a sum of many terms that cancel. For a channel whose relu is
- * active on the whole batch the true gradient is exactly 0, and what comes out is float32 rounding
- * noise of the terms (about 1e-7 of them), which depends on how the batch was sliced into partial
- * sums; Adam divides by √v, so that noise moves the bias by up to the learning rate per step
- * (docs/batchnorm.md). The right-hand form has no cancellation: exactly 0 for such a channel at any
- * slicing, and a sum over the inactive positions only for the others.
+ * tfjs computes the left-hand form, a sum over the active positions. For a channel whose relu is
+ * active on the whole batch the true gradient is exactly 0, and what came out was float32 rounding
+ * noise of about 1e4 cancelling terms, different for each slicing of the batch into partial sums;
+ * Adam divides by √v + ε, so that noise moved the bias by up to the learning rate per step
+ * (docs/batchnorm.md). The right-hand form sums over the inactive positions: exactly 0 for such a
+ * channel at any slicing. Mirror-wise, it cancels where the relu is active almost nowhere, where
+ * tfjs's form does not, so each channel takes the right-hand form only where the global batch's
+ * moments prove the inactive positions to be the minority (`inactiveMinority`), a decision every
+ * slice makes alike. An all-active channel with mean² < var keeps tfjs's form, and its noise.
  *
  * Over slices (synchronized BatchNorm: Σ dx = 0 over the global batch) each slice reports its own
  * −Σ_{y ≤ 0} dx, and the slices add up to the exact gradient of the global batch; a single slice's
  * share is no longer its own Σ_{y > 0} dx (the two differ by the slice's Σ dx, which only the whole
- * batch cancels). With tfjs's per-slice BatchNorm (`localBatchNorm`) Σ dx = 0 holds per slice, and
- * both forms are the slice's gradient.
+ * batch cancels). Only the synchronized path is tapped (it reads synchronously; tfjs's per-slice
+ * `localBatchNorm` is for backends that cannot).
  *
  * `PreNormBiasGradients.tap(layer, y)` marks the input of a BatchNorm: an identity op whose gradient
  * passes dx through unchanged and records −Σ_{y ≤ 0} dx for the layer's bias; `substitute` then puts
- * the recorded gradients in the place of tfjs's.
+ * the recorded values in the place of tfjs's, channel by channel.
  */
 import { tf, tfc, tfl, type Tensor } from '../../common/tf.ts';
 import { hostFloats } from '../../common/host-floats.ts';
