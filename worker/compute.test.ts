@@ -133,6 +133,37 @@ describe('StepComputer', () => {
     c.dispose();
   });
 
+  // A BatchNorm round aborted mid-pass (a partner left: bn-sync-errors.ts) throws out of variableGrads;
+  // the step is recomputed, so whatever the aborted pass kept must not outlive it (was ~25-30 MB a time at batch 32).
+  for (const phase of ['forward', 'backward'] as const) {
+    it(`frees what a cnn-bn step aborted in its second BatchNorm's ${phase} exchange had kept (train and trainInto)`, async () => {
+      const c = new StepComputer('cnn-bn', { kind: 'scale' });
+      c.setWeights(initialWeights(c.layout, 3));
+      const { images, labels } = batch(8);
+      const first = await c.train(images, labels); // also the warm-up
+      const aborting = () => {
+        let calls = 0;
+        return {
+          kind: 'sync' as const,
+          exchange: (_layer: number, p: string, local: Float64Array) => {
+            if (p === phase && ++calls === 2) throw new Error('round aborted');
+            return local;
+          },
+        };
+      };
+      const before = tf.memory().numTensors;
+      await expect(c.train(images, labels, { batchNorm: aborting() })).rejects.toThrow('round aborted');
+      await expect(c.trainInto(images, labels, () => undefined, { batchNorm: aborting() })).rejects.toThrow('round aborted');
+      expect(tf.memory().numTensors).toBe(before);
+      // And the next step is unaffected: the same bits as the one before the aborted ones.
+      const again = await c.train(images, labels);
+      expect(tf.memory().numTensors).toBe(before);
+      expect(again.lossSum).toBe(first.lossSum);
+      expect(Buffer.from(again.gradientSum.slice().buffer).equals(Buffer.from(first.gradientSum.slice().buffer))).toBe(true);
+      c.dispose();
+    });
+  }
+
   it('rejects weights of the wrong length, naming both sizes', () => {
     const c = new StepComputer('lenet', { kind: 'scale' });
     expect(() => c.setWeights(new Float32Array(10))).toThrow(/62006.*10/);
