@@ -24,6 +24,12 @@ export interface Rejection {
   reason: string;
   /** Logged with the `result_rejected` line: norm and bound, or the bad value and where it is. */
   fields: Record<string, number | string>;
+  /**
+   * Rejected only for its norm: evidence, not proof. An honest slice holding a misclassified sample
+   * keeps a large gradient while the median of well-classified slices collapses, so the scheduler
+   * asks a second worker before it blames the first (scheduler.ts, `agree`).
+   */
+  outlier?: boolean;
 }
 
 export interface ScreenOptions {
@@ -135,9 +141,18 @@ export class GradientScreen {
     if (basic) return basic;
     const norm = slice.norm;
     const bound = this.factor * lowerMedian([...this.accepted, ...this.current, norm]);
-    if (!(norm <= bound)) return { reason: `gradient norm ${norm.toExponential(3)} exceeds the bound ${bound.toExponential(3)}`, fields: { norm, bound } };
+    if (!(norm <= bound)) return outlier(norm, bound);
     this.current.push(norm);
     return undefined;
+  }
+
+  /**
+   * An outlier that a second worker's recomputation confirmed: its norm is a genuine one and joins
+   * this step's norms. It can enter the history only when two workers agree on it, so a minority of
+   * attackers still cannot move the median; leaving genuine large norms out would bias it low.
+   */
+  confirm(norm: number): void {
+    this.current.push(norm);
   }
 
   /** Checks a whole step's results together; returns the indices to reject. */
@@ -154,9 +169,9 @@ export class GradientScreen {
     slices.forEach((r, index) => {
       const basic = this.checkBasics(r, expectedCounts[index]);
       if (basic) out.push({ index, rejection: basic });
-      else if (!(norms[index] <= bound)) out.push({ index, rejection: { reason: `gradient norm ${norms[index].toExponential(3)} exceeds the bound ${bound.toExponential(3)}`, fields: { norm: norms[index], bound } } });
+      else if (!(norms[index] <= bound)) out.push({ index, rejection: outlier(norms[index], bound) });
     });
-    this.current = out.length === 0 ? norms : [];
+    this.current = norms.filter((_, i) => !out.some((o) => o.index === i));
     return out;
   }
 
@@ -176,4 +191,38 @@ export class GradientScreen {
     if (slice.stats) return checkStats(slice.stats, this.layout);
     return undefined;
   }
+}
+
+function outlier(norm: number, bound: number): Rejection {
+  return { reason: `gradient norm ${norm.toExponential(3)} exceeds the bound ${bound.toExponential(3)}`, fields: { norm, bound }, outlier: true };
+}
+
+/**
+ * Whether two results for the same slice agree: ‖a − b‖ ≤ tolerance × max(‖a‖, ‖b‖) over the whole
+ * gradient, in float64; tolerance 0 asks for identical values. The second opinion on an outlier.
+ */
+export function gradientsAgree(a: ResultMessage, b: ResultMessage, tolerance: number): boolean {
+  if (a.count !== b.count || !a.gradients || !b.gradients || a.gradients.byteLength !== b.gradients.byteLength) return false;
+  const x = bytesToFloats(a.gradients);
+  const y = bytesToFloats(b.gradients);
+  let diff = 0;
+  let xx = 0;
+  let yy = 0;
+  for (let i = 0; i < x.length; i++) {
+    const d = x[i] - y[i];
+    diff += d * d;
+    xx += x[i] * x[i];
+    yy += y[i] * y[i];
+  }
+  return Math.sqrt(diff) <= tolerance * Math.sqrt(Math.max(xx, yy));
+}
+
+/**
+ * `gradientsAgree` for the shared-memory step, where the second result overwrote the first in its
+ * slot: the norms agree within `tolerance` (relative); 0 asks for the same norm, loss and tally.
+ */
+export function summariesAgree(a: SliceSummary, b: SliceSummary, tolerance: number): boolean {
+  if (a.count !== b.count) return false;
+  if (tolerance === 0) return a.norm === b.norm && a.lossSum === b.lossSum && a.correct === b.correct;
+  return Math.abs(a.norm - b.norm) <= tolerance * Math.max(a.norm, b.norm);
 }

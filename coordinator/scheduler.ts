@@ -83,6 +83,26 @@ export interface SchedulerOptions {
   check?(index: number, result: ResultMessage): Rejection | undefined;
   /** Checks every result together once each task has one (when `check` cannot judge alone); rejected ones are recomputed. */
   review?(results: ResultMessage[]): { index: number; rejection: Rejection }[];
+  /**
+   * A second opinion on outliers: with it, a result rejected only as an outlier (`Rejection.outlier`)
+   * is held, not counted against its worker, and the task is recomputed on a different worker when
+   * one is live. Two results that agree within `tolerance` (relative; 0 asks for identical values)
+   * confirm each other: the later one is used. A later result within the bound that agrees with no
+   * held outlier proves them wrong: their workers are rejected as for any rejection.
+   */
+  agree?(index: number, a: ResultMessage, b: ResultMessage, tolerance: number): boolean;
+  /**
+   * An outlier confirmed by a second opinion is used: e.g. to count its norm in the screen's history.
+   * Called again after each later review that still flags it (a review rebuilds what it counts).
+   */
+  onConfirmed?(index: number, result: ResultMessage): void;
+}
+
+/** An outlier held for a second opinion. */
+interface Opinion {
+  worker: WorkerHandle;
+  result: ResultMessage;
+  rejection: Rejection;
 }
 
 let nextTaskId = 1;
@@ -131,6 +151,10 @@ export async function runTasks(
   const owner: (WorkerHandle | undefined)[] = new Array(tasks.length);
   /** Per task, the kept workers (keepOnRejection) whose result for it was rejected once already. */
   const rejectedBy: Set<string>[] = tasks.map(() => new Set());
+  /** Per task, the outliers held for a second opinion (opts.agree). */
+  const held: Opinion[][] = tasks.map(() => []);
+  /** Per task, the outlier result a second opinion confirmed (a later review flags it again). */
+  const confirmed: (ResultMessage | undefined)[] = new Array(tasks.length);
   let fatal: Error | undefined;
   let wake: () => void = () => {};
 
@@ -148,9 +172,9 @@ export async function runTasks(
   };
 
   /** A result that does not count: its worker is evicted (logged as result_rejected) and the task recomputed. */
-  const rejectResult = (worker: WorkerHandle, index: number, rejection: Rejection) => {
+  const rejectResult = (worker: WorkerHandle, index: number, rejection: Rejection, recompute = true) => {
     opts.log.warn({ event: 'result_rejected', workerId: worker.id, origin: worker.origin, task: index, ...rejection.fields, reason: rejection.reason }, `result of ${worker.id} rejected: ${rejection.reason}`);
-    countFailure(worker, index, `result rejected: ${rejection.reason}`, false);
+    if (recompute) countFailure(worker, index, `result rejected: ${rejection.reason}`, false);
     if (worker.keepOnRejection) {
       if (rejectedBy[index].has(worker.id)) {
         fatal = new ResultRejectedError(`${worker.id} computed a ${tasks[index].kind} task of ${tasks[index].labels.length} samples twice, and both results were rejected (the last: ${rejection.reason}); the fault is reproducible, so the run stops rather than count it.`);
@@ -161,16 +185,71 @@ export async function runTasks(
     membership.leave(worker.id, 'evicted', `result rejected: ${rejection.reason}`, CLOSE_CODES.evicted);
   };
 
+  /**
+   * The second opinion (opts.agree) on a result for a task with outliers held, or that is itself an
+   * outlier. 'use': the result counts (confirmed, or within the bound); 'hold': it waits for another
+   * opinion (the task is pending again). Held outliers it proves wrong are rejected here.
+   */
+  const secondOpinion = (worker: WorkerHandle, index: number, result: ResultMessage, rejection: Rejection | undefined): 'use' | 'hold' => {
+    const agrees = (o: Opinion) => opts.agree!(index, o.result, result, tolerance(o.worker, worker, membership));
+    const opinions = held[index];
+    if (rejection) {
+      // A held outlier counts while its worker is live: one that left may come back under a new id to confirm itself.
+      const live = new Set(membership.live().map((w) => w.id));
+      const confirmedBy = opinions.find((o) => live.has(o.worker.id) && (o.worker.id !== worker.id || selfConfirms(worker, membership)) && agrees(o));
+      if (!confirmedBy) return holdOutlier(worker, index, result, rejection);
+      opts.log.info({ event: 'outlier_confirmed', workerId: worker.id, firstWorkerId: confirmedBy.worker.id, task: index, ...rejection.fields }, `${worker.id}'s recomputation of task ${index} confirms ${confirmedBy.worker.id}'s outlier (${rejection.reason}): the slice is genuine and counts`);
+      confirmed[index] = result;
+      opts.onConfirmed?.(index, result);
+    }
+    // The result counts: every held outlier it does not agree with was wrong.
+    held[index] = [];
+    for (const o of opinions) if (!agrees(o)) rejectResult(o.worker, index, o.rejection, false);
+    return 'use';
+  };
+
+  /** Holds an outlier for a second opinion, unless the task has had too many already. */
+  const holdOutlier = (worker: WorkerHandle, index: number, result: ResultMessage, rejection: Rejection): 'hold' => {
+    const opinions = held[index];
+    if (worker.keepOnRejection && opinions.some((o) => o.worker.id === worker.id)) {
+      fatal = new ResultRejectedError(`${worker.id} computed a ${tasks[index].kind} task of ${tasks[index].labels.length} samples twice, and both results were outliers that disagree (the last: ${rejection.reason}); the fault is not transient, so the run stops rather than count it.`);
+    } else if (opinions.length + 1 >= maxAttempts) {
+      fatal = new TaskFailedError(`A ${tasks[index].kind} task of ${tasks[index].labels.length} samples gave ${opinions.length + 1} outlier results that no two workers agree on (the last: ${rejection.reason}); with no honest majority among them, the slice cannot be judged.`);
+    }
+    opinions.push({ worker, result, rejection });
+    opts.log.info({ event: 'result_outlier', workerId: worker.id, origin: worker.origin, task: index, opinions: opinions.length, ...rejection.fields, reason: rejection.reason }, `result of ${worker.id} held for a second opinion: ${rejection.reason}`);
+    countFailure(worker, index, `outlier: ${rejection.reason}`, false);
+    return 'hold';
+  };
+
+  /** Whether `worker` may compute task `index`: not one that already gave an outlier for it, while another worker is live. */
+  const mayRun = (worker: WorkerHandle, index: number): boolean => {
+    const opinions = held[index];
+    if (opinions.length === 0 || !opinions.some((o) => o.worker.id === worker.id)) return true;
+    return membership.live().every((w) => opinions.some((o) => o.worker.id === w.id));
+  };
+
   /** Once every task has a result: the review may send some back. True if it did. */
   const reviewRejected = (): boolean => {
     if (!opts.review) return false;
-    const rejected = opts.review(results as ResultMessage[]);
-    for (const { index, rejection } of rejected) {
+    const rejected = new Map(opts.review(results as ResultMessage[]).map((r) => [r.index, r.rejection]));
+    let sentBack = false;
+    results.forEach((result, index) => {
+      const rejection = rejected.get(index);
+      const worker = owner[index]!;
+      if (rejection?.outlier && confirmed[index] === result) return opts.onConfirmed?.(index, result!);
+      if (opts.agree && (rejection?.outlier || (!rejection && held[index].length > 0))) {
+        if (secondOpinion(worker, index, result!, rejection) === 'use') return;
+      } else if (rejection) {
+        rejectResult(worker, index, rejection);
+      } else {
+        return;
+      }
       results[index] = undefined;
       remaining++;
-      rejectResult(owner[index]!, index, rejection);
-    }
-    return rejected.length > 0;
+      sentBack = true;
+    });
+    return sentBack;
   };
 
   const dispatch = (worker: WorkerHandle, index: number) => {
@@ -185,7 +264,11 @@ export async function runTasks(
       .then((result) => {
         worker.weightsVersion = weights.version;
         const rejection = opts.check?.(index, result);
-        if (rejection) return rejectResult(worker, index, rejection);
+        if (opts.agree && (rejection?.outlier || (!rejection && held[index].length > 0))) {
+          if (secondOpinion(worker, index, result, rejection) === 'hold') return;
+        } else if (rejection) {
+          return rejectResult(worker, index, rejection);
+        }
         results[index] = result;
         owner[index] = worker;
         opts.onResult?.(index, result);
@@ -221,9 +304,9 @@ export async function runTasks(
     }
     if (membership.size > 0) waitingLogged = false;
     for (const w of idle) {
-      const index = pending.shift();
-      if (index === undefined) break;
-      dispatch(w, index);
+      const k = pending.findIndex((i) => mayRun(w, i));
+      if (k < 0) continue;
+      dispatch(w, pending.splice(k, 1)[0]);
     }
     await new Promise<void>((resolve) => (wake = resolve));
   }
@@ -232,4 +315,25 @@ export async function runTasks(
     opts.signal?.removeEventListener('abort', poke);
   }
   return { results: results as ResultMessage[], stats };
+}
+
+/** Relative disagreement two honest results may show beyond their wire formats' rounding: float32 kernels of different backends. */
+export const AGREEMENT_TOLERANCE = 1e-3;
+/** The largest relative rounding error of a gradient in each wire dtype (common/wire-dtype.ts). */
+const WIRE_ERROR: Record<WireDtype, number> = { float32: 0, float16: 2 ** -11, bfloat16: 2 ** -8 };
+
+/** How far apart two results for the same task may be and still agree: nothing for a self-confirmation. */
+function tolerance(a: WorkerHandle, b: WorkerHandle, membership: Membership): number {
+  if (a.id === b.id && selfConfirms(b, membership)) return 0;
+  return AGREEMENT_TOLERANCE + WIRE_ERROR[a.wireDtype ?? 'float32'] + WIRE_ERROR[b.wireDtype ?? 'float32'];
+}
+
+/**
+ * Whether a worker's identical recomputation confirms its own outlier: only when it is the only live
+ * worker. A compute thread is our own code and deterministic (a transient fault would not
+ * reproduce); a lone WebSocket worker controls the whole run anyway (docs/reliability.md). Never
+ * while another worker could judge.
+ */
+function selfConfirms(worker: WorkerHandle, membership: Membership): boolean {
+  return membership.live().every((w) => w.id === worker.id);
 }

@@ -18,7 +18,7 @@ import { CheckpointError } from '../common/errors.ts';
 import type { Membership } from './membership.ts';
 import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
-import { GradientScreen } from './result-check.ts';
+import { GradientScreen, gradientsAgree, summariesAgree, summarize, type SliceSummary } from './result-check.ts';
 import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
@@ -318,26 +318,32 @@ export class Trainer {
    * gradients, each result is checked as it arrives and (with the mean) folded at once; before
    * that (the first step), the step's results are reviewed together and aggregated at the end.
    */
-  private resultChecks(tasks: TaskSpec[], acc: StepAccumulator): Pick<SchedulerOptions, 'check' | 'review' | 'onResult'> {
+  private resultChecks(tasks: TaskSpec[], acc: StepAccumulator): Pick<SchedulerOptions, 'check' | 'review' | 'onResult' | 'agree' | 'onConfirmed'> {
     const screen = this.screen;
     const counts = tasks.map((t) => t.labels.length);
     screen.startStep();
-    if (!screen.hasHistory) return { review: (results) => screen.review(results, counts) };
+    // An outlier is evidence, not proof: a second worker's agreeing gradient makes it count.
+    const opinion = { agree: (_i: number, a: ResultMessage, b: ResultMessage, tol: number) => gradientsAgree(a, b, tol), onConfirmed: (_i: number, r: ResultMessage) => screen.confirm(summarize(r).norm) };
+    if (!screen.hasHistory) return { review: (results) => screen.review(results, counts), ...opinion };
     const check = (i: number, r: ResultMessage) => screen.check(r, counts[i]);
-    if ((this.config.aggregation ?? 'mean') !== 'mean') return { check };
-    return { check, onResult: (i, r) => acc.add(i, r) };
+    if ((this.config.aggregation ?? 'mean') !== 'mean') return { check, ...opinion };
+    return { check, onResult: (i, r) => acc.add(i, r), ...opinion };
   }
 
   /**
    * The shared-memory path's checks: the same screen, judging each slot from the sum of squares its
    * thread took (SharedStep.slice), so the owning thread makes no pass over the gradients.
    */
-  private sharedChecks(tasks: TaskSpec[], shared: SharedStep): Pick<SchedulerOptions, 'check' | 'review' | 'onResult'> {
+  private sharedChecks(tasks: TaskSpec[], shared: SharedStep): Pick<SchedulerOptions, 'check' | 'review' | 'onResult' | 'agree' | 'onConfirmed'> {
     const screen = this.screen;
     const counts = tasks.map((t) => t.labels.length);
     screen.startStep();
-    if (!screen.hasHistory) return { review: (results) => screen.reviewSlices(results.map((r, i) => shared.slice(i, r)), counts) };
-    return { check: (i, r) => screen.checkSlice(shared.slice(i, r), counts[i]) };
+    // A recomputation overwrites its slot: each result's summary is kept for the second opinion.
+    const seen = new WeakMap<ResultMessage, SliceSummary>();
+    const summary = (i: number, r: ResultMessage) => seen.get(r) ?? seen.set(r, shared.slice(i, r)).get(r)!;
+    const opinion = { agree: (_i: number, a: ResultMessage, b: ResultMessage, tol: number) => summariesAgree(seen.get(a)!, seen.get(b)!, tol), onConfirmed: (_i: number, r: ResultMessage) => screen.confirm(seen.get(r)!.norm) };
+    if (!screen.hasHistory) return { review: (results) => screen.reviewSlices(results.map((r, i) => summary(i, r)), counts), ...opinion };
+    return { check: (i, r) => screen.checkSlice(summary(i, r), counts[i]), ...opinion };
   }
 
   /** The shared-memory reduce and Adam, unless the step's gradient could make Adam's state non-finite. */
