@@ -527,8 +527,11 @@ static inline __attribute__((always_inline)) void maxPoolGrad2x2Window(const flo
 // covered position is written exactly once (its window's dy or 0) and only an odd last row or
 // column, which no window covers, needs zeroing: one pass over x and dx instead of three.
 // Branch-free selects along the channels; first maximum wins, NaN never does (as on cpu).
-MULTIVERSION void maxPoolGrad2x2(const float* dy, const float* x, float* dx, const PoolShape& p) {
-  const int64_t c = p.c, row = p.w * c;
+// C is the channel count when known at compile time (0: p.c at run time): lenet's six channels
+// otherwise leave a short loop with a scalar tail at every window.
+template <int64_t C>
+static inline __attribute__((always_inline)) void maxPoolGrad2x2Rows(const float* dy, const float* x, float* dx, const PoolShape& p) {
+  const int64_t c = C > 0 ? C : p.c, row = p.w * c;
   for (int64_t b = 0; b < p.n; b++) {
     for (int64_t i = 0; i < p.ho; i++) {
       for (int64_t j = 0; j < p.wo; j++) {
@@ -541,6 +544,16 @@ MULTIVERSION void maxPoolGrad2x2(const float* dy, const float* x, float* dx, con
       }
     }
     if (p.h > 2 * p.ho) std::memset(dx + (b * p.h + 2 * p.ho) * row, 0, sizeof(float) * (p.h - 2 * p.ho) * row);
+  }
+}
+
+MULTIVERSION void maxPoolGrad2x2(const float* dy, const float* x, float* dx, const PoolShape& p) {
+  switch (p.c) {
+    case 6: maxPoolGrad2x2Rows<6>(dy, x, dx, p); break;
+    case 16: maxPoolGrad2x2Rows<16>(dy, x, dx, p); break;
+    case 32: maxPoolGrad2x2Rows<32>(dy, x, dx, p); break;
+    case 64: maxPoolGrad2x2Rows<64>(dy, x, dx, p); break;
+    default: maxPoolGrad2x2Rows<0>(dy, x, dx, p);
   }
 }
 
@@ -806,6 +819,39 @@ napi_value BnGradInput(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Bias add: out[r·C + c] = a[r·C + c] + bias[c] (a bias broadcast along the leading axes). With few
+// channels the per-row loop barely vectorizes (lenet's first activation has 6), so the rows are
+// walked in chunks of a whole number of rows at least 64 floats long, against the bias repeated
+// to that length: one long vectorizable loop whatever C is. Same single float32 addition per
+// element as any other order, so the result is exact.
+
+MULTIVERSION void biasAddLoop(const float* a, const float* pattern, float* out, int64_t n, int64_t period) {
+  int64_t i = 0;
+  for (; i + period <= n; i += period) {
+    const float* __restrict in = a + i;
+    float* __restrict o = out + i;
+    for (int64_t k = 0; k < period; k++) o[k] = in[k] + pattern[k];
+  }
+  for (int64_t k = 0; i + k < n; k++) out[i + k] = a[i + k] + pattern[k];
+}
+
+// biasAdd(heap, a, bias, out, rows, channels)
+napi_value BiasAdd(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 6, "biasAdd");
+    int64_t rows = intArg(a, 4), c = intArg(a, 5);
+    if (rows < 1 || c < 1) throw std::invalid_argument("biasAdd: rows and channels must be positive");
+    const float* x = f32Arg(a, 1, rows * c);
+    const float* bias = f32Arg(a, 2, c);
+    float* out = f32Arg(a, 3, rows * c);
+    const int64_t repeat = (64 + c - 1) / c;
+    std::vector<float> pattern(repeat * c);
+    for (int64_t k = 0; k < repeat * c; k++) pattern[k] = bias[k % c];
+    biasAddLoop(x, pattern.data(), out, rows * c, repeat * c);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sums over leading axes: dst[c] = scale·Σ_r src[r·cols + c], in float64 like the cpu backend.
 // Per-channel bias gradients and statistics of NHWC tensors; memory-bound, one pass.
 
@@ -917,7 +963,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

@@ -35,6 +35,8 @@ export interface NativeKernels {
   bnGradInput(heap: ArrayBuffer, dy: number, x: number, meanRsK: number, ab: number, dx: number, rows: number, channels: number): void;
   /** out (C) = −Σ dx·[y ≤ 0] per channel in float64: a relu's inactive positions (worker/layers/pre-norm-bias.ts). */
   reluInactiveSum(heap: ArrayBuffer, dx: number, y: number, rows: number, channels: number, out: Float64Array): void;
+  /** out[r·C + c] = a[r·C + c] + bias[c]: a bias broadcast along the leading axes. */
+  biasAdd(heap: ArrayBuffer, a: number, bias: number, out: number, rows: number, channels: number): void;
   /** dst[c] = scale·Σ_r src[r·cols + c] (float64 accumulation). */
   sumRows(heap: ArrayBuffer, src: number, dst: number, rows: number, cols: number, scale: number): void;
   /** out = (images − mean[j]) / std[j], bit-identical to common/data/preprocess.ts's loop. */
@@ -56,7 +58,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'sumRows', 'standardize', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'biasAdd', 'sumRows', 'standardize', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

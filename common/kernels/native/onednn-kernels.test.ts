@@ -18,7 +18,7 @@ const native = requireNativeOrSkip(load);
 function countCalls(addon: NativeKernels): Map<string, number> {
   const counts = new Map<string, number>();
   const record = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize']) {
+  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize', 'biasAdd']) {
     const f = record[name];
     record[name] = (...args: unknown[]) => {
       counts.set(name, (counts.get(name) ?? 0) + 1);
@@ -279,6 +279,33 @@ describe.skipIf(!native)('oneDNN-addon sums over leading axes match the cpu back
     };
     expect(await compare(f)).toBeLessThan(1e-6);
     expect(called('sumRows')).toBe(before);
+  });
+});
+
+describe.skipIf(!native)('the native bias add matches the cpu backend', () => {
+  it('adds a [C] or [1,…,1,C] bias over the leading axes exactly, for any channel count, and falls back otherwise', async () => {
+    const before = called('biasAdd');
+    const f = () => {
+      const rng = new TestRandom(710);
+      const t = (shape: number[]) => tf.tensor(rng.array(shape.reduce((a, b) => a * b, 1)), shape);
+      return [
+        tf.add(t([16, 28, 28, 6]), t([6])),
+        tf.add(t([4, 30, 30, 32]), t([32])),
+        tf.add(t([3, 5, 5, 37]), t([1, 1, 1, 37])),
+        tf.add(t([16, 64]), t([64])),
+        tf.add(t([7, 1]), t([1])),
+        tf.add(t([5]), t([5])),
+      ];
+    };
+    expect(await compare(f)).toBe(0);
+    expect(called('biasAdd') - before).toBe(6);
+    const fallbacks = () => {
+      const rng = new TestRandom(711);
+      const t = (shape: number[]) => tf.tensor(rng.array(shape.reduce((a, b) => a * b, 1)), shape);
+      return [tf.add(t([4, 5]), t([4, 5])), tf.add(t([5]), t([3, 5])), tf.add(t([4, 5]), t([4, 1])), tf.add(t([2, 3]), tf.scalar(2)), tf.add(tf.tensor1d([1, 2], 'int32'), tf.tensor1d([3, 4], 'int32'))];
+    };
+    expect(await compare(fallbacks)).toBe(0);
+    expect(called('biasAdd') - before).toBe(6);
   });
 });
 

@@ -39,6 +39,7 @@ export const NATIVE_KERNEL_NAMES = [
   'DtrainFusedBatchNormGrad',
   'Sum',
   'Mean',
+  'Add',
 ] as const;
 export type NativeKernelName = (typeof NATIVE_KERNEL_NAMES)[number];
 
@@ -250,6 +251,24 @@ function reduceLeading(native: NativeKernels, fallback: KernelRef, mean: boolean
   };
 }
 
+/**
+ * a + b where b is a bias: [C] (or [1, …, 1, C]) against a [..., C], the layers' unfused bias add
+ * while training (Conv2D and Dense with an activation). Everything else (other broadcasts,
+ * int32, the bias on the left) falls back to the stock kernel.
+ */
+function biasAdd(native: NativeKernels, fallback: KernelRef): tfc.KernelFunc {
+  return (args: KernelArgs) => {
+    const backend = args.backend as HeapBackend;
+    const { a, b } = inputsOf(args.inputs, 'a', 'b');
+    const channels = a.shape[a.shape.length - 1];
+    const isBias = a.shape.length >= 1 && b.shape.length >= 1 && b.shape.length <= a.shape.length && b.shape[b.shape.length - 1] === channels && sizeOf(b.shape) === channels;
+    if (!isBias || !allFloat(a, b) || a.dtype !== 'float32' || b.dtype !== 'float32' || sizeOf(a.shape) === 0) return fallback.run(args.inputs, args.attrs ?? {}, backend);
+    const out = backend.makeOutput(a.shape.slice(), 'float32');
+    native.biasAdd(heapOf(backend), at(backend, a), at(backend, b), at(backend, out), sizeOf(a.shape) / channels, channels);
+    return out;
+  };
+}
+
 /** One kernel config per name, each falling back to the kernel it replaces. */
 export function nativeKernelConfigs(native: NativeKernels, fallbacks: Fallbacks): tfc.KernelConfig[] {
   const funcs: Record<NativeKernelName, tfc.KernelFunc> = {
@@ -265,6 +284,7 @@ export function nativeKernelConfigs(native: NativeKernels, fallbacks: Fallbacks)
     DtrainFusedBatchNormGrad: batchNormGrad(native, fallbacks.DtrainFusedBatchNormGrad),
     Sum: reduceLeading(native, fallbacks.Sum, false),
     Mean: reduceLeading(native, fallbacks.Mean, true),
+    Add: biasAdd(native, fallbacks.Add),
   };
   // The fallback's setup (the stock kernels bind their wasm functions there) runs when ours is set up.
   return NATIVE_KERNEL_NAMES.map((kernelName) => ({ kernelName, backendName: WASM, kernelFunc: funcs[kernelName], setupFunc: fallbacks[kernelName].config.setupFunc }));
