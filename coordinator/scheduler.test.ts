@@ -3,6 +3,7 @@ import { NoWorkersError, ResultRejectedError, runTasks, TaskFailedError, Timeout
 import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
+import { gradientsAgree } from './result-check.ts';
 
 type Behaviour = (task: TaskMessage) => Promise<ResultMessage>;
 
@@ -356,5 +357,114 @@ describe('runTasks with result checks on compute threads (keepOnRejection)', () 
     expect((err as Error).message).toMatch(/thread-1 computed a train task of 1 samples twice.*non-finite/);
     expect(thread.received).toHaveLength(2);
     expect(thread.closed).toEqual([]);
+  });
+});
+
+describe('runTasks with a second opinion on outliers (agree)', () => {
+  class KeptWorker extends FakeWorker {
+    readonly keepOnRejection = true;
+  }
+  /** A result whose gradient is [value, value]: honest workers give 1 for most tasks and 100 (an honest outlier) for task 1. */
+  const withGradient = (task: TaskMessage, value: number, delayMs = 0): Promise<ResultMessage> =>
+    answer(task, delayMs).then((r) => ({ ...r, gradients: new Uint8Array(new Float32Array([value, value]).buffer) }));
+  const honest = (delayMs = 0): Behaviour => (t) => withGradient(t, t.labels[0] === 1 ? 100 : 1, delayMs);
+  const value = (r: ResultMessage) => new Float32Array(r.gradients!.buffer.slice(r.gradients!.byteOffset, r.gradients!.byteOffset + 4))[0];
+  /** The screen in miniature: a gradient value over 10 is an outlier (norm-only). */
+  const screen = {
+    check: (_i: number, r: ResultMessage) => (value(r) > 10 ? { reason: `norm ${value(r)} over 10`, fields: { norm: value(r), bound: 10 }, outlier: true } : undefined),
+    agree: (_i: number, a: ResultMessage, b: ResultMessage, tol: number) => gradientsAgree(a, b, tol),
+  };
+  const logged = () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = silentLogger();
+    log.warn = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.warn;
+    log.info = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.info;
+    return { log, lines, events: (e: string) => lines.filter((l) => l.event === e) };
+  };
+
+  it('accepts an honest outlier that a different worker confirms, and evicts nobody', async () => {
+    const a = new FakeWorker('a', honest());
+    const b = new FakeWorker('b', honest(5));
+    const m = membershipOf(a, b);
+    const { log, events } = logged();
+    const confirmed: number[] = [];
+    const { results } = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log, ...screen, onConfirmed: (i) => confirmed.push(i) });
+    expect(results.map(value)).toEqual([1, 100]);
+    expect(confirmed).toEqual([1]);
+    expect(events('result_outlier')).toHaveLength(1);
+    expect(events('outlier_confirmed')[0]).toMatchObject({ task: 1 });
+    expect(events('result_rejected')).toEqual([]);
+    expect(m.live().map((w) => w.id)).toEqual(['a', 'b']);
+    // Task 1 was computed by two different workers.
+    const computedBy = [a, b].filter((w) => w.received.some((t) => t.labels[0] === 1)).map((w) => w.id);
+    expect(computedBy).toEqual(['a', 'b']);
+  });
+
+  it('waits for a different (busy) worker rather than let the outlier\'s own worker confirm itself', async () => {
+    // a answers at once and would be idle first; b is slow but must give the second opinion.
+    const a = new FakeWorker('a', honest());
+    const b = new FakeWorker('b', honest(30));
+    const { log } = logged();
+    await runTasks(tasks(2), weights, membershipOf(a, b), { stepTimeoutMs: 5000, log, ...screen });
+    expect(a.received.filter((t) => t.labels[0] === 1)).toHaveLength(1);
+    expect(b.received.filter((t) => t.labels[0] === 1)).toHaveLength(1);
+  });
+
+  it('evicts a worker whose outlier the recomputation contradicts (within the bound, disagreeing), logging result_rejected', async () => {
+    const liar = new FakeWorker('liar', (t) => withGradient(t, 1e6));
+    const good = new FakeWorker('good', honest(5));
+    const m = membershipOf(liar, good);
+    const { log, events } = logged();
+    const { results } = await runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log, ...screen });
+    expect(results.map(value)).toEqual([1]);
+    expect(events('result_rejected')[0]).toMatchObject({ workerId: 'liar', norm: 1e6, bound: 10 });
+    expect(liar.closed[0]?.code).toBe(CLOSE_CODES.evicted);
+    expect(m.live().map((w) => w.id)).toEqual(['good']);
+  });
+
+  it('asks a third worker when the second opinion is a different outlier: the honest outlier counts, the liar is evicted', async () => {
+    // honest-1 computes task 1 first (an honest outlier, 100); the liar's recomputation (1e6) disagrees; honest-2 confirms 100.
+    const first = new FakeWorker('honest-1', honest());
+    const liar = new FakeWorker('liar', (t) => withGradient(t, 1e6, 10));
+    const third = new FakeWorker('honest-2', honest(40));
+    const m = membershipOf(first, liar, third);
+    const { log, events } = logged();
+    const spec = [tasks(2)[1]];
+    const { results } = await runTasks(spec, weights, m, { stepTimeoutMs: 5000, log, ...screen });
+    expect(results.map(value)).toEqual([100]);
+    expect(events('result_rejected').map((l) => l.workerId)).toEqual(['liar']);
+    expect(m.live().map((w) => w.id).sort()).toEqual(['honest-1', 'honest-2']);
+  });
+
+  it('lets the only worker confirm its outlier with an identical recomputation (a lone thread)', async () => {
+    const thread = new KeptWorker('thread-1', honest());
+    const { log, events } = logged();
+    const { results } = await runTasks([tasks(2)[1]], weights, membershipOf(thread), { stepTimeoutMs: 5000, log, ...screen });
+    expect(results.map(value)).toEqual([100]);
+    expect(thread.received).toHaveLength(2);
+    expect(events('outlier_confirmed')).toHaveLength(1);
+    expect(thread.closed).toEqual([]);
+  });
+
+  it('stops with DTRAIN_ERR_RESULT_REJECTED when a lone thread\'s two outliers for a task differ (not reproducible)', async () => {
+    let n = 0;
+    const thread = new KeptWorker('thread-1', (t) => withGradient(t, 100 + n++));
+    const { log } = logged();
+    const err = await runTasks(tasks(1), weights, membershipOf(thread), { stepTimeoutMs: 5000, log, ...screen }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ResultRejectedError);
+    expect((err as Error).message).toMatch(/both results were outliers that disagree/);
+  });
+
+  it('without agree, an outlier is rejected at once as before', async () => {
+    const a = new FakeWorker('a', honest());
+    const b = new FakeWorker('b', honest(5));
+    const m = membershipOf(a, b);
+    m.canGrow = false;
+    const { log, events } = logged();
+    // The honest outlier is rejected on each worker in turn, until none is left.
+    const err = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log, check: screen.check }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NoWorkersError);
+    expect(events('result_rejected')).toHaveLength(2);
+    expect(a.closed[0]?.code).toBe(CLOSE_CODES.evicted);
   });
 });
