@@ -23,6 +23,7 @@ benchmark's peer processes change: tests and CI keep the machine's variables.
 
     python3 scripts/bench-torch-openblas.py            # runs the check and prints the choice as JSON
     python3 scripts/bench-torch-openblas.py --probe OUT [--compare KEPT]   # one child (internal)
+    python3 scripts/bench-torch-openblas.py --time-gemms 2   # CPU time of the mlp's GEMMs, this environment's kernels
 """
 import argparse
 import importlib.util
@@ -189,12 +190,41 @@ def check_unset():
     return {**fields, "fallback": None}
 
 
+def time_gemms(seconds):
+    """CPU microseconds per set of the mlp's batch-32 training GEMMs (forward, grad input, grad
+    weight of its three Dense layers, as torch lays them out), on the kernels this environment
+    gives OpenBLAS: the part of a step the kernel choice can change, without the rest's noise."""
+    import time
+    bt = load_bench_torch()
+    import torch
+    bt.set_threads(torch, 1)
+    lib = bt.openblas()
+    lib.openblas_get_corename.restype = bt.ctypes.c_char_p
+    g = torch.Generator().manual_seed(1)
+    ops = []
+    for k, n in DENSE_LAYERS[:3]:
+        x, w, grad = torch.randn(32, k, generator=g), torch.randn(n, k, generator=g), torch.randn(32, n, generator=g)
+        ops += [(x, w.t()), (grad, w), (grad.t(), x)]
+    for a, b in ops:  # warm-up
+        torch.mm(a, b)
+    sets, c0 = 0, time.process_time()
+    while time.process_time() - c0 < seconds:
+        for a, b in ops:
+            torch.mm(a, b)
+        sets += 1
+    print(json.dumps({"core": lib.openblas_get_corename().decode(), "cpuMicrosecondsPerSet": 1e6 * (time.process_time() - c0) / sets, "sets": sets}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--probe", metavar="OUT", help="run one check child, saving its results to OUT")
     ap.add_argument("--compare", metavar="KEPT", help="with --probe: compare with the results saved in KEPT")
     ap.add_argument("--openblas-core", default="auto", choices=MODES)
+    ap.add_argument("--time-gemms", type=float, metavar="SECONDS", help="time the mlp's GEMMs on this environment's kernels")
     args = ap.parse_args()
+    if args.time_gemms:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        return time_gemms(args.time_gemms)
     if args.probe:
         return run_probe(args.probe, args.compare)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

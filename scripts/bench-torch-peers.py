@@ -100,6 +100,13 @@ def ddp_rank(rank, world, port, name, seconds, memory_format, malloc, out_path):
         with open(out_path, "w") as f:
             json.dump({"result": result, "setup": bt.setup_info(torch, memory_format)}, f)
     dist.destroy_process_group()
+    # No interpreter teardown: there torch 1.13 can deadlock freeing DDP's Reducer (it joins gloo's
+    # thread while holding the GIL, and that thread waits for the GIL to free a tensor). Seen on
+    # 2026-11-30 (gdb: ~Reducer -> ~ProcessGroupGloo -> thread::join) in 2 of 6 runs with DDP, both
+    # with OpenBLAS's Cooperlake kernels; docs/torch-peer.md has the runs after this exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def ddp(name, seconds, memory_format, malloc, world=2):
