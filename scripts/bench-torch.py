@@ -101,7 +101,14 @@ def load_openblas_choice():
 def choose_openblas_core(mode):
     """Before torch loads (after prepare_process, so the check's children run on the row's threads):
     keeps or unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE; setup_info states the choice."""
-    _PREPARED["openblasCoreChoice"] = load_openblas_choice().choose(mode)
+    try:
+        chooser = load_openblas_choice()
+    except FileNotFoundError:  # copied alone (scripts/gpu-smoke.sh does): keep the variables, and say so
+        found = {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        _PREPARED["openblasCoreChoice"] = {"mode": mode, "envFound": found, "envUnset": False, "checkedCore": None, "keptCore": None, "gemmMaxRelError": None,
+                                           "forwardBackwardMaxRelDiff": None, "fallback": None if mode == "env" else "bench-torch-openblas.py is not beside bench-torch.py"}
+        return
+    _PREPARED["openblasCoreChoice"] = chooser.choose(mode)
 
 
 def loaded_libraries(pattern):
