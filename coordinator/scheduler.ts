@@ -264,7 +264,8 @@ export async function runTasks(
       .then((result) => {
         worker.weightsVersion = weights.version;
         const rejection = opts.check?.(index, result);
-        if (opts.agree && (rejection?.outlier || (!rejection && held[index].length > 0))) {
+        // Without a check (the first step), the review judges the result with the others, second opinion included.
+        if (opts.check && opts.agree && (rejection?.outlier || (!rejection && held[index].length > 0))) {
           if (secondOpinion(worker, index, result, rejection) === 'hold') return;
         } else if (rejection) {
           return rejectResult(worker, index, rejection);

@@ -17,21 +17,26 @@ import { loadCheckpoint } from './checkpoint.ts';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { SharedStep } from './shared-step.ts';
 import { Trainer, type RunOutcome } from './trainer.ts';
+import { GradientScreen } from './result-check.ts';
+import { permutation } from '../common/random.ts';
+import { IMAGE_BYTES } from '../common/data/types.ts';
 
 /** The value to fill thread `thread`'s gradient with on its call `call` (1-based), or undefined for an honest one. */
 type Poison = (thread: number, call: number) => number | undefined;
 
 /** A compute thread's session that computes nothing: its gradient is a fixed function of the weights. */
-function fakeSession(thread: number, poison: Poison): WorkerSession {
+function fakeSession(thread: number, poison: Poison, outliers: Uint8Array[] = []): WorkerSession {
   let calls = 0;
-  const trainWith = async (weights: Float32Array, _images: Uint8Array, labels: Uint8Array): Promise<TrainResult> => {
+  const trainWith = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> => {
     const count = labels.length;
     const trainable = weights.length;
     const bad = poison(thread, ++calls);
     // Honest: count × (0.01·w_i + 0.001·sin i), the same on any thread for the same weights, so a
-    // recomputed slice gives the bits the first honest answer would have.
+    // recomputed slice gives the bits the first honest answer would have. A slice holding one of
+    // the `outliers` images gets 100× that, just as honestly (a misclassified sample among tiny ones).
+    const scale = holdsAny(images, outliers) ? 100 : 1;
     const gradientSum = new Float32Array(trainable);
-    for (let i = 0; i < trainable; i++) gradientSum[i] = bad ?? count * (0.01 * weights[i] + 0.001 * Math.sin(i));
+    for (let i = 0; i < trainable; i++) gradientSum[i] = bad ?? scale * count * (0.01 * weights[i] + 0.001 * Math.sin(i));
     return { count, lossSum: count * 2.3, correct: 0, gradientSum, stats: new Float32Array(0) };
   };
   // The shared-memory step's call: the gradient sums go into the slot the target names.
@@ -41,6 +46,14 @@ function fakeSession(thread: number, poison: Poison): WorkerSession {
     return rest;
   };
   return { trainWith, trainWithInto } as unknown as WorkerSession;
+}
+
+function holdsAny(images: Uint8Array, wanted: Uint8Array[]): boolean {
+  for (let j = 0; j < images.length; j += IMAGE_BYTES) {
+    const image = images.subarray(j, j + IMAGE_BYTES);
+    if (wanted.some((w) => Buffer.compare(Buffer.from(image), Buffer.from(w)) === 0)) return true;
+  }
+  return false;
 }
 
 /** What ThreadWorker (inprocess.ts) is, with evaluation answered honestly here. */
@@ -76,20 +89,32 @@ interface SharedRun {
   out: string;
 }
 
+interface Honest {
+  /** Positions in the epoch's sample order whose slices are honest outliers (100× the gradient). */
+  outlierPositions?: number[];
+  /** False: no result screen at all (factor Infinity), the reference for what the outliers should give. */
+  screen?: boolean;
+}
+
 /** Trains mlp for one epoch (128 images, batch 32: 4 steps) over `k` shared-memory threads. */
-async function trainShared(k: number, poison: Poison = () => undefined): Promise<SharedRun> {
+async function trainShared(k: number, poison: Poison = () => undefined, honest: Honest = {}): Promise<SharedRun> {
   const out = await tempDir('shared-');
   const config = testConfig({ model: 'mlp', workers: k, batchSize: 32, out, learningRate: 0.01 });
   const lines: Record<string, unknown>[] = [];
   const log: Logger = silentLogger();
   log.warn = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.warn;
   log.error = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.error;
+  log.info = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.info;
   const membership = new Membership(log);
-  const trainer = new Trainer(config, await syntheticData(128, 20), membership, log);
+  const data = await syntheticData(128, 20);
+  const trainer = new Trainer(config, data, membership, log);
+  if (honest.screen === false) (trainer as unknown as { screen: GradientScreen }).screen = new GradientScreen(trainer.layout, { factor: Infinity });
+  const order = permutation(data.train.count, config.seed + 1);
+  const outliers = (honest.outlierPositions ?? []).map((p) => data.train.images.slice(order[p] * IMAGE_BYTES, (order[p] + 1) * IMAGE_BYTES));
   const shared = new SharedStep({ trainable: trainer.layout.trainableSize, stats: 0, slots: k, slotSamples: 32, threads: k }, new Adam(1).kind === 'simd');
   const threads: SharedThread[] = [];
   for (let i = 0; i < k; i++) {
-    void new SharedStepServer(shared.attachMessage(i), fakeSession(i + 1, poison), (job) => job()).serve();
+    void new SharedStepServer(shared.attachMessage(i), fakeSession(i + 1, poison, outliers), (job) => job()).serve();
     threads.push(new SharedThread(`thread-${i + 1}`, i, shared));
     membership.join(threads[i]);
   }
@@ -154,4 +179,25 @@ describe('the shared-memory step checks what the threads produce before it count
     expect(ckpt).toBeDefined();
     expect(allFinite(ckpt!.adam.m) && allFinite(ckpt!.adam.v)).toBe(true);
   });
+
+  // An honest slice can be an outlier: a misclassified sample among well-classified ones keeps a
+  // large gradient while the median collapses. Slices holding the samples at positions 5 (step 1,
+  // reviewed: no history yet) and 70 (step 3, checked against the history) are 100× the others,
+  // deterministically: a second thread (or, alone, the same thread) reproduces them.
+  for (const k of [1, 2]) {
+    it(`keeps training through honest outlier slices on ${k} thread(s) and ends with the weights of a run without the screen`, async () => {
+      const reference = await trainShared(k, undefined, { outlierPositions: k === 1 ? [70] : [5, 70], screen: false });
+      const run = await trainShared(k, undefined, { outlierPositions: k === 1 ? [70] : [5, 70] });
+      if (run.error) console.log(run.lines.map((l) => JSON.stringify(l)).join("\n"));
+      expect(run.error).toBeUndefined();
+      expect(run.outcome?.status).toBe('finished');
+      expect(rejections(run)).toEqual([]);
+      const confirmed = run.lines.filter((l) => l.event === 'outlier_confirmed');
+      // Step 3 on one thread is one slot of 32, checked against the history; on two, one slot of 16.
+      expect(confirmed).toHaveLength(k === 1 ? 1 : 2);
+      if (k === 2) expect(confirmed.every((l) => l.workerId !== l.firstWorkerId)).toBe(true);
+      expect(run.threads.flatMap((t) => t.closed)).toEqual([]);
+      expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
+    });
+  }
 });
