@@ -7,6 +7,13 @@ import { CheckpointError } from '../common/errors.ts';
 import { Membership } from './membership.ts';
 import { Trainer } from './trainer.ts';
 import { saveCheckpoint } from './checkpoint.ts';
+import { GradientScreen } from './result-check.ts';
+import type { WorkerHandle } from './membership.ts';
+import type { Logger } from '../common/logger.ts';
+import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+import { floatsToBytes } from '../common/codec.ts';
+import { permutation } from '../common/random.ts';
+import { IMAGE_BYTES } from '../common/data/types.ts';
 
 describe('Trainer.resume', () => {
   it('refuses a checkpoint whose optimizer state holds Infinity (it would freeze those weights for good)', async () => {
@@ -30,5 +37,103 @@ describe('Trainer.resume', () => {
     const err = await trainer.resume().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CheckpointError);
     expect((err as Error).message).toMatch(/non-finite weights or optimizer state/);
+  });
+});
+
+/**
+ * A WebSocket worker as the scheduler sees it, computing nothing: its gradient is a fixed function
+ * of the weights, count × (0.01·w_i + 0.001·sin i), 100× for a slice that holds one of `outliers`
+ * (an honest outlier: a misclassified sample among well-classified ones). A liar answers its
+ * `lieOn`-th train task with 100× although the slice holds no outlier.
+ */
+class MessageWorker implements WorkerHandle {
+  readonly backend = 'fake';
+  weightsVersion = -1;
+  readonly closed: string[] = [];
+  private weights = new Float32Array(0);
+  private trains = 0;
+  constructor(readonly id: string, private readonly trainable: number, private readonly outliers: Uint8Array[], private readonly lieOn = 0) {}
+  get name(): string {
+    return this.id;
+  }
+  run(task: TaskMessage): Promise<ResultMessage> {
+    if (task.weights) this.weights = new Float32Array(task.weights.slice().buffer);
+    const count = task.labels.length;
+    if (task.kind === 'eval') {
+      const correct = task.labels.filter((l) => l === 0).length;
+      return Promise.resolve({ type: 'result', taskId: task.taskId, count, lossSum: count * 2.3, correct, computeMs: 0, predictions: new Uint8Array(count) });
+    }
+    const lie = ++this.trains === this.lieOn;
+    const scale = lie || holdsAny(task.images, this.outliers) ? 100 : 1;
+    const g = new Float32Array(this.trainable);
+    for (let i = 0; i < g.length; i++) g[i] = scale * count * (0.01 * this.weights[i] + 0.001 * Math.sin(i));
+    // Answers after a moment, as a remote worker would (so others are busy when a result arrives).
+    return new Promise((resolve) => setTimeout(() => resolve({ type: 'result', taskId: task.taskId, count, lossSum: count * 2.3, correct: 0, computeMs: 0, gradients: floatsToBytes(g) }), 1));
+  }
+  close(_code: number, reason: string): void {
+    this.closed.push(reason);
+  }
+}
+
+function holdsAny(images: Uint8Array, wanted: Uint8Array[]): boolean {
+  for (let j = 0; j < images.length; j += IMAGE_BYTES) {
+    const image = images.subarray(j, j + IMAGE_BYTES);
+    if (wanted.some((w) => Buffer.compare(Buffer.from(image), Buffer.from(w)) === 0)) return true;
+  }
+  return false;
+}
+
+/** Trains mlp for one epoch (128 images, batch 32: 4 steps) over three message workers; `liar` lies on its `lieOn`-th train task. */
+async function trainOverMessages(opts: { outlierPositions?: number[]; screen?: boolean; lieOn?: number }) {
+  const out = await tempDir('msg-');
+  const config = testConfig({ model: 'mlp', workers: 3, batchSize: 32, out, learningRate: 0.01 });
+  const lines: Record<string, unknown>[] = [];
+  const log: Logger = silentLogger();
+  for (const level of ['info', 'warn', 'error'] as const) log[level] = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.info;
+  const membership = new Membership(log);
+  const data = await syntheticData(128, 20);
+  const trainer = new Trainer(config, data, membership, log);
+  if (opts.screen === false) (trainer as unknown as { screen: GradientScreen }).screen = new GradientScreen(trainer.layout, { factor: Infinity });
+  const order = permutation(data.train.count, config.seed + 1);
+  const outliers = (opts.outlierPositions ?? []).map((p) => data.train.images.slice(order[p] * IMAGE_BYTES, (order[p] + 1) * IMAGE_BYTES));
+  const workers = ['a', 'b', 'liar'].map((id) => new MessageWorker(id, trainer.layout.trainableSize, outliers, id === 'liar' ? opts.lieOn : 0));
+  for (const w of workers) membership.join(w);
+  // Evicting everyone ends the run (NoWorkersError) instead of waiting for workers that never come.
+  membership.canGrow = false;
+  const outcome = await trainer.run();
+  return { outcome, weights: trainer.currentWeights.slice(), lines, workers, live: membership.live().map((w) => w.id), events: (e: string) => lines.filter((l) => l.event === e) };
+}
+
+describe('the message path asks a second worker before it blames an outlier', { timeout: 60_000 }, () => {
+  it('accepts an honest outlier slice that a second worker confirms: nobody is evicted, and the weights are those of a run without the screen', async () => {
+    // Position 70 is in step 3 (checked against the history), position 5 in step 1 (reviewed together).
+    const reference = await trainOverMessages({ outlierPositions: [5, 70], screen: false });
+    const run = await trainOverMessages({ outlierPositions: [5, 70] });
+    expect(run.outcome.status).toBe('finished');
+    expect(run.events('result_rejected')).toEqual([]);
+    expect(run.events('worker_evicted')).toEqual([]);
+    expect(run.live.sort()).toEqual(['a', 'b', 'liar']);
+    const confirmed = run.events('outlier_confirmed');
+    expect(confirmed).toHaveLength(2);
+    for (const c of confirmed) expect(c.workerId).not.toBe(c.firstWorkerId);
+    expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
+  });
+
+  it('evicts a worker whose outlier the second worker contradicts, logs result_rejected, and trains on the honest recomputation', async () => {
+    const clean = await trainOverMessages({});
+    // The liar's 2nd train task is in step 2, once the screen has a history.
+    const run = await trainOverMessages({ lieOn: 2 });
+    expect(run.outcome.status).toBe('finished');
+    const [rejected] = run.events('result_rejected');
+    expect(run.events('result_rejected')).toHaveLength(1);
+    expect(rejected).toMatchObject({ workerId: 'liar' });
+    expect(rejected.norm as number).toBeGreaterThan(rejected.bound as number);
+    expect(run.workers[2].closed).toEqual([expect.stringMatching(/result rejected: gradient norm/)]);
+    expect(run.live.sort()).toEqual(['a', 'b']);
+    expect(run.events('outlier_confirmed')).toEqual([]);
+    // Two workers slice the later steps differently, so the float32 sums may round differently.
+    let worst = 0;
+    for (let i = 0; i < clean.weights.length; i++) worst = Math.max(worst, Math.abs(run.weights[i] - clean.weights[i]));
+    expect(worst).toBeLessThan(1e-5);
   });
 });
