@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkStats, checkTally, GradientScreen, lowerMedian, sliceNorm, summarize, type SliceSummary } from './result-check.ts';
+import { checkStats, checkTally, GradientScreen, gradientsAgree, lowerMedian, sliceNorm, summariesAgree, summarize, type SliceSummary } from './result-check.ts';
 import { floatsToBytes } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import type { WeightLayout } from '../common/weights.ts';
@@ -164,5 +164,55 @@ describe('GradientScreen on slices summarized elsewhere (the shared-memory step)
       expect.stringMatching(/correct count 3; expected an integer from 0 to 2/),
       expect.stringMatching(/BatchNorm statistic 0 is NaN/),
     ]);
+  });
+});
+
+describe('second opinions on outliers', () => {
+  it('marks a rejection for the norm alone as an outlier (evidence), and the basics not', () => {
+    const screen = new GradientScreen(LAYOUT);
+    screen.startStep();
+    const [first] = screen.review([result(2, [6, 8]), result(2, [1e6, 0])], [2, 2]);
+    expect(first.rejection.outlier).toBe(true);
+    screen.commit();
+    screen.startStep();
+    expect(screen.check(result(1, [0, 1e6]), 1)?.outlier).toBe(true);
+    expect(screen.check(result(3, [1, 0]), 2)?.outlier).toBeUndefined();
+    expect(screen.check(result(1, [1, 0], [0, -1]), 1)?.outlier).toBeUndefined();
+  });
+
+  it('counts a confirmed outlier\'s norm, and the accepted norms of a review that rejected another', () => {
+    const screen = new GradientScreen(LAYOUT);
+    screen.startStep();
+    // Norms 1, 1 and 1000: 1000 is over 50 × 1; confirmed by a second worker, it joins the history.
+    expect(screen.review([result(1, [1, 0]), result(1, [0, 1]), result(1, [1000, 0])], [1, 1, 1]).map((r) => r.index)).toEqual([2]);
+    screen.confirm(1000);
+    screen.commit();
+    // History [1, 1, 1000]: lowerMedian([1, 1, 1000, 60]) = 1, bound 50: one genuine outlier does not move the median...
+    screen.startStep();
+    expect(screen.check(result(1, [60, 0]), 1)?.fields).toMatchObject({ bound: 50 });
+    screen.confirm(60);
+    screen.commit();
+    // ...and once genuine large norms are the majority, the median follows them: history [1, 1, 1000, 60].
+    screen.startStep();
+    expect(screen.check(result(1, [2000, 0]), 1)).toBeUndefined(); // bound 50 × lowerMedian([1, 1, 60, 1000, 2000]) = 3000
+  });
+
+  it('gradientsAgree: within a relative tolerance of the larger norm; 0 asks for identical values; counts must match', () => {
+    const a = result(2, [100, 200]);
+    expect(gradientsAgree(a, result(2, [100, 200]), 0)).toBe(true);
+    expect(gradientsAgree(a, result(2, [100, 200.01]), 0)).toBe(false);
+    // ‖[0, 0.01]‖ = 0.01 ≤ 1e-3 × 223.6
+    expect(gradientsAgree(a, result(2, [100, 200.01]), 1e-3)).toBe(true);
+    expect(gradientsAgree(a, result(2, [100, 201]), 1e-3)).toBe(false);
+    expect(gradientsAgree(a, result(2, [1e21, 0]), 1e-3)).toBe(false);
+    expect(gradientsAgree(a, result(3, [100, 200]), 1e-3)).toBe(false);
+  });
+
+  it('summariesAgree: norms within the tolerance; 0 asks for the same norm, loss and tally', () => {
+    const s = (norm: number, lossSum = 1): SliceSummary => ({ count: 2, lossSum, correct: 1, norm, hasGradient: true });
+    expect(summariesAgree(s(100), s(100), 0)).toBe(true);
+    expect(summariesAgree(s(100), s(100, 1.5), 0)).toBe(false);
+    expect(summariesAgree(s(100), s(100.05), 1e-3)).toBe(true);
+    expect(summariesAgree(s(100), s(101), 1e-3)).toBe(false);
   });
 });
