@@ -15,6 +15,12 @@
  * lower median of the slices decides. With two slices of which one is poisoned, the lower median is
  * the honest one's; in general the screen assumes most slices of the step and of the history are
  * honest (see docs/reliability.md, threat model).
+ *
+ * A norm over the bound is evidence, not proof: late in training, small honest slices holding one
+ * misclassified sample sit far above a median of well-classified ones. Such a rejection is marked
+ * `outlier`, and the scheduler has the slice recomputed by a different worker before it blames
+ * anyone (scheduler.ts, `agree`; `gradientsAgree`, `summariesAgree` here). A confirmed outlier's
+ * norm joins the history (`confirm`).
  */
 import { bytesToFloats } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
