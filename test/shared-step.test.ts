@@ -7,6 +7,48 @@ import { CTL, OP, type StepMemory } from '../common/step-memory.ts';
 import type { Membership } from '../coordinator/membership.ts';
 import type { StepEvent } from '../coordinator/trainer.ts';
 
+/** What the tests reach inside a thread's handle. */
+type Exposed = { id: string; run: (task: never) => unknown; thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
+type Config = { model: 'mlp' | 'lenet'; batchSize: number; workers: number; maxSteps: number };
+
+/**
+ * Trains `cfg` straight, then again with `sabotage` called on the live threads after step 2 (so it
+ * strikes in step 3); returns both runs, the step events and the threads that left.
+ */
+async function trainWithSabotage(cfg: Config, sabotage: (live: Exposed[]) => void) {
+  const data = await syntheticData(640, 20);
+  const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
+  let membership: Membership | undefined;
+  const events: StepEvent[] = [];
+  const left: string[] = [];
+  const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+    membership: (m) => {
+      membership = m;
+      m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
+    },
+    hooks: {
+      onStep: (e) => {
+        events.push(e);
+        if (e.step === 2) sabotage(membership!.live() as unknown as Exposed[]);
+      },
+    },
+  });
+  return { straight, crashed, events, left };
+}
+
+/** Makes `w` terminate its thread right after it is handed a task, once (`once` is shared). */
+function dieAfterHandOff(w: Exposed, once: { done: boolean }): void {
+  const run = w.run.bind(w);
+  w.run = (task) => {
+    const result = run(task);
+    if (!once.done) {
+      once.done = true;
+      void w.thread.thread.terminate();
+    }
+    return result;
+  };
+}
+
 describe('the shared-memory step (worker threads)', () => {
   // cpu backend: its kernels sum in a fixed order, so both paths must agree to the last bit.
   for (const [model, batchSize] of [['mlp', 32], ['lenet', 8]] as const) {
@@ -27,32 +69,9 @@ describe('the shared-memory step (worker threads)', () => {
   }
 
   it('recomputes the slice of a thread that dies mid-step, evicts it, and ends with the same weights', { timeout: 120_000 }, async () => {
-    const data = await syntheticData(640, 20);
-    const cfg = { model: 'lenet' as const, batchSize: 32, workers: 2, maxSteps: 3 };
-    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
-    let membership: Membership | undefined;
-    const events: StepEvent[] = [];
-    const left: string[] = [];
-    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
-      membership: (m) => {
-        membership = m;
-        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
-      },
-      hooks: {
-        onStep: (e) => {
-          events.push(e);
-          if (e.step !== 2) return;
-          // In step 3, thread 2's thread is terminated right after its slice was handed to it.
-          const victim = membership!.live().find((w) => w.id === 'thread-2')!;
-          const worker = (victim as unknown as { thread: { thread: Worker } }).thread.thread;
-          const run = victim.run.bind(victim);
-          victim.run = (task) => {
-            const result = run(task);
-            void worker.terminate();
-            return result;
-          };
-        },
-      },
+    // In step 3, thread 2's thread is terminated right after its slice was handed to it.
+    const { straight, crashed, events, left } = await trainWithSabotage({ model: 'lenet', batchSize: 32, workers: 2, maxSteps: 3 }, (live) => {
+      dieAfterHandOff(live.find((w) => w.id === 'thread-2')!, { done: false });
     });
     expect(crashed.outcome.status).toBe('interrupted');
     expect(left).toEqual(['thread-2']);
@@ -66,34 +85,20 @@ describe('the shared-memory step (worker threads)', () => {
 
 describe('a thread lost during the reduction', () => {
   it('is evicted, and the reduction is redone by the others from the untouched copies', { timeout: 120_000 }, async () => {
-    const data = await syntheticData(640, 20);
-    const cfg = { model: 'lenet' as const, batchSize: 32, workers: 2, maxSteps: 3 };
-    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
-    let membership: Membership | undefined;
-    const left: string[] = [];
     let killedInReduction = false;
-    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
-      membership: (m) => {
-        membership = m;
-        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
-      },
-      hooks: {
-        onStep: (e) => {
-          if (e.step !== 2) return;
-          // In step 3's reduction, thread 2 dies instead of taking its stripe.
-          const victim = membership!.live().find((w) => w.id === 'thread-2')! as unknown as { thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
-          const shared = victim.shared;
-          const command = shared.command.bind(shared);
-          shared.command = (i: number) => {
-            if (i === 1 && shared.mem.ctl[shared.mem.threadBase(1) + CTL.op] === OP.reduce) {
-              killedInReduction = true;
-              void victim.thread.thread.terminate();
-              return Promise.reject(new Error('thread 2 died during the reduction'));
-            }
-            return command(i);
-          };
-        },
-      },
+    const { straight, crashed, left } = await trainWithSabotage({ model: 'lenet', batchSize: 32, workers: 2, maxSteps: 3 }, (live) => {
+      // In step 3's reduction, thread 2 dies instead of taking its stripe.
+      const victim = live.find((w) => w.id === 'thread-2')!;
+      const shared = victim.shared;
+      const command = shared.command.bind(shared);
+      shared.command = (i: number) => {
+        if (i === 1 && shared.mem.ctl[shared.mem.threadBase(1) + CTL.op] === OP.reduce) {
+          killedInReduction = true;
+          void victim.thread.thread.terminate();
+          return Promise.reject(new Error('thread 2 died during the reduction'));
+        }
+        return command(i);
+      };
     });
     expect(killedInReduction).toBe(true);
     expect(crashed.outcome.status).toBe('interrupted');
@@ -103,7 +108,6 @@ describe('a thread lost during the reduction', () => {
 });
 
 describe('a step of one slot (train, reduction and Adam in one command)', () => {
-  type Exposed = { id: string; thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
 
   it('runs as one trainApply command per step and ends where the message path does (cpu backend, 2 threads, batch 1)', { timeout: 300_000 }, async () => {
     const data = await syntheticData(640, 20);
@@ -132,36 +136,10 @@ describe('a step of one slot (train, reduction and Adam in one command)', () => 
   });
 
   it('recomputes the step on the other thread when its thread dies mid-step, evicts it, and ends with the same weights', { timeout: 120_000 }, async () => {
-    const data = await syntheticData(640, 20);
-    const cfg = { model: 'mlp' as const, batchSize: 1, workers: 2, maxSteps: 3 };
-    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
-    let membership: Membership | undefined;
-    const events: StepEvent[] = [];
-    const left: string[] = [];
-    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
-      membership: (m) => {
-        membership = m;
-        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
-      },
-      hooks: {
-        onStep: (e) => {
-          events.push(e);
-          if (e.step !== 2) return;
-          // In step 3, whichever thread is handed the slot is terminated right after.
-          let killed = false;
-          for (const w of membership!.live()) {
-            const run = w.run.bind(w);
-            w.run = (task) => {
-              const result = run(task);
-              if (!killed) {
-                killed = true;
-                void (w as unknown as Exposed).thread.thread.terminate();
-              }
-              return result;
-            };
-          }
-        },
-      },
+    // In step 3, whichever thread is handed the slot is terminated right after.
+    const once = { done: false };
+    const { straight, crashed, events, left } = await trainWithSabotage({ model: 'mlp', batchSize: 1, workers: 2, maxSteps: 3 }, (live) => {
+      for (const w of live) dieAfterHandOff(w, once);
     });
     expect(crashed.outcome.status).toBe('interrupted');
     expect(left).toHaveLength(1);
