@@ -23,6 +23,7 @@
  * norm joins the history (`confirm`).
  */
 import { bytesToFloats } from '../common/codec.ts';
+import { sumSquares } from '../common/sum-squares-simd.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import type { WeightLayout } from '../common/weights.ts';
 
@@ -70,10 +71,7 @@ export function summarize(result: ResultMessage): SliceSummary {
 
 /** ‖gradient sum‖ / count, in float64 (a float32 sum of squares of 1e21s would overflow). */
 export function sliceNorm(result: ResultMessage): number {
-  const g = bytesToFloats(result.gradients!);
-  let sq = 0;
-  for (let i = 0; i < g.length; i++) sq += g[i] * g[i];
-  return Math.sqrt(sq) / Math.max(1, result.count);
+  return Math.sqrt(sumSquares(bytesToFloats(result.gradients!))) / Math.max(1, result.count);
 }
 
 /** The lower median: with an even count, the smaller middle value (so one outlier of two cannot win). */
