@@ -22,6 +22,17 @@ async function listen(server: Server): Promise<string> {
 
 const fast = { handshakeTimeoutMs: 300, reconnectMinMs: 10, reconnectMaxMs: 20 };
 
+/** A fake coordinator that answers every upgrade with `statusLine` and counts the attempts. */
+async function refusingServer(statusLine: string): Promise<{ url: string; attempts: () => number }> {
+  const server = createServer();
+  let attempts = 0;
+  server.on('upgrade', (_req, socket) => {
+    attempts++;
+    socket.end(`HTTP/1.1 ${statusLine}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  });
+  return { url: await listen(server), attempts: () => attempts };
+}
+
 describe('runWorker', () => {
   it('gives up with exit 1 when no welcome comes three connections in a row', async () => {
     const server = createServer();
@@ -37,29 +48,17 @@ describe('runWorker', () => {
   }, 60_000);
 
   it('gives up with exit 1 after giveUpAfterMs of refused upgrades (503), however many attempts', async () => {
-    const server = createServer();
-    let attempts = 0;
-    server.on('upgrade', (_req, socket) => {
-      attempts++;
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    });
-    const url = await listen(server);
+    const { url, attempts } = await refusingServer('503 Service Unavailable');
     const exit = await runWorker({ url, token: 'a-token-123', backend: 'cpu', log: silentLogger(), limits: fast, giveUpAfterMs: 1000 });
     expect(exit.code).toBe(1);
     expect(exit.reason).toMatch(/could not reach the coordinator/);
-    expect(attempts).toBeGreaterThan(3);
+    expect(attempts()).toBeGreaterThan(3);
   }, 60_000);
 
   it('exits 1 at once on a 401, without retrying', async () => {
-    const server = createServer();
-    let attempts = 0;
-    server.on('upgrade', (_req, socket) => {
-      attempts++;
-      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    });
-    const url = await listen(server);
+    const { url, attempts } = await refusingServer('401 Unauthorized');
     const exit = await runWorker({ url, token: 'a-token-123', backend: 'cpu', log: silentLogger(), limits: fast });
     expect(exit.code).toBe(1);
-    expect(attempts).toBe(1);
+    expect(attempts()).toBe(1);
   }, 60_000);
 });
