@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { DtrainProcess, killAll } from './processes.ts';
 import { tempDir } from './helpers.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
+import { seededRandom } from '../common/report/test-fixtures.ts';
 
 const TOKEN = 'fuzz-test-token';
 const AUTH = { headers: { authorization: `Bearer ${TOKEN}` } };
@@ -21,18 +22,6 @@ const CONCURRENCY = 12;
 const SEED = Number(process.env.DTRAIN_FUZZ_SEED ?? 20261130);
 
 afterAll(() => killAll());
-
-/** mulberry32: small, seeded, good enough to pick mutations. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function fuzzer(random: () => number) {
   const int = (n: number) => Math.floor(random() * n);
@@ -137,7 +126,7 @@ describe('fuzzing a live coordinator', () => {
       { DTRAIN_TOKEN: TOKEN },
     );
     const url = `ws://127.0.0.1:${(await c.waitFor('listening')).port as number}`;
-    const random = rng(SEED);
+    const random = seededRandom(SEED);
     const frame = fuzzer(random);
     const started = Date.now();
     let sent = 0;
