@@ -5,30 +5,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { tf, tfc, type Tensor } from '../../tf.ts';
 import { on, TestRandom, use, worstError } from '../testing.ts';
-import { loadNativeKernels, type NativeKernels } from './addon.ts';
+import { loadNativeKernels } from './addon.ts';
 import { MIN_POOL_CHANNELS } from './onednn-kernels.ts';
 import { installTrainingKernels, uninstallNativeKernels } from './install-native.ts';
 import { fitStandardization, preprocessBatch } from '../../data/preprocess.ts';
-import { requireNativeOrSkip } from './native-testing.ts';
+import { countCalls, requireNativeOrSkip } from './native-testing.ts';
 
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);
 
-/** Counts calls into the addon, to prove a case ran natively rather than on a fallback. */
-function countCalls(addon: NativeKernels): Map<string, number> {
-  const counts = new Map<string, number>();
-  const record = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize', 'biasAdd']) {
-    const f = record[name];
-    record[name] = (...args: unknown[]) => {
-      counts.set(name, (counts.get(name) ?? 0) + 1);
-      return f(...args);
-    };
-  }
-  return counts;
-}
-
-const calls = load.loaded ? countCalls(load.kernels) : new Map<string, number>();
+const calls = load.loaded
+  ? countCalls(load.kernels, ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'sumRows', 'standardize', 'biasAdd'])
+  : new Map<string, number>();
 const called = (name: string) => calls.get(name) ?? 0;
 
 afterAll(async () => {

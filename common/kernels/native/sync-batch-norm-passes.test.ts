@@ -4,7 +4,7 @@ import { localMoments } from '../../batch-moments.ts';
 import { on, relativeError, TestRandom, use } from '../testing.ts';
 import { backwardSums, identityExchange, referencePasses, syncBatchNorm, type PhaseExchange } from '../../../worker/layers/sync-batch-norm.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
-import { requireNativeOrSkip } from './native-testing.ts';
+import { countCalls, requireNativeOrSkip } from './native-testing.ts';
 import { uninstallNativeKernels } from './install-native.ts';
 import { nativeBatchNormPasses, nativeReluInactiveSum, type BatchNormPasses } from './sync-batch-norm-passes.ts';
 import { StepComputer } from '../../../worker/compute.ts';
@@ -12,19 +12,7 @@ import { StepComputer } from '../../../worker/compute.ts';
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);
 
-function countCalls(addon: NativeKernels): Map<string, number> {
-  const counts = new Map<string, number>();
-  const record = addon as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const name of ['bnMoments', 'bnBackwardSums', 'bnGradInput']) {
-    const f = record[name];
-    record[name] = (...args: unknown[]) => {
-      counts.set(name, (counts.get(name) ?? 0) + 1);
-      return f(...args);
-    };
-  }
-  return counts;
-}
-const calls = load.loaded ? countCalls(load.kernels) : new Map<string, number>();
+const calls = load.loaded ? countCalls(load.kernels, ['bnMoments', 'bnBackwardSums', 'bnGradInput']) : new Map<string, number>();
 
 afterAll(async () => {
   if (load.loaded) await use('wasm');
