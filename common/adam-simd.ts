@@ -90,20 +90,23 @@ export function memoryImport(shared: boolean): number[] {
   return [0x01, ...name('env'), ...name('memory'), 0x02, ...limits];
 }
 
-function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
-  const type = [0x01, 0x60, 15, ...Array(8).fill(I32), ...Array(7).fill(F32), 0x00];
-  const imports = memoryImport(shared);
-  const functions = [0x01, 0x00];
-  const exports = [0x01, ...name('adam'), 0x00, 0x00];
-  const code = [0x01, ...body()];
+/**
+ * A module of one function over env.memory (shared or not), exported as `exportName`: `type` is the
+ * type section's body, `code` the function's size-prefixed body. Each SIMD kernel is one of these.
+ */
+export function kernelModule(shared: boolean, type: number[], exportName: string, code: number[]): Uint8Array<ArrayBuffer> {
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, type),
-    ...section(2, imports),
-    ...section(3, functions),
-    ...section(7, exports),
-    ...section(10, code),
+    ...section(2, memoryImport(shared)),
+    ...section(3, [0x01, 0x00]),
+    ...section(7, [0x01, ...name(exportName), 0x00, 0x00]),
+    ...section(10, [0x01, ...code]),
   ]);
+}
+
+function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  return kernelModule(shared, [0x01, 0x60, 15, ...Array(8).fill(I32), ...Array(7).fill(F32), 0x00], 'adam', body());
 }
 
 export type AdamKernel = (

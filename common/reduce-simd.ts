@@ -8,7 +8,7 @@
  * Signature: reduce(bytes, g, stride, slots, out, inv) over `bytes` bytes (a multiple of 16): slot k's
  * lanes are at byte offset g + k·stride, the result goes to out.
  */
-import { instantiateOverMemory, leb, memoryImport, section, name } from './adam-simd.ts';
+import { instantiateOverMemory, kernelModule, leb } from './adam-simd.ts';
 
 const I32 = 0x7f;
 const F64 = 0x7c;
@@ -64,15 +64,7 @@ function body(): number[] {
 }
 
 function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
-  const type = [0x01, 0x60, 6, ...Array(5).fill(I32), F64, 0x00];
-  return Uint8Array.from([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, type),
-    ...section(2, memoryImport(shared)),
-    ...section(3, [0x01, 0x00]),
-    ...section(7, [0x01, ...name('reduce'), 0x00, 0x00]),
-    ...section(10, [0x01, ...body()]),
-  ]);
+  return kernelModule(shared, [0x01, 0x60, 6, ...Array(5).fill(I32), F64, 0x00], 'reduce', body());
 }
 
 export type ReduceKernel = (bytes: number, g: number, stride: number, slots: number, out: number, inv: number) => void;

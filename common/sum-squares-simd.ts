@@ -9,7 +9,7 @@
  * Signature: sumSquares(bytes, at) → f64 over `bytes` bytes (a multiple of 16) from byte offset `at`.
  * Lanes are summed in another order than `sumSquares` in JavaScript: the two agree to rounding.
  */
-import { instantiateOverMemory, leb, memoryImport, section, name } from './adam-simd.ts';
+import { instantiateOverMemory, kernelModule, leb } from './adam-simd.ts';
 
 const I32 = 0x7f;
 const F64 = 0x7c;
@@ -57,15 +57,7 @@ function body(): number[] {
 }
 
 function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
-  const type = [0x01, 0x60, 2, I32, I32, 1, F64];
-  return Uint8Array.from([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, type),
-    ...section(2, memoryImport(shared)),
-    ...section(3, [0x01, 0x00]),
-    ...section(7, [0x01, ...name('sumSquares'), 0x00, 0x00]),
-    ...section(10, [0x01, ...body()]),
-  ]);
+  return kernelModule(shared, [0x01, 0x60, 2, I32, I32, 1, F64], 'sumSquares', body());
 }
 
 export type SumSquaresKernel = (bytes: number, at: number) => number;
