@@ -35,7 +35,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GLOBAL_BATCH = 32
-IMAGES = 2048
 
 
 def load_bench_torch():
@@ -71,8 +70,7 @@ def row(name, mode, processes, threads, steps, secs, cpu, faults):
 
 def single(torch, nn, bt, name, seconds, threads, memory_format):
     bt.set_threads(torch, threads)
-    images, labels = bt.image_pool(torch, 1, IMAGES)
-    steps, _ = bt.make_steps(torch, nn, name, GLOBAL_BATCH, images, labels, memory_format)
+    steps, _ = bt.stepper(torch, nn, name, GLOBAL_BATCH, memory_format)
     return row(name, "single", 1, threads, *timed(steps, seconds))
 
 
@@ -86,7 +84,7 @@ def ddp_rank(rank, world, port, name, seconds, memory_format, malloc, out_path):
         bt.keep_freed_memory()
     bt.set_threads(torch, 1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    images, labels = bt.image_pool(torch, 1 + rank, IMAGES)
+    images, labels = bt.image_pool(torch, 1 + rank)
     steps, model = bt.make_steps(torch, nn, name, GLOBAL_BATCH // world, images, labels, memory_format,
                                  wrap=torch.nn.parallel.DistributedDataParallel)
 
@@ -124,17 +122,17 @@ def ddp(name, seconds, memory_format, malloc, world=2):
 
 
 def main():
+    bt = load_bench_torch()
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mlp,lenet,cnn-dropout,cnn-bn")
     ap.add_argument("--modes", default="single,ddp")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}", help="thread counts of the single process (default: 1 and every core)")
-    ap.add_argument("--memory-format", default="auto", choices=["auto", "channels-last", "contiguous"])
-    ap.add_argument("--malloc", default="keep", choices=["keep", "default"], help="keep: mallopt keeps freed memory (default); default: glibc as is")
-    ap.add_argument("--openblas-core", default="auto", choices=["auto", "env"],
+    ap.add_argument("--memory-format", default="auto", choices=bt.MEMORY_FORMATS)
+    ap.add_argument("--malloc", default="keep", choices=bt.MALLOC_MODES, help="keep: mallopt keeps freed memory (default); default: glibc as is")
+    ap.add_argument("--openblas-core", default="auto", choices=bt.OPENBLAS_CORE_MODES,
                     help="auto: unset OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE once checked, else keep them (default); env: keep them")
     args = ap.parse_args()
-    bt = load_bench_torch()
     # Before torch loads (DDP's spawned ranks inherit the environment); set_threads raises the
     # pools at run time for the all-cores row.
     bt.prepare_process(1, args.malloc)
