@@ -189,6 +189,12 @@ interface Peer {
   dispose(): void;
 }
 
+/** This process's CPU milliseconds (user and system) since `since`. */
+const cpuMs = (since: NodeJS.CpuUsage) => {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / 1000;
+};
+
 /** StepComputer.train with a kernel set switched in before each run (the switch is not timed). */
 function tfjsPeer(name: 'ours' | 'wasm', kernels: () => void, model: ModelName, prep: Preprocessing, data: { images: Uint8Array; labels: Uint8Array }): Peer {
   kernels();
@@ -200,8 +206,8 @@ function tfjsPeer(name: 'ours' | 'wasm', kernels: () => void, model: ModelName, 
       const start = performance.now();
       const cpu = process.cpuUsage();
       for (let s = 0; s < steps; s++) await computer.train(data.images, data.labels);
-      const used = process.cpuUsage(cpu);
-      return { seconds: (performance.now() - start) / 1000, cpuSeconds: (used.user + used.system) / 1e6 };
+      const cpuSeconds = cpuMs(cpu) / 1000;
+      return { seconds: (performance.now() - start) / 1000, cpuSeconds };
     },
     dispose: () => computer.dispose(),
   };
@@ -387,16 +393,10 @@ function withCpuTimer<T>(f: () => Promise<T>): Promise<T> {
   backend.time = async (g) => {
     const start = process.cpuUsage();
     g();
-    const used = process.cpuUsage(start);
-    return { kernelMs: (used.user + used.system) / 1000 };
+    return { kernelMs: cpuMs(start) };
   };
   return f().finally(() => (backend.time = wallTimer));
 }
-
-const cpuMs = (since: NodeJS.CpuUsage) => {
-  const used = process.cpuUsage(since);
-  return (used.user + used.system) / 1000;
-};
 
 /** CPU time per step of StepComputer.train, and per kernel (by name and input shapes), most expensive first. */
 async function profileSteps(model: ModelName, batch: number, data: { images: Uint8Array; labels: Uint8Array }, prep: Preprocessing, steps: number): Promise<{ stepMs: number; kernelMs: number; costs: KernelCost[] }> {
