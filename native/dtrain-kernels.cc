@@ -752,7 +752,8 @@ double* f64Out(const Args& a, size_t i, int64_t count, const char* name) {
   return static_cast<double*>(data);
 }
 
-void bnSizes(const Args& a, size_t i, int64_t& rows, int64_t& c, const char* name) {
+// Arguments i and i + 1: the rows and channels of a [rows, C] operand, both positive.
+void rowsChannelsArgs(const Args& a, size_t i, int64_t& rows, int64_t& c, const char* name) {
   rows = intArg(a, i);
   c = intArg(a, i + 1);
   if (rows < 1 || c < 1) throw std::invalid_argument(std::string(name) + ": rows and channels must be positive");
@@ -763,7 +764,7 @@ napi_value BnMoments(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a = readArgs(env, info, 5, "bnMoments");
     int64_t rows, c;
-    bnSizes(a, 2, rows, c, "bnMoments");
+    rowsChannelsArgs(a, 2, rows, c, "bnMoments");
     const float* x = f32Arg(a, 1, rows * c);
     double* out = f64Out(a, 4, 1 + 2 * c, "bnMoments");
     std::fill(out, out + 1 + 2 * c, 0.0);
@@ -778,7 +779,7 @@ napi_value BnBackwardSums(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a = readArgs(env, info, 7, "bnBackwardSums");
     int64_t rows, c;
-    bnSizes(a, 4, rows, c, "bnBackwardSums");
+    rowsChannelsArgs(a, 4, rows, c, "bnBackwardSums");
     const float* dy = f32Arg(a, 1, rows * c);
     const float* x = f32Arg(a, 2, rows * c);
     const float* coeff = f32Arg(a, 3, 2 * c);
@@ -793,7 +794,7 @@ napi_value ReluInactiveSum(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a = readArgs(env, info, 6, "reluInactiveSum");
     int64_t rows, c;
-    bnSizes(a, 3, rows, c, "reluInactiveSum");
+    rowsChannelsArgs(a, 3, rows, c, "reluInactiveSum");
     const float* dx = f32Arg(a, 1, rows * c);
     const float* y = f32Arg(a, 2, rows * c);
     double* out = f64Out(a, 5, c, "reluInactiveSum");
@@ -808,7 +809,7 @@ napi_value BnGradInput(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a = readArgs(env, info, 8, "bnGradInput");
     int64_t rows, c;
-    bnSizes(a, 6, rows, c, "bnGradInput");
+    rowsChannelsArgs(a, 6, rows, c, "bnGradInput");
     const float* dy = f32Arg(a, 1, rows * c);
     const float* x = f32Arg(a, 2, rows * c);
     const float* mrk = f32Arg(a, 3, 3 * c);
@@ -839,8 +840,8 @@ MULTIVERSION void biasAddLoop(const float* a, const float* pattern, float* out, 
 napi_value BiasAdd(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a = readArgs(env, info, 6, "biasAdd");
-    int64_t rows = intArg(a, 4), c = intArg(a, 5);
-    if (rows < 1 || c < 1) throw std::invalid_argument("biasAdd: rows and channels must be positive");
+    int64_t rows, c;
+    rowsChannelsArgs(a, 4, rows, c, "biasAdd");
     const float* x = f32Arg(a, 1, rows * c);
     const float* bias = f32Arg(a, 2, c);
     float* out = f32Arg(a, 3, rows * c);
