@@ -32,6 +32,17 @@ export interface SharedStepTotals {
   correct: number;
 }
 
+/** The samples, loss sum and correct count of a step's results, summed in slot order. */
+export function stepTotals(results: readonly ResultMessage[]): SharedStepTotals {
+  const totals: SharedStepTotals = { count: 0, lossSum: 0, correct: 0 };
+  for (const r of results) {
+    totals.count += r.count;
+    totals.lossSum += r.lossSum;
+    totals.correct += r.correct;
+  }
+  return totals;
+}
+
 /** How long the owning thread spins before sleeping on a completion (µs): see waitWhileEqual. */
 const SPIN_MICROS = 0;
 
@@ -198,12 +209,7 @@ export class SharedStep {
   /** Phase 2: reduce-scatter and Adam over the live threads, redone without any thread that fails. */
   async apply(results: ResultMessage[], stepTimeoutMs: number): Promise<SharedStepTotals> {
     const { ctl } = this.mem;
-    const totals: SharedStepTotals = { count: 0, lossSum: 0, correct: 0 };
-    for (const r of results) {
-      totals.count += r.count;
-      totals.lossSum += r.lossSum;
-      totals.correct += r.correct;
-    }
+    const totals = stepTotals(results);
     // The step's one result came from a trainApply command: its thread already wrote the next copies.
     const done = results.length === 1 && results[0] === this.applied;
     this.applied = undefined;

@@ -22,7 +22,7 @@ import { GradientScreen, gradientsAgree, summariesAgree, summarize, type SliceSu
 import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
-import type { SharedStep } from './shared-step.ts';
+import { stepTotals, type SharedStep } from './shared-step.ts';
 import { StepSync } from './step-sync.ts';
 import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
 import type { ResultMessage } from '../common/protocol.ts';
@@ -351,7 +351,7 @@ export class Trainer {
     const bound = shared.gradientBound(results);
     if (!(bound <= MAX_SAFE_GRADIENT)) {
       this.log.error({ event: 'step_refused', step: this.position.globalStep + 1, bound, limit: MAX_SAFE_GRADIENT }, `step ${this.position.globalStep + 1} refused: the mean gradient may reach ${bound}, which could make Adam's state non-finite; the weights are unchanged`);
-      return results.reduce((t, r) => ({ count: t.count + r.count, lossSum: t.lossSum + r.lossSum, correct: t.correct + r.correct }), { count: 0, lossSum: 0, correct: 0 });
+      return stepTotals(results);
     }
     const agg = await shared.apply(results, this.config.stepTimeoutMs);
     this.screen.commit();
