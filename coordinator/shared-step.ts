@@ -165,8 +165,8 @@ export class SharedStep {
     return result;
   }
 
-  /** The slot counts and the scalars of phase 2 (1/count, Adam's bias corrections) for the next Adam step; returns the sample count. */
-  private prepareReduction(counts: number[]): number {
+  /** The slot counts and the scalars of phase 2 (1/count, Adam's bias corrections) for the next Adam step. */
+  private prepareReduction(counts: number[]): void {
     const { ctl, f64 } = this.mem;
     if (!this.adam) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A step before load(): the shared-memory step holds no weights yet.', { expected: false });
     let count = 0;
@@ -181,7 +181,6 @@ export class SharedStep {
     f64[F64.inv] = 1 / count;
     f64[F64.stepSize] = learningRate / (1 - Math.pow(beta1, t));
     f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(beta2, t));
-    return count;
   }
 
   /** What the result screen (result-check.ts) judges of slot `slot`'s result, without a pass over its gradient. */
