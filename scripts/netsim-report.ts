@@ -13,10 +13,9 @@ import { writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { renderLineChart, PALETTE } from '../common/report/line-chart.ts';
+import { renderLineChart, PALETTE, type LineSeries } from '../common/report/line-chart.ts';
 import type { WireDtype } from '../common/wire-dtype.ts';
 import { coordinatorCeiling, efficiencyAt, fitModel, largestK, predictCommMs, profiles, type Fit, type NetsimReport } from './netsim-model.ts';
-import type { LineSeries } from '../common/report/line-chart.ts';
 
 const RATES = [1, 10, 100] as const;
 const TARGET = 0.9;
@@ -149,7 +148,7 @@ export function netsimSection(jsonPath = join(dirname(fileURLToPath(import.meta.
 }
 
 export function renderCharts(r: NetsimReport): Map<string, Buffer> {
-  const { fitted, linkBound } = projections(r);
+  const { linkBound } = projections(r);
   const charts = new Map<string, Buffer>();
   const profs = profiles(r.runs);
   for (const g of RATES) {
