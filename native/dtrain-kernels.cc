@@ -738,15 +738,21 @@ MULTIVERSION void reluInactiveSumLoop(const float* dx, const float* y, double* s
 #pragma GCC pop_options
 #endif
 
+// A typed array's data and length when `v` is one of type `want`; else nullptr.
+void* typedArrayOf(napi_env env, napi_value v, napi_typedarray_type want, size_t& length) {
+  bool is = false;
+  napi_is_typedarray(env, v, &is);
+  napi_typedarray_type type;
+  void* data = nullptr;
+  if (!is || napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) return nullptr;
+  return data;
+}
+
 // A Float64Array argument of exactly `count` values.
 double* f64Out(const Args& a, size_t i, int64_t count, const char* name) {
-  bool is = false;
-  napi_is_typedarray(a.env, a.v[i], &is);
-  napi_typedarray_type type;
   size_t length = 0;
-  void* data = nullptr;
-  if (!is || napi_get_typedarray_info(a.env, a.v[i], &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float64_array ||
-      static_cast<int64_t>(length) != count) {
+  void* data = typedArrayOf(a.env, a.v[i], napi_float64_array, length);
+  if (data == nullptr || static_cast<int64_t>(length) != count) {
     throw std::invalid_argument(std::string(name) + ": argument " + std::to_string(i) + " must be a Float64Array of " + std::to_string(count) + " values");
   }
   return static_cast<double*>(data);
@@ -886,13 +892,8 @@ napi_value SumRows(napi_env env, napi_callback_info info) {
 
 template <typename T>
 T* typedArrayData(napi_env env, napi_value v, napi_typedarray_type want, size_t& length, const char* what) {
-  bool is = false;
-  napi_is_typedarray(env, v, &is);
-  napi_typedarray_type type;
-  void* data = nullptr;
-  if (!is || napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
-    throw std::invalid_argument(std::string("standardize: ") + what + " has the wrong type");
-  }
+  void* data = typedArrayOf(env, v, want, length);
+  if (data == nullptr) throw std::invalid_argument(std::string("standardize: ") + what + " has the wrong type");
   return static_cast<T*>(data);
 }
 
