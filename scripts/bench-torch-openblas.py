@@ -115,10 +115,7 @@ def run_probe(out_path, compare_path):
     from torch import nn
     bt.set_threads(torch, 1)
     lib = bt.openblas()
-    core = None
-    if lib is not None:
-        lib.openblas_get_corename.restype = bt.ctypes.c_char_p
-        core = lib.openblas_get_corename().decode()
+    core = None if lib is None else bt.openblas_core(lib)
     gemm_worst, gemm_count = gemm_errors(torch)
     results = {name: forward_backward(torch, nn, bt, name) for name in CHECK_MODELS}
     torch.save(results, out_path)
@@ -199,7 +196,6 @@ def time_gemms(seconds):
     import torch
     bt.set_threads(torch, 1)
     lib = bt.openblas()
-    lib.openblas_get_corename.restype = bt.ctypes.c_char_p
     g = torch.Generator().manual_seed(1)
     ops = []
     for k, n in DENSE_LAYERS[:3]:
@@ -212,7 +208,7 @@ def time_gemms(seconds):
         for a, b in ops:
             torch.mm(a, b)
         sets += 1
-    print(json.dumps({"core": lib.openblas_get_corename().decode(), "cpuMicrosecondsPerSet": 1e6 * (time.process_time() - c0) / sets, "sets": sets}))
+    print(json.dumps({"core": bt.openblas_core(lib), "cpuMicrosecondsPerSet": 1e6 * (time.process_time() - c0) / sets, "sets": sets}))
 
 
 def main():

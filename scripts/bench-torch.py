@@ -126,6 +126,12 @@ def openblas():
     return None
 
 
+def openblas_core(lib):
+    """The kernels OpenBLAS picked when it loaded ("Haswell", "Cooperlake"), from its handle."""
+    lib.openblas_get_corename.restype = ctypes.c_char_p
+    return lib.openblas_get_corename().decode()
+
+
 def set_threads(torch, threads):
     """torch's intra-op pool and OpenBLAS's, which torch.set_num_threads does not reach."""
     torch.set_num_threads(threads)
@@ -141,9 +147,8 @@ def blas_info(torch):
     info = {"buildInfo": m.group(1) if m else "unknown", "loaded": loaded, "openblas": any("openblas" in p for p in loaded)}
     lib = openblas()
     if lib is not None:
-        lib.openblas_get_corename.restype = ctypes.c_char_p
         info["openblasThreads"] = lib.openblas_get_num_threads()
-        info["openblasCore"] = lib.openblas_get_corename().decode()
+        info["openblasCore"] = openblas_core(lib)
         info["openblasCoretypeEnv"] = os.environ.get("OPENBLAS_CORETYPE")
         if "openblasCoreChoice" in _PREPARED:
             info["coreChoice"] = _PREPARED["openblasCoreChoice"]
