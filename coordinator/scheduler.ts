@@ -222,6 +222,10 @@ export async function runTasks(
     return 'hold';
   };
 
+  /** Whether a result for task `index` goes to the second opinion: it is an outlier, or it may settle held ones. */
+  const wantsOpinion = (index: number, rejection: Rejection | undefined): boolean =>
+    opts.agree !== undefined && (rejection?.outlier === true || (!rejection && held[index].length > 0));
+
   /** Whether `worker` may compute task `index`: not one that already gave an outlier for it, while another worker is live. */
   const mayRun = (worker: WorkerHandle, index: number): boolean => {
     const opinions = held[index];
@@ -238,7 +242,7 @@ export async function runTasks(
       const rejection = rejected.get(index);
       const worker = owner[index]!;
       if (rejection?.outlier && confirmed[index] === result) return opts.onConfirmed?.(index, result!);
-      if (opts.agree && (rejection?.outlier || (!rejection && held[index].length > 0))) {
+      if (wantsOpinion(index, rejection)) {
         if (secondOpinion(worker, index, result!, rejection) === 'use') return;
       } else if (rejection) {
         rejectResult(worker, index, rejection);
@@ -265,7 +269,7 @@ export async function runTasks(
         worker.weightsVersion = weights.version;
         const rejection = opts.check?.(index, result);
         // Without a check (the first step), the review judges the result with the others, second opinion included.
-        if (opts.check && opts.agree && (rejection?.outlier || (!rejection && held[index].length > 0))) {
+        if (opts.check && wantsOpinion(index, rejection)) {
           if (secondOpinion(worker, index, result, rejection) === 'hold') return;
         } else if (rejection) {
           return rejectResult(worker, index, rejection);
