@@ -18,7 +18,7 @@ before they import torch) does that:
   cleanly, its GEMMs are within MAX_RELATIVE_ERROR of float64, and its logits, loss and gradients
   are within MAX_RELATIVE_ERROR of the first child's; otherwise they are kept, and the setup says why.
 
-What was chosen is stated in the scripts' setup as blas.coreChoice (see CHOICE below). Only the
+What was chosen is stated in the scripts' setup as blas.coreChoice (what choose() returns). Only the
 benchmark's peer processes change: tests and CI keep the machine's variables.
 
     python3 scripts/bench-torch-openblas.py            # runs the check and prints the choice as JSON
@@ -144,13 +144,9 @@ def probe(env, out_path, compare_path=None):
         return f"the check process printed no report ({run.stdout[-200:]!r})"
 
 
-# What choose() decided, for bench-torch.py's setup_info (blas.coreChoice).
-CHOICE = {}
-
-
 def choose(mode):
     """Before torch loads: keep or unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE (see the module's
-    docstring); records and returns the choice."""
+    docstring); returns the choice, which bench-torch.py's setup_info states as blas.coreChoice."""
     if mode not in MODES:
         raise SystemExit(f"--openblas-core: expected one of {', '.join(MODES)}, but got {mode!r}")
     found = {v: os.environ.get(v) for v in CORE_VARIABLES}
@@ -162,8 +158,6 @@ def choose(mode):
             for v in CORE_VARIABLES:
                 os.environ.pop(v, None)
             choice["envUnset"] = True
-    CHOICE.clear()
-    CHOICE.update(choice)
     return choice
 
 
