@@ -71,7 +71,12 @@ export function summarize(result: ResultMessage): SliceSummary {
 
 /** ‖gradient sum‖ / count, in float64 (a float32 sum of squares of 1e21s would overflow). */
 export function sliceNorm(result: ResultMessage): number {
-  return Math.sqrt(sumSquares(bytesToFloats(result.gradients!))) / Math.max(1, result.count);
+  return normFromSquares(sumSquares(bytesToFloats(result.gradients!)), result.count);
+}
+
+/** The norm the screen judges, from Σ g² of a slice's gradient sum and its sample count. */
+export function normFromSquares(squares: number, count: number): number {
+  return Math.sqrt(squares) / Math.max(1, count);
 }
 
 /** The lower median: with an even count, the smaller middle value (so one outlier of two cannot win). */

@@ -24,7 +24,7 @@ import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import type { SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
-import type { SliceSummary } from './result-check.ts';
+import { normFromSquares, type SliceSummary } from './result-check.ts';
 
 export interface SharedStepTotals {
   count: number;
@@ -186,7 +186,7 @@ export class SharedStep {
   /** What the result screen (result-check.ts) judges of slot `slot`'s result, without a pass over its gradient. */
   slice(slot: number, result: ResultMessage): SliceSummary {
     const { stats } = this.mem.shape;
-    const summary: SliceSummary = { count: result.count, lossSum: result.lossSum, correct: result.correct, norm: Math.sqrt(this.slotSquares[slot]) / Math.max(1, result.count), hasGradient: true };
+    const summary: SliceSummary = { count: result.count, lossSum: result.lossSum, correct: result.correct, norm: normFromSquares(this.slotSquares[slot], result.count), hasGradient: true };
     if (stats > 0) summary.stats = this.mem.statSums[slot];
     return summary;
   }
