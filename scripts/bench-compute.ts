@@ -370,8 +370,8 @@ function table(rows: Row[]): string {
   ];
   for (const r of rows) {
     const peakOf = r.kernels === 'onednn' ? peak.avx512Gflops : peak.simd128Gflops;
-    const share = peakOf ? ` (${((100 * r.gflops) / peakOf).toFixed(0)}%)` : '';
-    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(['ours', 'wasm', 'torch'] as const).map((n) => r.cpuMsPerStep[n]?.toFixed(1) ?? '–').join(' / ')} | ${r.cpuRatio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${share} | ${r.cpuGflops.ours?.toFixed(1)}${peakOf && r.cpuGflops.ours ? ` (${((100 * r.cpuGflops.ours) / peakOf).toFixed(0)}%)` : ''} / ${r.cpuGflops.torch?.toFixed(1) ?? '–'} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
+    const ofPeak = (gflops: number) => (peakOf ? ` (${((100 * gflops) / peakOf).toFixed(0)}%)` : '');
+    lines.push(`| ${r.model} | ${r.batch} | ${r.kernels} | ${fmt(r.ours)} | ${fmt(r.wasm)} | ${fmt(r.torch)} | ${r.ratio?.toFixed(2) ?? '–'} | ${(['ours', 'wasm', 'torch'] as const).map((n) => r.cpuMsPerStep[n]?.toFixed(1) ?? '–').join(' / ')} | ${r.cpuRatio?.toFixed(2) ?? '–'} | ${(r.flopsPerImage / 1e6).toFixed(2)} | ${r.gflops.toFixed(1)}${ofPeak(r.gflops)} | ${r.cpuGflops.ours?.toFixed(1)}${r.cpuGflops.ours ? ofPeak(r.cpuGflops.ours) : ''} / ${r.cpuGflops.torch?.toFixed(1) ?? '–'} | ${r.loadAverage.join('–')} | ${fmt(r.baseline)} | ${r.speedup ? `${r.speedup.toFixed(1)}×` : '–'} |`);
   }
   return lines.join('\n');
 }
