@@ -27,11 +27,11 @@ export function leb(n: number): number[] {
   return out;
 }
 
-export function section(id: number, body: number[]): number[] {
+function section(id: number, body: number[]): number[] {
   return [id, ...leb(body.length), ...body];
 }
 
-export function name(s: string): number[] {
+function name(s: string): number[] {
   return [...leb(s.length), ...Buffer.from(s, 'ascii')];
 }
 
@@ -85,7 +85,7 @@ function body(): number[] {
 const MAX_PAGES = 65536;
 
 /** The import section: env.memory, shared (with that maximum) or not. */
-export function memoryImport(shared: boolean): number[] {
+function memoryImport(shared: boolean): number[] {
   const limits = shared ? [0x03, 0x01, ...leb(MAX_PAGES)] : [0x00, 0x01];
   return [0x01, ...name('env'), ...name('memory'), 0x02, ...limits];
 }
