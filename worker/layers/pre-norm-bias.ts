@@ -31,6 +31,7 @@
  */
 import { tf, tfc, tfl, type Tensor } from '../../common/tf.ts';
 import { hostFloats } from '../../common/host-floats.ts';
+import { nativeReluInactiveSum } from '../../common/kernels/native/sync-batch-norm-passes.ts';
 
 export type PreNormActivation = 'relu' | 'linear';
 
@@ -59,6 +60,17 @@ export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels:
     }
   }
   return Float32Array.from(sums);
+}
+
+/**
+ * inactiveGradientSum of the tensors `dx` and `y`: on the native kernels' heap where they are active
+ * (nativeReluInactiveSum, the same loop in C++, bit-identical per channel and ~10× faster; it sums
+ * every channel, and only those in `which` are ever substituted), else the JavaScript loop.
+ */
+function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float32Array {
+  const native = nativeReluInactiveSum();
+  if (native) return Float32Array.from(native(dx, y));
+  return inactiveGradientSum(hostFloats(dx) ?? (dx.dataSync() as Float32Array), hostFloats(y) ?? (y.dataSync() as Float32Array), channels, which);
 }
 
 /**
@@ -116,7 +128,7 @@ export class PreNormBiasGradients {
         entry.gradient = undefined;
         const which = Int32Array.from((entry.inactiveForm ?? []).flatMap((f, c) => (f ? [c] : [])));
         if (which.length > 0) {
-          entry.gradient = activation === 'linear' ? new Float32Array(channels) : inactiveGradientSum(hostFloats(dx) ?? (dx.dataSync() as Float32Array), hostFloats(ySaved) ?? (ySaved.dataSync() as Float32Array), channels, which);
+          entry.gradient = activation === 'linear' ? new Float32Array(channels) : reluInactiveGradient(dx, ySaved, channels, which);
         }
         return dx;
       };

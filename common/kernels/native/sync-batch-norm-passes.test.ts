@@ -12,7 +12,7 @@ import { StepComputer } from '../../../worker/compute.ts';
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);
 
-const calls = load.loaded ? countCalls(load.kernels, ['bnMoments', 'bnBackwardSums', 'bnGradInput']) : new Map<string, number>();
+const calls = load.loaded ? countCalls(load.kernels, ['bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum']) : new Map<string, number>();
 
 afterAll(async () => {
   if (load.loaded) await use('wasm');
@@ -222,11 +222,14 @@ describe.runIf(native)('a whole cnn-bn training step with the native passes', ()
     onCpu.dispose();
     await use('onednn');
     const before = calls.get('bnGradInput') ?? 0;
+    const inactiveBefore = calls.get('reluInactiveSum') ?? 0;
     const onWasm = new StepComputer('cnn-bn', { kind: 'scale' });
     onWasm.setWeights(weights);
     const fast = await onWasm.train(images, labels);
     onWasm.dispose();
     expect((calls.get('bnGradInput') ?? 0) - before).toBe(4); // one per BatchNorm layer
+    // The pre-norm bias gradients (worker/layers/pre-norm-bias.ts) took the native sum.
+    expect((calls.get('reluInactiveSum') ?? 0) - inactiveBefore).toBeGreaterThan(0);
     expect(Math.abs(fast.lossSum - cpu.lossSum) / Math.abs(cpu.lossSum)).toBeLessThan(1e-5);
     const errors = onCpu.layout.entries
       .filter((e) => e.trainable)
