@@ -18,7 +18,7 @@ import { CheckpointError } from '../common/errors.ts';
 import type { Membership } from './membership.ts';
 import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
-import { GradientScreen, gradientsAgree, summariesAgree, summarize, type SliceSummary } from './result-check.ts';
+import { GradientScreen, gradientsAgree, sliceNorm, summariesAgree, type SliceSummary } from './result-check.ts';
 import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
@@ -323,7 +323,7 @@ export class Trainer {
     const counts = tasks.map((t) => t.labels.length);
     screen.startStep();
     // An outlier is evidence, not proof: a second worker's agreeing gradient makes it count.
-    const opinion = { agree: (_i: number, a: ResultMessage, b: ResultMessage, tol: number) => gradientsAgree(a, b, tol), onConfirmed: (_i: number, r: ResultMessage) => screen.confirm(summarize(r).norm) };
+    const opinion = { agree: (_i: number, a: ResultMessage, b: ResultMessage, tol: number) => gradientsAgree(a, b, tol), onConfirmed: (_i: number, r: ResultMessage) => screen.confirm(sliceNorm(r)) };
     if (!screen.hasHistory) return { review: (results) => screen.review(results, counts), ...opinion };
     const check = (i: number, r: ResultMessage) => screen.check(r, counts[i]);
     if ((this.config.aggregation ?? 'mean') !== 'mean') return { check, ...opinion };
