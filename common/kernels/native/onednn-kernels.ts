@@ -262,7 +262,7 @@ function biasAdd(native: NativeKernels, fallback: KernelRef): tfc.KernelFunc {
     const { a, b } = inputsOf(args.inputs, 'a', 'b');
     const channels = a.shape[a.shape.length - 1];
     const isBias = a.shape.length >= 1 && b.shape.length >= 1 && b.shape.length <= a.shape.length && b.shape[b.shape.length - 1] === channels && sizeOf(b.shape) === channels;
-    if (!isBias || !allFloat(a, b) || a.dtype !== 'float32' || b.dtype !== 'float32' || sizeOf(a.shape) === 0) return fallback.run(args.inputs, args.attrs ?? {}, backend);
+    if (!isBias || !allFloat(a, b) || sizeOf(a.shape) === 0) return fallback.run(args.inputs, args.attrs ?? {}, backend);
     const out = backend.makeOutput(a.shape.slice(), 'float32');
     native.biasAdd(heapOf(backend), at(backend, a), at(backend, b), at(backend, out), sizeOf(a.shape) / channels, channels);
     return out;
