@@ -9,10 +9,22 @@ import { tfc } from '../tf.ts';
 import { f32, inputsOf, WASM, type KernelRef, type WasmBackend } from './wasm-backend.ts';
 
 /** The number of leading axes reduced, or -1 if `axis` is not exactly [0, 1, …, k−1] with k < rank. */
-export function leadingAxes(axis: number | number[], rank: number): number {
+function leadingAxes(axis: number | number[], rank: number): number {
   const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a)).sort((a, b) => a - b);
   if (axes.length === 0 || axes.length >= rank) return -1;
   return axes.every((a, i) => a === i) ? axes.length : -1;
+}
+
+/**
+ * A reduction of `shape` over `axis` as a sum down the rows of [rows, cols] (rows: the leading axes'
+ * product, cols: the rest's) and the output's shape; undefined unless `axis` is leading (leadingAxes).
+ */
+export function leadingReduction(shape: number[], axis: number | number[], keepDims: boolean): { rows: number; cols: number; outShape: number[] } | undefined {
+  const k = leadingAxes(axis, shape.length);
+  if (k < 0) return undefined;
+  const kept = shape.slice(k);
+  const size = (dims: number[]) => dims.reduce((a, b) => a * b, 1);
+  return { rows: size(shape.slice(0, k)), cols: size(kept), outShape: keepDims ? [...shape.slice(0, k).map(() => 1), ...kept] : kept };
 }
 
 function reduceLeadingConfig(kernelName: 'Sum' | 'Mean', stock: KernelRef): tfc.KernelConfig {
@@ -24,15 +36,12 @@ function reduceLeadingConfig(kernelName: 'Sum' | 'Mean', stock: KernelRef): tfc.
       const backend = args.backend as WasmBackend;
       const { x } = inputsOf(args.inputs, 'x');
       const { axis, keepDims } = args.attrs as unknown as tfc.SumAttrs;
-      const k = leadingAxes(axis, x.shape.length);
-      const rows = x.shape.slice(0, Math.max(k, 0)).reduce((a, b) => a * b, 1);
-      if (k < 0 || rows === 0 || x.dtype !== 'float32') return stock.run(args.inputs, args.attrs ?? {}, backend);
-      const kept = x.shape.slice(k);
-      const cols = kept.reduce((a, b) => a * b, 1);
-      const out = backend.makeOutput(keepDims ? [...x.shape.slice(0, k).map(() => 1), ...kept] : kept, 'float32');
+      const r = leadingReduction(x.shape, axis, keepDims);
+      if (!r || r.rows === 0 || x.dtype !== 'float32') return stock.run(args.inputs, args.attrs ?? {}, backend);
+      const out = backend.makeOutput(r.outShape, 'float32');
       const src = f32(backend, x);
       const dst = f32(backend, out);
-      sumRows(src, dst, rows, cols, kernelName === 'Mean' ? 1 / rows : 1);
+      sumRows(src, dst, r.rows, r.cols, kernelName === 'Mean' ? 1 / r.rows : 1);
       return out;
     },
   };

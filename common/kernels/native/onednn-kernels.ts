@@ -6,7 +6,7 @@
  * registered before it (ours from ../install.ts, or the stock one).
  */
 import { tfc } from '../../tf.ts';
-import { leadingAxes } from '../reduce-leading.ts';
+import { leadingReduction } from '../reduce-leading.ts';
 import { inputsOf, pair, WASM, type KernelRef, type WasmBackend } from '../wasm-backend.ts';
 import type { NativeKernels } from './addon.ts';
 
@@ -241,12 +241,10 @@ function reduceLeading(native: NativeKernels, fallback: KernelRef, mean: boolean
     const backend = args.backend as HeapBackend;
     const { x } = inputsOf(args.inputs, 'x');
     const { axis, keepDims } = args.attrs as unknown as tfc.SumAttrs;
-    const k = leadingAxes(axis, x.shape.length);
-    const rows = sizeOf(x.shape.slice(0, Math.max(k, 0)));
-    const kept = x.shape.slice(Math.max(k, 0));
-    if (k < 0 || rows === 0 || sizeOf(kept) === 0 || x.dtype !== 'float32') return fallback.run(args.inputs, args.attrs ?? {}, backend);
-    const out = backend.makeOutput(keepDims ? [...x.shape.slice(0, k).map(() => 1), ...kept] : kept, 'float32');
-    native.sumRows(heapOf(backend), at(backend, x), at(backend, out), rows, sizeOf(kept), mean ? 1 / rows : 1);
+    const r = leadingReduction(x.shape, axis, keepDims);
+    if (!r || r.rows === 0 || r.cols === 0 || x.dtype !== 'float32') return fallback.run(args.inputs, args.attrs ?? {}, backend);
+    const out = backend.makeOutput(r.outShape, 'float32');
+    native.sumRows(heapOf(backend), at(backend, x), at(backend, out), r.rows, r.cols, mean ? 1 / r.rows : 1);
     return out;
   };
 }
