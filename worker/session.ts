@@ -31,9 +31,8 @@ export class WorkerSession {
 
   private weightsVersion = -1;
   private welcomeKey = '';
-  /** The last weights received; re-applied when a train task moved the BatchNorm statistics locally. */
-  private lastWeights: Float32Array | undefined;
-  private statsDirty = false;
+  /** Whether the backend holds the weights of `weightsVersion` (a task may then omit them). */
+  private hasWeights = false;
   /** Synchronized BatchNorm's blocking exchange (set by a compute thread; absent: no rounds). */
   bnExchange: ((request: BnSumsMessage, timeoutMs: number) => Float64Array) | undefined;
 
@@ -82,15 +81,12 @@ export class WorkerSession {
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
     const started = performance.now();
     if (task.weights) {
-      this.lastWeights = bytesToFloats(task.weights).slice();
-      computer.setWeights(this.lastWeights);
+      // A copy: the cpu backend's tensors keep the array they are made from, not the message's bytes.
+      computer.setWeights(bytesToFloats(task.weights).slice());
       this.weightsVersion = task.weightsVersion;
-      this.statsDirty = false;
-    } else if (task.weightsVersion !== this.weightsVersion || !this.lastWeights) {
+      this.hasWeights = true;
+    } else if (task.weightsVersion !== this.weightsVersion || !this.hasWeights) {
       throw new DtrainError('DTRAIN_ERR_STALE_WEIGHTS', `Task ${task.taskId} needs weights version ${task.weightsVersion}, but this worker has ${this.weightsVersion}.`);
-    } else if (this.statsDirty) {
-      computer.setWeights(this.lastWeights);
-      this.statsDirty = false;
     }
     if (task.kind === 'train') {
       const r = await computer.train(task.images, task.labels, this.trainOptions(task));
@@ -117,8 +113,7 @@ export class WorkerSession {
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
     computer.setWeights(weights);
     this.weightsVersion = -1;
-    this.lastWeights = undefined;
-    this.statsDirty = false;
+    this.hasWeights = false;
     return computer;
   }
 
