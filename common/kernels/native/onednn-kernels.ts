@@ -13,14 +13,14 @@ import type { NativeKernels } from './addon.ts';
 type TensorInfo = tfc.TensorInfo;
 
 /** What these kernels need of the wasm backend beyond WasmBackend: the heap and offsets into it. */
-interface HeapBackend extends WasmBackend {
+export interface HeapBackend extends WasmBackend {
   getMemoryOffset(dataId: object): number;
   wasm: { HEAPU8: Uint8Array };
 }
 
 type KernelArgs = Parameters<tfc.KernelFunc>[0];
 
-const heapOf = (b: HeapBackend): ArrayBuffer => b.wasm.HEAPU8.buffer as ArrayBuffer;
+export const heapOf = (b: HeapBackend): ArrayBuffer => b.wasm.HEAPU8.buffer as ArrayBuffer;
 const at = (b: HeapBackend, t: TensorInfo | undefined): number => (t === undefined ? -1 : b.getMemoryOffset(t.dataId));
 const sizeOf = (shape: number[]): number => shape.reduce((a, d) => a * d, 1);
 const allFloat = (...ts: (TensorInfo | undefined)[]): boolean => ts.every((t) => t === undefined || t.dtype === 'float32');

@@ -11,6 +11,7 @@
 import { tf, tfc, type Tensor } from '../../tf.ts';
 import { WASM, inputsOf } from '../wasm-backend.ts';
 import type { NativeKernels } from './addon.ts';
+import { heapOf, type HeapBackend } from './onednn-kernels.ts';
 
 /** The passes over the activation that synchronized BatchNorm makes; two implementations. */
 export interface BatchNormPasses {
@@ -26,13 +27,6 @@ export interface BatchNormPasses {
 
 export const SYNC_BN_GRAD_INPUT = 'DtrainSyncBatchNormGradInput';
 
-interface HeapBackend {
-  getMemoryOffset(dataId: object): number;
-  makeOutput(shape: number[], dtype: tfc.DataType): tfc.TensorInfo;
-  wasm: { HEAPU8: Uint8Array };
-}
-
-const heapOf = (b: HeapBackend): ArrayBuffer => b.wasm.HEAPU8.buffer as ArrayBuffer;
 const rowsOf = (shape: number[], channels: number): number => shape.reduce((a, d) => a * d, 1) / channels;
 
 function checkFloat(what: string, t: { dtype: string; shape: number[] }, channels: number): void {
