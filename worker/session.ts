@@ -4,7 +4,7 @@
  * workers both drive this class.
  */
 import { StepComputer, type TrainOptions, type TrainResult } from './compute.ts';
-import { bytesToFloats, floatsToBytes } from '../common/codec.ts';
+import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts';
 import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
@@ -133,7 +133,7 @@ export class WorkerSession {
       batchNorm: {
         kind: 'sync',
         exchange: (layer, phase, local) =>
-          exchange({ type: 'bn_sums', round: bn.round, taskId: task.taskId, firstSample, layer, phase, sums: new Uint8Array(local.buffer, local.byteOffset, local.byteLength) }, bn.timeoutMs),
+          exchange({ type: 'bn_sums', round: bn.round, taskId: task.taskId, firstSample, layer, phase, sums: float64ToBytes(local) }, bn.timeoutMs),
       },
     };
   }
