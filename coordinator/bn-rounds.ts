@@ -12,6 +12,7 @@ import { combineMoments, momentsLength, sumVectors } from '../common/batch-momen
 import { BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import type { BnSumsMessage } from '../common/protocol.ts';
 import { bytesToFloat64 } from '../common/codec.ts';
+import type { BnBoardHost } from '../worker/bn-board.ts';
 
 interface Gate {
   parts: Map<number, Float64Array>;
@@ -22,7 +23,13 @@ export class ExchangeRound {
   private readonly gates = new Map<string, Gate>();
   private abortReason: string | undefined;
 
-  constructor(readonly id: number, readonly slices: number, private readonly channels: readonly number[], private readonly onEnd: (r: ExchangeRound) => void) {}
+  /**
+   * `board`: the slices are compute threads of this process that exchange through shared memory
+   * (worker/bn-board.ts); the round opens and ends there too, and `contribute` is not used.
+   */
+  constructor(readonly id: number, readonly slices: number, private readonly channels: readonly number[], private readonly onEnd: (r: ExchangeRound) => void, private readonly board?: BnBoardHost) {
+    board?.open(id, slices);
+  }
 
   get aborted(): boolean {
     return this.abortReason !== undefined;
@@ -59,6 +66,7 @@ export class ExchangeRound {
   abort(reason: string): void {
     if (this.abortReason !== undefined) return;
     this.abortReason = reason;
+    this.board?.end(this.id);
     const err = new BnSyncAbortedError(`BatchNorm round ${this.id} abandoned: ${reason}`);
     for (const g of this.gates.values()) for (const w of g.waiters) w.reject(err);
     this.gates.clear();
@@ -75,8 +83,8 @@ export class ExchangeRounds {
   private next = 1;
   private readonly open = new Map<number, ExchangeRound>();
 
-  start(slices: number, channels: readonly number[]): ExchangeRound {
-    const round = new ExchangeRound(this.next++, slices, channels, (r) => this.open.delete(r.id));
+  start(slices: number, channels: readonly number[], board?: BnBoardHost): ExchangeRound {
+    const round = new ExchangeRound(this.next++, slices, channels, (r) => this.open.delete(r.id), board);
     this.open.set(round.id, round);
     return round;
   }

@@ -1,9 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { bnRounds } from './bn-rounds.ts';
 import { startInProcessWorkers } from './inprocess.ts';
 import { Membership } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
 import { TimeoutError } from '../common/timeout.ts';
+import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from '../test/helpers.ts';
 
 describe('startInProcessWorkers', () => {
   it('fails with DTRAIN_ERR_THREAD_START when a thread does not start in time, instead of waiting forever', async () => {
@@ -22,5 +24,24 @@ describe('startInProcessWorkers', () => {
     expect((err as Error).message).toMatch(/thread-\d: loading the backend took longer than 5 ms/);
     expect(membership.size).toBe(0);
     expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  it('exchanges cnn-bn\'s BatchNorm sums on the shared board with exactly the weights of the message path (K=3)', { timeout: 300_000 }, async () => {
+    const data = await syntheticData(240, 20);
+    const config = () => testConfig({ model: 'cnn-bn', workers: 3, batchSize: 24, maxSteps: 6, out: '' });
+    const contribute = vi.spyOn(bnRounds, 'contribute');
+    const byMessages = await trainInProcess({ ...config(), out: await tempDir() }, data, { bnBoard: false });
+    const messages = contribute.mock.calls.length;
+    const onBoard = await trainInProcess({ ...config(), out: await tempDir() }, data);
+    // 6 steps × 3 slices × 4 layers × 2 phases as messages; none on the board.
+    expect(messages).toBe(144);
+    expect(contribute.mock.calls.length).toBe(messages);
+    contribute.mockRestore();
+    expect(byMessages.outcome.status).toBe('interrupted');
+    expect(onBoard.outcome.status).toBe('interrupted');
+    expect(maxAbsDiff(onBoard.weights, byMessages.weights)).toBe(0);
+    // It trained: the step moved the weights.
+    const untrained = await trainInProcess({ ...config(), maxSteps: 1, out: await tempDir() }, data);
+    expect(maxAbsDiff(onBoard.weights, untrained.weights)).toBeGreaterThan(1e-4);
   });
 });

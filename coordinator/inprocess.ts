@@ -12,6 +12,7 @@ import { bnRounds } from './bn-rounds.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 import { Adam } from '../common/adam.ts';
 import { SharedStep } from './shared-step.ts';
+import { BnBoardHost, createBnBoard } from '../worker/bn-board.ts';
 
 class ThreadWorker implements WorkerHandle {
   weightsVersion = -1;
@@ -49,17 +50,24 @@ export interface InProcessOptions {
    * counts and the largest slice. Without it, every step is messages, as over WebSockets.
    */
   sharedMemory?: { trainable: number; stats: number; slotSamples: number } | false;
+  /**
+   * Channels of the model's BatchNorm layers: with two threads or more, their synchronized
+   * BatchNorm exchanges go through a board in shared memory (worker/bn-board.ts), not messages.
+   */
+  batchNormChannels?: readonly number[];
   /** Time each thread has to load its backend and build its model; then the start fails. Default 120 s. */
   startupTimeoutMs?: number;
 }
 
 /** Starts the threads, waits for each to load its backend and model, and joins them. */
-export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; sharedStep?: SharedStep; stop(): Promise<void> }> {
+export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> }> {
   membership.canGrow = false;
   const threads: ComputeThread[] = [];
   const sm = opts.sharedMemory;
   // The stripes run the SIMD Adam exactly when the trainer's Adam does (same availability check).
   const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
+  const channels = opts.batchNormChannels ?? [];
+  const board = channels.length > 0 && opts.workers > 1 ? new BnBoardHost(createBnBoard(channels, opts.workers)) : undefined;
   const startupMs = opts.startupTimeoutMs ?? 120_000;
   const startup = <T>(p: Promise<T>, id: string, what: string) => withTimeout(p, startupMs, `${id}: ${what}`, 'DTRAIN_ERR_THREAD_START');
   const starting = Promise.all(
@@ -73,6 +81,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
       const selection = await startup(thread.started(), id, 'loading the backend');
       const backend = await startup(thread.welcome({ ...opts.welcome, workerId: id }), id, 'building the model');
       if (shared) await thread.attachShared(shared.attachMessage(i));
+      if (board) await thread.attachBnBoard(board.attachMessage(i));
       thread.onLost = (reason) => {
         shared?.fail(i, reason);
         membership.leave(id, 'left', reason);
@@ -90,6 +99,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   return {
     backend: started[0].selection,
     sharedStep: shared,
+    bnBoard: board,
     async stop() {
       membership.closeAll(CLOSE_CODES.finished, 'training finished');
       await Promise.all(threads.map((t) => t.terminate()));

@@ -14,6 +14,7 @@ import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
 import { Membership } from './membership.ts';
 import type { SharedStep } from './shared-step.ts';
+import type { BnBoardHost } from '../worker/bn-board.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
 import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
@@ -25,6 +26,8 @@ export interface WorkerPool {
   stop(why: 'finished' | 'shutdown'): Promise<void>;
   /** Worker threads in this process step through shared memory (coordinator/shared-step.ts). */
   sharedStep?: SharedStep;
+  /** Worker threads in this process exchange synchronized BatchNorm's sums in shared memory (worker/bn-board.ts). */
+  bnBoard?: BnBoardHost;
 }
 
 export interface JobOptions {
@@ -105,6 +108,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     ...(data.fingerprint ? { localData: { fingerprint: data.fingerprint, seed: config.seed, ...(config.limitTrain ? { limitTrain: config.limitTrain } : {}), ...(config.limitTest ? { limitTest: config.limitTest } : {}) } } : {}),
   }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize, batchNormChannels: trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size) });
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
+  if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
   let outcome: RunOutcome | undefined;
   try {
     const minWorkers = opts.minWorkers ?? 1;

@@ -23,6 +23,7 @@ import type { Membership } from './membership.ts';
 import type { TaskSpec } from './scheduler.ts';
 import { bnRounds, type ExchangeRound } from './bn-rounds.ts';
 import { updateMovingStats } from './moving-stats.ts';
+import type { BnBoardHost } from '../worker/bn-board.ts';
 
 /** The smallest slice in 'local' mode: below it, a slice's batch statistics are too noisy to normalize with. */
 export const BN_MIN_SLICE = 8;
@@ -60,6 +61,8 @@ export class StepSync {
   readonly batchNormChannels: readonly number[];
   private readonly momentum: number;
   private readonly hasDropout: boolean;
+  /** In-process: the threads exchange BatchNorm sums in shared memory (worker/bn-board.ts). */
+  board: BnBoardHost | undefined;
 
   constructor(model: ModelName, private readonly opts: { seed: number; mode: 'exact' | 'stats'; stepTimeoutMs: number; log: Logger }) {
     const t = modelTraits(model);
@@ -87,7 +90,7 @@ export class StepSync {
 
   /** Tells each slice where its samples sit and how to normalize; opens the step's round if it needs one. */
   annotate(tasks: TaskSpec[], step: number, plan: StepPlan): ExchangeRound | undefined {
-    const round = plan.mode === 'sync' && tasks.length > 1 ? bnRounds.start(tasks.length, this.batchNormChannels) : undefined;
+    const round = plan.mode === 'sync' && tasks.length > 1 ? bnRounds.start(tasks.length, this.batchNormChannels, this.board) : undefined;
     const batchNorm: TaskBatchNorm | undefined =
       plan.mode === 'sync' ? { mode: 'sync', round: round?.id ?? 0, timeoutMs: this.opts.stepTimeoutMs } : plan.mode === 'local' ? { mode: 'local' } : undefined;
     let first = 0;

@@ -28,6 +28,7 @@ import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
 import { writeJson, type EpochRecord, type History, type Metrics } from './run-files.ts';
+import type { BnBoardHost } from '../worker/bn-board.ts';
 
 export interface StepEvent {
   epoch: number;
@@ -140,6 +141,11 @@ export class Trainer {
     // Dropout or BatchNorm step through messages (docs/batchnorm.md).
     if (this.stepSync.needsMessages) return;
     this.sharedStep = shared;
+  }
+
+  /** In-process: synchronized BatchNorm exchanges through the threads' shared board (worker/bn-board.ts), not messages. */
+  useBnBoard(board: BnBoardHost): void {
+    this.stepSync.board = board;
   }
 
   /** Restores weights, optimizer and position from the run folder's checkpoint, if there is one. */

@@ -36,7 +36,7 @@ export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
 export async function trainInProcess(
   config: TrainConfig,
   data: DatasetSplits,
-  opts: { resume?: boolean; sharedMemory?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void } = {},
+  opts: { resume?: boolean; sharedMemory?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void } = {},
 ): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean }> {
   const log = silentLogger();
   const membership = new Membership(log);
@@ -52,8 +52,11 @@ export async function trainInProcess(
     welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: config.model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
     // The shared-memory step is what `dtrain train` runs; `sharedMemory: false` keeps every step as messages.
     sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize },
+    // As `dtrain train`; `bnBoard: false` keeps synchronized BatchNorm's exchanges as messages.
+    batchNormChannels: opts.bnBoard === false ? [] : trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size),
   });
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
+  if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
   try {
     trainer.backendName = pool.backend.name;
     const outcome = await trainer.run();

@@ -11,9 +11,10 @@ import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WorkerM
 import type { BackendFallbackMessage } from './backend-fallback.ts';
 import type { ThreadInit } from './thread.ts';
 import type { SharedAttachMessage } from './shared-step-server.ts';
+import type { BnBoardAttachMessage } from './bn-board.ts';
 import { createExchangeBuffer, ExchangeHost, type ExchangeRequest } from './bn-exchange-channel.ts';
 
-export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | BackendFallbackMessage | ExchangeRequest;
+export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage | ExchangeRequest;
 
 export class WorkerLostError extends DtrainError {
   constructor(message: string) {
@@ -100,6 +101,13 @@ export class ComputeThread {
   /** Maps the shared-memory step's memory (coordinator/shared-step.ts); resolves once it serves. */
   async attachShared(msg: SharedAttachMessage): Promise<void> {
     const ready = this.next('shared_ready');
+    this.thread.postMessage(msg);
+    await ready;
+  }
+
+  /** Has the thread exchange BatchNorm sums on the board (worker/bn-board.ts) from now on. */
+  async attachBnBoard(msg: BnBoardAttachMessage): Promise<void> {
+    const ready = this.next('bn_board_ready');
     this.thread.postMessage(msg);
     await ready;
   }

@@ -10,6 +10,7 @@ import { WorkerSession } from './session.ts';
 import { ExchangeClient } from './bn-exchange-channel.ts';
 import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from './backend-fallback.ts';
 import { SharedStepServer, type SharedAttachMessage } from './shared-step-server.ts';
+import { BnBoardClient, type BnBoardAttachMessage } from './bn-board.ts';
 
 export interface ThreadInit {
   backend: BackendChoice;
@@ -31,18 +32,23 @@ if (exchangeBuffer) {
 /** Messages and shared-step commands run one at a time, in arrival order. */
 let queue: Promise<void> = Promise.resolve();
 
-function post(message: WorkerMessage | { type: 'fatal'; message: string } | { type: 'shared_ready' } | BackendFallbackMessage): void {
+function post(message: WorkerMessage | { type: 'fatal'; message: string } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage): void {
   const transfer = message.type === 'result' && message.gradients ? [message.gradients.buffer as ArrayBuffer] : [];
   port.postMessage(message, transfer);
 }
 
-async function handle(msg: CoordinatorMessage | SharedAttachMessage, backendName: string): Promise<void> {
+async function handle(msg: CoordinatorMessage | SharedAttachMessage | BnBoardAttachMessage, backendName: string): Promise<void> {
   try {
     if (msg.type === 'shared_attach') {
       // The shared-memory step (coordinator/shared-step.ts): commands arrive through Atomics, and
       // run in the same order as messages.
       void new SharedStepServer(msg, session, (job) => (queue = queue.then(job))).serve();
       post({ type: 'shared_ready' });
+    } else if (msg.type === 'bn_board_attach') {
+      // In-process: synchronized BatchNorm meets the other threads in shared memory, not through messages.
+      const board = new BnBoardClient(msg);
+      session.bnExchange = (request, timeoutMs) => board.exchange(request, timeoutMs);
+      post({ type: 'bn_board_ready' });
     } else if (msg.type === 'welcome') {
       session.welcome(msg);
       post({ type: 'ready', backend: backendName });

@@ -168,10 +168,10 @@ export function registerTrainCommand(program: Command): void {
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
       startWorkers: async (membership, welcome, expect) => {
         const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize };
-        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory });
+        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels });
         const sel = started.backend;
         log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, kernels: sel.kernels, adapter: sel.adapter }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.kernels ? `, kernels: ${sel.kernels.set}` : ''}${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
-        return { backend: () => sel.name, stop: started.stop, sharedStep: started.sharedStep };
+        return { backend: () => sel.name, stop: started.stop, sharedStep: started.sharedStep, bnBoard: started.bnBoard };
       },
     });
     progress?.stop();

@@ -1,0 +1,94 @@
+/**
+ * The board's arithmetic and its round bookkeeping, from one thread: a slice that would have to
+ * wait for its partners is given a 1 ms timeout (its lane and its count stay on the board), and
+ * the last slice to arrive combines. Threads meeting for real, and a thread lost while others
+ * wait: test/any-k.test.ts (in-process runs use the board).
+ */
+import { describe, expect, it } from 'vitest';
+import { BnBoardClient, BnBoardHost, createBnBoard } from './bn-board.ts';
+import { ExchangeRounds } from '../coordinator/bn-rounds.ts';
+import { float64ToBytes } from '../common/codec.ts';
+import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT } from '../common/bn-sync-errors.ts';
+import type { BnSumsMessage } from '../common/protocol.ts';
+
+function sums(round: number, firstSample: number, phase: 'forward' | 'backward', values: number[], layer = 0): BnSumsMessage {
+  return { type: 'bn_sums', round, taskId: firstSample + 100, firstSample, layer, phase, sums: float64ToBytes(Float64Array.from(values)) };
+}
+
+/** A board for `threads` threads and BatchNorm layers of these channels, with one client per thread. */
+function board(channels: number[], threads: number) {
+  const host = new BnBoardHost(createBnBoard(channels, threads));
+  const clients = Array.from({ length: threads }, (_, i) => new BnBoardClient(host.attachMessage(i)));
+  return { host, clients };
+}
+
+function errorCode(f: () => unknown): string | undefined {
+  try {
+    f();
+  } catch (err) {
+    return (err as { code?: string }).code;
+  }
+  return undefined;
+}
+
+describe('the BatchNorm board', () => {
+  it('gives a slice that arrives last the combined moments, and keeps the earlier slices counted', () => {
+    const { host, clients } = board([1], 2);
+    host.open(1, 2);
+    // Slice A = 2 values with mean 1, M2 2 ([0, 2]); slice B = 2 values with mean 11, M2 2 ([10, 12]).
+    expect(errorCode(() => clients[0].exchange(sums(1, 0, 'forward', [2, 1, 2]), 1))).toBe(BN_SYNC_TIMEOUT);
+    // Whole: n 4, mean 6, M2 = 36 + 16 + 16 + 36 = 104.
+    expect(Array.from(clients[1].exchange(sums(1, 2, 'forward', [2, 11, 2]), 1000))).toEqual([4, 6, 104]);
+  });
+
+  it('adds in the order of the slices\' first samples, exactly as the message path does', async () => {
+    const parts = [sums(1, 8, 'backward', [0.1, 1e16]), sums(1, 0, 'backward', [0.2, 1]), sums(1, 4, 'backward', [0.3, -1e16])];
+    const { host, clients } = board([1], 3);
+    host.open(1, 3);
+    expect(errorCode(() => clients[0].exchange(parts[0], 1))).toBe(BN_SYNC_TIMEOUT);
+    expect(errorCode(() => clients[1].exchange(parts[1], 1))).toBe(BN_SYNC_TIMEOUT);
+    const onBoard = clients[2].exchange(parts[2], 1000);
+    // In slice order (0, 4, 8): 1 + (−1e16) + 1e16 = 0 in float64; in arrival order it would be 1.
+    expect(Array.from(onBoard)).toEqual([0.2 + 0.3 + 0.1, 0]);
+    const rounds = new ExchangeRounds();
+    const r = rounds.start(3, [1]);
+    const byMessages = await Promise.all(parts.map((p) => rounds.contribute({ ...p, round: r.id })));
+    expect(Array.from(onBoard)).toEqual(Array.from(byMessages[0]));
+  });
+
+  it('keeps each layer and phase apart', () => {
+    const { host, clients } = board([1, 2], 1);
+    host.open(3, 1);
+    expect(Array.from(clients[0].exchange(sums(3, 0, 'backward', [5, 6, 7, 8], 1), 1000))).toEqual([5, 6, 7, 8]);
+    expect(Array.from(clients[0].exchange(sums(3, 0, 'forward', [1, 2, 0], 0), 1000))).toEqual([1, 2, 0]);
+    expect(Array.from(clients[0].exchange(sums(3, 0, 'forward', [1, 2, 3, 0, 0], 1), 1000))).toEqual([1, 2, 3, 0, 0]);
+  });
+
+  it('refuses a slice of an ended round, and one of an earlier round once the next is open', () => {
+    const { host, clients } = board([1], 2);
+    host.open(5, 2);
+    expect(errorCode(() => clients[0].exchange(sums(5, 0, 'forward', [1, 1, 0]), 1))).toBe(BN_SYNC_TIMEOUT);
+    host.end(5);
+    expect(errorCode(() => clients[1].exchange(sums(5, 1, 'forward', [1, 2, 0]), 1000))).toBe(BN_SYNC_ABORTED);
+    host.open(6, 2);
+    expect(errorCode(() => clients[1].exchange(sums(5, 1, 'forward', [1, 2, 0]), 1000))).toBe(BN_SYNC_ABORTED);
+    // Round 5's lane of thread 0 does not count towards round 6: thread 1 alone is one of two.
+    expect(errorCode(() => clients[1].exchange(sums(6, 1, 'forward', [1, 2, 0]), 1))).toBe(BN_SYNC_TIMEOUT);
+  });
+
+  it('refuses sums that do not fit the layer', () => {
+    const { host, clients } = board([2], 1);
+    host.open(1, 1);
+    expect(errorCode(() => clients[0].exchange(sums(1, 0, 'forward', [1, 2, 3]), 1000))).toBe('DTRAIN_ERR_BN_SYNC_UNSUPPORTED');
+    expect(errorCode(() => clients[0].exchange(sums(1, 0, 'forward', [1, 2, 3, 4, 5], 1), 1000))).toBe('DTRAIN_ERR_BN_SYNC_UNSUPPORTED');
+  });
+
+  it('opens and ends with the owner\'s round', () => {
+    const { host, clients } = board([1], 1);
+    const rounds = new ExchangeRounds();
+    const r = rounds.start(1, [1], host);
+    expect(Array.from(clients[0].exchange(sums(r.id, 0, 'backward', [1, 2]), 1000))).toEqual([1, 2]);
+    r.close();
+    expect(errorCode(() => clients[0].exchange(sums(r.id, 0, 'backward', [1, 2]), 1000))).toBe(BN_SYNC_ABORTED);
+  });
+});
