@@ -71,6 +71,8 @@ describe('the same result with 1 and 3 workers after 20 steps (cpu backend)', ()
     // partial sum is 1e5 times larger, so the slicing moves them by ~1e-6 (step 1); by step 18 such
     // a difference tips a relu or max-pool comparison, and one gradient jumps (docs/batchnorm.md).
     // Measured 2026-11-30: 1.0e-4 after 20 steps, test probabilities within 2.9e-5, losses within 8.1e-6.
+    // A single worker whose learning rate differs by 1 part in 1e7 ends 2.45e-5 away from itself:
+    // the training amplifies any float32-sized perturbation (docs/batchnorm.md, "How sensitive").
     expect(maxAbsDiff(one.weights, three.weights)).toBeLessThan(1e-3);
     expect(maxAbsDiff(probabilities('cnn-bn', one.weights, data), probabilities('cnn-bn', three.weights, data))).toBeLessThan(1e-4);
   });
