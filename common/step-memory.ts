@@ -12,9 +12,9 @@
  * Keeping the previous weights and moments intact until the step is complete is what lets a step
  * whose thread died during the reduction be redone from the same inputs.
  *
- * Control (Int32Array, one 64-byte line per thread after a global block): a command sequence word
- * the thread waits on, the command's fields, a done word the owning thread waits on, and the
- * result. Float64 scalars (Adam's bias corrections, 1/count, loss) live in a parallel Float64Array.
+ * Control (Int32Array, two 64-byte lines per thread after a global block): a command sequence word
+ * the thread waits on, the command's fields (with the slice's sample position and BatchNorm mode,
+ * for models with Dropout or BatchNorm), a done word the owning thread waits on, and the result. Float64 scalars (Adam's bias corrections, 1/count, loss) live in a parallel Float64Array.
  */
 import { IMAGE_BYTES } from './data/types.ts';
 import { ShapeError } from './errors.ts';
@@ -49,7 +49,7 @@ export const CTL = {
   slotsUsed: 0,
   /** slotCount[k] at slotCounts + k, then slot k's expected thread (StepMemory.slotOwner). */
   slotCounts: 16,
-  // per thread (16 int32 = one line)
+  // per thread (THREAD_INTS int32 = two lines)
   cmdSeq: 0,
   op: 1,
   slot: 2,
@@ -64,7 +64,22 @@ export const CTL = {
   errorLength: 11,
   /** 1 while the thread sleeps on cmdSeq (so a command needs a notify), 0 while it works or spins. */
   sleeping: 12,
+  taskId: 13,
+  /** 1 when the slice has a sample position (seed, step, firstSample: its Dropout masks), else 0. */
+  hasPosition: 14,
+  seed: 15,
+  stepNo: 16,
+  firstSample: 17,
+  /** BN_MODE: how the slice's BatchNorm normalizes; with sync, the round (0: none) and its timeout. */
+  bnMode: 18,
+  bnRound: 19,
+  bnTimeoutMs: 20,
 } as const;
+
+const THREAD_INTS = 32;
+
+/** CTL.bnMode's values: the task's TaskBatchNorm (none: the model has no BatchNorm). */
+export const BN_MODE = { none: 0, sync: 1, local: 2 } as const;
 
 /** Float64 control indices: global, then per thread at f64Base(t) + field. */
 export const F64 = {
@@ -85,6 +100,8 @@ export const F64 = {
 
 export const STATUS = { ok: 0, failed: 1 } as const;
 const ERROR_BYTES = 512;
+/** The failure's error code, then this, then its message, in a thread's error bytes. */
+const CODE_END = '\n';
 
 function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
@@ -175,7 +192,7 @@ export class StepMemory {
   }
 
   private static controlPlan(shape: StepMemoryShape) {
-    const ints = alignUp(CTL.slotCounts + 2 * shape.slots, 16) + 16 * shape.threads;
+    const ints = alignUp(CTL.slotCounts + 2 * shape.slots, 16) + THREAD_INTS * shape.threads;
     const f64Offset = alignUp(ints * 4, LINE);
     const floats = 8 + 8 * shape.threads;
     const errorOffset = alignUp(f64Offset + floats * 8, LINE);
@@ -210,7 +227,7 @@ export class StepMemory {
 
   /** Index of thread t's first control int. */
   threadBase(t: number): number {
-    return this.globalInts + 16 * t;
+    return this.globalInts + THREAD_INTS * t;
   }
 
   f64Base(t: number): number {
@@ -218,16 +235,18 @@ export class StepMemory {
   }
 
   /** Stores a failure message for the owning thread to read (truncated to fit). */
-  writeError(t: number, message: string): void {
-    const bytes = new TextEncoder().encode(message).subarray(0, ERROR_BYTES);
+  writeError(t: number, message: string, code = 'DTRAIN_ERR_THREAD_STEP'): void {
+    const bytes = new TextEncoder().encode(code + CODE_END + message).subarray(0, ERROR_BYTES);
     new Uint8Array(this.control, StepMemory.controlPlan(this.shape).errorOffset + t * ERROR_BYTES, ERROR_BYTES).set(bytes);
     this.ctl[this.threadBase(t) + CTL.errorLength] = bytes.length;
   }
 
-  readError(t: number): string {
+  readError(t: number): { code: string; message: string } {
     const n = this.ctl[this.threadBase(t) + CTL.errorLength];
     const at = StepMemory.controlPlan(this.shape).errorOffset + t * ERROR_BYTES;
-    return new TextDecoder().decode(new Uint8Array(this.control, at, n).slice());
+    const text = new TextDecoder().decode(new Uint8Array(this.control, at, n).slice());
+    const end = text.indexOf(CODE_END);
+    return end < 0 ? { code: 'DTRAIN_ERR_THREAD_STEP', message: text } : { code: text.slice(0, end), message: text.slice(end + 1) };
   }
 }
 

@@ -124,8 +124,8 @@ describe('StepMemory', () => {
     const mem = StepMemory.create({ trainable: 10, stats: 2, slots: 2, slotSamples: 3, threads: 2 });
     const other = StepMemory.attach(structuredClone(mem.init));
     other.gradients[1][9] = 42;
-    other.writeError(1, 'out of memory');
+    other.writeError(1, 'out of memory', 'DTRAIN_ERR_OOM');
     expect(mem.gradients[1][9]).toBe(42);
-    expect(mem.readError(1)).toBe('out of memory');
+    expect(mem.readError(1)).toEqual({ code: 'DTRAIN_ERR_OOM', message: 'out of memory' });
   });
 });

@@ -19,7 +19,7 @@ import type { Adam } from '../common/adam.ts';
 import { DtrainError } from '../common/errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
-import { CTL, F64, OP, STATUS, StepMemory, publish, stripes, waitWhileEqual, type StepMemoryShape } from '../common/step-memory.ts';
+import { BN_MODE, CTL, F64, OP, STATUS, StepMemory, publish, stripes, waitWhileEqual, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import type { SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
@@ -66,6 +66,12 @@ export class SharedStep {
   private applied: ResultMessage | undefined;
   /** Milliseconds the compute thread spent on this step's reduction and Adam inside its trainApply command; 0 otherwise. */
   fusedOptimizerMs = 0;
+  /**
+   * Models with BatchNorm: moves the moving statistics (`moving`, the next weights' statistics,
+   * holding the current ones) from the slots' batch statistics, on the owning thread (a few hundred
+   * values); the stripes then leave the statistics alone. Without it the stripes average them.
+   */
+  movingStats: ((moving: Float32Array, slices: { count: number; stats: Float32Array }[]) => void) | undefined;
 
   /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
   constructor(shape: StepMemoryShape, private readonly simd: boolean) {
@@ -140,17 +146,19 @@ export class SharedStep {
   async train(index: number, slot: number, task: TaskMessage): Promise<ResultMessage> {
     const { ctl, f64 } = this.mem;
     const b = this.mem.threadBase(index);
+    await this.idle(index);
     const fused = this.stepSlots === 1 && this.adam !== undefined;
     this.applied = undefined;
     ctl[b + CTL.op] = fused ? OP.trainApply : OP.train;
     ctl[b + CTL.slot] = slot;
     ctl[b + CTL.count] = task.labels.length;
     ctl[b + CTL.parity] = this.parity;
+    SharedStep.writeTask(ctl, b, task);
     if (fused) {
       this.prepareReduction([task.labels.length]);
       ctl[b + CTL.from] = 0;
       ctl[b + CTL.to] = this.mem.adamSpan;
-      ctl[b + CTL.doStats] = 1;
+      ctl[b + CTL.doStats] = this.movingStats ? 0 : 1;
     }
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
@@ -163,6 +171,20 @@ export class SharedStep {
       this.fusedOptimizerMs = f64[fb + F64.optimizerMs];
     }
     return result;
+  }
+
+  /** The task's sample position and BatchNorm mode, into thread block `b` (read back by SharedStepServer). */
+  private static writeTask(ctl: Int32Array, b: number, task: TaskMessage): void {
+    ctl[b + CTL.taskId] = task.taskId;
+    const p = task.position;
+    ctl[b + CTL.hasPosition] = p ? 1 : 0;
+    ctl[b + CTL.seed] = p ? p.seed | 0 : 0;
+    ctl[b + CTL.stepNo] = p ? p.step : 0;
+    ctl[b + CTL.firstSample] = p ? p.firstSample : 0;
+    const bn = task.batchNorm;
+    ctl[b + CTL.bnMode] = !bn ? BN_MODE.none : bn.mode === 'sync' ? BN_MODE.sync : BN_MODE.local;
+    ctl[b + CTL.bnRound] = bn?.mode === 'sync' ? bn.round : 0;
+    ctl[b + CTL.bnTimeoutMs] = bn?.mode === 'sync' ? bn.timeoutMs : 0;
   }
 
   /** The slot counts and the scalars of phase 2 (1/count, Adam's bias corrections) for the next Adam step. */
@@ -218,15 +240,19 @@ export class SharedStep {
       const live = this.alive.flatMap((a, i) => (a ? [i] : []));
       if (live.length === 0) throw new NoWorkersError('Every worker thread has failed; nothing is left to train with. See the worker_left lines above for why.');
       const parts = stripes(this.mem.adamSpan, live.length);
-      const runs = live.map((index, i) => {
+      const runs = live.map(async (index, i) => {
         const b = this.mem.threadBase(index);
-        ctl[b + CTL.op] = OP.reduce;
-        ctl[b + CTL.from] = parts[i].from;
-        ctl[b + CTL.to] = parts[i].to;
-        // The last stripe holds Adam's padding lanes, which overlap the statistics: same thread, after.
-        ctl[b + CTL.doStats] = i === live.length - 1 ? 1 : 0;
-        ctl[b + CTL.parity] = this.parity;
-        return withTimeout(this.command(index), stepTimeoutMs, `thread ${index + 1}'s share of the reduction`);
+        const reduce = async () => {
+          await this.idle(index);
+          ctl[b + CTL.op] = OP.reduce;
+          ctl[b + CTL.from] = parts[i].from;
+          ctl[b + CTL.to] = parts[i].to;
+          // The last stripe holds Adam's padding lanes, which overlap the statistics: same thread, after.
+          ctl[b + CTL.doStats] = i === live.length - 1 && !this.movingStats ? 1 : 0;
+          ctl[b + CTL.parity] = this.parity;
+          await this.command(index);
+        };
+        return withTimeout(reduce(), stepTimeoutMs, `thread ${index + 1}'s share of the reduction`);
       });
       const settled = await Promise.allSettled(runs);
       let failed = false;
@@ -238,9 +264,19 @@ export class SharedStep {
       });
       if (!failed) break;
     }
+    this.moveStats(results);
     this.parity = (1 - this.parity) as 0 | 1;
     this.adamStep = t;
     return totals;
+  }
+
+  /** The next weights' statistics: the current ones, moved by this step's slots (movingStats). */
+  private moveStats(results: ResultMessage[]): void {
+    const { trainable, stats } = this.mem.shape;
+    if (!this.movingStats || stats === 0) return;
+    const next = this.mem.weights[1 - this.parity].subarray(trainable, trainable + stats);
+    next.set(this.mem.weights[this.parity].subarray(trainable, trainable + stats));
+    this.movingStats(next, results.map((r, slot) => ({ count: r.count, stats: this.mem.statSums[slot] })));
   }
 
   /** Marks a thread gone: its command in flight (if any) rejects, and it gets no more stripes. */
@@ -251,6 +287,18 @@ export class SharedStep {
     reject?.(new WorkerLostError(reason));
     // Wakes the wait on its completion word, which then sees it was abandoned.
     publish(this.mem.ctl, this.mem.threadBase(index) + CTL.doneSeq, this.seqs[index]);
+  }
+
+  /**
+   * Resolves once thread `index` has finished its last command. A step abandoned mid-way (its
+   * BatchNorm round aborted because another thread left) stops waiting for its commands, but a
+   * thread may still be running one: its command fields must not change under it, nor may its
+   * completion be taken for the next command's.
+   */
+  private idle(index: number): Promise<void> {
+    const done = this.mem.threadBase(index) + CTL.doneSeq;
+    if (!this.alive[index] || Atomics.load(this.mem.ctl, done) === this.seqs[index]) return Promise.resolve();
+    return waitWhileEqual(this.mem.ctl, done, this.seqs[index] - 1);
   }
 
   private command(index: number): Promise<void> {
@@ -265,7 +313,11 @@ export class SharedStep {
         if (this.rejecters[index] !== reject) return; // failed meanwhile
         this.rejecters[index] = undefined;
         if (ctl[b + CTL.status] === STATUS.ok) resolve();
-        else reject(new DtrainError('DTRAIN_ERR_THREAD_STEP', `thread ${index + 1} failed its shared-memory step: ${this.mem.readError(index)}`, { expected: false }));
+        else {
+          // The thread's own code: an abandoned BatchNorm round (BN_SYNC_ABORTED) is nobody's fault.
+          const e = this.mem.readError(index);
+          reject(new DtrainError(e.code, `thread ${index + 1} failed its shared-memory step: ${e.message}`, { expected: false }));
+        }
       });
     });
   }

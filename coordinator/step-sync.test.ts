@@ -57,7 +57,7 @@ describe('step planning for BatchNorm and Dropout', () => {
     expect(tasks[1]).toMatchObject({ position: { seed: 42, step: 3, firstSample: 2 } });
     expect(tasks[1].batchNorm).toBeUndefined();
     const mlp = new StepSync('mlp', opts);
-    expect(mlp.needsMessages).toBe(false);
+    expect(mlp.needsPosition).toBe(false);
     const plain = slices([2]);
     mlp.annotate(plain, 3, mlp.plan(2, pool(['wasm'])));
     expect(plain[0].position).toBeUndefined();

@@ -75,8 +75,8 @@ export class StepSync {
     return this.batchNormChannels.length > 0;
   }
 
-  /** Whether slices need their sample position or BatchNorm mode: then steps go as messages. */
-  get needsMessages(): boolean {
+  /** Whether slices are told their sample position (Dropout's masks; BatchNorm's exchange order). */
+  get needsPosition(): boolean {
     return this.hasBatchNorm || this.hasDropout;
   }
 
@@ -95,7 +95,7 @@ export class StepSync {
       plan.mode === 'sync' ? { mode: 'sync', round: round?.id ?? 0, timeoutMs: this.opts.stepTimeoutMs } : plan.mode === 'local' ? { mode: 'local' } : undefined;
     let first = 0;
     for (const t of tasks) {
-      if (this.needsMessages) t.position = { seed: this.opts.seed >>> 0, step, firstSample: first };
+      if (this.needsPosition) t.position = { seed: this.opts.seed >>> 0, step, firstSample: first };
       if (batchNorm) t.batchNorm = batchNorm;
       first += t.labels.length;
     }
@@ -136,8 +136,12 @@ export class StepSync {
 
   /** Moves the moving statistics (`moving`: the layout's non-trainable part) once, from the results' slice moments. */
   updateMovingStats(moving: Float32Array, results: readonly ResultMessage[]): void {
+    this.moveStats(moving, results.filter((r) => r.stats).map((r) => ({ count: r.count, stats: bytesToFloats(r.stats!) })));
+  }
+
+  /** The same from the slices' statistics as arrays (the shared-memory step's slots). */
+  moveStats(moving: Float32Array, slices: { count: number; stats: Float32Array }[]): void {
     if (!this.hasBatchNorm) return;
-    const slices = results.filter((r) => r.stats).map((r) => ({ count: r.count, stats: bytesToFloats(r.stats!) }));
     updateMovingStats(moving, this.batchNormChannels, slices, this.momentum);
   }
 }

@@ -137,10 +137,9 @@ export class Trainer {
    * for checkpoints and evaluations.
    */
   useSharedStep(shared: SharedStep): void {
-    // The shared-memory step carries neither sample positions nor BatchNorm exchanges: models with
-    // Dropout or BatchNorm step through messages (docs/batchnorm.md).
-    if (this.stepSync.needsMessages) return;
     this.sharedStep = shared;
+    // BatchNorm's moving statistics move on this thread, from the slots' batch statistics, as on the message path.
+    if (this.stepSync.hasBatchNorm) shared.movingStats = (moving, slices) => this.stepSync.moveStats(moving, slices);
   }
 
   /** In-process: synchronized BatchNorm exchanges through the threads' shared board (worker/bn-board.ts), not messages. */

@@ -21,6 +21,9 @@ export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
  */
 export type BackendFallback = (error: unknown) => Promise<boolean>;
 
+/** What a training slice says beyond its pixels: its sample position and how its BatchNorm normalizes. */
+export type SliceTask = Pick<TaskMessage, 'taskId' | 'position' | 'batchNorm'>;
+
 export class WorkerSession {
   private computer: StepComputer | undefined;
   /** Whether a step has succeeded on this backend: after that, failures are the task's, not the backend's. */
@@ -104,8 +107,8 @@ export class WorkerSession {
    * StepComputer.trainInto). The next message task must bring its weights: this worker's version
    * is forgotten, since the shared weights are not versioned.
    */
-  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
-    return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target));
+  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined, task?: SliceTask): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+    return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target, task ? this.trainOptions(task) : {}));
   }
 
   private withWeights(weights: Float32Array): StepComputer {
@@ -121,7 +124,7 @@ export class WorkerSession {
    * Dropout masks from the task's sample position; BatchNorm as the task says, exchanging sums
    * through `bnExchange` when the task is part of a round (docs/batchnorm.md).
    */
-  private trainOptions(task: TaskMessage): TrainOptions {
+  private trainOptions(task: SliceTask): TrainOptions {
     const bn = task.batchNorm;
     if (bn?.mode === 'local') return { position: task.position, batchNorm: { kind: 'local' } };
     if (!bn || bn.round === 0) return { position: task.position, batchNorm: { kind: 'sync' } };
