@@ -12,6 +12,7 @@ import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
 import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, type NormalizedBatch } from './layers/sync-batch-norm.ts';
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
 import { hostFloats } from '../common/host-floats.ts';
+import { DirectBackprop } from './direct-backprop.ts';
 
 export interface TrainResult {
   count: number;
@@ -101,13 +102,17 @@ export class StepComputer {
   private readonly trainable: tfc.Variable[];
   /** BatchNorm layers in model order; their moving statistics are the layout's non-trainable weights, in this order. */
   private readonly batchNorms: tfl.layers.Layer[];
+  /** Models without Dropout or BatchNorm skip tfjs's tape where the backend reads synchronously (direct-backprop.ts). */
+  private readonly direct: DirectBackprop | undefined;
 
-  constructor(readonly modelName: ModelName, private preprocessing: Preprocessing) {
+  /** `options.tape`: always record on tfjs's tape (tests and benchmarks compare the two paths). */
+  constructor(readonly modelName: ModelName, private preprocessing: Preprocessing, options: { tape?: boolean } = {}) {
     this.model = buildModel(modelName);
     this.layout = weightLayout(this.model);
     this.flatInput = MODEL_SPECS[modelName].input === 'flat-standardized';
     this.trainable = this.model.trainableWeights.map((w) => (w as unknown as { val: tfc.Variable }).val);
     this.batchNorms = this.model.layers.filter((l) => l.getClassName() === 'BatchNormalization');
+    this.direct = options.tape ? undefined : DirectBackprop.plan(this.model);
     const statNames = this.batchNorms.flatMap((l) => l.nonTrainableWeights.map((w) => w.name));
     if (statNames.join() !== this.model.nonTrainableWeights.map((w) => w.name).join()) {
       throw new ShapeError(`Expected ${modelName}'s non-trainable weights to be its BatchNorm statistics in layer order (${statNames.join(', ')}), but they are ${this.model.nonTrainableWeights.map((w) => w.name).join(', ')}.`);
@@ -187,6 +192,10 @@ export class StepComputer {
   private forwardBackward(images: Uint8Array, labels: Uint8Array, opts: TrainOptions): { value: Tensor; probs: Tensor; grads: Tensor[]; stats: Tensor[] } {
     const count = labels.length;
     const x = this.inputs(images, count);
+    if (this.direct && DirectBackprop.backendSupported()) {
+      const r = this.direct.forwardBackward(x, labels);
+      return { value: tf.scalar(r.lossSum), probs: r.probs, grads: this.trainable.map((v) => r.grads.get(v)!), stats: [] };
+    }
     const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
     let probs: Tensor | undefined;
     const stats: Tensor[] = [];

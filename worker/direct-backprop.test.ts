@@ -1,0 +1,113 @@
+/**
+ * The direct backward pass against tfjs's tape: the same loss, probabilities and gradients for mlp
+ * and lenet, on the cpu backend (fixed summation order) and on wasm with the kernels dtrain installs,
+ * including rows whose label probability the loss clips; no tensor left behind.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { tf } from '../common/tf.ts';
+import { selectBackend } from '../common/backend.ts';
+import { StepComputer, type TrainResult } from './compute.ts';
+import { DirectBackprop } from './direct-backprop.ts';
+import { buildModel, type ModelName } from '../common/models.ts';
+import { initialWeights } from '../common/weights.ts';
+import { generateSynthetic } from '../common/data/synthetic.ts';
+import { fitStandardization, type Preprocessing } from '../common/data/preprocess.ts';
+
+function data(n: number) {
+  return generateSynthetic(Uint32Array.from({ length: n }, (_, i) => i), 'dev', 11);
+}
+
+/** Worst |a − b| over one weight's gradient, relative to the largest |b| of that weight. */
+function worstRelative(a: Float32Array, b: Float32Array, layout: StepComputer['layout']): { error: number; weight: string } {
+  let worst = { error: 0, weight: '' };
+  for (const e of layout.entries.filter((x) => x.offset < layout.trainableSize)) {
+    let diff = 0;
+    let scale = 0;
+    for (let i = e.offset; i < e.offset + e.size; i++) {
+      diff = Math.max(diff, Math.abs(a[i] - b[i]));
+      scale = Math.max(scale, Math.abs(b[i]));
+    }
+    const error = scale === 0 ? diff : diff / scale;
+    if (error > worst.error) worst = { error, weight: e.name };
+  }
+  return worst;
+}
+
+/** One step of `model` through the direct path and through the tape, from the same weights and batch. */
+async function bothPaths(model: ModelName, weights: (w: Float32Array, c: StepComputer) => void = () => {}) {
+  const set = data(24);
+  const prep: Preprocessing = model === 'mlp' ? fitStandardization(set) : { kind: 'scale' };
+  const direct = new StepComputer(model, prep);
+  const tape = new StepComputer(model, prep, { tape: true });
+  const w = initialWeights(direct.layout, 5);
+  weights(w, direct);
+  direct.setWeights(w);
+  tape.setWeights(w);
+  const a = await direct.train(set.images, set.labels);
+  const b = await tape.train(set.images, set.labels);
+  const copy = (r: TrainResult) => ({ ...r, gradientSum: r.gradientSum.slice() });
+  const result = { direct: copy(a), tape: copy(b), layout: direct.layout, computer: direct };
+  tape.dispose();
+  return result;
+}
+
+describe('the direct backward pass', () => {
+  afterAll(async () => {
+    await selectBackend('wasm');
+  });
+
+  it('takes mlp and lenet, and leaves models with Dropout or BatchNorm to the tape', () => {
+    const planned = (m: ModelName) => {
+      const model = buildModel(m);
+      const p = DirectBackprop.plan(model);
+      model.dispose();
+      return p !== undefined;
+    };
+    expect(['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'].map((m) => planned(m as ModelName))).toEqual([true, true, false, false]);
+  });
+
+  for (const backend of ['cpu', 'wasm'] as const) {
+    for (const model of ['mlp', 'lenet'] as const) {
+      it(`gives ${model} the tape's loss, predictions and gradients (${backend})`, { timeout: 60_000 }, async () => {
+        await selectBackend(backend);
+        const { direct, tape, layout, computer } = await bothPaths(model);
+        expect(Math.abs(direct.lossSum - tape.lossSum) / tape.lossSum).toBeLessThan(1e-6);
+        expect(direct.correct).toBe(tape.correct);
+        const worst = worstRelative(direct.gradientSum, tape.gradientSum, layout);
+        expect(worst.error, worst.weight).toBeLessThan(1e-5);
+        expect(direct.gradientSum.some((g) => g !== 0)).toBe(true);
+        computer.dispose();
+      });
+    }
+  }
+
+  it('gives no gradient through rows whose label probability the loss clips, as the tape (cpu)', { timeout: 60_000 }, async () => {
+    await selectBackend('cpu');
+    // A last layer 1000 times too large saturates the softmax: most rows' label probability is
+    // below 1e-7 or above 1 − 1e-7, where the clip stops the gradient.
+    const { direct, tape, layout, computer } = await bothPaths('mlp', (w, c) => {
+      const last = c.layout.entries.find((e) => e.name.includes('dense_2') && e.shape.length === 2)!;
+      for (let i = last.offset; i < last.offset + last.size; i++) w[i] *= 1000;
+    });
+    // Saturated: an average loss over 8 needs most label probabilities far below 1e-3, and with
+    // logits 1000 times apart those are far below the clip's 1e-7 (its loss is at most 16.1).
+    expect(direct.lossSum / 24).toBeGreaterThan(8);
+    const worst = worstRelative(direct.gradientSum, tape.gradientSum, layout);
+    expect(worst.error, worst.weight).toBeLessThan(1e-5);
+    expect(Math.abs(direct.lossSum - tape.lossSum) / tape.lossSum).toBeLessThan(1e-6);
+    computer.dispose();
+  });
+
+  it('keeps tf.memory() flat over repeated steps (wasm)', async () => {
+    await selectBackend('wasm');
+    const set = data(8);
+    const c = new StepComputer('lenet', { kind: 'scale' });
+    c.setWeights(initialWeights(c.layout, 2));
+    await c.train(set.images, set.labels);
+    const before = tf.memory();
+    for (let i = 0; i < 5; i++) await c.train(set.images, set.labels);
+    expect(tf.memory().numTensors).toBe(before.numTensors);
+    expect(tf.memory().numBytes).toBe(before.numBytes);
+    c.dispose();
+  });
+});
