@@ -193,7 +193,7 @@ export class StepComputer {
     const count = labels.length;
     const x = this.inputs(images, count);
     if (this.direct && DirectBackprop.backendSupported()) {
-      const r = this.direct.forwardBackward(x, labels);
+      const r = this.direct.forwardBackward(x, labels, opts.position ?? { seed: 0, step: 0, firstSample: 0 });
       return { value: tf.scalar(r.lossSum), probs: r.probs, grads: this.trainable.map((v) => r.grads.get(v)!), stats: [] };
     }
     const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);

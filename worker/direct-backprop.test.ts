@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { tf } from '../common/tf.ts';
 import { selectBackend } from '../common/backend.ts';
-import { StepComputer, type TrainResult } from './compute.ts';
+import { StepComputer, type TrainOptions, type TrainResult } from './compute.ts';
 import { DirectBackprop } from './direct-backprop.ts';
 import { buildModel, type ModelName } from '../common/models.ts';
 import { initialWeights } from '../common/weights.ts';
@@ -34,7 +34,7 @@ function worstRelative(a: Float32Array, b: Float32Array, layout: StepComputer['l
 }
 
 /** One step of `model` through the direct path and through the tape, from the same weights and batch. */
-async function bothPaths(model: ModelName, weights: (w: Float32Array, c: StepComputer) => void = () => {}) {
+async function bothPaths(model: ModelName, weights: (w: Float32Array, c: StepComputer) => void = () => {}, opts: TrainOptions = {}) {
   const set = data(24);
   const prep: Preprocessing = model === 'mlp' ? fitStandardization(set) : { kind: 'scale' };
   const direct = new StepComputer(model, prep);
@@ -43,8 +43,8 @@ async function bothPaths(model: ModelName, weights: (w: Float32Array, c: StepCom
   weights(w, direct);
   direct.setWeights(w);
   tape.setWeights(w);
-  const a = await direct.train(set.images, set.labels);
-  const b = await tape.train(set.images, set.labels);
+  const a = await direct.train(set.images, set.labels, opts);
+  const b = await tape.train(set.images, set.labels, opts);
   const copy = (r: TrainResult) => ({ ...r, gradientSum: r.gradientSum.slice() });
   const result = { direct: copy(a), tape: copy(b), layout: direct.layout, computer: direct };
   tape.dispose();
@@ -56,18 +56,18 @@ describe('the direct backward pass', () => {
     await selectBackend('wasm');
   });
 
-  it('takes mlp and lenet, and leaves models with Dropout or BatchNorm to the tape', () => {
+  it('takes mlp, lenet and cnn-dropout, and leaves the model with BatchNorm to the tape', () => {
     const planned = (m: ModelName) => {
       const model = buildModel(m);
       const p = DirectBackprop.plan(model);
       model.dispose();
       return p !== undefined;
     };
-    expect(['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'].map((m) => planned(m as ModelName))).toEqual([true, true, false, false]);
+    expect(['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'].map((m) => planned(m as ModelName))).toEqual([true, true, true, false]);
   });
 
   for (const backend of ['cpu', 'wasm'] as const) {
-    for (const model of ['mlp', 'lenet'] as const) {
+    for (const model of ['mlp', 'lenet', 'cnn-dropout'] as const) {
       it(`gives ${model} the tape's loss, predictions and gradients (${backend})`, { timeout: 60_000 }, async () => {
         await selectBackend(backend);
         const { direct, tape, layout, computer } = await bothPaths(model);
@@ -80,6 +80,19 @@ describe('the direct backward pass', () => {
       });
     }
   }
+
+  it('drops what the tape drops: cnn-dropout\'s masks come from the slice\'s sample position (cpu)', { timeout: 60_000 }, async () => {
+    await selectBackend('cpu');
+    const position = { seed: 9, step: 4, firstSample: 40 };
+    const { direct, tape, layout, computer } = await bothPaths('cnn-dropout', () => {}, { position });
+    const worst = worstRelative(direct.gradientSum, tape.gradientSum, layout);
+    expect(worst.error, worst.weight).toBeLessThan(1e-5);
+    // Another position draws other masks, so another gradient.
+    const other = await bothPaths('cnn-dropout', () => {}, { position: { ...position, step: 5 } });
+    expect(worstRelative(other.direct.gradientSum, direct.gradientSum, layout).error).toBeGreaterThan(1e-3);
+    computer.dispose();
+    other.computer.dispose();
+  });
 
   it('gives no gradient through rows whose label probability the loss clips, as the tape (cpu)', { timeout: 60_000 }, async () => {
     await selectBackend('cpu');

@@ -1,7 +1,7 @@
 /**
- * Forward and backward of a model made only of Dense, Conv2D, MaxPooling2D and Flatten layers,
- * ending in a softmax Dense layer (mlp, lenet), written out layer by layer instead of recorded on
- * tfjs's tape.
+ * Forward and backward of a model made only of Dense, Conv2D, MaxPooling2D, Flatten and Dropout
+ * layers, ending in a softmax Dense layer (mlp, lenet, cnn-dropout), written out layer by layer
+ * instead of recorded on tfjs's tape.
  *
  * Why: for these models most of a step's kernel calls were bookkeeping. tfjs's `variableGrads`
  * clones every tensor an op saves for its backward pass (one Identity kernel each), and the loss's
@@ -13,13 +13,15 @@
  * rows whose label probability lies within the clip, 0 elsewhere (worker/direct-backprop.test.ts
  * checks both against the tape).
  *
- * It needs the probabilities on the CPU in the middle of the step, so it runs only on backends that
- * read synchronously (cpu, wasm, tensorflow); elsewhere, and for models with Dropout or BatchNorm,
- * StepComputer keeps the tape.
+ * Dropout takes the same per-sample mask as on the tape (layers/seeded-dropout.ts), kept for the
+ * backward pass. It needs the probabilities on the CPU in the middle of the step, so it runs only
+ * on backends that read synchronously (cpu, wasm, tensorflow); elsewhere, and for models with
+ * BatchNorm (whose synchronized op exchanges inside its own gradient), StepComputer keeps the tape.
  */
 import { tf, tfc, tfl, type Tensor } from '../common/tf.ts';
 import { hostFloats } from '../common/host-floats.ts';
 import { NUM_CLASSES } from '../common/models.ts';
+import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
 
 type Activation = 'relu' | 'linear';
 
@@ -27,7 +29,8 @@ type Stage =
   | { kind: 'dense'; kernel: tfc.Variable; bias: tfc.Variable; activation: Activation | 'softmax' }
   | { kind: 'conv'; kernel: tfc.Variable; bias: tfc.Variable; activation: Activation }
   | { kind: 'pool'; size: [number, number]; strides: [number, number] }
-  | { kind: 'flatten' };
+  | { kind: 'flatten' }
+  | { kind: 'dropout'; rate: number };
 
 /** Backends whose tensors can be read in the middle of a step without a device sync. */
 const SYNC_BACKENDS = new Set(['cpu', 'wasm', 'tensorflow']);
@@ -44,6 +47,7 @@ function stageOf(layer: tfl.layers.Layer, last: boolean): Stage | undefined {
   const c = layer.getConfig();
   const kind = layer.getClassName();
   if (kind === 'Flatten') return { kind: 'flatten' };
+  if (kind === 'Dropout') return c.noiseShape == null ? { kind: 'dropout', rate: c.rate as number } : undefined;
   if (kind === 'MaxPooling2D') {
     const size = pair(c.poolSize);
     const strides = pair(c.strides ?? c.poolSize);
@@ -90,15 +94,23 @@ export class DirectBackprop {
    * Loss sum, probabilities and the gradient sums of every stage's kernel and bias, in the caller's
    * tidy. `grads` maps each weight variable to its gradient.
    */
-  forwardBackward(x: Tensor, labels: Uint8Array): { lossSum: number; probs: Tensor; grads: Map<tfc.Variable, Tensor> } {
+  forwardBackward(x: Tensor, labels: Uint8Array, position: SamplePosition): { lossSum: number; probs: Tensor; grads: Map<tfc.Variable, Tensor> } {
     const inputs: Tensor[] = [];
     const outputs: Tensor[] = [];
+    /** Each dropout stage's scaled mask, for its backward pass. */
+    const masks = new Map<number, Tensor>();
     let h = x;
-    for (const s of this.stages) {
+    this.stages.forEach((s, i) => {
       inputs.push(h);
-      h = DirectBackprop.forward(s, h);
+      if (s.kind === 'dropout') {
+        const mask = s.rate > 0 ? tf.tensor(dropoutMask(s.rate, h.shape[0], h.size / h.shape[0], position), h.shape) : undefined;
+        if (mask) masks.set(i, mask);
+        h = mask ? tf.mul(h, mask) : h;
+      } else {
+        h = DirectBackprop.forward(s, h);
+      }
       outputs.push(h);
-    }
+    });
     const probs = h;
     const { lossSum, dz } = DirectBackprop.lossGradient(probs, labels);
     const grads = new Map<tfc.Variable, Tensor>();
@@ -106,12 +118,15 @@ export class DirectBackprop {
     const first = this.stages.findIndex((s) => s.kind === 'dense' || s.kind === 'conv');
     let dy: Tensor = dz;
     for (let i = this.stages.length - 1; i >= first; i--) {
-      dy = this.backward(this.stages[i], inputs[i], outputs[i], dy, grads, i > first, i === this.stages.length - 1);
+      const s = this.stages[i];
+      const mask = masks.get(i);
+      if (s.kind === 'dropout') dy = mask ? tf.mul(dy, mask) : dy;
+      else dy = this.backward(s, inputs[i], outputs[i], dy, grads, i > first, i === this.stages.length - 1);
     }
     return { lossSum, probs, grads };
   }
 
-  private static forward(s: Stage, h: Tensor): Tensor {
+  private static forward(s: Exclude<Stage, { kind: 'dropout' }>, h: Tensor): Tensor {
     switch (s.kind) {
       case 'dense': {
         const z = tf.fused.matMul({ a: h as tfc.Tensor2D, b: s.kernel as tfc.Tensor2D, bias: s.bias, activation: s.activation === 'relu' ? 'relu' : 'linear' });
@@ -147,7 +162,7 @@ export class DirectBackprop {
   }
 
   /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). */
-  private backward(s: Stage, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean): Tensor {
+  private backward(s: Exclude<Stage, { kind: 'dropout' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean): Tensor {
     const engine = tfc.engine();
     switch (s.kind) {
       case 'flatten':
