@@ -57,24 +57,29 @@ describe('the same result with 1 and 3 workers after 20 steps (cpu backend)', ()
     expect(maxAbsDiff(one.weights, three.weights)).toBeLessThan(1e-5);
   });
 
-  it('gives cnn-bn the same loss at every step (within 1e-5), the same weights after 10 steps (1e-5) and close ones after 20', { timeout: 600_000 }, async () => {
+  it('gives cnn-bn the same loss through step 16 (within 1e-5) and after (1e-4), the same weights after 10 steps (1e-5) and close ones after 20', { timeout: 600_000 }, async () => {
     const data = await syntheticData(480, 50);
     const one = await train('cnn-bn', 1, data);
     const three = await train('cnn-bn', 3, data);
     expect(one.losses).toHaveLength(20);
-    one.losses.forEach((l, i) => expect(Math.abs(three.losses[i] - l) / l, `step ${i + 1}`).toBeLessThan(1e-5));
+    // Steps 17-20 come after the relu or max-pool comparison that tips (below): their losses part.
+    one.losses.forEach((l, i) => expect(Math.abs(three.losses[i] - l) / l, `step ${i + 1}`).toBeLessThan(i < 16 ? 1e-5 : 1e-4));
     expect(maxAbsDiff(one.weightsAtStep10, initialWeights(weightLayout(buildModel('cnn-bn')), 42))).toBeGreaterThan(1e-3);
     // Measured 2026-11-30: 1.2e-6 after 10 steps (2e-3 after 20 before the biases before each
     // BatchNorm took their gradient from the inactive positions, worker/layers/pre-norm-bias.ts).
     expect(maxAbsDiff(one.weightsAtStep10, three.weightsAtStep10)).toBeLessThan(1e-5);
     // Not 1e-5 after 20 steps: a few gradients sit at Adam's epsilon while each slice's float32
-    // partial sum is 1e5 times larger, so the slicing moves them by ~1e-6 (step 1); by step 18 such
-    // a difference tips a relu or max-pool comparison, and one gradient jumps (docs/batchnorm.md).
-    // Measured 2026-11-30: 1.0e-4 after 20 steps, test probabilities within 2.9e-5, losses within 8.1e-6.
+    // partial sum is 1e5 times larger, so the slicing moves them by ~1e-6 (step 1); by step 17-18
+    // such a difference tips a relu or max-pool comparison, and one gradient jumps (docs/batchnorm.md).
     // A single worker whose learning rate differs by 1 part in 1e7 ends 2.45e-5 away from itself:
     // the training amplifies any float32-sized perturbation (docs/batchnorm.md, "How sensitive").
+    // Measured 2026-11-30 with tfjs's tape: losses within 8.1e-6 at every step, 1.0e-4 after 20
+    // steps, test probabilities within 2.9e-5. With the direct backward pass (worker/direct-backprop.ts:
+    // the same gradients to float32 rounding, summed by fused kernels): losses within 6.9e-7 through
+    // step 16, then 5.1e-6, 1.9e-5, 3.0e-5 and 8.1e-5; weights 2.4e-6 after 10 steps and 1.15e-4
+    // after 20; test probabilities within 8.0e-5.
     expect(maxAbsDiff(one.weights, three.weights)).toBeLessThan(1e-3);
-    expect(maxAbsDiff(probabilities('cnn-bn', one.weights, data), probabilities('cnn-bn', three.weights, data))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(probabilities('cnn-bn', one.weights, data), probabilities('cnn-bn', three.weights, data))).toBeLessThan(2e-4);
   });
 });
 

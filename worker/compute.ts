@@ -102,7 +102,7 @@ export class StepComputer {
   private readonly trainable: tfc.Variable[];
   /** BatchNorm layers in model order; their moving statistics are the layout's non-trainable weights, in this order. */
   private readonly batchNorms: tfl.layers.Layer[];
-  /** Models without Dropout or BatchNorm skip tfjs's tape where the backend reads synchronously (direct-backprop.ts). */
+  /** The models skip tfjs's tape where the backend reads synchronously and BatchNorm is synchronized (direct-backprop.ts). */
   private readonly direct: DirectBackprop | undefined;
 
   /** `options.tape`: always record on tfjs's tape (tests and benchmarks compare the two paths). */
@@ -192,9 +192,10 @@ export class StepComputer {
   private forwardBackward(images: Uint8Array, labels: Uint8Array, opts: TrainOptions): { value: Tensor; probs: Tensor; grads: Tensor[]; stats: Tensor[] } {
     const count = labels.length;
     const x = this.inputs(images, count);
-    if (this.direct && DirectBackprop.backendSupported()) {
-      const r = this.direct.forwardBackward(x, labels, opts.position ?? { seed: 0, step: 0, firstSample: 0 });
-      return { value: tf.scalar(r.lossSum), probs: r.probs, grads: this.trainable.map((v) => r.grads.get(v)!), stats: [] };
+    const bn = opts.batchNorm ?? { kind: 'sync' };
+    if (this.direct && bn.kind === 'sync' && DirectBackprop.backendSupported()) {
+      const r = this.direct.forwardBackward(x, labels, opts.position ?? { seed: 0, step: 0, firstSample: 0 }, bn.exchange);
+      return { value: tf.scalar(r.lossSum), probs: r.probs, grads: this.trainable.map((v) => r.grads.get(v)!), stats: r.stats };
     }
     const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
     let probs: Tensor | undefined;

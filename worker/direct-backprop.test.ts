@@ -56,18 +56,18 @@ describe('the direct backward pass', () => {
     await selectBackend('wasm');
   });
 
-  it('takes mlp, lenet and cnn-dropout, and leaves the model with BatchNorm to the tape', () => {
+  it('takes all four models', () => {
     const planned = (m: ModelName) => {
       const model = buildModel(m);
       const p = DirectBackprop.plan(model);
       model.dispose();
       return p !== undefined;
     };
-    expect(['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'].map((m) => planned(m as ModelName))).toEqual([true, true, true, false]);
+    expect(['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'].map((m) => planned(m as ModelName))).toEqual([true, true, true, true]);
   });
 
   for (const backend of ['cpu', 'wasm'] as const) {
-    for (const model of ['mlp', 'lenet', 'cnn-dropout'] as const) {
+    for (const model of ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'] as const) {
       it(`gives ${model} the tape's loss, predictions and gradients (${backend})`, { timeout: 60_000 }, async () => {
         await selectBackend(backend);
         const { direct, tape, layout, computer } = await bothPaths(model);
@@ -76,6 +76,9 @@ describe('the direct backward pass', () => {
         const worst = worstRelative(direct.gradientSum, tape.gradientSum, layout);
         expect(worst.error, worst.weight).toBeLessThan(1e-5);
         expect(direct.gradientSum.some((g) => g !== 0)).toBe(true);
+        // BatchNorm's slice statistics, which the coordinator combines into the moving ones.
+        expect(direct.stats.length).toBe(tape.stats.length);
+        direct.stats.forEach((v, i) => expect(Math.abs(v - tape.stats[i]), `statistic ${i}`).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(tape.stats[i]))));
         computer.dispose();
       });
     }

@@ -1,7 +1,7 @@
 /**
- * Forward and backward of a model made only of Dense, Conv2D, MaxPooling2D, Flatten and Dropout
- * layers, ending in a softmax Dense layer (mlp, lenet, cnn-dropout), written out layer by layer
- * instead of recorded on tfjs's tape.
+ * Forward and backward of a model made only of Dense, Conv2D, MaxPooling2D, Flatten, Dropout and
+ * BatchNormalization layers, ending in a softmax Dense layer (all four models), written out layer
+ * by layer instead of recorded on tfjs's tape.
  *
  * Why: for these models most of a step's kernel calls were bookkeeping. tfjs's `variableGrads`
  * clones every tensor an op saves for its backward pass (one Identity kernel each), and the loss's
@@ -14,14 +14,22 @@
  * checks both against the tape).
  *
  * Dropout takes the same per-sample mask as on the tape (layers/seeded-dropout.ts), kept for the
- * backward pass. It needs the probabilities on the CPU in the middle of the step, so it runs only
- * on backends that read synchronously (cpu, wasm, tensorflow); elsewhere, and for models with
- * BatchNorm (whose synchronized op exchanges inside its own gradient), StepComputer keeps the tape.
+ * backward pass. BatchNorm is the synchronized one (layers/sync-batch-norm.ts: the same statistics
+ * and gradient functions, the same exchanges in the same order), and the bias of the layer before
+ * it takes its gradient from the inactive positions where the global moments allow, as
+ * layers/pre-norm-bias.ts does on the tape. It needs the probabilities on the CPU in the middle of
+ * the step, so it runs only on backends that read synchronously (cpu, wasm, tensorflow), with
+ * synchronized BatchNorm; elsewhere (webgpu, `--sync-bn stats`) StepComputer keeps the tape.
  */
 import { tf, tfc, tfl, type Tensor } from '../common/tf.ts';
 import { hostFloats } from '../common/host-floats.ts';
 import { NUM_CLASSES } from '../common/models.ts';
 import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
+import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
+import { inactiveMinority, reluInactiveGradient } from './layers/pre-norm-bias.ts';
+
+/** Combines one BatchNorm layer's sums with the other slices' (StepComputer's LayerExchange). */
+export type LayerExchange = (layer: number, phase: ExchangePhase, local: Float64Array) => Float64Array;
 
 type Activation = 'relu' | 'linear';
 
@@ -30,7 +38,8 @@ type Stage =
   | { kind: 'conv'; kernel: tfc.Variable; bias: tfc.Variable; activation: Activation }
   | { kind: 'pool'; size: [number, number]; strides: [number, number] }
   | { kind: 'flatten' }
-  | { kind: 'dropout'; rate: number };
+  | { kind: 'dropout'; rate: number }
+  | { kind: 'batchnorm'; gamma: tfc.Variable; beta: tfc.Variable; epsilon: number; layer: number };
 
 /** Backends whose tensors can be read in the middle of a step without a device sync. */
 const SYNC_BACKENDS = new Set(['cpu', 'wasm', 'tensorflow']);
@@ -48,6 +57,12 @@ function stageOf(layer: tfl.layers.Layer, last: boolean): Stage | undefined {
   const kind = layer.getClassName();
   if (kind === 'Flatten') return { kind: 'flatten' };
   if (kind === 'Dropout') return c.noiseShape == null ? { kind: 'dropout', rate: c.rate as number } : undefined;
+  if (kind === 'BatchNormalization') {
+    const axis = c.axis as number;
+    if (axis !== -1 || c.center === false || c.scale === false || layer.trainableWeights.length !== 2) return undefined;
+    const [gamma, beta] = layer.trainableWeights.map(variable);
+    return { kind: 'batchnorm', gamma, beta, epsilon: c.epsilon as number, layer: -1 };
+  }
   if (kind === 'MaxPooling2D') {
     const size = pair(c.poolSize);
     const strides = pair(c.strides ?? c.poolSize);
@@ -64,6 +79,20 @@ function stageOf(layer: tfl.layers.Layer, last: boolean): Stage | undefined {
   return { kind: 'conv', kernel, bias, activation: activation as Activation };
 }
 
+/** What one forward pass keeps for its backward pass. */
+interface Pass {
+  inputs: Tensor[];
+  outputs: Tensor[];
+  /** Each dropout stage's scaled mask. */
+  masks: Map<number, Tensor>;
+  /** Each BatchNorm stage's statistics, saved tensors and exchange. */
+  norms: Map<number, { st: SyncStatistics; saved: Tensor[]; phase: (p: ExchangePhase, local: Float64Array) => Float64Array; passes: ReturnType<typeof defaultPasses> }>;
+  stats: Tensor[];
+  exchange: LayerExchange | undefined;
+  /** The bias gradient a BatchNorm's backward pass computed for the stage before it. */
+  preNormBias?: { stage: number; gradient: Tensor; every: boolean; mask: Tensor };
+}
+
 // Keras clips probabilities to [epsilon, 1 - epsilon] in categorical cross-entropy (as StepComputer),
 // compared in float32 as tfjs's ClipByValue kernel does.
 const CLIP_MIN = Math.fround(1e-7);
@@ -76,9 +105,16 @@ export class DirectBackprop {
   static plan(model: tfl.LayersModel): DirectBackprop | undefined {
     const layers = model.layers;
     const stages: Stage[] = [];
+    let batchNorms = 0;
     for (let i = 0; i < layers.length; i++) {
       const s = stageOf(layers[i], i === layers.length - 1);
       if (!s) return undefined;
+      if (s.kind === 'batchnorm') {
+        // Its input must be the last axis of a conv or dense output (the channels the moments run over).
+        const before = stages[stages.length - 1];
+        if (before?.kind !== 'conv' && before?.kind !== 'dense') return undefined;
+        s.layer = batchNorms++;
+      }
       stages.push(s);
     }
     const lastStage = stages[stages.length - 1];
@@ -91,25 +127,17 @@ export class DirectBackprop {
   }
 
   /**
-   * Loss sum, probabilities and the gradient sums of every stage's kernel and bias, in the caller's
-   * tidy. `grads` maps each weight variable to its gradient.
+   * Loss sum, probabilities, the gradient sums of every stage's weights (`grads`, by variable) and
+   * each BatchNorm's slice mean and variance (`stats`, in layer order), in the caller's tidy.
+   * `exchange` combines BatchNorm sums with the step's other slices (absent: this slice is the batch).
    */
-  forwardBackward(x: Tensor, labels: Uint8Array, position: SamplePosition): { lossSum: number; probs: Tensor; grads: Map<tfc.Variable, Tensor> } {
-    const inputs: Tensor[] = [];
-    const outputs: Tensor[] = [];
-    /** Each dropout stage's scaled mask, for its backward pass. */
-    const masks = new Map<number, Tensor>();
+  forwardBackward(x: Tensor, labels: Uint8Array, position: SamplePosition, exchange?: LayerExchange): { lossSum: number; probs: Tensor; grads: Map<tfc.Variable, Tensor>; stats: Tensor[] } {
+    const pass: Pass = { inputs: [], outputs: [], masks: new Map(), norms: new Map(), stats: [], exchange };
     let h = x;
     this.stages.forEach((s, i) => {
-      inputs.push(h);
-      if (s.kind === 'dropout') {
-        const mask = s.rate > 0 ? tf.tensor(dropoutMask(s.rate, h.shape[0], h.size / h.shape[0], position), h.shape) : undefined;
-        if (mask) masks.set(i, mask);
-        h = mask ? tf.mul(h, mask) : h;
-      } else {
-        h = DirectBackprop.forward(s, h);
-      }
-      outputs.push(h);
+      pass.inputs.push(h);
+      h = this.forwardStage(s, i, h, pass, position);
+      pass.outputs.push(h);
     });
     const probs = h;
     const { lossSum, dz } = DirectBackprop.lossGradient(probs, labels);
@@ -117,16 +145,72 @@ export class DirectBackprop {
     // Nothing before the first weighted stage needs a gradient.
     const first = this.stages.findIndex((s) => s.kind === 'dense' || s.kind === 'conv');
     let dy: Tensor = dz;
-    for (let i = this.stages.length - 1; i >= first; i--) {
-      const s = this.stages[i];
-      const mask = masks.get(i);
-      if (s.kind === 'dropout') dy = mask ? tf.mul(dy, mask) : dy;
-      else dy = this.backward(s, inputs[i], outputs[i], dy, grads, i > first, i === this.stages.length - 1);
-    }
-    return { lossSum, probs, grads };
+    for (let i = this.stages.length - 1; i >= first; i--) dy = this.backwardStage(i, dy, pass, grads, i > first);
+    return { lossSum, probs, grads, stats: pass.stats };
   }
 
-  private static forward(s: Exclude<Stage, { kind: 'dropout' }>, h: Tensor): Tensor {
+  private forwardStage(s: Stage, i: number, h: Tensor, pass: Pass, position: SamplePosition): Tensor {
+    if (s.kind === 'dropout') {
+      if (s.rate <= 0) return h;
+      const mask = tf.tensor(dropoutMask(s.rate, h.shape[0], h.size / h.shape[0], position), h.shape);
+      pass.masks.set(i, mask);
+      return tf.mul(h, mask);
+    }
+    if (s.kind === 'batchnorm') {
+      const exchange = pass.exchange;
+      const phase = exchange ? (p: ExchangePhase, local: Float64Array) => exchange(s.layer, p, local) : identityExchange;
+      const passes = defaultPasses();
+      const st = syncStatistics(h, s.epsilon, phase, passes);
+      const saved = passes.save(h, s.gamma, st.mean, st.rs);
+      pass.norms.set(i, { st, saved, phase, passes });
+      pass.stats.push(tf.tensor1d(st.localMean), tf.tensor1d(st.localVariance));
+      return tf.batchNorm(h, tf.tensor1d(st.mean), tf.tensor1d(st.variance), s.beta, s.gamma, s.epsilon);
+    }
+    return DirectBackprop.forward(s, h);
+  }
+
+  /** Stage `i`'s backward pass: records its weights' gradients, returns its input's (if `needInput`). */
+  private backwardStage(i: number, dy: Tensor, pass: Pass, grads: Map<tfc.Variable, Tensor>, needInput: boolean): Tensor {
+    const s = this.stages[i];
+    if (s.kind === 'dropout') {
+      const mask = pass.masks.get(i);
+      return mask ? tf.mul(dy, mask) : dy;
+    }
+    if (s.kind === 'batchnorm') {
+      const n = pass.norms.get(i)!;
+      const r = syncBatchNormGradient(dy, n.saved, n.st, n.phase, n.passes);
+      grads.set(s.gamma, r.dGamma);
+      grads.set(s.beta, r.dBeta);
+      pass.preNormBias = this.preNormBias(i - 1, r.dx, n.st, pass);
+      return r.dx;
+    }
+    const dx = this.backward(s, pass.inputs[i], pass.outputs[i], dy, grads, needInput, i === this.stages.length - 1);
+    const bias = pass.preNormBias;
+    if (bias && bias.stage === i && (s.kind === 'conv' || s.kind === 'dense')) {
+      // As layers/pre-norm-bias.ts: −Σ_{y≤0} dx in the channels whose inactive positions are the minority.
+      grads.set(s.bias, bias.every ? bias.gradient : tf.where(bias.mask, bias.gradient, grads.get(s.bias)!));
+      pass.preNormBias = undefined;
+    }
+    return dx;
+  }
+
+  /**
+   * The gradient of stage `stage`'s bias taken from the positions its relu leaves inactive, for
+   * the channels where the global moments show them to be the minority (all of them without a
+   * relu, where it is exactly 0); undefined if no channel takes it.
+   */
+  private preNormBias(stage: number, dx: Tensor, st: SyncStatistics, pass: Pass): Pass['preNormBias'] {
+    const s = this.stages[stage];
+    if (s.kind !== 'conv' && s.kind !== 'dense') return undefined;
+    const channels = st.channels;
+    const form = s.activation === 'linear' ? new Array<boolean>(channels).fill(true) : inactiveMinority(st.global, channels);
+    const which = Int32Array.from(form.flatMap((f, c) => (f ? [c] : [])));
+    if (which.length === 0) return undefined;
+    const gradient = s.activation === 'linear' ? new Float32Array(channels) : reluInactiveGradient(dx, pass.outputs[stage], channels, which);
+    return { stage, gradient: tf.tensor1d(gradient), every: form.every((f) => f), mask: tf.tensor1d(form.map(Number), 'bool') };
+  }
+
+  private static forward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, h: Tensor): Tensor {
     switch (s.kind) {
       case 'dense': {
         const z = tf.fused.matMul({ a: h as tfc.Tensor2D, b: s.kernel as tfc.Tensor2D, bias: s.bias, activation: s.activation === 'relu' ? 'relu' : 'linear' });
@@ -162,7 +246,7 @@ export class DirectBackprop {
   }
 
   /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). */
-  private backward(s: Exclude<Stage, { kind: 'dropout' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean): Tensor {
+  private backward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean): Tensor {
     const engine = tfc.engine();
     switch (s.kind) {
       case 'flatten':

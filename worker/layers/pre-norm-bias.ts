@@ -67,7 +67,7 @@ export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels:
  * (nativeReluInactiveSum, the same loop in C++, bit-identical per channel and ~10× faster; it sums
  * every channel, and only those in `which` are ever substituted), else the JavaScript loop.
  */
-function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float32Array {
+export function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float32Array {
   const native = nativeReluInactiveSum();
   if (native) return Float32Array.from(native(dx, y));
   return inactiveGradientSum(hostFloats(dx) ?? (dx.dataSync() as Float32Array), hostFloats(y) ?? (y.dataSync() as Float32Array), channels, which);

@@ -70,46 +70,75 @@ function checkLength(what: string, v: Float64Array, expected: number): Float64Ar
   return v;
 }
 
-/** `passes`: the native ones where they apply (wasm with the addon), else the reference; tests choose. */
-export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number, exchange: PhaseExchange, passes: BatchNormPasses = nativeBatchNormPasses() ?? referencePasses): NormalizedBatch {
+/** The normalization of one synchronized BatchNorm step: the global statistics, and the slice's own. */
+export interface SyncStatistics {
+  channels: number;
+  /** Samples × positions over the global batch. */
+  n: number;
+  mean: Float32Array;
+  variance: Float32Array;
+  rs: Float32Array;
+  /** The global moments (count, mean, M2), as exchanged. */
+  global: Float64Array;
+  localMean: Float32Array;
+  localVariance: Float32Array;
+}
+
+/** The forward exchange: this slice's moments, combined with every other slice's. */
+export function syncStatistics(x: Tensor, epsilon: number, exchange: PhaseExchange, passes: BatchNormPasses): SyncStatistics {
   const channels = x.shape[x.rank - 1];
   const local = passes.moments(x, channels);
   const global = checkLength('moments', exchange('forward', local), momentsLength(channels));
   const n = global[0];
-  const mean = new Float32Array(channels);
-  const variance = new Float32Array(channels);
-  const rs = new Float32Array(channels);
-  const localMean = new Float32Array(channels);
-  const localVariance = new Float32Array(channels);
+  const st: SyncStatistics = { channels, n, global, mean: new Float32Array(channels), variance: new Float32Array(channels), rs: new Float32Array(channels), localMean: new Float32Array(channels), localVariance: new Float32Array(channels) };
   for (let c = 0; c < channels; c++) {
-    mean[c] = global[1 + c];
+    st.mean[c] = global[1 + c];
     const v = global[1 + channels + c] / n;
-    variance[c] = v;
-    rs[c] = 1 / Math.sqrt(v + epsilon);
-    localMean[c] = local[1 + c];
-    localVariance[c] = local[1 + channels + c] / local[0];
+    st.variance[c] = v;
+    st.rs[c] = 1 / Math.sqrt(v + epsilon);
+    st.localMean[c] = local[1 + c];
+    st.localVariance[c] = local[1 + channels + c] / local[0];
   }
+  return st;
+}
+
+/** The backward exchange and the exact gradient: dx over the global batch, and this slice's dγ, dβ. */
+export function syncBatchNormGradient(dy: Tensor, saved: Tensor[], st: SyncStatistics, exchange: PhaseExchange, passes: BatchNormPasses): { dx: Tensor; dGamma: Tensor; dBeta: Tensor } {
+  const { channels, n } = st;
+  const localSums = passes.backwardSums(dy, saved, channels);
+  const sums = checkLength('gradient sums', exchange('backward', localSums), backwardSumsLength(channels));
+  const meanDy = new Float32Array(channels);
+  const meanDyXhat = new Float32Array(channels);
+  for (let c = 0; c < channels; c++) {
+    meanDy[c] = sums[c] / n;
+    meanDyXhat[c] = sums[channels + c] / n;
+  }
+  return {
+    dx: passes.gradInput(dy, saved, meanDy, meanDyXhat),
+    dGamma: tf.tensor1d(Float32Array.from(localSums.subarray(channels))),
+    dBeta: tf.tensor1d(Float32Array.from(localSums.subarray(0, channels))),
+  };
+}
+
+/** The passes where they apply: the native ones (wasm with the addon), else the reference. */
+export function defaultPasses(): BatchNormPasses {
+  return nativeBatchNormPasses() ?? referencePasses;
+}
+
+/** `passes`: the native ones where they apply (wasm with the addon), else the reference; tests choose. */
+export function syncBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number, exchange: PhaseExchange, passes: BatchNormPasses = defaultPasses()): NormalizedBatch {
+  const st = syncStatistics(x, epsilon, exchange, passes);
   const op = tf.customGrad((...args: (Tensor | tfc.GradSaveFunc)[]) => {
     const [xIn, g, b, save] = args as [Tensor, Tensor, Tensor, tfc.GradSaveFunc];
-    const value = tf.batchNorm(xIn, tf.tensor1d(mean), tf.tensor1d(variance), b, g, epsilon);
-    save(passes.save(xIn, g, mean, rs));
+    const value = tf.batchNorm(xIn, tf.tensor1d(st.mean), tf.tensor1d(st.variance), b, g, epsilon);
+    save(passes.save(xIn, g, st.mean, st.rs));
     const gradFunc = (dy: Tensor, saved: Tensor[]) => {
-      const localSums = passes.backwardSums(dy, saved, channels);
-      const sums = checkLength('gradient sums', exchange('backward', localSums), backwardSumsLength(channels));
-      const meanDy = new Float32Array(channels);
-      const meanDyXhat = new Float32Array(channels);
-      for (let c = 0; c < channels; c++) {
-        meanDy[c] = sums[c] / n;
-        meanDyXhat[c] = sums[channels + c] / n;
-      }
-      const dx = passes.gradInput(dy, saved, meanDy, meanDyXhat);
-      const dGamma = tf.tensor1d(Float32Array.from(localSums.subarray(channels)));
-      const dBeta = tf.tensor1d(Float32Array.from(localSums.subarray(0, channels)));
-      return [dx, dGamma, dBeta];
+      const r = syncBatchNormGradient(dy, saved, st, exchange, passes);
+      return [r.dx, r.dGamma, r.dBeta];
     };
     return { value, gradFunc };
   });
-  return { y: op(x, gamma, beta), mean: tf.tensor1d(localMean), variance: tf.tensor1d(localVariance) };
+  return { y: op(x, gamma, beta), mean: tf.tensor1d(st.localMean), variance: tf.tensor1d(st.localVariance) };
 }
 
 export function localBatchNorm(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: number): NormalizedBatch {
