@@ -7,6 +7,7 @@ import { DtrainError } from './errors.ts';
 
 export const BN_SYNC_ABORTED = 'DTRAIN_ERR_BN_SYNC_ABORTED';
 export const BN_SYNC_TIMEOUT = 'DTRAIN_ERR_BN_SYNC_TIMEOUT';
+export const BN_SYNC_UNSUPPORTED = 'DTRAIN_ERR_BN_SYNC_UNSUPPORTED';
 
 export class BnSyncAbortedError extends DtrainError {
   constructor(message: string) {
@@ -17,6 +18,13 @@ export class BnSyncAbortedError extends DtrainError {
 export class BnSyncTimeoutError extends DtrainError {
   constructor(message: string) {
     super(BN_SYNC_TIMEOUT, message, { expected: false });
+  }
+}
+
+/** A BatchNorm exchange this worker cannot take part in (no channel, or sums that do not fit). */
+export class BnSyncUnsupportedError extends DtrainError {
+  constructor(message: string) {
+    super(BN_SYNC_UNSUPPORTED, message, { expected: false });
   }
 }
 

@@ -6,13 +6,15 @@
  * later one, is answered "aborted", so no compute thread ever waits on a slice that will not come.
  *
  * Rounds are numbered process-wide (like task ids), so both transports reach the open rounds
- * through `bnRounds` without being told about the trainer.
+ * through `bnRounds` without being told about the trainer. In-process, the compute threads
+ * exchange on a board in shared memory instead (common/bn-board.ts): a round given one opens and
+ * ends there too, and its slices never call `contribute`.
  */
 import { combineMoments, momentsLength, sumVectors } from '../common/batch-moments.ts';
 import { BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import type { BnSumsMessage } from '../common/protocol.ts';
 import { bytesToFloat64 } from '../common/codec.ts';
-import type { BnBoardHost } from '../worker/bn-board.ts';
+import type { BnBoardHost } from '../common/bn-board.ts';
 
 interface Gate {
   parts: Map<number, Float64Array>;
@@ -25,7 +27,7 @@ export class ExchangeRound {
 
   /**
    * `board`: the slices are compute threads of this process that exchange through shared memory
-   * (worker/bn-board.ts); the round opens and ends there too, and `contribute` is not used.
+   * (common/bn-board.ts); the round opens and ends there too, and `contribute` is not used.
    */
   constructor(readonly id: number, readonly slices: number, private readonly channels: readonly number[], private readonly onEnd: (r: ExchangeRound) => void, private readonly board?: BnBoardHost) {
     board?.open(id, slices);

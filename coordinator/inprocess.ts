@@ -12,7 +12,7 @@ import { bnRounds } from './bn-rounds.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 import { Adam } from '../common/adam.ts';
 import { SharedStep } from './shared-step.ts';
-import { BnBoardHost, createBnBoard } from '../worker/bn-board.ts';
+import { BnBoardHost, createBnBoard } from '../common/bn-board.ts';
 
 class ThreadWorker implements WorkerHandle {
   weightsVersion = -1;
@@ -52,7 +52,7 @@ export interface InProcessOptions {
   sharedMemory?: { trainable: number; stats: number; slotSamples: number } | false;
   /**
    * Channels of the model's BatchNorm layers: with two threads or more, their synchronized
-   * BatchNorm exchanges go through a board in shared memory (worker/bn-board.ts), not messages.
+   * BatchNorm exchanges go through a board in shared memory (common/bn-board.ts), not messages.
    */
   batchNormChannels?: readonly number[];
   /** Time each thread has to load its backend and build its model; then the start fails. Default 120 s. */

@@ -14,7 +14,7 @@ import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
 import { Membership } from './membership.ts';
 import type { SharedStep } from './shared-step.ts';
-import type { BnBoardHost } from '../worker/bn-board.ts';
+import type { BnBoardHost } from '../common/bn-board.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
 import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
@@ -26,7 +26,7 @@ export interface WorkerPool {
   stop(why: 'finished' | 'shutdown'): Promise<void>;
   /** Worker threads in this process step through shared memory (coordinator/shared-step.ts). */
   sharedStep?: SharedStep;
-  /** Worker threads in this process exchange synchronized BatchNorm's sums in shared memory (worker/bn-board.ts). */
+  /** Worker threads in this process exchange synchronized BatchNorm's sums in shared memory (common/bn-board.ts). */
   bnBoard?: BnBoardHost;
 }
 

@@ -4,6 +4,7 @@ import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
 import { gradientsAgree } from './result-check.ts';
+import { BN_SYNC_ABORTED, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 
 type Behaviour = (task: TaskMessage) => Promise<ResultMessage>;
 
@@ -152,6 +153,29 @@ describe('runTasks', () => {
     const run = runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), signal: controller.signal });
     setTimeout(() => controller.abort(new Error('stopping')), 10);
     await expect(run).rejects.toThrow('stopping');
+  });
+
+  it('fails the step with BN_SYNC_ABORTED when a slice reports its round abandoned and the step was not, instead of waiting forever', async () => {
+    const m = membershipOf(new FakeWorker('a', () => Promise.reject(new BnSyncAbortedError('round 3 refused a slice\'s sums'))), new FakeWorker('b', never));
+    const err = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() }).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe(BN_SYNC_ABORTED);
+    // Nobody is blamed for it.
+    expect(m.size).toBe(2);
+  });
+
+  it('blames nobody for what an abandoned step\'s tasks report after it was abandoned', async () => {
+    let fail: (e: Error) => void = () => {};
+    const late = new FakeWorker('late', () => new Promise<ResultMessage>((_, reject) => (fail = reject)));
+    const m = membershipOf(late);
+    const controller = new AbortController();
+    const run = runTasks(tasks(1), weights, m, { stepTimeoutMs: 5000, log: silentLogger(), signal: controller.signal });
+    await new Promise((r) => setTimeout(r, 5));
+    controller.abort(new Error('round abandoned'));
+    await expect(run).rejects.toThrow('round abandoned');
+    fail(new Error('slot 0 was reassigned while thread 1 computed it'));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(m.size).toBe(1);
+    expect(late.closed).toEqual([]);
   });
 
   it('rejects at once when its signal is already aborted', async () => {

@@ -282,8 +282,15 @@ export async function runTasks(
         remaining--;
       })
       .catch((err: Error) => {
-        // The step's BatchNorm round was abandoned (another worker left): the step is recomputed, nobody is at fault.
-        if (isBnSyncAborted(err)) return;
+        // An abandoned step (its BatchNorm round aborted, or the run stopping): whatever its tasks
+        // still report counts against nobody; the step is recomputed or the run ends.
+        if (opts.signal?.aborted) return;
+        // A round that ended without the step being abandoned (a slice's sums refused): the step
+        // fails as a whole and is recomputed, since its other slices cannot finish alone.
+        if (isBnSyncAborted(err)) {
+          fatal ??= err;
+          return;
+        }
         countFailure(worker, index, err.message, (err as { code?: string }).code !== WORKER_EVICTED);
         const timedOut = err instanceof TimeoutError;
         membership.leave(worker.id, timedOut ? 'evicted' : 'left', err.message, CLOSE_CODES.evicted);

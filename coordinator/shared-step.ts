@@ -17,6 +17,7 @@
  */
 import type { Adam } from '../common/adam.ts';
 import { DtrainError } from '../common/errors.ts';
+import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import { BN_MODE, CTL, F64, OP, STATUS, StepMemory, publish, stripes, waitWhileEqual, type StepMemoryShape } from '../common/step-memory.ts';
@@ -51,6 +52,8 @@ export class SharedStep {
   private parity: 0 | 1 = 0;
   private adamStep = 0;
   private readonly seqs: number[];
+  /** Per thread, the latest command asked for: an older one still waiting for the thread to be idle is dropped. */
+  private readonly tickets: number[];
   private readonly alive: boolean[];
   private readonly rejecters: (((e: Error) => void) | undefined)[];
   private readonly slotOf = new WeakMap<Uint8Array, number>();
@@ -77,6 +80,7 @@ export class SharedStep {
   constructor(shape: StepMemoryShape, private readonly simd: boolean) {
     this.mem = StepMemory.create(shape);
     this.seqs = new Array(shape.threads).fill(0);
+    this.tickets = new Array(shape.threads).fill(0);
     this.alive = new Array(shape.threads).fill(true);
     this.rejecters = new Array(shape.threads).fill(undefined);
     this.slotSquares = new Float64Array(shape.slots);
@@ -146,7 +150,7 @@ export class SharedStep {
   async train(index: number, slot: number, task: TaskMessage): Promise<ResultMessage> {
     const { ctl, f64 } = this.mem;
     const b = this.mem.threadBase(index);
-    await this.idle(index);
+    await this.idle(index, ++this.tickets[index]);
     const fused = this.stepSlots === 1 && this.adam !== undefined;
     this.applied = undefined;
     ctl[b + CTL.op] = fused ? OP.trainApply : OP.train;
@@ -243,7 +247,7 @@ export class SharedStep {
       const runs = live.map(async (index, i) => {
         const b = this.mem.threadBase(index);
         const reduce = async () => {
-          await this.idle(index);
+          await this.idle(index, ++this.tickets[index]);
           ctl[b + CTL.op] = OP.reduce;
           ctl[b + CTL.from] = parts[i].from;
           ctl[b + CTL.to] = parts[i].to;
@@ -290,15 +294,19 @@ export class SharedStep {
   }
 
   /**
-   * Resolves once thread `index` has finished its last command. A step abandoned mid-way (its
-   * BatchNorm round aborted because another thread left) stops waiting for its commands, but a
-   * thread may still be running one: its command fields must not change under it, nor may its
-   * completion be taken for the next command's.
+   * Resolves once thread `index` has finished its last command, for the command `ticket`. A step
+   * abandoned mid-way (its BatchNorm round aborted because another thread left) stops waiting for
+   * its commands, but a thread may still be running one: its command fields must not change under
+   * it, nor may its completion be taken for the next command's. If a newer command was asked for
+   * meanwhile (the step was abandoned again), this one is dropped: it rejects with
+   * BN_SYNC_ABORTED, which counts against nobody.
    */
-  private idle(index: number): Promise<void> {
+  private async idle(index: number, ticket: number): Promise<void> {
     const done = this.mem.threadBase(index) + CTL.doneSeq;
-    if (!this.alive[index] || Atomics.load(this.mem.ctl, done) === this.seqs[index]) return Promise.resolve();
-    return waitWhileEqual(this.mem.ctl, done, this.seqs[index] - 1);
+    while (this.alive[index] && Atomics.load(this.mem.ctl, done) !== this.seqs[index]) {
+      await waitWhileEqual(this.mem.ctl, done, this.seqs[index] - 1);
+    }
+    if (ticket !== this.tickets[index]) throw new BnSyncAbortedError(`thread ${index + 1}'s command of an abandoned step was dropped: a newer one replaced it`);
   }
 
   private command(index: number): Promise<void> {
@@ -314,9 +322,11 @@ export class SharedStep {
         this.rejecters[index] = undefined;
         if (ctl[b + CTL.status] === STATUS.ok) resolve();
         else {
-          // The thread's own code: an abandoned BatchNorm round (BN_SYNC_ABORTED) is nobody's fault.
+          // An abandoned BatchNorm round (BN_SYNC_ABORTED) is nobody's fault: that code, and the
+          // exchange's timeout, pass through; any other failure is the thread's.
           const e = this.mem.readError(index);
-          reject(new DtrainError(e.code, `thread ${index + 1} failed its shared-memory step: ${e.message}`, { expected: false }));
+          const code = e.code === BN_SYNC_ABORTED || e.code === BN_SYNC_TIMEOUT ? e.code : 'DTRAIN_ERR_THREAD_STEP';
+          reject(new DtrainError(code, `thread ${index + 1} failed its shared-memory step: ${e.message}`, { expected: false }));
         }
       });
     });

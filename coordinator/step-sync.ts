@@ -23,7 +23,7 @@ import type { Membership } from './membership.ts';
 import type { TaskSpec } from './scheduler.ts';
 import { bnRounds, type ExchangeRound } from './bn-rounds.ts';
 import { updateMovingStats } from './moving-stats.ts';
-import type { BnBoardHost } from '../worker/bn-board.ts';
+import type { BnBoardHost } from '../common/bn-board.ts';
 
 /** The smallest slice in 'local' mode: below it, a slice's batch statistics are too noisy to normalize with. */
 export const BN_MIN_SLICE = 8;
@@ -61,14 +61,19 @@ export class StepSync {
   readonly batchNormChannels: readonly number[];
   private readonly momentum: number;
   private readonly hasDropout: boolean;
-  /** In-process: the threads exchange BatchNorm sums in shared memory (worker/bn-board.ts). */
-  board: BnBoardHost | undefined;
+  /** In-process: the threads exchange BatchNorm sums in shared memory (common/bn-board.ts). */
+  private board: BnBoardHost | undefined;
 
   constructor(model: ModelName, private readonly opts: { seed: number; mode: 'exact' | 'stats'; stepTimeoutMs: number; log: Logger }) {
     const t = modelTraits(model);
     this.batchNormChannels = t.batchNormChannels;
     this.momentum = t.momentum;
     this.hasDropout = t.hasDropout;
+  }
+
+  /** From now on, rounds open and end on `board` too (the in-process threads exchange there). */
+  useBoard(board: BnBoardHost): void {
+    this.board = board;
   }
 
   get hasBatchNorm(): boolean {

@@ -28,7 +28,7 @@ import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { saveCheckpoint, loadCheckpoint, type TrainingPosition } from './checkpoint.ts';
 import { writeJson, type EpochRecord, type History, type Metrics } from './run-files.ts';
-import type { BnBoardHost } from '../worker/bn-board.ts';
+import type { BnBoardHost } from '../common/bn-board.ts';
 
 export interface StepEvent {
   epoch: number;
@@ -142,9 +142,9 @@ export class Trainer {
     if (this.stepSync.hasBatchNorm) shared.movingStats = (moving, slices) => this.stepSync.moveStats(moving, slices);
   }
 
-  /** In-process: synchronized BatchNorm exchanges through the threads' shared board (worker/bn-board.ts), not messages. */
+  /** In-process: synchronized BatchNorm exchanges through the threads' shared board (common/bn-board.ts), not messages. */
   useBnBoard(board: BnBoardHost): void {
-    this.stepSync.board = board;
+    this.stepSync.useBoard(board);
   }
 
   /** Restores weights, optimizer and position from the run folder's checkpoint, if there is one. */

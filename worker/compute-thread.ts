@@ -11,7 +11,7 @@ import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WorkerM
 import type { BackendFallbackMessage } from './backend-fallback.ts';
 import type { ThreadInit } from './thread.ts';
 import type { SharedAttachMessage } from './shared-step-server.ts';
-import type { BnBoardAttachMessage } from './bn-board.ts';
+import type { BnBoardAttachMessage } from '../common/bn-board.ts';
 import { createExchangeBuffer, ExchangeHost, type ExchangeRequest } from './bn-exchange-channel.ts';
 
 export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage | ExchangeRequest;
@@ -105,7 +105,7 @@ export class ComputeThread {
     await ready;
   }
 
-  /** Has the thread exchange BatchNorm sums on the board (worker/bn-board.ts) from now on. */
+  /** Has the thread exchange BatchNorm sums on the board (common/bn-board.ts) from now on. */
   async attachBnBoard(msg: BnBoardAttachMessage): Promise<void> {
     const ready = this.next('bn_board_ready');
     this.thread.postMessage(msg);

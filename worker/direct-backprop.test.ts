@@ -66,6 +66,20 @@ describe('the direct backward pass', () => {
     expect(['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'].map((m) => planned(m as ModelName))).toEqual([true, true, true, true]);
   });
 
+  it('leaves to the tape what it cannot compute: Dense on rank-3 input, channels-first Flatten', () => {
+    const model = (add: (m: ReturnType<typeof tf.sequential>) => void) => {
+      const m = tf.sequential();
+      add(m);
+      m.add(tf.layers.dense({ units: 10, activation: 'softmax' }));
+      const p = DirectBackprop.plan(m);
+      m.dispose();
+      return p !== undefined;
+    };
+    expect(model((m) => m.add(tf.layers.dense({ inputShape: [4, 6], units: 8, activation: 'relu' })))).toBe(false);
+    expect(model((m) => m.add(tf.layers.flatten({ inputShape: [3, 4, 5], dataFormat: 'channelsFirst' })))).toBe(false);
+    expect(model((m) => m.add(tf.layers.flatten({ inputShape: [3, 4, 5] })))).toBe(true);
+  });
+
   for (const backend of ['cpu', 'wasm'] as const) {
     for (const model of ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'] as const) {
       it(`gives ${model} the tape's loss, predictions and gradients (${backend})`, { timeout: 60_000 }, async () => {

@@ -55,7 +55,8 @@ const variable = (w: tfl.LayerVariable) => (w as unknown as { val: tfc.Variable 
 function stageOf(layer: tfl.layers.Layer, last: boolean): Stage | undefined {
   const c = layer.getConfig();
   const kind = layer.getClassName();
-  if (kind === 'Flatten') return { kind: 'flatten' };
+  // tfjs flattens channels-first input after moving the channels last; this path does not.
+  if (kind === 'Flatten') return c.dataFormat === 'channelsFirst' ? undefined : { kind: 'flatten' };
   if (kind === 'Dropout') return c.noiseShape == null ? { kind: 'dropout', rate: c.rate as number } : undefined;
   if (kind === 'BatchNormalization') {
     const axis = c.axis as number;
@@ -106,9 +107,13 @@ export class DirectBackprop {
     const layers = model.layers;
     const stages: Stage[] = [];
     let batchNorms = 0;
+    // Dense layers take [N, features] here (a rank-3 input would make its products batched), convolution and pooling [N, H, W, C].
+    let rank = model.inputs[0]?.shape.length;
     for (let i = 0; i < layers.length; i++) {
       const s = stageOf(layers[i], i === layers.length - 1);
       if (!s) return undefined;
+      if ((s.kind === 'dense' && rank !== 2) || ((s.kind === 'conv' || s.kind === 'pool') && rank !== 4)) return undefined;
+      if (s.kind === 'flatten') rank = 2;
       if (s.kind === 'batchnorm') {
         // Its input must be the last axis of a conv or dense output (the channels the moments run over).
         const before = stages[stages.length - 1];

@@ -8,6 +8,7 @@ import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts
 import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
+import { BnSyncUnsupportedError } from '../common/bn-sync-errors.ts';
 
 export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
   if (p.kind === 'scale') return { kind: 'scale' };
@@ -129,7 +130,7 @@ export class WorkerSession {
     if (bn?.mode === 'local') return { position: task.position, batchNorm: { kind: 'local' } };
     if (!bn || bn.round === 0) return { position: task.position, batchNorm: { kind: 'sync' } };
     const exchange = this.bnExchange;
-    if (!exchange) throw new DtrainError('DTRAIN_ERR_BN_SYNC_UNSUPPORTED', `Task ${task.taskId} asks for a BatchNorm exchange (round ${bn.round}), but this worker has no exchange channel.`, { expected: false });
+    if (!exchange) throw new BnSyncUnsupportedError(`Task ${task.taskId} asks for a BatchNorm exchange (round ${bn.round}), but this worker has no exchange channel.`);
     const firstSample = task.position?.firstSample ?? 0;
     return {
       position: task.position,

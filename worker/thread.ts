@@ -10,7 +10,7 @@ import { WorkerSession } from './session.ts';
 import { ExchangeClient } from './bn-exchange-channel.ts';
 import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from './backend-fallback.ts';
 import { SharedStepServer, type SharedAttachMessage } from './shared-step-server.ts';
-import { BnBoardClient, type BnBoardAttachMessage } from './bn-board.ts';
+import { BnBoardClient, type BnBoardAttachMessage } from '../common/bn-board.ts';
 
 export interface ThreadInit {
   backend: BackendChoice;

@@ -12,22 +12,29 @@
  * Every word names its round, so a late thread of an ended round can neither count towards nor
  * read the totals of the next one.
  *
+ * The last arrival claims the key (PENDING → COMBINING) before it writes the totals and publishes
+ * them (COMBINING → READY); the owner's `end` turns PENDING or COMBINING into ABORTED, so a thread
+ * that arrived just before its round ended cannot publish into it. The totals alternate between two
+ * buffers by round parity, so the next round's combine never writes the buffer a late reader of
+ * this one copies from (only a thread stalled across two whole rounds could still collide).
+ *
  * Layout (one SharedArrayBuffer): Int32 control [slices, then per key: arrive, done], per key and
- * thread a lane (Int32 stamp and first sample, then float64 sums), per key the totals. A key is one
- * exchange of a step: forward of layer l is key l, backward of layer l is key L + l.
+ * thread a lane (Int32 stamp and first sample, then float64 sums), per key two totals buffers. A
+ * key is one exchange of a step: forward of layer l is key l, backward of layer l is key L + l.
  */
-import { DtrainError } from '../common/errors.ts';
-import { BnSyncAbortedError, BnSyncTimeoutError } from '../common/bn-sync-errors.ts';
-import { combineMoments, momentsLength, sumVectors } from '../common/batch-moments.ts';
-import { bytesToFloat64 } from '../common/codec.ts';
-import type { BnSumsMessage } from '../common/protocol.ts';
+import { ConfigError } from './errors.ts';
+import { BnSyncAbortedError, BnSyncTimeoutError, BnSyncUnsupportedError } from './bn-sync-errors.ts';
+import { combineMoments, momentsLength, sumVectors } from './batch-moments.ts';
+import { bytesToFloat64 } from './codec.ts';
+import type { BnSumsMessage } from './protocol.ts';
 
 /** Round numbers are kept modulo 2^20 in the control words: a thread would have to be 2^20 rounds late to be confused. */
 const TAG_MASK = 0xfffff;
 /** arrive word: tag << 10 | count; this count marks an ended round. */
 const COUNT_BITS = 10;
 const ENDED = (1 << COUNT_BITS) - 1;
-/** done word: tag << 2 | state. */
+/** done word: tag << 2 | state. COMBINING: the last arrival is writing the totals. */
+const COMBINING = 0;
 const PENDING = 1;
 const READY = 2;
 const ABORTED = 3;
@@ -68,7 +75,7 @@ function layout(channels: readonly number[], threads: number): { keys: KeyLayout
   const keys = lengths.map((length) => {
     const laneBytes = LANE_HEADER + 8 * length;
     const key = { length, lanes: at, laneBytes, totals: at + threads * laneBytes };
-    at = key.totals + 8 * length;
+    at = key.totals + 2 * 8 * length;
     return key;
   });
   return { keys, bytes: at };
@@ -76,7 +83,7 @@ function layout(channels: readonly number[], threads: number): { keys: KeyLayout
 
 /** The board for `threads` compute threads and a model with BatchNorm layers of these channel counts. */
 export function createBnBoard(channels: readonly number[], threads: number): BnBoardInit {
-  if (threads < 1 || threads > MAX_BOARD_THREADS) throw new DtrainError('DTRAIN_ERR_CONFIG', `A BatchNorm board holds 1 to ${MAX_BOARD_THREADS} threads, not ${threads}.`);
+  if (threads < 1 || threads > MAX_BOARD_THREADS) throw new ConfigError(`A BatchNorm board holds 1 to ${MAX_BOARD_THREADS} threads, not ${threads}.`);
   return { buffer: new SharedArrayBuffer(layout(channels, threads).bytes), channels: [...channels], threads };
 }
 
@@ -110,9 +117,10 @@ class BoardView {
     return new Float64Array(this.init.buffer, k.lanes + thread * k.laneBytes + LANE_HEADER, k.length);
   }
 
-  totals(key: number): Float64Array {
+  /** The totals buffer of rounds of this parity. */
+  totals(key: number, round: number): Float64Array {
     const k = this.keys[key];
-    return new Float64Array(this.init.buffer, k.totals, k.length);
+    return new Float64Array(this.init.buffer, k.totals + (round & 1) * 8 * k.length, k.length);
   }
 }
 
@@ -149,7 +157,9 @@ export class BnBoardHost {
         if (Atomics.compareExchange(control, a, w, (tag << COUNT_BITS) | ENDED) === w) break;
       }
       const d = this.view.doneIndex(k);
-      if (Atomics.compareExchange(control, d, (tag << 2) | PENDING, (tag << 2) | ABORTED) === ((tag << 2) | PENDING)) Atomics.notify(control, d);
+      for (const state of [PENDING, COMBINING]) {
+        if (Atomics.compareExchange(control, d, (tag << 2) | state, (tag << 2) | ABORTED) === ((tag << 2) | state)) Atomics.notify(control, d);
+      }
     }
   }
 }
@@ -169,7 +179,7 @@ export class BnBoardClient {
     const key = request.phase === 'forward' ? request.layer : view.layers + request.layer;
     const sums = bytesToFloat64(request.sums);
     if (!(request.layer >= 0 && request.layer < view.layers) || sums.length !== view.keys[key].length) {
-      throw new DtrainError('DTRAIN_ERR_BN_SYNC_UNSUPPORTED', `BatchNorm layer ${request.layer} (${request.phase}) with ${sums.length} values does not fit this board (${view.layers} layers, expected ${view.keys[key]?.length ?? 'none'} values).`, { expected: false });
+      throw new BnSyncUnsupportedError(`BatchNorm layer ${request.layer} (${request.phase}) with ${sums.length} values does not fit this board (${view.layers} layers, expected ${view.keys[key]?.length ?? 'none'} values).`);
     }
     const lane = view.laneHeader(key, this.index);
     view.laneValues(key, this.index).set(sums);
@@ -178,7 +188,7 @@ export class BnBoardClient {
     const arrived = this.arrive(key, request.round);
     if (arrived === Atomics.load(view.control, 0)) this.combine(key, request.round, arrived);
     this.await(key, request, timeoutMs);
-    return view.totals(key).slice();
+    return view.totals(key, request.round).slice();
   }
 
   /** Counts this thread in; returns how many slices have arrived, itself included. */
@@ -196,37 +206,42 @@ export class BnBoardClient {
   /** The last arrival: combines the round's lanes in first-sample order and wakes the others. */
   private combine(key: number, round: number, slices: number): void {
     const { view } = this;
+    const tag = round & TAG_MASK;
+    const d = view.doneIndex(key);
+    // Claimed first: if the round ended meanwhile, nothing is written.
+    if (Atomics.compareExchange(view.control, d, (tag << 2) | PENDING, (tag << 2) | COMBINING) !== ((tag << 2) | PENDING)) throw this.aborted(round);
     const parts: { first: number; sums: Float64Array }[] = [];
     for (let t = 0; t < view.init.threads; t++) {
       const h = view.laneHeader(key, t);
       if (Atomics.load(h, 0) === round) parts.push({ first: h[1], sums: view.laneValues(key, t) });
     }
-    const tag = round & TAG_MASK;
-    const d = view.doneIndex(key);
     let state = ABORTED;
     if (parts.length === slices) {
       parts.sort((x, y) => x.first - y.first);
       const ordered = parts.map((p) => p.sums);
       const layer = key % view.layers;
       const c = view.init.channels[layer];
-      view.totals(key).set(key < view.layers ? combineMoments(ordered, c) : sumVectors(ordered, 2 * c));
+      view.totals(key, round).set(key < view.layers ? combineMoments(ordered, c) : sumVectors(ordered, 2 * c));
       state = READY;
     }
-    if (Atomics.compareExchange(view.control, d, (tag << 2) | PENDING, (tag << 2) | state) === ((tag << 2) | PENDING)) Atomics.notify(view.control, d);
+    if (Atomics.compareExchange(view.control, d, (tag << 2) | COMBINING, (tag << 2) | state) === ((tag << 2) | COMBINING)) Atomics.notify(view.control, d);
   }
 
   /** Waits until the key's totals are ready; throws if the round ends first or time runs out. */
   private await(key: number, request: BnSumsMessage, timeoutMs: number): void {
     const { control } = this.view;
     const d = this.view.doneIndex(key);
-    const pending = ((request.round & TAG_MASK) << 2) | PENDING;
+    const tag = request.round & TAG_MASK;
+    const pending = (tag << 2) | PENDING;
+    // While the last arrival combines (a few microseconds), spin rather than sleep.
+    const waiting = (w: number) => w === pending || w === ((tag << 2) | COMBINING);
     const spinUntil = performance.now() + SPIN_MICROS / 1000;
-    while (Atomics.load(control, d) === pending && performance.now() < spinUntil);
+    while (waiting(Atomics.load(control, d)) && performance.now() < spinUntil);
     const deadline = Date.now() + timeoutMs;
-    while (Atomics.load(control, d) === pending) {
+    for (let w = Atomics.load(control, d); waiting(w); w = Atomics.load(control, d)) {
       const left = deadline - Date.now();
       if (left <= 0) throw new BnSyncTimeoutError(`No BatchNorm totals for layer ${request.layer} (${request.phase}) of round ${request.round} within ${timeoutMs} ms.`);
-      Atomics.wait(control, d, pending, left);
+      if (w === pending) Atomics.wait(control, d, pending, left);
     }
     if (Atomics.load(control, d) !== (((request.round & TAG_MASK) << 2) | READY)) throw this.aborted(request.round);
   }

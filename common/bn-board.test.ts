@@ -7,9 +7,9 @@
 import { describe, expect, it } from 'vitest';
 import { BnBoardClient, BnBoardHost, createBnBoard } from './bn-board.ts';
 import { ExchangeRounds } from '../coordinator/bn-rounds.ts';
-import { float64ToBytes } from '../common/codec.ts';
-import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT } from '../common/bn-sync-errors.ts';
-import type { BnSumsMessage } from '../common/protocol.ts';
+import { float64ToBytes } from './codec.ts';
+import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT } from './bn-sync-errors.ts';
+import type { BnSumsMessage } from './protocol.ts';
 
 function sums(round: number, firstSample: number, phase: 'forward' | 'backward', values: number[], layer = 0): BnSumsMessage {
   return { type: 'bn_sums', round, taskId: firstSample + 100, firstSample, layer, phase, sums: float64ToBytes(Float64Array.from(values)) };
