@@ -1,7 +1,6 @@
+import { capturingLogger } from '../test/capture-logger.ts';
 import { describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import type { WebSocket } from 'ws';
 import { Connection, Stage } from './connection.ts';
 import { Membership } from './membership.ts';
@@ -36,14 +35,7 @@ class FakeSocket extends EventEmitter {
 }
 
 function setUp() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk, _e, cb) {
-      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
-      cb();
-    },
-  });
-  const log = pino({ level: 'debug' }, stream);
+  const { log, lines } = capturingLogger('debug');
   const membership = new Membership(log);
   const socket = new FakeSocket();
   const ended: string[] = [];

@@ -1,6 +1,5 @@
+import { capturingLogger } from '../test/capture-logger.ts';
 import { describe, expect, it } from 'vitest';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
@@ -18,17 +17,6 @@ class FakeWorker implements WorkerHandle {
   }
 }
 
-/** A real pino logger whose JSON lines land in `lines`. */
-function capturingLogger() {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, callback) {
-      for (const line of String(chunk).split('\n')) if (line) lines.push(JSON.parse(line));
-      callback();
-    },
-  });
-  return { log: pino({ level: 'info' }, stream), lines };
-}
 
 describe('Membership', () => {
   it('bumps the generation on every join and leave', () => {
