@@ -673,6 +673,23 @@ napi_value BatchNormGrad(napi_env env, napi_callback_info info) {
 // so the results are bit-identical to it: vectorizing runs across channels, never reorders a
 // channel's sum, and contraction into FMAs (which would round d·d differently) is off here.
 
+// A relu's backward pass through its output and the bias gradient in one pass: dz = dy·[y > 0], the
+// same multiply as Step(y)·dy (so the same float32, signed zeros included), and Σ dz per channel
+// accumulated in float64 in row order, as sumRowsLoop does (worker/direct-backprop.ts). Multiplying
+// by 0 or 1 rather than choosing: relu masks are unpredictable, and the multiply vectorizes.
+MULTIVERSION void reluBackwardLoop(const float* dy, const float* y, float* dz, double* sums, int64_t rows, int64_t c) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* __restrict g = dy + r * c;
+    const float* __restrict v = y + r * c;
+    float* __restrict out = dz + r * c;
+    for (int64_t ch = 0; ch < c; ch++) {
+      const float d = g[ch] * (v[ch] > 0.f ? 1.f : 0.f);
+      out[ch] = d;
+      sums[ch] += d;
+    }
+  }
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
@@ -806,6 +823,23 @@ napi_value ReluInactiveSum(napi_env env, napi_callback_info info) {
     double* out = f64Out(a, 5, c, "reluInactiveSum");
     std::fill(out, out + c, 0.0);
     reluInactiveSumLoop(dx, y, out, rows, c);
+  });
+}
+
+// reluBackward(heap, dy, y, dz, rows, channels, sum): dz = y > 0 ? dy : 0, and sum [C] (float32 on
+// the heap) = Σ dz over the rows, summed in float64 and rounded once.
+napi_value ReluBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 7, "reluBackward");
+    int64_t rows, c;
+    rowsChannelsArgs(a, 4, rows, c, "reluBackward");
+    const float* dy = f32Arg(a, 1, rows * c);
+    const float* y = f32Arg(a, 2, rows * c);
+    float* dz = f32Arg(a, 3, rows * c);
+    float* sum = f32Arg(a, 6, c);
+    std::vector<double> acc(c, 0.0);
+    reluBackwardLoop(dy, y, dz, acc.data(), rows, c);
+    for (int64_t ch = 0; ch < c; ch++) sum[ch] = static_cast<float>(acc[ch]);
   });
 }
 
@@ -965,7 +999,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

@@ -27,6 +27,7 @@ import { NUM_CLASSES } from '../common/models.ts';
 import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
 import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
 import { inactiveMinority, reluInactiveGradient } from './layers/pre-norm-bias.ts';
+import { nativeReluBackward } from '../common/kernels/native/relu-backward.ts';
 
 /** Combines one BatchNorm layer's sums with the other slices' (StepComputer's LayerExchange). */
 export type LayerExchange = (layer: number, phase: ExchangePhase, local: Float64Array) => Float64Array;
@@ -250,6 +251,23 @@ export class DirectBackprop {
     return { lossSum, dz: tf.tensor2d(dz, [labels.length, NUM_CLASSES]) };
   }
 
+  /**
+   * The gradient through a layer's activation (relu: where its output is positive), and its bias
+   * gradient, Σ of that over every axis but the channels: one native pass where the native kernels
+   * are active (common/kernels/native/relu-backward.ts), else Step·dy and Sum.
+   */
+  private static activationBackward(relu: boolean, dy: Tensor, output: Tensor, bias: tfc.Variable, grads: Map<tfc.Variable, Tensor>): Tensor {
+    const fused = relu ? nativeReluBackward() : undefined;
+    if (fused) {
+      const [dz, sum] = fused(dy, output);
+      grads.set(bias, sum);
+      return dz;
+    }
+    const dz = relu ? tf.mul(dy, tf.step(output)) : dy;
+    grads.set(bias, tf.sum(dz, Array.from({ length: dz.rank - 1 }, (_, i) => i)));
+    return dz;
+  }
+
   /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). */
   private backward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean): Tensor {
     const engine = tfc.engine();
@@ -260,16 +278,14 @@ export class DirectBackprop {
         return engine.runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: s.size, strides: s.strides, pad: 'valid', dimRoundingMode: undefined } as never) as Tensor;
       case 'dense': {
         // The loss stage's dy is already the gradient of the softmax's input.
-        const dz = !lossStage && s.activation === 'relu' ? tf.mul(dy, tf.step(output)) : dy;
+        const dz = DirectBackprop.activationBackward(!lossStage && s.activation === 'relu', dy, output, s.bias, grads);
         grads.set(s.kernel, tf.matMul(input as tfc.Tensor2D, dz as tfc.Tensor2D, true, false));
-        grads.set(s.bias, tf.sum(dz, 0));
         return needInput ? tf.matMul(dz as tfc.Tensor2D, s.kernel as tfc.Tensor2D, false, true) : dz;
       }
       case 'conv': {
-        const dz = s.activation === 'relu' ? tf.mul(dy, tf.step(output)) : dy;
+        const dz = DirectBackprop.activationBackward(s.activation === 'relu', dy, output, s.bias, grads);
         const conv = { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', dimRoundingMode: undefined };
         grads.set(s.kernel, engine.runKernel('Conv2DBackpropFilter', { x: input, dy: dz }, { ...conv, filterShape: s.kernel.shape } as never) as Tensor);
-        grads.set(s.bias, tf.sum(dz, [0, 1, 2]));
         return needInput ? (engine.runKernel('Conv2DBackpropInput', { dy: dz, filter: s.kernel }, { ...conv, inputShape: input.shape } as never) as Tensor) : dz;
       }
     }

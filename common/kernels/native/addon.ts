@@ -35,6 +35,8 @@ export interface NativeKernels {
   bnGradInput(heap: ArrayBuffer, dy: number, x: number, meanRsK: number, ab: number, dx: number, rows: number, channels: number): void;
   /** out (C) = −Σ dx·[y ≤ 0] per channel in float64: a relu's inactive positions (worker/layers/pre-norm-bias.ts). */
   reluInactiveSum(heap: ArrayBuffer, dx: number, y: number, rows: number, channels: number, out: Float64Array): void;
+  /** dz = y > 0 ? dy : 0 and sum[c] = Σ dz over the rows (float64, rounded once), in one pass. */
+  reluBackward(heap: ArrayBuffer, dy: number, y: number, dz: number, rows: number, channels: number, sum: number): void;
   /** out[r·C + c] = a[r·C + c] + bias[c]: a bias broadcast along the leading axes. */
   biasAdd(heap: ArrayBuffer, a: number, bias: number, out: number, rows: number, channels: number): void;
   /** dst[c] = scale·Σ_r src[r·cols + c] (float64 accumulation). */
@@ -58,7 +60,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'biasAdd', 'sumRows', 'standardize', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {
