@@ -826,7 +826,7 @@ napi_value ReluInactiveSum(napi_env env, napi_callback_info info) {
   });
 }
 
-// reluBackward(heap, dy, y, dz, rows, channels, sum): dz = y > 0 ? dy : 0, and sum [C] (float32 on
+// reluBackward(heap, dy, y, dz, rows, channels, sum): dz = dy·[y > 0], and sum [C] (float32 on
 // the heap) = Σ dz over the rows, summed in float64 and rounded once.
 napi_value ReluBackward(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
