@@ -24,12 +24,11 @@ import type { TaskSpec } from './scheduler.ts';
 import { bnRounds, type ExchangeRound } from './bn-rounds.ts';
 import { updateMovingStats } from './moving-stats.ts';
 import type { BnBoardHost } from '../common/bn-board.ts';
+import { SYNC_READ_BACKENDS } from '../common/backend.ts';
 
 /** The smallest slice in 'local' mode: below it, a slice's batch statistics are too noisy to normalize with. */
 export const BN_MIN_SLICE = 8;
 
-/** Backends that can read tensors synchronously, which the exchange inside the forward pass needs. */
-const SYNC_READ_BACKENDS = new Set(['cpu', 'wasm', 'tensorflow']);
 
 export interface StepPlan {
   /** How many slices to cut the batch into. */

@@ -23,10 +23,11 @@
  */
 import { tf, tfc, tfl, type Tensor } from '../common/tf.ts';
 import { hostFloats } from '../common/host-floats.ts';
+import { SYNC_READ_BACKENDS } from '../common/backend.ts';
 import { NUM_CLASSES } from '../common/models.ts';
 import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
 import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
-import { inactiveMinority, reluInactiveGradient } from './layers/pre-norm-bias.ts';
+import { inactiveForm, inactiveFormGradient, substituteChannels } from './layers/pre-norm-bias.ts';
 import { nativeReluBackward } from '../common/kernels/native/relu-backward.ts';
 
 /** Combines one BatchNorm layer's sums with the other slices' (StepComputer's LayerExchange). */
@@ -42,8 +43,6 @@ type Stage =
   | { kind: 'dropout'; rate: number }
   | { kind: 'batchnorm'; gamma: tfc.Variable; beta: tfc.Variable; epsilon: number; layer: number };
 
-/** Backends whose tensors can be read in the middle of a step without a device sync. */
-const SYNC_BACKENDS = new Set(['cpu', 'wasm', 'tensorflow']);
 
 const pair = (v: unknown): [number, number] | undefined => {
   const a = Array.isArray(v) ? v : [v, v];
@@ -91,8 +90,8 @@ interface Pass {
   norms: Map<number, { st: SyncStatistics; saved: Tensor[]; phase: (p: ExchangePhase, local: Float64Array) => Float64Array; passes: ReturnType<typeof defaultPasses> }>;
   stats: Tensor[];
   exchange: LayerExchange | undefined;
-  /** The bias gradient a BatchNorm's backward pass computed for the stage before it. */
-  preNormBias?: { stage: number; gradient: Tensor; every: boolean; mask: Tensor };
+  /** The bias gradient a BatchNorm's backward pass computed for the stage before it, and its channels. */
+  preNormBias?: { stage: number; form: boolean[]; gradient: Float32Array };
 }
 
 // Keras clips probabilities to [epsilon, 1 - epsilon] in categorical cross-entropy (as StepComputer),
@@ -129,7 +128,7 @@ export class DirectBackprop {
 
   /** Whether the current backend can run this path (it reads the probabilities mid-step). */
   static backendSupported(): boolean {
-    return SYNC_BACKENDS.has(tf.getBackend());
+    return SYNC_READ_BACKENDS.has(tf.getBackend());
   }
 
   /**
@@ -194,7 +193,7 @@ export class DirectBackprop {
     const bias = pass.preNormBias;
     if (bias && bias.stage === i && (s.kind === 'conv' || s.kind === 'dense')) {
       // As layers/pre-norm-bias.ts: −Σ_{y≤0} dx in the channels whose inactive positions are the minority.
-      grads.set(s.bias, bias.every ? bias.gradient : tf.where(bias.mask, bias.gradient, grads.get(s.bias)!));
+      grads.set(s.bias, substituteChannels(bias.form, bias.gradient, grads.get(s.bias)!));
       pass.preNormBias = undefined;
     }
     return dx;
@@ -207,13 +206,10 @@ export class DirectBackprop {
    */
   private preNormBias(stage: number, dx: Tensor, st: SyncStatistics, pass: Pass): Pass['preNormBias'] {
     const s = this.stages[stage];
-    if (s.kind !== 'conv' && s.kind !== 'dense') return undefined;
-    const channels = st.channels;
-    const form = s.activation === 'linear' ? new Array<boolean>(channels).fill(true) : inactiveMinority(st.global, channels);
-    const which = Int32Array.from(form.flatMap((f, c) => (f ? [c] : [])));
-    if (which.length === 0) return undefined;
-    const gradient = s.activation === 'linear' ? new Float32Array(channels) : reluInactiveGradient(dx, pass.outputs[stage], channels, which);
-    return { stage, gradient: tf.tensor1d(gradient), every: form.every((f) => f), mask: tf.tensor1d(form.map(Number), 'bool') };
+    if ((s.kind !== 'conv' && s.kind !== 'dense') || s.activation === 'softmax') return undefined;
+    const form = inactiveForm(s.activation, st.global, st.channels);
+    const gradient = inactiveFormGradient(s.activation, form, dx, pass.outputs[stage]);
+    return gradient && { stage, form, gradient };
   }
 
   private static forward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, h: Tensor): Tensor {

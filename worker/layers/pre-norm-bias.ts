@@ -67,7 +67,7 @@ export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels:
  * (nativeReluInactiveSum, the same loop in C++, bit-identical per channel and ~10× faster; it sums
  * every channel, and only those in `which` are ever substituted), else the JavaScript loop.
  */
-export function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float32Array {
+function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float32Array {
   const native = nativeReluInactiveSum();
   if (native) return Float32Array.from(native(dx, y));
   return inactiveGradientSum(hostFloats(dx) ?? (dx.dataSync() as Float32Array), hostFloats(y) ?? (y.dataSync() as Float32Array), channels, which);
@@ -85,6 +85,31 @@ export function inactiveMinority(moments: Float64Array, channels: number): boole
     const mean = moments[1 + c];
     return mean > 0 && mean * mean >= moments[1 + channels + c] / n;
   });
+}
+
+/**
+ * Per channel, whether the bias takes −Σ_{y ≤ 0} dx (else tfjs's Σ_{y > 0} dx): every channel
+ * without an activation (where that is exactly 0), else where the global moments show the inactive
+ * positions to be the minority (inactiveMinority).
+ */
+export function inactiveForm(activation: PreNormActivation, moments: Float64Array, channels: number): boolean[] {
+  return activation === 'linear' ? new Array<boolean>(channels).fill(true) : inactiveMinority(moments, channels);
+}
+
+/**
+ * −Σ_{y ≤ 0} dx for the channels `form` marks (0 elsewhere; all 0 without an activation), from the
+ * BatchNorm input's gradient dx and the layer's output y; undefined if no channel takes it.
+ */
+export function inactiveFormGradient(activation: PreNormActivation, form: readonly boolean[], dx: Tensor, y: Tensor): Float32Array | undefined {
+  const which = Int32Array.from(form.flatMap((f, c) => (f ? [c] : [])));
+  if (which.length === 0) return undefined;
+  return activation === 'linear' ? new Float32Array(form.length) : reluInactiveGradient(dx, y, form.length, which);
+}
+
+/** The bias gradient: `recorded` in the channels `form` marks, tfjs's `original` in the others. */
+export function substituteChannels(form: readonly boolean[], recorded: Float32Array, original: Tensor): Tensor {
+  const gradient = tf.tensor1d(recorded);
+  return form.every((f) => f) ? gradient : tf.where(tf.tensor1d(form.map(Number), 'bool'), gradient, original);
 }
 
 interface Recorded {
@@ -125,11 +150,7 @@ export class PreNormBiasGradients {
       save([yIn]);
       const gradFunc = (dx: Tensor, [ySaved]: Tensor[]) => {
         entry.backwardSeen = true;
-        entry.gradient = undefined;
-        const which = Int32Array.from((entry.inactiveForm ?? []).flatMap((f, c) => (f ? [c] : [])));
-        if (which.length > 0) {
-          entry.gradient = activation === 'linear' ? new Float32Array(channels) : reluInactiveGradient(dx, ySaved, channels, which);
-        }
+        entry.gradient = entry.inactiveForm && inactiveFormGradient(activation, entry.inactiveForm, dx, ySaved);
         return dx;
       };
       // A reshape to the same shape: a new tensor on the same data, no copy.
@@ -138,7 +159,7 @@ export class PreNormBiasGradients {
     return {
       y: op(y),
       observeMoments: (moments) => {
-        entry.inactiveForm = activation === 'linear' ? new Array<boolean>(channels).fill(true) : inactiveMinority(moments, channels);
+        entry.inactiveForm = inactiveForm(activation, moments, channels);
       },
     };
   }
@@ -152,9 +173,7 @@ export class PreNormBiasGradients {
     for (const r of this.recorded) {
       const original = grads[r.biasName];
       if (!r.inactiveForm || !r.backwardSeen || !original) throw new Error(`Expected the global moments, a backward pass and tfjs's gradient for ${r.biasName}, but ${!r.inactiveForm ? 'no moments were observed' : !r.backwardSeen ? 'no backward pass ran' : 'tfjs has none'}.`);
-      if (!r.gradient) continue;
-      const recorded = tf.tensor1d(r.gradient);
-      grads[r.biasName] = r.inactiveForm.every((f) => f) ? recorded : tf.where(tf.tensor1d(r.inactiveForm.map(Number), 'bool'), recorded, original);
+      if (r.gradient) grads[r.biasName] = substituteChannels(r.inactiveForm, r.gradient, original);
     }
   }
 
