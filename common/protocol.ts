@@ -132,6 +132,9 @@ export interface TaskMessage {
   batchNorm?: TaskBatchNorm;
 }
 
+/** What a training slice says beyond its pixels: its task id, sample position and BatchNorm mode. */
+export type SliceTask = Pick<TaskMessage, 'taskId' | 'position' | 'batchNorm'>;
+
 export interface SamplePosition {
   seed: number;
   /** The global step, counted from the start of the run. */

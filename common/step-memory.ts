@@ -14,10 +14,12 @@
  *
  * Control (Int32Array, two 64-byte lines per thread after a global block): a command sequence word
  * the thread waits on, the command's fields (with the slice's sample position and BatchNorm mode,
- * for models with Dropout or BatchNorm), a done word the owning thread waits on, and the result. Float64 scalars (Adam's bias corrections, 1/count, loss) live in a parallel Float64Array.
+ * for models with Dropout or BatchNorm), a done word the owning thread waits on, and the result.
+ * Float64 scalars (Adam's bias corrections, 1/count, loss) live in a parallel Float64Array.
  */
 import { IMAGE_BYTES } from './data/types.ts';
 import { ShapeError } from './errors.ts';
+import type { SliceTask } from './protocol.ts';
 
 export interface StepMemoryShape {
   /** Trainable weights (the gradient's length). */
@@ -79,7 +81,31 @@ export const CTL = {
 const THREAD_INTS = 32;
 
 /** CTL.bnMode's values: the task's TaskBatchNorm (none: the model has no BatchNorm). */
-export const BN_MODE = { none: 0, sync: 1, local: 2 } as const;
+const BN_MODE = { none: 0, sync: 1, local: 2 } as const;
+
+/** Writes `task`'s slice fields into the thread block at `b` (the owning thread, before the command). */
+export function writeSliceFields(ctl: Int32Array, b: number, task: SliceTask): void {
+  ctl[b + CTL.taskId] = task.taskId;
+  const p = task.position;
+  ctl[b + CTL.hasPosition] = p ? 1 : 0;
+  ctl[b + CTL.seed] = p ? p.seed | 0 : 0;
+  ctl[b + CTL.stepNo] = p ? p.step : 0;
+  ctl[b + CTL.firstSample] = p ? p.firstSample : 0;
+  const bn = task.batchNorm;
+  ctl[b + CTL.bnMode] = !bn ? BN_MODE.none : bn.mode === 'sync' ? BN_MODE.sync : BN_MODE.local;
+  ctl[b + CTL.bnRound] = bn?.mode === 'sync' ? bn.round : 0;
+  ctl[b + CTL.bnTimeoutMs] = bn?.mode === 'sync' ? bn.timeoutMs : 0;
+}
+
+/** Reads back what writeSliceFields wrote (the compute thread, running the command). */
+export function readSliceFields(ctl: Int32Array, b: number): SliceTask {
+  const mode = ctl[b + CTL.bnMode];
+  return {
+    taskId: ctl[b + CTL.taskId],
+    position: ctl[b + CTL.hasPosition] === 1 ? { seed: ctl[b + CTL.seed] >>> 0, step: ctl[b + CTL.stepNo], firstSample: ctl[b + CTL.firstSample] } : undefined,
+    batchNorm: mode === BN_MODE.sync ? { mode: 'sync', round: ctl[b + CTL.bnRound], timeoutMs: ctl[b + CTL.bnTimeoutMs] } : mode === BN_MODE.local ? { mode: 'local' } : undefined,
+  };
+}
 
 /** Float64 control indices: global, then per thread at f64Base(t) + field. */
 export const F64 = {
@@ -100,6 +126,8 @@ export const F64 = {
 
 export const STATUS = { ok: 0, failed: 1 } as const;
 const ERROR_BYTES = 512;
+/** The code of a thread's failure that carries none of its own. */
+export const THREAD_STEP_FAILED = 'DTRAIN_ERR_THREAD_STEP';
 /** The failure's error code, then this, then its message, in a thread's error bytes. */
 const CODE_END = '\n';
 
@@ -235,7 +263,7 @@ export class StepMemory {
   }
 
   /** Stores a failure message for the owning thread to read (truncated to fit). */
-  writeError(t: number, message: string, code = 'DTRAIN_ERR_THREAD_STEP'): void {
+  writeError(t: number, message: string, code = THREAD_STEP_FAILED): void {
     const bytes = new TextEncoder().encode(code + CODE_END + message).subarray(0, ERROR_BYTES);
     new Uint8Array(this.control, StepMemory.controlPlan(this.shape).errorOffset + t * ERROR_BYTES, ERROR_BYTES).set(bytes);
     this.ctl[this.threadBase(t) + CTL.errorLength] = bytes.length;
@@ -246,7 +274,7 @@ export class StepMemory {
     const at = StepMemory.controlPlan(this.shape).errorOffset + t * ERROR_BYTES;
     const text = new TextDecoder().decode(new Uint8Array(this.control, at, n).slice());
     const end = text.indexOf(CODE_END);
-    return end < 0 ? { code: 'DTRAIN_ERR_THREAD_STEP', message: text } : { code: text.slice(0, end), message: text.slice(end + 1) };
+    return end < 0 ? { code: THREAD_STEP_FAILED, message: text } : { code: text.slice(0, end), message: text.slice(end + 1) };
   }
 }
 

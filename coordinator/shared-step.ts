@@ -20,7 +20,7 @@ import { DtrainError } from '../common/errors.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
-import { BN_MODE, CTL, F64, OP, STATUS, StepMemory, publish, stripes, waitWhileEqual, type StepMemoryShape } from '../common/step-memory.ts';
+import { CTL, F64, OP, STATUS, StepMemory, THREAD_STEP_FAILED, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import type { SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
@@ -157,7 +157,7 @@ export class SharedStep {
     ctl[b + CTL.slot] = slot;
     ctl[b + CTL.count] = task.labels.length;
     ctl[b + CTL.parity] = this.parity;
-    SharedStep.writeTask(ctl, b, task);
+    writeSliceFields(ctl, b, task);
     if (fused) {
       this.prepareReduction([task.labels.length]);
       ctl[b + CTL.from] = 0;
@@ -175,20 +175,6 @@ export class SharedStep {
       this.fusedOptimizerMs = f64[fb + F64.optimizerMs];
     }
     return result;
-  }
-
-  /** The task's sample position and BatchNorm mode, into thread block `b` (read back by SharedStepServer). */
-  private static writeTask(ctl: Int32Array, b: number, task: TaskMessage): void {
-    ctl[b + CTL.taskId] = task.taskId;
-    const p = task.position;
-    ctl[b + CTL.hasPosition] = p ? 1 : 0;
-    ctl[b + CTL.seed] = p ? p.seed | 0 : 0;
-    ctl[b + CTL.stepNo] = p ? p.step : 0;
-    ctl[b + CTL.firstSample] = p ? p.firstSample : 0;
-    const bn = task.batchNorm;
-    ctl[b + CTL.bnMode] = !bn ? BN_MODE.none : bn.mode === 'sync' ? BN_MODE.sync : BN_MODE.local;
-    ctl[b + CTL.bnRound] = bn?.mode === 'sync' ? bn.round : 0;
-    ctl[b + CTL.bnTimeoutMs] = bn?.mode === 'sync' ? bn.timeoutMs : 0;
   }
 
   /** The slot counts and the scalars of phase 2 (1/count, Adam's bias corrections) for the next Adam step. */
@@ -244,7 +230,7 @@ export class SharedStep {
       const live = this.alive.flatMap((a, i) => (a ? [i] : []));
       if (live.length === 0) throw new NoWorkersError('Every worker thread has failed; nothing is left to train with. See the worker_left lines above for why.');
       const parts = stripes(this.mem.adamSpan, live.length);
-      const runs = live.map(async (index, i) => {
+      const runs = live.map((index, i) => {
         const b = this.mem.threadBase(index);
         const reduce = async () => {
           await this.idle(index, ++this.tickets[index]);
@@ -325,7 +311,7 @@ export class SharedStep {
           // An abandoned BatchNorm round (BN_SYNC_ABORTED) is nobody's fault: that code, and the
           // exchange's timeout, pass through; any other failure is the thread's.
           const e = this.mem.readError(index);
-          const code = e.code === BN_SYNC_ABORTED || e.code === BN_SYNC_TIMEOUT ? e.code : 'DTRAIN_ERR_THREAD_STEP';
+          const code = e.code === BN_SYNC_ABORTED || e.code === BN_SYNC_TIMEOUT ? e.code : THREAD_STEP_FAILED;
           reject(new DtrainError(code, `thread ${index + 1} failed its shared-memory step: ${e.message}`, { expected: false }));
         }
       });

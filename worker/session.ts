@@ -5,7 +5,7 @@
  */
 import { StepComputer, type TrainOptions, type TrainResult } from './compute.ts';
 import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts';
-import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
+import type { BnSumsMessage, ResultMessage, SliceTask, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
 import { BnSyncUnsupportedError } from '../common/bn-sync-errors.ts';
@@ -21,9 +21,6 @@ export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
  * false when there is none. The session then rebuilds its model and retries the task.
  */
 export type BackendFallback = (error: unknown) => Promise<boolean>;
-
-/** What a training slice says beyond its pixels: its sample position and how its BatchNorm normalizes. */
-export type SliceTask = Pick<TaskMessage, 'taskId' | 'position' | 'batchNorm'>;
 
 export class WorkerSession {
   private computer: StepComputer | undefined;

@@ -5,11 +5,11 @@
  * written into the slot) or reduce and apply Adam to a stripe of the parameters, or both in one
  * command when the step has one slot.
  */
-import { BN_MODE, CTL, F64, OP, STATUS, StepMemory, publish, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
+import { CTL, F64, OP, STATUS, StepMemory, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker } from '../common/step-stripe.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
-import type { SliceTask, WorkerSession } from './session.ts';
+import type { WorkerSession } from './session.ts';
 
 export interface SharedAttachMessage {
   type: 'shared_attach';
@@ -95,7 +95,7 @@ export class SharedStepServer {
     const owned = () => Atomics.load(ctl, this.mem.slotOwner(slot)) === this.index;
     // The gradient goes straight from the backend's tensors into the slot (one copy).
     const r = await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), () =>
-      owned() ? { gradientSum: this.mem.gradients[slot], stats: this.mem.statSums[slot] } : undefined, this.task());
+      owned() ? { gradientSum: this.mem.gradients[slot], stats: this.mem.statSums[slot] } : undefined, readSliceFields(ctl, b));
     if (!owned()) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;
@@ -104,18 +104,6 @@ export class SharedStepServer {
     f64[fb + F64.gradSquares] = this.gradientSquares(slot);
     f64[fb + F64.computeMs] = performance.now() - started;
     ctl[b + CTL.correct] = r.correct;
-  }
-
-  /** The command's sample position and BatchNorm mode (SharedStep.writeTask), as the task's fields. */
-  private task(): SliceTask {
-    const { ctl } = this.mem;
-    const b = this.base;
-    const mode = ctl[b + CTL.bnMode];
-    return {
-      taskId: ctl[b + CTL.taskId],
-      position: ctl[b + CTL.hasPosition] === 1 ? { seed: ctl[b + CTL.seed] >>> 0, step: ctl[b + CTL.stepNo], firstSample: ctl[b + CTL.firstSample] } : undefined,
-      batchNorm: mode === BN_MODE.sync ? { mode: 'sync', round: ctl[b + CTL.bnRound], timeoutMs: ctl[b + CTL.bnTimeoutMs] } : mode === BN_MODE.local ? { mode: 'local' } : undefined,
-    };
   }
 
   /** Σ g² over slot `slot`'s gradient sums (its padding lanes are 0), in float64. */
