@@ -61,6 +61,16 @@ export function sumVectors(parts: readonly Float64Array[], length: number): Floa
 }
 
 /**
+ * One synchronized BatchNorm exchange's totals from every slice's sums, combined in the order of
+ * the slices' first samples so that arrival order never matters: moments for the forward phase,
+ * plain sums ([Σdy…, Σdy·x̂…]) for the backward.
+ */
+export function combineSlices(phase: 'forward' | 'backward', parts: readonly { firstSample: number; sums: Float64Array }[], channels: number): Float64Array {
+  const ordered = [...parts].sort((a, b) => a.firstSample - b.firstSample).map((p) => p.sums);
+  return phase === 'forward' ? combineMoments(ordered, channels) : sumVectors(ordered, 2 * channels);
+}
+
+/**
  * Keras's (and tfjs-layers') moving average, `moving − (moving − batch)·(1 − momentum)`, computed
  * in float32 step by step as tfjs does, so the coordinator's update equals a worker's.
  */

@@ -24,7 +24,7 @@
  */
 import { ConfigError } from './errors.ts';
 import { BnSyncAbortedError, BnSyncTimeoutError, BnSyncUnsupportedError } from './bn-sync-errors.ts';
-import { combineMoments, momentsLength, sumVectors } from './batch-moments.ts';
+import { combineSlices, momentsLength } from './batch-moments.ts';
 import { bytesToFloat64 } from './codec.ts';
 import type { BnSumsMessage } from './protocol.ts';
 
@@ -66,6 +66,15 @@ interface KeyLayout {
 }
 
 const CONTROL_INTS = (keys: number) => 1 + 2 * keys;
+
+const doneWord = (tag: number, state: number) => (tag << 2) | state;
+
+/** Moves a key's done word from `from` to `to` in round `tag` (waking its sleepers unless it only claims); false if it was not in `from`. */
+function advance(control: Int32Array, d: number, tag: number, from: number, to: number): boolean {
+  const moved = Atomics.compareExchange(control, d, doneWord(tag, from), doneWord(tag, to)) === doneWord(tag, from);
+  if (moved && to !== COMBINING) Atomics.notify(control, d);
+  return moved;
+}
 const LANE_HEADER = 8;
 const align8 = (n: number) => Math.ceil(n / 8) * 8;
 
@@ -142,7 +151,7 @@ export class BnBoardHost {
     const tag = round & TAG_MASK;
     Atomics.store(control, 0, slices);
     for (let k = 0; k < keys.length; k++) {
-      Atomics.store(control, this.view.doneIndex(k), (tag << 2) | PENDING);
+      Atomics.store(control, this.view.doneIndex(k), doneWord(tag, PENDING));
       Atomics.store(control, this.view.arriveIndex(k), tag << COUNT_BITS);
     }
   }
@@ -157,9 +166,7 @@ export class BnBoardHost {
         if (Atomics.compareExchange(control, a, w, (tag << COUNT_BITS) | ENDED) === w) break;
       }
       const d = this.view.doneIndex(k);
-      for (const state of [PENDING, COMBINING]) {
-        if (Atomics.compareExchange(control, d, (tag << 2) | state, (tag << 2) | ABORTED) === ((tag << 2) | state)) Atomics.notify(control, d);
-      }
+      for (const state of [PENDING, COMBINING]) advance(control, d, tag, state, ABORTED);
     }
   }
 }
@@ -209,22 +216,19 @@ export class BnBoardClient {
     const tag = round & TAG_MASK;
     const d = view.doneIndex(key);
     // Claimed first: if the round ended meanwhile, nothing is written.
-    if (Atomics.compareExchange(view.control, d, (tag << 2) | PENDING, (tag << 2) | COMBINING) !== ((tag << 2) | PENDING)) throw this.aborted(round);
-    const parts: { first: number; sums: Float64Array }[] = [];
+    if (!advance(view.control, d, tag, PENDING, COMBINING)) throw this.aborted(round);
+    const parts: { firstSample: number; sums: Float64Array }[] = [];
     for (let t = 0; t < view.init.threads; t++) {
       const h = view.laneHeader(key, t);
-      if (Atomics.load(h, 0) === round) parts.push({ first: h[1], sums: view.laneValues(key, t) });
+      if (Atomics.load(h, 0) === round) parts.push({ firstSample: h[1], sums: view.laneValues(key, t) });
     }
     let state = ABORTED;
     if (parts.length === slices) {
-      parts.sort((x, y) => x.first - y.first);
-      const ordered = parts.map((p) => p.sums);
-      const layer = key % view.layers;
-      const c = view.init.channels[layer];
-      view.totals(key, round).set(key < view.layers ? combineMoments(ordered, c) : sumVectors(ordered, 2 * c));
+      const channels = view.init.channels[key % view.layers];
+      view.totals(key, round).set(combineSlices(key < view.layers ? 'forward' : 'backward', parts, channels));
       state = READY;
     }
-    if (Atomics.compareExchange(view.control, d, (tag << 2) | COMBINING, (tag << 2) | state) === ((tag << 2) | COMBINING)) Atomics.notify(view.control, d);
+    advance(view.control, d, tag, COMBINING, state);
   }
 
   /** Waits until the key's totals are ready; throws if the round ends first or time runs out. */
@@ -232,9 +236,9 @@ export class BnBoardClient {
     const { control } = this.view;
     const d = this.view.doneIndex(key);
     const tag = request.round & TAG_MASK;
-    const pending = (tag << 2) | PENDING;
+    const pending = doneWord(tag, PENDING);
     // While the last arrival combines (a few microseconds), spin rather than sleep.
-    const waiting = (w: number) => w === pending || w === ((tag << 2) | COMBINING);
+    const waiting = (w: number) => w === pending || w === doneWord(tag, COMBINING);
     const spinUntil = performance.now() + SPIN_MICROS / 1000;
     while (waiting(Atomics.load(control, d)) && performance.now() < spinUntil);
     const deadline = Date.now() + timeoutMs;
@@ -243,7 +247,7 @@ export class BnBoardClient {
       if (left <= 0) throw new BnSyncTimeoutError(`No BatchNorm totals for layer ${request.layer} (${request.phase}) of round ${request.round} within ${timeoutMs} ms.`);
       if (w === pending) Atomics.wait(control, d, pending, left);
     }
-    if (Atomics.load(control, d) !== (((request.round & TAG_MASK) << 2) | READY)) throw this.aborted(request.round);
+    if (Atomics.load(control, d) !== doneWord(tag, READY)) throw this.aborted(request.round);
   }
 
   private aborted(round: number): BnSyncAbortedError {

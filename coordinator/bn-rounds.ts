@@ -10,7 +10,7 @@
  * exchange on a board in shared memory instead (common/bn-board.ts): a round given one opens and
  * ends there too, and its slices never call `contribute`.
  */
-import { combineMoments, momentsLength, sumVectors } from '../common/batch-moments.ts';
+import { combineSlices, momentsLength } from '../common/batch-moments.ts';
 import { BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import type { BnSumsMessage } from '../common/protocol.ts';
 import { bytesToFloat64 } from '../common/codec.ts';
@@ -56,8 +56,7 @@ export class ExchangeRound {
     gate.parts.set(msg.firstSample, sums.slice());
     const answer = new Promise<Float64Array>((resolve, reject) => gate.waiters.push({ resolve, reject }));
     if (gate.parts.size === this.slices) {
-      const ordered = [...gate.parts.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
-      const totals = msg.phase === 'forward' ? combineMoments(ordered, c) : sumVectors(ordered, 2 * c);
+      const totals = combineSlices(msg.phase, [...gate.parts.entries()].map(([firstSample, sums]) => ({ firstSample, sums })), c);
       for (const w of gate.waiters) w.resolve(totals);
       this.gates.delete(key);
     }
