@@ -12,7 +12,7 @@ import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
 import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, type NormalizedBatch } from './layers/sync-batch-norm.ts';
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
 import { hostFloats } from '../common/host-floats.ts';
-import { DirectBackprop } from './direct-backprop.ts';
+import { DirectBackprop, PROBABILITY_CLIP } from './direct-backprop.ts';
 
 export interface TrainResult {
   count: number;
@@ -60,8 +60,6 @@ export function countCorrect(probs: Float32Array, labels: Uint8Array): number {
   return correct;
 }
 
-// Keras clips probabilities to [epsilon, 1 - epsilon] in categorical cross-entropy.
-const EPSILON = 1e-7;
 
 /** Reads a packed result with one asynchronous read-back (no synchronous GPU reads), then frees it. */
 async function readAndDispose(t: Tensor): Promise<Float32Array> {
@@ -181,7 +179,7 @@ export class StepComputer {
   }
 
   private static lossSum(probs: Tensor, y: Tensor): Tensor {
-    return tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(probs, EPSILON, 1 - EPSILON)))));
+    return tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(probs, PROBABILITY_CLIP, 1 - PROBABILITY_CLIP)))));
   }
 
   /**

@@ -94,10 +94,11 @@ interface Pass {
   preNormBias?: { stage: number; form: boolean[]; gradient: Float32Array };
 }
 
-// Keras clips probabilities to [epsilon, 1 - epsilon] in categorical cross-entropy (as StepComputer),
-// compared in float32 as tfjs's ClipByValue kernel does.
-const CLIP_MIN = Math.fround(1e-7);
-const CLIP_MAX = Math.fround(1 - 1e-7);
+/** Keras clips probabilities to [ε, 1 − ε] in categorical cross-entropy (StepComputer's tape loss too). */
+export const PROBABILITY_CLIP = 1e-7;
+// Compared in float32, as tfjs's ClipByValue kernel does.
+const CLIP_MIN = Math.fround(PROBABILITY_CLIP);
+const CLIP_MAX = Math.fround(1 - PROBABILITY_CLIP);
 
 export class DirectBackprop {
   private constructor(private readonly stages: Stage[]) {}

@@ -12,6 +12,7 @@
  */
 import { tf, tfc, type Tensor } from '../../tf.ts';
 import { WASM, inputsOf } from '../wasm-backend.ts';
+import { registerWasmKernel } from '../install.ts';
 import type { NativeKernels } from './addon.ts';
 import { heapOf, type HeapBackend } from './onednn-kernels.ts';
 
@@ -46,8 +47,7 @@ export function setNativeReluBackward(native: NativeKernels | undefined): void {
   if (native === installed) return;
   installed = native;
   if (!native) return;
-  if (tfc.getKernel(RELU_BACKWARD, WASM) !== undefined) tfc.unregisterKernel(RELU_BACKWARD, WASM);
-  tfc.registerKernel(kernel(native));
+  registerWasmKernel(kernel(native));
 }
 
 /** (dy, y) → [dz, Σ dz over the leading axes], where the native kernels are active; else undefined. */

@@ -10,6 +10,7 @@
  */
 import { tf, tfc, type Tensor } from '../../tf.ts';
 import { WASM, inputsOf } from '../wasm-backend.ts';
+import { registerWasmKernel } from '../install.ts';
 import type { NativeKernels } from './addon.ts';
 import { heapOf, type HeapBackend } from './onednn-kernels.ts';
 
@@ -113,9 +114,7 @@ export function setNativeBatchNormKernels(native: NativeKernels | undefined): vo
     return;
   }
   if (installed?.native === native) return;
-  const config = syncBatchNormGradInputKernel(native);
-  if (tfc.getKernel(SYNC_BN_GRAD_INPUT, WASM) !== undefined) tfc.unregisterKernel(SYNC_BN_GRAD_INPUT, WASM);
-  tfc.registerKernel(config);
+  registerWasmKernel(syncBatchNormGradInputKernel(native));
   installed = { native, passes: nativePasses(native) };
 }
 
