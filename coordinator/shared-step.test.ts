@@ -5,9 +5,9 @@
  * needs no model compute: what it exercises is the shared memory, the threads' Σg², the screen, the
  * scheduler's recomputation and the Adam guard.
  */
+import { capturingLogger } from '../test/capture-logger.ts';
 import { describe, expect, it } from 'vitest';
 import { syntheticData, tempDir, testConfig } from '../test/helpers.ts';
-import { silentLogger, type Logger } from '../common/logger.ts';
 import { Adam } from '../common/adam.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import type { TrainResult } from '../worker/compute.ts';
@@ -100,11 +100,7 @@ interface Honest {
 async function trainShared(k: number, poison: Poison = () => undefined, honest: Honest = {}): Promise<SharedRun> {
   const out = await tempDir('shared-');
   const config = testConfig({ model: 'mlp', workers: k, batchSize: 32, out, learningRate: 0.01 });
-  const lines: Record<string, unknown>[] = [];
-  const log: Logger = silentLogger();
-  log.warn = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.warn;
-  log.error = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.error;
-  log.info = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.info;
+  const { log, lines } = capturingLogger();
   const membership = new Membership(log);
   const data = await syntheticData(128, 20);
   const trainer = new Trainer(config, data, membership, log);

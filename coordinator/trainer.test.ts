@@ -1,3 +1,4 @@
+import { capturingLogger } from '../test/capture-logger.ts';
 import { describe, expect, it } from 'vitest';
 import { syntheticData, tempDir, testConfig } from '../test/helpers.ts';
 import { silentLogger } from '../common/logger.ts';
@@ -9,7 +10,6 @@ import { Trainer } from './trainer.ts';
 import { saveCheckpoint } from './checkpoint.ts';
 import { GradientScreen } from './result-check.ts';
 import type { WorkerHandle } from './membership.ts';
-import type { Logger } from '../common/logger.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { floatsToBytes } from '../common/codec.ts';
 import { permutation } from '../common/random.ts';
@@ -87,9 +87,7 @@ function holdsAny(images: Uint8Array, wanted: Uint8Array[]): boolean {
 async function trainOverMessages(opts: { outlierPositions?: number[]; screen?: boolean; lieOn?: number }) {
   const out = await tempDir('msg-');
   const config = testConfig({ model: 'mlp', workers: 3, batchSize: 32, out, learningRate: 0.01 });
-  const lines: Record<string, unknown>[] = [];
-  const log: Logger = silentLogger();
-  for (const level of ['info', 'warn', 'error'] as const) log[level] = ((o: Record<string, unknown>) => lines.push(o)) as typeof log.info;
+  const { log, lines } = capturingLogger();
   const membership = new Membership(log);
   const data = await syntheticData(128, 20);
   const trainer = new Trainer(config, data, membership, log);
