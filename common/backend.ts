@@ -112,12 +112,6 @@ export function candidateKinds(choice: BackendChoice, options: SelectOptions = {
   return choice === 'auto' ? AUTO_ORDER : [choice];
 }
 
-/**
- * Backends whose tensors can be read in the middle of a step without a device sync: synchronized
- * BatchNorm's exchange inside the forward pass and the direct backward pass need it.
- */
-export const SYNC_READ_BACKENDS: ReadonlySet<string> = new Set(['cpu', 'wasm', 'tensorflow']);
-
 export async function selectBackend(choice: BackendChoice, options: SelectOptions = {}): Promise<BackendSelection> {
   const kinds = candidateKinds(choice, options);
   const forced = choice !== 'auto' && !options.after;

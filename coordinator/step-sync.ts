@@ -24,7 +24,7 @@ import type { TaskSpec } from './scheduler.ts';
 import { bnRounds, type ExchangeRound } from './bn-rounds.ts';
 import { updateMovingStats } from './moving-stats.ts';
 import type { BnBoardHost } from '../common/bn-board.ts';
-import { SYNC_READ_BACKENDS } from '../common/backend.ts';
+import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 
 /** The smallest slice in 'local' mode: below it, a slice's batch statistics are too noisy to normalize with. */
 export const BN_MIN_SLICE = 8;

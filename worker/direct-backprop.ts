@@ -23,7 +23,7 @@
  */
 import { tf, tfc, tfl, type Tensor } from '../common/tf.ts';
 import { hostFloats } from '../common/host-floats.ts';
-import { SYNC_READ_BACKENDS } from '../common/backend.ts';
+import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import { NUM_CLASSES } from '../common/models.ts';
 import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
 import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
