@@ -67,6 +67,12 @@ export interface TrainConfig {
    * least 8 samples. Both update the moving statistics exactly. Default exact.
    */
   syncBatchNorm?: 'exact' | 'stats';
+  /**
+   * Reduction grain in samples (common/reduce-grain.ts): gradients summed per group of this many
+   * samples and added in float64, so the result does not depend on the worker count, bit for bit.
+   * 0 or absent: none. `dtrain train` only (the shared-memory step).
+   */
+  reduceGrain?: number;
 }
 
 export const TRAIN_DEFAULTS: TrainConfig = {

@@ -7,7 +7,8 @@
  *                            step s reads weights[p] and writes weights[1-p] (ping-pong)
  *   m[0], m[1], v[0], v[1]   Adam's moments, ping-ponged with the weights
  *   reduced                  the mean gradient, written stripe by stripe before Adam reads it
- *   gradient[k], stats[k]    slot k's gradient sums and BatchNorm statistics (one slot per slice)
+ *   gradient[k], stats[k]    slot k's gradient sums and BatchNorm statistics (one slot per slice);
+ *                            float64 gradient sums with a reduction grain (common/reduce-grain.ts)
  *   images[k], labels[k]     slot k's input bytes
  * Keeping the previous weights and moments intact until the step is complete is what lets a step
  * whose thread died during the reduction be redone from the same inputs.
@@ -32,6 +33,8 @@ export interface StepMemoryShape {
   slotSamples: number;
   /** Compute threads (control blocks). */
   threads: number;
+  /** Reduction grain in samples (common/reduce-grain.ts); absent or 0: none. With one, gradient slots are float64. */
+  grain?: number;
 }
 
 /** Stripes are whole 64-byte lines, so no two threads write the same cache line. */
@@ -152,7 +155,10 @@ export class StepMemory {
   readonly m: [Float32Array, Float32Array];
   readonly v: [Float32Array, Float32Array];
   readonly reduced: Float32Array;
+  /** Each slot's float32 gradient sums; empty with a reduction grain (wideGradients instead). */
   readonly gradients: Float32Array[];
+  /** Each slot's float64 gradient sums with a reduction grain; empty without. */
+  readonly wideGradients: Float64Array[];
   readonly statSums: Float32Array[];
   readonly images: Uint8Array[];
   readonly labels: Uint8Array[];
@@ -180,7 +186,9 @@ export class StepMemory {
     this.m = [f32(o.m[0], this.adamSpan), f32(o.m[1], this.adamSpan)];
     this.v = [f32(o.v[0], this.adamSpan), f32(o.v[1], this.adamSpan)];
     this.reduced = f32(o.reduced, this.adamSpan);
-    this.gradients = o.gradients.map((at) => f32(at, shape.trainable));
+    const wide = (shape.grain ?? 0) > 0;
+    this.gradients = wide ? [] : o.gradients.map((at) => f32(at, shape.trainable));
+    this.wideGradients = wide ? o.gradients.map((at) => new Float64Array(buf, at, shape.trainable)) : [];
     this.statSums = o.stats.map((at) => f32(at, shape.stats));
     this.images = o.images.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
     this.labels = o.labels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
@@ -211,7 +219,7 @@ export class StepMemory {
     const labels: number[] = [];
     for (let k = 0; k < shape.slots; k++) {
       // Padded to the Adam span with lanes that stay 0: the SIMD reduction reads whole lanes.
-      gradients.push(take(span * 4));
+      gradients.push(take(span * ((shape.grain ?? 0) > 0 ? 8 : 4)));
       stats.push(take(shape.stats * 4));
       images.push(take(shape.slotSamples * IMAGE_BYTES));
       labels.push(take(shape.slotSamples));

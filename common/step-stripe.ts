@@ -52,6 +52,10 @@ export class StripeWorker {
     const inv = this.mem.f64[F64.inv];
     const end = Math.min(to, shape.trainable);
     const { slots } = this.slotCounts();
+    if (this.mem.wideGradients.length > 0) {
+      this.reduceWide(from, end, slots, inv);
+      return;
+    }
     if (this.reduceKernel) {
       if (to > from) this.reduceKernel((to - from) * 4, this.mem.offsets.gradients + from * 4, this.mem.offsets.gradientStride, slots, this.mem.offsets.reduced + from * 4, inv);
       return;
@@ -68,6 +72,19 @@ export class StripeWorker {
         for (let k = 0; k < slots; k++) s = Math.fround(s + gradients[k][i]);
         reduced[i] = s * inv;
       }
+    }
+  }
+
+  /**
+   * With a reduction grain: reduced[i] = (0 + g_0[i] + g_1[i] + ...) · (1/count) in float64, rounded
+   * to float32 once (common/reduce-grain.ts). Padding lanes stay 0 from the memory's creation.
+   */
+  private reduceWide(from: number, end: number, slots: number, inv: number): void {
+    const { reduced, wideGradients } = this.mem;
+    for (let i = from; i < end; i++) {
+      let s = 0;
+      for (let k = 0; k < slots; k++) s += wideGradients[k][i];
+      reduced[i] = s * inv;
     }
   }
 

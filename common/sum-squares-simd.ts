@@ -70,7 +70,7 @@ export function simdSumSquaresKernel(memory: WebAssembly.Memory, shared = false)
 }
 
 /** The same sum in JavaScript (float64), where SIMD is not used. */
-export function sumSquares(values: Float32Array): number {
+export function sumSquares(values: Float32Array | Float64Array): number {
   let sq = 0;
   for (let i = 0; i < values.length; i++) sq += values[i] * values[i];
   return sq;

@@ -49,7 +49,8 @@ export interface InProcessOptions {
    * The shared-memory step (coordinator/shared-step.ts), when given: the trainable and statistics
    * counts and the largest slice. Without it, every step is messages, as over WebSockets.
    */
-  sharedMemory?: { trainable: number; stats: number; slotSamples: number } | false;
+  /** `grain`: the run's reduction grain (common/reduce-grain.ts), whose slots hold float64 gradients. */
+  sharedMemory?: { trainable: number; stats: number; slotSamples: number; grain?: number } | false;
   /**
    * Channels of the model's BatchNorm layers: with two threads or more, their synchronized
    * BatchNorm exchanges go through a board in shared memory (common/bn-board.ts), not messages.

@@ -14,7 +14,8 @@ import type { DatasetSplits, ImageSet } from '../common/data/types.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { gatherImages } from '../common/data/split.ts';
 import type { TrainConfig } from '../common/config.ts';
-import { CheckpointError } from '../common/errors.ts';
+import { CheckpointError, ConfigError } from '../common/errors.ts';
+import { alignedSliceSizes } from '../common/reduce-grain.ts';
 import type { Membership } from './membership.ts';
 import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
@@ -237,12 +238,27 @@ export class Trainer {
   /** Trains to the end, or until `signal` aborts (then checkpoints and reports where it stopped). */
   async run(signal?: AbortSignal): Promise<RunOutcome> {
     const counters: RunCounters = { started: performance.now(), steps: 0, images: 0 };
+    this.checkReduceGrain();
     this.sharedStep?.load(this.weights, this.adam);
     while (this.position.epoch < this.config.epochs) {
       const stopped = await this.trainEpoch(counters, signal);
       if (stopped) return stopped;
     }
     return this.finish(counters, signal);
+  }
+
+  /** A reduction grain needs the shared-memory step's float64 slots, the exact mean and synchronized BatchNorm. */
+  private checkReduceGrain(): void {
+    const { reduceGrain: grain = 0, aggregation = 'mean', syncBatchNorm = 'exact', batchPerWorker } = this.config;
+    if (grain === 0) return;
+    if (!Number.isInteger(grain) || grain < 0) throw new ConfigError(`--reduce-grain must be a whole number of samples (0: off), but got ${grain}.`);
+    const refuse = (why: string) => {
+      throw new ConfigError(`--reduce-grain ${grain} ${why}`);
+    };
+    if (!this.sharedStep) refuse('needs the shared-memory step of `dtrain train` (float64 gradient slots); this run steps through messages.');
+    if (aggregation !== 'mean') refuse(`needs --aggregation mean (the exact sum), but got ${aggregation}.`);
+    if (this.stepSync.hasBatchNorm && syncBatchNorm !== 'exact') refuse(`needs --sync-bn exact (the global batch's statistics), but got ${syncBatchNorm}.`);
+    if (batchPerWorker && batchPerWorker % grain !== 0) refuse(`must divide --batch-per-worker ${batchPerWorker}: each thread's slice holds whole groups.`);
   }
 
   /** The step loop of one epoch, from where the position says, then its evaluation; returns an outcome only when stopped. */
@@ -280,7 +296,8 @@ export class Trainer {
     let from = 0;
     const shared = this.sharedStep;
     const plan = this.stepSync.plan(batch, this.membership);
-    for (const size of sliceSizes(batch, plan.slices)) {
+    const grain = this.config.reduceGrain ?? 0;
+    for (const size of grain > 0 ? alignedSliceSizes(batch, plan.slices, grain) : sliceSizes(batch, plan.slices)) {
       const slice = indices.subarray(from, from + size);
       tasks.push(shared ? shared.gather(tasks.length, train, slice) : this.gather(train, slice));
       from += size;

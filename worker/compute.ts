@@ -4,7 +4,7 @@
  * average by sample count and the result does not depend on how the batch was sliced.
  */
 import { tf, tfc, tfl, type LayersModel, type Tensor } from '../common/tf.ts';
-import { ShapeError } from '../common/errors.ts';
+import { DtrainError, ShapeError } from '../common/errors.ts';
 import { buildModel, MODEL_SPECS, NUM_CLASSES, IMAGE_SHAPE, IMAGE_SIZE, type ModelName } from '../common/models.ts';
 import { weightLayout, assertLength, type WeightLayout } from '../common/weights.ts';
 import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
@@ -13,6 +13,8 @@ import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, ty
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
 import { hostFloats } from '../common/host-floats.ts';
 import { DirectBackprop, PROBABILITY_CLIP } from './direct-backprop.ts';
+import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
+import { addGroups } from '../common/reduce-grain.ts';
 
 export interface TrainResult {
   count: number;
@@ -40,6 +42,11 @@ export interface TrainOptions {
    * for backends that cannot read synchronously). Default 'sync' with no exchange.
    */
   batchNorm?: { kind: 'sync'; exchange?: LayerExchange } | { kind: 'local' };
+  /**
+   * Reduction grain in samples (common/reduce-grain.ts; 0 or absent: none). With one, `trainInto`
+   * writes float64 gradient sums that do not depend on the slicing; it needs the direct pass.
+   */
+  grain?: number;
 }
 
 export interface EvalResult {
@@ -90,6 +97,27 @@ async function copyInto(tensors: Tensor[], out: Float32Array): Promise<void> {
   for (const t of tensors) {
     out.set(hostFloats(t) ?? ((await t.data()) as Float32Array), at);
     at += t.size;
+  }
+}
+
+/** Where `trainInto` writes: float64 gradient sums with a reduction grain, float32 without. */
+export interface GradientTarget {
+  gradientSum: Float32Array | Float64Array;
+  stats: Float32Array;
+}
+
+function tensorsOf(grads: (Tensor | Float64Array)[]): Tensor[] {
+  return grads.filter((g): g is Tensor => !(g instanceof Float64Array));
+}
+
+/** With a grain: each weight's per-group gradients ([groups, ...]) or float64 sum, into `out` in layout order. */
+function addGradientGroups(grads: (Tensor | Float64Array)[], out: Float32Array | Float64Array): void {
+  if (!(out instanceof Float64Array)) throw new TypeError('Expected a float64 gradient target with a reduction grain, but got a float32 one.');
+  let at = 0;
+  for (const g of grads) {
+    if (g instanceof Float64Array) out.set(g, at);
+    else addGroups(g, out, at);
+    at += g instanceof Float64Array ? g.length : g.size / g.shape[0];
   }
 }
 
@@ -187,13 +215,17 @@ export class StepComputer {
    * gradient sums in the order of the layout's trainable weights, and each BatchNorm's slice
    * statistics. `probs` and `stats` are kept past variableGrads' scope: the caller disposes them.
    */
-  private forwardBackward(images: Uint8Array, labels: Uint8Array, opts: TrainOptions): { value: Tensor; probs: Tensor; grads: Tensor[]; stats: Tensor[] } {
+  private forwardBackward(images: Uint8Array, labels: Uint8Array, opts: TrainOptions): { value: Tensor; lossSum?: number; probs: Tensor; grads: (Tensor | Float64Array)[]; stats: Tensor[] } {
     const count = labels.length;
     const x = this.inputs(images, count);
     const bn = opts.batchNorm ?? { kind: 'sync' };
+    const grain = opts.grain ?? 0;
     if (this.direct && bn.kind === 'sync' && DirectBackprop.backendSupported()) {
-      const r = this.direct.forwardBackward(x, labels, opts.position ?? { seed: 0, step: 0, firstSample: 0 }, bn.exchange);
-      return { value: tf.scalar(r.lossSum), probs: r.probs, grads: this.trainable.map((v) => r.grads.get(v)!), stats: r.stats };
+      const r = this.direct.forwardBackward(x, labels, opts.position ?? { seed: 0, step: 0, firstSample: 0 }, bn.exchange, grain);
+      return { value: tf.scalar(r.lossSum), lossSum: r.lossSum, probs: r.probs, grads: this.trainable.map((v) => r.wide.get(v) ?? r.grads.get(v)!), stats: r.stats };
+    }
+    if (grain > 0) {
+      throw new DtrainError('DTRAIN_ERR_REDUCE_GRAIN', `A reduction grain needs the direct backward pass: a backend that reads synchronously (${[...SYNC_READ_BACKENDS].join(', ')}) and synchronized BatchNorm, but this thread runs ${tf.getBackend()}${bn.kind === 'local' ? ' with --sync-bn stats' : ''}.`);
     }
     const y = tf.tensor2d(oneHot(labels, NUM_CLASSES), [count, NUM_CLASSES]);
     let probs: Tensor | undefined;
@@ -226,9 +258,10 @@ export class StepComputer {
   async train(images: Uint8Array, labels: Uint8Array, opts: TrainOptions = {}): Promise<TrainResult> {
     const count = labels.length;
     const packed = tf.tidy(() => {
+      if (opts.grain) throw new DtrainError('DTRAIN_ERR_REDUCE_GRAIN', 'A reduction grain needs the shared-memory step (trainInto), whose slots hold float64 gradients.');
       const { value, probs, grads, stats } = this.forwardBackward(images, labels, opts);
       const parts: Tensor[] = [tf.reshape(value, [1]), tf.reshape(probs, [-1])];
-      for (const g of grads) parts.push(tf.reshape(g, [-1]));
+      for (const g of grads as Tensor[]) parts.push(tf.reshape(g, [-1]));
       for (const t of stats) parts.push(tf.reshape(t, [-1]));
       const all = tf.concat(parts);
       tf.dispose([probs, ...stats]);
@@ -256,25 +289,33 @@ export class StepComputer {
    * written, and may answer undefined to have nothing written (the slot was reassigned meanwhile).
    * The same values as `train`: copies only.
    */
-  async trainInto(images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined, opts: TrainOptions = {}): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+  async trainInto(images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | undefined, opts: TrainOptions = {}): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
     const count = labels.length;
-    const { head, grads, stats } = tf.tidy(() => {
+    // With a grain some gradients are float64 arrays: kept out of tidy's result, which holds tensors only.
+    let grads: (Tensor | Float64Array)[] = [];
+    let lossSum: number | undefined;
+    const { head, stats } = tf.tidy(() => {
       const r = this.forwardBackward(images, labels, opts);
       const head = tf.concat([tf.reshape(r.value, [1]), tf.reshape(r.probs, [-1])]);
       tf.dispose(r.probs);
-      return { head, grads: r.grads, stats: r.stats };
+      grads = r.grads;
+      // With a grain the loss stays float64 too (the head's copy is float32): reports agree at any slicing.
+      if (opts.grain) lossSum = r.lossSum;
+      return { head, stats: r.stats, kept: tensorsOf(r.grads) };
     });
     try {
       const flat = (await head.data()) as Float32Array;
       const into = target();
       if (into) {
         assertLength('gradient target', into.gradientSum.length, this.layout.trainableSize);
-        await copyInto(grads, into.gradientSum);
+        if (opts.grain) addGradientGroups(grads, into.gradientSum);
+        else if (into.gradientSum instanceof Float32Array) await copyInto(tensorsOf(grads), into.gradientSum);
+        else throw new TypeError('Expected a float32 gradient target without a reduction grain, but got a float64 one.');
         await copyInto(stats, into.stats);
       }
-      return { count, lossSum: flat[0], correct: countCorrect(flat.subarray(1), labels) };
+      return { count, lossSum: lossSum ?? flat[0], correct: countCorrect(flat.subarray(1), labels) };
     } finally {
-      tf.dispose([head, ...grads, ...stats]);
+      tf.dispose([head, ...tensorsOf(grads), ...stats]);
     }
   }
 

@@ -29,6 +29,7 @@ import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
 import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
 import { inactiveForm, inactiveFormGradient, substituteChannels } from './layers/pre-norm-bias.ts';
 import { nativeReluBackward } from '../common/kernels/native/relu-backward.ts';
+import { sampleGroups, sumGroups, type SampleGroup } from '../common/reduce-grain.ts';
 
 /** Combines one BatchNorm layer's sums with the other slices' (StepComputer's LayerExchange). */
 export type LayerExchange = (layer: number, phase: ExchangePhase, local: Float64Array) => Float64Array;
@@ -91,7 +92,11 @@ interface Pass {
   stats: Tensor[];
   exchange: LayerExchange | undefined;
   /** The bias gradient a BatchNorm's backward pass computed for the stage before it, and its channels. */
-  preNormBias?: { stage: number; form: boolean[]; gradient: Float32Array };
+  preNormBias?: { stage: number; form: boolean[]; gradient: Float64Array };
+  /** With a reduction grain: the slice's groups of samples, each reduced on its own (common/reduce-grain.ts). */
+  groups: SampleGroup[] | undefined;
+  /** With a grain: the gradients summed in float64 (BatchNorm's γ and β, pre-norm biases). */
+  wide: Map<tfc.Variable, Float64Array>;
 }
 
 /** Keras clips probabilities to [ε, 1 − ε] in categorical cross-entropy (StepComputer's tape loss too). */
@@ -99,6 +104,11 @@ export const PROBABILITY_CLIP = 1e-7;
 // Compared in float32, as tfjs's ClipByValue kernel does.
 const CLIP_MIN = Math.fround(PROBABILITY_CLIP);
 const CLIP_MAX = Math.fround(1 - PROBABILITY_CLIP);
+
+/** `f` on each group's rows of `tensors` (sliced on the first axis), stacked: one result per group. */
+function perGroup(groups: readonly SampleGroup[], tensors: Tensor[], f: (rows: Tensor[]) => Tensor): Tensor {
+  return tf.stack(groups.map((g) => f(tensors.map((t) => tf.slice(t, [g.start, ...new Array<number>(t.rank - 1).fill(0)], [g.size, ...new Array<number>(t.rank - 1).fill(-1)])))));
+}
 
 export class DirectBackprop {
   private constructor(private readonly stages: Stage[]) {}
@@ -136,9 +146,14 @@ export class DirectBackprop {
    * Loss sum, probabilities, the gradient sums of every stage's weights (`grads`, by variable) and
    * each BatchNorm's slice mean and variance (`stats`, in layer order), in the caller's tidy.
    * `exchange` combines BatchNorm sums with the step's other slices (absent: this slice is the batch).
+   *
+   * `grain` (samples; common/reduce-grain.ts): every sum over samples runs per group of `grain` samples, so
+   * that it does not depend on how the batch was sliced. Each of `grads` then has a leading axis,
+   * one gradient per group; the gradients BatchNorm sums in float64 come in `wide` instead.
    */
-  forwardBackward(x: Tensor, labels: Uint8Array, position: SamplePosition, exchange?: LayerExchange): { lossSum: number; probs: Tensor; grads: Map<tfc.Variable, Tensor>; stats: Tensor[] } {
-    const pass: Pass = { inputs: [], outputs: [], masks: new Map(), norms: new Map(), stats: [], exchange };
+  forwardBackward(x: Tensor, labels: Uint8Array, position: SamplePosition, exchange?: LayerExchange, grain = 0): { lossSum: number; probs: Tensor; grads: Map<tfc.Variable, Tensor>; wide: Map<tfc.Variable, Float64Array>; stats: Tensor[] } {
+    const groups = grain > 0 ? sampleGroups(labels.length, grain) : undefined;
+    const pass: Pass = { inputs: [], outputs: [], masks: new Map(), norms: new Map(), stats: [], exchange, groups, wide: new Map() };
     let h = x;
     this.stages.forEach((s, i) => {
       pass.inputs.push(h);
@@ -152,7 +167,7 @@ export class DirectBackprop {
     const first = this.stages.findIndex((s) => s.kind === 'dense' || s.kind === 'conv');
     let dy: Tensor = dz;
     for (let i = this.stages.length - 1; i >= first; i--) dy = this.backwardStage(i, dy, pass, grads, i > first);
-    return { lossSum, probs, grads, stats: pass.stats };
+    return { lossSum, probs, grads, wide: pass.wide, stats: pass.stats };
   }
 
   private forwardStage(s: Stage, i: number, h: Tensor, pass: Pass, position: SamplePosition): Tensor {
@@ -169,7 +184,9 @@ export class DirectBackprop {
       const st = syncStatistics(h, s.epsilon, phase, passes);
       const saved = passes.save(h, s.gamma, st.mean, st.rs);
       pass.norms.set(i, { st, saved, phase, passes });
-      pass.stats.push(tf.tensor1d(st.localMean), tf.tensor1d(st.localVariance));
+      // With a grain every slice reports the global batch's statistics: their combination is then
+      // exactly those (equal means and variances combine without rounding), at any slicing.
+      pass.stats.push(tf.tensor1d(pass.groups ? st.mean : st.localMean), tf.tensor1d(pass.groups ? st.variance : st.localVariance));
       return tf.batchNorm(h, tf.tensor1d(st.mean), tf.tensor1d(st.variance), s.beta, s.gamma, s.epsilon);
     }
     return DirectBackprop.forward(s, h);
@@ -185,16 +202,27 @@ export class DirectBackprop {
     if (s.kind === 'batchnorm') {
       const n = pass.norms.get(i)!;
       const r = syncBatchNormGradient(dy, n.saved, n.st, n.phase, n.passes);
-      grads.set(s.gamma, r.dGamma);
-      grads.set(s.beta, r.dBeta);
+      if (pass.groups) {
+        // Sums over the slice's rows in float64: the reduction adds the slices' in float64 too.
+        pass.wide.set(s.gamma, r.local.slice(n.st.channels));
+        pass.wide.set(s.beta, r.local.slice(0, n.st.channels));
+        tf.dispose([r.dGamma, r.dBeta]);
+      } else {
+        grads.set(s.gamma, r.dGamma);
+        grads.set(s.beta, r.dBeta);
+      }
       pass.preNormBias = this.preNormBias(i - 1, r.dx, n.st, pass);
       return r.dx;
     }
-    const dx = this.backward(s, pass.inputs[i], pass.outputs[i], dy, grads, needInput, i === this.stages.length - 1);
+    const dx = this.backward(s, pass.inputs[i], pass.outputs[i], dy, grads, needInput, i === this.stages.length - 1, pass.groups);
     const bias = pass.preNormBias;
     if (bias && bias.stage === i && (s.kind === 'conv' || s.kind === 'dense')) {
       // As layers/pre-norm-bias.ts: −Σ_{y≤0} dx in the channels whose inactive positions are the minority.
-      grads.set(s.bias, substituteChannels(bias.form, bias.gradient, grads.get(s.bias)!));
+      const original = grads.get(s.bias)!;
+      if (pass.groups) {
+        pass.wide.set(s.bias, DirectBackprop.substituteWide(bias.form, bias.gradient, original));
+        grads.delete(s.bias);
+      } else grads.set(s.bias, substituteChannels(bias.form, bias.gradient, original));
       pass.preNormBias = undefined;
     }
     return dx;
@@ -211,6 +239,12 @@ export class DirectBackprop {
     const form = inactiveForm(s.activation, st.global, st.channels);
     const gradient = inactiveFormGradient(s.activation, form, dx, pass.outputs[stage]);
     return gradient && { stage, form, gradient };
+  }
+
+  /** A pre-norm bias's float64 gradient with a grain: `recorded` in the `form` channels, the groups' sum in the others. */
+  private static substituteWide(form: readonly boolean[], recorded: Float64Array, groups: Tensor): Float64Array {
+    const summed = sumGroups(groups);
+    return Float64Array.from(form, (f, c) => (f ? recorded[c] : summed[c]));
   }
 
   private static forward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, h: Tensor): Tensor {
@@ -253,7 +287,13 @@ export class DirectBackprop {
    * gradient, Σ of that over every axis but the channels: one native pass where the native kernels
    * are active (common/kernels/native/relu-backward.ts), else Step·dy and Sum.
    */
-  private static activationBackward(relu: boolean, dy: Tensor, output: Tensor, bias: tfc.Variable, grads: Map<tfc.Variable, Tensor>): Tensor {
+  private static activationBackward(relu: boolean, dy: Tensor, output: Tensor, bias: tfc.Variable, grads: Map<tfc.Variable, Tensor>, groups: SampleGroup[] | undefined): Tensor {
+    if (groups) {
+      const dz = relu ? tf.mul(dy, tf.step(output)) : dy;
+      const axes = Array.from({ length: dz.rank - 1 }, (_, i) => i);
+      grads.set(bias, perGroup(groups, [dz], ([g]) => tf.sum(g, axes)));
+      return dz;
+    }
     const fused = relu ? nativeReluBackward() : undefined;
     if (fused) {
       const [dz, sum] = fused(dy, output);
@@ -266,7 +306,7 @@ export class DirectBackprop {
   }
 
   /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). */
-  private backward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean): Tensor {
+  private backward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean, groups: SampleGroup[] | undefined): Tensor {
     const engine = tfc.engine();
     switch (s.kind) {
       case 'flatten':
@@ -275,14 +315,16 @@ export class DirectBackprop {
         return engine.runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: s.size, strides: s.strides, pad: 'valid', dimRoundingMode: undefined } as never) as Tensor;
       case 'dense': {
         // The loss stage's dy is already the gradient of the softmax's input.
-        const dz = DirectBackprop.activationBackward(!lossStage && s.activation === 'relu', dy, output, s.bias, grads);
-        grads.set(s.kernel, tf.matMul(input as tfc.Tensor2D, dz as tfc.Tensor2D, true, false));
+        const dz = DirectBackprop.activationBackward(!lossStage && s.activation === 'relu', dy, output, s.bias, grads, groups);
+        const kernelGrad = (x: Tensor, d: Tensor) => tf.matMul(x as tfc.Tensor2D, d as tfc.Tensor2D, true, false);
+        grads.set(s.kernel, groups ? perGroup(groups, [input, dz], ([x, d]) => kernelGrad(x, d)) : kernelGrad(input, dz));
         return needInput ? tf.matMul(dz as tfc.Tensor2D, s.kernel as tfc.Tensor2D, false, true) : dz;
       }
       case 'conv': {
-        const dz = DirectBackprop.activationBackward(s.activation === 'relu', dy, output, s.bias, grads);
+        const dz = DirectBackprop.activationBackward(s.activation === 'relu', dy, output, s.bias, grads, groups);
         const conv = { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', dimRoundingMode: undefined };
-        grads.set(s.kernel, engine.runKernel('Conv2DBackpropFilter', { x: input, dy: dz }, { ...conv, filterShape: s.kernel.shape } as never) as Tensor);
+        const kernelGrad = (x: Tensor, d: Tensor) => engine.runKernel('Conv2DBackpropFilter', { x, dy: d }, { ...conv, filterShape: s.kernel.shape } as never) as Tensor;
+        grads.set(s.kernel, groups ? perGroup(groups, [input, dz], ([x, d]) => kernelGrad(x, d)) : kernelGrad(input, dz));
         return needInput ? (engine.runKernel('Conv2DBackpropInput', { dy: dz, filter: s.kernel }, { ...conv, inputShape: input.shape } as never) as Tensor) : dz;
       }
     }

@@ -3,7 +3,7 @@
  * each task sets the weights (when they changed) and computes. Worker threads and WebSocket
  * workers both drive this class.
  */
-import { StepComputer, type TrainOptions, type TrainResult } from './compute.ts';
+import { StepComputer, type GradientTarget, type TrainOptions, type TrainResult } from './compute.ts';
 import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts';
 import type { BnSumsMessage, ResultMessage, SliceTask, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
@@ -105,8 +105,9 @@ export class WorkerSession {
    * StepComputer.trainInto). The next message task must bring its weights: this worker's version
    * is forgotten, since the shared weights are not versioned.
    */
-  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined, task?: SliceTask): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
-    return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target, task ? this.trainOptions(task) : {}));
+  /** `grain`: the run's reduction grain (common/reduce-grain.ts; 0: none), for float64 `target` sums. */
+  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | undefined, task?: SliceTask, grain = 0): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+    return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target, { ...(task ? this.trainOptions(task) : {}), grain }));
   }
 
   private withWeights(weights: Float32Array): StepComputer {

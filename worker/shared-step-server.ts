@@ -95,7 +95,7 @@ export class SharedStepServer {
     const owned = () => Atomics.load(ctl, this.mem.slotOwner(slot)) === this.index;
     // The gradient goes straight from the backend's tensors into the slot (one copy).
     const r = await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), () =>
-      owned() ? { gradientSum: this.mem.gradients[slot], stats: this.mem.statSums[slot] } : undefined, readSliceFields(ctl, b));
+      owned() ? { gradientSum: this.slotGradient(slot), stats: this.mem.statSums[slot] } : undefined, readSliceFields(ctl, b), shape.grain ?? 0);
     if (!owned()) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;
@@ -106,9 +106,15 @@ export class SharedStepServer {
     ctl[b + CTL.correct] = r.correct;
   }
 
+  /** Slot `slot`'s gradient sums: float64 with a reduction grain. */
+  private slotGradient(slot: number): Float32Array | Float64Array {
+    return this.mem.wideGradients[slot] ?? this.mem.gradients[slot];
+  }
+
   /** Σ g² over slot `slot`'s gradient sums (its padding lanes are 0), in float64. */
   private gradientSquares(slot: number): number {
     const { offsets, adamSpan } = this.mem;
+    if (this.mem.wideGradients.length > 0) return sumSquares(this.mem.wideGradients[slot]);
     if (!this.sumSquaresKernel) return sumSquares(this.mem.gradients[slot]);
     return this.sumSquaresKernel(adamSpan * 4, offsets.gradients + slot * offsets.gradientStride);
   }

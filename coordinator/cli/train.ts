@@ -149,10 +149,11 @@ export function registerTrainCommand(program: Command): void {
   cmd.addOption(envOption('--workers <k>', 'worker threads (default: one per core, fewer when a step has too little arithmetic to share; see run_started)', 'DTRAIN_WORKERS').argParser(integer('--workers', 1, 256)));
   cmd.addOption(envOption('--port <port>', 'serve the live dashboard, /api/status and /metrics on this port (default: no HTTP)', 'DTRAIN_PORT').argParser(integer('--port', 0, 65535)));
   cmd.addOption(envOption('--host <addr>', 'address the dashboard listens on, with --port', 'DTRAIN_HOST').default('127.0.0.1'));
-  addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number; port?: number; host: string }) => {
+  cmd.addOption(envOption('--reduce-grain <samples>', 'sum gradients per group of N samples, in float64: the same weights at any --workers, bit for bit (0: off; see docs/batchnorm.md)', 'DTRAIN_REDUCE_GRAIN').default(0).argParser(integer('--reduce-grain', 0, 65_536)));
+  addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number; port?: number; host: string; reduceGrain: number }) => {
     const threadChoice = flags.workers === undefined ? defaultThreadCount(flags.model, flags.batchSize, flags.batchPerWorker, availableParallelism()) : undefined;
     const workers = flags.workers ?? threadChoice!.threads;
-    const config = trainConfigFromFlags(flags, workers);
+    const config = { ...trainConfigFromFlags(flags, workers), reduceGrain: flags.reduceGrain };
     const tty = process.stdout.isTTY === true && !flags.logFile;
     const log = loggerFromFlags(flags, { role: 'trainer' });
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
@@ -167,7 +168,7 @@ export function registerTrainCommand(program: Command): void {
       observer: web?.monitor,
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
       startWorkers: async (membership, welcome, expect) => {
-        const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize };
+        const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain };
         const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels });
         const sel = started.backend;
         log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, kernels: sel.kernels, adapter: sel.adapter }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.kernels ? `, kernels: ${sel.kernels.set}` : ''}${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);

@@ -50,7 +50,7 @@ export function preNormActivation(layer: tfl.layers.Layer): PreNormActivation | 
  * summed in float64 in one pass over the backend's own storage where it is in this thread
  * (hostFloats), else values read back (this path already reads synchronously).
  */
-export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels: number, which: Int32Array): Float32Array {
+export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels: number, which: Int32Array): Float64Array {
   const sums = new Float64Array(channels);
   for (let i = 0; i < dx.length; i += channels) {
     // Multiplying by 0 or 1 rather than branching: relu masks are unpredictable (4× faster here).
@@ -59,7 +59,7 @@ export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels:
       sums[which[k]] -= dx[j] * +(y[j] <= 0);
     }
   }
-  return Float32Array.from(sums);
+  return sums;
 }
 
 /**
@@ -67,9 +67,9 @@ export function inactiveGradientSum(dx: Float32Array, y: Float32Array, channels:
  * (nativeReluInactiveSum, the same loop in C++, bit-identical per channel and ~10× faster; it sums
  * every channel, and only those in `which` are ever substituted), else the JavaScript loop.
  */
-function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float32Array {
+function reluInactiveGradient(dx: Tensor, y: Tensor, channels: number, which: Int32Array): Float64Array {
   const native = nativeReluInactiveSum();
-  if (native) return Float32Array.from(native(dx, y));
+  if (native) return native(dx, y);
   return inactiveGradientSum(hostFloats(dx) ?? (dx.dataSync() as Float32Array), hostFloats(y) ?? (y.dataSync() as Float32Array), channels, which);
 }
 
@@ -100,15 +100,15 @@ export function inactiveForm(activation: PreNormActivation, moments: Float64Arra
  * −Σ_{y ≤ 0} dx for the channels `form` marks (0 elsewhere; all 0 without an activation), from the
  * BatchNorm input's gradient dx and the layer's output y; undefined if no channel takes it.
  */
-export function inactiveFormGradient(activation: PreNormActivation, form: readonly boolean[], dx: Tensor, y: Tensor): Float32Array | undefined {
+export function inactiveFormGradient(activation: PreNormActivation, form: readonly boolean[], dx: Tensor, y: Tensor): Float64Array | undefined {
   const which = Int32Array.from(form.flatMap((f, c) => (f ? [c] : [])));
   if (which.length === 0) return undefined;
-  return activation === 'linear' ? new Float32Array(form.length) : reluInactiveGradient(dx, y, form.length, which);
+  return activation === 'linear' ? new Float64Array(form.length) : reluInactiveGradient(dx, y, form.length, which);
 }
 
 /** The bias gradient: `recorded` in the channels `form` marks, tfjs's `original` in the others. */
-export function substituteChannels(form: readonly boolean[], recorded: Float32Array, original: Tensor): Tensor {
-  const gradient = tf.tensor1d(recorded);
+export function substituteChannels(form: readonly boolean[], recorded: Float64Array, original: Tensor): Tensor {
+  const gradient = tf.tensor1d(Float32Array.from(recorded));
   return form.every((f) => f) ? gradient : tf.where(tf.tensor1d(form.map(Number), 'bool'), gradient, original);
 }
 
@@ -119,8 +119,8 @@ interface Recorded {
   /** Per channel: take −Σ_{y ≤ 0} dx (else tfjs's Σ_{y > 0} dx), decided from the global moments. */
   inactiveForm?: boolean[];
   backwardSeen: boolean;
-  /** −Σ_{y ≤ 0} dx, computed only if some channel takes it. */
-  gradient?: Float32Array;
+  /** −Σ_{y ≤ 0} dx (float64), computed only if some channel takes it. */
+  gradient?: Float64Array;
 }
 
 /** A tapped BatchNorm input: `y` to normalize, and where to report the global moments it was normalized with. */

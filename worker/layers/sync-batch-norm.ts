@@ -103,7 +103,8 @@ export function syncStatistics(x: Tensor, epsilon: number, exchange: PhaseExchan
 }
 
 /** The backward exchange and the exact gradient: dx over the global batch, and this slice's dγ, dβ. */
-export function syncBatchNormGradient(dy: Tensor, saved: Tensor[], st: SyncStatistics, exchange: PhaseExchange, passes: BatchNormPasses): { dx: Tensor; dGamma: Tensor; dBeta: Tensor } {
+/** `local`: this slice's float64 sums [Σdy…, Σdy·x̂…], of which dβ and dγ are the float32 roundings. */
+export function syncBatchNormGradient(dy: Tensor, saved: Tensor[], st: SyncStatistics, exchange: PhaseExchange, passes: BatchNormPasses): { dx: Tensor; dGamma: Tensor; dBeta: Tensor; local: Float64Array } {
   const { channels, n } = st;
   const localSums = passes.backwardSums(dy, saved, channels);
   const sums = checkLength('gradient sums', exchange('backward', localSums), backwardSumsLength(channels));
@@ -117,6 +118,7 @@ export function syncBatchNormGradient(dy: Tensor, saved: Tensor[], st: SyncStati
     dx: passes.gradInput(dy, saved, meanDy, meanDyXhat),
     dGamma: tf.tensor1d(Float32Array.from(localSums.subarray(channels))),
     dBeta: tf.tensor1d(Float32Array.from(localSums.subarray(0, channels))),
+    local: localSums,
   };
 }
 

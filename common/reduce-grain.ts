@@ -1,0 +1,76 @@
+/**
+ * The reduction grain (`dtrain train --reduce-grain G`): gradients that do not depend on how many
+ * workers shared the batch, bit for bit.
+ *
+ * Without it, each slice sums its samples' gradients in float32 and the slices' sums are added in
+ * float32: the same mathematics at any K, but rounded at different places, and cnn-bn's training
+ * amplifies a difference of one rounding to 1e-4 within 20 steps (docs/batchnorm.md). With it:
+ *   - the batch is cut into groups of G samples from its first (the last may be shorter), and a
+ *     slice always holds whole groups (alignedSliceSizes);
+ *   - every sum over samples that a kernel does in float32 (weight and bias gradients) runs per
+ *     group: the same samples, the same kernel call, the same float32 result whichever worker runs
+ *     it (sampleGroups);
+ *   - the groups' results are added in float64, in sample order, by the slice (addGroups) and then
+ *     across slices by the reduction, which rounds to float32 once, after dividing by the count.
+ *     A float64 sum of float32 values is exact unless they span more than ~2^29 in magnitude, so
+ *     the order of the float64 additions does not show in the float32 result.
+ * Sums that synchronized BatchNorm already keeps in float64 (γ, β, the biases before it) stay whole.
+ */
+import type { Tensor } from './tf.ts';
+import { hostFloats } from './host-floats.ts';
+
+export interface SampleGroup {
+  start: number;
+  size: number;
+}
+
+/** The groups of `grain` samples of a slice of `count` samples that starts on a group boundary. */
+export function sampleGroups(count: number, grain: number): SampleGroup[] {
+  if (!Number.isInteger(grain) || grain < 1) throw new RangeError(`Expected a grain of at least 1 sample, but got ${grain}.`);
+  const groups: SampleGroup[] = [];
+  for (let start = 0; start < count; start += grain) groups.push({ start, size: Math.min(grain, count - start) });
+  return groups;
+}
+
+/**
+ * Splits `total` samples into at most `parts` contiguous slices of whole groups of `grain`, their
+ * group counts differing by at most one (sliceSizes with groups for samples).
+ */
+export function alignedSliceSizes(total: number, parts: number, grain: number): number[] {
+  const groups = Math.ceil(total / grain);
+  const n = Math.max(1, Math.min(parts, groups));
+  const base = Math.floor(groups / n);
+  const extra = groups % n;
+  let left = total;
+  return Array.from({ length: n }, (_, i) => {
+    const size = Math.min(left, (base + (i < extra ? 1 : 0)) * grain);
+    left -= size;
+    return size;
+  });
+}
+
+function floatsOf(t: Tensor): Float32Array {
+  return hostFloats(t) ?? (t.dataSync() as Float32Array);
+}
+
+/** Σ over the first axis of `groups` ([groups, ...]) in float64, in group order. */
+export function sumGroups(groups: Tensor): Float64Array {
+  const out = new Float64Array(groups.size / groups.shape[0]);
+  addGroups(groups, out, 0);
+  return out;
+}
+
+/**
+ * Writes Σ over the first axis of `groups` ([groups, n...]) into out[at, at + n), in float64 and
+ * group order: 0 + g_0 + g_1 + … (the reduction continues the same way across slices).
+ */
+export function addGroups(groups: Tensor, out: Float64Array, at: number): void {
+  const values = floatsOf(groups);
+  const n = groups.size / groups.shape[0];
+  const dst = out.subarray(at, at + n);
+  dst.fill(0);
+  for (let g = 0; g < groups.shape[0]; g++) {
+    const row = values.subarray(g * n, (g + 1) * n);
+    for (let i = 0; i < n; i++) dst[i] += row[i];
+  }
+}
