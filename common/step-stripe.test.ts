@@ -114,6 +114,41 @@ describe('StripeWorker', () => {
   });
 });
 
+describe('StripeWorker with a reduction grain (float64 slots)', () => {
+  it('reduces in float64 in slot order and rounds once, so the slots\' split does not show', () => {
+    // Three groups' float32 gradients; float32 sums would depend on how they were grouped.
+    const rng = new SeededRandom(11);
+    const trainable = 1001;
+    const groups = [randomArray(rng, trainable, 1e4), randomArray(rng, trainable, 1), randomArray(rng, trainable, 1e-3)];
+    const run = (slotGroups: number[][]) => {
+      const mem = StepMemory.create({ trainable, stats: 0, slots: slotGroups.length, slotSamples: 4, threads: 1, grain: 4 });
+      expect(mem.gradients).toEqual([]);
+      slotGroups.forEach((gs, k) => {
+        for (let i = 0; i < trainable; i++) mem.wideGradients[k][i] = gs.reduce((s, g) => s + groups[g][i], 0);
+      });
+      mem.ctl[CTL.slotsUsed] = slotGroups.length;
+      Object.assign(mem.f64, { [F64.inv]: 1 / 12, [F64.stepSize]: 0.001, [F64.sqrtCorrection]: 1, [F64.beta1]: 0.9, [F64.beta2]: 0.999, [F64.epsilon]: 1e-7 });
+      new StripeWorker(mem, false).run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false });
+      return mem.reduced.slice(0, trainable);
+    };
+    const whole = run([[0, 1, 2]]);
+    expect(run([[0], [1], [2]])).toEqual(whole);
+    expect(run([[0, 1], [2]])).toEqual(whole);
+    expect(whole[5]).toBe(Math.fround((groups[0][5] + groups[1][5] + groups[2][5]) / 12));
+    // The float32 path, slot by slot, does not give these bits everywhere.
+    const f32 = Float32Array.from({ length: trainable }, (_, i) => Math.fround(Math.fround(Math.fround(groups[0][i]) + groups[1][i]) + groups[2][i]) / 12);
+    expect(f32.some((v, i) => v !== whole[i])).toBe(true);
+  });
+
+  it('lays out a float64 slot per slice, shared with a thread that attaches', () => {
+    const mem = StepMemory.create({ trainable: 10, stats: 2, slots: 2, slotSamples: 3, threads: 2, grain: 2 });
+    const other = StepMemory.attach(structuredClone(mem.init));
+    other.wideGradients[1][9] = 1 + 2 ** -40;
+    expect(mem.wideGradients[1][9]).toBe(1 + 2 ** -40);
+    expect(mem.wideGradients[0][9]).toBe(0);
+  });
+});
+
 describe('StepMemory', () => {
   it('refuses a shape that is not made of non-negative integers', () => {
     expect(() => StepMemory.create({ trainable: 10, stats: -1, slots: 1, slotSamples: 1, threads: 1 })).toThrow(/stats to be a non-negative integer, but got -1/);

@@ -1,10 +1,10 @@
 import { capturingLogger } from '../test/capture-logger.ts';
 import { describe, expect, it } from 'vitest';
-import { syntheticData, tempDir, testConfig } from '../test/helpers.ts';
+import { syntheticData, tempDir, testConfig, trainInProcess } from '../test/helpers.ts';
 import { silentLogger } from '../common/logger.ts';
 import { buildModel } from '../common/models.ts';
 import { initialWeights, weightLayout } from '../common/weights.ts';
-import { CheckpointError } from '../common/errors.ts';
+import { CheckpointError, ConfigError } from '../common/errors.ts';
 import { Membership } from './membership.ts';
 import { Trainer } from './trainer.ts';
 import { saveCheckpoint } from './checkpoint.ts';
@@ -133,5 +133,20 @@ describe('the message path asks a second worker before it blames an outlier', { 
     let worst = 0;
     for (let i = 0; i < clean.weights.length; i++) worst = Math.max(worst, Math.abs(run.weights[i] - clean.weights[i]));
     expect(worst).toBeLessThan(1e-5);
+  });
+});
+
+describe('Trainer with a reduction grain', () => {
+  it('refuses what cannot keep the sums exact, before the first step, naming the flag', { timeout: 120_000 }, async () => {
+    const data = await syntheticData(64, 20);
+    const refused = async (overrides: Parameters<typeof testConfig>[0], opts: { sharedMemory?: boolean } = {}) => {
+      const err = await trainInProcess(testConfig({ model: 'lenet', workers: 2, maxSteps: 2, reduceGrain: 4, out: await tempDir(), ...overrides }), data, opts).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      return (err as Error).message;
+    };
+    expect(await refused({}, { sharedMemory: false })).toMatch(/--reduce-grain 4 needs the shared-memory step/);
+    expect(await refused({ aggregation: 'median' })).toMatch(/needs --aggregation mean .* but got median/);
+    expect(await refused({ model: 'cnn-bn', syncBatchNorm: 'stats' })).toMatch(/needs --sync-bn exact .* but got stats/);
+    expect(await refused({ batchPerWorker: 6 })).toMatch(/must divide --batch-per-worker 6/);
   });
 });

@@ -83,6 +83,31 @@ describe('the same result with 1 and 3 workers after 20 steps (cpu backend)', ()
   });
 });
 
+describe('with --reduce-grain: bit for bit the same weights at any worker count (cpu backend)', () => {
+  // Global batch 12, groups of 4: K=3 gives each thread one group, K=2 two groups and one, and the
+  // float64 sums then add in another order. 20 steps, from the same initial weights.
+  for (const model of ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'] as const) {
+    it(`gives ${model} identical weights and moving statistics with 1, 2 and 3 workers after 20 steps`, { timeout: 600_000 }, async () => {
+      const data = await syntheticData(480, 50);
+      const runs = [];
+      for (const workers of [1, 2, 3]) {
+        const losses: number[] = [];
+        const run = await trainInProcess(testConfig({ model, batchSize: 12, backend: 'cpu', maxSteps: 20, workers, reduceGrain: 4, out: await tempDir() }), data, { hooks: { onStep: (e: StepEvent) => losses.push(e.batchLoss) } });
+        expect(run.shared).toBe(true);
+        expect(run.outcome.status).toBe('interrupted');
+        runs.push({ weights: run.weights, losses });
+      }
+      const [one, ...others] = runs;
+      expect(maxAbsDiff(one.weights, initialWeights(weightLayout(buildModel(model)), 42))).toBeGreaterThan(1e-3);
+      for (const other of others) {
+        expect(maxAbsDiff(one.weights, other.weights)).toBe(0);
+        // The loss is reported, not trained on: float64 sums in another order, so within 1e-12.
+        other.losses.forEach((l, i) => expect(Math.abs(l - one.losses[i]) / one.losses[i], `step ${i + 1}`).toBeLessThan(1e-12));
+      }
+    });
+  }
+});
+
 describe('resuming cnn-dropout', () => {
   it('ends an interrupted and resumed run with exactly the weights of an uninterrupted one', { timeout: 300_000 }, async () => {
     // 11 steps: stops mid-epoch 2 (7 steps per epoch), with a checkpoint; the masks of steps 12-14 must not depend on it.

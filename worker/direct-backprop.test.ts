@@ -141,3 +141,69 @@ describe('the direct backward pass', () => {
     c.dispose();
   });
 });
+
+describe('the direct backward pass with a reduction grain', () => {
+  afterAll(async () => {
+    await selectBackend('wasm');
+  });
+
+  /** trainInto a float64 target with `grain`, for samples [from, to) of `set` at their sample position. */
+  async function wide(c: StepComputer, set: ReturnType<typeof data>, from: number, to: number, grain: number): Promise<Float64Array> {
+    const out = new Float64Array(c.layout.trainableSize);
+    const stats = new Float32Array(c.layout.totalSize - c.layout.trainableSize);
+    const images = set.images.subarray(from * 3072, to * 3072);
+    await c.trainInto(images, set.labels.subarray(from, to), () => ({ gradientSum: out, stats }), { grain, position: { seed: 3, step: 1, firstSample: from } });
+    return out;
+  }
+
+  for (const backend of ['cpu', 'wasm'] as const) {
+    it(`gives cnn-dropout slices whose float64 sums add up to the whole batch's bit for bit (${backend})`, { timeout: 120_000 }, async () => {
+      await selectBackend(backend);
+      const set = data(12);
+      const c = new StepComputer('cnn-dropout', { kind: 'scale' });
+      c.setWeights(initialWeights(c.layout, 4));
+      const whole = await wide(c, set, 0, 12, 4);
+      // Slices 0-3, 4-7 and 8-11 (K = 3), added as the reduction adds slots: 0 + s_0 + s_1 + s_2.
+      const parts = [await wide(c, set, 0, 4, 4), await wide(c, set, 4, 8, 4), await wide(c, set, 8, 12, 4)];
+      const summed = whole.map((_, i) => 0 + parts[0][i] + parts[1][i] + parts[2][i]);
+      expect(whole.some((g) => g !== 0)).toBe(true);
+      let mismatches = 0;
+      for (let i = 0; i < whole.length; i++) if (whole[i] !== summed[i]) mismatches++;
+      expect(mismatches).toBe(0);
+      // Float32 sums of the same slices, as without a grain, do not all agree with the whole batch's.
+      const plain = await c.train(set.images, set.labels, { position: { seed: 3, step: 1, firstSample: 0 } });
+      const f32 = plain.gradientSum.slice();
+      const f32Parts: Float32Array[] = [];
+      for (const [from, to] of [[0, 4], [4, 8], [8, 12]]) f32Parts.push((await c.train(set.images.subarray(from * 3072, to * 3072), set.labels.subarray(from, to), { position: { seed: 3, step: 1, firstSample: from } })).gradientSum.slice());
+      expect(f32.some((g, i) => g !== Math.fround(Math.fround(f32Parts[0][i] + f32Parts[1][i]) + f32Parts[2][i]))).toBe(true);
+      // And the grain's sums are the plain gradient to float32 rounding (relative to each weight's largest).
+      const worst = worstRelative(Float32Array.from(whole), f32, c.layout);
+      expect(worst.error, worst.weight).toBeLessThan(1e-5);
+      c.dispose();
+    });
+  }
+
+  it('leaves no tensor behind (cnn-bn, cpu)', { timeout: 60_000 }, async () => {
+    await selectBackend('cpu');
+    const set = data(8);
+    const c = new StepComputer('cnn-bn', { kind: 'scale' });
+    c.setWeights(initialWeights(c.layout, 2));
+    await wide(c, set, 0, 8, 3);
+    const before = tf.memory();
+    for (let i = 0; i < 3; i++) await wide(c, set, 0, 8, 3);
+    expect(tf.memory().numTensors).toBe(before.numTensors);
+    expect(tf.memory().numBytes).toBe(before.numBytes);
+    c.dispose();
+  });
+
+  it('refuses a grain where the step is recorded on the tape, or read back packed', async () => {
+    await selectBackend('cpu');
+    const set = data(4);
+    const tape = new StepComputer('lenet', { kind: 'scale' }, { tape: true });
+    tape.setWeights(initialWeights(tape.layout, 2));
+    const target = () => ({ gradientSum: new Float64Array(tape.layout.trainableSize), stats: new Float32Array(0) });
+    await expect(tape.trainInto(set.images, set.labels, target, { grain: 2 })).rejects.toMatchObject({ code: 'DTRAIN_ERR_REDUCE_GRAIN', message: expect.stringMatching(/needs the direct backward pass/) });
+    await expect(tape.train(set.images, set.labels, { grain: 2 })).rejects.toMatchObject({ code: 'DTRAIN_ERR_REDUCE_GRAIN' });
+    tape.dispose();
+  });
+});
