@@ -68,8 +68,9 @@ export function addGroups(groups: Tensor, out: Float64Array, at: number): void {
   const values = floatsOf(groups);
   const n = groups.size / groups.shape[0];
   const dst = out.subarray(at, at + n);
-  dst.fill(0);
-  for (let g = 0; g < groups.shape[0]; g++) {
+  // 0 + g_0 is g_0 but for the sign of a zero, which the reduction's own 0 + … erases alike.
+  dst.set(values.subarray(0, n));
+  for (let g = 1; g < groups.shape[0]; g++) {
     const row = values.subarray(g * n, (g + 1) * n);
     for (let i = 0; i < n; i++) dst[i] += row[i];
   }

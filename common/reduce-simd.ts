@@ -75,3 +75,52 @@ const compiled = new Map<boolean, WebAssembly.Module | null>();
 export function simdReduceKernel(memory: WebAssembly.Memory, shared = false): ReduceKernel | undefined {
   return instantiateOverMemory(compiled, moduleBytes, memory, shared, 'reduce') as ReduceKernel | undefined;
 }
+
+/*
+ * The float64 variant, for the slots of a reduction grain (common/reduce-grain.ts): the same loop
+ * over slots with two f64x2 accumulators per four outputs, starting from 0 and adding in slot order,
+ * then times inv and rounded to float32 once: bit for bit step-stripe.ts's reduceWide.
+ * Signature: reduceWide(bytes, g, stride, slots, out, inv): `bytes` output bytes (a multiple of 16);
+ * slot k's float64 lanes for output byte i are at g + k·stride + 2i.
+ */
+const f64add = [0xfd, 0xf0, 0x01];
+const loadAt = (offset: number) => [0xfd, 0x00, 0x03, ...leb(offset)];
+// Locals after the six parameters: 6 i, 7 p, 8 k; 9-10 the two accumulators, 11 inv splatted.
+const [ACC_LO, ACC_HI, INV_W] = [9, 10, 11];
+
+function wideBody(): number[] {
+  const half = (acc: number) => [...get(acc), ...get(INV_W), ...f64mul, ...demoteZero];
+  const code = [
+    ...get(INV), ...f64splat, ...set(INV_W),
+    0x02, 0x40, 0x03, 0x40, // block, loop over output lanes
+    ...get(I), ...get(BYTES), ...geU, 0x0d, 0x01,
+    ...zero, ...set(ACC_LO),
+    ...zero, ...set(ACC_HI),
+    ...get(G), ...get(I), ...i32add, ...get(I), ...i32add, ...set(P),
+    ...i32const(0), ...set(K),
+    0x02, 0x40, 0x03, 0x40, // block, loop over slots
+    ...get(K), ...get(SLOTS), ...geU, 0x0d, 0x01,
+    ...get(ACC_LO), ...get(P), ...loadAt(0), ...f64add, ...set(ACC_LO),
+    ...get(ACC_HI), ...get(P), ...loadAt(16), ...f64add, ...set(ACC_HI),
+    ...get(P), ...get(STRIDE), ...i32add, ...set(P),
+    ...get(K), ...i32const(1), ...i32add, ...set(K),
+    0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
+    ...get(OUT), ...get(I), ...i32add, ...half(ACC_LO), ...half(ACC_HI), ...shuffle([...range(0, 8), ...range(16, 8)]), ...store,
+    ...get(I), ...i32const(16), ...i32add, ...set(I),
+    0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
+    0x0b, // end function
+  ];
+  const fn = [0x02, 0x03, I32, 0x03, V128, ...code];
+  return [...leb(fn.length), ...fn];
+}
+
+function wideModuleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
+  return kernelModule(shared, [0x01, 0x60, 6, ...Array(5).fill(I32), F64, 0x00], 'reduceWide', wideBody());
+}
+
+const compiledWide = new Map<boolean, WebAssembly.Module | null>();
+
+/** The float64 kernel over `memory`, or undefined where WebAssembly SIMD is not available. */
+export function simdWideReduceKernel(memory: WebAssembly.Memory, shared = false): ReduceKernel | undefined {
+  return instantiateOverMemory(compiledWide, wideModuleBytes, memory, shared, 'reduceWide') as ReduceKernel | undefined;
+}

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { Adam } from './adam.ts';
 import { CTL, F64, StepMemory, stripes, STRIPE_FLOATS } from './step-memory.ts';
 import { StripeWorker } from './step-stripe.ts';
+import { simdWideReduceKernel } from './reduce-simd.ts';
 import { SeededRandom } from './random.ts';
 import { aggregateResults } from '../coordinator/aggregate.ts';
 import { floatsToBytes } from './codec.ts';
@@ -120,7 +121,7 @@ describe('StripeWorker with a reduction grain (float64 slots)', () => {
     const rng = new SeededRandom(11);
     const trainable = 1001;
     const groups = [randomArray(rng, trainable, 1e4), randomArray(rng, trainable, 1), randomArray(rng, trainable, 1e-3)];
-    const run = (slotGroups: number[][]) => {
+    const run = (slotGroups: number[][], simd = false) => {
       const mem = StepMemory.create({ trainable, stats: 0, slots: slotGroups.length, slotSamples: 4, threads: 1, grain: 4 });
       expect(mem.gradients).toEqual([]);
       slotGroups.forEach((gs, k) => {
@@ -128,12 +129,20 @@ describe('StripeWorker with a reduction grain (float64 slots)', () => {
       });
       mem.ctl[CTL.slotsUsed] = slotGroups.length;
       Object.assign(mem.f64, { [F64.inv]: 1 / 12, [F64.stepSize]: 0.001, [F64.sqrtCorrection]: 1, [F64.beta1]: 0.9, [F64.beta2]: 0.999, [F64.epsilon]: 1e-7 });
-      new StripeWorker(mem, false).run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false });
+      const worker = new StripeWorker(mem, simd);
+      expect(worker.kind).toBe(simd ? 'simd' : 'scalar');
+      // The float64 kernel validates and instantiates here (else the SIMD runs below test the scalar loop).
+      expect(simdWideReduceKernel(mem.memory, true)).toBeTypeOf('function');
+      // Two stripes, the second first: whole lines, as stripes() cuts them.
+      for (const part of stripes(mem.adamSpan, 2).reverse()) worker.run({ ...part, parity: 0, doStats: false });
       return mem.reduced.slice(0, trainable);
     };
     const whole = run([[0, 1, 2]]);
     expect(run([[0], [1], [2]])).toEqual(whole);
     expect(run([[0, 1], [2]])).toEqual(whole);
+    // The SIMD kernel gives the scalar loop's bits.
+    expect(run([[0], [1], [2]], true)).toEqual(whole);
+    expect(run([[0, 1], [2]], true)).toEqual(whole);
     expect(whole[5]).toBe(Math.fround((groups[0][5] + groups[1][5] + groups[2][5]) / 12));
     // The float32 path, slot by slot, does not give these bits everywhere.
     const f32 = Float32Array.from({ length: trainable }, (_, i) => Math.fround(Math.fround(Math.fround(groups[0][i]) + groups[1][i]) + groups[2][i]) / 12);

@@ -6,7 +6,7 @@
  * (slot order = task order), so any split into stripes gives the same bits as the whole.
  */
 import { simdAdamKernel, type AdamKernel } from './adam-simd.ts';
-import { simdReduceKernel, type ReduceKernel } from './reduce-simd.ts';
+import { simdReduceKernel, simdWideReduceKernel, type ReduceKernel } from './reduce-simd.ts';
 import { CTL, F64, type StepMemory } from './step-memory.ts';
 
 export interface StripeTask {
@@ -25,7 +25,8 @@ export class StripeWorker {
 
   constructor(private readonly mem: StepMemory, simd = true) {
     this.kernel = simd ? simdAdamKernel(mem.memory, true) : undefined;
-    this.reduceKernel = simd ? simdReduceKernel(mem.memory, true) : undefined;
+    // Float64 slots with a reduction grain (common/reduce-grain.ts), float32 without.
+    this.reduceKernel = !simd ? undefined : mem.wideGradients.length > 0 ? simdWideReduceKernel(mem.memory, true) : simdReduceKernel(mem.memory, true);
   }
 
   get kind(): 'simd' | 'scalar' {
@@ -53,7 +54,8 @@ export class StripeWorker {
     const end = Math.min(to, shape.trainable);
     const { slots } = this.slotCounts();
     if (this.mem.wideGradients.length > 0) {
-      this.reduceWide(from, end, slots, inv);
+      if (!this.reduceKernel) this.reduceWide(from, end, slots, inv);
+      else if (to > from) this.reduceKernel((to - from) * 4, this.mem.offsets.gradients + from * 8, this.mem.offsets.gradientStride, slots, this.mem.offsets.reduced + from * 4, inv);
       return;
     }
     if (this.reduceKernel) {

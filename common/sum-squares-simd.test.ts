@@ -37,3 +37,21 @@ describe('sumSquares (SIMD over shared memory, and JavaScript)', () => {
     expect(sumSquares(Float32Array.from([NaN]))).toBeNaN();
   });
 });
+
+describe('sumSquares over float64 values (a reduction grain\'s slots)', () => {
+  it('sums squares of float64 values, two per 16 bytes, with NaN and overflow read as before', () => {
+    const mem = StepMemory.create({ trainable: 8, stats: 0, slots: 1, slotSamples: 1, threads: 1, grain: 2 });
+    const kernel = simdSumSquaresKernel(mem.memory, true, true);
+    if (!kernel) throw new Error('WebAssembly SIMD is not available on this Node');
+    const run = (values: number[]) => {
+      new Float64Array(mem.memory.buffer, 64, values.length).set(values);
+      return kernel(values.length * 8, 64);
+    };
+    // 1 + 2^-30 would be lost in float32: float64 values keep it.
+    expect(run([1 + 2 ** -30, -2, 3, -4])).toBe((1 + 2 ** -30) ** 2 + 4 + 9 + 16);
+    const v = Array.from({ length: 1024 }, (_, i) => Math.sin(i * 1.3) * 5);
+    expect(run(v)).toBeCloseTo(sumSquares(Float64Array.from(v)), 8);
+    expect(run([1e200, 1e200])).toBe(Infinity);
+    expect(run([1, NaN])).toBeNaN();
+  });
+});

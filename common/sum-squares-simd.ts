@@ -40,13 +40,13 @@ const accumulate = (half: number, acc: number) => [
   ...get(acc), ...f64x2add, ...set(acc),
 ];
 
-function body(): number[] {
+/** `wide`: the region holds float64 values (a reduction grain's slots), two per 16 bytes. */
+function body(wide: boolean): number[] {
   const code = [
     0x02, 0x40, 0x03, 0x40, // block, loop
     ...get(I), ...get(BYTES), ...geU, 0x0d, 0x01,
     ...get(AT), ...get(I), ...i32add, ...load, ...set(X),
-    ...accumulate(0, ACC0),
-    ...accumulate(1, ACC1),
+    ...(wide ? [...get(X), ...get(X), ...f64x2mul, ...get(ACC0), ...f64x2add, ...set(ACC0)] : [...accumulate(0, ACC0), ...accumulate(1, ACC1)]),
     ...get(I), ...i32const(16), ...i32add, ...set(I),
     0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
     ...get(ACC0), ...get(ACC1), ...f64x2add, ...tee(ACC0), ...extractLane(0), ...get(ACC0), ...extractLane(1), ...f64add,
@@ -56,16 +56,21 @@ function body(): number[] {
   return [...leb(fn.length), ...fn];
 }
 
-function moduleBytes(shared: boolean): Uint8Array<ArrayBuffer> {
-  return kernelModule(shared, [0x01, 0x60, 2, I32, I32, 1, F64], 'sumSquares', body());
+function moduleBytes(shared: boolean, wide = false): Uint8Array<ArrayBuffer> {
+  return kernelModule(shared, [0x01, 0x60, 2, I32, I32, 1, F64], 'sumSquares', body(wide));
 }
 
 export type SumSquaresKernel = (bytes: number, at: number) => number;
 
 const compiled = new Map<boolean, WebAssembly.Module | null>();
+const compiledWide = new Map<boolean, WebAssembly.Module | null>();
 
-/** The kernel over `memory`, or undefined where WebAssembly SIMD is not available. */
-export function simdSumSquaresKernel(memory: WebAssembly.Memory, shared = false): SumSquaresKernel | undefined {
+/**
+ * The kernel over `memory`, or undefined where WebAssembly SIMD is not available. `wide`: over
+ * float64 values (`bytes` still a multiple of 16).
+ */
+export function simdSumSquaresKernel(memory: WebAssembly.Memory, shared = false, wide = false): SumSquaresKernel | undefined {
+  if (wide) return instantiateOverMemory(compiledWide, (sh) => moduleBytes(sh, true), memory, shared, 'sumSquares') as SumSquaresKernel | undefined;
   return instantiateOverMemory(compiled, moduleBytes, memory, shared, 'sumSquares') as SumSquaresKernel | undefined;
 }
 

@@ -105,9 +105,19 @@ export const PROBABILITY_CLIP = 1e-7;
 const CLIP_MIN = Math.fround(PROBABILITY_CLIP);
 const CLIP_MAX = Math.fround(1 - PROBABILITY_CLIP);
 
-/** `f` on each group's rows of `tensors` (sliced on the first axis), stacked: one result per group. */
+/** Rows [g.start, g.start + g.size) of `t` (no copy for a slice of one group: all of it). */
+function rowsOf(t: Tensor, g: SampleGroup): Tensor {
+  if (g.start === 0 && g.size === t.shape[0]) return t;
+  return tf.slice(t, [g.start, ...new Array<number>(t.rank - 1).fill(0)], [g.size, ...new Array<number>(t.rank - 1).fill(-1)]);
+}
+
+/**
+ * `f` on each group's rows of `tensors`, stacked: one result per group. The same call on the same
+ * rows whatever the slice holds besides them, so each group's float32 result is too.
+ */
 function perGroup(groups: readonly SampleGroup[], tensors: Tensor[], f: (rows: Tensor[]) => Tensor): Tensor {
-  return tf.stack(groups.map((g) => f(tensors.map((t) => tf.slice(t, [g.start, ...new Array<number>(t.rank - 1).fill(0)], [g.size, ...new Array<number>(t.rank - 1).fill(-1)])))));
+  if (groups.length === 1) return tf.expandDims(f(tensors.map((t) => rowsOf(t, groups[0]))), 0);
+  return tf.stack(groups.map((g) => f(tensors.map((t) => rowsOf(t, g)))));
 }
 
 export class DirectBackprop {
@@ -288,13 +298,18 @@ export class DirectBackprop {
    * are active (common/kernels/native/relu-backward.ts), else Step·dy and Sum.
    */
   private static activationBackward(relu: boolean, dy: Tensor, output: Tensor, bias: tfc.Variable, grads: Map<tfc.Variable, Tensor>, groups: SampleGroup[] | undefined): Tensor {
-    if (groups) {
-      const dz = relu ? tf.mul(dy, tf.step(output)) : dy;
-      const axes = Array.from({ length: dz.rank - 1 }, (_, i) => i);
-      grads.set(bias, perGroup(groups, [dz], ([g]) => tf.sum(g, axes)));
-      return dz;
-    }
     const fused = relu ? nativeReluBackward() : undefined;
+    if (groups) {
+      // Per group, so each group's bias sum is its own float32 result (the fused kernel where it applies).
+      const parts = groups.map((g) => {
+        const [dyG, outG] = [rowsOf(dy, g), rowsOf(output, g)];
+        if (fused) return fused(dyG, outG);
+        const dz = relu ? tf.mul(dyG, tf.step(outG)) : dyG;
+        return [dz, tf.sum(dz, Array.from({ length: dz.rank - 1 }, (_, i) => i))];
+      });
+      grads.set(bias, parts.length === 1 ? tf.expandDims(parts[0][1], 0) : tf.stack(parts.map((p) => p[1])));
+      return parts.length === 1 ? parts[0][0] : tf.concat(parts.map((p) => p[0]));
+    }
     if (fused) {
       const [dz, sum] = fused(dy, output);
       grads.set(bias, sum);

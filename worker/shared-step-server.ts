@@ -39,7 +39,7 @@ export class SharedStepServer {
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
     this.stripe = new StripeWorker(this.mem, msg.simd);
-    this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true) : undefined;
+    this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true, this.mem.wideGradients.length > 0) : undefined;
     this.index = msg.index;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
@@ -114,8 +114,8 @@ export class SharedStepServer {
   /** Σ g² over slot `slot`'s gradient sums (its padding lanes are 0), in float64. */
   private gradientSquares(slot: number): number {
     const { offsets, adamSpan } = this.mem;
-    if (this.mem.wideGradients.length > 0) return sumSquares(this.mem.wideGradients[slot]);
-    if (!this.sumSquaresKernel) return sumSquares(this.mem.gradients[slot]);
-    return this.sumSquaresKernel(adamSpan * 4, offsets.gradients + slot * offsets.gradientStride);
+    if (!this.sumSquaresKernel) return sumSquares(this.slotGradient(slot));
+    const bytesPerValue = this.mem.wideGradients.length > 0 ? 8 : 4;
+    return this.sumSquaresKernel(adamSpan * bytesPerValue, offsets.gradients + slot * offsets.gradientStride);
   }
 }
