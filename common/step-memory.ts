@@ -238,6 +238,7 @@ export class StepMemory {
   /** Allocates a zeroed memory and control block for `shape`. */
   static create(shape: StepMemoryShape): StepMemory {
     for (const [k, v] of Object.entries(shape)) {
+      if (k === 'grain' && v === undefined) continue;
       if (!Number.isInteger(v) || v < 0) throw new ShapeError(`Expected ${k} to be a non-negative integer, but got ${v}.`);
     }
     if (shape.slots < 1 || shape.threads < 1 || shape.slotSamples < 1) throw new ShapeError(`Expected at least one slot, thread and sample, but got ${JSON.stringify(shape)}.`);

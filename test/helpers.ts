@@ -51,7 +51,7 @@ export async function trainInProcess(
     log,
     welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: config.model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
     // The shared-memory step is what `dtrain train` runs; `sharedMemory: false` keeps every step as messages.
-    sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain },
+    sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain ?? 0 },
     // As `dtrain train`; `bnBoard: false` keeps synchronized BatchNorm's exchanges as messages.
     batchNormChannels: opts.bnBoard === false ? [] : trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size),
   });
