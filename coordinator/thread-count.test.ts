@@ -17,9 +17,10 @@ describe('trainingFlopsPerImage', () => {
 });
 
 describe('defaultThreadCount', () => {
-  it('keeps the small models on one thread at batch 32, where sharing a step was measured slower', () => {
+  it('keeps mlp on one thread at batch 32, where sharing a step was measured slower, and gives lenet two', () => {
     expect(defaultThreadCount('mlp', 32, undefined, 2).threads).toBe(1);
-    expect(defaultThreadCount('lenet', 32, undefined, 2).threads).toBe(1);
+    expect(defaultThreadCount('lenet', 32, undefined, 2).threads).toBe(2);
+    expect(defaultThreadCount('lenet', 16, undefined, 2).threads).toBe(1);
   });
 
   it('uses every core for the CNNs at batch 32 on two cores', () => {

@@ -2,15 +2,20 @@
  * How many compute threads `dtrain train` starts when --workers is not given. One per core is right
  * when each thread gets enough arithmetic per step; when it does not, a step shared by two threads
  * costs more in hand-offs (Atomics wake-ups, the striped reduction, a second weights copy) than it
- * saves in compute. Measured on 2026-11-30 (2-core AMD EPYC, oneDNN kernels, synthetic data, one
- * epoch of 10,000 images, `dtrain train --workers 1|2`): at batch 32, mlp trained at 6,996 img/s on
- * one thread against 4,290 on two, lenet 6,464 against 5,734; cnn-dropout 2,303 against 2,859 and
- * cnn-bn 949 against 1,066. The cut-off between them, 256 MFLOP of training arithmetic per thread
- * and step, is a few milliseconds of kernel time on one core.
+ * saves in compute.
+ *
+ * Measured on 2026-11-30 at 17:50 UTC (2-core AMD EPYC, wasm with the oneDNN kernels, shared-memory
+ * step, otherwise idle), `dtrain train --model M --epochs 1 --dataset synthetic --limit-train 40000
+ * --no-plots --workers 1|2`, img/s from history.json, two runs each: mlp (52 MFLOP per step of 32)
+ * 26,484 and 25,965 on one thread against 21,457 and 20,308 on two; lenet (103 MFLOP) 14,916 and
+ * 15,138 on one against 16,684 and 16,993 on two. (Before the shared-memory step, two threads lost
+ * on both: mlp 6,996 against 4,290, lenet 6,464 against 5,734.) The CNNs (824 MFLOP) gain from a
+ * second thread. The cut-off, 48 MFLOP of training arithmetic per thread and step, lies between
+ * lenet's 51 on two threads and mlp's 26: about half a millisecond of kernel time on one core.
  */
 import { buildModel, type ModelName } from '../common/models.ts';
 
-export const MIN_FLOPS_PER_THREAD = 256e6;
+export const MIN_FLOPS_PER_THREAD = 48e6;
 
 /**
  * Training FLOPs per image (forward, both gradients): 2 FLOPs per multiply-add, three passes over
