@@ -14,7 +14,13 @@
  *     across slices by the reduction, which rounds to float32 once, after dividing by the count.
  *     A float64 sum of float32 values is exact unless they span more than ~2^29 in magnitude, so
  *     the order of the float64 additions does not show in the float32 result.
- * Sums that synchronized BatchNorm already keeps in float64 (γ, β, the biases before it) stay whole.
+ * Sums that synchronized BatchNorm already keeps in float64 (γ, β, the biases before it, and the
+ * moments and sums it exchanges) stay whole per slice and are combined slice by slice. Those are
+ * sums of float64 products, not of float32 values, so their last bits can depend on the slicing;
+ * a float32 rounding of them differs only where the value lies within ~1e-16 (relative) of a
+ * rounding boundary. So mlp, lenet and cnn-dropout are bit-identical at any K by construction;
+ * cnn-bn was identical in every run we made, but a long run may meet such a boundary and then
+ * drift as without a grain (docs/batchnorm.md). Exchanging per-group sums would close it.
  */
 import type { Tensor } from './tf.ts';
 import { hostFloats } from './host-floats.ts';

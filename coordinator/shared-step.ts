@@ -22,7 +22,8 @@ import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import { CTL, F64, OP, STATUS, StepMemory, THREAD_STEP_FAILED, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
-import type { SharedAttachMessage } from '../worker/shared-step-server.ts';
+import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
+import { availableParallelism } from 'node:os';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
 import { normFromSquares, type SliceSummary } from './result-check.ts';
@@ -86,9 +87,16 @@ export class SharedStep {
     this.slotSquares = new Float64Array(shape.slots);
   }
 
+  /** The reduction grain its slots were laid out for (0: none, float32 slots). */
+  get grain(): number {
+    return this.mem.shape.grain ?? 0;
+  }
+
   /** What thread `index` is sent to map the memory. */
   attachMessage(index: number): SharedAttachMessage {
-    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd };
+    // Threads spin longer between commands only where each has a core of its own (worker/shared-step-server.ts).
+    const spinMicros = this.mem.shape.threads <= availableParallelism() ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
+    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros };
   }
 
   /** Copies the weights and the Adam state in (run start, after a resume); `adam` stays bound. */

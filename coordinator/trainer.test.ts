@@ -139,7 +139,7 @@ describe('the message path asks a second worker before it blames an outlier', { 
 describe('Trainer with a reduction grain', () => {
   it('refuses what cannot keep the sums exact, before the first step, naming the flag', { timeout: 120_000 }, async () => {
     const data = await syntheticData(64, 20);
-    const refused = async (overrides: Parameters<typeof testConfig>[0], opts: { sharedMemory?: boolean } = {}) => {
+    const refused = async (overrides: Parameters<typeof testConfig>[0], opts: { sharedMemory?: boolean; backendName?: string } = {}) => {
       const err = await trainInProcess(testConfig({ model: 'lenet', workers: 2, maxSteps: 2, reduceGrain: 4, out: await tempDir(), ...overrides }), data, opts).then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(ConfigError);
       return (err as Error).message;
@@ -148,5 +148,18 @@ describe('Trainer with a reduction grain', () => {
     expect(await refused({ aggregation: 'median' })).toMatch(/needs --aggregation mean .* but got median/);
     expect(await refused({ model: 'cnn-bn', syncBatchNorm: 'stats' })).toMatch(/needs --sync-bn exact .* but got stats/);
     expect(await refused({ batchPerWorker: 6 })).toMatch(/must divide --batch-per-worker 6/);
+    expect(await refused({}, { backendName: 'webgpu' })).toMatch(/needs a backend that reads synchronously .* but the threads run webgpu/);
+  });
+
+  it('refuses to resume a checkpoint made with another grain, which would not continue bit for bit', { timeout: 120_000 }, async () => {
+    const data = await syntheticData(64, 20);
+    const out = await tempDir();
+    const config = testConfig({ model: 'lenet', workers: 1, maxSteps: 1, reduceGrain: 4, out });
+    expect((await trainInProcess(config, data)).outcome.status).toBe('interrupted');
+    const err = await trainInProcess({ ...config, reduceGrain: 0, resume: true }, data, { resume: true }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect((err as Error).message).toMatch(/made with --reduce-grain 4, but this run has 0/);
+    // The same grain resumes.
+    expect((await trainInProcess({ ...config, resume: true, maxSteps: 0 }, data, { resume: true })).outcome.status).toBe('finished');
   });
 });

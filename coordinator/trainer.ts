@@ -14,8 +14,9 @@ import type { DatasetSplits, ImageSet } from '../common/data/types.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { gatherImages } from '../common/data/split.ts';
 import type { TrainConfig } from '../common/config.ts';
-import { CheckpointError, ConfigError } from '../common/errors.ts';
+import { CheckpointError, ConfigError, DtrainError } from '../common/errors.ts';
 import { alignedSliceSizes } from '../common/reduce-grain.ts';
+import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import type { Membership } from './membership.ts';
 import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
@@ -158,6 +159,10 @@ export class Trainer {
         throw new CheckpointError(`Cannot resume: the checkpoint was made with ${key}=${String(saved[key])}, but this run has ${key}=${String(this.config[key])}. Resume with the same value, or use another --out folder.`);
       }
     }
+    // The grain changes the arithmetic (not the result's meaning): a resume with another would not continue bit for bit.
+    if ((saved.reduceGrain ?? 0) !== (this.config.reduceGrain ?? 0)) {
+      throw new CheckpointError(`Cannot resume: the checkpoint was made with --reduce-grain ${saved.reduceGrain ?? 0}, but this run has ${this.config.reduceGrain ?? 0}. Resume with the same value, or use another --out folder.`);
+    }
     // A checkpoint saved before Adam was guarded may hold an Infinity that would freeze its weights for good.
     if (!allFinite(ckpt.weights) || !allFinite(ckpt.adam.m) || !allFinite(ckpt.adam.v)) {
       throw new CheckpointError(`Cannot resume: the checkpoint in ${this.config.out} holds non-finite weights or optimizer state. Resume from an earlier copy, or start a new --out folder.`);
@@ -252,10 +257,13 @@ export class Trainer {
     const { reduceGrain: grain = 0, aggregation = 'mean', syncBatchNorm = 'exact', batchPerWorker } = this.config;
     if (grain === 0) return;
     if (!Number.isInteger(grain) || grain < 0) throw new ConfigError(`--reduce-grain must be a whole number of samples (0: off), but got ${grain}.`);
-    const refuse = (why: string) => {
+    const refuse = (why: string): never => {
       throw new ConfigError(`--reduce-grain ${grain} ${why}`);
     };
-    if (!this.sharedStep) refuse('needs the shared-memory step of `dtrain train` (float64 gradient slots); this run steps through messages.');
+    const shared = this.sharedStep;
+    if (!shared) return refuse('needs the shared-memory step of `dtrain train` (float64 gradient slots); this run steps through messages.');
+    if (shared.grain !== grain) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `The shared-memory step was set up with reduction grain ${shared.grain}, but the run has ${grain}.`, { expected: false });
+    if (this.backendName !== 'unknown' && !SYNC_READ_BACKENDS.has(this.backendName)) refuse(`needs a backend that reads synchronously (${[...SYNC_READ_BACKENDS].join(', ')}) for its direct backward pass, but the threads run ${this.backendName}.`);
     if (aggregation !== 'mean') refuse(`needs --aggregation mean (the exact sum), but got ${aggregation}.`);
     if (this.stepSync.hasBatchNorm && syncBatchNorm !== 'exact') refuse(`needs --sync-bn exact (the global batch's statistics), but got ${syncBatchNorm}.`);
     if (batchPerWorker && batchPerWorker % grain !== 0) refuse(`must divide --batch-per-worker ${batchPerWorker}: each thread's slice holds whole groups.`);

@@ -36,7 +36,7 @@ export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
 export async function trainInProcess(
   config: TrainConfig,
   data: DatasetSplits,
-  opts: { resume?: boolean; sharedMemory?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void } = {},
+  opts: { resume?: boolean; sharedMemory?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void; backendName?: string } = {},
 ): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean }> {
   const log = silentLogger();
   const membership = new Membership(log);
@@ -58,7 +58,8 @@ export async function trainInProcess(
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
   try {
-    trainer.backendName = pool.backend.name;
+    // `backendName`: what the trainer is told the threads run (tests of its checks), else the truth.
+    trainer.backendName = opts.backendName ?? pool.backend.name;
     const outcome = await trainer.run();
     return { outcome, weights: trainer.currentWeights.slice(), trainer, shared: pool.sharedStep !== undefined };
   } finally {

@@ -111,14 +111,18 @@ function tensorsOf(grads: (Tensor | Float64Array)[]): Tensor[] {
 }
 
 /** With a grain: each weight's per-group gradients ([groups, ...]) or float64 sum, into `out` in layout order. */
-function addGradientGroups(grads: (Tensor | Float64Array)[], out: Float32Array | Float64Array): void {
+function addGradientGroups(grads: (Tensor | Float64Array)[], sizes: readonly number[], out: Float32Array | Float64Array): void {
   if (!(out instanceof Float64Array)) throw new TypeError('Expected a float64 gradient target with a reduction grain, but got a float32 one.');
   let at = 0;
-  for (const g of grads) {
+  sizes.forEach((size, i) => {
+    const g = grads[i];
+    const n = g instanceof Float64Array ? g.length : g.size / g.shape[0];
+    // A gradient without its group axis would shift every later weight: refuse it.
+    if (n !== size) throw new ShapeError(`Expected trainable weight ${i}'s gradient per group to have ${size} values, but got ${n}.`);
     if (g instanceof Float64Array) out.set(g, at);
     else addGroups(g, out, at);
-    at += g instanceof Float64Array ? g.length : g.size / g.shape[0];
-  }
+    at += n;
+  });
 }
 
 export class StepComputer {
@@ -308,7 +312,7 @@ export class StepComputer {
       const into = target();
       if (into) {
         assertLength('gradient target', into.gradientSum.length, this.layout.trainableSize);
-        if (opts.grain) addGradientGroups(grads, into.gradientSum);
+        if (opts.grain) addGradientGroups(grads, this.trainable.map((v) => v.size), into.gradientSum);
         else if (into.gradientSum instanceof Float32Array) await copyInto(tensorsOf(grads), into.gradientSum);
         else throw new TypeError('Expected a float32 gradient target without a reduction grain, but got a float64 one.');
         await copyInto(stats, into.stats);

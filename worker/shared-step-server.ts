@@ -18,6 +18,8 @@ export interface SharedAttachMessage {
   index: number;
   /** Whether to use the SIMD Adam kernel: the coordinator's Adam decides, so all agree. */
   simd: boolean;
+  /** How long to spin on the command word before sleeping (µs): SPIN_MICROS where every thread has a core, else less. */
+  spinMicros: number;
 }
 
 /**
@@ -30,9 +32,11 @@ export interface SharedAttachMessage {
  * 26,355 / 24,946 / 25,816 at 50 µs against 27,892 / 26,089 / 28,029 at 500 µs, where the owner's
  * turnaround between steps outlasted 50 µs and every step paid a wake-up; lenet and cnn-bn on two
  * threads (both cores) no different either way (lenet 16,407 / 15,910 / 15,796 against 16,025 /
- * 15,568 / 16,209).
+ * 15,568 / 16,209). With more threads than cores a spinning thread would take a core from a
+ * partner still computing, so the owner then asks for SPIN_MICROS_OVERSUBSCRIBED (the former 50).
  */
-const SPIN_MICROS = 500;
+export const SPIN_MICROS = 500;
+export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
 export class SharedStepServer {
   private readonly mem: StepMemory;
@@ -40,6 +44,7 @@ export class SharedStepServer {
   private readonly sumSquaresKernel: SumSquaresKernel | undefined;
   private readonly base: number;
   private readonly index: number;
+  private readonly spinMicros: number;
   private seq = 0;
 
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
@@ -47,6 +52,7 @@ export class SharedStepServer {
     this.stripe = new StripeWorker(this.mem, msg.simd);
     this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true, this.mem.wideGradients.length > 0) : undefined;
     this.index = msg.index;
+    this.spinMicros = msg.spinMicros;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
   }
@@ -55,7 +61,7 @@ export class SharedStepServer {
   async serve(): Promise<void> {
     const { ctl } = this.mem;
     for (;;) {
-      await waitWhileEqual(ctl, this.base + CTL.cmdSeq, this.seq, SPIN_MICROS, this.base + CTL.sleeping);
+      await waitWhileEqual(ctl, this.base + CTL.cmdSeq, this.seq, this.spinMicros, this.base + CTL.sleeping);
       this.seq = Atomics.load(ctl, this.base + CTL.cmdSeq);
       await this.serialize(() => this.execute());
       publish(ctl, this.base + CTL.doneSeq, this.seq);
