@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { combineMoments, localMoments, movingAverage, sumVectors } from './batch-moments.ts';
+import { combineMoments, combineSlices, localMoments, movingAverage, sumVectors } from './batch-moments.ts';
 import { tf } from './tf.ts';
 
 describe('batch moments', () => {
@@ -44,5 +44,40 @@ describe('batch moments', () => {
     });
     movingAverage(moving, batch, 0.99);
     expect(Array.from(moving)).toEqual(expected);
+  });
+});
+
+describe('combineSlices with several vectors per slice (one per group of a reduction grain)', () => {
+  // Four groups' moments and backward sums of 3 channels, from awkward data, cut into slices four ways.
+  const x = Float32Array.from({ length: 96 }, (_, i) => Math.sin(i * 2.3) * 1e3 + Math.cos(i) * 1e-3 + (i % 7));
+  const groups = [0, 1, 2, 3].map((g) => localMoments(x.subarray(g * 24, (g + 1) * 24), 3));
+  const backward = [0, 1, 2, 3].map((g) => Float64Array.from({ length: 6 }, (_, i) => Math.tan(g * 6 + i + 0.5) * 1e5));
+  const concat = (vs: Float64Array[]) => {
+    const out = new Float64Array(vs.reduce((n, v) => n + v.length, 0));
+    vs.reduce((at, v) => (out.set(v, at), at + v.length), 0);
+    return out;
+  };
+  const slicings = [[[0, 1, 2, 3]], [[0], [1], [2], [3]], [[0, 1], [2, 3]], [[0], [1, 2, 3]], [[0, 1, 2], [3]]];
+
+  for (const phase of ['forward', 'backward'] as const) {
+    it(`gives the same bits for every slicing into whole groups (${phase}), whatever order the slices arrive in`, () => {
+      const vectors = phase === 'forward' ? groups : backward;
+      const totals = slicings.map((slices) => {
+        let first = 0;
+        const parts = slices.map((gs) => {
+          const p = { firstSample: first, sums: concat(gs.map((g) => vectors[g])) };
+          first += gs.length * 24;
+          return p;
+        });
+        return Array.from(combineSlices(phase, parts.reverse(), 3));
+      });
+      for (const t of totals.slice(1)) expect(t).toEqual(totals[0]);
+      // One vector per slice, as without a grain, is the same combination.
+      expect(totals[0]).toEqual(Array.from(phase === 'forward' ? combineMoments(groups, 3) : sumVectors(backward, 6)));
+    });
+  }
+
+  it('refuses sums that are not whole vectors', () => {
+    expect(() => combineSlices('backward', [{ firstSample: 0, sums: new Float64Array(7) }], 3)).toThrow(/whole vectors of 6 values, but got 7/);
   });
 });

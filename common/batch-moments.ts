@@ -63,11 +63,18 @@ export function sumVectors(parts: readonly Float64Array[], length: number): Floa
 /**
  * One synchronized BatchNorm exchange's totals from every slice's sums, combined in the order of
  * the slices' first samples so that arrival order never matters: moments for the forward phase,
- * plain sums ([Σdy…, Σdy·x̂…]) for the backward.
+ * plain sums ([Σdy…, Σdy·x̂…]) for the backward. A slice may send several vectors one after the
+ * other (one per group of a reduction grain, common/reduce-grain.ts): every vector is then a part
+ * of its own, in order, so the totals are the same float64 operations whatever the slicing.
  */
 export function combineSlices(phase: 'forward' | 'backward', parts: readonly { firstSample: number; sums: Float64Array }[], channels: number): Float64Array {
-  const ordered = [...parts].sort((a, b) => a.firstSample - b.firstSample).map((p) => p.sums);
-  return phase === 'forward' ? combineMoments(ordered, channels) : sumVectors(ordered, 2 * channels);
+  const length = phase === 'forward' ? momentsLength(channels) : 2 * channels;
+  const ordered: Float64Array[] = [];
+  for (const p of [...parts].sort((a, b) => a.firstSample - b.firstSample)) {
+    if (p.sums.length === 0 || p.sums.length % length !== 0) throw new RangeError(`Expected BatchNorm sums of whole vectors of ${length} values, but got ${p.sums.length}.`);
+    for (let at = 0; at < p.sums.length; at += length) ordered.push(p.sums.subarray(at, at + length));
+  }
+  return phase === 'forward' ? combineMoments(ordered, channels) : sumVectors(ordered, length);
 }
 
 /**

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { BnBoardClient, BnBoardHost, createBnBoard } from './bn-board.ts';
 import { ExchangeRounds } from '../coordinator/bn-rounds.ts';
 import { float64ToBytes } from './codec.ts';
+import { combineSlices } from './batch-moments.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT } from './bn-sync-errors.ts';
 import type { BnSumsMessage } from './protocol.ts';
 
@@ -16,8 +17,8 @@ function sums(round: number, firstSample: number, phase: 'forward' | 'backward',
 }
 
 /** A board for `threads` threads and BatchNorm layers of these channels, with one client per thread. */
-function board(channels: number[], threads: number) {
-  const host = new BnBoardHost(createBnBoard(channels, threads));
+function board(channels: number[], threads: number, groupsPerLane = 1) {
+  const host = new BnBoardHost(createBnBoard(channels, threads, groupsPerLane));
   const clients = Array.from({ length: threads }, (_, i) => new BnBoardClient(host.attachMessage(i)));
   return { host, clients };
 }
@@ -81,6 +82,23 @@ describe('the BatchNorm board', () => {
     host.open(1, 1);
     expect(errorCode(() => clients[0].exchange(sums(1, 0, 'forward', [1, 2, 3]), 1000))).toBe('DTRAIN_ERR_BN_SYNC_UNSUPPORTED');
     expect(errorCode(() => clients[0].exchange(sums(1, 0, 'forward', [1, 2, 3, 4, 5], 1), 1000))).toBe('DTRAIN_ERR_BN_SYNC_UNSUPPORTED');
+  });
+
+  it('takes several vectors per lane with a reduction grain, combining every vector in order', () => {
+    // One channel (moments of 3 values); slice 0 sends two groups, slice 1 one.
+    const { host, clients } = board([1], 2, 2);
+    host.open(1, 2);
+    const groups = [[2, 1, 2], [2, 3, 8], [2, 11, 2]];
+    expect(errorCode(() => clients[1].exchange(sums(1, 4, 'forward', groups[2]), 1))).toBe(BN_SYNC_TIMEOUT);
+    const totals = clients[0].exchange(sums(1, 0, 'forward', [...groups[0], ...groups[1]]), 1000);
+    expect(Array.from(totals)).toEqual(Array.from(combineSlices('forward', groups.map((g, i) => ({ firstSample: i * 2, sums: Float64Array.from(g) })), 1)));
+    // Count 6, mean (1 + 3 + 11) / 3 = 5.
+    expect(totals[0]).toBe(6);
+    expect(totals[1]).toBe(5);
+    // More vectors than a lane holds, or a part of one, do not fit.
+    host.open(2, 2);
+    expect(errorCode(() => clients[0].exchange(sums(2, 0, 'forward', [...groups[0], ...groups[1], ...groups[2]]), 1000))).toBe('DTRAIN_ERR_BN_SYNC_UNSUPPORTED');
+    expect(errorCode(() => clients[0].exchange(sums(2, 0, 'forward', [1, 2, 3, 4]), 1000))).toBe('DTRAIN_ERR_BN_SYNC_UNSUPPORTED');
   });
 
   it('opens and ends with the owner\'s round', () => {

@@ -48,6 +48,11 @@ export interface BnBoardInit {
   /** Channels of each BatchNorm layer, in model order. */
   channels: number[];
   threads: number;
+  /**
+   * Vectors a lane holds: 1, or with a reduction grain (common/reduce-grain.ts) the most groups a
+   * slice has, each group's sums exchanged as its own vector and combined in group order.
+   */
+  groupsPerLane: number;
 }
 
 /** What a compute thread is sent to take part: the board and its own lane. */
@@ -58,6 +63,7 @@ export interface BnBoardAttachMessage {
 }
 
 interface KeyLayout {
+  /** Values of one vector (and of the totals); a lane holds up to groupsPerLane of them. */
   length: number;
   /** Byte offset of thread 0's lane; lanes are laneBytes apart. */
   lanes: number;
@@ -75,14 +81,15 @@ function advance(control: Int32Array, d: number, tag: number, from: number, to: 
   if (moved && to !== COMBINING) Atomics.notify(control, d);
   return moved;
 }
-const LANE_HEADER = 8;
+/** Lane header: the round, the slice's first sample, the number of values written, padding. */
+const LANE_HEADER = 16;
 const align8 = (n: number) => Math.ceil(n / 8) * 8;
 
-function layout(channels: readonly number[], threads: number): { keys: KeyLayout[]; bytes: number } {
+function layout(channels: readonly number[], threads: number, groupsPerLane: number): { keys: KeyLayout[]; bytes: number } {
   const lengths = [...channels.map((c) => momentsLength(c)), ...channels.map((c) => 2 * c)];
   let at = align8(4 * CONTROL_INTS(lengths.length));
   const keys = lengths.map((length) => {
-    const laneBytes = LANE_HEADER + 8 * length;
+    const laneBytes = LANE_HEADER + 8 * length * groupsPerLane;
     const key = { length, lanes: at, laneBytes, totals: at + threads * laneBytes };
     at = key.totals + 2 * 8 * length;
     return key;
@@ -91,9 +98,10 @@ function layout(channels: readonly number[], threads: number): { keys: KeyLayout
 }
 
 /** The board for `threads` compute threads and a model with BatchNorm layers of these channel counts. */
-export function createBnBoard(channels: readonly number[], threads: number): BnBoardInit {
+export function createBnBoard(channels: readonly number[], threads: number, groupsPerLane = 1): BnBoardInit {
   if (threads < 1 || threads > MAX_BOARD_THREADS) throw new ConfigError(`A BatchNorm board holds 1 to ${MAX_BOARD_THREADS} threads, not ${threads}.`);
-  return { buffer: new SharedArrayBuffer(layout(channels, threads).bytes), channels: [...channels], threads };
+  if (!Number.isInteger(groupsPerLane) || groupsPerLane < 1) throw new ConfigError(`A BatchNorm board lane holds at least one vector, not ${groupsPerLane}.`);
+  return { buffer: new SharedArrayBuffer(layout(channels, threads, groupsPerLane).bytes), channels: [...channels], threads, groupsPerLane };
 }
 
 class BoardView {
@@ -102,7 +110,7 @@ class BoardView {
   readonly layers: number;
 
   constructor(readonly init: BnBoardInit) {
-    const { keys } = layout(init.channels, init.threads);
+    const { keys } = layout(init.channels, init.threads, init.groupsPerLane);
     this.keys = keys;
     this.layers = init.channels.length;
     this.control = new Int32Array(init.buffer, 0, CONTROL_INTS(keys.length));
@@ -118,12 +126,13 @@ class BoardView {
 
   laneHeader(key: number, thread: number): Int32Array {
     const k = this.keys[key];
-    return new Int32Array(this.init.buffer, k.lanes + thread * k.laneBytes, 2);
+    return new Int32Array(this.init.buffer, k.lanes + thread * k.laneBytes, 3);
   }
 
-  laneValues(key: number, thread: number): Float64Array {
+  /** The lane's first `count` values (all it can hold if not given). */
+  laneValues(key: number, thread: number, count = this.keys[key].length * this.init.groupsPerLane): Float64Array {
     const k = this.keys[key];
-    return new Float64Array(this.init.buffer, k.lanes + thread * k.laneBytes + LANE_HEADER, k.length);
+    return new Float64Array(this.init.buffer, k.lanes + thread * k.laneBytes + LANE_HEADER, count);
   }
 
   /** The totals buffer of rounds of this parity. */
@@ -185,12 +194,15 @@ export class BnBoardClient {
     const { view } = this;
     const key = request.phase === 'forward' ? request.layer : view.layers + request.layer;
     const sums = bytesToFloat64(request.sums);
-    if (!(request.layer >= 0 && request.layer < view.layers) || sums.length !== view.keys[key].length) {
-      throw new BnSyncUnsupportedError(`BatchNorm layer ${request.layer} (${request.phase}) with ${sums.length} values does not fit this board (${view.layers} layers, expected ${view.keys[key]?.length ?? 'none'} values).`);
+    const length = view.keys[key]?.length ?? 0;
+    const fits = request.layer >= 0 && request.layer < view.layers && sums.length > 0 && sums.length % length === 0 && sums.length / length <= view.init.groupsPerLane;
+    if (!fits) {
+      throw new BnSyncUnsupportedError(`BatchNorm layer ${request.layer} (${request.phase}) with ${sums.length} values does not fit this board (${view.layers} layers, expected 1 to ${view.init.groupsPerLane} vectors of ${length || 'none'} values).`);
     }
     const lane = view.laneHeader(key, this.index);
-    view.laneValues(key, this.index).set(sums);
+    view.laneValues(key, this.index, sums.length).set(sums);
     lane[1] = request.firstSample;
+    lane[2] = sums.length;
     Atomics.store(lane, 0, request.round);
     const arrived = this.arrive(key, request.round);
     if (arrived === Atomics.load(view.control, 0)) this.combine(key, request.round, arrived);
@@ -220,7 +232,7 @@ export class BnBoardClient {
     const parts: { firstSample: number; sums: Float64Array }[] = [];
     for (let t = 0; t < view.init.threads; t++) {
       const h = view.laneHeader(key, t);
-      if (Atomics.load(h, 0) === round) parts.push({ firstSample: h[1], sums: view.laneValues(key, t) });
+      if (Atomics.load(h, 0) === round) parts.push({ firstSample: h[1], sums: view.laneValues(key, t, h[2]) });
     }
     let state = ABORTED;
     if (parts.length === slices) {

@@ -14,13 +14,12 @@
  *     across slices by the reduction, which rounds to float32 once, after dividing by the count.
  *     A float64 sum of float32 values is exact unless they span more than ~2^29 in magnitude, so
  *     the order of the float64 additions does not show in the float32 result.
- * Sums that synchronized BatchNorm already keeps in float64 (γ, β, the biases before it, and the
- * moments and sums it exchanges) stay whole per slice and are combined slice by slice. Those are
- * sums of float64 products, not of float32 values, so their last bits can depend on the slicing;
- * a float32 rounding of them differs only where the value lies within ~1e-16 (relative) of a
- * rounding boundary. So mlp, lenet and cnn-dropout are bit-identical at any K by construction;
- * cnn-bn was identical in every run we made, but a long run may meet such a boundary and then
- * drift as without a grain (docs/batchnorm.md). Exchanging per-group sums would close it.
+ * Synchronized BatchNorm (cnn-bn) keeps its own sums in float64. With a grain they are taken per
+ * group too: each group's moments and backward sums are exchanged as a vector of their own and
+ * combined over all groups in order (common/batch-moments.ts combineSlices, the same float64
+ * operations whichever slices the groups were in), and the γ, β and pre-norm bias gradients are
+ * rounded to float32 per group and added like the kernels' sums. So every model is bit-identical
+ * at any K by construction.
  */
 import type { Tensor } from './tf.ts';
 import { hostFloats } from './host-floats.ts';

@@ -94,8 +94,8 @@ export class SharedStep {
 
   /** What thread `index` is sent to map the memory. */
   attachMessage(index: number): SharedAttachMessage {
-    // Threads spin longer between commands only where each has a core of its own (worker/shared-step-server.ts).
-    const spinMicros = this.mem.shape.threads <= availableParallelism() ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
+    // Threads spin longer between commands only where a core is left for this (owning) thread besides theirs (worker/shared-step-server.ts).
+    const spinMicros = this.mem.shape.threads < availableParallelism() ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
     return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros };
   }
 

@@ -70,6 +70,11 @@ export class StepSync {
     this.hasDropout = t.hasDropout;
   }
 
+  /** Whether rounds meet on a shared-memory board (in-process), which takes one vector per group of a reduction grain. */
+  get hasBoard(): boolean {
+    return this.board !== undefined;
+  }
+
   /** From now on, rounds open and end on `board` too (the in-process threads exchange there). */
   useBoard(board: BnBoardHost): void {
     this.board = board;

@@ -266,6 +266,7 @@ export class Trainer {
     if (this.backendName !== 'unknown' && !SYNC_READ_BACKENDS.has(this.backendName)) refuse(`needs a backend that reads synchronously (${[...SYNC_READ_BACKENDS].join(', ')}) for its direct backward pass, but the threads run ${this.backendName}.`);
     if (aggregation !== 'mean') refuse(`needs --aggregation mean (the exact sum), but got ${aggregation}.`);
     if (this.stepSync.hasBatchNorm && syncBatchNorm !== 'exact') refuse(`needs --sync-bn exact (the global batch's statistics), but got ${syncBatchNorm}.`);
+    if (this.stepSync.hasBatchNorm && this.membership.size > 1 && !this.stepSync.hasBoard) refuse('needs the threads\' BatchNorm board in shared memory, which exchanges one vector per group; this run exchanges through messages.');
     if (batchPerWorker && batchPerWorker % grain !== 0) refuse(`must divide --batch-per-worker ${batchPerWorker}: each thread's slice holds whole groups.`);
   }
 

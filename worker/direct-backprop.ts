@@ -30,6 +30,8 @@ import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics,
 import { inactiveForm, inactiveFormGradient, substituteChannels } from './layers/pre-norm-bias.ts';
 import { nativeReluBackward } from '../common/kernels/native/relu-backward.ts';
 import { sampleGroups, sumGroups, type SampleGroup } from '../common/reduce-grain.ts';
+import { combineSlices } from '../common/batch-moments.ts';
+import type { BatchNormPasses } from '../common/kernels/native/sync-batch-norm-passes.ts';
 
 /** Combines one BatchNorm layer's sums with the other slices' (StepComputer's LayerExchange). */
 export type LayerExchange = (layer: number, phase: ExchangePhase, local: Float64Array) => Float64Array;
@@ -120,6 +122,38 @@ function perGroup(groups: readonly SampleGroup[], tensors: Tensor[], f: (rows: T
   return tf.stack(groups.map((g) => f(tensors.map((t) => rowsOf(t, g)))));
 }
 
+/** BatchNorm's passes with the moments and backward sums taken per group, one vector each, in order. */
+function groupedPasses(passes: BatchNormPasses, groups: readonly SampleGroup[]): BatchNormPasses {
+  const concat = (parts: Float64Array[]) => {
+    const out = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  };
+  return {
+    ...passes,
+    moments: (x, channels) => concat(groups.map((g) => passes.moments(rowsOf(x, g), channels))),
+    // The saved tensors: one per row (x, or x̂) first, then per channel.
+    backwardSums: (dy, saved, channels) => concat(groups.map((g) => passes.backwardSums(rowsOf(dy, g), [rowsOf(saved[0], g), ...saved.slice(1)], channels))),
+  };
+}
+
+/** dγ and dβ from per-group [Σdy…, Σdy·x̂…] vectors: each rounded to float32, then added in float64 (exactly). */
+function groupedScaleShift(sums: Float64Array, channels: number): { gamma: Float64Array; beta: Float64Array } {
+  const gamma = new Float64Array(channels);
+  const beta = new Float64Array(channels);
+  for (let at = 0; at < sums.length; at += 2 * channels) {
+    for (let c = 0; c < channels; c++) {
+      beta[c] += Math.fround(sums[at + c]);
+      gamma[c] += Math.fround(sums[at + channels + c]);
+    }
+  }
+  return { gamma, beta };
+}
+
 export class DirectBackprop {
   private constructor(private readonly stages: Stage[]) {}
 
@@ -189,8 +223,12 @@ export class DirectBackprop {
     }
     if (s.kind === 'batchnorm') {
       const exchange = pass.exchange;
-      const phase = exchange ? (p: ExchangePhase, local: Float64Array) => exchange(s.layer, p, local) : identityExchange;
-      const passes = defaultPasses();
+      const groups = pass.groups;
+      const channels = h.shape[h.rank - 1];
+      // With a grain, one vector per group, combined in group order here or on the exchange alike.
+      const alone = groups ? (p: ExchangePhase, local: Float64Array) => combineSlices(p, [{ firstSample: 0, sums: local }], channels) : identityExchange;
+      const phase = exchange ? (p: ExchangePhase, local: Float64Array) => exchange(s.layer, p, local) : alone;
+      const passes = groups ? groupedPasses(defaultPasses(), groups) : defaultPasses();
       const st = syncStatistics(h, s.epsilon, phase, passes);
       const saved = passes.save(h, s.gamma, st.mean, st.rs);
       pass.norms.set(i, { st, saved, phase, passes });
@@ -213,9 +251,10 @@ export class DirectBackprop {
       const n = pass.norms.get(i)!;
       const r = syncBatchNormGradient(dy, n.saved, n.st, n.phase, n.passes);
       if (pass.groups) {
-        // Sums over the slice's rows in float64: the reduction adds the slices' in float64 too.
-        pass.wide.set(s.gamma, r.local.slice(n.st.channels));
-        pass.wide.set(s.beta, r.local.slice(0, n.st.channels));
+        // Each group's float64 sums rounded to float32, as a kernel would give them, then added exactly.
+        const { gamma, beta } = groupedScaleShift(r.local, n.st.channels);
+        pass.wide.set(s.gamma, gamma);
+        pass.wide.set(s.beta, beta);
         tf.dispose([r.dGamma, r.dBeta]);
       } else {
         grads.set(s.gamma, r.dGamma);
@@ -246,9 +285,20 @@ export class DirectBackprop {
   private preNormBias(stage: number, dx: Tensor, st: SyncStatistics, pass: Pass): Pass['preNormBias'] {
     const s = this.stages[stage];
     if ((s.kind !== 'conv' && s.kind !== 'dense') || s.activation === 'softmax') return undefined;
-    const form = inactiveForm(s.activation, st.global, st.channels);
-    const gradient = inactiveFormGradient(s.activation, form, dx, pass.outputs[stage]);
-    return gradient && { stage, form, gradient };
+    const activation = s.activation;
+    const form = inactiveForm(activation, st.global, st.channels);
+    const y = pass.outputs[stage];
+    const groups = pass.groups;
+    if (!groups) {
+      const gradient = inactiveFormGradient(activation, form, dx, y);
+      return gradient && { stage, form, gradient };
+    }
+    // Per group, rounded to float32 and added in float64 (exact), as the kernel sums with a grain.
+    const parts = groups.map((g) => inactiveFormGradient(activation, form, rowsOf(dx, g), rowsOf(y, g)));
+    if (parts[0] === undefined) return undefined;
+    const gradient = new Float64Array(st.channels);
+    for (const part of parts) for (let c = 0; c < gradient.length; c++) gradient[c] += Math.fround(part![c]);
+    return { stage, form, gradient };
   }
 
   /** A pre-norm bias's float64 gradient with a grain: `recorded` in the `form` channels, the groups' sum in the others. */

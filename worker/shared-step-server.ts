@@ -31,9 +31,11 @@ export interface SharedAttachMessage {
  * --limit-train 40000 --no-plots`, three runs each, img/s from history.json): mlp on one thread
  * 26,355 / 24,946 / 25,816 at 50 µs against 27,892 / 26,089 / 28,029 at 500 µs, where the owner's
  * turnaround between steps outlasted 50 µs and every step paid a wake-up; lenet and cnn-bn on two
- * threads (both cores) no different either way (lenet 16,407 / 15,910 / 15,796 against 16,025 /
- * 15,568 / 16,209). With more threads than cores a spinning thread would take a core from a
- * partner still computing, so the owner then asks for SPIN_MICROS_OVERSUBSCRIBED (the former 50).
+ * threads (both cores) no different by epoch (lenet 16,407 / 15,910 / 15,796 against 16,025 /
+ * 15,568 / 16,209), but cnn-bn's step log showed the owner's share of the step (commMs) at
+ * 0.87-0.97 ms against 0.48-0.60 ms at 50 µs: with every core held by a compute thread, a spinning
+ * thread delays the owning thread. So the owner asks for SPIN_MICROS only where a core is left for
+ * it (fewer threads than cores), else SPIN_MICROS_OVERSUBSCRIBED (the former 50).
  */
 export const SPIN_MICROS = 500;
 export const SPIN_MICROS_OVERSUBSCRIBED = 50;
