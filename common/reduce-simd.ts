@@ -31,35 +31,50 @@ const demoteZero = [0xfd, 0x5e];
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
 
 // Parameters: 0 bytes, 1 g, 2 stride, 3 slots, 4 out, 5 inv (f64). Locals: 6 i, 7 p, 8 k; 9 the
-// float32 sum, 10 inv splatted, 11-12 the low and high halves after the division.
+// float32 sum, 10 inv splatted.
 const [BYTES, G, STRIDE, SLOTS, OUT, INV] = [0, 1, 2, 3, 4, 5];
-const [I, P, K, ACC, INVV, LO, HI] = [6, 7, 8, 9, 10, 11, 12];
+const [I, P, K, ACC, INVV] = [6, 7, 8, 9, 10];
 
 /** The two float64 lanes of `half` (0: lanes 0-1, 1: lanes 2-3) times inv, rounded to float32 (in lanes 0-1). */
 const scaled = (half: number) => [...get(ACC), ...(half ? [...get(ACC), ...shuffle([...range(8, 8), ...range(0, 8)])] : []), ...promoteLow, ...get(INVV), ...f64mul, ...demoteZero];
 
-function body(): number[] {
-  const code = [
-    ...get(INV), ...f64splat, ...set(INVV),
-    0x02, 0x40, 0x03, 0x40, // block, loop over lanes
+/**
+ * The loop both kernels share: for every 16 output bytes at i, `init` the accumulators, set p from
+ * `pointer`, run `perSlot` for each slot (p advancing by the stride), then store `result` (which
+ * leaves one v128) at out + i. inv is splatted into local `invLocal` first.
+ */
+function reduceLoop(invLocal: number, parts: { init: number[]; pointer: number[]; perSlot: number[]; result: number[] }): number[] {
+  return [
+    ...get(INV), ...f64splat, ...set(invLocal),
+    0x02, 0x40, 0x03, 0x40, // block, loop over output lanes
     ...get(I), ...get(BYTES), ...geU, 0x0d, 0x01,
-    ...zero, ...set(ACC),
-    ...get(G), ...get(I), ...i32add, ...set(P),
+    ...parts.init,
+    ...parts.pointer, ...set(P),
     ...i32const(0), ...set(K),
     0x02, 0x40, 0x03, 0x40, // block, loop over slots
     ...get(K), ...get(SLOTS), ...geU, 0x0d, 0x01,
-    ...get(ACC), ...get(P), ...load, ...f32add, ...set(ACC),
+    ...parts.perSlot,
     ...get(P), ...get(STRIDE), ...i32add, ...set(P),
     ...get(K), ...i32const(1), ...i32add, ...set(K),
     0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
-    ...scaled(0), ...set(LO),
-    ...scaled(1), ...set(HI),
-    ...get(OUT), ...get(I), ...i32add, ...get(LO), ...get(HI), ...shuffle([...range(0, 8), ...range(16, 8)]), ...store,
+    ...get(OUT), ...get(I), ...i32add, ...parts.result, ...store,
     ...get(I), ...i32const(16), ...i32add, ...set(I),
     0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
     0x0b, // end function
   ];
-  const fn = [0x02, 0x03, I32, 0x04, V128, ...code];
+}
+
+/** Lanes 0-1 of `lo` and of `hi`, as one vector. */
+const joinHalves = shuffle([...range(0, 8), ...range(16, 8)]);
+
+function body(): number[] {
+  const code = reduceLoop(INVV, {
+    init: [...zero, ...set(ACC)],
+    pointer: [...get(G), ...get(I), ...i32add],
+    perSlot: [...get(ACC), ...get(P), ...load, ...f32add, ...set(ACC)],
+    result: [...scaled(0), ...scaled(1), ...joinHalves],
+  });
+  const fn = [0x02, 0x03, I32, 0x02, V128, ...code];
   return [...leb(fn.length), ...fn];
 }
 
@@ -90,26 +105,13 @@ const [ACC_LO, ACC_HI, INV_W] = [9, 10, 11];
 
 function wideBody(): number[] {
   const half = (acc: number) => [...get(acc), ...get(INV_W), ...f64mul, ...demoteZero];
-  const code = [
-    ...get(INV), ...f64splat, ...set(INV_W),
-    0x02, 0x40, 0x03, 0x40, // block, loop over output lanes
-    ...get(I), ...get(BYTES), ...geU, 0x0d, 0x01,
-    ...zero, ...set(ACC_LO),
-    ...zero, ...set(ACC_HI),
-    ...get(G), ...get(I), ...i32add, ...get(I), ...i32add, ...set(P),
-    ...i32const(0), ...set(K),
-    0x02, 0x40, 0x03, 0x40, // block, loop over slots
-    ...get(K), ...get(SLOTS), ...geU, 0x0d, 0x01,
-    ...get(ACC_LO), ...get(P), ...loadAt(0), ...f64add, ...set(ACC_LO),
-    ...get(ACC_HI), ...get(P), ...loadAt(16), ...f64add, ...set(ACC_HI),
-    ...get(P), ...get(STRIDE), ...i32add, ...set(P),
-    ...get(K), ...i32const(1), ...i32add, ...set(K),
-    0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
-    ...get(OUT), ...get(I), ...i32add, ...half(ACC_LO), ...half(ACC_HI), ...shuffle([...range(0, 8), ...range(16, 8)]), ...store,
-    ...get(I), ...i32const(16), ...i32add, ...set(I),
-    0x0c, 0x00, 0x0b, 0x0b, // continue; end loop; end block
-    0x0b, // end function
-  ];
+  const code = reduceLoop(INV_W, {
+    init: [...zero, ...set(ACC_LO), ...zero, ...set(ACC_HI)],
+    // Slot values are 8 bytes: output byte i reads from g + 2i.
+    pointer: [...get(G), ...get(I), ...i32add, ...get(I), ...i32add],
+    perSlot: [...get(ACC_LO), ...get(P), ...loadAt(0), ...f64add, ...set(ACC_LO), ...get(ACC_HI), ...get(P), ...loadAt(16), ...f64add, ...set(ACC_HI)],
+    result: [...half(ACC_LO), ...half(ACC_HI), ...joinHalves],
+  });
   const fn = [0x02, 0x03, I32, 0x03, V128, ...code];
   return [...leb(fn.length), ...fn];
 }
