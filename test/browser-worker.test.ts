@@ -24,6 +24,18 @@ async function coordinator(args: string[]): Promise<{ c: DtrainProcess; port: nu
   return { c, port: (await c.waitFor('listening')).port as number };
 }
 
+/**
+ * Opens the worker page and waits for its script: a script the coordinator could not build (a
+ * failed esbuild bundle answers 500) fails the test here, with the server's message, instead of
+ * after the run's whole timeout.
+ */
+async function openWorkerPage(page: import('playwright-core').Page, url: string): Promise<void> {
+  const script = page.waitForResponse((r) => new URL(r.url()).pathname === '/worker/app.js', { timeout: 60_000 });
+  await page.goto(url);
+  const response = await script;
+  expect(response.status(), `GET /worker/app.js: ${response.status() === 200 ? '' : await response.text()}`).toBe(200);
+}
+
 describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
   it('trains with a Node worker to the end of the run, its slices counted', async () => {
     // 1,280 synthetic images at batch 32: 40 steps, each split between the two workers.
@@ -41,7 +53,7 @@ describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
     const consoleErrors: string[] = [];
     page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
     page.on('pageerror', (e) => consoleErrors.push(e.message));
-    await page.goto(`${base}/worker#token=${TOKEN}`);
+    await openWorkerPage(page, `${base}/worker#token=${TOKEN}`);
 
     const finished = await c.waitFor('run_finished', undefined, 240_000);
     expect((await c.exited).code).toBe(0);
@@ -84,7 +96,7 @@ describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
     const page = await chromium.browser.newPage();
     const wasmFetched: string[] = [];
     page.on('response', (r) => r.url().endsWith('.wasm') && wasmFetched.push(`${r.status()} ${new URL(r.url()).pathname}`));
-    await page.goto(`http://127.0.0.1:${port}/worker?backend=wasm#token=${TOKEN}`);
+    await openWorkerPage(page, `http://127.0.0.1:${port}/worker?backend=wasm#token=${TOKEN}`);
     await c.waitFor('run_finished', undefined, 120_000);
     expect((await c.exited).code).toBe(0);
     expect(c.events('worker_joined').map((j) => j.backend)).toEqual(['browser/wasm']);
