@@ -197,3 +197,46 @@ describe('the shared-memory step checks what the threads produce before it count
     });
   }
 });
+
+describe('a command asked for while its thread still runs an abandoned one', () => {
+  it('waits for the thread, drops the command a newer one replaced (BN_SYNC_ABORTED), and runs the newest', { timeout: 30_000 }, async () => {
+    // One thread served on this one; its session blocks until the test releases each call.
+    const shared = new SharedStep({ trainable: 8, stats: 0, slots: 1, slotSamples: 4, threads: 1 }, new Adam(1).kind === 'simd');
+    const calls: { taskId: number; release: () => void }[] = [];
+    const session = {
+      trainWithInto: (_w: Float32Array, _images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array | Float64Array } | undefined, task?: { taskId: number }) =>
+        new Promise((resolve) => {
+          calls.push({ taskId: task!.taskId, release: () => resolve({ count: labels.length, lossSum: task!.taskId, correct: 0 }) });
+          target()?.gradientSum.fill(task!.taskId);
+        }),
+    } as unknown as WorkerSession;
+    void new SharedStepServer(shared.attachMessage(0), session, (job) => job()).serve();
+    const task = (taskId: number): TaskMessage => ({ type: 'task', taskId, kind: 'train', weightsVersion: 1, images: new Uint8Array(4 * IMAGE_BYTES), labels: new Uint8Array(4) });
+    const until = async (what: () => boolean) => {
+      for (let i = 0; i < 2000 && !what(); i++) await new Promise((r) => setTimeout(r, 2));
+      expect(what()).toBe(true);
+    };
+
+    // Step 1's command reaches the thread, which is still computing when the step is abandoned.
+    const first = shared.train(0, 0, task(1));
+    await until(() => calls.length === 1);
+    // Two recomputations are asked for while it runs: the second replaces the first.
+    const replaced = shared.train(0, 0, task(2));
+    const newest = shared.train(0, 0, task(3));
+    const replacedOutcome = replaced.then(() => 'resolved', (e: { code?: string }) => e.code);
+    await new Promise((r) => setTimeout(r, 50));
+    // Nothing was sent to the busy thread meanwhile: its fields are still those of task 1.
+    expect(calls.map((c) => c.taskId)).toEqual([1]);
+
+    calls[0].release();
+    expect((await first).taskId).toBe(1);
+    expect(await replacedOutcome).toBe('DTRAIN_ERR_BN_SYNC_ABORTED');
+    await until(() => calls.length === 2);
+    expect(calls[1].taskId).toBe(3);
+    calls[1].release();
+    const result = await newest;
+    expect(result.taskId).toBe(3);
+    expect(result.lossSum).toBe(3);
+    expect(calls.map((c) => c.taskId)).toEqual([1, 3]);
+  });
+});
