@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addGroups, alignedSliceSizes, sampleGroups, sumGroups } from './reduce-grain.ts';
+import { addGroups, sampleGroups, sumGroups, sumRounded } from './reduce-grain.ts';
 import { tf } from './tf.ts';
 
 describe('sampleGroups', () => {
@@ -15,31 +15,6 @@ describe('sampleGroups', () => {
   });
 });
 
-describe('alignedSliceSizes', () => {
-  it('gives every slice whole groups, their counts differing by at most one', () => {
-    for (const [total, parts, grain] of [[12, 3, 4], [12, 2, 4], [32, 3, 4], [30, 4, 8], [7, 3, 2], [5, 8, 2], [100, 7, 1]]) {
-      const sizes = alignedSliceSizes(total, parts, grain);
-      expect(sizes.reduce((a, b) => a + b, 0), `${total}/${parts}/${grain}`).toBe(total);
-      expect(sizes.length).toBeLessThanOrEqual(parts);
-      expect(sizes.every((s) => s > 0)).toBe(true);
-      // Every slice but the last starts and ends on a group boundary.
-      let at = 0;
-      for (const s of sizes.slice(0, -1)) {
-        at += s;
-        expect(at % grain, `${total}/${parts}/${grain}: boundary at ${at}`).toBe(0);
-      }
-      const groups = sizes.map((s) => Math.ceil(s / grain));
-      expect(Math.max(...groups) - Math.min(...groups)).toBeLessThanOrEqual(1);
-    }
-  });
-
-  it('makes fewer slices than parts when there are fewer groups', () => {
-    expect(alignedSliceSizes(12, 4, 4)).toEqual([4, 4, 4]);
-    expect(alignedSliceSizes(10, 3, 4)).toEqual([4, 4, 2]);
-    expect(alignedSliceSizes(12, 2, 4)).toEqual([8, 4]);
-  });
-});
-
 describe('addGroups', () => {
   it('writes 0 + g_0 + g_1 + ... in float64 and group order, over what was there', () => {
     const values = Float32Array.from([1e8, 1, 3, -1e8, 0.5, 2.25, 7, 1e-8, -2]);
@@ -50,5 +25,15 @@ describe('addGroups', () => {
     expect(Array.from(out)).toEqual([99, 0 + 1e8 + -1e8 + 7, 0 + 1 + 0.5 + Math.fround(1e-8), 0 + 3 + 2.25 + -2, 99]);
     expect(Array.from(sumGroups(groups))).toEqual(Array.from(out.subarray(1, 4)));
     groups.dispose();
+  });
+});
+
+describe('sumRounded', () => {
+  it('rounds each vector\'s values to float32 and adds them in float64, in order', () => {
+    const a = Float64Array.from([1 + 2 ** -40, 0.1]);
+    const b = Float64Array.from([2 ** -30, 0.2]);
+    // 1 + 2^-40 rounds to 1 in float32; 2^-30 is a float32 value, and float64 keeps 1 + 2^-30.
+    expect(Array.from(sumRounded([a, b], 2))).toEqual([1 + 2 ** -30, Math.fround(0.1) + Math.fround(0.2)]);
+    expect(Array.from(sumRounded([], 2))).toEqual([0, 0]);
   });
 });

@@ -6,7 +6,7 @@
  * float32: the same mathematics at any K, but rounded at different places, and cnn-bn's training
  * amplifies a difference of one rounding to 1e-4 within 20 steps (docs/batchnorm.md). With it:
  *   - the batch is cut into groups of G samples from its first (the last may be shorter), and a
- *     slice always holds whole groups (alignedSliceSizes);
+ *     slice always holds whole groups (coordinator/aggregate.ts alignedSliceSizes);
  *   - every sum over samples that a kernel does in float32 (weight and bias gradients) runs per
  *     group: the same samples, the same kernel call, the same float32 result whichever worker runs
  *     it (sampleGroups);
@@ -37,23 +37,6 @@ export function sampleGroups(count: number, grain: number): SampleGroup[] {
   return groups;
 }
 
-/**
- * Splits `total` samples into at most `parts` contiguous slices of whole groups of `grain`, their
- * group counts differing by at most one (sliceSizes with groups for samples).
- */
-export function alignedSliceSizes(total: number, parts: number, grain: number): number[] {
-  const groups = Math.ceil(total / grain);
-  const n = Math.max(1, Math.min(parts, groups));
-  const base = Math.floor(groups / n);
-  const extra = groups % n;
-  let left = total;
-  return Array.from({ length: n }, (_, i) => {
-    const size = Math.min(left, (base + (i < extra ? 1 : 0)) * grain);
-    left -= size;
-    return size;
-  });
-}
-
 function floatsOf(t: Tensor): Float32Array {
   return hostFloats(t) ?? (t.dataSync() as Float32Array);
 }
@@ -79,4 +62,14 @@ export function addGroups(groups: Tensor, out: Float64Array, at: number): void {
     const row = values.subarray(g * n, (g + 1) * n);
     for (let i = 0; i < n; i++) dst[i] += row[i];
   }
+}
+
+/**
+ * Σ of the vectors, each element rounded to float32 first (as a kernel's sum would come out) and
+ * added in float64 in order: exact, so the same at any grouping. `length` values from each.
+ */
+export function sumRounded(vectors: readonly ArrayLike<number>[], length: number): Float64Array {
+  const out = new Float64Array(length);
+  for (const v of vectors) for (let c = 0; c < length; c++) out[c] += Math.fround(v[c]);
+  return out;
 }

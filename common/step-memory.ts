@@ -155,6 +155,8 @@ export class StepMemory {
   readonly m: [Float32Array, Float32Array];
   readonly v: [Float32Array, Float32Array];
   readonly reduced: Float32Array;
+  /** Bytes per gradient value in the slots: 8 (float64) with a reduction grain, else 4. */
+  readonly gradientValueBytes: 4 | 8;
   /** Each slot's float32 gradient sums; empty with a reduction grain (wideGradients instead). */
   readonly gradients: Float32Array[];
   /** Each slot's float64 gradient sums with a reduction grain; empty without. */
@@ -186,7 +188,8 @@ export class StepMemory {
     this.m = [f32(o.m[0], this.adamSpan), f32(o.m[1], this.adamSpan)];
     this.v = [f32(o.v[0], this.adamSpan), f32(o.v[1], this.adamSpan)];
     this.reduced = f32(o.reduced, this.adamSpan);
-    const wide = (shape.grain ?? 0) > 0;
+    this.gradientValueBytes = StepMemory.gradientValueBytes(shape);
+    const wide = this.gradientValueBytes === 8;
     this.gradients = wide ? [] : o.gradients.map((at) => f32(at, shape.trainable));
     this.wideGradients = wide ? o.gradients.map((at) => new Float64Array(buf, at, shape.trainable)) : [];
     this.statSums = o.stats.map((at) => f32(at, shape.stats));
@@ -196,6 +199,10 @@ export class StepMemory {
     const c = StepMemory.controlPlan(shape);
     this.ctl = new Int32Array(control, 0, c.ints);
     this.f64 = new Float64Array(control, c.f64Offset, c.floats);
+  }
+
+  private static gradientValueBytes(shape: StepMemoryShape): 4 | 8 {
+    return (shape.grain ?? 0) > 0 ? 8 : 4;
   }
 
   /** Byte offsets of every region, in the order of the module comment. */
@@ -219,7 +226,7 @@ export class StepMemory {
     const labels: number[] = [];
     for (let k = 0; k < shape.slots; k++) {
       // Padded to the Adam span with lanes that stay 0: the SIMD reduction reads whole lanes.
-      gradients.push(take(span * ((shape.grain ?? 0) > 0 ? 8 : 4)));
+      gradients.push(take(span * StepMemory.gradientValueBytes(shape)));
       stats.push(take(shape.stats * 4));
       images.push(take(shape.slotSamples * IMAGE_BYTES));
       labels.push(take(shape.slotSamples));

@@ -26,7 +26,7 @@ export class StripeWorker {
   constructor(private readonly mem: StepMemory, simd = true) {
     this.kernel = simd ? simdAdamKernel(mem.memory, true) : undefined;
     // Float64 slots with a reduction grain (common/reduce-grain.ts), float32 without.
-    this.reduceKernel = !simd ? undefined : mem.wideGradients.length > 0 ? simdWideReduceKernel(mem.memory, true) : simdReduceKernel(mem.memory, true);
+    this.reduceKernel = !simd ? undefined : mem.gradientValueBytes === 8 ? simdWideReduceKernel(mem.memory, true) : simdReduceKernel(mem.memory, true);
   }
 
   get kind(): 'simd' | 'scalar' {
@@ -53,13 +53,13 @@ export class StripeWorker {
     const inv = this.mem.f64[F64.inv];
     const end = Math.min(to, shape.trainable);
     const { slots } = this.slotCounts();
-    if (this.mem.wideGradients.length > 0) {
-      if (!this.reduceKernel) this.reduceWide(from, end, slots, inv);
-      else if (to > from) this.reduceKernel((to - from) * 4, this.mem.offsets.gradients + from * 8, this.mem.offsets.gradientStride, slots, this.mem.offsets.reduced + from * 4, inv);
+    if (this.reduceKernel) {
+      const { offsets, gradientValueBytes } = this.mem;
+      if (to > from) this.reduceKernel((to - from) * 4, offsets.gradients + from * gradientValueBytes, offsets.gradientStride, slots, offsets.reduced + from * 4, inv);
       return;
     }
-    if (this.reduceKernel) {
-      if (to > from) this.reduceKernel((to - from) * 4, this.mem.offsets.gradients + from * 4, this.mem.offsets.gradientStride, slots, this.mem.offsets.reduced + from * 4, inv);
+    if (this.mem.gradientValueBytes === 8) {
+      this.reduceWide(from, end, slots, inv);
       return;
     }
     if (slots === 1) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { aggregateResults, sliceSizes, StepAccumulator } from './aggregate.ts';
+import { aggregateResults, alignedSliceSizes, sliceSizes, StepAccumulator } from './aggregate.ts';
 import { floatsToBytes } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { SeededRandom } from '../common/random.ts';
@@ -156,5 +156,30 @@ describe('StepAccumulator', () => {
     acc.reset(2);
     acc.add(1, result(1, [1]));
     expect(() => acc.finish()).toThrow(/expected 2 results, but 0 were folded/);
+  });
+});
+
+describe('alignedSliceSizes', () => {
+  it('gives every slice whole groups, their counts differing by at most one', () => {
+    for (const [total, parts, grain] of [[12, 3, 4], [12, 2, 4], [32, 3, 4], [30, 4, 8], [7, 3, 2], [5, 8, 2], [100, 7, 1]]) {
+      const sizes = alignedSliceSizes(total, parts, grain);
+      expect(sizes.reduce((a, b) => a + b, 0), `${total}/${parts}/${grain}`).toBe(total);
+      expect(sizes.length).toBeLessThanOrEqual(parts);
+      expect(sizes.every((s) => s > 0)).toBe(true);
+      // Every slice but the last starts and ends on a group boundary.
+      let at = 0;
+      for (const s of sizes.slice(0, -1)) {
+        at += s;
+        expect(at % grain, `${total}/${parts}/${grain}: boundary at ${at}`).toBe(0);
+      }
+      const groups = sizes.map((s) => Math.ceil(s / grain));
+      expect(Math.max(...groups) - Math.min(...groups)).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('makes fewer slices than parts when there are fewer groups', () => {
+    expect(alignedSliceSizes(12, 4, 4)).toEqual([4, 4, 4]);
+    expect(alignedSliceSizes(10, 3, 4)).toEqual([4, 4, 2]);
+    expect(alignedSliceSizes(12, 2, 4)).toEqual([8, 4]);
   });
 });

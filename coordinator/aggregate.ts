@@ -112,3 +112,16 @@ export function sliceSizes(total: number, parts: number): number[] {
   const extra = total % n;
   return Array.from({ length: n }, (_, i) => base + (i < extra ? 1 : 0));
 }
+
+/**
+ * sliceSizes in whole groups of `grain` samples (a reduction grain, common/reduce-grain.ts): at
+ * most `parts` slices, their group counts differing by at most one; only the last group may be short.
+ */
+export function alignedSliceSizes(total: number, parts: number, grain: number): number[] {
+  let left = total;
+  return sliceSizes(Math.ceil(total / grain), parts).map((groups) => {
+    const size = Math.min(left, groups * grain);
+    left -= size;
+    return size;
+  });
+}

@@ -69,8 +69,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
   const channels = opts.batchNormChannels ?? [];
   // With a reduction grain a slice exchanges one vector per group of its samples (common/reduce-grain.ts).
-  const grain = sm ? (sm.grain ?? 0) : 0;
-  const groupsPerLane = sm && grain > 0 ? Math.ceil(sm.slotSamples / grain) : 1;
+  const groupsPerLane = sm && sm.grain ? Math.ceil(sm.slotSamples / sm.grain) : 1;
   const board = channels.length > 0 && opts.workers > 1 ? new BnBoardHost(createBnBoard(channels, opts.workers, groupsPerLane)) : undefined;
   const startupMs = opts.startupTimeoutMs ?? 120_000;
   const startup = <T>(p: Promise<T>, id: string, what: string) => withTimeout(p, startupMs, `${id}: ${what}`, 'DTRAIN_ERR_THREAD_START');

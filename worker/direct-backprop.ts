@@ -29,7 +29,7 @@ import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
 import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
 import { inactiveForm, inactiveFormGradient, substituteChannels } from './layers/pre-norm-bias.ts';
 import { nativeReluBackward } from '../common/kernels/native/relu-backward.ts';
-import { sampleGroups, sumGroups, type SampleGroup } from '../common/reduce-grain.ts';
+import { sampleGroups, sumGroups, sumRounded, type SampleGroup } from '../common/reduce-grain.ts';
 import { combineSlices } from '../common/batch-moments.ts';
 import type { BatchNormPasses } from '../common/kernels/native/sync-batch-norm-passes.ts';
 
@@ -118,8 +118,12 @@ function rowsOf(t: Tensor, g: SampleGroup): Tensor {
  * rows whatever the slice holds besides them, so each group's float32 result is too.
  */
 function perGroup(groups: readonly SampleGroup[], tensors: Tensor[], f: (rows: Tensor[]) => Tensor): Tensor {
-  if (groups.length === 1) return tf.expandDims(f(tensors.map((t) => rowsOf(t, groups[0]))), 0);
-  return tf.stack(groups.map((g) => f(tensors.map((t) => rowsOf(t, g)))));
+  return stackGroups(groups.map((g) => f(tensors.map((t) => rowsOf(t, g)))));
+}
+
+/** One result per group, stacked on a new first axis (a lone group's without a copy). */
+function stackGroups(results: Tensor[]): Tensor {
+  return results.length === 1 ? tf.expandDims(results[0], 0) : tf.stack(results);
 }
 
 /** BatchNorm's passes with the moments and backward sums taken per group, one vector each, in order. */
@@ -143,15 +147,9 @@ function groupedPasses(passes: BatchNormPasses, groups: readonly SampleGroup[]):
 
 /** dγ and dβ from per-group [Σdy…, Σdy·x̂…] vectors: each rounded to float32, then added in float64 (exactly). */
 function groupedScaleShift(sums: Float64Array, channels: number): { gamma: Float64Array; beta: Float64Array } {
-  const gamma = new Float64Array(channels);
-  const beta = new Float64Array(channels);
-  for (let at = 0; at < sums.length; at += 2 * channels) {
-    for (let c = 0; c < channels; c++) {
-      beta[c] += Math.fround(sums[at + c]);
-      gamma[c] += Math.fround(sums[at + channels + c]);
-    }
-  }
-  return { gamma, beta };
+  const groups: Float64Array[] = [];
+  for (let at = 0; at < sums.length; at += 2 * channels) groups.push(sums.subarray(at, at + 2 * channels));
+  return { gamma: sumRounded(groups.map((g) => g.subarray(channels)), channels), beta: sumRounded(groups, channels) };
 }
 
 export class DirectBackprop {
@@ -296,9 +294,7 @@ export class DirectBackprop {
     // Per group, rounded to float32 and added in float64 (exact), as the kernel sums with a grain.
     const parts = groups.map((g) => inactiveFormGradient(activation, form, rowsOf(dx, g), rowsOf(y, g)));
     if (parts[0] === undefined) return undefined;
-    const gradient = new Float64Array(st.channels);
-    for (const part of parts) for (let c = 0; c < gradient.length; c++) gradient[c] += Math.fround(part![c]);
-    return { stage, form, gradient };
+    return { stage, form, gradient: sumRounded(parts as Float64Array[], st.channels) };
   }
 
   /** A pre-norm bias's float64 gradient with a grain: `recorded` in the `form` channels, the groups' sum in the others. */
@@ -349,25 +345,20 @@ export class DirectBackprop {
    */
   private static activationBackward(relu: boolean, dy: Tensor, output: Tensor, bias: tfc.Variable, grads: Map<tfc.Variable, Tensor>, groups: SampleGroup[] | undefined): Tensor {
     const fused = relu ? nativeReluBackward() : undefined;
-    if (groups) {
-      // Per group, so each group's bias sum is its own float32 result (the fused kernel where it applies).
-      const parts = groups.map((g) => {
-        const [dyG, outG] = [rowsOf(dy, g), rowsOf(output, g)];
-        if (fused) return fused(dyG, outG);
-        const dz = relu ? tf.mul(dyG, tf.step(outG)) : dyG;
-        return [dz, tf.sum(dz, Array.from({ length: dz.rank - 1 }, (_, i) => i))];
-      });
-      grads.set(bias, parts.length === 1 ? tf.expandDims(parts[0][1], 0) : tf.stack(parts.map((p) => p[1])));
-      return parts.length === 1 ? parts[0][0] : tf.concat(parts.map((p) => p[0]));
-    }
-    if (fused) {
-      const [dz, sum] = fused(dy, output);
+    const pass = (d: Tensor, y: Tensor): Tensor[] => {
+      if (fused) return fused(d, y);
+      const dz = relu ? tf.mul(d, tf.step(y)) : d;
+      return [dz, tf.sum(dz, Array.from({ length: dz.rank - 1 }, (_, i) => i))];
+    };
+    if (!groups) {
+      const [dz, sum] = pass(dy, output);
       grads.set(bias, sum);
       return dz;
     }
-    const dz = relu ? tf.mul(dy, tf.step(output)) : dy;
-    grads.set(bias, tf.sum(dz, Array.from({ length: dz.rank - 1 }, (_, i) => i)));
-    return dz;
+    // Per group, so each group's bias sum is its own float32 result.
+    const parts = groups.map((g) => pass(rowsOf(dy, g), rowsOf(output, g)));
+    grads.set(bias, stackGroups(parts.map((p) => p[1])));
+    return parts.length === 1 ? parts[0][0] : tf.concat(parts.map((p) => p[0]));
   }
 
   /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). */

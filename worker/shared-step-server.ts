@@ -52,7 +52,7 @@ export class SharedStepServer {
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
     this.stripe = new StripeWorker(this.mem, msg.simd);
-    this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true, this.mem.wideGradients.length > 0) : undefined;
+    this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true, this.mem.gradientValueBytes === 8) : undefined;
     this.index = msg.index;
     this.spinMicros = msg.spinMicros;
     this.base = this.mem.threadBase(msg.index);
@@ -127,9 +127,8 @@ export class SharedStepServer {
 
   /** Σ g² over slot `slot`'s gradient sums (its padding lanes are 0), in float64. */
   private gradientSquares(slot: number): number {
-    const { offsets, adamSpan } = this.mem;
+    const { offsets, adamSpan, gradientValueBytes } = this.mem;
     if (!this.sumSquaresKernel) return sumSquares(this.slotGradient(slot));
-    const bytesPerValue = this.mem.wideGradients.length > 0 ? 8 : 4;
-    return this.sumSquaresKernel(adamSpan * bytesPerValue, offsets.gradients + slot * offsets.gradientStride);
+    return this.sumSquaresKernel(adamSpan * gradientValueBytes, offsets.gradients + slot * offsets.gradientStride);
   }
 }
