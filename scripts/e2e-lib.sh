@@ -21,7 +21,10 @@ work=
 docker_bin=
 
 log() { printf '[%s %4ds] %s\n' "$e2e_name" "$((SECONDS - started))" "$*" >&2; }
+# Why the test failed, repeated as the last line after the teardown's output (CI shows the tail).
+failed_because=
 fail() {
+  failed_because=$*
   log "FAIL: $*"
   exit 1
 }
@@ -294,6 +297,8 @@ e2e_teardown_docker() {
     awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   fi
   rm -rf "$work"
-  if ((status == 0)); then log "PASS in $((SECONDS - started)) s"; else log "exit status $status"; fi
+  if ((status == 0)); then log "PASS in $((SECONDS - started)) s"
+  elif [[ -n $failed_because ]]; then log "exit status $status, FAIL: $failed_because"
+  else log "exit status $status"; fi
   exit "$status"
 }

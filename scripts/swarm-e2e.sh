@@ -180,9 +180,16 @@ while [[ -n $(docker ps -q --filter "label=com.docker.stack.namespace=$stack") ]
   ((SECONDS < deadline)) || fail "containers still running 60 s after run_finished: $(docker stack ps "$stack")"
   sleep 1
 done
-# Every task, replaced ones included (their names start with "\_ ").
-states=$(docker stack ps --format '{{.Name}} {{.CurrentState}}' "$stack")
-grep -q "^${stack}_coordinator.1 Complete" <<<"$states" || fail "the coordinator's task is not Complete: $states"
-(($(grep -c "^${stack}_worker\.[0-9]* Complete" <<<"$states") >= 3)) || fail "fewer than 3 worker tasks Complete: $states"
+# Every task, replaced ones included (their names start with "\_ "). A node's agent reports a task's
+# end to the managers after its container has gone, so the states may lag the containers: poll.
+tasks_complete() {
+  states=$(docker stack ps --format '{{.Name}} {{.CurrentState}}' "$stack")
+  grep -q "^${stack}_coordinator.1 Complete" <<<"$states" && (($(grep -c "^${stack}_worker\.[0-9]* Complete" <<<"$states") >= 3))
+}
+deadline=$((SECONDS + 30))
+until tasks_complete; do
+  ((SECONDS < deadline)) || fail "30 s after the containers exited, not the coordinator's task and 3 worker tasks Complete: $(tr '\n' ';' <<<"$states")"
+  sleep 1
+done
 coordinator_logs | grep '"event":"run_finished"' | tail -1 | grep -o '"test_accuracy":[0-9.]*' >&2 || true
 log "run_finished; the coordinator and 3 workers exited 0 (tasks Complete)"
