@@ -6,7 +6,7 @@
  * scheduler's recomputation and the Adam guard.
  */
 import { capturingLogger } from '../test/capture-logger.ts';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { syntheticData, tempDir, testConfig } from '../test/helpers.ts';
 import { Adam } from '../common/adam.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
@@ -20,6 +20,9 @@ import { Trainer, type RunOutcome } from './trainer.ts';
 import { GradientScreen } from './result-check.ts';
 import { permutation } from '../common/random.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
+import { setNativeStripe } from '../common/step-stripe.ts';
+import { loadNativeKernels } from '../common/kernels/native/addon.ts';
+import { requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
 
 /** The value to fill thread `thread`'s gradient with on its call `call` (1-based), or undefined for an honest one. */
 type Poison = (thread: number, call: number) => number | undefined;
@@ -238,5 +241,50 @@ describe('a command asked for while its thread still runs an abandoned one', () 
     expect(result.taskId).toBe(3);
     expect(result.lossSum).toBe(3);
     expect(calls.map((c) => c.taskId)).toEqual([1, 3]);
+  });
+});
+
+// With the native kernels, a step of one slot takes its Σ g² inside the stripe's one pass (after
+// Adam has written the next copies, which only count if the screen then accepts the slot).
+const nativeLoad = loadNativeKernels();
+describe.runIf(requireNativeOrSkip(nativeLoad))('the shared-memory step with the native one-pass stripe', { timeout: 60_000 }, () => {
+  afterEach(() => setNativeStripe(undefined));
+  let calls = 0;
+  /** Installs the native stripe, counting its calls. */
+  const native = () => {
+    if (!nativeLoad.loaded) throw new Error(nativeLoad.reason);
+    const { stripeStep } = nativeLoad.kernels;
+    setNativeStripe({ stripeStep: (...args: Parameters<typeof stripeStep>) => (calls++, stripeStep(...args)) });
+  };
+
+  it('ends one thread\'s run with the SIMD stripes\' weights, bit for bit, and calls the native kernel every step', async () => {
+    const simd = await trainShared(1);
+    native();
+    const before = calls;
+    const run = await trainShared(1);
+    expect(run.outcome?.status).toBe('finished');
+    expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(simd.weights.buffer))).toBe(0);
+    const steps = run.lines.filter((l) => l.event === 'step').length;
+    expect(steps).toBeGreaterThan(0);
+    expect(calls - before).toBe(steps);
+  });
+
+  it('rejects a non-finite slot from the fused Σ g², leaves the weights finite, and fails cleanly when the recomputation is poisoned too', async () => {
+    native();
+    const run = await trainShared(1, (_thread, call) => (call >= 2 ? Infinity : undefined));
+    expect((run.error as { code?: string }).code).toBe('DTRAIN_ERR_RESULT_REJECTED');
+    const lines = rejections(run);
+    expect(lines).toHaveLength(2);
+    expect(lines[0].reason).toMatch(/non-finite/);
+    expect(allFinite(run.weights)).toBe(true);
+  });
+
+  it('confirms an honest outlier slice on one thread, judged by the fused Σ g², and ends with the weights of a run without the screen', async () => {
+    native();
+    const reference = await trainShared(1, undefined, { outlierPositions: [70], screen: false });
+    const run = await trainShared(1, undefined, { outlierPositions: [70] });
+    expect(run.error).toBeUndefined();
+    expect(run.lines.filter((l) => l.event === 'outlier_confirmed')).toHaveLength(1);
+    expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
   });
 });

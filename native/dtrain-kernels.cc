@@ -10,6 +10,9 @@
 #include <node_api.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -959,6 +962,178 @@ napi_value Standardize(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The shared-memory step's stripe (common/step-stripe.ts) in one pass over the parameters: sum the
+// slots' gradient sums, scale by 1/count, apply Adam, and (for a step of one slot) take Σ g² of the
+// slot for the result screen. Bit for bit what the WebAssembly SIMD kernels compute one after the
+// other (common/reduce-simd.ts, then common/adam-simd.ts): the same IEEE operations in the same
+// order per lane, float32 sums from 0 in slot order (float64 with a reduction grain), × inv in
+// float64 rounded to float32, then Adam in float32. No contraction into FMAs, which would round
+// once where the SIMD kernels round twice. Σ g² is summed in another order than the SIMD kernel's
+// (sum-squares-simd.ts): the two agree to rounding, as that kernel and the JavaScript loop do.
+// The wasm kernels run four lanes per instruction; this runs sixteen where the CPU has AVX-512, and
+// makes one pass where they make three.
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off", "no-math-errno")
+#elif defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+
+struct AdamScalars {
+  float b1, b2, a1, a2, step, sc2, eps;
+};
+
+// The portable loop, one lane at a time: slot k's value of lane j is g[k·stride + j] (T: float, or
+// double with a reduction grain). Float32 slots are summed in float32, float64 ones in float64.
+template <typename T>
+double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n,
+                    double inv, const AdamScalars& s, bool squares) {
+  double sq = 0;
+  for (int64_t j = 0; j < n; j++) {
+    T acc = T(0) + g[j];
+    for (int64_t k = 1; k < slots; k++) acc = acc + g[k * stride + j];
+    if (squares) sq += static_cast<double>(g[j]) * static_cast<double>(g[j]);
+    const float r = static_cast<float>(static_cast<double>(acc) * inv);
+    const float mj = s.b1 * m[j] + s.a1 * r;
+    const float vj = s.b2 * v[j] + s.a2 * (r * r);
+    mOut[j] = mj;
+    vOut[j] = vj;
+    wOut[j] = w[j] - (s.step * mj) / (std::sqrt(vj) * s.sc2 + s.eps);
+  }
+  return sq;
+}
+
+#if defined(__x86_64__)
+// GCC 12's AVX-512 headers warn of their own undefined pass-through operands (-W[maybe-]uninitialized).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// Sixteen lanes per instruction; lanes past n are masked off (loads read 0, stores skip them).
+__attribute__((target("avx512f"))) __m512 stripeReduced16(const float* g, int64_t stride, int64_t slots, __mmask16 k16, __m512d inv) {
+  __m512 acc = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(k16, g));
+  for (int64_t k = 1; k < slots; k++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(k16, g + k * stride));
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc));
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_mul_pd(lo, inv)))), _mm256_castps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(hi, inv))), 1));
+}
+
+__attribute__((target("avx512f"))) __m512 stripeReduced16(const double* g, int64_t stride, int64_t slots, __mmask16 k16, __m512d inv) {
+  const __mmask8 kLo = static_cast<__mmask8>(k16), kHi = static_cast<__mmask8>(k16 >> 8);
+  __m512d lo = _mm512_add_pd(_mm512_setzero_pd(), _mm512_maskz_loadu_pd(kLo, g));
+  __m512d hi = _mm512_add_pd(_mm512_setzero_pd(), _mm512_maskz_loadu_pd(kHi, g + 8));
+  for (int64_t k = 1; k < slots; k++) {
+    lo = _mm512_add_pd(lo, _mm512_maskz_loadu_pd(kLo, g + k * stride));
+    hi = _mm512_add_pd(hi, _mm512_maskz_loadu_pd(kHi, g + k * stride + 8));
+  }
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_mul_pd(lo, inv)))), _mm256_castps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(hi, inv))), 1));
+}
+
+// Σ x² of slot 0's sixteen lanes into two float64 accumulators.
+__attribute__((target("avx512f"))) void squares16(const float* g, __mmask16 k16, __m512d& sqLo, __m512d& sqHi) {
+  const __m512 x = _mm512_maskz_loadu_ps(k16, g);
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+  sqLo = _mm512_add_pd(sqLo, _mm512_mul_pd(lo, lo));
+  sqHi = _mm512_add_pd(sqHi, _mm512_mul_pd(hi, hi));
+}
+
+__attribute__((target("avx512f"))) void squares16(const double* g, __mmask16 k16, __m512d& sqLo, __m512d& sqHi) {
+  const __m512d lo = _mm512_maskz_loadu_pd(static_cast<__mmask8>(k16), g);
+  const __m512d hi = _mm512_maskz_loadu_pd(static_cast<__mmask8>(k16 >> 8), g + 8);
+  sqLo = _mm512_add_pd(sqLo, _mm512_mul_pd(lo, lo));
+  sqHi = _mm512_add_pd(sqHi, _mm512_mul_pd(hi, hi));
+}
+
+template <typename T>
+__attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut,
+                                                       int64_t n, double inv, const AdamScalars& s, bool squares) {
+  const __m512d invV = _mm512_set1_pd(inv);
+  const __m512 b1 = _mm512_set1_ps(s.b1), b2 = _mm512_set1_ps(s.b2), a1 = _mm512_set1_ps(s.a1), a2 = _mm512_set1_ps(s.a2);
+  const __m512 step = _mm512_set1_ps(s.step), sc2 = _mm512_set1_ps(s.sc2), eps = _mm512_set1_ps(s.eps);
+  __m512d sqLo = _mm512_setzero_pd(), sqHi = _mm512_setzero_pd();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 r = stripeReduced16(g + j, stride, slots, k16, invV);
+    if (squares) squares16(g + j, k16, sqLo, sqHi);
+    const __m512 mj = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(k16, m + j)), _mm512_mul_ps(a1, r));
+    const __m512 vj = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(k16, v + j)), _mm512_mul_ps(a2, _mm512_mul_ps(r, r)));
+    const __m512 denom = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vj), sc2), eps);
+    const __m512 wj = _mm512_sub_ps(_mm512_maskz_loadu_ps(k16, w + j), _mm512_div_ps(_mm512_mul_ps(step, mj), denom));
+    _mm512_mask_storeu_ps(mOut + j, k16, mj);
+    _mm512_mask_storeu_ps(vOut + j, k16, vj);
+    _mm512_mask_storeu_ps(wOut + j, k16, wj);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(sqLo, sqHi));
+}
+#pragma GCC diagnostic pop
+#endif
+
+template <typename T>
+double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n, double inv,
+                  const AdamScalars& s, bool squares) {
+#if defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
+#endif
+  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+// stripeStep(memory: Uint8Array over the step memory, lanes, g, stride, slots, wide, w, m, v, wOut,
+// mOut, vOut, inv, b1, b2, a1, a2, step, sc2, eps, squares) → Σ g² of slot 0 (0 unless squares is 1).
+// Offsets and the stride are in bytes; every operand must lie inside `memory`.
+napi_value StripeStep(napi_env env, napi_callback_info info) {
+  constexpr size_t ARGC = 21;
+  double sq = 0;
+  try {
+    size_t argc = ARGC + 1;
+    napi_value v[ARGC + 1];
+    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
+    if (argc != ARGC) throw std::invalid_argument("stripeStep: expected " + std::to_string(ARGC) + " arguments, got " + std::to_string(argc));
+    size_t bytes = 0;
+    uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
+    if (base == nullptr) throw std::invalid_argument("stripeStep: argument 0 must be a Uint8Array over the step's memory");
+    Args a{env, std::vector<napi_value>(v, v + ARGC), base, bytes};
+    const int64_t n = intArg(a, 1);
+    const int64_t stride = intArg(a, 3), slots = intArg(a, 4), wide = intArg(a, 5);
+    const int64_t width = wide ? 8 : 4;
+    if (n < 0 || slots < 1 || stride < 0 || (wide != 0 && wide != 1) || stride % width != 0 || (slots > 1 && stride < n * width)) {
+      throw std::invalid_argument("stripeStep: expected lanes ≥ 0, slots ≥ 1, wide 0 or 1 and a stride of whole values past each slot's lanes");
+    }
+    // Slot 0 as an operand of n values of `width` bytes, then the last slot's end inside the memory.
+    const int64_t g = intArg(a, 2);
+    if (g < 0 || g % width != 0 || static_cast<uint64_t>(g) + static_cast<uint64_t>((slots - 1) * stride + n * width) > bytes) {
+      throw std::out_of_range("stripeStep: the slots (byte offset " + std::to_string(g) + ", " + std::to_string(slots) + " of " + std::to_string(n) + " values) lie outside the memory of " + std::to_string(bytes) + " bytes");
+    }
+    float* w = f32Arg(a, 6, n);
+    float* m = f32Arg(a, 7, n);
+    float* vv = f32Arg(a, 8, n);
+    float* wOut = f32Arg(a, 9, n);
+    float* mOut = f32Arg(a, 10, n);
+    float* vOut = f32Arg(a, 11, n);
+    double d[8];
+    for (int i = 0; i < 8; i++) {
+      if (napi_get_value_double(env, v[12 + i], &d[i]) != napi_ok) throw std::invalid_argument("stripeStep: argument " + std::to_string(12 + i) + " must be a number");
+    }
+    const bool squares = intArg(a, 20) == 1;
+    // The SIMD Adam kernel takes its scalars as float32 parameters: the same rounding here.
+    const AdamScalars s{static_cast<float>(d[1]), static_cast<float>(d[2]), static_cast<float>(d[3]), static_cast<float>(d[4]), static_cast<float>(d[5]), static_cast<float>(d[6]), static_cast<float>(d[7])};
+    sq = wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares)
+              : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares);
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  napi_value out;
+  napi_create_double(env, sq, &out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // info(): what is loaded, for the backend_selected log
 
 napi_value Info(napi_env env, napi_callback_info) {
@@ -999,7 +1174,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"info", Info}};
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

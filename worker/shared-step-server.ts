@@ -75,14 +75,18 @@ export class SharedStepServer {
     const b = this.base;
     try {
       const op = ctl[b + CTL.op];
-      if (op === OP.train) await this.train();
-      else if (op === OP.reduce) this.runStripe();
+      if (op === OP.train) await this.train(true);
+      else if (op === OP.reduce) this.runStripe(false);
       else if (op === OP.trainApply) {
-        await this.train();
+        // The native stripe takes the slot's Σ g² in its own pass over the gradient; else train() does.
+        const fused = this.stripe.fusesSquares;
+        await this.train(!fused);
         // train() refused a reassigned slot by throwing, so the stripe reads this thread's own gradient.
         const started = performance.now();
-        this.runStripe();
-        this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
+        const squares = this.runStripe(fused);
+        const fb = this.mem.f64Base(this.index);
+        if (squares !== undefined) this.mem.f64[fb + F64.gradSquares] = squares;
+        this.mem.f64[fb + F64.optimizerMs] = performance.now() - started;
       } else throw new Error(`unknown shared-step command ${op}`);
       ctl[b + CTL.status] = STATUS.ok;
     } catch (err) {
@@ -92,13 +96,15 @@ export class SharedStepServer {
     }
   }
 
-  private runStripe(): void {
+  /** This thread's stripe; with `squares`, also slot 0's Σ g² when the stripe's kernel takes it (else undefined). */
+  private runStripe(squares: boolean): number | undefined {
     const { ctl } = this.mem;
     const b = this.base;
-    this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 });
+    return this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 }, squares);
   }
 
-  private async train(): Promise<void> {
+  /** Trains on this thread's slot; `squares`: also takes the slot's Σ g² (else the stripe does, after). */
+  private async train(squares: boolean): Promise<void> {
     const { ctl, f64, shape } = this.mem;
     const b = this.base;
     const started = performance.now();
@@ -115,7 +121,7 @@ export class SharedStepServer {
     f64[fb + F64.lossSum] = r.lossSum;
     // The owner screens the slot's norm before it counts (coordinator/result-check.ts): taken here, by
     // the thread that wrote the gradient and while it is in cache, so the owner does no O(parameters) work.
-    f64[fb + F64.gradSquares] = this.gradientSquares(slot);
+    if (squares) f64[fb + F64.gradSquares] = this.gradientSquares(slot);
     f64[fb + F64.computeMs] = performance.now() - started;
     ctl[b + CTL.correct] = r.correct;
   }

@@ -43,6 +43,15 @@ export interface NativeKernels {
   sumRows(heap: ArrayBuffer, src: number, dst: number, rows: number, cols: number, scale: number): void;
   /** out = (images − mean[j]) / std[j], bit-identical to common/data/preprocess.ts's loop. */
   standardize(images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array): void;
+  /**
+   * The shared-memory step's stripe in one pass (common/step-stripe.ts): slots summed, scaled by
+   * inv, Adam applied; bit for bit the SIMD reduce and Adam kernels. Byte offsets into `memory`;
+   * returns Σ g² of slot 0 when `squares` is 1, else 0.
+   */
+  stripeStep(
+    memory: Uint8Array, lanes: number, g: number, stride: number, slots: number, wide: number, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
+    inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, squares: number,
+  ): number;
   info(): NativeInfo;
 }
 
@@ -60,7 +69,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

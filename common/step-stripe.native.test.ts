@@ -1,0 +1,142 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Adam } from './adam.ts';
+import { CTL, F64, StepMemory, stripes, type StepMemoryShape } from './step-memory.ts';
+import { StripeWorker, setNativeStripe } from './step-stripe.ts';
+import { sumSquares } from './sum-squares-simd.ts';
+import { SeededRandom } from './random.ts';
+import { loadNativeKernels } from './kernels/native/addon.ts';
+import { countCalls, requireNativeOrSkip } from './kernels/native/native-testing.ts';
+
+const load = loadNativeKernels();
+const native = requireNativeOrSkip(load);
+const calls = load.loaded ? countCalls(load.kernels, ['stripeStep']) : new Map<string, number>();
+/** The addon (only read inside the tests, which run where it loaded). */
+const addon = () => {
+  if (!load.loaded) throw new Error(load.reason);
+  return load.kernels;
+};
+
+afterEach(() => setNativeStripe(undefined));
+
+/** Values that stress the rounding: wide magnitudes, exact zeros of both signs, subnormals. */
+function hardArray(rng: SeededRandom, n: number, scale: number): Float32Array {
+  return Float32Array.from({ length: n }, (_, i) => {
+    if (i % 97 === 0) return 0;
+    if (i % 89 === 0) return -0;
+    if (i % 83 === 0) return 1e-41 * (rng.next() - 0.5);
+    return (rng.next() * 2 - 1) * scale * 10 ** Math.floor(rng.next() * 6 - 3);
+  });
+}
+
+interface Run {
+  weights: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+  squares: (number | undefined)[];
+}
+
+/**
+ * `steps` steps of the shared-memory stripes over the same data, on `threads` stripes (run last
+ * first), with the native kernel or the SIMD ones: the final copy's weights and moments, and what
+ * each step's first stripe returned for Σ g² (asked for when there is one slot).
+ */
+function run(shape: StepMemoryShape, counts: number[], steps: number, useNative: boolean): Run {
+  setNativeStripe(useNative && load.loaded ? load.kernels : undefined);
+  const rng = new SeededRandom(5);
+  const mem = StepMemory.create(shape);
+  const workers = Array.from({ length: shape.threads }, () => new StripeWorker(mem, true));
+  expect(workers[0].kind).toBe(useNative ? 'native' : 'simd');
+  const cfg = new Adam(1).config;
+  Object.assign(mem.f64, { [F64.beta1]: cfg.beta1, [F64.beta2]: cfg.beta2, [F64.epsilon]: cfg.epsilon });
+  mem.weights[0].set(hardArray(rng, shape.trainable + shape.stats, 1));
+  let parity: 0 | 1 = 0;
+  const squares: (number | undefined)[] = [];
+  for (let t = 1; t <= steps; t++) {
+    counts.forEach((_, k) => {
+      const g = hardArray(rng, shape.trainable, 3);
+      if (shape.grain) mem.wideGradients[k].set(Float64Array.from(g, (x, i) => x + (i % 3) * 2 ** -40));
+      else mem.gradients[k].set(g);
+      mem.statSums[k].set(hardArray(rng, shape.stats, 1));
+    });
+    mem.ctl[CTL.slotsUsed] = counts.length;
+    counts.forEach((c, k) => (mem.ctl[CTL.slotCounts + k] = c));
+    mem.f64[F64.inv] = 1 / counts.reduce((a, b) => a + b, 0);
+    mem.f64[F64.stepSize] = cfg.learningRate / (1 - Math.pow(cfg.beta1, t));
+    mem.f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(cfg.beta2, t));
+    const parts = stripes(mem.adamSpan, shape.threads);
+    for (let i = shape.threads - 1; i >= 0; i--) {
+      const sq = workers[i].run({ ...parts[i], parity, doStats: i === shape.threads - 1 }, shape.threads === 1 && counts.length === 1);
+      if (i === 0) squares.push(sq);
+    }
+    parity = (1 - parity) as 0 | 1;
+  }
+  const n = shape.trainable;
+  return { weights: mem.weights[parity].slice(0, n + shape.stats), m: mem.m[parity].slice(0, n), v: mem.v[parity].slice(0, n), squares };
+}
+
+/** How many floats differ in their bits (so −0 against 0 counts, and NaN against NaN does not). */
+function bitMismatches(a: Float32Array, b: Float32Array): number {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  expect(x.length).toBe(y.length);
+  let n = 0;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) n++;
+  return n;
+}
+
+describe.runIf(native)('the native stripe kernel', () => {
+  const cases: { name: string; shape: StepMemoryShape; counts: number[] }[] = [
+    // 1001 trainable: a tail of 9 lanes past the last 16, and padding lanes over the statistics.
+    { name: 'one slot, one stripe', shape: { trainable: 1001, stats: 37, slots: 1, slotSamples: 4, threads: 1 }, counts: [32] },
+    { name: 'three slots over three stripes', shape: { trainable: 1001, stats: 37, slots: 3, slotSamples: 4, threads: 3 }, counts: [5, 3, 4] },
+    { name: 'two slots over two stripes, no statistics', shape: { trainable: 4099, stats: 0, slots: 2, slotSamples: 4, threads: 2 }, counts: [11, 10] },
+    { name: 'float64 slots of a reduction grain', shape: { trainable: 1001, stats: 5, slots: 3, slotSamples: 4, threads: 2, grain: 4 }, counts: [4, 4, 8] },
+    { name: 'one float64 slot', shape: { trainable: 517, stats: 0, slots: 1, slotSamples: 4, threads: 1, grain: 4 }, counts: [12] },
+  ];
+  for (const c of cases) {
+    it(`gives the SIMD kernels' weights and moments bit for bit: ${c.name}`, () => {
+      const before = calls.get('stripeStep') ?? 0;
+      const got = run(c.shape, c.counts, 6, true);
+      expect(calls.get('stripeStep')! - before).toBe(6 * c.shape.threads);
+      const want = run(c.shape, c.counts, 6, false);
+      expect(bitMismatches(got.weights, want.weights)).toBe(0);
+      expect(bitMismatches(got.m, want.m)).toBe(0);
+      expect(bitMismatches(got.v, want.v)).toBe(0);
+      // The steps moved the weights: the comparison is not of two untouched copies.
+      expect(got.weights.some((w, i) => w !== run(c.shape, c.counts, 0, false).weights[i])).toBe(true);
+    });
+  }
+
+  it('returns Σ g² of the one slot in the same pass, equal to the sum of squares to rounding', () => {
+    const shape: StepMemoryShape = { trainable: 1001, stats: 0, slots: 1, slotSamples: 4, threads: 1 };
+    setNativeStripe(addon());
+    const mem = StepMemory.create(shape);
+    const g = hardArray(new SeededRandom(9), shape.trainable, 3);
+    mem.gradients[0].set(g);
+    mem.ctl[CTL.slotsUsed] = 1;
+    Object.assign(mem.f64, { [F64.inv]: 1, [F64.stepSize]: 0.001, [F64.sqrtCorrection]: 1, [F64.beta1]: 0.9, [F64.beta2]: 0.999, [F64.epsilon]: 1e-7 });
+    const worker = new StripeWorker(mem, true);
+    expect(worker.fusesSquares).toBe(true);
+    const sq = worker.run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false }, true)!;
+    expect(sq / sumSquares(g)).toBeCloseTo(1, 12);
+    // Without the ask, nothing is returned.
+    expect(worker.run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false })).toBeUndefined();
+    // A non-finite gradient reads as a non-finite sum, which the result screen refuses.
+    mem.gradients[0][500] = Number.POSITIVE_INFINITY;
+    expect(worker.run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false }, true)).toBe(Number.POSITIVE_INFINITY);
+    mem.gradients[0][3] = Number.NaN;
+    expect(worker.run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false }, true)).toBeNaN();
+  });
+
+  it('refuses operands outside the memory, naming them, instead of reading past it', () => {
+    const mem = StepMemory.create({ trainable: 64, stats: 0, slots: 1, slotSamples: 1, threads: 1 });
+    const bytes = new Uint8Array(mem.memory.buffer);
+    const k = addon();
+    const call = (lanes: number, g: number, w: number, slots = 1, stride = 0) => () => k.stripeStep(bytes, lanes, g, stride, slots, 0, w, 0, 0, 0, 0, 0, 1, 0.9, 0.999, 0.1, 0.001, 0.001, 1, 1e-7, 0);
+    expect(call(64, bytes.length - 16, 0)).toThrow(/slots .* lie outside the memory of \d+ bytes/);
+    expect(call(64, 0, bytes.length - 16)).toThrow(/operand at argument 6 .* lies outside/);
+    expect(call(64, 0, 0, 2, 16)).toThrow(/a stride of whole values past each slot's lanes/);
+    expect(call(-1, 0, 0)).toThrow(/lanes ≥ 0/);
+    expect(() => (k.stripeStep as (...a: unknown[]) => number)(new Float32Array(4), 0)).toThrow(/expected 21 arguments, got 2/);
+  });
+});
