@@ -88,6 +88,8 @@ export class Trainer {
   private weights: Float32Array;
   private adam: Adam;
   private weightsVersion = 0;
+  /** The last step's log line and onStep call, until the next step is under way (reportStep). */
+  private pendingReport: (() => void) | undefined;
   private history: History;
   private position: TrainingPosition = { epoch: 0, sampleOffset: 0, globalStep: 0, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
   private readonly statsCount: number;
@@ -190,6 +192,7 @@ export class Trainer {
   }
 
   private async checkpoint(reason: string): Promise<void> {
+    this.flushReport();
     const started = performance.now();
     this.sharedStep?.store(this.weights);
     const dir = await saveCheckpoint(this.config.out, {
@@ -244,11 +247,15 @@ export class Trainer {
     const counters: RunCounters = { started: performance.now(), steps: 0, images: 0 };
     this.checkReduceGrain();
     this.sharedStep?.load(this.weights, this.adam);
-    while (this.position.epoch < this.config.epochs) {
-      const stopped = await this.trainEpoch(counters, signal);
-      if (stopped) return stopped;
+    try {
+      while (this.position.epoch < this.config.epochs) {
+        const stopped = await this.trainEpoch(counters, signal);
+        if (stopped) return stopped;
+      }
+      return await this.finish(counters, signal);
+    } finally {
+      this.flushReport();
     }
-    return this.finish(counters, signal);
   }
 
   /** A reduction grain needs the shared-memory step's float64 slots, the exact mean and synchronized BatchNorm. */
@@ -404,7 +411,13 @@ export class Trainer {
     return agg;
   }
 
-  /** The step's log line and the onStep hook. */
+  /**
+   * The step's log line and the onStep hook, written once the next step is under way: the event is
+   * taken now, but the line and the hook (progress bar, metrics, dashboard) run on the next turn of
+   * the event loop, after the next step's tasks have gone out, so a compute thread does not wait
+   * for them. Everything that follows a step in the log (checkpoints, evaluation, the end, an
+   * error) flushes it first (flushReport), so the lines keep their order.
+   */
   private reportStep(agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>, outcome: TaskOutcome, ms: number, optimizerMs: number): void {
     const train = this.data.train;
     const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
@@ -416,15 +429,28 @@ export class Trainer {
       bytesOut: outcome.stats.bytesSent, bytesIn: outcome.stats.perWorker.reduce((s, w) => s + w.bytesIn, 0), retries: outcome.stats.retries,
       perWorker: outcome.stats.perWorker,
     };
-    this.log[this.hooks.stepLogLevel ?? 'info']({
-      event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
-      ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
-    }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(outcome.stats.maxComputeMs)} ms)`);
-    this.hooks.onStep?.(event);
+    const slowest = outcome.stats.maxComputeMs;
+    this.flushReport();
+    this.pendingReport = () => {
+      this.log[this.hooks.stepLogLevel ?? 'info']({
+        event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
+        ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
+      }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(slowest)} ms)`);
+      this.hooks.onStep?.(event);
+    };
+    setImmediate(() => this.flushReport());
+  }
+
+  /** Writes the last step's report now if it is still pending (see reportStep). */
+  private flushReport(): void {
+    const report = this.pendingReport;
+    this.pendingReport = undefined;
+    report?.();
   }
 
   /** Epoch end: evaluate on validation, record, checkpoint, draw. Returns an outcome only when stopped. */
   private async endEpoch(seconds: number, signal?: AbortSignal): Promise<RunOutcome | undefined> {
+    this.flushReport();
     const { config, log } = this;
     const epoch = this.position.epoch;
     let val: EvalOutcome;
