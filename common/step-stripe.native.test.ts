@@ -33,6 +33,24 @@ interface Run {
   m: Float32Array;
   v: Float32Array;
   squares: (number | undefined)[];
+  /** Σ g² of slot 0 each step, summed in JavaScript. */
+  expectedSquares: number[];
+}
+
+type Kernel = 'native' | 'portable' | 'simd';
+
+/** The native kernel, forced onto its portable loop (flag 2) for 'portable'. */
+function install(kernel: Kernel): void {
+  if (kernel === 'simd') return setNativeStripe(undefined);
+  const { stripeStep } = addon();
+  if (kernel === 'native') return setNativeStripe({ stripeStep });
+  setNativeStripe({
+    stripeStep: (...args: Parameters<typeof stripeStep>) => {
+      const forced = [...args] as Parameters<typeof stripeStep>;
+      forced[20] |= 2;
+      return stripeStep(...forced);
+    },
+  });
 }
 
 /**
@@ -40,17 +58,18 @@ interface Run {
  * first), with the native kernel or the SIMD ones: the final copy's weights and moments, and what
  * each step's first stripe returned for Σ g² (asked for when there is one slot).
  */
-function run(shape: StepMemoryShape, counts: number[], steps: number, useNative: boolean): Run {
-  setNativeStripe(useNative && load.loaded ? load.kernels : undefined);
+function run(shape: StepMemoryShape, counts: number[], steps: number, kernel: Kernel): Run {
+  install(kernel);
   const rng = new SeededRandom(5);
   const mem = StepMemory.create(shape);
   const workers = Array.from({ length: shape.threads }, () => new StripeWorker(mem, true));
-  expect(workers[0].kind).toBe(useNative ? 'native' : 'simd');
+  expect(workers[0].kind).toBe(kernel === 'simd' ? 'simd' : 'native');
   const cfg = new Adam(1).config;
   Object.assign(mem.f64, { [F64.beta1]: cfg.beta1, [F64.beta2]: cfg.beta2, [F64.epsilon]: cfg.epsilon });
   mem.weights[0].set(hardArray(rng, shape.trainable + shape.stats, 1));
   let parity: 0 | 1 = 0;
   const squares: (number | undefined)[] = [];
+  const expectedSquares: number[] = [];
   for (let t = 1; t <= steps; t++) {
     counts.forEach((_, k) => {
       const g = hardArray(rng, shape.trainable, 3);
@@ -58,6 +77,7 @@ function run(shape: StepMemoryShape, counts: number[], steps: number, useNative:
       else mem.gradients[k].set(g);
       mem.statSums[k].set(hardArray(rng, shape.stats, 1));
     });
+    expectedSquares.push(sumSquares(shape.grain ? mem.wideGradients[0].subarray(0, shape.trainable) : mem.gradients[0].subarray(0, shape.trainable)));
     mem.ctl[CTL.slotsUsed] = counts.length;
     counts.forEach((c, k) => (mem.ctl[CTL.slotCounts + k] = c));
     mem.f64[F64.inv] = 1 / counts.reduce((a, b) => a + b, 0);
@@ -71,7 +91,7 @@ function run(shape: StepMemoryShape, counts: number[], steps: number, useNative:
     parity = (1 - parity) as 0 | 1;
   }
   const n = shape.trainable;
-  return { weights: mem.weights[parity].slice(0, n + shape.stats), m: mem.m[parity].slice(0, n), v: mem.v[parity].slice(0, n), squares };
+  return { weights: mem.weights[parity].slice(0, n + shape.stats), m: mem.m[parity].slice(0, n), v: mem.v[parity].slice(0, n), squares, expectedSquares };
 }
 
 /** How many floats differ in their bits (so −0 against 0 counts, and NaN against NaN does not). */
@@ -86,25 +106,32 @@ function bitMismatches(a: Float32Array, b: Float32Array): number {
 
 describe.runIf(native)('the native stripe kernel', () => {
   const cases: { name: string; shape: StepMemoryShape; counts: number[] }[] = [
-    // 1001 trainable: a tail of 9 lanes past the last 16, and padding lanes over the statistics.
+    // 1001 trainable (an Adam span of 1004): a tail of 12 lanes past the last 16, and padding lanes over the statistics.
     { name: 'one slot, one stripe', shape: { trainable: 1001, stats: 37, slots: 1, slotSamples: 4, threads: 1 }, counts: [32] },
     { name: 'three slots over three stripes', shape: { trainable: 1001, stats: 37, slots: 3, slotSamples: 4, threads: 3 }, counts: [5, 3, 4] },
     { name: 'two slots over two stripes, no statistics', shape: { trainable: 4099, stats: 0, slots: 2, slotSamples: 4, threads: 2 }, counts: [11, 10] },
     { name: 'float64 slots of a reduction grain', shape: { trainable: 1001, stats: 5, slots: 3, slotSamples: 4, threads: 2, grain: 4 }, counts: [4, 4, 8] },
     { name: 'one float64 slot', shape: { trainable: 517, stats: 0, slots: 1, slotSamples: 4, threads: 1, grain: 4 }, counts: [12] },
   ];
-  for (const c of cases) {
-    it(`gives the SIMD kernels' weights and moments bit for bit: ${c.name}`, () => {
-      const before = calls.get('stripeStep') ?? 0;
-      const got = run(c.shape, c.counts, 6, true);
-      expect(calls.get('stripeStep')! - before).toBe(6 * c.shape.threads);
-      const want = run(c.shape, c.counts, 6, false);
-      expect(bitMismatches(got.weights, want.weights)).toBe(0);
-      expect(bitMismatches(got.m, want.m)).toBe(0);
-      expect(bitMismatches(got.v, want.v)).toBe(0);
-      // The steps moved the weights: the comparison is not of two untouched copies.
-      expect(got.weights.some((w, i) => w !== run(c.shape, c.counts, 0, false).weights[i])).toBe(true);
-    });
+  const untouched = (c: (typeof cases)[number]) => run(c.shape, c.counts, 0, 'simd').weights;
+  for (const kernel of ['native', 'portable'] as const) {
+    for (const c of cases) {
+      it(`gives the SIMD kernels' weights and moments bit for bit (${kernel === 'native' ? 'AVX-512 where the CPU has it' : 'the portable loop'}): ${c.name}`, () => {
+        const before = calls.get('stripeStep') ?? 0;
+        const got = run(c.shape, c.counts, 6, kernel);
+        expect(calls.get('stripeStep')! - before).toBe(6 * c.shape.threads);
+        const want = run(c.shape, c.counts, 6, 'simd');
+        expect(bitMismatches(got.weights, want.weights)).toBe(0);
+        expect(bitMismatches(got.m, want.m)).toBe(0);
+        expect(bitMismatches(got.v, want.v)).toBe(0);
+        // The steps moved the weights: the comparison is not of two untouched copies.
+        const start = untouched(c);
+        expect(got.weights.some((w, i) => w !== start[i])).toBe(true);
+        // One slot on one stripe: each step also returned the slot's Σ g², float32 or float64 slots alike.
+        if (c.shape.threads === 1 && c.counts.length === 1) got.squares.forEach((sq, t) => expect(sq! / got.expectedSquares[t]).toBeCloseTo(1, 12));
+        else expect(got.squares.every((sq) => sq === undefined)).toBe(true);
+      });
+    }
   }
 
   it('returns Σ g² of the one slot in the same pass, equal to the sum of squares to rounding', () => {

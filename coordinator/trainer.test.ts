@@ -163,3 +163,36 @@ describe('Trainer with a reduction grain', () => {
     expect((await trainInProcess({ ...config, resume: true, maxSteps: 0 }, data, { resume: true })).outcome.status).toBe('finished');
   });
 });
+
+// A step's log line and onStep hook run once the next step's tasks are out (Trainer.reportStep):
+// each still runs once, in order, before what follows the step, and a hook that throws fails the
+// run with its error instead of escaping from setImmediate.
+describe('the deferred step report', () => {
+  it('calls onStep once per step, in order, each before the epoch ends and all before the run returns', async () => {
+    const seen: string[] = [];
+    const run = await trainInProcess(testConfig({ model: 'mlp', backend: 'cpu', batchSize: 16, workers: 1, epochs: 2, out: await tempDir() }), await syntheticData(48, 10), {
+      hooks: { onStep: (e) => seen.push(`step ${e.step}`), onEpochEnd: (e) => seen.push(`epoch ${e.epoch}`) },
+    });
+    expect(run.outcome.status).toBe('finished');
+    expect(seen).toEqual(['step 1', 'step 2', 'step 3', 'epoch 1', 'step 4', 'step 5', 'step 6', 'epoch 2']);
+  });
+
+  // 6 steps of 16. At step 2 the error surfaces when step 3 (already out) is done, so no step 4 runs;
+  // at step 6 the epoch's end flushes the last report and throws.
+  for (const at of [2, 6]) {
+    it(`fails the run with the error of an onStep hook that throws at step ${at} of 6`, async () => {
+      const steps: number[] = [];
+      const run = trainInProcess(testConfig({ model: 'mlp', backend: 'cpu', batchSize: 16, workers: 1, epochs: 1, out: await tempDir() }), await syntheticData(96, 10), {
+        hooks: {
+          onStep: (e) => {
+            steps.push(e.step);
+            if (e.step === at) throw new Error(`hook failed at step ${at}`);
+          },
+        },
+      });
+      await expect(run).rejects.toThrow(`hook failed at step ${at}`);
+      expect(steps.slice(0, at)).toEqual(Array.from({ length: at }, (_, i) => i + 1));
+      expect(steps.length).toBeLessThanOrEqual(Math.min(at + 1, 6));
+    });
+  }
+});

@@ -90,6 +90,8 @@ export class Trainer {
   private weightsVersion = 0;
   /** The last step's log line and onStep call, until the next step is under way (reportStep). */
   private pendingReport: (() => void) | undefined;
+  /** The first error a deferred report raised, until settleReport throws it. */
+  private reportError: unknown;
   private history: History;
   private position: TrainingPosition = { epoch: 0, sampleOffset: 0, globalStep: 0, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
   private readonly statsCount: number;
@@ -192,7 +194,7 @@ export class Trainer {
   }
 
   private async checkpoint(reason: string): Promise<void> {
-    this.flushReport();
+    this.settleReport();
     const started = performance.now();
     this.sharedStep?.store(this.weights);
     const dir = await saveCheckpoint(this.config.out, {
@@ -303,6 +305,8 @@ export class Trainer {
 
   /** One step: slice the next global batch over the workers, combine their results, update. False if abandoned. */
   private async step(order: Uint32Array, counters: RunCounters, signal?: AbortSignal): Promise<boolean> {
+    // The previous step's report stays pending until this step's tasks are out; only its error, if one was raised, stops here.
+    this.throwReportError();
     const train = this.data.train;
     const stepStarted = performance.now();
     const batch = Math.min(this.globalBatch(), train.count - this.position.sampleOffset);
@@ -441,16 +445,36 @@ export class Trainer {
     setImmediate(() => this.flushReport());
   }
 
-  /** Writes the last step's report now if it is still pending (see reportStep). */
+  /**
+   * Writes the last step's report now if it is still pending (see reportStep). Never throws: an
+   * error from the hook or the logger is kept, and settleReport throws it where the run can fail
+   * with it (the next step, a checkpoint, the epoch's end), as it did when reports were inline.
+   */
   private flushReport(): void {
     const report = this.pendingReport;
     this.pendingReport = undefined;
-    report?.();
+    try {
+      report?.();
+    } catch (err) {
+      this.reportError ??= err;
+    }
+  }
+
+  /** flushReport, then throws the first error a report raised, if any. */
+  private settleReport(): void {
+    this.flushReport();
+    this.throwReportError();
+  }
+
+  private throwReportError(): void {
+    const err = this.reportError;
+    this.reportError = undefined;
+    if (err !== undefined) throw err;
   }
 
   /** Epoch end: evaluate on validation, record, checkpoint, draw. Returns an outcome only when stopped. */
   private async endEpoch(seconds: number, signal?: AbortSignal): Promise<RunOutcome | undefined> {
-    this.flushReport();
+    this.settleReport();
     const { config, log } = this;
     const epoch = this.position.epoch;
     let val: EvalOutcome;

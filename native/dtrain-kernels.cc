@@ -1071,10 +1071,10 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
 
 template <typename T>
 double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n, double inv,
-                  const AdamScalars& s, bool squares) {
+                  const AdamScalars& s, bool squares, bool portable) {
 #if defined(__x86_64__)
   static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
+  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
 #endif
   return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
 }
@@ -1084,7 +1084,7 @@ double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, con
 #endif
 
 // stripeStep(memory: Uint8Array over the step memory, lanes, g, stride, slots, wide, w, m, v, wOut,
-// mOut, vOut, inv, b1, b2, a1, a2, step, sc2, eps, squares) → Σ g² of slot 0 (0 unless squares is 1).
+// mOut, vOut, inv, b1, b2, a1, a2, step, sc2, eps, flags) → Σ g² of slot 0 (0 unless flags has 1).
 // Offsets and the stride are in bytes; every operand must lie inside `memory`.
 napi_value StripeStep(napi_env env, napi_callback_info info) {
   constexpr size_t ARGC = 21;
@@ -1101,12 +1101,15 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
     const int64_t n = intArg(a, 1);
     const int64_t stride = intArg(a, 3), slots = intArg(a, 4), wide = intArg(a, 5);
     const int64_t width = wide ? 8 : 4;
-    if (n < 0 || slots < 1 || stride < 0 || (wide != 0 && wide != 1) || stride % width != 0 || (slots > 1 && stride < n * width)) {
+    const int64_t limit = static_cast<int64_t>(bytes);
+    // Each of these is at most the memory's size, so the products below cannot overflow.
+    if (n < 0 || n > limit || slots < 1 || slots > limit || stride < 0 || stride > limit || (wide != 0 && wide != 1) || stride % width != 0 || (slots > 1 && stride < n * width)) {
       throw std::invalid_argument("stripeStep: expected lanes ≥ 0, slots ≥ 1, wide 0 or 1 and a stride of whole values past each slot's lanes");
     }
+    if (reinterpret_cast<uintptr_t>(base) % 8 != 0) throw std::invalid_argument("stripeStep: the memory's view must start on an 8-byte boundary");
     // Slot 0 as an operand of n values of `width` bytes, then the last slot's end inside the memory.
     const int64_t g = intArg(a, 2);
-    if (g < 0 || g % width != 0 || static_cast<uint64_t>(g) + static_cast<uint64_t>((slots - 1) * stride + n * width) > bytes) {
+    if (g < 0 || g > limit || g % width != 0 || static_cast<uint64_t>(g) + static_cast<uint64_t>(slots - 1) * static_cast<uint64_t>(stride) + static_cast<uint64_t>(n * width) > bytes) {
       throw std::out_of_range("stripeStep: the slots (byte offset " + std::to_string(g) + ", " + std::to_string(slots) + " of " + std::to_string(n) + " values) lie outside the memory of " + std::to_string(bytes) + " bytes");
     }
     float* w = f32Arg(a, 6, n);
@@ -1119,11 +1122,14 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
     for (int i = 0; i < 8; i++) {
       if (napi_get_value_double(env, v[12 + i], &d[i]) != napi_ok) throw std::invalid_argument("stripeStep: argument " + std::to_string(12 + i) + " must be a number");
     }
-    const bool squares = intArg(a, 20) == 1;
+    // Flags: 1 = return slot 0's Σ g²; 2 = the portable loop even where AVX-512 is present (tests).
+    const int64_t flags = intArg(a, 20);
+    if (flags < 0 || flags > 3) throw std::invalid_argument("stripeStep: argument 20 (flags) must be 0-3, got " + std::to_string(flags));
+    const bool squares = (flags & 1) != 0, portable = (flags & 2) != 0;
     // The SIMD Adam kernel takes its scalars as float32 parameters: the same rounding here.
     const AdamScalars s{static_cast<float>(d[1]), static_cast<float>(d[2]), static_cast<float>(d[3]), static_cast<float>(d[4]), static_cast<float>(d[5]), static_cast<float>(d[6]), static_cast<float>(d[7])};
-    sq = wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares)
-              : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares);
+    sq = wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares, portable)
+              : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares, portable);
   } catch (const std::exception& e) {
     napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
     return undefinedValue(env);

@@ -45,7 +45,7 @@ e2e_setup() {
   export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
   # A command that stops the script under `set -e` names itself (not one run under `set +e`).
   set -E
-  trap 'e2e_status=$?; [[ $- == *e* ]] && log "FAIL: \"$BASH_COMMAND\" exited with $e2e_status (line $LINENO)"' ERR
+  trap 'e2e_status=$?; [[ $- == *e* ]] && failed_because="\"$BASH_COMMAND\" exited with $e2e_status (line $LINENO)" && log "FAIL: $failed_because"' ERR
   work=$(mktemp -d "/tmp/dtrain-$e2e_name.XXXXXX")
   # Secrets are written here: only root may enter.
   chmod 700 "$work"

@@ -45,12 +45,12 @@ export interface NativeKernels {
   standardize(images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array): void;
   /**
    * The shared-memory step's stripe in one pass (common/step-stripe.ts): slots summed, scaled by
-   * inv, Adam applied; bit for bit the SIMD reduce and Adam kernels. Byte offsets into `memory`;
-   * returns Σ g² of slot 0 when `squares` is 1, else 0.
+   * inv, Adam applied; bit for bit the SIMD reduce and Adam kernels. Byte offsets into `memory`.
+   * `flags`: 1 returns Σ g² of slot 0 (else 0); 2 runs the portable loop even on AVX-512 (tests).
    */
   stripeStep(
     memory: Uint8Array, lanes: number, g: number, stride: number, slots: number, wide: number, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
-    inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, squares: number,
+    inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, flags: number,
   ): number;
   info(): NativeInfo;
 }
