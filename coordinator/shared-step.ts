@@ -92,10 +92,15 @@ export class SharedStep {
     return this.mem.shape.grain ?? 0;
   }
 
+  /** Whether a core is left for the owning thread besides the compute threads' (fewer threads than cores). */
+  get ownerHasCore(): boolean {
+    return this.mem.shape.threads < availableParallelism();
+  }
+
   /** What thread `index` is sent to map the memory. */
   attachMessage(index: number): SharedAttachMessage {
     // Threads spin longer between commands only where a core is left for this (owning) thread besides theirs (worker/shared-step-server.ts).
-    const spinMicros = this.mem.shape.threads < availableParallelism() ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
+    const spinMicros = this.ownerHasCore ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
     return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros };
   }
 

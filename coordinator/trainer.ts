@@ -416,11 +416,23 @@ export class Trainer {
   }
 
   /**
-   * The step's log line and the onStep hook, written once the next step is under way: the event is
-   * taken now, but the line and the hook (progress bar, metrics, dashboard) run on the next turn of
-   * the event loop, after the next step's tasks have gone out, so a compute thread does not wait
-   * for them. Everything that follows a step in the log (checkpoints, evaluation, the end, an
-   * error) flushes it first (flushReport), so the lines keep their order.
+   * Whether a step's report waits until the next step is under way: where the shared-memory step's
+   * threads leave the owning thread a core of its own (mlp's one thread on two cores), so the report
+   * overlaps the thread's compute. Where every core has a compute thread (lenet and the CNNs on two
+   * threads), a deferred report would take a core from one of them mid-step: measured slower
+   * (docs/shared-step.md), so the report is written at once, as on the message path.
+   */
+  get defersReports(): boolean {
+    return this.sharedStep?.ownerHasCore ?? false;
+  }
+
+  /**
+   * The step's log line and the onStep hook. With defersReports they are written once the next step
+   * is under way: the event is taken now, but the line and the hook (progress bar, metrics,
+   * dashboard) run on the next turn of the event loop, after the next step's tasks have gone out, so
+   * the compute thread does not wait for them. Everything that follows a step in the log
+   * (checkpoints, evaluation, the end, an error) flushes it first (flushReport), so the lines keep
+   * their order.
    */
   private reportStep(agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>, outcome: TaskOutcome, ms: number, optimizerMs: number): void {
     const train = this.data.train;
@@ -442,7 +454,8 @@ export class Trainer {
       }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(slowest)} ms)`);
       this.hooks.onStep?.(event);
     };
-    setImmediate(() => this.flushReport());
+    if (this.defersReports) setImmediate(() => this.flushReport());
+    else this.settleReport();
   }
 
   /**

@@ -5,22 +5,23 @@ import { DtrainProcess, killAll } from './processes.ts';
 import { loadCheckpoint } from '../coordinator/checkpoint.ts';
 import { CTL, OP, type StepMemory } from '../common/step-memory.ts';
 import type { Membership } from '../coordinator/membership.ts';
-import type { StepEvent } from '../coordinator/trainer.ts';
+import type { StepEvent, Trainer } from '../coordinator/trainer.ts';
 
 /** What the tests reach inside a thread's handle. */
 type Exposed = { id: string; run: (task: never) => unknown; thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
 type Config = { model: 'mlp' | 'lenet'; batchSize: number; workers: number; maxSteps: number };
 
 /**
- * Trains `cfg` straight, then again with `sabotage` called on the live threads when step 1 is
- * reported: a step's report waits until the next step's tasks are out (Trainer.reportStep), so step
- * 2 is already handed off and the sabotage strikes in step 3. Returns both runs, the step events
- * and the threads that left.
+ * Trains `cfg` straight, then again with `sabotage` called on the live threads so that it strikes in
+ * step 3: when step 2 is reported, or when step 1 is where reports wait until the next step's tasks
+ * are out (Trainer.defersReports: step 2 is then already handed off). `deferred` tells the sabotage
+ * which. Returns both runs, the step events and the threads that left.
  */
-async function trainWithSabotage(cfg: Config, sabotage: (live: Exposed[]) => void) {
+async function trainWithSabotage(cfg: Config, sabotage: (live: Exposed[], deferred: boolean) => void) {
   const data = await syntheticData(640, 20);
   const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data);
   let membership: Membership | undefined;
+  let trainer: Trainer | undefined;
   const events: StepEvent[] = [];
   const left: string[] = [];
   const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
@@ -28,10 +29,12 @@ async function trainWithSabotage(cfg: Config, sabotage: (live: Exposed[]) => voi
       membership = m;
       m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
     },
+    trainer: (t) => (trainer = t),
     hooks: {
       onStep: (e) => {
         events.push(e);
-        if (e.step === 1) sabotage(membership!.live() as unknown as Exposed[]);
+        const deferred = trainer!.defersReports;
+        if (e.step === (deferred ? 1 : 2)) sabotage(membership!.live() as unknown as Exposed[], deferred);
       },
     },
   });
@@ -91,15 +94,15 @@ describe('the shared-memory step (worker threads)', () => {
 describe('a thread lost during the reduction', () => {
   it('is evicted, and the reduction is redone by the others from the untouched copies', { timeout: 120_000 }, async () => {
     let killedInReduction = false;
-    const { straight, crashed, left } = await trainWithSabotage({ model: 'lenet', batchSize: 32, workers: 2, maxSteps: 3 }, (live) => {
-      // In step 3's reduction, thread 2 dies instead of taking its stripe (step 2's, still ahead
-      // when step 1 is reported, passes).
+    const { straight, crashed, left } = await trainWithSabotage({ model: 'lenet', batchSize: 32, workers: 2, maxSteps: 3 }, (live, deferred) => {
+      // In step 3's reduction, thread 2 dies instead of taking its stripe (with deferred reports,
+      // step 2's reduction is still ahead when step 1 is reported: it passes).
       const victim = live.find((w) => w.id === 'thread-2')!;
       const shared = victim.shared;
       const command = shared.command.bind(shared);
       let reductions = 0;
       shared.command = (i: number) => {
-        if (i === 1 && shared.mem.ctl[shared.mem.threadBase(1) + CTL.op] === OP.reduce && ++reductions === 2) {
+        if (i === 1 && shared.mem.ctl[shared.mem.threadBase(1) + CTL.op] === OP.reduce && ++reductions === (deferred ? 2 : 1)) {
           killedInReduction = true;
           void victim.thread.thread.terminate();
           return Promise.reject(new Error('thread 2 died during the reduction'));
