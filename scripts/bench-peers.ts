@@ -183,7 +183,8 @@ export async function measureMemory(plan: PeersPlan): Promise<MemorySection> {
   const epochs = Math.ceil(m.steps / stepsPerEpoch);
   say(`memory: dtrain train --model ${m.model}, ${m.steps} steps (${epochs} epochs of ${m.trainImages} images), RSS every second`);
   const args = ['--model', m.model, '--epochs', String(epochs), '--max-steps', String(m.steps), '--dataset', 'synthetic', '--limit-train', String(m.trainImages), '--limit-test', '100'];
-  const r = await trainProcess(args, 1000);
+  // Every 250 ms: a 10,000-step mlp run lasts about 12 s, and each window below spans a tenth of it.
+  const r = await trainProcess(args, 250);
   const steps = r.lines.filter((l) => l.event === 'step').map((l) => ({ t: time(l), step: Number(l.step) }));
   if (steps.length === 0) throw new Error('the memory run logged no steps');
   // Each RSS sample is placed at the last step logged before it; samples after the last step (the
