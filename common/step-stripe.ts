@@ -72,14 +72,20 @@ export class StripeWorker {
 
   private nativeStep({ from, to, parity }: StripeTask, squares: boolean): number {
     if (to <= from) return 0;
+    const { kernels, bytes } = this.native!;
     const { f64, offsets: o, gradientValueBytes } = this.mem;
     const next = 1 - parity;
+    const b = from * 4;
+    return kernels.stripeStep(bytes, to - from, o.gradients + from * gradientValueBytes, o.gradientStride, this.slotCounts().slots, gradientValueBytes === 8 ? 1 : 0,
+      o.weights[parity] + b, o.m[parity] + b, o.v[parity] + b, o.weights[next] + b, o.m[next] + b, o.v[next] + b, f64[F64.inv], ...this.adamScalars(), squares ? 1 : 0);
+  }
+
+  /** The SIMD and native Adam kernels' scalars: b1, b2, 1−b1, 1−b2, lr/(1−b1^t), 1/sqrt(1−b2^t), ε. */
+  private adamScalars(): [number, number, number, number, number, number, number] {
+    const { f64 } = this.mem;
     const beta1 = f64[F64.beta1];
     const beta2 = f64[F64.beta2];
-    const b = from * 4;
-    return this.native!.kernels.stripeStep(this.native!.bytes, to - from, o.gradients + from * gradientValueBytes, o.gradientStride, this.slotCounts().slots, gradientValueBytes === 8 ? 1 : 0,
-      o.weights[parity] + b, o.m[parity] + b, o.v[parity] + b, o.weights[next] + b, o.m[next] + b, o.v[next] + b,
-      f64[F64.inv], beta1, beta2, 1 - beta1, 1 - beta2, f64[F64.stepSize], f64[F64.sqrtCorrection], f64[F64.epsilon], squares ? 1 : 0);
+    return [beta1, beta2, 1 - beta1, 1 - beta2, f64[F64.stepSize], f64[F64.sqrtCorrection], f64[F64.epsilon]];
   }
 
   private slotCounts(): { slots: number; counts: number[] } {
@@ -135,23 +141,17 @@ export class StripeWorker {
 
   private adam({ from, to, parity }: StripeTask): void {
     if (to <= from) return;
-    const { f64, offsets: o } = this.mem;
+    const o = this.mem.offsets;
     const next = 1 - parity;
-    const beta1 = f64[F64.beta1];
-    const beta2 = f64[F64.beta2];
-    const stepSize = f64[F64.stepSize];
-    const sqrtCorrection = f64[F64.sqrtCorrection];
-    const epsilon = f64[F64.epsilon];
+    const scalars = this.adamScalars();
     if (this.kernel) {
       const b = from * 4;
-      this.kernel((to - from) * 4, o.weights[parity] + b, o.reduced + b, o.m[parity] + b, o.v[parity] + b, o.weights[next] + b, o.m[next] + b, o.v[next] + b,
-        beta1, beta2, 1 - beta1, 1 - beta2, stepSize, sqrtCorrection, epsilon);
+      this.kernel((to - from) * 4, o.weights[parity] + b, o.reduced + b, o.m[parity] + b, o.v[parity] + b, o.weights[next] + b, o.m[next] + b, o.v[next] + b, ...scalars);
       return;
     }
     // The scalar loop of Adam.apply, reading one copy and writing the other.
+    const [beta1, beta2, a1, a2, stepSize, sqrtCorrection, epsilon] = scalars;
     const [w, wn, m, mn, v, vn, g] = [this.mem.weights[parity], this.mem.weights[next], this.mem.m[parity], this.mem.m[next], this.mem.v[parity], this.mem.v[next], this.mem.reduced];
-    const a1 = 1 - beta1;
-    const a2 = 1 - beta2;
     const end = Math.min(to, this.mem.shape.trainable);
     for (let i = from; i < end; i++) {
       const gi = g[i];

@@ -1010,12 +1010,24 @@ double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, c
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 // Sixteen lanes per instruction; lanes past n are masked off (loads read 0, stores skip them).
+
+// Lanes 0-7 and 8-15 of x, each widened to float64 (exactly).
+__attribute__((target("avx512f"))) void widen16(__m512 x, __m512d& lo, __m512d& hi) {
+  lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+  hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+}
+
+// (lo, hi) · inv in float64, each rounded to float32, as sixteen lanes.
+__attribute__((target("avx512f"))) __m512 scaledToFloat16(__m512d lo, __m512d hi, __m512d inv) {
+  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_mul_pd(lo, inv)))), _mm256_castps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(hi, inv))), 1));
+}
+
 __attribute__((target("avx512f"))) __m512 stripeReduced16(const float* g, int64_t stride, int64_t slots, __mmask16 k16, __m512d inv) {
   __m512 acc = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(k16, g));
   for (int64_t k = 1; k < slots; k++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(k16, g + k * stride));
-  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc));
-  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_mul_pd(lo, inv)))), _mm256_castps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(hi, inv))), 1));
+  __m512d lo, hi;
+  widen16(acc, lo, hi);
+  return scaledToFloat16(lo, hi, inv);
 }
 
 __attribute__((target("avx512f"))) __m512 stripeReduced16(const double* g, int64_t stride, int64_t slots, __mmask16 k16, __m512d inv) {
@@ -1026,14 +1038,13 @@ __attribute__((target("avx512f"))) __m512 stripeReduced16(const double* g, int64
     lo = _mm512_add_pd(lo, _mm512_maskz_loadu_pd(kLo, g + k * stride));
     hi = _mm512_add_pd(hi, _mm512_maskz_loadu_pd(kHi, g + k * stride + 8));
   }
-  return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(_mm512_mul_pd(lo, inv)))), _mm256_castps_pd(_mm512_cvtpd_ps(_mm512_mul_pd(hi, inv))), 1));
+  return scaledToFloat16(lo, hi, inv);
 }
 
 // Σ x² of slot 0's sixteen lanes into two float64 accumulators.
 __attribute__((target("avx512f"))) void squares16(const float* g, __mmask16 k16, __m512d& sqLo, __m512d& sqHi) {
-  const __m512 x = _mm512_maskz_loadu_ps(k16, g);
-  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+  __m512d lo, hi;
+  widen16(_mm512_maskz_loadu_ps(k16, g), lo, hi);
   sqLo = _mm512_add_pd(sqLo, _mm512_mul_pd(lo, lo));
   sqHi = _mm512_add_pd(sqHi, _mm512_mul_pd(hi, hi));
 }
