@@ -84,5 +84,5 @@ RUN set -eu; \
     fi
 COPY . .
 USER node
-ENTRYPOINT ["node", "bin/dtrain.js"]
+ENTRYPOINT ["node", "--single-threaded-gc", "bin/dtrain.js"]
 CMD ["--help"]

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --single-threaded-gc
 // Runs the TypeScript sources through tsx's loader, so there is no build step to forget.
 import { register } from 'tsx/esm/api';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readSliceFields, writeSliceFields } from './step-memory.ts';
+import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, nextRound, openRound, readSliceFields, writeSliceFields } from './step-memory.ts';
 import type { SliceTask } from './protocol.ts';
 
 describe('a train command\'s slice fields', () => {
@@ -16,4 +16,60 @@ describe('a train command\'s slice fields', () => {
       expect(readSliceFields(ctl, 32)).toEqual({ position: undefined, batchNorm: undefined, ...task });
     });
   }
+});
+
+describe('the fused round\'s barrier', () => {
+  // "Threads" here are async calls on this thread: a waiter sleeps in Atomics.waitAsync, so the others run.
+  const ctl = () => new Int32Array(new SharedArrayBuffer(64 * 4));
+  const settled = async (p: Promise<boolean>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
+
+  it('lets every thread through once the last of `expected` has arrived, and not before', async () => {
+    const c = ctl();
+    openRound(c, 5);
+    const first = arriveAtRound(c, 5, 3, 10_000, 0);
+    const second = arriveAtRound(c, 5, 3, 10_000, 0);
+    expect(await settled(first)).toBe('pending');
+    expect(await settled(second)).toBe('pending');
+    expect(await arriveAtRound(c, 5, 3, 10_000, 0)).toBe(true);
+    expect(await first).toBe(true);
+    expect(await second).toBe(true);
+  });
+
+  it('releases the waiting threads with false when the owner aborts the round, and counts no later arrival', async () => {
+    const c = ctl();
+    openRound(c, 9);
+    const waiting = arriveAtRound(c, 9, 2, 10_000, 0);
+    expect(await settled(waiting)).toBe('pending');
+    abortRound(c, 9);
+    expect(await waiting).toBe(false);
+    expect(await arriveAtRound(c, 9, 2, 10_000, 0)).toBe(false);
+  });
+
+  it('ignores a thread of an older round: it neither counts in the new one nor waits', async () => {
+    const c = ctl();
+    openRound(c, 3);
+    openRound(c, nextRound(3));
+    expect(await arriveAtRound(c, 3, 1, 10_000, 0)).toBe(false);
+    // The older round's abort leaves the newer one alone: one arrival completes it.
+    abortRound(c, 3);
+    expect(await arriveAtRound(c, 4, 1, 10_000, 0)).toBe(true);
+  });
+
+  it('gives up after the wait, spinning first when asked, and aborts the round: a later arrival cannot complete it', async () => {
+    const c = ctl();
+    openRound(c, 1);
+    const started = performance.now();
+    expect(await arriveAtRound(c, 1, 2, 40, 5_000)).toBe(false);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(39);
+    expect(await arriveAtRound(c, 1, 2, 10_000, 0)).toBe(false);
+  });
+
+  it('wraps its round number within the word and keeps arrivals below the abort mark', () => {
+    expect(nextRound(1)).toBe(2);
+    expect(nextRound(0x7fffff)).toBe(1);
+    const c = ctl();
+    openRound(c, 0x7fffff);
+    expect(Atomics.load(c, CTL.round)).toBe(0x7fffff00);
+    expect(MAX_ROUND_SLOTS).toBeLessThan(0xff);
+  });
 });

@@ -44,7 +44,8 @@ const PAGE = 65536;
 
 /**
  * Commands a compute thread executes. `trainApply`: train, then reduce and apply Adam to the stripe
- * [from, to) at once (a step of one slot: nothing to wait for, so no second command).
+ * [from, to) in the same command: at once for a step of one slot, after the round's barrier
+ * (CTL.fuseRound) for a step of several.
  */
 export const OP = { train: 1, reduce: 2, trainApply: 3 } as const;
 
@@ -52,6 +53,8 @@ export const OP = { train: 1, reduce: 2, trainApply: 3 } as const;
 export const CTL = {
   // global
   slotsUsed: 0,
+  /** The fused round's barrier word (see arriveAtRound): round << 8 | arrivals. */
+  round: 1,
   /** slotCount[k] at slotCounts + k, then slot k's expected thread (StepMemory.slotOwner). */
   slotCounts: 16,
   // per thread (THREAD_INTS int32 = two lines)
@@ -79,6 +82,16 @@ export const CTL = {
   bnMode: 18,
   bnRound: 19,
   bnTimeoutMs: 20,
+  /**
+   * A trainApply command of a step of several slots: the fused round it belongs to (0: none, a step
+   * of one slot). The thread trains, meets the step's other threads at the round's barrier, then
+   * reduces and applies Adam to its stripe [from, to), with no hand-off to the owning thread between.
+   */
+  fuseRound: 21,
+  /** How long the thread waits at the barrier after arriving (ms) before leaving the reduction to the owner. */
+  fuseWaitMs: 22,
+  /** Set by the thread: 1 when it did its stripe of the fused round, else 0. */
+  fused: 23,
 } as const;
 
 const THREAD_INTS = 32;
@@ -325,6 +338,83 @@ export async function waitWhileEqual(ctl: Int32Array, index: number, value: numb
 export function publish(ctl: Int32Array, index: number, value: number, sleeping?: number): void {
   Atomics.store(ctl, index, value);
   if (sleeping === undefined || Atomics.load(ctl, sleeping) === 1) Atomics.notify(ctl, index);
+}
+
+/**
+ * The fused round's barrier. One word holds the round (bits 8 and up, 1 to MAX_ROUND) and the
+ * arrivals in it (bits 0-7); ROUND_ABORTED in the arrivals marks a round the owner gave up. A thread
+ * that arrives for a round the word no longer names (an old command) changes nothing.
+ */
+const ROUND_ABORTED = 0xff;
+/** Slots a fused round may have (its arrivals must stay below ROUND_ABORTED). */
+export const MAX_ROUND_SLOTS = ROUND_ABORTED - 1;
+const MAX_ROUND = 0x7fffff;
+
+/** The round after `round` (1 to MAX_ROUND, wrapping). */
+export function nextRound(round: number): number {
+  return (round % MAX_ROUND) + 1;
+}
+
+/** The owning thread: round `round` starts, with no arrivals. */
+export function openRound(ctl: Int32Array, round: number): void {
+  Atomics.store(ctl, CTL.round, round << 8);
+  Atomics.notify(ctl, CTL.round);
+}
+
+/** Marks round `round` given up, if it is still the word's, and wakes whoever waits at its barrier. */
+export function abortRound(ctl: Int32Array, round: number): void {
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.round);
+    if (v >>> 8 !== round || (v & 0xff) === ROUND_ABORTED || giveUpRound(ctl, round, v)) return;
+  }
+}
+
+/** Marks round `round` given up if the word still holds `seen` (and wakes its waiters); false if it changed. */
+function giveUpRound(ctl: Int32Array, round: number, seen: number): boolean {
+  if (Atomics.compareExchange(ctl, CTL.round, seen, (round << 8) | ROUND_ABORTED) !== seen) return false;
+  Atomics.notify(ctl, CTL.round);
+  return true;
+}
+
+/** 'open' (arrivals so far), 'complete' (all `expected` arrived) or 'gone' (aborted, or another round). */
+function roundState(v: number, round: number, expected: number): 'open' | 'complete' | 'gone' {
+  const arrived = v & 0xff;
+  if (v >>> 8 !== round || arrived === ROUND_ABORTED) return 'gone';
+  return arrived >= expected ? 'complete' : 'open';
+}
+
+/**
+ * A compute thread: counts itself in round `round`, then waits until `expected` threads have arrived
+ * (true), or the round was aborted, replaced, or `waitMs` passed (false: the thread leaves the
+ * reduction to the owning thread, and aborts the round for the others). Spins `spinMicros` first, then sleeps without blocking the event
+ * loop, as waitWhileEqual does.
+ */
+export async function arriveAtRound(ctl: Int32Array, round: number, expected: number, waitMs: number, spinMicros: number): Promise<boolean> {
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.round);
+    if (roundState(v, round, expected) !== 'open') return false;
+    if (Atomics.compareExchange(ctl, CTL.round, v, v + 1) !== v) continue;
+    if ((v & 0xff) + 1 < expected) break;
+    Atomics.notify(ctl, CTL.round);
+    return true;
+  }
+  const spinUntil = performance.now() + spinMicros / 1000;
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.round);
+    const state = roundState(v, round, expected);
+    if (state !== 'open') return state === 'complete';
+    const now = performance.now();
+    if (now >= deadline) {
+      // Nobody else waits in vain, and no later arrival completes a round this thread has left; a
+      // round completed since the load above is not given up (the swap fails, and the loop sees it).
+      if (!giveUpRound(ctl, round, v)) continue;
+      return false;
+    }
+    if (now < spinUntil) continue;
+    const r = atomicsWaitAsync(ctl, CTL.round, v, deadline - now);
+    if (r.async) await r.value;
+  }
 }
 
 /** Splits [0, span) into `parts` near-equal stripes of whole lines (the last ends at `span`). */

@@ -20,6 +20,7 @@ import { Trainer, type RunOutcome } from './trainer.ts';
 import { GradientScreen } from './result-check.ts';
 import { permutation } from '../common/random.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
+import { CTL, OP } from '../common/step-memory.ts';
 import { setNativeStripe } from '../common/step-stripe.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 import { requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
@@ -65,7 +66,8 @@ class SharedThread implements WorkerHandle {
   readonly backend = 'fake';
   weightsVersion = -1;
   readonly closed: string[] = [];
-  constructor(readonly id: string, private readonly index: number, private readonly shared: SharedStep) {}
+  /** `failOnClose` false: closing it leaves the shared step's view of the thread alone (it keeps serving). */
+  constructor(readonly id: string, private readonly index: number, private readonly shared: SharedStep, private readonly failOnClose = true) {}
   get name(): string {
     return this.id;
   }
@@ -79,7 +81,7 @@ class SharedThread implements WorkerHandle {
   }
   close(_code: number, reason: string): void {
     this.closed.push(reason);
-    this.shared.fail(this.index, reason);
+    if (this.failOnClose) this.shared.fail(this.index, reason);
   }
 }
 
@@ -99,8 +101,17 @@ interface Honest {
   screen?: boolean;
 }
 
+interface Tweaks {
+  /** Called once the trainer holds the step, before the run: set its knobs, watch its commands. */
+  setup?: (shared: SharedStep, servers: SharedStepServer[]) => void;
+  /** Wraps thread `thread`'s (1-based) session. */
+  session?: (thread: number, session: WorkerSession) => WorkerSession;
+  /** False: a closed thread is not marked failed in the shared step (only its own abort can release a barrier). */
+  failOnClose?: boolean;
+}
+
 /** Trains mlp for one epoch (128 images, batch 32: 4 steps) over `k` shared-memory threads. */
-async function trainShared(k: number, poison: Poison = () => undefined, honest: Honest = {}): Promise<SharedRun> {
+async function trainShared(k: number, poison: Poison = () => undefined, honest: Honest = {}, tweaks: Tweaks = {}): Promise<SharedRun> {
   const out = await tempDir('shared-');
   const config = testConfig({ model: 'mlp', workers: k, batchSize: 32, out, learningRate: 0.01 });
   const { log, lines } = capturingLogger();
@@ -112,13 +123,17 @@ async function trainShared(k: number, poison: Poison = () => undefined, honest: 
   const outliers = (honest.outlierPositions ?? []).map((p) => data.train.images.slice(order[p] * IMAGE_BYTES, (order[p] + 1) * IMAGE_BYTES));
   const shared = new SharedStep({ trainable: trainer.layout.trainableSize, stats: 0, slots: k, slotSamples: 32, threads: k }, new Adam(1).kind === 'simd');
   const threads: SharedThread[] = [];
+  const servers: SharedStepServer[] = [];
   for (let i = 0; i < k; i++) {
-    void new SharedStepServer(shared.attachMessage(i), fakeSession(i + 1, poison, outliers), (job) => job()).serve();
-    threads.push(new SharedThread(`thread-${i + 1}`, i, shared));
+    const session = fakeSession(i + 1, poison, outliers);
+    servers.push(new SharedStepServer(shared.attachMessage(i), tweaks.session?.(i + 1, session) ?? session, (job) => job()));
+    void servers[i].serve();
+    threads.push(new SharedThread(`thread-${i + 1}`, i, shared, tweaks.failOnClose ?? true));
     membership.join(threads[i]);
   }
   membership.canGrow = false;
   trainer.useSharedStep(shared);
+  tweaks.setup?.(shared, servers);
   const run: SharedRun = { weights: new Float32Array(0), lines, threads, out };
   try {
     run.outcome = await trainer.run();
@@ -286,5 +301,163 @@ describe.runIf(requireNativeOrSkip(nativeLoad))('the shared-memory step with the
     expect(run.error).toBeUndefined();
     expect(run.lines.filter((l) => l.event === 'outlier_confirmed')).toHaveLength(1);
     expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
+  });
+});
+
+/** Records the op of every command `shared` sends, by thread. */
+function watchCommands(shared: SharedStep): number[][] {
+  const ops: number[][] = [];
+  const step = shared as unknown as { command(i: number): Promise<void> };
+  const command = step.command.bind(step);
+  step.command = (i: number) => {
+    (ops[i] ??= []).push(shared.mem.ctl[shared.mem.threadBase(i) + CTL.op]);
+    return command(i);
+  };
+  return ops;
+}
+
+const sameBits = (a: Float32Array, b: Float32Array) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+
+/** A session wrapper: thread `thread`'s call `call` (1-based) runs `before` first (a delay, or a throw). */
+function onCall(thread: number, call: number, before: () => unknown) {
+  return (t: number, session: WorkerSession): WorkerSession => {
+    let calls = 0;
+    const trainWithInto = session.trainWithInto.bind(session);
+    return { ...session, trainWithInto: async (...args: Parameters<WorkerSession['trainWithInto']>) => {
+      if (t === thread && ++calls === call) await before();
+      return trainWithInto(...args);
+    } } as WorkerSession;
+  };
+}
+
+describe('a step of several slots in a fused round (train, barrier, stripe: one command per thread)', { timeout: 60_000 }, () => {
+  for (const k of [2, 3]) {
+    it(`runs ${k} threads' 4 steps as one trainApply command each, with no reduce command, and ends with the two-phase step's weights bit for bit`, async () => {
+      let fusedOps: number[][] = [];
+      let phasedOps: number[][] = [];
+      const fused = await trainShared(k, undefined, {}, { setup: (shared) => (fusedOps = watchCommands(shared)) });
+      const phased = await trainShared(k, undefined, {}, {
+        setup: (shared) => {
+          shared.fuseRounds = false;
+          phasedOps = watchCommands(shared);
+        },
+      });
+      expect(fused.outcome?.status).toBe('finished');
+      expect(phased.outcome?.status).toBe('finished');
+      expect(fusedOps).toEqual(Array.from({ length: k }, () => [OP.trainApply, OP.trainApply, OP.trainApply, OP.trainApply]));
+      // The knob reaches the two-phase step: a train and a reduce command per thread and step.
+      expect(phasedOps).toEqual(Array.from({ length: k }, () => [OP.train, OP.reduce, OP.train, OP.reduce, OP.train, OP.reduce, OP.train, OP.reduce]));
+      expect(sameBits(fused.weights, phased.weights)).toBe(true);
+    });
+  }
+
+  it('leaves phase 2 to reduce commands when a thread\'s wait at the barrier runs out (its partner is slow), with the same weights', async () => {
+    const straight = await trainShared(2);
+    let ops: number[][] = [];
+    // Thread 2's third slice takes 3 s; thread 1 waits at most 1 s from its command, then leaves.
+    const slow = onCall(2, 3, () => new Promise((r) => setTimeout(r, 3_000)));
+    const run = await trainShared(2, undefined, {}, {
+      session: slow,
+      setup: (shared) => {
+        shared.roundWaitMs = 1_000;
+        ops = watchCommands(shared);
+      },
+    });
+    expect(run.outcome?.status).toBe('finished');
+    // Step 3 alone needed its reduce commands.
+    expect(ops).toEqual([[OP.trainApply, OP.trainApply, OP.trainApply, OP.reduce, OP.trainApply], [OP.trainApply, OP.trainApply, OP.trainApply, OP.reduce, OP.trainApply]]);
+    expect(sameBits(run.weights, straight.weights)).toBe(true);
+  });
+
+  it('releases the barrier at once when a thread fails its slice, recomputes the slice elsewhere, and redoes phase 2 from the untouched copies', async () => {
+    const straight = await trainShared(3);
+    let ops: number[][] = [];
+    // Thread 2's last slice throws; the others wait at the barrier for a minute unless the failure releases them.
+    const failing = onCall(2, 4, () => {
+      throw new Error('injected failure in thread 2');
+    });
+    const started = performance.now();
+    const run = await trainShared(3, undefined, {}, {
+      session: failing,
+      setup: (shared) => {
+        shared.roundWaitMs = 60_000;
+        ops = watchCommands(shared);
+      },
+    });
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(run.outcome?.status).toBe('finished');
+    expect(run.threads[1].closed).toHaveLength(1);
+    // Step 4: thread 2's failed round command; its slice again on a surviving thread (train only); phase 2 by the two.
+    expect(ops[1]).toEqual([OP.trainApply, OP.trainApply, OP.trainApply, OP.trainApply]);
+    expect(ops[0].slice(0, 4)).toEqual([OP.trainApply, OP.trainApply, OP.trainApply, OP.trainApply]);
+    expect([...ops[0].slice(4), ...ops[2].slice(4)].sort()).toEqual([OP.train, OP.reduce, OP.reduce].sort());
+    // The slices and their sums are the same, so the weights are too.
+    expect(sameBits(run.weights, straight.weights)).toBe(true);
+  });
+
+  it('releases the barrier from the failing thread itself when the owner does not mark it failed, and ends with the same weights', async () => {
+    const straight = await trainShared(3);
+    const failing = onCall(2, 4, () => {
+      throw new Error('injected failure in thread 2');
+    });
+    const started = performance.now();
+    // A minute's wait at the barrier: only thread 2's own abort lets the others go sooner.
+    const run = await trainShared(3, undefined, {}, { session: failing, failOnClose: false, setup: (shared) => (shared.roundWaitMs = 60_000) });
+    expect(performance.now() - started).toBeLessThan(30_000);
+    expect(run.outcome?.status).toBe('finished');
+    expect(sameBits(run.weights, straight.weights)).toBe(true);
+  });
+
+  it('evicts, by name, a thread of an abandoned round that never finishes, and the next step runs on the others', async () => {
+    const shared = new SharedStep({ trainable: 64, stats: 0, slots: 2, slotSamples: 4, threads: 2 }, new Adam(1).kind === 'simd');
+    shared.load(new Float32Array(64).fill(0.5), new Adam(1));
+    shared.roundWaitMs = 300;
+    const failed: number[] = [];
+    shared.onThreadFailed = (index) => failed.push(index);
+    // Thread 1 hangs in its slice of the first step (a stuck backend); thread 0 answers at once.
+    const hung = { trainWithInto: () => new Promise(() => {}) } as unknown as WorkerSession;
+    [fakeSession(0, () => undefined), hung].forEach((session, i) => void new SharedStepServer(shared.attachMessage(i), session, (job) => job()).serve());
+    const set = { images: new Uint8Array(8 * IMAGE_BYTES), labels: new Uint8Array(8), count: 8 };
+    const task = (taskId: number, spec: { images: Uint8Array; labels: Uint8Array }): TaskMessage => ({ type: 'task', taskId, weightsVersion: 1, ...spec }) as TaskMessage;
+    const a = shared.train(0, 0, task(1, shared.gather(0, set, Uint32Array.of(0, 1, 2, 3))));
+    const b = shared.train(1, 1, task(2, shared.gather(1, set, Uint32Array.of(4, 5, 6, 7)))).catch((e: Error) => e);
+    expect((await a).taskId).toBe(1);
+    // The step is abandoned (as after a timeout): the next one's first command waits for the round's
+    // threads; thread 0 has finished, thread 1 never does and is failed by name, not thread 0.
+    const started = Date.now();
+    const next = await shared.train(0, 0, task(3, shared.gather(0, set, Uint32Array.of(0, 1, 2, 3))));
+    expect(next.taskId).toBe(3);
+    expect(failed).toEqual([1]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(((await b) as Error).message).toMatch(/thread 2's command of an abandoned step took longer than 300 ms/);
+  });
+
+  it('discards a round whose stripe failed after the barrier: the others\' next copies are rewritten by phase 2, with the same weights', async () => {
+    const straight = await trainShared(3);
+    let ops: number[][] = [];
+    const run = await trainShared(3, undefined, {}, {
+      setup: (shared, servers) => {
+        ops = watchCommands(shared);
+        // Thread 3's stripe in step 2 throws after it met the others at the barrier (they did theirs).
+        const stripe = (servers[2] as unknown as { stripe: { run: (...a: unknown[]) => unknown } }).stripe;
+        const runStripe = stripe.run.bind(stripe);
+        let calls = 0;
+        stripe.run = (...a: unknown[]) => {
+          if (++calls === 2) throw new Error('injected failure in thread 3\'s stripe');
+          return runStripe(...a);
+        };
+      },
+    });
+    expect(run.outcome?.status).toBe('finished');
+    expect(run.threads[2].closed).toHaveLength(1);
+    expect(ops[2]).toEqual([OP.trainApply, OP.trainApply]);
+    expect(ops[0].filter((op) => op === OP.reduce)).toHaveLength(1);
+    expect(run.lines.filter((l) => l.event === 'step')).toHaveLength(4);
+    // Steps 3 and 4 have two slices instead of three: the weights differ from the straight run's
+    // only by float32 rounding, and stay finite.
+    expect(allFinite(run.weights)).toBe(true);
+    let worst = 0;
+    for (let i = 0; i < run.weights.length; i++) worst = Math.max(worst, Math.abs(run.weights[i] - straight.weights[i]));
+    expect(worst).toBeLessThan(1e-5);
   });
 });

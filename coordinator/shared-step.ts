@@ -9,7 +9,12 @@
  *              (a reduce-scatter in shared memory). A thread that dies here is evicted and the whole
  *              phase is redone by the others from the untouched current copies.
  *   A step of one slot (one thread, or a batch too small to share) runs both phases in one command
- *   (OP.trainApply), so the owning thread hands off once per step.
+ *   (OP.trainApply), so the owning thread hands off once per step. A step of several slots does the
+ *   same in a fused round: each slot's thread trains, meets the others at a barrier in the control
+ *   block, then reduces and applies Adam to the stripe of its slot's index, all in one command.
+ *   Whenever the round cannot complete as planned (a thread fails or is evicted, a slot is
+ *   recomputed, the step is abandoned, the barrier's wait runs out), phase 2 runs as its own
+ *   commands, as before, over the next copies that only a complete step makes current.
  * Commands and completions are Atomics words; the owning thread only waits asynchronously, so it
  * keeps serving its event loop (heartbeats, messages, a partner's synchronisation) and does no
  * work proportional to the parameter count. Weights and Adam state are copied in at the start
@@ -20,7 +25,7 @@ import { DtrainError } from '../common/errors.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
-import { CTL, F64, OP, STATUS, StepMemory, THREAD_STEP_FAILED, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
+import { CTL, F64, MAX_ROUND_SLOTS, OP, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { availableParallelism } from 'node:os';
@@ -60,6 +65,7 @@ export class SharedStep {
   private readonly slotOf = new WeakMap<Uint8Array, number>();
   /** Σ g² of each slot's gradient sums, as its thread reported them with its last result. */
   private readonly slotSquares: Float64Array;
+  private readonly ownerCore: boolean;
   /** Called when a thread fails or overruns during the reduction: the owner evicts it. */
   onThreadFailed: (index: number, reason: string) => void = () => {};
 
@@ -68,8 +74,27 @@ export class SharedStep {
   private stepSlots = 0;
   /** The result of this step's trainApply command (a step of one slot), whose reduction and Adam are done. */
   private applied: ResultMessage | undefined;
-  /** Milliseconds the compute thread spent on this step's reduction and Adam inside its trainApply command; 0 otherwise. */
+  /** Milliseconds the compute threads spent on this step's reduction and Adam inside their trainApply commands (the longest); 0 otherwise. */
   fusedOptimizerMs = 0;
+  /** The sample count of each slot gathered for the step being prepared. */
+  private readonly slotCounts: number[] = [];
+  /** The step's fused round (0: none opened yet, or the step has one slot). */
+  private round = 0;
+  private lastRound = 0;
+  /** The round can no longer complete as planned: later commands of the step train only. */
+  private roundBroken = false;
+  /** Per slot: a command of the round went out for it. */
+  private readonly roundIssued: boolean[] = [];
+  /** Threads of a round closed before apply() whose commands may still run (see closeRound). */
+  private readonly unsettled = new Set<number>();
+  /** The wait for `unsettled` in progress (settleRound). */
+  private settling: Promise<void> | undefined;
+  /** Per slot: the result of its round command, whose thread did its stripe. */
+  private readonly roundResults: (ResultMessage | undefined)[] = [];
+  /** False: a step of several slots always runs phase 2 as its own commands (tests use it to reach that path). */
+  fuseRounds = true;
+  /** How long a thread waits at a fused round's barrier after arriving (ms); the trainer sets half its step timeout. */
+  roundWaitMs = 30_000;
   /**
    * Models with BatchNorm: moves the moving statistics (`moving`, the next weights' statistics,
    * holding the current ones) from the slots' batch statistics, on the owning thread (a few hundred
@@ -85,6 +110,7 @@ export class SharedStep {
     this.alive = new Array(shape.threads).fill(true);
     this.rejecters = new Array(shape.threads).fill(undefined);
     this.slotSquares = new Float64Array(shape.slots);
+    this.ownerCore = shape.threads < availableParallelism();
   }
 
   /** The reduction grain its slots were laid out for (0: none, float32 slots). */
@@ -94,7 +120,7 @@ export class SharedStep {
 
   /** Whether a core is left for the owning thread besides the compute threads' (fewer threads than cores). */
   get ownerHasCore(): boolean {
-    return this.mem.shape.threads < availableParallelism();
+    return this.ownerCore;
   }
 
   /** What thread `index` is sent to map the memory. */
@@ -132,11 +158,13 @@ export class SharedStep {
   /** Slice `slot` of a step: the images and labels at `indices` of `set`, gathered into the slot. */
   gather(slot: number, set: ImageSet, indices: Uint32Array): TaskSpec {
     if (slot === 0) {
+      this.closeRound();
       this.stepSlots = 0;
       this.applied = undefined;
       this.fusedOptimizerMs = 0;
     }
     this.stepSlots = Math.max(this.stepSlots, slot + 1);
+    this.slotCounts[slot] = indices.length;
     const images = this.mem.images[slot].subarray(0, indices.length * IMAGE_BYTES);
     const labels = this.mem.labels[slot].subarray(0, indices.length);
     for (let j = 0; j < indices.length; j++) {
@@ -163,19 +191,24 @@ export class SharedStep {
   async train(index: number, slot: number, task: TaskMessage): Promise<ResultMessage> {
     const { ctl, f64 } = this.mem;
     const b = this.mem.threadBase(index);
-    await this.idle(index, ++this.tickets[index]);
+    const ticket = ++this.tickets[index];
+    if (this.unsettled.size > 0 || this.settling) await this.settleRound();
+    await this.idle(index, ticket);
     const fused = this.stepSlots === 1 && this.adam !== undefined;
+    const round = fused ? 0 : this.joinRound(slot);
     this.applied = undefined;
-    ctl[b + CTL.op] = fused ? OP.trainApply : OP.train;
+    ctl[b + CTL.op] = fused || round !== 0 ? OP.trainApply : OP.train;
     ctl[b + CTL.slot] = slot;
     ctl[b + CTL.count] = task.labels.length;
     ctl[b + CTL.parity] = this.parity;
+    ctl[b + CTL.fuseRound] = round;
     writeSliceFields(ctl, b, task);
     if (fused) {
       this.prepareReduction([task.labels.length]);
-      ctl[b + CTL.from] = 0;
-      ctl[b + CTL.to] = this.mem.adamSpan;
-      ctl[b + CTL.doStats] = this.movingStats ? 0 : 1;
+      this.setStripe(b, { from: 0, to: this.mem.adamSpan }, true);
+    } else if (round !== 0) {
+      ctl[b + CTL.fuseWaitMs] = this.roundWaitMs;
+      this.setStripe(b, stripes(this.mem.adamSpan, this.stepSlots)[slot], slot === this.stepSlots - 1);
     }
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
@@ -183,11 +216,94 @@ export class SharedStep {
     const fb = this.mem.f64Base(index);
     this.slotSquares[slot] = f64[fb + F64.gradSquares];
     const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
-    if (fused) {
-      this.applied = result;
-      this.fusedOptimizerMs = f64[fb + F64.optimizerMs];
-    }
+    if (fused) this.applied = result;
+    if (round !== 0 && round === this.round && ctl[b + CTL.fused] === 1) this.roundResults[slot] = result;
+    if (fused || this.roundResults[slot] === result) this.fusedOptimizerMs = Math.max(this.fusedOptimizerMs, f64[fb + F64.optimizerMs]);
     return result;
+  }
+
+  /** Phase 2's stripe for the command at thread block `b`; `last`: the stripe that also does the statistics (see apply). */
+  private setStripe(b: number, stripe: { from: number; to: number }, last: boolean): void {
+    const { ctl } = this.mem;
+    ctl[b + CTL.from] = stripe.from;
+    ctl[b + CTL.to] = stripe.to;
+    ctl[b + CTL.doStats] = last && !this.movingStats ? 1 : 0;
+  }
+
+  /**
+   * The fused round a command for `slot` joins (0: none, it trains only). The step's first command
+   * opens the round; a slot asked for a second time (recomputed after a failure or a rejection)
+   * breaks it, and so does a step with more slots than live threads, which could not all meet.
+   */
+  private joinRound(slot: number): number {
+    if (!this.fuseRounds || this.roundBroken || !this.adam) return 0;
+    if (this.round === 0) {
+      const live = this.alive.filter(Boolean).length;
+      if (this.stepSlots > Math.min(live, MAX_ROUND_SLOTS)) return 0;
+      this.prepareReduction(this.slotCounts.slice(0, this.stepSlots));
+      this.round = this.lastRound = nextRound(this.lastRound);
+      openRound(this.mem.ctl, this.round);
+    }
+    if (this.roundIssued[slot]) {
+      this.breakRound();
+      return 0;
+    }
+    this.roundIssued[slot] = true;
+    return this.round;
+  }
+
+  /** The step's round cannot complete as planned: threads waiting at its barrier leave it. */
+  private breakRound(): void {
+    this.roundBroken = true;
+    if (this.round !== 0) abortRound(this.mem.ctl, this.round);
+  }
+
+  /**
+   * Ends the step's round: a thread still waiting at its barrier leaves it. `applied`: apply() has
+   * waited for all of its commands; otherwise (a new step after a refused or abandoned one) a thread
+   * may still be running its stripe, so the next step's first command waits for the round's threads
+   * (settleRound) before anything of theirs is rewritten.
+   */
+  private closeRound(applied = false): void {
+    if (this.round !== 0) abortRound(this.mem.ctl, this.round);
+    if (this.round !== 0 && !applied) this.roundIssued.forEach((issued, slot) => issued && this.unsettled.add(this.mem.ctl[this.mem.slotOwner(slot)]));
+    this.round = 0;
+    this.roundBroken = false;
+    this.roundIssued.length = 0;
+    this.roundResults.length = 0;
+  }
+
+  /**
+   * Waits until every thread of a round closed mid-way has finished its command (see closeRound).
+   * A thread that takes longer than roundWaitMs more is failed and evicted here, by name: otherwise
+   * the scheduler's timeout would run out on the command waiting behind it, and evict that one.
+   */
+  private async settleRound(): Promise<void> {
+    // Every command of the new step waits for the same threads: one wait, shared.
+    while (this.unsettled.size > 0 || this.settling) {
+      if (!this.settling) {
+        const waiting = [...this.unsettled];
+        this.unsettled.clear();
+        this.settling = Promise.all(waiting.map((index) => this.settleThread(index))).then(() => {
+          this.settling = undefined;
+        });
+      }
+      await this.settling;
+    }
+  }
+
+  private async settleThread(index: number): Promise<void> {
+    try {
+      await withTimeout(this.finished(index), this.roundWaitMs, `thread ${index + 1}'s command of an abandoned step`);
+    } catch (e) {
+      this.fail(index, (e as Error).message);
+      this.onThreadFailed(index, (e as Error).message);
+    }
+  }
+
+  /** Whether every one of the step's results came from its slot's round command, whose thread did its stripe. */
+  private roundDone(results: readonly ResultMessage[]): boolean {
+    return this.round !== 0 && !this.roundBroken && results.length === this.stepSlots && results.every((r, k) => r === this.roundResults[k]);
   }
 
   /** The slot counts and the scalars of phase 2 (1/count, Adam's bias corrections) for the next Adam step. */
@@ -234,9 +350,12 @@ export class SharedStep {
   async apply(results: ResultMessage[], stepTimeoutMs: number): Promise<SharedStepTotals> {
     const { ctl } = this.mem;
     const totals = stepTotals(results);
-    // The step's one result came from a trainApply command: its thread already wrote the next copies.
-    const done = results.length === 1 && results[0] === this.applied;
+    // The step's results came from trainApply commands (its one slot's, or a complete round's): their threads already wrote the next copies.
+    const done = (results.length === 1 && results[0] === this.applied) || this.roundDone(results);
     this.applied = undefined;
+    this.closeRound(true);
+    // Stripes of a round that fell back were wasted: the step's optimizer time is phase 2's.
+    if (!done) this.fusedOptimizerMs = 0;
     if (!done) this.prepareReduction(results.map((r) => r.count));
     const t = this.adamStep + 1;
     while (!done) {
@@ -285,6 +404,7 @@ export class SharedStep {
   /** Marks a thread gone: its command in flight (if any) rejects, and it gets no more stripes. */
   fail(index: number, reason: string): void {
     this.alive[index] = false;
+    this.breakRound();
     const reject = this.rejecters[index];
     this.rejecters[index] = undefined;
     reject?.(new WorkerLostError(reason));
@@ -301,11 +421,16 @@ export class SharedStep {
    * BN_SYNC_ABORTED, which counts against nobody.
    */
   private async idle(index: number, ticket: number): Promise<void> {
+    await this.finished(index);
+    if (ticket !== this.tickets[index]) throw new BnSyncAbortedError(`thread ${index + 1}'s command of an abandoned step was dropped: a newer one replaced it`);
+  }
+
+  /** Resolves once thread `index` has finished its last command (or has failed). */
+  private async finished(index: number): Promise<void> {
     const done = this.mem.threadBase(index) + CTL.doneSeq;
     while (this.alive[index] && Atomics.load(this.mem.ctl, done) !== this.seqs[index]) {
       await waitWhileEqual(this.mem.ctl, done, this.seqs[index] - 1);
     }
-    if (ticket !== this.tickets[index]) throw new BnSyncAbortedError(`thread ${index + 1}'s command of an abandoned step was dropped: a newer one replaced it`);
   }
 
   private command(index: number): Promise<void> {

@@ -17,9 +17,12 @@ describe('trainingFlopsPerImage', () => {
 });
 
 describe('defaultThreadCount', () => {
-  it('keeps mlp on one thread at batch 32, where sharing a step was measured slower, and gives lenet two', () => {
+  it('keeps mlp and lenet on one thread at batch 32, where sharing a step was measured slower, and gives lenet two at batch 64', () => {
     expect(defaultThreadCount('mlp', 32, undefined, 2).threads).toBe(1);
-    expect(defaultThreadCount('lenet', 32, undefined, 2).threads).toBe(2);
+    expect(defaultThreadCount('lenet', 32, undefined, 2).threads).toBe(1);
+    // The reason names what two threads would each get, not only the whole step's 103 MFLOP.
+    expect(defaultThreadCount('lenet', 32, undefined, 2).reason).toMatch(/is 103 MFLOP, 51 per thread on 2, and a thread needs at least 64 MFLOP/);
+    expect(defaultThreadCount('lenet', 64, undefined, 2).threads).toBe(2);
     expect(defaultThreadCount('lenet', 16, undefined, 2).threads).toBe(1);
   });
 

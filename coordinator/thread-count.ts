@@ -10,12 +10,21 @@
  * 26,484 and 25,965 on one thread against 21,457 and 20,308 on two; lenet (103 MFLOP) 14,916 and
  * 15,138 on one against 16,684 and 16,993 on two. (Before the shared-memory step, two threads lost
  * on both: mlp 6,996 against 4,290, lenet 6,464 against 5,734.) The CNNs (824 MFLOP) gain from a
- * second thread. The cut-off, 48 MFLOP of training arithmetic per thread and step, lies between
- * lenet's 51 on two threads and mlp's 26: about half a millisecond of kernel time on one core.
+ * second thread.
+ *
+ * Measured again on 2026-12-01, after the input array stopped costing page faults every step
+ * (common/upload-scratch.ts), which made one thread's step cheaper than two threads' hand-offs: the
+ * same command with --epochs 2, interleaved, img/s of both epochs: lenet at batch 32, 3 pairs, one
+ * thread 10,126/10,743, 11,306/11,611, 11,085/11,715 against two 9,179/9,152, 9,986/11,126,
+ * 8,730/9,513; lenet at batch 64 (206 MFLOP), 2 pairs, one 12,225/12,695, 9,850/10,553 against two
+ * 10,872/14,232, 12,731/14,299; cnn-dropout at 32 (12,000 images), 2 pairs, one 3,327/3,690,
+ * 3,255/3,673 against two 3,942/4,434, 4,256/4,752. The cut-off, 64 MFLOP of training arithmetic
+ * per thread and step, lies between lenet's 51 on two threads at batch 32 (slower) and its 103 at
+ * batch 64 (faster): about 1.5 ms of kernel time on one core.
  */
 import { buildModel, type ModelName } from '../common/models.ts';
 
-export const MIN_FLOPS_PER_THREAD = 48e6;
+export const MIN_FLOPS_PER_THREAD = 64e6;
 
 /**
  * Training FLOPs per image (forward, both gradients): 2 FLOPs per multiply-add, three passes over
@@ -58,5 +67,6 @@ export function defaultThreadCount(model: ModelName, batchSize: number, batchPer
   const threads = Math.max(1, Math.min(cores, Math.floor(stepFlops / MIN_FLOPS_PER_THREAD)));
   const mflop = Math.round(stepFlops / 1e6);
   if (threads === cores) return { threads, reason: `one per core (${cores}): a ${model} step of ${batchSize} images is ${mflop} MFLOP` };
-  return { threads, reason: `${threads} of ${cores} cores: a ${model} step of ${batchSize} images is ${mflop} MFLOP, and a thread needs at least ${MIN_FLOPS_PER_THREAD / 1e6} MFLOP a step to gain more than it costs (--workers overrides)` };
+  const oneMore = Math.round(stepFlops / (threads + 1) / 1e6);
+  return { threads, reason: `${threads} of ${cores} cores: a ${model} step of ${batchSize} images is ${mflop} MFLOP, ${oneMore} per thread on ${threads + 1}, and a thread needs at least ${MIN_FLOPS_PER_THREAD / 1e6} MFLOP a step to gain more than it costs (--workers overrides)` };
 }

@@ -143,6 +143,8 @@ export class Trainer {
    */
   useSharedStep(shared: SharedStep): void {
     this.sharedStep = shared;
+    // A thread waiting at a fused round's barrier gives up well before the scheduler's timeout could count the wait against it.
+    shared.roundWaitMs = Math.max(1, Math.floor(this.config.stepTimeoutMs / 2));
     // BatchNorm's moving statistics move on this thread, from the slots' batch statistics, as on the message path.
     if (this.stepSync.hasBatchNorm) shared.movingStats = (moving, slices) => this.stepSync.moveStats(moving, slices);
   }

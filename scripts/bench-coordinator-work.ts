@@ -38,6 +38,8 @@ const out = await mkdtemp(join(tmpdir(), 'dtrain-bench-coord-'));
 const log = silentLogger();
 const total = steps + warmup;
 const data = await loadDataset({ dataset: 'synthetic', limitTrain: total * batch * workers + batch, limitTest: 100, splitSeed: 42 });
+// One epoch only: an epoch's end would put an evaluation into the measured steps.
+if (data.train.count < total * batch * workers) throw new RangeError(`--warmup ${warmup} + --steps ${steps} at ${workers} x ${batch} images need ${total * batch * workers} training images in one epoch, but the synthetic training split has ${data.train.count}.`);
 const config: TrainConfig = { ...TRAIN_DEFAULTS, model, dataset: 'synthetic', backend: 'wasm', workers, batchPerWorker: batch, epochs: 1, maxSteps: total, plotEveryEpoch: false, out };
 const membership = new Membership(log);
 /** CPU time charged to the calling thread so far, ms. */

@@ -24,6 +24,11 @@ function spread(s: RunSpread): string {
   return `${fixed(s.median)} (${fixed(s.min)}–${fixed(s.max)})`;
 }
 
+/** `value` with the min–max of `repeats` in brackets, where there were several. */
+function withRange(value: number, repeats: readonly number[] | undefined): string {
+  return repeats && repeats.length > 1 ? spread({ median: value, min: Math.min(...repeats), max: Math.max(...repeats), runs: [...repeats] }) : fixed(value);
+}
+
 function q(x: Quantiles, digits = 0): string {
   return `${fixed(x.median, digits)} (${fixed(x.p10, digits)}–${fixed(x.p90, digits)})`;
 }
@@ -77,7 +82,7 @@ function compute(r: BenchReport): string[] {
   const withTorch = torchRows.length > 0;
   lines.push(
     `Produced by \`${r.compute.command}\` (${fixed(r.compute.seconds)} s): training images/s of one process on the wasm backend, the median of ${r.compute.rows[0]?.ours.runs.length ?? 0} timed runs after warm-up, with the slowest and fastest run in brackets. ` +
-      'Baseline: stock tfjs `model.fit` (Adam, categorical cross-entropy, float inputs already on the backend). Ours: `StepComputer.train` (preprocessing from bytes, forward, backward, gradients read back; the optimizer runs on the coordinator).',
+      'Baseline: stock tfjs `model.fit` (Adam, categorical cross-entropy, float inputs already on the backend). Ours: `StepComputer.trainInto` (preprocessing from bytes, forward, backward, gradients copied into arrays made once, as the shared-memory step\'s slot; the optimizer runs after, on flat arrays). Reports made before 2026-12-01 timed `StepComputer.train`, which packs the gradients into a new array every step.',
     '',
   );
   const headers = ['model', 'batch', 'baseline: tfjs fit, img/s', 'ours: StepComputer, img/s', 'ours / baseline'];
@@ -258,7 +263,8 @@ function peers(r: BenchReport): string[] {
       const bare = bareCompute(r, x.model);
       return [
         x.model,
-        fixed(x.imagesPerSecond),
+        withRange(x.imagesPerSecond, x.repeats),
+        x.secondEpochImagesPerSecond === undefined ? '—' : withRange(x.secondEpochImagesPerSecond, x.secondEpochRepeats),
         `${fixed(x.wallSeconds, 1)} s`,
         bare ? fixed(bare) : '—',
         torchCell(x.model, (t) => t.mode === 'single' && t.threadsPerProcess === 1),
@@ -270,12 +276,12 @@ function peers(r: BenchReport): string[] {
     });
     lines.push(
       markdownTable(
-        ['model', '`dtrain train`, img/s (epoch)', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', 'peak RSS'],
+        ['model', '`dtrain train`, img/s (first epoch)', 'second epoch, img/s', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', 'peak RSS'],
         rows,
-        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
       '',
-      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, the epoch, validation and test included); img/s is the epoch's training images over its training time (history.json). Bare compute is section 1's \`StepComputer.train\` at batch 32 on one thread. Peak RSS is the process's VmHWM.`,
+      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, every epoch with its validation, and the test included); img/s is the first epoch's training images over its training time (history.json), start-up effects included, as the goal is judged; the second epoch's rate, where the run had one, is the steady state that 20 epochs mostly run at (PyTorch's rows are timed after warm-up steps)${(e.runs[0]?.repeats?.length ?? 1) > 1 ? `: the median of ${e.runs[0].repeats!.length} runs (min–max in brackets), made in rounds over the four models; the other columns are the median run's` : ''}. Bare compute is section 1's \`StepComputer.trainInto\` at batch 32 on one thread. Peak RSS is the process's VmHWM.`,
       '',
     );
     const seed = seedWorkload(r);
@@ -323,6 +329,7 @@ function inProcess(r: BenchReport): string[] {
   const cw = r.coordinatorWork;
   if (cw?.measured) {
     for (const x of cw.runs) lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).`, '');
+    if (cw.note) lines.push(cw.note, '');
   } else if (cw) lines.push(`Coordinator work not measured: ${cw.reason}.`, '');
   const mem = r.memory;
   if (mem?.measured) {

@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DtrainProcess, type LogLine } from '../test/processes.ts';
+import { GC_FLAG } from '../common/gc-mode.ts';
 import type {
   CoordinatorWork,
   CoordinatorWorkSection,
@@ -22,13 +23,16 @@ import type {
   PeersSection,
   TorchPeerRow,
 } from './bench-report.ts';
-import { median, parseStepEvent, summariseSteps } from './bench-stats.ts';
+import { median, medianRun, parseStepEvent, summariseSteps } from './bench-stats.ts';
 import { parseTorchSetup } from './torch-setup.ts';
 
 export interface PeersPlan {
   torch: { models: string[]; seconds: number };
-  /** limitTest: test images (default: the whole test split). */
-  endToEnd: { models: string[]; trainImages: number; limitTest?: number };
+  /**
+   * limitTest: test images (default: the whole test split); rounds: runs per model, one round over
+   * all models at a time; epochs: per run (the figure is the first; a second is reported beside it).
+   */
+  endToEnd: { models: string[]; trainImages: number; limitTest?: number; rounds: number; epochs: number };
   inProcess: { models: string[]; warmupSteps: number; measuredSteps: number; batchPerWorker: number; workers: number[] };
   coordinatorWork: { model: string; workers: number; warmupSteps: number; steps: number };
   memory: { model: string; steps: number; trainImages: number };
@@ -111,33 +115,47 @@ async function trainProcess(args: string[], memoryEveryMs = 200): Promise<{ line
   }
 }
 
-/** One epoch of `dtrain train` per model at default threads (one per core), synthetic data. */
+/**
+ * `plan.endToEnd.epochs` epochs of `dtrain train` per model at default threads (one per core), synthetic data, in
+ * `rounds` rounds over the models; each model's figure is its median run (medianRun).
+ */
 export async function measureEndToEnd(plan: PeersPlan): Promise<EndToEndSection> {
-  const runs: EndToEndRun[] = [];
-  for (const model of plan.endToEnd.models) {
-    say(`end to end: dtrain train --model ${model}, 1 epoch of ${plan.endToEnd.trainImages} images`);
-    const limitTest = plan.endToEnd.limitTest ? ['--limit-test', String(plan.endToEnd.limitTest)] : [];
-    const r = await trainProcess(['--model', model, '--epochs', '1', '--dataset', 'synthetic', '--limit-train', String(plan.endToEnd.trainImages), ...limitTest]);
-    const epoch = r.lines.find((l) => l.event === 'epoch');
-    const steps = r.lines.filter((l) => l.event === 'step');
-    const started = r.lines.find((l) => l.event === 'run_started');
-    if (!epoch || steps.length === 0 || !started) throw new Error(`dtrain train --model ${model} logged no epoch or no steps`);
-    const run: EndToEndRun = {
-      model,
-      workers: Number(started.workers),
-      trainImages: plan.endToEnd.trainImages,
-      command: r.command,
-      wallSeconds: r.wallSeconds,
-      epochSeconds: Number(epoch.seconds),
-      imagesPerSecond: Number(epoch.images_per_second),
-      validationSeconds: (time(epoch) - time(steps.at(-1)!)) / 1000,
-      valAccuracy: Number(epoch.val_accuracy),
-      peakRssBytes: r.peakRssBytes,
-    };
-    say(`  ${run.imagesPerSecond.toFixed(0)} img/s over the epoch, ${run.wallSeconds.toFixed(1)} s in all, peak RSS ${(run.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
-    runs.push(run);
+  const byModel = new Map<string, EndToEndRun[]>();
+  for (let round = 1; round <= plan.endToEnd.rounds; round++) {
+    for (const model of plan.endToEnd.models) {
+      say(`end to end, round ${round} of ${plan.endToEnd.rounds}: dtrain train --model ${model}, ${plan.endToEnd.epochs} epoch(s) of ${plan.endToEnd.trainImages} images`);
+      (byModel.get(model) ?? byModel.set(model, []).get(model)!).push(await endToEndRun(plan, model));
+    }
   }
-  return { measured: true, runs };
+  return { measured: true, runs: plan.endToEnd.models.map((model) => medianRun(byModel.get(model)!)) };
+}
+
+/** One run of `dtrain train --model model` (its first epoch the figure, the second the steady state), as measureEndToEnd runs it. */
+async function endToEndRun(plan: PeersPlan, model: string): Promise<EndToEndRun> {
+  const limitTest = plan.endToEnd.limitTest ? ['--limit-test', String(plan.endToEnd.limitTest)] : [];
+  const r = await trainProcess(['--model', model, '--epochs', String(plan.endToEnd.epochs), '--dataset', 'synthetic', '--limit-train', String(plan.endToEnd.trainImages), ...limitTest]);
+  const epochs = r.lines.filter((l) => l.event === 'epoch');
+  const epoch = epochs[0];
+  // The first epoch's steps: the validation after it runs from its last step to its epoch line.
+  const steps = r.lines.filter((l) => l.event === 'step' && Number(l.epoch) === 1);
+  const started = r.lines.find((l) => l.event === 'run_started');
+  if (!epoch || steps.length === 0 || !started) throw new Error(`dtrain train --model ${model} logged no epoch or no steps`);
+  const run: EndToEndRun = {
+    model,
+    workers: Number(started.workers),
+    trainImages: plan.endToEnd.trainImages,
+    command: r.command,
+    wallSeconds: r.wallSeconds,
+    epochSeconds: Number(epoch.seconds),
+    imagesPerSecond: Number(epoch.images_per_second),
+    ...(epochs[1] ? { secondEpochImagesPerSecond: Number(epochs[1].images_per_second) } : {}),
+    validationSeconds: (time(epoch) - time(steps.at(-1)!)) / 1000,
+    valAccuracy: Number(epoch.val_accuracy),
+    peakRssBytes: r.peakRssBytes,
+  };
+  const second = run.secondEpochImagesPerSecond === undefined ? '' : ` (the second epoch: ${run.secondEpochImagesPerSecond.toFixed(0)} img/s)`;
+  say(`  ${run.imagesPerSecond.toFixed(0)} img/s over the first epoch${second}, ${run.wallSeconds.toFixed(1)} s in all, peak RSS ${(run.peakRssBytes / 2 ** 20).toFixed(0)} MiB`);
+  return run;
 }
 
 /** K=1 and K=2 (and more) worker threads at a fixed batch per worker: the shared-memory step. */
@@ -161,8 +179,9 @@ export async function measureInProcess(plan: PeersPlan): Promise<InProcessSectio
 
 export async function measureCoordinatorWork(plan: PeersPlan): Promise<CoordinatorWorkSection> {
   const c = plan.coordinatorWork;
-  const args = ['--import', 'tsx', 'scripts/bench-coordinator-work.ts', '--model', c.model, '--workers', String(c.workers), '--steps', String(c.steps), '--warmup', String(c.warmupSteps)];
-  say(`coordinator work: node ${args.slice(2).join(' ')}`);
+  // With the flag dtrain runs with: garbage collection then runs on the owning thread and counts in its CPU time, as in a real run.
+  const args = [GC_FLAG, '--import', 'tsx', 'scripts/bench-coordinator-work.ts', '--model', c.model, '--workers', String(c.workers), '--steps', String(c.steps), '--warmup', String(c.warmupSteps)];
+  say(`coordinator work: node ${GC_FLAG} ${args.slice(3).join(' ')}`);
   const runs: CoordinatorWork[] = [];
   // Three runs, the median kept: one number per run, each from hundreds of steps.
   for (let i = 0; i < 3; i++) {

@@ -44,7 +44,7 @@ export interface ComputeRow {
   batch: number;
   /** Stock tfjs `model.fit` on wasm. */
   baseline: RunSpread;
-  /** Our StepComputer.train on wasm. */
+  /** Our StepComputer.trainInto on wasm (StepComputer.train in reports before 2026-12-01). */
   ours: RunSpread;
   speedup: number;
 }
@@ -213,9 +213,19 @@ export interface EndToEndRun {
   epochSeconds: number;
   /** Training images per second over the epoch (history.json). */
   imagesPerSecond: number;
+  /** The same over a second epoch in the same process, where one ran (absent in older reports). */
+  secondEpochImagesPerSecond?: number;
   /** Validation after the epoch: the last step to the epoch line. */
   validationSeconds: number;
   valAccuracy: number;
+  /**
+   * Images/s of every epoch run for this model, in the order run (rounds over all the models, so
+   * that a machine's slow minutes hit every model alike); imagesPerSecond is their median, and the
+   * other fields are the median run's. Absent in reports made before repeated runs.
+   */
+  repeats?: number[];
+  /** The second epoch's images/s of the same runs, in the same order (where every run had one). */
+  secondEpochRepeats?: number[];
   /** Largest resident set of the process (VmHWM), bytes. */
   peakRssBytes: number;
 }
@@ -245,7 +255,8 @@ export interface CoordinatorWork {
   stepMs: number;
 }
 
-export type CoordinatorWorkSection = { measured: true; runs: CoordinatorWork[] } | { measured: false; reason: string };
+/** `note`: where the numbers came from when not from the run itself (a section re-measured after the run failed it). */
+export type CoordinatorWorkSection = { measured: true; runs: CoordinatorWork[]; note?: string } | { measured: false; reason: string };
 
 export interface MemorySample {
   step: number;

@@ -5,6 +5,7 @@
  */
 import type {
   BenchReport,
+  EndToEndRun,
   EpochPoint,
   GoalResult,
   InProcessRun,
@@ -25,6 +26,18 @@ export function quantile(values: readonly number[], q: number): number {
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+/**
+ * The run whose images/s is the median of `runs` (the lower middle for an even count), with every
+ * run's images/s, in order, as its repeats, and their second epochs' where every run had one.
+ */
+export function medianRun(runs: readonly EndToEndRun[]): EndToEndRun {
+  if (runs.length === 0) throw new RangeError('Expected at least one run, but got none.');
+  const sorted = [...runs].sort((a, b) => a.imagesPerSecond - b.imagesPerSecond);
+  const seconds = runs.map((r) => r.secondEpochImagesPerSecond);
+  const secondEpochRepeats = seconds.every((x) => x !== undefined) ? { secondEpochRepeats: seconds as number[] } : {};
+  return { ...sorted[(sorted.length - 1) >> 1], repeats: runs.map((r) => r.imagesPerSecond), ...secondEpochRepeats };
 }
 
 export function median(values: readonly number[]): number {
@@ -292,7 +305,7 @@ export function torchLabel(r: TorchPeerRow): string {
   return r.mode === 'ddp' ? `DDP ${r.processes}×${r.threadsPerProcess} thread` : `1 process, ${r.threadsPerProcess} thread${r.threadsPerProcess === 1 ? '' : 's'}`;
 }
 
-/** One thread's bare compute (StepComputer.train, batch 32) from the compute section, images/s. */
+/** One thread's bare compute (StepComputer.trainInto, batch 32) from the compute section, images/s. */
 export function bareCompute(report: BenchReport, model: string, batch = 32): number | undefined {
   return report.compute.measured ? report.compute.rows.find((r) => r.model === model && r.batch === batch)?.ours.median : undefined;
 }

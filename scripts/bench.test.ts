@@ -20,7 +20,7 @@ import {
   summariseSteps,
 } from './bench-stats.ts';
 import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-markdown.ts';
-import { bestTorch, seedWorkload } from './bench-stats.ts';
+import { bestTorch, medianRun, seedWorkload } from './bench-stats.ts';
 import { README_END, README_START, renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
 import type { EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
 import { describeTorchSetup, parseTorchSetup } from './torch-setup.ts';
@@ -403,11 +403,30 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(lenet.dtrainWithValidationMinutes).toBeCloseTo(4.667, 3);
   });
 
+  it('takes each model\'s median epoch of several rounds, keeping every run\'s rate, and shows their range', () => {
+    const runs = [e2e('lenet', 4100), e2e('lenet', 3000), e2e('lenet', 4000)].map((x, i) => ({ ...x, wallSeconds: 30 + i, secondEpochImagesPerSecond: 5000 + i }));
+    const picked = medianRun(runs);
+    expect(picked.imagesPerSecond).toBe(4000);
+    // The other fields are the median run's own, not a mixture.
+    expect(picked.wallSeconds).toBe(32);
+    expect(picked.repeats).toEqual([4100, 3000, 4000]);
+    expect(picked.secondEpochRepeats).toEqual([5000, 5001, 5002]);
+    // An even count takes the lower middle.
+    expect(medianRun([e2e('mlp', 2), e2e('mlp', 1)]).imagesPerSecond).toBe(1);
+    expect(() => medianRun([])).toThrow(/at least one run/);
+    const md = renderMarkdown(withPeers({ endToEnd: { measured: true, runs: [picked] } }), 'r.json');
+    // The median run's second epoch stands beside it.
+    expect(md).toContain('| lenet | 4,000 (3,000–4,100) | 5,002 (5,000–5,002) | 32.0 s |');
+    // Runs without a second epoch keep no second-epoch repeats.
+    expect(medianRun([e2e('mlp', 2), e2e('mlp', 1)]).secondEpochRepeats).toBeUndefined();
+    expect(md).toContain('the median of 3 runs (min–max in brackets)');
+  });
+
   it('renders the peers and the single-machine sections, and the README table between its markers', () => {
     const r = withPeers();
     const md = renderMarkdown(r, 'r.json');
     expect(md).toContain('## 0. `dtrain train` against PyTorch on this machine');
-    expect(md).toContain('| lenet | 4,000 | 30.0 s | 1,277 | 4,000 | 3,000 | 5,000 | 0.80 | 300 MiB |');
+    expect(md).toContain('| lenet | 4,000 | — | 30.0 s | 1,277 | 4,000 | 3,000 | 5,000 | 0.80 | 300 MiB |');
     expect(md).toContain('| lenet | 2 | 64 | 5,333 | 1.67× | 12.00 | 10.00 | 1.50 | 0.50 |');
     expect(md).not.toMatch(/NaN|undefined|Infinity/);
     const readme = `intro\n${README_START}\nold table\n${README_END}\nrest`;
@@ -417,6 +436,13 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(out.startsWith('intro\n')).toBe(true);
     expect(out.endsWith(`${README_END}\nrest`)).toBe(true);
     expect(() => replaceReadmeTable('no markers', 'x')).toThrow(/Expected README.md to hold the markers/);
+  });
+
+  it('says where a re-measured coordinator-work section came from, after its numbers', () => {
+    const cw = { model: 'mlp', workers: 2, steps: 400, cpuMsPerStep: 0.3, activeMsPerStep: 0.6, stepMs: 5 };
+    const md = renderMarkdown(withPeers({ coordinatorWork: { measured: true, runs: [cw], note: 'Measured after the run, which failed this section.' } }), 'r.json');
+    expect(md).toMatch(/over 400 steps[^\n]*\n\nMeasured after the run, which failed this section\./);
+    expect(renderMarkdown(withPeers(), 'r.json')).not.toContain('Measured after the run');
   });
 
   it('states the PyTorch setup each peer printed, in section 0 and section 1, and nothing where none was printed', () => {

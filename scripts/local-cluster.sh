@@ -24,7 +24,7 @@ workers=$1
 shift
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dtrain=("node" "$root/bin/dtrain.js")
+dtrain=("node" "--single-threaded-gc" "$root/bin/dtrain.js")
 log_dir=${LOCAL_CLUSTER_LOG_DIR:-$(mktemp -d -t dtrain-local.XXXXXX)}
 mkdir -p "$log_dir"
 secret_dir=$(mktemp -d -t dtrain-token.XXXXXX)

@@ -124,7 +124,7 @@ run_one() { # model dtype rate workers
   load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
   before="$(iface_bytes)"
   started="$(date +%s.%N)"
-  ip netns exec "$PREFIX-c" node bin/dtrain.js coordinator --host 10.77.0.1 --port 8787 --no-http --no-plots \
+  ip netns exec "$PREFIX-c" node --single-threaded-gc bin/dtrain.js coordinator --host 10.77.0.1 --port 8787 --no-http --no-plots \
     --dataset synthetic --limit-train 4096 --limit-test 100 --model "$model" --backend wasm \
     --batch-per-worker "$BATCH_PER_WORKER" --max-steps "$STEPS" --min-workers "$k" --wire-dtype "$dtype" \
     --out "$WORK/run-$name" --log-file "$log" >"$WORK/$name.coordinator.out" 2>&1 &
@@ -132,7 +132,7 @@ run_one() { # model dtype rate workers
   PIDS="$PIDS $cpid"
   wait_for_line "$log" '"event":"listening"' 60
   for i in $(seq 1 "$k"); do
-    ip netns exec "$PREFIX-w$i" node bin/dtrain.js worker --connect ws://10.77.0.1:8787 --backend wasm --name "w$i" --log-level warn \
+    ip netns exec "$PREFIX-w$i" node --single-threaded-gc bin/dtrain.js worker --connect ws://10.77.0.1:8787 --backend wasm --name "w$i" --log-level warn \
       >"$WORK/$name.w$i.log" 2>&1 &
     wpids="$wpids $!"
     PIDS="$PIDS $!"

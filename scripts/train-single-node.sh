@@ -22,4 +22,4 @@ export DTRAIN_EPOCHS=${DTRAIN_EPOCHS:-20}
 # No DTRAIN_OUT: dtrain names the folder runs/<model>-<UTC time> after the model it really trains.
 
 # exec: signals reach dtrain itself, which checkpoints before it exits.
-exec node bin/dtrain.js train "$@"
+exec node --single-threaded-gc bin/dtrain.js train "$@"

@@ -24,7 +24,7 @@ trap 'for p in $PIDS; do kill "$p" 2>/dev/null || true; done' EXIT
 
 for dtype in float32 float16 bfloat16; do
   log="$OUT/$dtype.log"
-  node bin/dtrain.js coordinator --host 127.0.0.1 --port 0 --no-http --no-plots "${DATA[@]}" --model "$MODEL" --epochs "$EPOCHS" \
+  node --single-threaded-gc bin/dtrain.js coordinator --host 127.0.0.1 --port 0 --no-http --no-plots "${DATA[@]}" --model "$MODEL" --epochs "$EPOCHS" \
     --limit-train "$LIMIT_TRAIN" --limit-test "$LIMIT_TEST" --seed "$SEED" --backend wasm --min-workers "$WORKERS" \
     --wire-dtype "$dtype" --out "$OUT/$dtype" --log-file "$log" &
   cpid=$!
@@ -35,7 +35,7 @@ for dtype in float32 float16 bfloat16; do
   done
   port="$(grep '"event":"listening"' "$log" | sed 's/.*"port":\([0-9]*\).*/\1/')"
   for _ in $(seq 1 "$WORKERS"); do
-    node bin/dtrain.js worker --connect "ws://127.0.0.1:$port" --backend wasm --log-level warn >>"$OUT/$dtype.workers.log" 2>&1 &
+    node --single-threaded-gc bin/dtrain.js worker --connect "ws://127.0.0.1:$port" --backend wasm --log-level warn >>"$OUT/$dtype.workers.log" 2>&1 &
     PIDS="$PIDS $!"
   done
   wait "$cpid"

@@ -38,8 +38,10 @@ async function openWorkerPage(page: import('playwright-core').Page, url: string)
 
 describe.skipIf(skipWithoutChromium())('a browser tab as a worker', () => {
   it('trains with a Node worker to the end of the run, its slices counted', async () => {
-    // 1,280 synthetic images at batch 32: 40 steps, each split between the two workers.
-    const { c, port } = await coordinator(['--limit-train', '1280', '--limit-test', '200', '--model', 'mlp', '--min-workers', '2']);
+    // 1,280 synthetic images at batch 32: 40 steps, each split between the two workers. Evaluation
+    // in chunks of 25 images, so that both workers, idle when it starts, get a chunk: with one
+    // chunk per split, the worker first in line would take them all.
+    const { c, port } = await coordinator(['--limit-train', '1280', '--limit-test', '200', '--model', 'mlp', '--min-workers', '2', '--eval-batch-size', '25']);
     const base = `http://127.0.0.1:${port}`;
 
     // The page never carries the token: the server does not know which one the tab will use.

@@ -47,6 +47,7 @@ describe('dtrain train', () => {
     ['a worker URL that is not ws://', ['worker', '--connect', 'http://x'], { DTRAIN_TOKEN: 'long-enough-token' }, /--connect must be a ws:\/\/ or wss:\/\/ URL/],
     ['a step timeout no timer can hold', ['train', '--step-timeout', '3000000'], {}, /--step-timeout must be a duration between 0.001 s and 2147483 s \(what a timer can hold\), got "3000000"/],
     ['a cool-down no timer can hold', ['coordinator', '--cool-down-ms', '2147483648'], { DTRAIN_TOKEN: 'long-enough-token' }, /--cool-down-ms must be a duration between 1 ms and 2147483647 ms/],
+    ['an evaluation chunk of no images', ['train', '--eval-batch-size', '0'], {}, /--eval-batch-size must be an integer between 1 and 65536, got "0"/],
     ['a negative reduction grain', ['train', '--reduce-grain', '-1'], {}, /--reduce-grain must be an integer between 0 and 65536, got "-1"/],
     ['a malformed reduction grain variable', ['train'], { DTRAIN_REDUCE_GRAIN: 'four' }, /--reduce-grain must be an integer between 0 and 65536, got "four"/],
     ['a reduction grain with a robust aggregation', ['train', '--dataset', 'synthetic', '--limit-train', '64', '--limit-test', '20', '--reduce-grain', '4', '--aggregation', 'median'], {}, /--reduce-grain 4 needs --aggregation mean/],

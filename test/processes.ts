@@ -3,6 +3,7 @@
  * for events. Every process is killed when the test ends.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { GC_FLAG } from '../common/gc-mode.ts';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -23,7 +24,7 @@ export class DtrainProcess {
   private listeners: (() => void)[] = [];
 
   constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [GC_FLAG, CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       try {
         this.lines.push(JSON.parse(line) as LogLine);

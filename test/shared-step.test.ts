@@ -6,9 +6,11 @@ import { loadCheckpoint } from '../coordinator/checkpoint.ts';
 import { CTL, OP, type StepMemory } from '../common/step-memory.ts';
 import type { Membership } from '../coordinator/membership.ts';
 import type { StepEvent, Trainer } from '../coordinator/trainer.ts';
+import type { TrainConfig } from '../common/config.ts';
+import type { DatasetSplits } from '../common/data/types.ts';
 
 /** What the tests reach inside a thread's handle. */
-type Exposed = { id: string; run: (task: never) => unknown; thread: { thread: Worker }; shared: { mem: StepMemory; command(i: number): Promise<void> } };
+type Exposed = { id: string; run: (task: never) => unknown; thread: { thread: Worker }; shared: { mem: StepMemory; fuseRounds: boolean; command(i: number): Promise<void> } };
 type Config = { model: 'mlp' | 'lenet'; batchSize: number; workers: number; maxSteps: number };
 
 /**
@@ -99,6 +101,8 @@ describe('a thread lost during the reduction', () => {
       // step 2's reduction is still ahead when step 1 is reported: it passes).
       const victim = live.find((w) => w.id === 'thread-2')!;
       const shared = victim.shared;
+      // Phase 2 as commands of its own: a fused round does its stripes inside the train commands.
+      shared.fuseRounds = false;
       const command = shared.command.bind(shared);
       let reductions = 0;
       shared.command = (i: number) => {
@@ -117,28 +121,37 @@ describe('a thread lost during the reduction', () => {
   });
 });
 
+/**
+ * The same run in shared memory and on the message path; `ops`: the op of every command the
+ * shared-memory step sent its threads from step 1's report on.
+ */
+async function againstMessagePath(cfg: Partial<TrainConfig>, data: DatasetSplits) {
+  let membership: Membership | undefined;
+  const ops: number[] = [];
+  const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+    membership: (m) => (membership = m),
+    hooks: {
+      onStep: (e) => {
+        if (e.step !== 1) return;
+        const step = (membership!.live()[0] as unknown as Exposed).shared;
+        const command = step.command.bind(step);
+        step.command = (i: number) => {
+          ops.push(step.mem.ctl[step.mem.threadBase(i) + CTL.op]);
+          return command(i);
+        };
+      },
+    },
+  });
+  const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
+  return { shared, messages, ops };
+}
+
 describe('a step of one slot (train, reduction and Adam in one command)', () => {
 
   it('runs as one trainApply command per step and ends where the message path does (cpu backend, 2 threads, batch 1)', { timeout: 300_000 }, async () => {
     const data = await syntheticData(640, 20);
     const cfg = { model: 'mlp' as const, batchSize: 1, backend: 'cpu' as const, workers: 2, maxSteps: 20 };
-    let membership: Membership | undefined;
-    const ops: number[] = [];
-    const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
-      membership: (m) => (membership = m),
-      hooks: {
-        onStep: (e) => {
-          if (e.step !== 1) return;
-          const step = (membership!.live()[0] as unknown as Exposed).shared;
-          const command = step.command.bind(step);
-          step.command = (i: number) => {
-            ops.push(step.mem.ctl[step.mem.threadBase(i) + CTL.op]);
-            return command(i);
-          };
-        },
-      },
-    });
-    const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
+    const { shared, messages, ops } = await againstMessagePath(cfg, data);
     expect(shared.shared).toBe(true);
     // From the step under way when step 1 was reported (the report waits for the next step's
     // dispatch) to step 20: one command each, and no separate reduction.
@@ -160,6 +173,23 @@ describe('a step of one slot (train, reduction and Adam in one command)', () => 
     expect(events.map((e) => e.retries)).toEqual([0, 0, 1]);
     expect(maxAbsDiff(crashed.weights, straight.weights)).toBe(0);
   });
+});
+
+describe('a step of several slots (a fused round: train, barrier, stripe in one command per thread)', () => {
+  // cnn-bn: synchronized BatchNorm's own barrier on the threads' board inside the slice, moving statistics moved on the owning thread after.
+  for (const [model, steps] of [['lenet', 12], ['cnn-bn', 6]] as const) {
+    it(`runs ${model} on 2 threads as one trainApply command per thread and step, and ends where the message path does (cpu backend)`, { timeout: 300_000 }, async () => {
+      const data = await syntheticData(640, 20);
+      const cfg = { model, batchSize: 8, backend: 'cpu' as const, workers: 2, maxSteps: steps };
+      const { shared, messages, ops } = await againstMessagePath(cfg, data);
+      expect(shared.shared).toBe(true);
+      // From step 2 (or, where reports wait for the next dispatch, step 3) to the last: two commands a step.
+      expect(ops.length).toBeGreaterThanOrEqual(2 * (steps - 2));
+      expect(ops.length).toBeLessThanOrEqual(2 * (steps - 1));
+      expect(ops.every((op) => op === OP.trainApply)).toBe(true);
+      expect(maxAbsDiff(shared.weights, messages.weights)).toBe(0);
+    });
+  }
 });
 
 describe('the shared-memory step against the WebSocket path', () => {

@@ -20,6 +20,7 @@ import { withTimeout } from '../common/timeout.ts';
 import { describeSelection, type BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
 import { BnRelay } from './bn-relay.ts';
+import { gcMode, warnGcMode } from '../common/gc-mode.ts';
 
 export interface WorkerClientOptions {
   url: string;
@@ -99,7 +100,8 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
   const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
   try {
     const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
-    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
+    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels, ...gcMode() }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
+    warnGcMode(log);
     let attempt = 0;
     for (;;) {
       if (opts.signal?.aborted) return { code: 0, reason: 'stopped by signal' };

@@ -88,6 +88,26 @@ describe('StepComputer', () => {
     c.dispose();
   });
 
+  for (const model of ['mlp', 'cnn-dropout'] as ModelName[]) {
+    it(`gives each ${model} step of a run the gradient a fresh computer gives it, though the input and mask arrays are reused`, async () => {
+      const run = new StepComputer(model, { kind: 'scale' });
+      run.setWeights(initialWeights(run.layout, 5));
+      const batches = [0, 1, 2].map((k) => generateSynthetic(Uint32Array.from({ length: 6 }, (_, i) => 6 * k + i), 'dev', 7));
+      const inRun = [];
+      for (const [k, b] of batches.entries()) inRun.push(await run.train(b.images, b.labels, { position: { seed: 1, step: k, firstSample: 0 } }));
+      for (const [k, b] of batches.entries()) {
+        const fresh = new StepComputer(model, { kind: 'scale' });
+        fresh.setWeights(initialWeights(fresh.layout, 5));
+        const alone = await fresh.train(b.images, b.labels, { position: { seed: 1, step: k, firstSample: 0 } });
+        expect(Buffer.from(inRun[k].gradientSum.slice().buffer).equals(Buffer.from(alone.gradientSum.slice().buffer)), `step ${k}`).toBe(true);
+        fresh.dispose();
+      }
+      // Different batches, different gradients: a stale array would repeat the first.
+      expect(inRun[1].gradientSum).not.toEqual(inRun[0].gradientSum);
+      run.dispose();
+    });
+  }
+
   it("draws cnn-dropout's masks from the samples' positions: same position, same result; another step, another", async () => {
     const c = new StepComputer('cnn-dropout', { kind: 'scale' });
     c.setWeights(initialWeights(c.layout, 2));

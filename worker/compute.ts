@@ -8,6 +8,7 @@ import { DtrainError, ShapeError } from '../common/errors.ts';
 import { buildModel, MODEL_SPECS, NUM_CLASSES, IMAGE_SHAPE, IMAGE_SIZE, type ModelName } from '../common/models.ts';
 import { weightLayout, assertLength, type WeightLayout } from '../common/weights.ts';
 import { preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
+import { UploadScratch } from '../common/upload-scratch.ts';
 import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
 import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, type NormalizedBatch } from './layers/sync-batch-norm.ts';
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
@@ -134,6 +135,8 @@ export class StepComputer {
   private readonly batchNorms: tfl.layers.Layer[];
   /** The models skip tfjs's tape where the backend reads synchronously and BatchNorm is synchronized (direct-backprop.ts). */
   private readonly direct: DirectBackprop | undefined;
+  /** The preprocessed batch's array, reused across steps where the backend copies it (common/upload-scratch.ts). */
+  private readonly uploads = new UploadScratch();
 
   /** `options.tape`: always record on tfjs's tape (tests and benchmarks compare the two paths). */
   constructor(readonly modelName: ModelName, private preprocessing: Preprocessing, options: { tape?: boolean } = {}) {
@@ -206,7 +209,7 @@ export class StepComputer {
 
   private inputs(images: Uint8Array, count: number): Tensor {
     assertLength('image bytes', images.length, count * IMAGE_SIZE);
-    const x = preprocessBatch(images, this.preprocessing);
+    const x = preprocessBatch(images, this.preprocessing, this.uploads.take(images.length));
     return this.flatInput ? tf.tensor2d(x, [count, IMAGE_SIZE]) : tf.tensor4d(x, [count, ...IMAGE_SHAPE]);
   }
 

@@ -23,6 +23,7 @@
  */
 import { tf, tfc, tfl, type Tensor } from '../common/tf.ts';
 import { hostFloats } from '../common/host-floats.ts';
+import { UploadScratch } from '../common/upload-scratch.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import { NUM_CLASSES } from '../common/models.ts';
 import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
@@ -153,6 +154,9 @@ function groupedScaleShift(sums: Float64Array, channels: number): { gamma: Float
 }
 
 export class DirectBackprop {
+  /** Dropout masks' arrays, reused across steps where the backend copies them (common/upload-scratch.ts). */
+  private readonly uploads = new UploadScratch();
+
   private constructor(private readonly stages: Stage[]) {}
 
   /** The direct path for `model`, or undefined if one of its layers needs the tape. */
@@ -215,7 +219,7 @@ export class DirectBackprop {
   private forwardStage(s: Stage, i: number, h: Tensor, pass: Pass, position: SamplePosition): Tensor {
     if (s.kind === 'dropout') {
       if (s.rate <= 0) return h;
-      const mask = tf.tensor(dropoutMask(s.rate, h.shape[0], h.size / h.shape[0], position), h.shape);
+      const mask = tf.tensor(dropoutMask(s.rate, h.shape[0], h.size / h.shape[0], position, this.uploads.take(h.size)), h.shape);
       pass.masks.set(i, mask);
       return tf.mul(h, mask);
     }

@@ -5,7 +5,7 @@
  * written into the slot) or reduce and apply Adam to a stripe of the parameters, or both in one
  * command when the step has one slot.
  */
-import { CTL, F64, OP, STATUS, StepMemory, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
+import { CTL, F64, OP, STATUS, StepMemory, abortRound, arriveAtRound, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker } from '../common/step-stripe.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
@@ -77,23 +77,51 @@ export class SharedStepServer {
       const op = ctl[b + CTL.op];
       if (op === OP.train) await this.train(true);
       else if (op === OP.reduce) this.runStripe(false);
-      else if (op === OP.trainApply) {
-        // The native stripe takes the slot's Σ g² in its own pass over the gradient; else train() does.
-        const fused = this.stripe.fusesSquares;
-        await this.train(!fused);
-        // train() refused a reassigned slot by throwing, so the stripe reads this thread's own gradient.
-        const started = performance.now();
-        const squares = this.runStripe(fused);
-        const fb = this.mem.f64Base(this.index);
-        if (squares !== undefined) this.mem.f64[fb + F64.gradSquares] = squares;
-        this.mem.f64[fb + F64.optimizerMs] = performance.now() - started;
-      } else throw new Error(`unknown shared-step command ${op}`);
+      else if (op === OP.trainApply && ctl[b + CTL.fuseRound] === 0) await this.trainApply();
+      else if (op === OP.trainApply) await this.trainInRound(ctl[b + CTL.fuseRound]);
+      else throw new Error(`unknown shared-step command ${op}`);
       ctl[b + CTL.status] = STATUS.ok;
     } catch (err) {
+      // The step's other threads must not wait at the barrier for this one.
+      if (ctl[b + CTL.op] === OP.trainApply && ctl[b + CTL.fuseRound] !== 0) abortRound(ctl, ctl[b + CTL.fuseRound]);
       const e = err as { code?: unknown; message?: string };
       this.mem.writeError(this.index, e.message ?? String(err), typeof e.code === 'string' ? e.code : undefined);
       ctl[b + CTL.status] = STATUS.failed;
     }
+  }
+
+  /** A step of one slot: train, then reduce and apply Adam over the whole span. */
+  private async trainApply(): Promise<void> {
+    // The native stripe takes the slot's Σ g² in its own pass over the gradient; else train() does.
+    const fused = this.stripe.fusesSquares;
+    await this.train(!fused);
+    // train() refused a reassigned slot by throwing, so the stripe reads this thread's own gradient.
+    const started = performance.now();
+    const squares = this.runStripe(fused);
+    const fb = this.mem.f64Base(this.index);
+    if (squares !== undefined) this.mem.f64[fb + F64.gradSquares] = squares;
+    this.mem.f64[fb + F64.optimizerMs] = performance.now() - started;
+  }
+
+  /**
+   * A slot of a step of several: train, wait at the round's barrier for the step's other slots, then
+   * reduce and apply Adam to this thread's stripe. If the round is given up or the wait (CTL.fuseWaitMs
+   * from the command's start) runs out, the stripe is left to the owning thread's reduce commands
+   * (CTL.fused stays 0).
+   */
+  private async trainInRound(round: number): Promise<void> {
+    const { ctl } = this.mem;
+    const b = this.base;
+    ctl[b + CTL.fused] = 0;
+    const commanded = performance.now();
+    await this.train(true);
+    // The wait counts from the command, so the whole command stays within the owner's step timeout.
+    const waitMs = Math.max(0, ctl[b + CTL.fuseWaitMs] - (performance.now() - commanded));
+    if (!(await arriveAtRound(ctl, round, ctl[CTL.slotsUsed], waitMs, this.spinMicros))) return;
+    const started = performance.now();
+    this.runStripe(false);
+    this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
+    ctl[b + CTL.fused] = 1;
   }
 
   /** This thread's stripe; with `squares`, also slot 0's Σ g² when the stripe's kernel takes it (else undefined). */

@@ -18,6 +18,7 @@ import { EpochProgress } from './progress.ts';
 import { createRunWeb, logDashboardUrl } from '../http/serve.ts';
 import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
 import { AGGREGATIONS, type Aggregation } from '../robust-aggregate.ts';
+import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
 
 export function addTrainingOptions(cmd: Command): Command {
   const d = TRAIN_DEFAULTS;
@@ -30,6 +31,7 @@ export function addTrainingOptions(cmd: Command): Command {
     .addOption(envOption('--data-dir <dir>', 'folder holding cifar-10-batches-bin/ or cifar-10-binary.tar.gz', 'DTRAIN_DATA_DIR'))
     .addOption(envOption('--limit-train <n>', 'train on the first N training images (validation: N/4)', 'DTRAIN_LIMIT_TRAIN').argParser(integer('--limit-train', 1)))
     .addOption(envOption('--limit-test <n>', 'test on the first N test images', 'DTRAIN_LIMIT_TEST').argParser(integer('--limit-test', 1)))
+    .addOption(envOption('--eval-batch-size <n>', 'images per evaluation chunk; the chunks of a split are shared among the workers', 'DTRAIN_EVAL_BATCH_SIZE').default(d.evalBatchSize).argParser(integer('--eval-batch-size', 1, 65_536)))
     .addOption(envOption('--backend <name>', `compute backend: ${BACKEND_CHOICES.join(' | ')}`, 'DTRAIN_BACKEND').default(d.backend).argParser(oneOf('--backend', BACKEND_CHOICES)))
     .addOption(envOption('--seed <n>', 'seed for initial weights, the 80/20 split and shuffles', 'DTRAIN_SEED').default(d.seed).argParser(integer('--seed', 0, 2 ** 31 - 1)))
     .addOption(envOption('--learning-rate <lr>', 'Adam learning rate', 'DTRAIN_LEARNING_RATE').default(d.learningRate).argParser(positiveNumber('--learning-rate')))
@@ -54,6 +56,7 @@ interface TrainingFlags {
   dataDir?: string;
   limitTrain?: number;
   limitTest?: number;
+  evalBatchSize: number;
   backend: BackendChoice;
   seed: number;
   learningRate: number;
@@ -98,6 +101,7 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
     dataDir: flags.dataDir,
     limitTrain: flags.limitTrain,
     limitTest: flags.limitTest,
+    evalBatchSize: flags.evalBatchSize,
     backend: flags.backend,
     seed: flags.seed,
     learningRate: flags.learningRate,
@@ -156,7 +160,8 @@ export function registerTrainCommand(program: Command): void {
     const config = { ...trainConfigFromFlags(flags, workers), reduceGrain: flags.reduceGrain };
     const tty = process.stdout.isTTY === true && !flags.logFile;
     const log = loggerFromFlags(flags, { role: 'trainer' });
-    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out, ...gcMode() }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
+    warnGcMode(log);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
     const signal = shutdownSignal(log);
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);

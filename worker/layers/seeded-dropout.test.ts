@@ -12,6 +12,14 @@ describe('seeded dropout', () => {
     expect(new Set(kept)).toEqual(new Set([Math.fround(1 / 0.7)]));
   });
 
+  it('writes every value of a given array, whatever it held, and refuses one of the wrong length', () => {
+    const at = { seed: 5, step: 2, firstSample: 3 };
+    const out = new Float32Array(4 * 30).fill(NaN);
+    expect(dropoutMask(0.4, 4, 30, at, out)).toBe(out);
+    expect(out).toEqual(dropoutMask(0.4, 4, 30, at));
+    expect(() => dropoutMask(0.4, 4, 30, at, new Float32Array(119))).toThrow(/Expected a mask array of 120 values, but got 119/);
+  });
+
   it('gives a sample the same mask whatever slice it is in', () => {
     const whole = dropoutMask(0.3, 12, 50, { seed: 1, step: 9, firstSample: 0 });
     const slices = [0, 4, 8].map((first) => dropoutMask(0.3, 4, 50, { seed: 1, step: 9, firstSample: first }));

@@ -17,9 +17,10 @@ export interface SamplePosition {
   firstSample: number;
 }
 
-/** The scaled keep mask: `count` rows of `features` values, each 0 or 1 / (1 − rate). */
-export function dropoutMask(rate: number, count: number, features: number, at: SamplePosition): Float32Array {
-  const mask = new Float32Array(count * features);
+/** The scaled keep mask: `count` rows of `features` values, each 0 or 1 / (1 − rate); written into `out` when given (every value). */
+export function dropoutMask(rate: number, count: number, features: number, at: SamplePosition, out?: Float32Array): Float32Array {
+  const mask = out ?? new Float32Array(count * features);
+  if (mask.length !== count * features) throw new RangeError(`Expected a mask array of ${count * features} values, but got ${mask.length}.`);
   const kept = 1 / (1 - rate);
   for (let i = 0; i < count; i++) {
     const key = sampleKey(at.seed, at.step, at.firstSample + i);
