@@ -92,7 +92,18 @@ export const CTL = {
   fuseWaitMs: 22,
   /** Set by the thread: 1 when it did its stripe of the fused round, else 0. */
   fused: 23,
+  /**
+   * Set by the thread in a fused round: ROUND_PHASE.mayWrite from just before it arrives at the
+   * barrier until it has left it without a stripe or finished its stripe (then ROUND_PHASE.clear):
+   * while it holds mayWrite, the thread may write its stripe of the next copies.
+   */
+  roundPhase: 24,
+  /** The number of slots the round's barrier waits for, fixed with the command (the global slotsUsed changes with later steps). */
+  roundSlots: 25,
 } as const;
+
+/** CTL.roundPhase's values. */
+export const ROUND_PHASE = { clear: 0, mayWrite: 1 } as const;
 
 const THREAD_INTS = 32;
 

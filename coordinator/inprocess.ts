@@ -64,6 +64,7 @@ export interface InProcessOptions {
 export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> }> {
   membership.canGrow = false;
   const threads: ComputeThread[] = [];
+  const byIndex: ComputeThread[] = [];
   const sm = opts.sharedMemory;
   // The stripes run the SIMD Adam exactly when the trainer's Adam does (same availability check).
   const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
@@ -80,6 +81,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
       // Synchronized BatchNorm: the thread's sums go straight to this step's round.
       thread.onBnSums = (m) => bnRounds.contribute(m);
       threads.push(thread);
+      byIndex[i] = thread;
       thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
       const selection = await startup(thread.started(), id, 'loading the backend');
       const backend = await startup(thread.welcome({ ...opts.welcome, workerId: id }), id, 'building the model');
@@ -98,7 +100,10 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
     throw err;
   });
   for (const s of started) membership.join(s.handle);
-  if (shared) shared.onThreadFailed = (i, reason) => membership.leave(`thread-${i + 1}`, 'evicted', reason, CLOSE_CODES.evicted);
+  if (shared) {
+    shared.onThreadFailed = (i, reason) => membership.leave(`thread-${i + 1}`, 'evicted', reason, CLOSE_CODES.evicted);
+    shared.threadGone = (i) => byIndex[i].gone;
+  }
   return {
     backend: started[0].selection,
     sharedStep: shared,

@@ -20,7 +20,7 @@ import { Trainer, type RunOutcome } from './trainer.ts';
 import { GradientScreen } from './result-check.ts';
 import { permutation } from '../common/random.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
-import { CTL, OP } from '../common/step-memory.ts';
+import { CTL, OP, ROUND_PHASE, publish } from '../common/step-memory.ts';
 import { setNativeStripe } from '../common/step-stripe.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 import { requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
@@ -459,5 +459,84 @@ describe('a step of several slots in a fused round (train, barrier, stripe: one 
     let worst = 0;
     for (let i = 0; i < run.weights.length; i++) worst = Math.max(worst, Math.abs(run.weights[i] - straight.weights[i]));
     expect(worst).toBeLessThan(1e-5);
+  });
+});
+
+describe('a thread evicted while it may still write its stripe of a fused round', { timeout: 30_000 }, () => {
+  const set = { images: new Uint8Array(8 * IMAGE_BYTES), labels: new Uint8Array(8), count: 8 };
+  const task = (taskId: number, spec: { images: Uint8Array; labels: Uint8Array }): TaskMessage => ({ type: 'task', taskId, weightsVersion: 1, ...spec }) as TaskMessage;
+  const simd = new Adam(1).kind === 'simd';
+
+  /** A step of 2 slots; thread 2 (played by the test, no server) takes its round command, says it may write, and is failed. Slot 2 is recomputed on thread 1. */
+  async function evictedInStripe(setup: (shared: SharedStep) => void = () => {}) {
+    const shared = new SharedStep({ trainable: 64, stats: 0, slots: 2, slotSamples: 4, threads: 2 }, simd);
+    shared.load(new Float32Array(64).fill(0.5), new Adam(64));
+    shared.roundWaitMs = 400;
+    setup(shared);
+    void new SharedStepServer(shared.attachMessage(0), fakeSession(1, () => undefined), (job) => job()).serve();
+    const first = shared.train(0, 0, task(1, shared.gather(0, set, Uint32Array.of(0, 1, 2, 3))));
+    const slot2 = shared.gather(1, set, Uint32Array.of(4, 5, 6, 7));
+    const lost = shared.train(1, 1, task(2, slot2)).catch((e: Error) => e);
+    // Both round commands go out; thread 1 trains and waits at the barrier.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(shared.mem.ctl[shared.mem.threadBase(1) + CTL.op]).toBe(OP.trainApply);
+    Atomics.store(shared.mem.ctl, shared.mem.threadBase(1) + CTL.roundPhase, ROUND_PHASE.mayWrite);
+    shared.fail(1, 'step timeout');
+    expect(await lost).toBeInstanceOf(Error);
+    const results = [await first, await shared.train(0, 1, task(3, slot2))];
+    return { shared, results };
+  }
+
+  /** The weights after the same step on two honest threads with no round. */
+  async function reference(): Promise<Float32Array> {
+    const shared = new SharedStep({ trainable: 64, stats: 0, slots: 2, slotSamples: 4, threads: 2 }, simd);
+    shared.load(new Float32Array(64).fill(0.5), new Adam(64));
+    shared.fuseRounds = false;
+    [1, 2].forEach((t, i) => void new SharedStepServer(shared.attachMessage(i), fakeSession(t, () => undefined), (job) => job()).serve());
+    const results = await Promise.all([0, 1].map((slot) => shared.train(slot, slot, task(slot + 1, shared.gather(slot, set, Uint32Array.from({ length: 4 }, (_, j) => slot * 4 + j))))));
+    await shared.apply(results, 5_000);
+    const w = new Float32Array(64);
+    shared.store(w);
+    return w;
+  }
+
+  it('runs phase 2 only after the thread has left its stripe, so a late stripe write is overwritten, not kept', async () => {
+    const { shared, results } = await evictedInStripe();
+    let applied = false;
+    const applying = shared.apply(results, 5_000).then(() => (applied = true));
+    await new Promise((r) => setTimeout(r, 150));
+    expect(applied).toBe(false);
+    // The evicted thread's stripe lands late, then it leaves the round.
+    shared.mem.weights[1].fill(1e30, 0, 64);
+    publish(shared.mem.ctl, shared.mem.threadBase(1) + CTL.roundPhase, ROUND_PHASE.clear);
+    await applying;
+    const w = new Float32Array(64);
+    shared.store(w);
+    expect(sameBits(w, await reference())).toBe(true);
+  });
+
+  it('runs phase 2 once the thread has exited, even though it never said it left', async () => {
+    let exit = () => {};
+    const gone = new Promise<void>((r) => (exit = r));
+    const { shared, results } = await evictedInStripe((s) => (s.threadGone = (i) => (i === 1 ? gone : new Promise(() => {}))));
+    let applied = false;
+    const applying = shared.apply(results, 5_000).then(() => (applied = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(applied).toBe(false);
+    exit();
+    await applying;
+    const w = new Float32Array(64);
+    shared.store(w);
+    expect(sameBits(w, await reference())).toBe(true);
+  });
+
+  it('stops the run with DTRAIN_ERR_SHARED_STEP when the thread neither leaves nor exits within the round\'s wait, and refuses later commands', async () => {
+    const { shared, results } = await evictedInStripe();
+    const started = Date.now();
+    const err = (await shared.apply(results, 5_000).catch((e: unknown) => e)) as { code?: string; message: string };
+    expect(Date.now() - started).toBeGreaterThanOrEqual(350);
+    expect(err.code).toBe('DTRAIN_ERR_SHARED_STEP');
+    expect(err.message).toMatch(/Thread 2 was evicted during a fused round and, 400 ms later, may still be writing its stripe/);
+    await expect(shared.train(0, 0, task(4, shared.gather(0, set, Uint32Array.of(0, 1, 2, 3))))).rejects.toThrow(/may still be writing its stripe/);
   });
 });

@@ -25,7 +25,7 @@ import { DtrainError } from '../common/errors.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
-import { CTL, F64, MAX_ROUND_SLOTS, OP, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
+import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { availableParallelism } from 'node:os';
@@ -85,6 +85,19 @@ export class SharedStep {
   private roundBroken = false;
   /** Per slot: a command of the round went out for it. */
   private readonly roundIssued: boolean[] = [];
+  /** The threads the step's round commands went to (see quiesce). */
+  private readonly roundThreads = new Set<number>();
+  /**
+   * Set when a thread evicted in a fused round may still write its stripe of the next copies and
+   * neither left the round nor exited in time: the next weights cannot be trusted, so every later
+   * command and apply() fail with it.
+   */
+  private broken: DtrainError | undefined;
+  /**
+   * Resolves once thread `index` has exited (inprocess.ts: its Worker's exit event), so it writes
+   * nothing more. Default: never (a thread that is not a real Worker must leave its round itself).
+   */
+  threadGone: (index: number) => Promise<void> = () => new Promise(() => {});
   /** Threads of a round closed before apply() whose commands may still run (see closeRound). */
   private readonly unsettled = new Set<number>();
   /** The wait for `unsettled` in progress (settleRound). */
@@ -193,6 +206,7 @@ export class SharedStep {
     const b = this.mem.threadBase(index);
     const ticket = ++this.tickets[index];
     if (this.unsettled.size > 0 || this.settling) await this.settleRound();
+    if (this.broken) throw this.broken;
     await this.idle(index, ticket);
     const fused = this.stepSlots === 1 && this.adam !== undefined;
     const round = fused ? 0 : this.joinRound(slot);
@@ -202,6 +216,10 @@ export class SharedStep {
     ctl[b + CTL.count] = task.labels.length;
     ctl[b + CTL.parity] = this.parity;
     ctl[b + CTL.fuseRound] = round;
+    if (round !== 0) {
+      ctl[b + CTL.roundSlots] = ctl[CTL.slotsUsed];
+      this.roundThreads.add(index);
+    }
     writeSliceFields(ctl, b, task);
     if (fused) {
       this.prepareReduction([task.labels.length]);
@@ -270,6 +288,7 @@ export class SharedStep {
     this.round = 0;
     this.roundBroken = false;
     this.roundIssued.length = 0;
+    this.roundThreads.clear();
     this.roundResults.length = 0;
   }
 
@@ -298,7 +317,30 @@ export class SharedStep {
     } catch (e) {
       this.fail(index, (e as Error).message);
       this.onThreadFailed(index, (e as Error).message);
+      // A thread still in its stripe after that breaks the step memory: the next command says so.
+      await this.quiesce([index]).catch(() => {});
     }
+  }
+
+  /**
+   * Waits until none of the failed threads among `indices` can still write a stripe of a fused round
+   * (it left the barrier or finished its stripe: CTL.roundPhase, or its thread exited), for up to
+   * roundWaitMs. Phase 2 and the next step rewrite the next copies: a late stripe over them would
+   * corrupt the weights. A thread that is still in its stripe after that marks the step memory broken.
+   */
+  private async quiesce(indices: Iterable<number>): Promise<void> {
+    const { ctl } = this.mem;
+    const waits = [...indices].filter((i) => !this.alive[i]).map(async (i) => {
+      const phase = this.mem.threadBase(i) + CTL.roundPhase;
+      const left = waitWhileEqual(ctl, phase, ROUND_PHASE.mayWrite);
+      try {
+        await withTimeout(Promise.race([left, this.threadGone(i)]), this.roundWaitMs, `thread ${i + 1}'s stripe`);
+      } catch {
+        this.broken ??= new DtrainError('DTRAIN_ERR_SHARED_STEP', `Thread ${i + 1} was evicted during a fused round and, ${this.roundWaitMs} ms later, may still be writing its stripe of the next weights (it neither left the round nor exited): the weights can no longer be trusted, so the run stops. Rerun with --workers 1, or resume from the last checkpoint.`, { expected: false });
+      }
+    });
+    await Promise.all(waits);
+    if (this.broken) throw this.broken;
   }
 
   /** Whether every one of the step's results came from its slot's round command, whose thread did its stripe. */
@@ -351,9 +393,13 @@ export class SharedStep {
     const { ctl } = this.mem;
     const totals = stepTotals(results);
     // The step's results came from trainApply commands (its one slot's, or a complete round's): their threads already wrote the next copies.
+    if (this.broken) throw this.broken;
     const done = (results.length === 1 && results[0] === this.applied) || this.roundDone(results);
+    const roundThreads = [...this.roundThreads];
     this.applied = undefined;
     this.closeRound(true);
+    // A thread evicted past the barrier may still write its stripe: phase 2 must not start under it.
+    if (!done) await this.quiesce(roundThreads);
     // Stripes of a round that fell back were wasted: the step's optimizer time is phase 2's.
     if (!done) this.fusedOptimizerMs = 0;
     if (!done) this.prepareReduction(results.map((r) => r.count));

@@ -27,6 +27,8 @@ export class ComputeThread {
   private readonly pending = new Map<number, { resolve(r: ResultMessage): void; reject(e: Error): void }>();
   private waiter: { type: string; resolve(m: ThreadMessage): void; reject(e: Error): void } | undefined;
   private exited = false;
+  /** Resolves when the thread has exited, however it ended: it runs nothing more. */
+  readonly gone: Promise<void>;
   /** Called once if the thread dies (error or exit) other than through terminate(). */
   onLost: (reason: string) => void = () => {};
   /** Called when the thread's backend failed its first step and the thread moved to the next one. */
@@ -46,6 +48,7 @@ export class ComputeThread {
     this.thread.on('message', (m: ThreadMessage) => this.dispatch(m));
     this.thread.on('error', (err) => this.lost(`compute thread error: ${err.message}`));
     this.thread.on('exit', (code) => this.lost(`compute thread exited with code ${code}`));
+    this.gone = new Promise((resolve) => this.thread.once('exit', () => resolve()));
   }
 
   private dispatch(m: ThreadMessage): void {

@@ -5,7 +5,7 @@
  * written into the slot) or reduce and apply Adam to a stripe of the parameters, or both in one
  * command when the step has one slot.
  */
-import { CTL, F64, OP, STATUS, StepMemory, abortRound, arriveAtRound, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
+import { CTL, F64, OP, ROUND_PHASE, STATUS, StepMemory, abortRound, arriveAtRound, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker } from '../common/step-stripe.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
@@ -117,11 +117,18 @@ export class SharedStepServer {
     await this.train(true);
     // The wait counts from the command, so the whole command stays within the owner's step timeout.
     const waitMs = Math.max(0, ctl[b + CTL.fuseWaitMs] - (performance.now() - commanded));
-    if (!(await arriveAtRound(ctl, round, ctl[CTL.slotsUsed], waitMs, this.spinMicros))) return;
-    const started = performance.now();
-    this.runStripe(false);
-    this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
-    ctl[b + CTL.fused] = 1;
+    // Said before arriving, so an owner that gives the round up (SharedStep.quiesce) waits for a
+    // thread that may be past the barrier until it has written its stripe or left.
+    Atomics.store(ctl, b + CTL.roundPhase, ROUND_PHASE.mayWrite);
+    try {
+      if (!(await arriveAtRound(ctl, round, ctl[b + CTL.roundSlots], waitMs, this.spinMicros))) return;
+      const started = performance.now();
+      this.runStripe(false);
+      this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
+      ctl[b + CTL.fused] = 1;
+    } finally {
+      publish(ctl, b + CTL.roundPhase, ROUND_PHASE.clear);
+    }
   }
 
   /** This thread's stripe; with `squares`, also slot 0's Σ g² when the stripe's kernel takes it (else undefined). */
