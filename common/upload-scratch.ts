@@ -17,6 +17,11 @@ import { tf } from './tf.ts';
 /** Backends that copy a new tensor's values before `tf.tensor` returns. */
 const COPYING_BACKENDS = new Set(['wasm']);
 
+/** Whether the current backend copies a new tensor's values (so the array may be reused or shared). */
+export function backendCopiesUploads(): boolean {
+  return COPYING_BACKENDS.has(tf.getBackend());
+}
+
 /** Distinct lengths kept at most: a training slice, an evaluation chunk, a last short batch, a mask. */
 const MAX_LENGTHS = 4;
 
@@ -25,7 +30,7 @@ export class UploadScratch {
 
   /** An array of `length` floats to fill entirely and turn into a tensor at once; undefined where the backend would keep it. */
   take(length: number): Float32Array | undefined {
-    if (!COPYING_BACKENDS.has(tf.getBackend())) return undefined;
+    if (!backendCopiesUploads()) return undefined;
     let array = this.arrays.get(length);
     if (!array) {
       if (this.arrays.size >= MAX_LENGTHS) this.arrays.clear();

@@ -13,6 +13,7 @@ import type { ThreadInit } from './thread.ts';
 import type { SharedAttachMessage } from './shared-step-server.ts';
 import type { BnBoardAttachMessage } from '../common/bn-board.ts';
 import { createExchangeBuffer, ExchangeHost, type ExchangeRequest } from './bn-exchange-channel.ts';
+import { TaskArena } from './task-arena.ts';
 
 export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage | ExchangeRequest;
 
@@ -39,6 +40,8 @@ export class ComputeThread {
    */
   onBnSums: (m: BnSumsMessage) => Promise<Float64Array> = () => Promise.reject(new Error('this compute thread takes part in no BatchNorm rounds'));
   private readonly exchange: ExchangeHost;
+  /** Where a task's weights and pixels go instead of a clone of their own (see TaskArena). */
+  private readonly arena = new TaskArena();
 
   constructor(backend: BackendChoice, testHooks: Omit<ThreadInit, 'backend'> = {}) {
     const exchangeBuffer = createExchangeBuffer();
@@ -119,7 +122,7 @@ export class ComputeThread {
     if (this.exited) return Promise.reject(new WorkerLostError('compute thread has exited'));
     return new Promise((resolve, reject) => {
       this.pending.set(task.taskId, { resolve, reject });
-      this.thread.postMessage(task);
+      this.thread.postMessage(this.pending.size === 1 ? this.arena.place(task) : task);
     });
   }
 

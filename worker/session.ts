@@ -9,6 +9,7 @@ import type { BnSumsMessage, ResultMessage, SliceTask, TaskMessage, WelcomeMessa
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
 import { BnSyncUnsupportedError } from '../common/bn-sync-errors.ts';
+import { backendCopiesUploads } from '../common/upload-scratch.ts';
 
 export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
   if (p.kind === 'scale') return { kind: 'scale' };
@@ -82,8 +83,11 @@ export class WorkerSession {
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
     const started = performance.now();
     if (task.weights) {
-      // A copy: the cpu backend's tensors keep the array they are made from, not the message's bytes.
-      computer.setWeights(bytesToFloats(task.weights).slice());
+      // wasm copies the values into its heap, so the message's bytes (a clone, or the task arena's
+      // shared ones) go in as they lie; the cpu backend's tensors keep the array they are made from,
+      // so they get a copy of their own.
+      const floats = bytesToFloats(task.weights);
+      computer.setWeights(backendCopiesUploads() ? floats : floats.slice());
       this.weightsVersion = task.weightsVersion;
       this.hasWeights = true;
     } else if (task.weightsVersion !== this.weightsVersion || !this.hasWeights) {
