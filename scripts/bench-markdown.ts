@@ -2,8 +2,8 @@
  * docs/BENCHMARKS.md from a BenchReport, and nothing else: every number in the document comes
  * from the JSON, next to a line saying what produced it.
  */
-import type { BenchReport, ComputeRow, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
-import { bareCompute, bestTorch, efficiency, evaluateGoals, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import type { BenchReport, ComputeRow, EndToEndRun, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
+import { bareCompute, bestTorch, efficiency, evaluateGoals, median, pairedRatios, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
 
@@ -237,6 +237,14 @@ function reproduce(r: BenchReport): string[] {
 const mib = (b: number) => `${fixed(b / 2 ** 20)} MiB`;
 
 /** Section 0: `dtrain train` end to end next to PyTorch (issue 10), and the seed workload. */
+/** The median of a run's paired ratios (pairedRatios), with their range. */
+function pairedCell(x: EndToEndRun): string {
+  const p = pairedRatios(x);
+  if (!p) return '—';
+  const m = fixed(median(p), 2);
+  return p.length > 1 ? `${m} (${fixed(Math.min(...p), 2)}–${fixed(Math.max(...p), 2)})` : m;
+}
+
 function peers(r: BenchReport): string[] {
   const lines = ['## 0. `dtrain train` against PyTorch on this machine', ''];
   const p = r.peers;
@@ -271,17 +279,18 @@ function peers(r: BenchReport): string[] {
         torchCell(x.model, (t) => t.mode === 'single' && t.threadsPerProcess > 1),
         torchCell(x.model, (t) => t.mode === 'ddp'),
         best ? `${fixed(x.imagesPerSecond / best.imagesPerSecond, 2)}` : '—',
+        pairedCell(x),
         mib(x.peakRssBytes),
       ];
     });
     lines.push(
       markdownTable(
-        ['model', '`dtrain train`, img/s (first epoch)', 'second epoch, img/s', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', 'peak RSS'],
+        ['model', '`dtrain train`, img/s (first epoch)', 'second epoch, img/s', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', 'dtrain / PyTorch just before each run', 'peak RSS'],
         rows,
-        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
       '',
-      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, every epoch with its validation, and the test included); img/s is the first epoch's training images over its training time (history.json), start-up effects included, as the goal is judged; the second epoch's rate, where the run had one, is the steady state that 20 epochs mostly run at (PyTorch's rows are timed after warm-up steps)${(e.runs[0]?.repeats?.length ?? 1) > 1 ? `: the median of ${e.runs[0].repeats!.length} runs (min–max in brackets), made in rounds over the four models; the other columns are the median run's` : ''}. Bare compute is section 1's \`StepComputer.trainInto\` at batch 32 on one thread. Peak RSS is the process's VmHWM.`,
+      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, every epoch with its validation, and the test included); img/s is the first epoch's training images over its training time (history.json), start-up effects included, as the goal is judged; the second epoch's rate, where the run had one, is the steady state that 20 epochs mostly run at (PyTorch's rows are timed after warm-up steps)${(e.runs[0]?.repeats?.length ?? 1) > 1 ? `: the median of ${e.runs[0].repeats!.length} runs (min–max in brackets), made in rounds over the four models; the other columns are the median run's` : ''}. Bare compute is section 1's \`StepComputer.trainInto\` at batch 32 on one thread. Peak RSS is the process's VmHWM.${e.runs.some((x) => pairedRatios(x)) ? ` The paired column: before each run, PyTorch's best for the model (one process at 1 thread, DDP 2×1) was measured again for a few seconds, and the run's first epoch divided by it; the median of the runs' ratios (min–max in brackets). This machine's speed drifts over minutes, and the pairing moves both sides alike, so the goal is judged on it.` : ''}`,
       '',
     );
     const seed = seedWorkload(r);

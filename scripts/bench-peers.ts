@@ -30,9 +30,11 @@ export interface PeersPlan {
   torch: { models: string[]; seconds: number };
   /**
    * limitTest: test images (default: the whole test split); rounds: runs per model, one round over
-   * all models at a time; epochs: per run (the figure is the first; a second is reported beside it).
+   * all models at a time; epochs: per run (the figure is the first; a second is reported beside it);
+   * pairedTorchSeconds: before each run, PyTorch's best for the model (one process at 1 thread, DDP
+   * 2×1) is measured for that long, so each run has a peer from the same minute (0 or absent: none).
    */
-  endToEnd: { models: string[]; trainImages: number; limitTest?: number; rounds: number; epochs: number };
+  endToEnd: { models: string[]; trainImages: number; limitTest?: number; rounds: number; epochs: number; pairedTorchSeconds?: number };
   inProcess: { models: string[]; warmupSteps: number; measuredSteps: number; batchPerWorker: number; workers: number[] };
   coordinatorWork: { model: string; workers: number; warmupSteps: number; steps: number };
   memory: { model: string; steps: number; trainImages: number };
@@ -121,13 +123,32 @@ async function trainProcess(args: string[], memoryEveryMs = 200): Promise<{ line
  */
 export async function measureEndToEnd(plan: PeersPlan): Promise<EndToEndSection> {
   const byModel = new Map<string, EndToEndRun[]>();
+  const python = plan.endToEnd.pairedTorchSeconds ? torchPython() : undefined;
   for (let round = 1; round <= plan.endToEnd.rounds; round++) {
     for (const model of plan.endToEnd.models) {
+      const paired = python ? pairedTorch(python, model, plan.endToEnd.pairedTorchSeconds!) : undefined;
       say(`end to end, round ${round} of ${plan.endToEnd.rounds}: dtrain train --model ${model}, ${plan.endToEnd.epochs} epoch(s) of ${plan.endToEnd.trainImages} images`);
-      (byModel.get(model) ?? byModel.set(model, []).get(model)!).push(await endToEndRun(plan, model));
+      const run = await endToEndRun(plan, model);
+      if (paired !== undefined) say(`  against PyTorch's ${paired.toFixed(0)} img/s just before: ${(run.imagesPerSecond / paired).toFixed(2)}`);
+      (byModel.get(model) ?? byModel.set(model, []).get(model)!).push(paired === undefined ? run : { ...run, pairedTorch: paired });
     }
   }
   return { measured: true, runs: plan.endToEnd.models.map((model) => medianRun(byModel.get(model)!)) };
+}
+
+/**
+ * PyTorch's best images/s for `model` right now: one process at 1 thread and DDP over 2 processes
+ * of 1 thread, `seconds` each (the peers section's other row, one process on every core, was never
+ * the best on this machine). Undefined where the peer fails: the run then has no paired figure.
+ */
+function pairedTorch(python: string, model: string, seconds: number): number | undefined {
+  const args = ['scripts/bench-torch-peers.py', '--models', model, '--threads', '1', '--seconds', String(seconds)];
+  say(`  paired peer: ${python} ${args.join(' ')}`);
+  const run = spawnSync(python, args, { encoding: 'utf8', timeout: 600_000, stdio: ['ignore', 'pipe', 'ignore'] });
+  if (run.status !== 0) return undefined;
+  const rows = (JSON.parse(run.stdout) as { rows?: TorchPeerRow[] }).rows ?? [];
+  const best = Math.max(...rows.filter((r) => r.model === model).map((r) => r.imagesPerSecond));
+  return Number.isFinite(best) ? best : undefined;
 }
 
 /** One run of `dtrain train --model model` (its first epoch the figure, the second the steady state), as measureEndToEnd runs it. */

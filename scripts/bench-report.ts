@@ -226,6 +226,10 @@ export interface EndToEndRun {
   repeats?: number[];
   /** The second epoch's images/s of the same runs, in the same order (where every run had one). */
   secondEpochRepeats?: number[];
+  /** PyTorch's best images/s for the model, measured just before this run (PeersPlan.endToEnd.pairedTorchSeconds). */
+  pairedTorch?: number;
+  /** The same for each of `repeats`, in the same order (where every run had one). */
+  pairedTorchRepeats?: number[];
   /** Largest resident set of the process (VmHWM), bytes. */
   peakRssBytes: number;
 }

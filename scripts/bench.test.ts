@@ -422,11 +422,33 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(md).toContain('the median of 3 runs (min–max in brackets)');
   });
 
+  it('judges dtrain against the PyTorch measured just before each run, where the runs had one', () => {
+    // Runs of 4000, 4400 and 3600 img/s against PyTorch's 5000, 4000 and 4000 just before: 0.80,
+    // 1.10, 0.90; the median, 0.90, is the verdict, not 4000 / 5000 against the peers section.
+    const runs = [4000, 4400, 3600].map((v, i) => ({ ...e2e('lenet', v), pairedTorch: [5000, 4000, 4000][i] }));
+    const picked = medianRun(runs);
+    expect(picked.pairedTorchRepeats).toEqual([5000, 4000, 4000]);
+    expect(medianRun([e2e('mlp', 2), { ...e2e('mlp', 1), pairedTorch: 3 }]).pairedTorchRepeats).toBeUndefined();
+    const r = withPeers({ endToEnd: { measured: true, runs: [picked] } });
+    const g = goal(r, 'peer');
+    expect(g.met).toBe(false);
+    expect(g.measured).toBe('lenet 0.90 (0.80–1.10): each run against PyTorch measured just before it, the median of the runs (their range)');
+    expect(g.explanation).toContain('Paired: dtrain 4000, 4400, 3600 against PyTorch 5000, 4000, 4000 img/s.');
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toContain('| 0.80 | 0.90 (0.80–1.10) | 300 MiB |');
+    expect(md).toContain('so the goal is judged on it');
+    const readme = renderReadmeTable(r, 'r.json');
+    expect(readme).toContain('| lenet | 4,000 img/s | 5,000 img/s (DDP 2×1 thread) | 0.90 |');
+    // Paired runs at or above PyTorch meet the goal even where the peers section's figure is higher.
+    const above = medianRun([4900, 4950, 4920].map((v) => ({ ...e2e('lenet', v), pairedTorch: 4800 })));
+    expect(goal(withPeers({ endToEnd: { measured: true, runs: [above] } }), 'peer').met).toBe(true);
+  });
+
   it('renders the peers and the single-machine sections, and the README table between its markers', () => {
     const r = withPeers();
     const md = renderMarkdown(r, 'r.json');
     expect(md).toContain('## 0. `dtrain train` against PyTorch on this machine');
-    expect(md).toContain('| lenet | 4,000 | — | 30.0 s | 1,277 | 4,000 | 3,000 | 5,000 | 0.80 | 300 MiB |');
+    expect(md).toContain('| lenet | 4,000 | — | 30.0 s | 1,277 | 4,000 | 3,000 | 5,000 | 0.80 | — | 300 MiB |');
     expect(md).toContain('| lenet | 2 | 64 | 5,333 | 1.67× | 12.00 | 10.00 | 1.50 | 0.50 |');
     expect(md).not.toMatch(/NaN|undefined|Infinity/);
     const readme = `intro\n${README_START}\nold table\n${README_END}\nrest`;

@@ -86,7 +86,7 @@ const FULL: Plan = {
   accuracy: { limitTrain: 1000, maxEpochs: 10, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }, { workers: 2, mode: 'per-worker' }] },
   peers: {
     torch: { models: MODELS, seconds: 8 },
-    endToEnd: { models: MODELS, trainImages: 40_000, rounds: 3, epochs: 2 },
+    endToEnd: { models: MODELS, trainImages: 40_000, rounds: 3, epochs: 2, pairedTorchSeconds: 4 },
     // 200 warm-up steps: a run's first 100-160 steps still fault on growing heaps and wait for the
     // JIT (docs/shared-step.md, "Page faults"), and bare compute, which these rows are held
     // against, is measured after its own warm-up. The coordinator's work is measured over 400
@@ -108,7 +108,7 @@ const QUICK: Plan = {
   accuracy: { limitTrain: 1000, maxEpochs: 4, runs: [{ workers: 1, mode: 'global' }, { workers: 2, mode: 'global' }] },
   peers: {
     torch: { models: MODELS, seconds: 2 },
-    endToEnd: { models: MODELS, trainImages: 2_000, limitTest: 500, rounds: 1, epochs: 1 },
+    endToEnd: { models: MODELS, trainImages: 2_000, limitTest: 500, rounds: 1, epochs: 1, pairedTorchSeconds: 1 },
     inProcess: { models: ['mlp', 'lenet'], warmupSteps: 5, measuredSteps: 40, batchPerWorker: 32, workers: [1, 2] },
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 5, steps: 60 },
     memory: { model: 'mlp', steps: 600, trainImages: 4_000 },
