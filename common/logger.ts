@@ -28,7 +28,53 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
     // In-thread and synchronous (not a transport), so nothing is lost when the CLI exits.
     return pino(options, prettyStream({ colorize: true, hideObject: true, translateTime: 'HH:MM:ss', sync: true }));
   }
-  return pino(options, pino.destination({ dest: settings.destination ?? 1, sync: true }));
+  return pino(options, bufferedDestination(settings.destination ?? 1));
+}
+
+/** Bytes of log lines gathered before a write (see bufferedDestination). */
+export const LOG_BUFFER_BYTES = 4096;
+/** The longest a line waits in the buffer, ms. */
+export const LOG_FLUSH_MS = 100;
+
+/**
+ * JSON lines written in batches of LOG_BUFFER_BYTES, and at least every LOG_FLUSH_MS: whatever
+ * reads a pipe from dtrain (a log shipper, docker, `| jq`) wakes once per batch instead of once
+ * per line, and takes a core from the compute threads less often. At ~1,250 step lines a second
+ * (mlp), a line-by-line write into a pipe read by a Node process cost 10-20% of an epoch
+ * (2026-12-01: 19.8k and 18.9k img/s against 22.8k and 20.5k with the lines going to a file).
+ * What is left is written when the process exits (not on SIGKILL, which loses at most the last
+ * LOG_FLUSH_MS).
+ */
+function bufferedDestination(dest: number | string): ReturnType<typeof pino.destination> {
+  // Synchronous writes, batched: asynchronous ones go through libuv's thread pool, a thread woken
+  // per write, which costs a core as much as the reader's wake-ups did.
+  const stream = pino.destination({ dest, sync: true, minLength: LOG_BUFFER_BYTES });
+  const flush = () => {
+    // flushSync() throws if the stream is not ready yet (a file still opening) or already closed.
+    try {
+      stream.flushSync();
+    } catch {
+      // the next tick tries again
+    }
+  };
+  const timer = setInterval(flush, LOG_FLUSH_MS);
+  timer.unref();
+  if (!exitHooked) process.on('exit', flushAll);
+  exitHooked = true;
+  openStreams.add(flush);
+  stream.on('close', () => {
+    clearInterval(timer);
+    openStreams.delete(flush);
+  });
+  return stream;
+}
+
+/** The flush of every buffered destination still open: one exit listener writes them all. */
+const openStreams = new Set<() => void>();
+let exitHooked = false;
+
+function flushAll(): void {
+  for (const flush of openStreams) flush();
 }
 
 /** A logger that drops everything: for tests and library use. */
