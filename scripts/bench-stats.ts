@@ -432,13 +432,14 @@ export function seedWorkload(report: BenchReport): { model: string; dtrainMinute
   if (!report.endToEnd?.measured) return [];
   const { epochs, images } = PEER_GOALS.seed;
   return report.endToEnd.runs.map((r) => {
-    const torch = bestTorch(report, r.model);
+    // PyTorch as the runs saw it (the median of the paired measurements) where there is one.
+    const torch = r.pairedTorchRepeats ? median(r.pairedTorchRepeats) : bestTorch(report, r.model)?.imagesPerSecond;
     const validationPerImage = r.validationSeconds / r.trainImages;
     return {
       model: r.model,
       dtrainMinutes: (epochs * images) / r.imagesPerSecond / 60,
       dtrainWithValidationMinutes: (epochs * images * (1 / r.imagesPerSecond + validationPerImage)) / 60,
-      torchMinutes: torch ? (epochs * images) / torch.imagesPerSecond / 60 : undefined,
+      torchMinutes: torch ? (epochs * images) / torch / 60 : undefined,
     };
   });
 }
