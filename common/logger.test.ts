@@ -18,6 +18,18 @@ describe('createLogger: JSON lines written in batches', () => {
     expect(lines(path).map((l) => JSON.parse(l).step)).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it('writes any other line at once, with the step lines before it, in order', async () => {
+    const path = join(await tempDir('log-'), 'run.log');
+    const log = createLogger({ destination: path, pretty: false });
+    await new Promise((r) => setTimeout(r, LOG_FLUSH_MS * 2));
+    log.info({ event: 'step', step: 1 }, 'step');
+    log.info({ event: 'step', step: 2 }, 'step');
+    log.warn({ event: 'worker_left', workerId: 'w1' }, 'left');
+    expect(lines(path).map((l) => JSON.parse(l).event)).toEqual(['step', 'step', 'worker_left']);
+    log.info({ event: 'step', step: 3 }, 'step');
+    expect(lines(path)).toHaveLength(3);
+  });
+
   it('writes at once when the lines fill the buffer', async () => {
     const path = join(await tempDir('log-'), 'run.log');
     const log = createLogger({ destination: path, pretty: false });
