@@ -38,17 +38,11 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
  * second, wait for a batch.
  */
 function stepBatchingDestination(dest: number | string): { write(line: string): void } {
-  const stream = bufferedDestination(dest);
+  const { stream, flush } = bufferedDestination(dest);
   return {
     write(line: string) {
       stream.write(line);
-      if (line.includes(STEP_EVENT)) return;
-      // Not ready yet (a file still opening): the timer or the exit writes it.
-      try {
-        stream.flushSync();
-      } catch {
-        // written by the next flush
-      }
+      if (!line.includes(STEP_EVENT)) flush();
     },
   };
 }
@@ -69,7 +63,7 @@ export const LOG_FLUSH_MS = 100;
  * What is left is written when the process exits (not on SIGKILL, which loses at most the last
  * LOG_FLUSH_MS).
  */
-function bufferedDestination(dest: number | string): ReturnType<typeof pino.destination> {
+function bufferedDestination(dest: number | string): { stream: ReturnType<typeof pino.destination>; flush: () => void } {
   // Synchronous writes, batched: asynchronous ones go through libuv's thread pool, a thread woken
   // per write, which costs a core as much as the reader's wake-ups did.
   const stream = pino.destination({ dest, sync: true, minLength: LOG_BUFFER_BYTES });
@@ -78,7 +72,7 @@ function bufferedDestination(dest: number | string): ReturnType<typeof pino.dest
     try {
       stream.flushSync();
     } catch {
-      // the next tick tries again
+      // the next flush (timer, line or exit) writes it
     }
   };
   const timer = setInterval(flush, LOG_FLUSH_MS);
@@ -90,7 +84,7 @@ function bufferedDestination(dest: number | string): ReturnType<typeof pino.dest
     clearInterval(timer);
     openStreams.delete(flush);
   });
-  return stream;
+  return { stream, flush };
 }
 
 /** The flush of every buffered destination still open: one exit listener writes them all. */

@@ -63,8 +63,8 @@ export interface InProcessOptions {
 /** Starts the threads, waits for each to load its backend and model, and joins them. */
 export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> }> {
   membership.canGrow = false;
+  /** By index: thread i serves the shared step's control block i. */
   const threads: ComputeThread[] = [];
-  const byIndex: ComputeThread[] = [];
   const sm = opts.sharedMemory;
   // The stripes run the SIMD Adam exactly when the trainer's Adam does (same availability check).
   const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
@@ -80,8 +80,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
       const thread = new ComputeThread(opts.backend);
       // Synchronized BatchNorm: the thread's sums go straight to this step's round.
       thread.onBnSums = (m) => bnRounds.contribute(m);
-      threads.push(thread);
-      byIndex[i] = thread;
+      threads[i] = thread;
       thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
       const selection = await startup(thread.started(), id, 'loading the backend');
       const backend = await startup(thread.welcome({ ...opts.welcome, workerId: id }), id, 'building the model');
@@ -102,7 +101,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   for (const s of started) membership.join(s.handle);
   if (shared) {
     shared.onThreadFailed = (i, reason) => membership.leave(`thread-${i + 1}`, 'evicted', reason, CLOSE_CODES.evicted);
-    shared.threadGone = (i) => byIndex[i].gone;
+    shared.threadGone = (i) => threads[i].gone;
   }
   return {
     backend: started[0].selection,
