@@ -10,6 +10,8 @@
  *   gradient[k], stats[k]    slot k's gradient sums and BatchNorm statistics (one slot per slice);
  *                            float64 gradient sums with a reduction grain (common/reduce-grain.ts)
  *   images[k], labels[k]     slot k's input bytes
+ *   aheadImages[2], aheadLabels[2]   with one thread: the next step's slice, offered ahead of its
+ *                            command (coordinator/step-ahead.ts), alternating by offer
  * Keeping the previous weights and moments intact until the step is complete is what lets a step
  * whose thread died during the reduction be redone from the same inputs.
  *
@@ -100,6 +102,19 @@ export const CTL = {
   roundPhase: 24,
   /** The number of slots the round's barrier waits for, fixed with the command (the global slotsUsed changes with later steps). */
   roundSlots: 25,
+  /**
+   * The step ahead (coordinator/step-ahead.ts, worker/step-ahead.ts), with one compute thread only:
+   * fields of a one-slot trainApply command. The slice offered with it, to compute once it is done:
+   * its token (0: none; its images are aheadImages[token & 1]), its sample count, and the weight
+   * copy it is to be computed on (the one the command writes).
+   */
+  aheadSeq: 26,
+  aheadCount: 27,
+  aheadParity: 28,
+  /** A trainApply command's field: the offer whose pass, computed ahead, the thread may use (0: none). */
+  ahead: 29,
+  /** Set by the thread: 1 when the command used the pass it had computed ahead, else 0. */
+  aheadUsed: 30,
 } as const;
 
 /** CTL.roundPhase's values. */
@@ -188,6 +203,9 @@ export class StepMemory {
   readonly statSums: Float32Array[];
   readonly images: Uint8Array[];
   readonly labels: Uint8Array[];
+  /** With one thread, the two buffers of the slice offered ahead (CTL.aheadSeq & 1); empty otherwise. */
+  readonly aheadImages: Uint8Array[];
+  readonly aheadLabels: Uint8Array[];
   /** Byte offsets in the memory, for the Adam kernel. */
   readonly offsets: { weights: [number, number]; m: [number, number]; v: [number, number]; reduced: number; gradients: number; gradientStride: number };
   readonly ctl: Int32Array;
@@ -219,6 +237,8 @@ export class StepMemory {
     this.statSums = o.stats.map((at) => f32(at, shape.stats));
     this.images = o.images.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
     this.labels = o.labels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
+    this.aheadImages = o.aheadImages.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
+    this.aheadLabels = o.aheadLabels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
     this.globalInts = alignUp(CTL.slotCounts + 2 * shape.slots, 16);
     const c = StepMemory.controlPlan(shape);
     this.ctl = new Int32Array(control, 0, c.ints);
@@ -255,7 +275,10 @@ export class StepMemory {
       images.push(take(shape.slotSamples * IMAGE_BYTES));
       labels.push(take(shape.slotSamples));
     }
-    return { bytes: at, weightFloats, offsets: { weights, m, v, reduced, gradients, stats, images, labels } };
+    const ahead = shape.threads === 1 ? [0, 1] : [];
+    const aheadImages = ahead.map(() => take(shape.slotSamples * IMAGE_BYTES));
+    const aheadLabels = ahead.map(() => take(shape.slotSamples));
+    return { bytes: at, weightFloats, offsets: { weights, m, v, reduced, gradients, stats, images, labels, aheadImages, aheadLabels } };
   }
 
   private static controlPlan(shape: StepMemoryShape) {

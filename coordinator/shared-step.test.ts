@@ -49,7 +49,16 @@ function fakeSession(thread: number, poison: Poison, outliers: Uint8Array[] = []
     target()?.gradientSum.set(gradientSum);
     return rest;
   };
-  return { trainWith, trainWithInto } as unknown as WorkerSession;
+  // The step ahead (worker/step-ahead.ts): the gradient is taken from the weights when the pass runs, so
+  // a pass used on weights other than its command's would change the run's weights.
+  type Prepared = Awaited<ReturnType<typeof trainWith>>;
+  const trainAhead = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array) => trainWith(weights, images, labels);
+  const finishAhead = async (prepared: Prepared, target: () => { gradientSum: Float32Array } | undefined) => {
+    const { gradientSum, stats: _stats, ...rest } = prepared;
+    target()?.gradientSum.set(gradientSum);
+    return rest;
+  };
+  return { trainWith, trainWithInto, trainAhead, finishAhead, discardAhead: () => {} } as unknown as WorkerSession;
 }
 
 function holdsAny(images: Uint8Array, wanted: Uint8Array[]): boolean {
@@ -538,5 +547,45 @@ describe('a thread evicted while it may still write its stripe of a fused round'
     expect(err.code).toBe('DTRAIN_ERR_SHARED_STEP');
     expect(err.message).toMatch(/Thread 2 was evicted during a fused round and, 400 ms later, may still be writing its stripe/);
     await expect(shared.train(0, 0, task(4, shared.gather(0, set, Uint32Array.of(0, 1, 2, 3))))).rejects.toThrow(/may still be writing its stripe/);
+  });
+});
+
+describe('the step ahead: a lone thread computes the next slice before its command (step-ahead.ts)', { timeout: 60_000 }, () => {
+  const withoutAhead: Tweaks = {
+    setup: (shared) => {
+      shared.ahead.setNext = () => {};
+    },
+  };
+  const stepsAhead = (r: SharedRun) => r.lines.filter((l) => l.event === 'epoch').map((l) => l.steps_ahead);
+  const same = (a: SharedRun, b: SharedRun) => Buffer.compare(Buffer.from(a.weights.buffer), Buffer.from(b.weights.buffer)) === 0;
+
+  it('runs every step after the first from a pass computed ahead, and ends with the weights of a run without, bit for bit', async () => {
+    const off = await trainShared(1, undefined, {}, withoutAhead);
+    const on = await trainShared(1);
+    expect(on.outcome?.status).toBe('finished');
+    expect(stepsAhead(off)).toEqual([0]);
+    expect(stepsAhead(on)).toEqual([3]);
+    expect(same(on, off)).toBe(true);
+  });
+
+  it('drops the pass computed on the next copies of a step the Adam guard refused', async () => {
+    // Call 1 is step 1's own compute: 1e20 passes the screen (no history) and the guard refuses the step.
+    const poison: Poison = (_thread, call) => (call === 1 ? 1e20 : undefined);
+    const off = await trainShared(1, poison, {}, withoutAhead);
+    const on = await trainShared(1, poison);
+    expect(on.lines.filter((l) => l.event === 'step_refused')).toHaveLength(1);
+    // Step 2's pass ran on the refused step's copies: its command does not name it.
+    expect(stepsAhead(on)).toEqual([2]);
+    expect(same(on, off)).toBe(true);
+  });
+
+  it('drops the pass computed after a result the screen rejected, and offers the slice again with the recomputation', async () => {
+    const honest = await trainShared(1, undefined, {}, withoutAhead);
+    // With the step ahead, call 2 is the pass for step 2, which its command then uses.
+    const run = await trainShared(1, (_thread, call) => (call === 2 ? 1e21 : undefined));
+    expect(rejections(run)).toHaveLength(1);
+    // Step 2's poisoned pass, then steps 3 and 4: step 3's pass from the recomputation's offer, not the first one's.
+    expect(stepsAhead(run)).toEqual([3]);
+    expect(same(run, honest)).toBe(true);
   });
 });

@@ -32,6 +32,7 @@ import { availableParallelism } from 'node:os';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
 import { normFromSquares, type SliceSummary } from './result-check.ts';
+import { AheadOffers } from './step-ahead.ts';
 
 export interface SharedStepTotals {
   count: number;
@@ -70,6 +71,10 @@ export class SharedStep {
   onThreadFailed: (index: number, reason: string) => void = () => {};
 
   private adam: Adam | undefined;
+  /** The next step's slice, offered to a lone thread ahead of its command (step-ahead.ts). */
+  readonly ahead: AheadOffers;
+  /** Slot 0's slice of the step being prepared: what an offer made ahead must match. */
+  private firstSlice: { set: ImageSet; indices: Uint32Array } | undefined;
   /** Slots gathered for the step being prepared (gather(0) starts a step). */
   private stepSlots = 0;
   /** The result of this step's trainApply command (a step of one slot), whose reduction and Adam are done. */
@@ -124,6 +129,7 @@ export class SharedStep {
     this.rejecters = new Array(shape.threads).fill(undefined);
     this.slotSquares = new Float64Array(shape.slots);
     this.ownerCore = shape.threads < availableParallelism();
+    this.ahead = new AheadOffers(this.mem);
   }
 
   /** The reduction grain its slots were laid out for (0: none, float32 slots). */
@@ -147,6 +153,7 @@ export class SharedStep {
   load(weights: Float32Array, adam: Adam): void {
     if ((adam.kind === 'simd') !== this.simd) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `The shared-memory step was set up for ${this.simd ? 'simd' : 'scalar'} Adam, but the trainer's Adam is ${adam.kind}.`, { expected: false });
     this.adam = adam;
+    this.ahead.forget();
     const { beta1, beta2, epsilon } = adam.config;
     this.mem.f64[F64.beta1] = beta1;
     this.mem.f64[F64.beta2] = beta2;
@@ -175,6 +182,7 @@ export class SharedStep {
       this.stepSlots = 0;
       this.applied = undefined;
       this.fusedOptimizerMs = 0;
+      this.firstSlice = { set, indices };
     }
     this.stepSlots = Math.max(this.stepSlots, slot + 1);
     this.slotCounts[slot] = indices.length;
@@ -221,6 +229,8 @@ export class SharedStep {
       this.roundThreads.add(index);
     }
     writeSliceFields(ctl, b, task);
+    ctl[b + CTL.ahead] = fused ? this.ahead.claim(index, this.seqs[index], this.parity, this.firstSlice, task) : 0;
+    if (!fused) this.ahead.forget();
     if (fused) {
       this.prepareReduction([task.labels.length]);
       this.setStripe(b, { from: 0, to: this.mem.adamSpan }, true);
@@ -230,7 +240,10 @@ export class SharedStep {
     }
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
+    // The next step's slice goes to the thread with this command, to compute once it is done (step-ahead.ts).
+    if (fused) this.ahead.offer(index, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
     await this.command(index);
+    if (ctl[b + CTL.aheadUsed] === 1) this.ahead.hits++;
     const fb = this.mem.f64Base(index);
     this.slotSquares[slot] = f64[fb + F64.gradSquares];
     const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };

@@ -323,6 +323,7 @@ export class Trainer {
       tasks.push(shared ? shared.gather(tasks.length, train, slice) : this.gather(train, slice));
       from += size;
     }
+    if (shared) shared.ahead.setNext(train, tasks.length === 1 ? this.nextSlice(order, batch) : undefined);
     const round = this.stepSync.annotate(tasks, this.position.globalStep, plan);
     let outcome: TaskOutcome;
     const acc = this.accumulator;
@@ -354,6 +355,13 @@ export class Trainer {
     counters.images += agg.count;
     this.reportStep(agg, outcome, performance.now() - stepStarted, optimizerMs);
     return true;
+  }
+
+  /** The next step's indices when it is as large as this one and in the same epoch (offered ahead: step-ahead.ts); else undefined. */
+  private nextSlice(order: Uint32Array, batch: number): Uint32Array | undefined {
+    const from = this.position.sampleOffset + batch;
+    if (from + batch > order.length || batch !== this.globalBatch()) return undefined;
+    return order.subarray(from, from + batch);
   }
 
   /**
@@ -511,7 +519,9 @@ export class Trainer {
     this.history.epochs.push(record);
     this.hooks.onEpochEnd?.(record);
     log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
-    log.info({ event: 'epoch', ...record }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
+    // Steps whose thread had run the forward and backward pass before their command (step-ahead.ts).
+    const ahead = this.sharedStep?.ahead.enabled ? { steps_ahead: this.sharedStep.ahead.newHits() } : {};
+    log.info({ event: 'epoch', ...record, ...ahead }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
     this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
     await writeJson(config.out, 'history.json', this.history);
     await this.checkpoint('epoch-end');

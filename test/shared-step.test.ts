@@ -6,6 +6,7 @@ import { loadCheckpoint } from '../coordinator/checkpoint.ts';
 import { CTL, OP, type StepMemory } from '../common/step-memory.ts';
 import type { Membership } from '../coordinator/membership.ts';
 import type { StepEvent, Trainer } from '../coordinator/trainer.ts';
+import type { SharedStep } from '../coordinator/shared-step.ts';
 import type { TrainConfig } from '../common/config.ts';
 import type { DatasetSplits } from '../common/data/types.ts';
 
@@ -195,10 +196,13 @@ describe('a step of several slots (a fused round: train, barrier, stripe in one 
 describe('the shared-memory step against the WebSocket path', () => {
   afterEach(() => killAll());
 
-  it('ends 20 mlp steps with 1 thread exactly where 1 WebSocket worker does (cpu backend)', { timeout: 300_000 }, async () => {
+  it('ends 20 mlp steps with 1 thread, each after the first from a pass run ahead, exactly where 1 WebSocket worker does (cpu backend)', { timeout: 300_000 }, async () => {
     const data = await syntheticData(640, 100);
-    const inProcess = await trainInProcess(testConfig({ model: 'mlp', backend: 'cpu', workers: 1, maxSteps: 20, out: await tempDir() }), data);
+    let trainer: Trainer | undefined;
+    const inProcess = await trainInProcess(testConfig({ model: 'mlp', backend: 'cpu', workers: 1, maxSteps: 20, out: await tempDir() }), data, { trainer: (t) => (trainer = t) });
     expect(inProcess.shared).toBe(true);
+    // Steps 2-20 wrote out a forward and backward pass their thread had run ahead of the command (step-ahead.ts).
+    expect((trainer as unknown as { sharedStep: SharedStep }).sharedStep.ahead.hits).toBe(19);
     const out = await tempDir();
     const env = { DTRAIN_TOKEN: 'shared-step-test-token' };
     const c = new DtrainProcess(['coordinator', '--port', '0', '--host', '127.0.0.1', '--dataset', 'synthetic', '--limit-train', '640', '--limit-test', '100', '--model', 'mlp', '--backend', 'cpu', '--no-plots', '--max-steps', '20', '--out', out], env);

@@ -107,6 +107,18 @@ export interface GradientTarget {
   stats: Float32Array;
 }
 
+/** A step's forward and backward pass whose gradients have not been written out yet (StepComputer.prepareInto). */
+export interface PreparedStep {
+  readonly computer: StepComputer;
+  readonly labels: Uint8Array;
+  readonly grain: number;
+  grads: (Tensor | Float64Array)[];
+  stats: Tensor[];
+  /** The loss sum, then the [count, 10] probabilities. */
+  head: Float32Array | undefined;
+  lossSum: number | undefined;
+}
+
 function tensorsOf(grads: (Tensor | Float64Array)[]): Tensor[] {
   return grads.filter((g): g is Tensor => !(g instanceof Float64Array));
 }
@@ -297,7 +309,16 @@ export class StepComputer {
    * The same values as `train`: copies only.
    */
   async trainInto(images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | undefined, opts: TrainOptions = {}): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
-    const count = labels.length;
+    return this.finishInto(await this.prepareInto(images, labels, opts), target);
+  }
+
+  /**
+   * The first half of `trainInto`: the forward and backward pass, with the loss and probabilities
+   * read back. The gradients stay in the backend's tensors until `finishInto` writes them out (or
+   * `discard` drops them), so a compute thread can run a step's pass before its command arrives
+   * (worker/step-ahead.ts). `labels` are copied: the caller may reuse its array meanwhile.
+   */
+  async prepareInto(images: Uint8Array, labels: Uint8Array, opts: TrainOptions = {}): Promise<PreparedStep> {
     // With a grain some gradients are float64 arrays: kept out of tidy's result, which holds tensors only.
     let grads: (Tensor | Float64Array)[] = [];
     let lossSum: number | undefined;
@@ -310,20 +331,46 @@ export class StepComputer {
       if (opts.grain) lossSum = r.lossSum;
       return { head, stats: r.stats, kept: tensorsOf(r.grads) };
     });
+    const prepared: PreparedStep = { computer: this, labels: labels.slice(), grain: opts.grain ?? 0, grads, stats, head: undefined, lossSum };
     try {
-      const flat = (await head.data()) as Float32Array;
+      prepared.head = (await head.data()) as Float32Array;
+    } catch (err) {
+      this.discard(prepared);
+      throw err;
+    } finally {
+      head.dispose();
+    }
+    return prepared;
+  }
+
+  /**
+   * The second half of `trainInto`: writes a prepared step's gradient sums and statistics into the
+   * arrays `target` names (nothing when it answers undefined), then frees its tensors.
+   */
+  async finishInto(prepared: PreparedStep, target: () => GradientTarget | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+    const { grads, stats, labels, grain } = prepared;
+    if (prepared.computer !== this) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A prepared step was finished by another computer than the one that prepared it.', { expected: false });
+    try {
       const into = target();
       if (into) {
         assertLength('gradient target', into.gradientSum.length, this.layout.trainableSize);
-        if (opts.grain) addGradientGroups(grads, this.trainable.map((v) => v.size), into.gradientSum);
+        if (grain) addGradientGroups(grads, this.trainable.map((v) => v.size), into.gradientSum);
         else if (into.gradientSum instanceof Float32Array) await copyInto(tensorsOf(grads), into.gradientSum);
         else throw new TypeError('Expected a float32 gradient target without a reduction grain, but got a float64 one.');
         await copyInto(stats, into.stats);
       }
-      return { count, lossSum: lossSum ?? flat[0], correct: countCorrect(flat.subarray(1), labels) };
+      const flat = prepared.head!;
+      return { count: labels.length, lossSum: prepared.lossSum ?? flat[0], correct: countCorrect(flat.subarray(1), labels) };
     } finally {
-      tf.dispose([head, ...tensorsOf(grads), ...stats]);
+      this.discard(prepared);
     }
+  }
+
+  /** Frees a prepared step's tensors without writing anything. */
+  discard(prepared: PreparedStep): void {
+    tf.dispose([...tensorsOf(prepared.grads), ...prepared.stats]);
+    prepared.grads = [];
+    prepared.stats = [];
   }
 
   /** Loss, correct count and predicted classes for a slice, in inference mode, with one read-back. */

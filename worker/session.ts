@@ -3,7 +3,7 @@
  * each task sets the weights (when they changed) and computes. Worker threads and WebSocket
  * workers both drive this class.
  */
-import { StepComputer, type GradientTarget, type TrainOptions, type TrainResult } from './compute.ts';
+import { StepComputer, type GradientTarget, type PreparedStep, type TrainOptions, type TrainResult } from './compute.ts';
 import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts';
 import type { BnSumsMessage, ResultMessage, SliceTask, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
@@ -112,6 +112,33 @@ export class WorkerSession {
   /** `grain`: the run's reduction grain (common/reduce-grain.ts; 0: none), for float64 `target` sums. */
   trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | undefined, task?: SliceTask, grain = 0): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
     return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target, { ...(task ? this.trainOptions(task) : {}), grain }));
+  }
+
+  /**
+   * The forward and backward pass of a step whose command has not arrived yet (worker/step-ahead.ts),
+   * on weights from shared memory; its gradients stay in the backend until `finishAhead`. Only on a
+   * backend a step has already succeeded on (no fallback to try mid-way), for a slice with no
+   * sample position and no BatchNorm; undefined otherwise.
+   */
+  async trainAhead(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<PreparedStep | undefined> {
+    if (!this.backendProven || !this.computer) return undefined;
+    return this.withWeights(weights).prepareInto(images, labels, {});
+  }
+
+  /**
+   * Writes a step prepared by `trainAhead` into `target`, as trainWithInto would have; undefined
+   * (nothing written, its tensors freed) when the model it was computed on is gone.
+   */
+  async finishAhead(prepared: PreparedStep, target: () => GradientTarget | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'> | undefined> {
+    if (prepared.computer !== this.computer) {
+      this.discardAhead(prepared);
+      return undefined;
+    }
+    return prepared.computer.finishInto(prepared, target);
+  }
+
+  discardAhead(prepared: PreparedStep): void {
+    prepared.computer.discard(prepared);
   }
 
   private withWeights(weights: Float32Array): StepComputer {

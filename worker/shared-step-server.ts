@@ -10,6 +10,7 @@ import { StripeWorker } from '../common/step-stripe.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import type { WorkerSession } from './session.ts';
+import { StepAhead, type Offer, type PassAhead } from './step-ahead.ts';
 
 export interface SharedAttachMessage {
   type: 'shared_attach';
@@ -48,6 +49,9 @@ export class SharedStepServer {
   private readonly index: number;
   private readonly spinMicros: number;
   private seq = 0;
+  private readonly ahead: StepAhead;
+  /** After a step of one slot: the slice offered with it, and the copy it wrote, which the pass ahead reads (step-ahead.ts). */
+  private wrote: { offer: Offer; parity: 0 | 1 } | undefined;
 
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
@@ -57,6 +61,7 @@ export class SharedStepServer {
     this.spinMicros = msg.spinMicros;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
+    this.ahead = new StepAhead(this.mem, this.base, session);
   }
 
   /** Serves commands until the thread ends. */
@@ -67,17 +72,24 @@ export class SharedStepServer {
       this.seq = Atomics.load(ctl, this.base + CTL.cmdSeq);
       await this.serialize(() => this.execute());
       publish(ctl, this.base + CTL.doneSeq, this.seq);
+      const wrote = this.wrote;
+      this.wrote = undefined;
+      if (wrote) await this.serialize(() => this.ahead.compute(wrote.offer, wrote.parity));
     }
   }
 
   private async execute(): Promise<void> {
     const { ctl } = this.mem;
     const b = this.base;
+    ctl[b + CTL.aheadUsed] = 0;
     try {
       const op = ctl[b + CTL.op];
+      const single = op === OP.trainApply && ctl[b + CTL.fuseRound] === 0;
+      // A pass computed ahead serves only the command that names its offer.
+      const pass = this.ahead.take(single ? ctl[b + CTL.ahead] : 0);
       if (op === OP.train) await this.train(true);
       else if (op === OP.reduce) this.runStripe(false);
-      else if (op === OP.trainApply && ctl[b + CTL.fuseRound] === 0) await this.trainApply();
+      else if (single) await this.trainApply(pass);
       else if (op === OP.trainApply) await this.trainInRound(ctl[b + CTL.fuseRound]);
       else throw new Error(`unknown shared-step command ${op}`);
       ctl[b + CTL.status] = STATUS.ok;
@@ -91,16 +103,18 @@ export class SharedStepServer {
   }
 
   /** A step of one slot: train, then reduce and apply Adam over the whole span. */
-  private async trainApply(): Promise<void> {
+  private async trainApply(pass: PassAhead | undefined): Promise<void> {
     // The native stripe takes the slot's Σ g² in its own pass over the gradient; else train() does.
     const fused = this.stripe.fusesSquares;
-    await this.train(!fused);
+    await this.train(!fused, pass);
     // train() refused a reassigned slot by throwing, so the stripe reads this thread's own gradient.
     const started = performance.now();
     const squares = this.runStripe(fused);
     const fb = this.mem.f64Base(this.index);
     if (squares !== undefined) this.mem.f64[fb + F64.gradSquares] = squares;
     this.mem.f64[fb + F64.optimizerMs] = performance.now() - started;
+    const offer = this.ahead.offer();
+    if (offer) this.wrote = { offer, parity: (1 - this.mem.ctl[this.base + CTL.parity]) as 0 | 1 };
   }
 
   /**
@@ -138,8 +152,11 @@ export class SharedStepServer {
     return this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 }, squares);
   }
 
-  /** Trains on this thread's slot; `squares`: also takes the slot's Σ g² (else the stripe does, after). */
-  private async train(squares: boolean): Promise<void> {
+  /**
+   * Trains on this thread's slot; `squares`: also takes the slot's Σ g² (else the stripe does, after).
+   * `pass`: the slot's forward and backward pass, computed ahead (its command named it): only written out.
+   */
+  private async train(squares: boolean, pass?: PassAhead): Promise<void> {
     const { ctl, f64, shape } = this.mem;
     const b = this.base;
     const started = performance.now();
@@ -149,15 +166,18 @@ export class SharedStepServer {
     // The slot may have been handed to another thread meanwhile (this one was evicted): leave it alone.
     const owned = () => Atomics.load(ctl, this.mem.slotOwner(slot)) === this.index;
     // The gradient goes straight from the backend's tensors into the slot (one copy).
-    const r = await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), () =>
-      owned() ? { gradientSum: this.slotGradient(slot), stats: this.mem.statSums[slot] } : undefined, readSliceFields(ctl, b), shape.grain ?? 0);
+    const target = () => (owned() ? { gradientSum: this.slotGradient(slot), stats: this.mem.statSums[slot] } : undefined);
+    const early = pass && (await this.session.finishAhead(pass.prepared, target));
+    if (early) ctl[b + CTL.aheadUsed] = 1;
+    const r = early || (await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), target, readSliceFields(ctl, b), shape.grain ?? 0));
     if (!owned()) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;
     // The owner screens the slot's norm before it counts (coordinator/result-check.ts): taken here, by
     // the thread that wrote the gradient and while it is in cache, so the owner does no O(parameters) work.
     if (squares) f64[fb + F64.gradSquares] = this.gradientSquares(slot);
-    f64[fb + F64.computeMs] = performance.now() - started;
+    // A pass ahead ran before the command: its time counts as the command's compute.
+    f64[fb + F64.computeMs] = performance.now() - started + (early ? pass.computeMs : 0);
     ctl[b + CTL.correct] = r.correct;
   }
 

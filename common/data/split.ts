@@ -47,11 +47,16 @@ export function selectSplits(
 export function gatherImages(set: ImageSet, indices: Uint32Array): ImageSet {
   const images = new Uint8Array(indices.length * IMAGE_BYTES);
   const labels = new Uint8Array(indices.length);
+  gatherInto(set, indices, images, labels);
+  return { images, labels, count: indices.length };
+}
+
+/** gatherImages into arrays the caller owns (at least indices.length images and labels long). */
+export function gatherInto(set: ImageSet, indices: Uint32Array, images: Uint8Array, labels: Uint8Array): void {
   for (let i = 0; i < indices.length; i++) {
     const k = indices[i];
     if (k >= set.count) throw new ShapeError(`Expected indices below ${set.count}, but index ${i} is ${k}.`);
     images.set(set.images.subarray(k * IMAGE_BYTES, (k + 1) * IMAGE_BYTES), i * IMAGE_BYTES);
     labels[i] = set.labels[k];
   }
-  return { images, labels, count: indices.length };
 }

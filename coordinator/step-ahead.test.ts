@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { AheadOffers } from './step-ahead.ts';
+import { CTL, StepMemory } from '../common/step-memory.ts';
+import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
+
+function imageSet(count: number): ImageSet {
+  const images = new Uint8Array(count * IMAGE_BYTES);
+  for (let i = 0; i < count; i++) images.fill(i + 1, i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES);
+  return { images, labels: Uint8Array.from({ length: count }, (_, i) => i % 10), count };
+}
+
+const shape = { trainable: 20, stats: 0, slots: 1, slotSamples: 4 };
+
+describe('AheadOffers (the owner\'s side of the step ahead)', () => {
+  it('writes each offer into the other buffer, with its count and copy, and names it only for the same slice after the same command', () => {
+    const mem = StepMemory.create({ ...shape, threads: 1 });
+    const offers = new AheadOffers(mem);
+    const set = imageSet(10);
+    const b = mem.threadBase(0);
+    offers.setNext(set, Uint32Array.of(7, 2, 5));
+    offers.offer(0, 1, 1);
+    const first = mem.ctl[b + CTL.aheadSeq];
+    expect(first).toBeGreaterThan(0);
+    expect(mem.ctl[b + CTL.aheadCount]).toBe(3);
+    expect(mem.ctl[b + CTL.aheadParity]).toBe(1);
+    expect([...mem.aheadLabels[first & 1].subarray(0, 3)]).toEqual([7, 2, 5]);
+    expect(mem.aheadImages[first & 1][IMAGE_BYTES]).toBe(3);
+    // The step's own slice, gathered from another view of the same indices, after command 1, on copy 1: named.
+    expect(offers.claim(0, 1, 1, { set, indices: Uint32Array.of(7, 2, 5) }, { taskId: 1 })).toBe(first);
+    // An offer is named once.
+    expect(offers.claim(0, 1, 1, { set, indices: Uint32Array.of(7, 2, 5) }, { taskId: 1 })).toBe(0);
+
+    offers.setNext(set, Uint32Array.of(1, 2, 3));
+    offers.offer(0, 2, 0);
+    const second = mem.ctl[b + CTL.aheadSeq];
+    expect(second & 1).not.toBe(first & 1);
+    expect([...mem.aheadLabels[first & 1].subarray(0, 3)]).toEqual([7, 2, 5]);
+    const slice = { set, indices: Uint32Array.of(1, 2, 3) };
+    const refuse = (seq: number, parity: 0 | 1, s: typeof slice, task: Parameters<AheadOffers['claim']>[4]) => {
+      offers.offer(0, 2, 0);
+      return offers.claim(0, seq, parity, s, task);
+    };
+    expect(refuse(3, 0, slice, { taskId: 2 })).toBe(0); // another command went to the thread since
+    expect(refuse(2, 1, slice, { taskId: 2 })).toBe(0); // the step was not applied: copy 1 is still current
+    expect(refuse(2, 0, { set, indices: Uint32Array.of(1, 2, 4) }, { taskId: 2 })).toBe(0);
+    expect(refuse(2, 0, { set: imageSet(10), indices: slice.indices }, { taskId: 2 })).toBe(0);
+    expect(refuse(2, 0, slice, { taskId: 2, position: { seed: 1, step: 1, firstSample: 0 } })).toBe(0);
+    expect(refuse(2, 0, slice, { taskId: 2, batchNorm: { mode: 'local' } })).toBe(0);
+    offers.offer(0, 2, 0);
+    expect(offers.claim(0, 2, 0, slice, { taskId: 2 })).toBe(mem.ctl[b + CTL.aheadSeq]);
+  });
+
+  it('offers nothing (token 0) with no next slice, after new weights are loaded, or a slice larger than a slot', () => {
+    const mem = StepMemory.create({ ...shape, threads: 1 });
+    const offers = new AheadOffers(mem);
+    const set = imageSet(10);
+    const b = mem.threadBase(0);
+    offers.offer(0, 1, 1);
+    expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
+    offers.setNext(set, Uint32Array.of(1, 2, 3, 4, 5));
+    offers.offer(0, 2, 0);
+    expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
+    offers.setNext(set, Uint32Array.of(1));
+    offers.forget();
+    offers.offer(0, 3, 1);
+    expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
+  });
+
+  it('is off with several threads and with a reduction grain', () => {
+    expect(new AheadOffers(StepMemory.create({ ...shape, threads: 1 })).enabled).toBe(true);
+    const two = StepMemory.create({ ...shape, slots: 2, threads: 2 });
+    expect(two.aheadImages).toEqual([]);
+    expect(new AheadOffers(two).enabled).toBe(false);
+    expect(new AheadOffers(StepMemory.create({ ...shape, threads: 1, grain: 2 })).enabled).toBe(false);
+  });
+});

@@ -1,0 +1,103 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs-core';
+import { selectBackend } from '../common/backend.ts';
+import { WorkerSession } from './session.ts';
+import { StepAhead } from './step-ahead.ts';
+import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
+import { floatsToBytes } from '../common/codec.ts';
+import { weightLayout, initialWeights } from '../common/weights.ts';
+import { buildModel } from '../common/models.ts';
+import { generateSynthetic } from '../common/data/synthetic.ts';
+import { CTL, StepMemory } from '../common/step-memory.ts';
+import { IMAGE_BYTES } from '../common/data/types.ts';
+
+/** A one-thread step memory for mlp holding `weights` in copy 1, a session welcomed to it, and a slice offered with token `token`. */
+function setup(session: WorkerSession, token: number) {
+  const model = buildModel('mlp');
+  const layout = weightLayout(model);
+  model.dispose();
+  const welcome: WelcomeMessage = { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'w', model: 'mlp', preprocessing: { kind: 'scale' }, weightCount: layout.totalSize };
+  session.welcome(welcome);
+  const mem = StepMemory.create({ trainable: layout.trainableSize, stats: 0, slots: 1, slotSamples: 8, threads: 1 });
+  const weights = initialWeights(layout, 3);
+  mem.weights[1].set(weights);
+  const { images, labels } = generateSynthetic(Uint32Array.from({ length: 8 }, (_, i) => i), 'dev', 1);
+  mem.aheadImages[token & 1].set(images);
+  mem.aheadLabels[token & 1].set(labels);
+  const b = mem.threadBase(0);
+  mem.ctl[b + CTL.aheadSeq] = token;
+  mem.ctl[b + CTL.aheadCount] = 8;
+  mem.ctl[b + CTL.aheadParity] = 1;
+  return { mem, weights, images, labels, layout, ahead: new StepAhead(mem, b, session) };
+}
+
+describe('the step ahead, on a compute thread (wasm)', () => {
+  beforeAll(async () => {
+    await selectBackend('wasm');
+  });
+
+  it('writes out, when its command names it, the gradient the command would have computed, bit for bit, and frees its tensors', async () => {
+    const session = new WorkerSession();
+    const { weights, images, labels, layout, ahead } = setup(session, 5);
+    // A step has succeeded on the backend (no pass runs before: the backend could still fall back).
+    const direct = new Float32Array(layout.trainableSize);
+    const stats = new Float32Array(0);
+    const reference = await session.trainWithInto(weights, images, labels, () => ({ gradientSum: direct, stats }));
+    const before = tf.memory().numTensors;
+    const offer = ahead.offer();
+    expect(offer).toEqual({ token: 5, count: 8, parity: 1 });
+    await ahead.compute(offer!, 1);
+    // The pass holds its gradients in the backend until its command.
+    expect(tf.memory().numTensors).toBeGreaterThan(before);
+    const pass = ahead.take(5);
+    expect(pass).toBeDefined();
+    const out = new Float32Array(layout.trainableSize);
+    const r = await session.finishAhead(pass!.prepared, () => ({ gradientSum: out, stats }));
+    expect(r).toEqual(reference);
+    expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(direct.buffer))).toBe(0);
+    expect(tf.memory().numTensors).toBe(before);
+    session.dispose();
+  });
+
+  it('drops a pass that its command does not name, or that was offered on another copy, without leaking tensors', async () => {
+    const session = new WorkerSession();
+    const { weights, images, labels, layout, ahead } = setup(session, 2);
+    await session.trainWithInto(weights, images, labels, () => ({ gradientSum: new Float32Array(layout.trainableSize), stats: new Float32Array(0) }));
+    const before = tf.memory().numTensors;
+    const offer = ahead.offer()!;
+    // Offered on copy 1, but the command wrote copy 0: no pass.
+    await ahead.compute(offer, 0);
+    expect(tf.memory().numTensors).toBe(before);
+    expect(ahead.take(2)).toBeUndefined();
+    await ahead.compute(offer, 1);
+    expect(ahead.take(3)).toBeUndefined();
+    expect(tf.memory().numTensors).toBe(before);
+    // A newer pass replaces an unused one, freeing it.
+    await ahead.compute(offer, 1);
+    await ahead.compute(offer, 1);
+    ahead.drop();
+    expect(tf.memory().numTensors).toBe(before);
+    session.dispose();
+  });
+
+  it('runs no pass before a step has succeeded on the backend', async () => {
+    const session = new WorkerSession();
+    const { ahead } = setup(session, 1);
+    await ahead.compute(ahead.offer()!, 1);
+    expect(ahead.take(1)).toBeUndefined();
+    session.dispose();
+  });
+
+  it('reads no offer with token 0 or a count the memory cannot hold', () => {
+    const session = new WorkerSession();
+    const { mem, ahead } = setup(session, 4);
+    const b = mem.threadBase(0);
+    mem.ctl[b + CTL.aheadCount] = 9;
+    expect(ahead.offer()).toBeUndefined();
+    mem.ctl[b + CTL.aheadCount] = 8;
+    mem.ctl[b + CTL.aheadSeq] = 0;
+    expect(ahead.offer()).toBeUndefined();
+    expect(mem.aheadImages[0].length).toBe(8 * IMAGE_BYTES);
+    session.dispose();
+  });
+});

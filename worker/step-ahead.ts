@@ -1,0 +1,74 @@
+/**
+ * The step ahead, the compute thread's side (the owner's, and why: coordinator/step-ahead.ts).
+ * A command of a step of one slot may come with the next step's slice (CTL.aheadSeq). Once the
+ * command is done, the thread runs that slice's forward and backward pass on the weight copy the
+ * command wrote, and keeps the gradients in its backend. The next command uses them only if it
+ * names that offer (CTL.ahead); any other command drops them.
+ */
+import { IMAGE_BYTES } from '../common/data/types.ts';
+import { CTL, type StepMemory } from '../common/step-memory.ts';
+import type { PreparedStep } from './compute.ts';
+import type { WorkerSession } from './session.ts';
+
+export interface PassAhead {
+  prepared: PreparedStep;
+  /** Milliseconds the pass took (weights in, forward, backward). */
+  computeMs: number;
+}
+
+/** The slice offered with a command, read with the command's fields. */
+export interface Offer {
+  token: number;
+  count: number;
+  parity: 0 | 1;
+}
+
+export class StepAhead {
+  private pending: (PassAhead & { token: number }) | undefined;
+
+  /** `base`: this thread's control block. */
+  constructor(private readonly mem: StepMemory, private readonly base: number, private readonly session: WorkerSession) {}
+
+  /** The slice offered with the command being run (undefined: none). */
+  offer(): Offer | undefined {
+    const { ctl, shape } = this.mem;
+    const b = this.base;
+    const token = ctl[b + CTL.aheadSeq];
+    const count = ctl[b + CTL.aheadCount];
+    if (token === 0 || this.mem.aheadImages.length === 0 || count < 1 || count > shape.slotSamples) return undefined;
+    return { token, count, parity: ctl[b + CTL.aheadParity] === 1 ? 1 : 0 };
+  }
+
+  /**
+   * Once the command that came with `offer` is done, having written copy `written`: runs the
+   * offered slice's pass on that copy. A pass that fails is dropped: its command then computes
+   * the slice itself and reports what fails there.
+   */
+  async compute(offer: Offer, written: 0 | 1): Promise<void> {
+    const { shape } = this.mem;
+    this.drop();
+    if (offer.parity !== written) return;
+    const started = performance.now();
+    const buffer = offer.token & 1;
+    try {
+      const weights = this.mem.weights[written].subarray(0, shape.trainable + shape.stats);
+      const prepared = await this.session.trainAhead(weights, this.mem.aheadImages[buffer].subarray(0, offer.count * IMAGE_BYTES), this.mem.aheadLabels[buffer].subarray(0, offer.count));
+      if (prepared) this.pending = { token: offer.token, prepared, computeMs: performance.now() - started };
+    } catch {
+      // Nothing is lost: the command computes the slice.
+    }
+  }
+
+  /** The pass computed for offer `token` (0: none wanted), if there is one; any other pass is dropped. */
+  take(token: number): PassAhead | undefined {
+    const p = this.pending;
+    this.pending = undefined;
+    if (p && token !== 0 && p.token === token) return p;
+    if (p) this.session.discardAhead(p.prepared);
+    return undefined;
+  }
+
+  drop(): void {
+    this.take(0);
+  }
+}
