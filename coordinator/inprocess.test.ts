@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { bnRounds } from './bn-rounds.ts';
-import { startInProcessWorkers } from './inprocess.ts';
+import { prestartThreads, startInProcessWorkers } from './inprocess.ts';
 import { Membership } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
@@ -43,5 +43,35 @@ describe('startInProcessWorkers', () => {
     // It trained: the step moved the weights.
     const untrained = await trainInProcess({ ...config(), maxSteps: 1, out: await tempDir() }, data);
     expect(maxAbsDiff(onBoard.weights, untrained.weights)).toBeGreaterThan(1e-4);
+  });
+});
+
+describe('threads started ahead, with a warm-up (prestartThreads, worker/warm-up.ts)', () => {
+  for (const model of ['mlp', 'cnn-dropout'] as const) {
+    it(`train ${model} to the weights of threads started without, bit for bit (wasm)`, { timeout: 300_000 }, async () => {
+      const data = await syntheticData(320, 20);
+      const config = () => testConfig({ model, backend: 'wasm', workers: model === 'mlp' ? 1 : 2, batchSize: 16, maxSteps: 6, out: '' });
+      const plain = await trainInProcess({ ...config(), out: await tempDir() }, data);
+      const warmed = await trainInProcess({ ...config(), out: await tempDir() }, data, { warmUp: { model, batch: 8, steps: 5, maxMs: 60_000 } });
+      expect(plain.warmedUp).toBe(0);
+      expect(warmed.warmedUp).toBe(5);
+      expect(warmed.outcome.status).toBe('interrupted');
+      expect(maxAbsDiff(warmed.weights, plain.weights)).toBe(0);
+    });
+  }
+
+  it('refuses a number of prestarted threads other than the workers asked for, and stops none of them', async () => {
+    const threads = prestartThreads(1, 'cpu');
+    const err = await startInProcessWorkers(new Membership(silentLogger()), {
+      workers: 2,
+      backend: 'cpu',
+      log: silentLogger(),
+      threads,
+      welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: 'lenet', preprocessing: { kind: 'scale' }, weightCount: 62006 },
+    }).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('DTRAIN_ERR_THREAD_START');
+    expect((err as Error).message).toMatch(/Expected 2 prestarted threads, but got 1/);
+    await threads[0].started();
+    await threads[0].terminate();
   });
 });

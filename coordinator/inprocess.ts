@@ -5,9 +5,11 @@
  */
 import type { Logger } from '../common/logger.ts';
 import { withTimeout } from '../common/timeout.ts';
+import { DtrainError } from '../common/errors.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage, type WelcomeMessage } from '../common/protocol.ts';
 import { ComputeThread } from '../worker/compute-thread.ts';
+import type { WarmUp } from '../worker/warm-up.ts';
 import { bnRounds } from './bn-rounds.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 import { Adam } from '../common/adam.ts';
@@ -58,11 +60,23 @@ export interface InProcessOptions {
   batchNormChannels?: readonly number[];
   /** Time each thread has to load its backend and build its model; then the start fails. Default 120 s. */
   startupTimeoutMs?: number;
+  /** Threads started earlier (prestartThreads), one per worker; otherwise they are started here. */
+  threads?: ComputeThread[];
+}
+
+/**
+ * Starts `workers` compute threads now, each loading its backend and then warming up on `warmUp`
+ * (worker/warm-up.ts), so that this happens while the owning thread loads the data; hand them to
+ * startInProcessWorkers. Terminate them if they are never handed over.
+ */
+export function prestartThreads(workers: number, backend: BackendChoice, warmUp?: WarmUp): ComputeThread[] {
+  return Array.from({ length: workers }, () => new ComputeThread(backend, warmUp ? { warmUp } : {}));
 }
 
 /** Starts the threads, waits for each to load its backend and model, and joins them. */
-export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> }> {
+export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; warmedUp: number; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> }> {
   membership.canGrow = false;
+  if (opts.threads && opts.threads.length !== opts.workers) throw new DtrainError('DTRAIN_ERR_THREAD_START', `Expected ${opts.workers} prestarted threads, but got ${opts.threads.length}.`, { expected: false });
   /** By index: thread i serves the shared step's control block i. */
   const threads: ComputeThread[] = [];
   const sm = opts.sharedMemory;
@@ -77,12 +91,13 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   const starting = Promise.all(
     Array.from({ length: opts.workers }, async (_, i) => {
       const id = `thread-${i + 1}`;
-      const thread = new ComputeThread(opts.backend);
+      const thread = opts.threads?.[i] ?? new ComputeThread(opts.backend);
       // Synchronized BatchNorm: the thread's sums go straight to this step's round.
       thread.onBnSums = (m) => bnRounds.contribute(m);
       threads[i] = thread;
       thread.onBackendFallback = (m) => opts.log.warn({ event: 'backend_fallback', workerId: id, from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${id}: ${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
       const selection = await startup(thread.started(), id, 'loading the backend');
+      const warmedUp = await thread.warmedUp();
       const backend = await startup(thread.welcome({ ...opts.welcome, workerId: id }), id, 'building the model');
       if (shared) await thread.attachShared(shared.attachMessage(i));
       if (board) await thread.attachBnBoard(board.attachMessage(i));
@@ -90,7 +105,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
         shared?.fail(i, reason);
         membership.leave(id, 'left', reason);
       };
-      return { handle: new ThreadWorker(id, backend, thread, i, shared), selection };
+      return { handle: new ThreadWorker(id, backend, thread, i, shared), selection, warmedUp };
     }),
   );
   // A thread that hangs while starting must not hold the process before its signals are handled.
@@ -105,6 +120,7 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   }
   return {
     backend: started[0].selection,
+    warmedUp: Math.min(...started.map((s) => s.warmedUp)),
     sharedStep: shared,
     bnBoard: board,
     async stop() {

@@ -13,7 +13,8 @@ import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
 import { Membership } from '../coordinator/membership.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from '../coordinator/trainer.ts';
-import { startInProcessWorkers } from '../coordinator/inprocess.ts';
+import { prestartThreads, startInProcessWorkers } from '../coordinator/inprocess.ts';
+import type { WarmUp } from '../worker/warm-up.ts';
 import { wirePreprocessing } from '../coordinator/job.ts';
 
 // One folder per test file, removed after it, so test runs leave nothing behind in /tmp.
@@ -36,8 +37,8 @@ export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
 export async function trainInProcess(
   config: TrainConfig,
   data: DatasetSplits,
-  opts: { resume?: boolean; sharedMemory?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void; backendName?: string } = {},
-): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean }> {
+  opts: { resume?: boolean; sharedMemory?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void; backendName?: string; warmUp?: WarmUp } = {},
+): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean; warmedUp: number }> {
   const log = silentLogger();
   const membership = new Membership(log);
   opts.membership?.(membership);
@@ -54,6 +55,8 @@ export async function trainInProcess(
     sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain ?? 0 },
     // As `dtrain train`; `bnBoard: false` keeps synchronized BatchNorm's exchanges as messages.
     batchNormChannels: opts.bnBoard === false ? [] : trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size),
+    // `warmUp`: threads started ahead, as `dtrain train` starts them (worker/warm-up.ts).
+    ...(opts.warmUp ? { threads: prestartThreads(config.workers, config.backend, opts.warmUp) } : {}),
   });
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
@@ -61,7 +64,7 @@ export async function trainInProcess(
     // `backendName`: what the trainer is told the threads run (tests of its checks), else the truth.
     trainer.backendName = opts.backendName ?? pool.backend.name;
     const outcome = await trainer.run();
-    return { outcome, weights: trainer.currentWeights.slice(), trainer, shared: pool.sharedStep !== undefined };
+    return { outcome, weights: trainer.currentWeights.slice(), trainer, shared: pool.sharedStep !== undefined, warmedUp: pool.warmedUp };
   } finally {
     await pool.stop();
   }

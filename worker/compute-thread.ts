@@ -15,7 +15,7 @@ import type { BnBoardAttachMessage } from '../common/bn-board.ts';
 import { createExchangeBuffer, ExchangeHost, type ExchangeRequest } from './bn-exchange-channel.ts';
 import { TaskArena } from './task-arena.ts';
 
-export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage | ExchangeRequest;
+export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection; warmedUp: number } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage | ExchangeRequest;
 
 export class WorkerLostError extends DtrainError {
   constructor(message: string) {
@@ -43,15 +43,22 @@ export class ComputeThread {
   /** Where a task's weights and pixels go instead of a clone of their own (see TaskArena). */
   private readonly arena = new TaskArena();
 
-  constructor(backend: BackendChoice, testHooks: Omit<ThreadInit, 'backend'> = {}) {
+  /** The thread's report that it loaded its backend (and ran its warm-up), awaited from the start so it is not missed. */
+  private readonly loaded: Promise<Extract<ThreadMessage, { type: 'backend' }>>;
+
+  /** `options`: the warm-up (warm-up.ts) and test hooks. */
+  constructor(backend: BackendChoice, options: Omit<ThreadInit, 'backend' | 'exchangeBuffer'> = {}) {
     const exchangeBuffer = createExchangeBuffer();
     this.exchange = new ExchangeHost(exchangeBuffer);
-    const init: ThreadInit = { backend, ...testHooks, exchangeBuffer };
+    const init: ThreadInit = { backend, ...options, exchangeBuffer };
     this.thread = new Worker(sourcePath('./thread-entry.mjs', import.meta.url), { workerData: init });
     this.thread.on('message', (m: ThreadMessage) => this.dispatch(m));
     this.thread.on('error', (err) => this.lost(`compute thread error: ${err.message}`));
     this.thread.on('exit', (code) => this.lost(`compute thread exited with code ${code}`));
     this.gone = new Promise((resolve) => this.thread.once('exit', () => resolve()));
+    this.loaded = this.next('backend');
+    // Its failure is reported to whoever awaits started().
+    this.loaded.catch(() => {});
   }
 
   private dispatch(m: ThreadMessage): void {
@@ -92,9 +99,14 @@ export class ComputeThread {
     });
   }
 
-  /** Resolves once the thread has loaded its backend. */
+  /** Resolves once the thread has loaded its backend (and run its warm-up, if it was given one). */
   async started(): Promise<BackendSelection> {
-    return (await this.next('backend')).selection;
+    return (await this.loaded).selection;
+  }
+
+  /** The warm-up steps the thread ran before it reported in (0: none asked for, or its backend failed them). */
+  async warmedUp(): Promise<number> {
+    return (await this.loaded).warmedUp;
   }
 
   /** Builds the model; resolves with the backend name the thread reports. */

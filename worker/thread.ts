@@ -11,6 +11,7 @@ import { ExchangeClient } from './bn-exchange-channel.ts';
 import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from './backend-fallback.ts';
 import { SharedStepServer, type SharedAttachMessage } from './shared-step-server.ts';
 import { BnBoardClient, type BnBoardAttachMessage } from '../common/bn-board.ts';
+import { warmUp, type WarmUp } from './warm-up.ts';
 
 export interface ThreadInit {
   backend: BackendChoice;
@@ -18,10 +19,12 @@ export interface ThreadInit {
   failFirstReadBackOn?: string;
   /** Synchronized BatchNorm's blocking exchange with the owning thread (bn-exchange-channel.ts). */
   exchangeBuffer?: SharedArrayBuffer;
+  /** Steps to run and throw away once the backend is loaded, before the thread reports in (warm-up.ts). */
+  warmUp?: WarmUp;
 }
 
 const port = parentPort!;
-const { backend, failFirstReadBackOn, exchangeBuffer } = workerData as ThreadInit;
+const { backend, failFirstReadBackOn, exchangeBuffer, warmUp: warmUpSpec } = workerData as ThreadInit;
 let current: ThreadBackend | undefined;
 // A backend that fails its first real step is replaced by the next one (see backend-fallback.ts).
 const session = new WorkerSession((err) => current?.fallback(err) ?? Promise.resolve(false));
@@ -70,13 +73,14 @@ try {
   const selection = await selectBackend(backend);
   const threadBackend = new ThreadBackend(backend, selection, post);
   current = threadBackend;
+  const warmed = warmUpSpec ? await warmUp(warmUpSpec) : 0;
   if (failFirstReadBackOn === selection.name) failFirstReadBack(selection.name);
   // Tasks are asynchronous (one awaited read-back each); messages are handled strictly in arrival
   // order, so a welcome or a second task never interleaves with a step in flight.
   port.on('message', (msg: CoordinatorMessage) => {
     queue = queue.then(() => handle(msg, threadBackend.name));
   });
-  port.postMessage({ type: 'backend', selection });
+  port.postMessage({ type: 'backend', selection, warmedUp: warmed });
 } catch (err) {
   post({ type: 'fatal', message: (err as Error).message });
 }

@@ -12,7 +12,8 @@ import { adapterName } from '../../common/webgpu.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { ConfigError } from '../../common/errors.ts';
 import { runJob } from '../job.ts';
-import { startInProcessWorkers } from '../inprocess.ts';
+import { prestartThreads, startInProcessWorkers } from '../inprocess.ts';
+import { warmUpFor } from '../../worker/warm-up.ts';
 import { defaultRunDir } from '../trainer.ts';
 import { EpochProgress } from './progress.ts';
 import { createRunWeb, logDashboardUrl } from '../http/serve.ts';
@@ -166,6 +167,8 @@ export function registerTrainCommand(program: Command): void {
     const signal = shutdownSignal(log);
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);
     if (web) logDashboardUrl(log, flags.host, await web.frontend.listen(flags.port!, flags.host));
+    // The threads load their backend and warm up while this thread loads the data (worker/warm-up.ts).
+    let threads: ReturnType<typeof prestartThreads> | undefined = prestartThreads(workers, config.backend, warmUpFor(config.model, config.batchPerWorker ?? Math.ceil(config.batchSize / workers)));
     const outcome = await runJob({
       config,
       log,
@@ -174,12 +177,14 @@ export function registerTrainCommand(program: Command): void {
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
       startWorkers: async (membership, welcome, expect) => {
         const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain };
-        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels });
+        const prestarted = threads;
+        threads = undefined; // from here on, the pool stops them
+        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels, threads: prestarted });
         const sel = started.backend;
-        log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, kernels: sel.kernels, adapter: sel.adapter }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.kernels ? `, kernels: ${sel.kernels.set}` : ''}${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
+        log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, kernels: sel.kernels, adapter: sel.adapter, warmUpSteps: started.warmedUp }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.kernels ? `, kernels: ${sel.kernels.set}` : ''}${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
         return { backend: () => sel.name, stop: started.stop, sharedStep: started.sharedStep, bnBoard: started.bnBoard };
       },
-    });
+    }).finally(() => Promise.all((threads ?? []).map((t) => t.terminate())));
     progress?.stop();
     await web?.close();
     process.exitCode = outcome.status === 'interrupted' ? exitCodeAfter(signal) : 0;
