@@ -73,8 +73,22 @@ export function prestartThreads(workers: number, backend: BackendChoice, warmUp?
   return Array.from({ length: workers }, () => new ComputeThread(backend, warmUp ? { warmUp } : {}));
 }
 
-/** Starts the threads, waits for each to load its backend and model, and joins them. */
-export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<{ backend: BackendSelection; warmedUp: number; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> }> {
+type InProcessPool = { backend: BackendSelection; warmedUp: number; sharedStep?: SharedStep; bnBoard?: BnBoardHost; stop(): Promise<void> };
+
+/**
+ * Starts the threads, waits for each to load its backend and model, and joins them. Prestarted
+ * threads (opts.threads) are its own from the call on: a start that fails terminates them.
+ */
+export async function startInProcessWorkers(membership: Membership, opts: InProcessOptions): Promise<InProcessPool> {
+  try {
+    return await startThreads(membership, opts);
+  } catch (err) {
+    await Promise.all((opts.threads ?? []).map((t) => t.terminate().catch(() => {})));
+    throw err;
+  }
+}
+
+async function startThreads(membership: Membership, opts: InProcessOptions): Promise<InProcessPool> {
   membership.canGrow = false;
   if (opts.threads && opts.threads.length !== opts.workers) throw new DtrainError('DTRAIN_ERR_THREAD_START', `Expected ${opts.workers} prestarted threads, but got ${opts.threads.length}.`, { expected: false });
   /** By index: thread i serves the shared step's control block i. */

@@ -323,8 +323,10 @@ export class Trainer {
       tasks.push(shared ? shared.gather(tasks.length, train, slice) : this.gather(train, slice));
       from += size;
     }
-    if (shared) shared.ahead.setNext(train, tasks.length === 1 ? this.nextSlice(order, batch) : undefined);
     const round = this.stepSync.annotate(tasks, this.position.globalStep, plan);
+    // A pass ahead runs without a sample position or BatchNorm mode: never offered to models whose slices carry one.
+    const plain = tasks.length === 1 && !tasks[0].position && !tasks[0].batchNorm;
+    if (shared) shared.ahead.setNext(train, plain ? this.nextSlice(order, batch) : undefined);
     let outcome: TaskOutcome;
     const acc = this.accumulator;
     acc.reset(tasks.length);

@@ -62,12 +62,17 @@ describe('the shared-memory step (worker threads)', () => {
   // conv models (sample positions for Dropout's masks; synchronized BatchNorm on the threads' board,
   // moving statistics moved from the slots) in fewer, smaller steps: the cpu backend is slow on them.
   // One thread: each step is one trainApply command, the statistics moved after it.
-  for (const [model, batchSize, steps, workers] of [['mlp', 32, 20, 2], ['lenet', 8, 20, 2], ['cnn-dropout', 6, 8, 2], ['cnn-bn', 8, 8, 2], ['cnn-bn', 8, 8, 1]] as const) {
+  for (const [model, batchSize, steps, workers] of [['mlp', 32, 20, 2], ['lenet', 8, 20, 2], ['cnn-dropout', 6, 8, 2], ['cnn-dropout', 6, 8, 1], ['cnn-bn', 8, 8, 2], ['cnn-bn', 8, 8, 1]] as const) {
     it(`gives the same ${model} weights as the message path after ${steps} steps with ${workers} thread(s) (cpu backend)`, { timeout: 300_000 }, async () => {
       const data = await syntheticData(640, 20);
       const cfg = { model, batchSize, backend: 'cpu' as const, workers, maxSteps: steps };
       const bytesIn: number[] = [];
-      const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { hooks: { onStep: (e) => bytesIn.push(e.bytesIn) } });
+      let trainer: Trainer | undefined;
+      const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { hooks: { onStep: (e) => bytesIn.push(e.bytesIn) }, trainer: (t) => (trainer = t) });
+      // Their slices carry a sample position or a BatchNorm mode, which a pass ahead runs without: no slice is ever offered (step-ahead.ts).
+      const step = (trainer as unknown as { sharedStep: SharedStep }).sharedStep;
+      expect(step.mem.ctl[step.mem.threadBase(0) + CTL.aheadSeq]).toBe(0);
+      expect(step.ahead.hits).toBe(0);
       const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
       expect(shared.shared).toBe(true);
       expect(messages.shared).toBe(false);

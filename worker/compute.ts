@@ -316,7 +316,8 @@ export class StepComputer {
    * The first half of `trainInto`: the forward and backward pass, with the loss and probabilities
    * read back. The gradients stay in the backend's tensors until `finishInto` writes them out (or
    * `discard` drops them), so a compute thread can run a step's pass before its command arrives
-   * (worker/step-ahead.ts). `labels` are copied: the caller may reuse its array meanwhile.
+   * (worker/step-ahead.ts). `labels` are kept until then: a caller that reuses its array meanwhile
+   * passes a copy (WorkerSession.trainAhead does).
    */
   async prepareInto(images: Uint8Array, labels: Uint8Array, opts: TrainOptions = {}): Promise<PreparedStep> {
     // With a grain some gradients are float64 arrays: kept out of tidy's result, which holds tensors only.
@@ -331,7 +332,7 @@ export class StepComputer {
       if (opts.grain) lossSum = r.lossSum;
       return { head, stats: r.stats, kept: tensorsOf(r.grads) };
     });
-    const prepared: PreparedStep = { computer: this, labels: labels.slice(), grain: opts.grain ?? 0, grads, stats, head: undefined, lossSum };
+    const prepared: PreparedStep = { computer: this, labels, grain: opts.grain ?? 0, grads, stats, head: undefined, lossSum };
     try {
       prepared.head = (await head.data()) as Float32Array;
     } catch (err) {

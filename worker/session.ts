@@ -122,7 +122,8 @@ export class WorkerSession {
    */
   async trainAhead(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<PreparedStep | undefined> {
     if (!this.backendProven || !this.computer) return undefined;
-    return this.withWeights(weights).prepareInto(images, labels, {});
+    // The labels lie in an ahead buffer that a later offer rewrites: the pass keeps its own copy.
+    return this.withWeights(weights).prepareInto(images, labels.slice(), {});
   }
 
   /**

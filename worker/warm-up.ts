@@ -39,9 +39,10 @@ export async function warmUp(spec: WarmUp): Promise<number> {
   const features = IMAGE_BYTES;
   // The run's input path: standardization (the native standardizer) for the MLP, scaling for the rest.
   const preprocessing: Preprocessing = MODEL_SPECS[spec.model].input === 'flat-standardized' ? { kind: 'standardize', mean: new Float32Array(features), std: new Float32Array(features).fill(1) } : { kind: 'scale' };
-  const computer = new StepComputer(spec.model, preprocessing);
+  let computer: StepComputer | undefined;
   let done = 0;
   try {
+    computer = new StepComputer(spec.model, preprocessing);
     const weights = await computer.readWeights();
     const images = new Uint8Array(spec.batch * IMAGE_BYTES);
     const labels = Uint8Array.from({ length: spec.batch }, (_, i) => i % 10);
@@ -55,7 +56,11 @@ export async function warmUp(spec: WarmUp): Promise<number> {
   } catch {
     // A backend that cannot train fails the run's first step, which falls back (backend-fallback.ts).
   } finally {
-    computer.dispose();
+    try {
+      computer?.dispose();
+    } catch {
+      // The same: the run's first step reports the backend's failure.
+    }
   }
   return done;
 }

@@ -184,7 +184,7 @@ export function registerTrainCommand(program: Command): void {
         log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, kernels: sel.kernels, adapter: sel.adapter, warmUpSteps: started.warmedUp }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.kernels ? `, kernels: ${sel.kernels.set}` : ''}${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
         return { backend: () => sel.name, stop: started.stop, sharedStep: started.sharedStep, bnBoard: started.bnBoard };
       },
-    }).finally(() => Promise.all((threads ?? []).map((t) => t.terminate())));
+    }).finally(() => Promise.all((threads ?? []).map((t) => t.terminate().catch(() => {}))));
     progress?.stop();
     await web?.close();
     process.exitCode = outcome.status === 'interrupted' ? exitCodeAfter(signal) : 0;
