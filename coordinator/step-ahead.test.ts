@@ -48,6 +48,10 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     expect(refuse(2, 0, slice, { taskId: 2, batchNorm: { mode: 'local' } })).toBe(0);
     offers.offer(0, 2, 0);
     expect(offers.claim(0, 2, 0, slice, { taskId: 2 })).toBe(mem.ctl[b + CTL.aheadSeq]);
+    // Nothing offered since the last claim, or a command to another thread: none.
+    expect(offers.claim(0, 2, 0, slice, { taskId: 2 })).toBe(0);
+    offers.offer(0, 2, 0);
+    expect(offers.claim(1, 2, 0, slice, { taskId: 2 })).toBe(0);
   });
 
   it('offers nothing (token 0) with no next slice, after new weights are loaded, or a slice larger than a slot', () => {
