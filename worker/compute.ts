@@ -115,8 +115,8 @@ export interface PreparedStep {
   grads: (Tensor | Float64Array)[];
   stats: Tensor[];
   /** The loss sum, then the [count, 10] probabilities. */
-  head: Float32Array | undefined;
-  lossSum: number | undefined;
+  readonly head: Float32Array;
+  readonly lossSum: number | undefined;
 }
 
 function tensorsOf(grads: (Tensor | Float64Array)[]): Tensor[] {
@@ -332,16 +332,14 @@ export class StepComputer {
       if (opts.grain) lossSum = r.lossSum;
       return { head, stats: r.stats, kept: tensorsOf(r.grads) };
     });
-    const prepared: PreparedStep = { computer: this, labels, grain: opts.grain ?? 0, grads, stats, head: undefined, lossSum };
     try {
-      prepared.head = (await head.data()) as Float32Array;
+      return { computer: this, labels, grain: opts.grain ?? 0, grads, stats, head: (await head.data()) as Float32Array, lossSum };
     } catch (err) {
-      this.discard(prepared);
+      tf.dispose([...tensorsOf(grads), ...stats]);
       throw err;
     } finally {
       head.dispose();
     }
-    return prepared;
   }
 
   /**
@@ -360,8 +358,8 @@ export class StepComputer {
         else throw new TypeError('Expected a float32 gradient target without a reduction grain, but got a float64 one.');
         await copyInto(stats, into.stats);
       }
-      const flat = prepared.head!;
-      return { count: labels.length, lossSum: prepared.lossSum ?? flat[0], correct: countCorrect(flat.subarray(1), labels) };
+      const { head } = prepared;
+      return { count: labels.length, lossSum: prepared.lossSum ?? head[0], correct: countCorrect(head.subarray(1), labels) };
     } finally {
       this.discard(prepared);
     }
