@@ -18,6 +18,7 @@ import type { BnBoardHost } from '../common/bn-board.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
 import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
+import { quietBackgroundThreads } from '../common/background-threads.ts';
 
 export interface WorkerPool {
   /** The backend the workers run, for metrics.json ("mixed" if they differ). */
@@ -117,6 +118,8 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
       await membership.changed(opts.signal);
     }
     trainer.backendName = pool.backend();
+    // The workers are ready (their backends compiled): from now on Node's own threads run on idle cores only.
+    await quietBackgroundThreads(log);
     outcome = await trainer.run(opts.signal);
     if (outcome.status === 'finished') {
       const m = outcome.metrics;

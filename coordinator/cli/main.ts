@@ -10,6 +10,7 @@ import { registerScratchCommand } from './scratch.ts';
 import { registerCoordinatorCommand, registerWorkerCommand } from './distributed.ts';
 import { registerSamplesCommand } from './samples.ts';
 import { registerReportCommand } from './report.ts';
+import { setNodeThreads } from '../../common/background-threads.ts';
 
 export function buildProgram(): Command {
   const program = new Command('dtrain')
@@ -27,7 +28,9 @@ export function buildProgram(): Command {
   return program;
 }
 
-export async function main(argv: string[]): Promise<void> {
+/** `nodeThreads`: the threads bin/dtrain.js found at start (Node's own), which yield to training later (background-threads.ts). */
+export async function main(argv: string[], nodeThreads: readonly number[] = []): Promise<void> {
+  setNodeThreads(nodeThreads);
   // The coordinator process only builds models and saves checkpoints: the cpu backend is enough.
   await tf.setBackend('cpu');
   try {
