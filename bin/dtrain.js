@@ -3,8 +3,8 @@
 import { readdirSync } from 'node:fs';
 import { register } from 'tsx/esm/api';
 
-// Node's own threads (its V8 platform pool), listed before tsx's loader thread exists: main() runs
-// them at the lowest priority (common/background-threads.ts).
+// Node's own threads (its V8 platform pool), listed before tsx's loader thread exists: once training
+// starts they run on idle cores only (common/background-threads.ts).
 const nodeThreads = process.platform === 'linux' ? readdirSync('/proc/self/task').map(Number) : [];
 register();
 const { main } = await import('../coordinator/cli/main.ts');
