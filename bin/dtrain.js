@@ -5,7 +5,12 @@ import { register } from 'tsx/esm/api';
 
 // Node's own threads (its V8 platform pool), listed before tsx's loader thread exists: once training
 // starts they run on idle cores only (common/background-threads.ts).
-const nodeThreads = process.platform === 'linux' ? readdirSync('/proc/self/task').map(Number) : [];
+let nodeThreads = [];
+try {
+  if (process.platform === 'linux') nodeThreads = readdirSync('/proc/self/task').map(Number);
+} catch {
+  // No /proc (some sandboxes): the threads keep their priority.
+}
 register();
 const { main } = await import('../coordinator/cli/main.ts');
 await main(process.argv, nodeThreads);
