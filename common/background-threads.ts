@@ -15,6 +15,8 @@
  * pool, libuv's file-system pool and Node's idle helper threads. Threads made later, such as the
  * compute threads, keep the default policy. When: once the workers are ready, just before the first
  * step, so that start-up (the backends' WebAssembly compiles run on the same pool) is not slowed.
+ * Where: `dtrain train` and `dtrain coordinator` (runJob). A `dtrain worker` process keeps its threads
+ * as they are: over WebSockets the change measured within the noise (lenet, K=1 and K=2, 3 pairs).
  *
  * How: `chrt --idle` (util-linux, on every Debian system) per thread, as Node has no binding for
  * sched_setscheduler; where that fails, nice 19 through os.setPriority (Linux's nice value is a

@@ -21,7 +21,6 @@ import { describeSelection, type BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
 import { BnRelay } from './bn-relay.ts';
 import { gcMode, warnGcMode } from '../common/gc-mode.ts';
-import { quietBackgroundThreads } from '../common/background-threads.ts';
 
 export interface WorkerClientOptions {
   url: string;
@@ -103,8 +102,6 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
     const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
     log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels, ...gcMode() }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
     warnGcMode(log);
-    // The compute thread's backend is compiled: Node's own threads run on idle cores only from now on.
-    await quietBackgroundThreads(log);
     let attempt = 0;
     for (;;) {
       if (opts.signal?.aborted) return { code: 0, reason: 'stopped by signal' };
