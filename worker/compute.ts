@@ -119,6 +119,11 @@ export interface PreparedStep {
   readonly lossSum: number | undefined;
 }
 
+/** Frees a step's gradient and statistics tensors (float64 gradient groups hold no tensor). */
+function disposeStep(grads: (Tensor | Float64Array)[], stats: Tensor[]): void {
+  tf.dispose([...tensorsOf(grads), ...stats]);
+}
+
 function tensorsOf(grads: (Tensor | Float64Array)[]): Tensor[] {
   return grads.filter((g): g is Tensor => !(g instanceof Float64Array));
 }
@@ -335,7 +340,7 @@ export class StepComputer {
     try {
       return { computer: this, labels, grain: opts.grain ?? 0, grads, stats, head: (await head.data()) as Float32Array, lossSum };
     } catch (err) {
-      tf.dispose([...tensorsOf(grads), ...stats]);
+      disposeStep(grads, stats);
       throw err;
     } finally {
       head.dispose();
@@ -367,7 +372,7 @@ export class StepComputer {
 
   /** Frees a prepared step's tensors without writing anything. */
   discard(prepared: PreparedStep): void {
-    tf.dispose([...tensorsOf(prepared.grads), ...prepared.stats]);
+    disposeStep(prepared.grads, prepared.stats);
     prepared.grads = [];
     prepared.stats = [];
   }
