@@ -25,6 +25,7 @@ import { DtrainError } from '../common/errors.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
+import { gatherInto } from '../common/data/split.ts';
 import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
@@ -188,11 +189,7 @@ export class SharedStep {
     this.slotCounts[slot] = indices.length;
     const images = this.mem.images[slot].subarray(0, indices.length * IMAGE_BYTES);
     const labels = this.mem.labels[slot].subarray(0, indices.length);
-    for (let j = 0; j < indices.length; j++) {
-      const i = indices[j];
-      images.set(set.images.subarray(i * IMAGE_BYTES, (i + 1) * IMAGE_BYTES), j * IMAGE_BYTES);
-      labels[j] = set.labels[i];
-    }
+    gatherInto(set, indices, images, labels);
     this.slotOf.set(images, slot);
     return { kind: 'train', images, labels };
   }

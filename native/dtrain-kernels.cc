@@ -1151,6 +1151,43 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// gatherRows(dst: Uint8Array, dstOffset, src: Uint8Array, indices: Uint32Array, rowBytes): copies
+// row indices[j] of src (rowBytes each) to dst at dstOffset + j·rowBytes: the shared-memory step's
+// gather of a slice's images (coordinator/shared-step.ts). JavaScript's TypedArray.set into shared
+// memory copies word by word (V8's relaxed memmove); this is one memcpy per row, with the next
+// row's lines prefetched while the current one is copied.
+
+napi_value GatherRows(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    size_t argc = 6;
+    napi_value v[6];
+    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
+    if (argc != 5) throw std::invalid_argument("gatherRows: expected 5 arguments, got " + std::to_string(argc));
+    size_t dstBytes, srcBytes, count;
+    uint8_t* dst = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, dstBytes));
+    const uint8_t* src = static_cast<const uint8_t*>(typedArrayOf(env, v[2], napi_uint8_array, srcBytes));
+    const uint32_t* indices = static_cast<const uint32_t*>(typedArrayOf(env, v[3], napi_uint32_array, count));
+    if (dst == nullptr || src == nullptr || indices == nullptr) throw std::invalid_argument("gatherRows: expected (Uint8Array, offset, Uint8Array, Uint32Array, rowBytes)");
+    double offset, row;
+    if (napi_get_value_double(env, v[1], &offset) != napi_ok || napi_get_value_double(env, v[4], &row) != napi_ok || !(offset >= 0) || !(row >= 1) || offset != std::floor(offset) || row != std::floor(row) || offset > static_cast<double>(dstBytes) || row > static_cast<double>(srcBytes)) {
+      throw std::invalid_argument("gatherRows: expected a whole dstOffset inside dst and a whole rowBytes of at least 1 and at most src's length");
+    }
+    const size_t rowBytes = static_cast<size_t>(row), at = static_cast<size_t>(offset), rows = srcBytes / rowBytes;
+    if (count > (dstBytes - at) / rowBytes) throw std::out_of_range("gatherRows: " + std::to_string(count) + " rows of " + std::to_string(rowBytes) + " bytes do not fit in dst after byte " + std::to_string(at));
+    for (size_t j = 0; j < count; j++) {
+      if (indices[j] >= rows) throw std::out_of_range("gatherRows: index " + std::to_string(indices[j]) + " at position " + std::to_string(j) + " is past src's " + std::to_string(rows) + " rows");
+    }
+    for (size_t j = 0; j < count; j++) {
+      if (j + 1 < count) {
+        const uint8_t* next = src + static_cast<size_t>(indices[j + 1]) * rowBytes;
+        for (size_t b = 0; b < rowBytes; b += 64) __builtin_prefetch(next + b);
+      }
+      std::memcpy(dst + at + j * rowBytes, src + static_cast<size_t>(indices[j]) * rowBytes, rowBytes);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // info(): what is loaded, for the backend_selected log
 
 napi_value Info(napi_env env, napi_callback_info) {
@@ -1191,7 +1228,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"info", Info}};
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"gatherRows", GatherRows}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

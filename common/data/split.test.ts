@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { gatherImages, selectSplits } from './split.ts';
+import { gatherImages, gatherInto, selectSplits } from './split.ts';
 
 describe('selectSplits', () => {
   it('splits the CIFAR-10 dev set 40,000 / 10,000', () => {
@@ -52,6 +52,38 @@ describe('gatherImages', () => {
     expect(picked.count).toBe(2);
     expect([...picked.labels]).toEqual([6, 4]);
     expect([picked.images[0], picked.images[3071], picked.images[3072], picked.images[6143]]).toEqual([30, 30, 10, 10]);
+  });
+
+  it('gathers into shared memory the same bytes with the native row copy and without it', () => {
+    const set = { images: new Uint8Array(5 * 3072), labels: Uint8Array.from([1, 2, 3, 4, 5]), count: 5 };
+    for (let i = 0; i < set.images.length; i++) set.images[i] = (i * 13 + (i >> 11)) & 255;
+    const indices = Uint32Array.from([4, 1, 1, 0]);
+    const gatherShared = () => {
+      const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+      const images = new Uint8Array(memory.buffer, 64, indices.length * 3072);
+      const labels = new Uint8Array(memory.buffer, 64 + images.length, indices.length);
+      gatherInto(set, indices, images, labels);
+      return { images: Buffer.from(images), labels: [...labels] };
+    };
+    const expected = Buffer.concat([...indices].map((k) => set.images.subarray(k * 3072, (k + 1) * 3072)));
+    const previous = process.env.DTRAIN_NATIVE_KERNELS;
+    try {
+      for (const setting of ['0', '1']) {
+        process.env.DTRAIN_NATIVE_KERNELS = setting;
+        const got = gatherShared();
+        expect(got.images.equals(expected)).toBe(true);
+        expect(got.labels).toEqual([5, 2, 2, 1]);
+      }
+    } finally {
+      if (previous === undefined) delete process.env.DTRAIN_NATIVE_KERNELS;
+      else process.env.DTRAIN_NATIVE_KERNELS = previous;
+    }
+  });
+
+  it('refuses targets too small for the images or the labels', () => {
+    const set = { images: new Uint8Array(2 * 3072), labels: new Uint8Array(2), count: 2 };
+    expect(() => gatherInto(set, Uint32Array.from([0, 1]), new Uint8Array(3072), new Uint8Array(2))).toThrow('Expected room for 2 images (6144 bytes) and labels, but the targets hold 3072 bytes and 2 labels.');
+    expect(() => gatherInto(set, Uint32Array.from([0, 1]), new Uint8Array(6144), new Uint8Array(1))).toThrow('but the targets hold 6144 bytes and 1 labels.');
   });
 
   it('rejects an index past the end', () => {

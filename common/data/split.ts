@@ -4,6 +4,7 @@
  * limited run will use.
  */
 import { ShapeError } from '../errors.ts';
+import { loadNativeKernels } from '../kernels/native/addon.ts';
 import { permutation } from '../random.ts';
 import { IMAGE_BYTES, type ImageSet } from './types.ts';
 
@@ -53,10 +54,24 @@ export function gatherImages(set: ImageSet, indices: Uint32Array): ImageSet {
 
 /** gatherImages into arrays the caller owns (at least indices.length images and labels long). */
 export function gatherInto(set: ImageSet, indices: Uint32Array, images: Uint8Array, labels: Uint8Array): void {
+  if (indices.length * IMAGE_BYTES > images.length || indices.length > labels.length) {
+    throw new ShapeError(`Expected room for ${indices.length} images (${indices.length * IMAGE_BYTES} bytes) and labels, but the targets hold ${images.length} bytes and ${labels.length} labels.`);
+  }
   for (let i = 0; i < indices.length; i++) {
     const k = indices[i];
     if (k >= set.count) throw new ShapeError(`Expected indices below ${set.count}, but index ${i} is ${k}.`);
-    images.set(set.images.subarray(k * IMAGE_BYTES, (k + 1) * IMAGE_BYTES), i * IMAGE_BYTES);
     labels[i] = set.labels[k];
+  }
+  // Into shared memory (the shared-memory step's slots), TypedArray.set copies word by word (V8's
+  // relaxed memmove): 56-63 µs for 64 random images of a 40,000-image set, against 20-24 µs for the
+  // native row copy (one memcpy per image, the next one prefetched).
+  const native = loadNativeKernels();
+  if (native.loaded) {
+    native.kernels.gatherRows(images, 0, set.images, indices, IMAGE_BYTES);
+    return;
+  }
+  for (let i = 0; i < indices.length; i++) {
+    const k = indices[i];
+    images.set(set.images.subarray(k * IMAGE_BYTES, (k + 1) * IMAGE_BYTES), i * IMAGE_BYTES);
   }
 }
