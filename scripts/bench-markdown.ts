@@ -316,6 +316,21 @@ function peers(r: BenchReport): string[] {
   return lines;
 }
 
+/** Two computing processes at once against one alone: the machine's K=2 ceiling for each peer's compute. */
+function computePair(r: BenchReport): string[] {
+  const cp = r.computePair;
+  if (!cp) return [];
+  if (!cp.measured) return [`Two computing processes at once not measured: ${cp.reason}.`, ''];
+  const label = { dtrain: "dtrain (one thread's bare compute)", torch: "PyTorch (one thread's training step)" } as const;
+  const rows = cp.runs.map((x) => [label[x.peer], x.model, fixed(median(x.alone)), x.together.map(([a, b]) => `${fixed(a)} + ${fixed(b)}`).join('; '), `${fixed(x.ratio, 2)}× (${x.ratios.map((v) => fixed(v, 2)).join(', ')})`]);
+  return [
+    markdownTable(['compute', 'model', 'one process alone, img/s (median)', 'two at once, img/s (each round)', 'two ÷ one (median; rounds)'], rows, ['left', 'left', 'right', 'right', 'right']),
+    '',
+    `Two independent processes computing at once against one alone (\`npx tsx scripts/bench-compute-pair.ts\`, batch ${cp.runs[0]?.batch}, ${cp.runs[0]?.seconds} s per measurement, alone and together alternating round by round): no step around the compute, no coordinating thread. dtrain's ratio is the most its K=2 could reach on this machine in this run; PyTorch's, measured the same way, tells how much of the gap to 2 is the machine.`,
+    '',
+  ];
+}
+
 /** In-process (worker threads, shared memory), the coordinating thread's work, and memory over time. */
 function inProcess(r: BenchReport): string[] {
   const lines = ['## 0b. The single-machine step (worker threads, shared memory)', ''];
@@ -335,6 +350,7 @@ function inProcess(r: BenchReport): string[] {
       '',
     );
   }
+  lines.push(...computePair(r));
   const cw = r.coordinatorWork;
   if (cw?.measured) {
     for (const x of cw.runs) lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).`, '');

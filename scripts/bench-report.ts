@@ -247,6 +247,28 @@ export interface InProcessRun {
 
 export type InProcessSection = { measured: true; runs: InProcessRun[] } | { measured: false; reason: string };
 
+/**
+ * Two computing processes at once against one alone (scripts/bench-compute-pair.ts): what the
+ * machine allows any K=2 in this run, with nothing of dtrain's step around the compute.
+ */
+export interface ComputePairRun {
+  /** Whose compute: dtrain's StepComputer.trainInto on one thread, or PyTorch's one-thread training step (Adam included). */
+  peer: 'dtrain' | 'torch';
+  model: string;
+  batch: number;
+  seconds: number;
+  /** Images/s of one process computing alone, per round. */
+  alone: number[];
+  /** Images/s of each of two processes computing at once, per round. */
+  together: [number, number][];
+  /** Per round: (together[0] + together[1]) / alone. */
+  ratios: number[];
+  /** The median of ratios. */
+  ratio: number;
+}
+
+export type ComputePairSection = { measured: true; runs: ComputePairRun[] } | { measured: false; reason: string };
+
 /** The coordinating thread's own work per step (its event loop's active time), in-process, K threads. */
 export interface CoordinatorWork {
   model: string;
@@ -311,5 +333,7 @@ export interface BenchReport {
   inProcess?: InProcessSection;
   coordinatorWork?: CoordinatorWorkSection;
   memory?: MemorySection;
+  /** Absent in reports made before it. */
+  computePair?: ComputePairSection;
   goals: GoalResult[];
 }

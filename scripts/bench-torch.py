@@ -34,8 +34,9 @@ Prints one JSON object on stdout: {"available": false, "reason": ...} when torch
 
 --serve runs timed steps on request, so that scripts/bench-compute.ts can interleave PyTorch with its
 own runs on a shared machine: first a line {"available", "version", "threads", "config", "setup"},
-then for each request line {"model", "batch", "steps"} one line {"seconds", "cpuSeconds"} (the
-model, data and optimizer of a (model, batch) pair are made once and kept).
+then for each request line {"model", "batch", "steps"} (or {"model", "batch", "seconds"}: steps for
+that long) one line {"seconds", "cpuSeconds", "steps"} (the model, data and optimizer of a (model,
+batch) pair are made once and kept).
 """
 import argparse
 import ctypes
@@ -282,8 +283,16 @@ def serve(torch, nn, memory_format):
         if key not in made:
             made[key] = stepper(torch, nn, *key, memory_format)[0]
         t0, c0 = time.perf_counter(), time.process_time()
-        made[key](int(req["steps"]))
-        print(json.dumps({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0}), flush=True)
+        if "seconds" in req:
+            # For as long as asked, one step at a time (scripts/bench-compute-pair.ts): two processes asked at once stop together.
+            until, steps = t0 + float(req["seconds"]), 0
+            while time.perf_counter() < until:
+                made[key](1)
+                steps += 1
+        else:
+            steps = int(req["steps"])
+            made[key](steps)
+        print(json.dumps({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0, "steps": steps}), flush=True)
 
 
 def measure(torch, nn, name, batch, quick, memory_format):

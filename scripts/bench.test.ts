@@ -22,7 +22,7 @@ import {
 import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-markdown.ts';
 import { bestTorch, medianRun, seedWorkload } from './bench-stats.ts';
 import { README_END, README_START, renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
-import type { EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
+import type { ComputePairRun, EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
 import { describeTorchSetup, parseTorchSetup } from './torch-setup.ts';
 
 function step(n: number, over: Partial<StepSample> = {}): StepSample {
@@ -467,6 +467,29 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     const md = renderMarkdown(withPeers({ coordinatorWork: { measured: true, runs: [cw], note: 'Measured after the run, which failed this section.' } }), 'r.json');
     expect(md).toMatch(/over 400 steps[^\n]*\n\nMeasured after the run, which failed this section\./);
     expect(renderMarkdown(withPeers(), 'r.json')).not.toContain('Measured after the run');
+  });
+
+  it('holds both K=2 goals against two computing processes at once, dtrain\'s and PyTorch\'s, and renders them', () => {
+    const pair = (peer: 'dtrain' | 'torch', model: string, alone: number[], together: [number, number][]): ComputePairRun => {
+      const ratios = together.map(([a, b], i) => (a + b) / alone[i]);
+      return { peer, model, batch: 32, seconds: 2, alone, together, ratios, ratio: median(ratios) };
+    };
+    const computePair = {
+      measured: true as const,
+      // dtrain lenet: 1.50, 1.60, 1.70 -> 1.60; PyTorch lenet: 1.90 each round.
+      runs: [pair('dtrain', 'lenet', [1000, 1000, 1000], [[750, 750], [800, 800], [850, 850]]), pair('torch', 'lenet', [500, 500, 500], [[475, 475], [475, 475], [475, 475]])],
+    };
+    const r = withPeers({ computePair });
+    const ceiling = "Two processes of one thread's bare compute (lenet, batch 32) running at once gave 1.60× one alone in this run, the most a K=2 of this compute could reach here (scripts/bench-compute-pair.ts, median of 3 rounds); two of PyTorch's one-thread training steps, measured the same way, gave 1.90×.";
+    expect(goal(r, 'inprocess-scaling').explanation).toContain(ceiling);
+    expect(evaluateGoals(report({ computePair }))[0].explanation).toContain(ceiling);
+    // Without the section, or for another model, nothing is claimed.
+    expect(goal(withPeers(), 'inprocess-scaling').explanation).not.toContain('running at once');
+    expect(goal(withPeers({ computePair: { measured: true, runs: [pair('dtrain', 'mlp', [1], [[1, 1]])] } }), 'inprocess-scaling').explanation).not.toContain('running at once');
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toContain("| dtrain (one thread's bare compute) | lenet | 1,000 | 750 + 750; 800 + 800; 850 + 850 | 1.60× (1.50, 1.60, 1.70) |");
+    expect(md).toContain("| PyTorch (one thread's training step) | lenet | 500 | 475 + 475; 475 + 475; 475 + 475 | 1.90× (1.90, 1.90, 1.90) |");
+    expect(renderMarkdown(withPeers({ computePair: { measured: false, reason: 'skipped with --skip pair' } }), 'r.json')).toContain('Two computing processes at once not measured: skipped with --skip pair.');
   });
 
   it('states the PyTorch setup each peer printed, in section 0 and section 1, and nothing where none was printed', () => {

@@ -12,7 +12,7 @@
  *      seed workload (4 models × 20 epochs × 40,000 images) in minutes
  *
  *   npx tsx scripts/bench.ts [--quick] [--json out.json] [--markdown docs/BENCHMARKS.md]
- *                            [--skip compute,torch,scaling,coordinator,accuracy,peers,end-to-end,inprocess,coordinator-work,memory]
+ *                            [--skip compute,torch,scaling,coordinator,accuracy,peers,end-to-end,inprocess,coordinator-work,memory,pair]
  *                            [--from report.json] [--no-readme]
  *
  * A full run also rewrites the README's speed table (between its bench:readme markers) from the
@@ -54,10 +54,11 @@ import { coordinatorCosts, messageCosts } from './bench-micro.ts';
 import { runScaling, runTimeToAccuracy, WEBSOCKET_TRANSPORT } from './bench-processes.ts';
 import { measureCoordinatorWork, measureEndToEnd, measureInProcess, measureMemory, measurePeers, type PeersPlan } from './bench-peers.ts';
 import { renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
+import { measureComputePair, type ComputePairPlan } from './bench-compute-pair.ts';
 import { parseTorchSetup } from './torch-setup.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy', 'peers', 'end-to-end', 'inprocess', 'coordinator-work', 'memory'] as const;
+const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy', 'peers', 'end-to-end', 'inprocess', 'coordinator-work', 'memory', 'pair'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** Everything that differs between a full and a quick run. */
@@ -71,6 +72,7 @@ interface Plan {
   micro: { warmup: number; iterations: number };
   accuracy: { limitTrain: number; maxEpochs: number; runs: { workers: number; mode: BatchMode }[] };
   peers: PeersPlan;
+  pair: ComputePairPlan;
 }
 
 const MODELS = ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'];
@@ -95,6 +97,8 @@ const FULL: Plan = {
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 200, steps: 400 },
     memory: { model: 'mlp', steps: 10_000, trainImages: 40_000 },
   },
+  // About 2.5 minutes: each process starts, warms up for ~3 s, then computes for 2 s.
+  pair: { models: ['mlp', 'lenet'], batch: 32, rounds: 3, seconds: 2, torch: true },
 };
 
 const QUICK: Plan = {
@@ -113,6 +117,7 @@ const QUICK: Plan = {
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 5, steps: 60 },
     memory: { model: 'mlp', steps: 600, trainImages: 4_000 },
   },
+  pair: { models: ['mlp'], batch: 32, rounds: 1, seconds: 0.5, torch: true },
 };
 
 const BATCH = 32;
@@ -342,6 +347,10 @@ async function main(): Promise<void> {
   const inProcess = await section('inprocess', () => measureInProcess(plan.peers));
   const coordinatorWork = await section('coordinator-work', () => measureCoordinatorWork(plan.peers));
   const memory = await section('memory', () => measureMemory(plan.peers));
+  const computePair = await section('pair', () => {
+    say(`pair: scripts/bench-compute-pair.ts, one process computing alone against two at once (${plan.pair.models.join(', ')}, batch ${plan.pair.batch})`);
+    return measureComputePair(plan.pair, say);
+  });
 
   machine.loadAverageEnd = os.loadavg().map((l) => Number(l.toFixed(2)));
   const report: BenchReport = {
@@ -362,6 +371,7 @@ async function main(): Promise<void> {
     inProcess,
     coordinatorWork,
     memory,
+    computePair,
     goals: [],
   };
   report.goals = evaluateGoals(report);
