@@ -1,4 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { backoffDelay, GiveUp } from './client.ts';
 
 // backoffDelay is pure; the compute thread module resolves tsx through `import.meta.resolve`
@@ -89,5 +91,19 @@ describe('GiveUp', () => {
     g.record({ reached: true });
     now = 17_000;
     expect(g.record({ reached: false })).toBeUndefined();
+  });
+});
+
+describe('the WebSocket library', () => {
+  it('masks and unmasks frames with the native bufferutil, not its JavaScript loop', () => {
+    // A client masks every frame it sends (RFC 6455) and the server unmasks it: in JavaScript that
+    // is 0.29-0.37 ms per 248 KB gradient, against 5-6 µs natively (ws loads bufferutil when present).
+    const require = createRequire(import.meta.url);
+    const bufferUtil = require('bufferutil') as { mask: () => void; unmask: () => void };
+    expect(bufferUtil.mask.toString()).toContain('[native code]');
+    expect(bufferUtil.unmask.toString()).toContain('[native code]');
+    const wsUtil = require(join(dirname(require.resolve('ws')), 'lib', 'buffer-util.js')) as { mask: () => void; unmask: () => void };
+    expect(wsUtil.mask.toString()).toContain('bufferUtil.mask');
+    expect(wsUtil.unmask.toString()).toContain('bufferUtil.unmask');
   });
 });
