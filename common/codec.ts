@@ -142,6 +142,7 @@ function bytes(o: Obj, key: string, expectedLength?: number): Uint8Array {
   return v;
 }
 
+/** Float32 bytes, 4-byte aligned: a view of the frame where it is aligned, else the one copy the finite check made (downstream views it as floats without copying again). */
 function optionalFloats(o: Obj, key: string, expectedCount: number): Uint8Array | undefined {
   if (o[key] === undefined) return undefined;
   const b = bytes(o, key, expectedCount * 4);
@@ -149,7 +150,7 @@ function optionalFloats(o: Obj, key: string, expectedCount: number): Uint8Array 
   for (let i = 0; i < f.length; i++) {
     if (!Number.isFinite(f[i])) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected finite ${key}, but value ${i} is ${f[i]}.`);
   }
-  return b;
+  return floatsToBytes(f);
 }
 
 /**

@@ -180,7 +180,8 @@ export function decodeTensor(bytes: Uint8Array, dtype: WireDtype, count: number,
   if (bytes.byteLength !== expected) throw new WireDtypeError(`Expected ${expected} bytes for ${count} ${dtype} values, but got ${bytes.byteLength}.`);
   if (out.length !== count) throw new WireDtypeError(`Expected an output of ${count} values, but got ${out.length}.`);
   if (dtype === 'float32') {
-    out.set(bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, count) : new Float32Array(copyBytes(bytes, 0, expected).buffer));
+    // Byte for byte into `out`: an unaligned input needs no aligned copy of its own first.
+    new Uint8Array(out.buffer, out.byteOffset, expected).set(bytes);
     return out;
   }
   const halves = bytes.byteOffset % 2 === 0 ? new Uint16Array(bytes.buffer, bytes.byteOffset, count) : new Uint16Array(copyBytes(bytes, 0, count * 2).buffer);
