@@ -122,6 +122,18 @@ describe('tensor encoding', () => {
     expect(decodeTensor(encodeTensor(v, 'float32'), 'float32', v.length)).toEqual(v);
   });
 
+  it('decodes float32 bytes at any offset, into the output it is given', () => {
+    const v = randomValues(301, 3);
+    const bytes = encodeTensor(v, 'float32');
+    for (const offset of [1, 2, 3, 4]) {
+      const frame = new Uint8Array(bytes.byteLength + 8);
+      frame.set(bytes, offset);
+      const out = new Float32Array(v.length + 2).subarray(1, v.length + 1);
+      expect(decodeTensor(frame.subarray(offset, offset + bytes.byteLength), 'float32', v.length, out)).toBe(out);
+      expect(out).toEqual(v);
+    }
+  });
+
   it.each([
     ['float16', 2 ** -11],
     ['bfloat16', 2 ** -8],

@@ -1154,7 +1154,7 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
 // gatherRows(dst: Uint8Array, dstOffset, src: Uint8Array, indices: Uint32Array, rowBytes): copies
 // row indices[j] of src (rowBytes each) to dst at dstOffset + j·rowBytes: the shared-memory step's
 // gather of a slice's images (coordinator/shared-step.ts). JavaScript's TypedArray.set into shared
-// memory copies word by word (V8's relaxed memmove); this is one memcpy per row, with the next
+// memory copies word by word (V8's relaxed memmove); this is one memmove per row, with the next
 // row's lines prefetched while the current one is copied.
 
 napi_value GatherRows(napi_env env, napi_callback_info info) {
@@ -1163,26 +1163,39 @@ napi_value GatherRows(napi_env env, napi_callback_info info) {
     napi_value v[6];
     napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
     if (argc != 5) throw std::invalid_argument("gatherRows: expected 5 arguments, got " + std::to_string(argc));
-    size_t dstBytes, srcBytes, count;
-    uint8_t* dst = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, dstBytes));
-    const uint8_t* src = static_cast<const uint8_t*>(typedArrayOf(env, v[2], napi_uint8_array, srcBytes));
-    const uint32_t* indices = static_cast<const uint32_t*>(typedArrayOf(env, v[3], napi_uint32_array, count));
-    if (dst == nullptr || src == nullptr || indices == nullptr) throw std::invalid_argument("gatherRows: expected (Uint8Array, offset, Uint8Array, Uint32Array, rowBytes)");
+    // N-API may give a null data pointer for an empty array: the type decides, not the pointer.
+    auto view = [&](napi_value x, napi_typedarray_type want, size_t& length) -> void* {
+      bool is = false;
+      napi_typedarray_type type;
+      void* data = nullptr;
+      if (napi_is_typedarray(env, x, &is) != napi_ok || !is || napi_get_typedarray_info(env, x, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
+        throw std::invalid_argument("gatherRows: expected (Uint8Array, offset, Uint8Array, Uint32Array, rowBytes)");
+      }
+      return data;
+    };
+    size_t dstBytes = 0, srcBytes = 0, count = 0;
+    uint8_t* dst = static_cast<uint8_t*>(view(v[0], napi_uint8_array, dstBytes));
+    const uint8_t* src = static_cast<const uint8_t*>(view(v[2], napi_uint8_array, srcBytes));
+    const uint32_t* indices = static_cast<const uint32_t*>(view(v[3], napi_uint32_array, count));
+    if (count == 0) return;
     double offset, row;
     if (napi_get_value_double(env, v[1], &offset) != napi_ok || napi_get_value_double(env, v[4], &row) != napi_ok || !(offset >= 0) || !(row >= 1) || offset != std::floor(offset) || row != std::floor(row) || offset > static_cast<double>(dstBytes) || row > static_cast<double>(srcBytes)) {
       throw std::invalid_argument("gatherRows: expected a whole dstOffset inside dst and a whole rowBytes of at least 1 and at most src's length");
     }
     const size_t rowBytes = static_cast<size_t>(row), at = static_cast<size_t>(offset), rows = srcBytes / rowBytes;
     if (count > (dstBytes - at) / rowBytes) throw std::out_of_range("gatherRows: " + std::to_string(count) + " rows of " + std::to_string(rowBytes) + " bytes do not fit in dst after byte " + std::to_string(at));
+    // Checked as copied: indices in shared memory cannot change between the check and the use.
+    std::vector<uint32_t> rowsAt(indices, indices + count);
     for (size_t j = 0; j < count; j++) {
-      if (indices[j] >= rows) throw std::out_of_range("gatherRows: index " + std::to_string(indices[j]) + " at position " + std::to_string(j) + " is past src's " + std::to_string(rows) + " rows");
+      if (rowsAt[j] >= rows) throw std::out_of_range("gatherRows: index " + std::to_string(rowsAt[j]) + " at position " + std::to_string(j) + " is past src's " + std::to_string(rows) + " rows");
     }
     for (size_t j = 0; j < count; j++) {
       if (j + 1 < count) {
-        const uint8_t* next = src + static_cast<size_t>(indices[j + 1]) * rowBytes;
+        const uint8_t* next = src + static_cast<size_t>(rowsAt[j + 1]) * rowBytes;
         for (size_t b = 0; b < rowBytes; b += 64) __builtin_prefetch(next + b);
       }
-      std::memcpy(dst + at + j * rowBytes, src + static_cast<size_t>(indices[j]) * rowBytes, rowBytes);
+      // memmove: dst and src may be views of one buffer.
+      std::memmove(dst + at + j * rowBytes, src + static_cast<size_t>(rowsAt[j]) * rowBytes, rowBytes);
     }
   });
 }

@@ -4,8 +4,8 @@
  * `StepComputer.trainInto` (section 1's bare compute) on its own batch; then the same for PyTorch's
  * one-thread training step (scripts/bench-torch.py --serve), where a python3 imports torch. The two
  * start together (both warm up, say ready, and get "go" at the same moment) and run for the same
- * time. A dtrain process warms up for 2 s, then puts Node's other threads under SCHED_IDLE before it
- * says ready, as `dtrain train` does before its first step. Alone and together alternate round by round, so the machine's drift hits both alike.
+ * time. Each warms up for 2 s first; a dtrain process then puts Node's other threads under
+ * SCHED_IDLE before it says ready, as `dtrain train` does before its first step. Alone and together alternate round by round, so the machine's drift hits both alike.
  *
  * dtrain's ratio (the two processes' images/s summed, over one process alone) is the ceiling for
  * its K=2 in this run: the in-process and WebSocket steps add hand-offs, the coordinating thread
@@ -29,7 +29,6 @@ import { withTimeout } from '../common/timeout.ts';
 import { torchPython } from './bench-peers.ts';
 import { median } from './bench-stats.ts';
 import type { ComputePairRun, ComputePairSection } from './bench-report.ts';
-
 
 interface Settings {
   child: boolean;
@@ -105,18 +104,40 @@ export interface Contender {
 
 /** How long a contender may take to start and warm up, and to answer after its measured time (ms). */
 const READY_MS = 180_000;
-/** A dtrain child's warm-up before it says ready (ms). */
+/** A child's warm-up before it says ready (ms). */
 const WARM_UP_MS = 2000;
 const ANSWER_MS = 60_000;
 
 type Peer = ComputePairRun['peer'];
 
-/** Reads a child's stdout line by line; a child that exits first fails the read with its exit code. */
+/** The children alive now: killed if this process exits first (the bench's SIGINT and SIGTERM exit). */
+const live = new Set<ChildProcessByStdio<Writable, Readable, null>>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
+/** Starts a child computing process, kept in `live` until it closes; a failed spawn or a closed stdin surfaces as its end. */
+function startChild(command: string, args: string[]): ChildProcessByStdio<Writable, Readable, null> {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  live.add(child);
+  child.on('close', () => live.delete(child));
+  // EPIPE on writing to a child that died: its closed stdout fails the read that waits for it.
+  child.stdin.on('error', () => {});
+  return child;
+}
+
+/**
+ * Reads a child's stdout line by line. A child that ends first fails the read: 'close' fires only
+ * once its stdout is drained, so a last line written just before exiting is still read.
+ */
 function lineReader(child: ChildProcessByStdio<Writable, Readable, null>, what: string): () => Promise<string> {
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const exited = new Promise<{ done: true; value: string }>((resolve) => child.on('exit', (code) => resolve({ done: true, value: `exited with ${code}` })));
+  const ended = new Promise<{ done: true; value: string }>((resolve) => {
+    child.on('close', (code) => resolve({ done: true, value: `exited with ${code}` }));
+    child.on('error', (err) => resolve({ done: true, value: `failed to start (${err.message})` }));
+  });
   return async () => {
-    const r = await Promise.race([lines.next(), exited]);
+    const r = await Promise.race([lines.next(), ended]);
     if (r.done) throw new Error(`${what} ${r.value ?? 'ended'} before answering.`);
     return r.value;
   };
@@ -125,7 +146,7 @@ function lineReader(child: ChildProcessByStdio<Writable, Readable, null>, what: 
 /** dtrain: this script's --child mode (StepComputer.trainInto on one thread). */
 function dtrainContender(model: ModelName, batch: number, seconds: number): Contender {
   const script = new URL(import.meta.url).pathname;
-  const child = spawn(process.execPath, [GC_FLAG, '--import', 'tsx', script, '--child', '--models', model, '--batch', String(batch), '--seconds', String(seconds)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = startChild(process.execPath, [GC_FLAG, '--import', 'tsx', script, '--child', '--models', model, '--batch', String(batch), '--seconds', String(seconds)]);
   const next = lineReader(child, `scripts/bench-compute-pair.ts --child (${model})`);
   const ready = next().then((line) => {
     if (line !== 'ready') throw new Error(`Expected "ready" from the ${model} child, got "${line}".`);
@@ -144,7 +165,7 @@ function dtrainContender(model: ModelName, batch: number, seconds: number): Cont
 
 /** PyTorch on one thread: scripts/bench-torch.py --serve (Adam included in its steps), as section 1's peer. */
 function torchContender(python: string, model: ModelName, batch: number, seconds: number): Contender {
-  const child = spawn(python, ['scripts/bench-torch.py', '--serve', '--threads', '1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = startChild(python, ['scripts/bench-torch.py', '--serve', '--threads', '1']);
   const next = lineReader(child, `scripts/bench-torch.py --serve (${model})`);
   const ask = async (req: object) => {
     child.stdin.write(JSON.stringify({ model, batch, ...req }) + '\n');
@@ -153,7 +174,8 @@ function torchContender(python: string, model: ModelName, batch: number, seconds
   const ready = (async () => {
     const header = JSON.parse(await next()) as { available: boolean; reason?: string };
     if (!header.available) throw new Error(`PyTorch is not available: ${header.reason}`);
-    await ask({ steps: 20 });
+    // The same warm-up as a dtrain child's.
+    await ask({ seconds: WARM_UP_MS / 1000 });
   })();
   return {
     ready,
@@ -216,7 +238,7 @@ export interface ComputePairPlan {
 }
 
 /** The bench's section: dtrain, then PyTorch where a python3 imports torch, for each model. */
-export async function measureComputePair(plan: ComputePairPlan, say: (msg: string) => void = () => {}): Promise<ComputePairSection> {
+export async function measureComputePair(plan: ComputePairPlan, say: (msg: string) => void = () => {}): Promise<Extract<ComputePairSection, { measured: true }>> {
   const python = plan.torch ? torchPython() : undefined;
   const runs: ComputePairRun[] = [];
   for (const model of plan.models) {
@@ -233,9 +255,7 @@ export async function measureComputePair(plan: ComputePairPlan, say: (msg: strin
 async function main(): Promise<void> {
   const s = parseSettings(process.argv.slice(2));
   if (s.child) return child(s.models[0], s.batch, s.seconds);
-  const section = await measureComputePair(s, (msg) => process.stderr.write(msg + '\n'));
-  if (!section.measured) return;
-  const { runs } = section;
+  const { runs } = await measureComputePair(s, (msg) => process.stderr.write(msg + '\n'));
   for (const run of runs) process.stdout.write(JSON.stringify(run) + '\n');
   if (s.json) writeFileSync(s.json, JSON.stringify(runs, null, 2) + '\n');
 }

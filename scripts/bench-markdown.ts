@@ -321,6 +321,7 @@ function computePair(r: BenchReport): string[] {
   const cp = r.computePair;
   if (!cp) return [];
   if (!cp.measured) return [`Two computing processes at once not measured: ${cp.reason}.`, ''];
+  if (cp.runs.length === 0) return ['Two computing processes at once: no run in this report.', ''];
   const label = { dtrain: "dtrain (one thread's bare compute)", torch: "PyTorch (one thread's training step)" } as const;
   const rows = cp.runs.map((x) => [label[x.peer], x.model, fixed(median(x.alone)), x.together.map(([a, b]) => `${fixed(a)} + ${fixed(b)}`).join('; '), `${fixed(x.ratio, 2)}× (${x.ratios.map((v) => fixed(v, 2)).join(', ')})`]);
   return [

@@ -241,7 +241,7 @@ function scalingGoal(report: BenchReport): GoalResult {
     (computeOnly < g.speedup
       ? `Compute alone (communication and optimizer free) would give ${f2(computeOnly)}×, itself short of the goal: ${run.workers} worker processes and the coordinator share ${report.machine.cores} cores, so each worker computes its ${run.batch} images more slowly than a lone worker does.`
       : `Compute alone (communication and optimizer free) would give ${f2(computeOnly)}×: the shortfall is communication and the optimizer, not compute.`) +
-    pairCeiling(report, g.model);
+    pairCeiling(report, g.model, g.batch);
   return { id: 'scaling', goal, met: false, measured, explanation };
 }
 
@@ -374,8 +374,8 @@ function peerGoal(report: BenchReport): GoalResult {
  * What two processes computing at once gave against one alone in this run (scripts/bench-compute-pair.ts),
  * for `model`: the most a K=2 of dtrain's compute could reach here, and PyTorch's the same way. '' where not measured.
  */
-export function pairCeiling(report: BenchReport, model: string): string {
-  const runs = report.computePair?.measured ? report.computePair.runs.filter((r) => r.model === model) : [];
+export function pairCeiling(report: BenchReport, model: string, batch: number): string {
+  const runs = report.computePair?.measured ? report.computePair.runs.filter((r) => r.model === model && r.batch === batch) : [];
   const ours = runs.find((r) => r.peer === 'dtrain');
   if (!ours) return '';
   const torch = runs.find((r) => r.peer === 'torch');
@@ -392,7 +392,7 @@ function inProcessScalingGoal(report: BenchReport): GoalResult {
   const measured = pairs.map((x) => `${x.m} ${f2(s(x))}×`).join(', ');
   const missed = pairs.filter((x) => s(x) < g.speedup);
   if (missed.length === 0 && pairs.length === g.models.length) return { id: 'inprocess-scaling', goal, met: true, measured, explanation: '' };
-  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * x.one!.summary.mean.computeMs) / x.two!.summary.mean.computeMs)}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.${pairCeiling(report, x.m)}`).join(' ');
+  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * x.one!.summary.mean.computeMs) / x.two!.summary.mean.computeMs)}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.${pairCeiling(report, x.m, g.batchPerWorker)}`).join(' ');
   return { id: 'inprocess-scaling', goal, met: missed.length === 0 ? undefined : false, measured, explanation };
 }
 

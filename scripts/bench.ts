@@ -100,7 +100,7 @@ const FULL: Plan = {
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 200, steps: 400 },
     memory: { model: 'mlp', steps: 10_000, trainImages: 40_000 },
   },
-  // About 2.5 minutes: each process starts, warms up for ~3 s, then computes for 2 s.
+  // About 3 minutes: each process starts (~2 s), warms up for 2 s, then computes for 2 s.
   pair: { models: ['mlp', 'lenet'], batch: 32, rounds: 3, seconds: 2, torch: true },
 };
 

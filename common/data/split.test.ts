@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { gatherImages, gatherInto, selectSplits } from './split.ts';
+import { loadNativeKernels } from '../kernels/native/addon.ts';
+import { countCalls } from '../kernels/native/native-testing.ts';
 
 describe('selectSplits', () => {
   it('splits the CIFAR-10 dev set 40,000 / 10,000', () => {
@@ -67,17 +69,33 @@ describe('gatherImages', () => {
     };
     const expected = Buffer.concat([...indices].map((k) => set.images.subarray(k * 3072, (k + 1) * 3072)));
     const previous = process.env.DTRAIN_NATIVE_KERNELS;
+    const load = loadNativeKernels();
+    const calls = load.loaded ? countCalls(load.kernels, ['gatherRows']) : new Map<string, number>();
     try {
       for (const setting of ['0', '1']) {
         process.env.DTRAIN_NATIVE_KERNELS = setting;
+        const before = calls.get('gatherRows') ?? 0;
         const got = gatherShared();
         expect(got.images.equals(expected)).toBe(true);
         expect(got.labels).toEqual([5, 2, 2, 1]);
+        // The addon copied the rows where it is built and allowed, and only then.
+        expect((calls.get('gatherRows') ?? 0) - before).toBe(setting === '1' && load.loaded ? 1 : 0);
       }
+      // Into ordinary memory, no native copy.
+      const before = calls.get('gatherRows') ?? 0;
+      gatherImages(set, indices);
+      expect(calls.get('gatherRows') ?? 0).toBe(before);
     } finally {
       if (previous === undefined) delete process.env.DTRAIN_NATIVE_KERNELS;
       else process.env.DTRAIN_NATIVE_KERNELS = previous;
     }
+  });
+
+  it('gathers nothing for no indices, into shared memory or not', () => {
+    const set = { images: new Uint8Array(3072), labels: new Uint8Array(1), count: 1 };
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    expect(() => gatherInto(set, new Uint32Array(0), new Uint8Array(memory.buffer, 0, 0), new Uint8Array(0))).not.toThrow();
+    expect(gatherImages(set, new Uint32Array(0)).count).toBe(0);
   });
 
   it('refuses targets too small for the images or the labels', () => {

@@ -38,5 +38,22 @@ describe.runIf(native)('the native row gather', () => {
     expect(() => gatherRows(dst, 0.5, src, Uint32Array.from([0]), 16)).toThrow('expected a whole dstOffset inside dst');
     expect(() => gatherRows(dst, 0, src, Uint32Array.from([0]), 0)).toThrow('rowBytes of at least 1');
     expect(() => (gatherRows as (...a: unknown[]) => void)(dst, 0, src, [0], 16)).toThrow('gatherRows: expected (Uint8Array, offset, Uint8Array, Uint32Array, rowBytes)');
+    expect(() => (gatherRows as (...a: unknown[]) => void)(new Float32Array(0), 0, src, Uint32Array.from([0]), 16)).toThrow('gatherRows: expected (Uint8Array, offset');
+  });
+
+  it('copies nothing for no indices, whatever the arrays\' sizes (N-API may give empty arrays no data pointer)', () => {
+    const dst = new Uint8Array(8).fill(5);
+    gatherRows(dst, 0, new Uint8Array(0), new Uint32Array(0), 16);
+    gatherRows(new Uint8Array(0), 0, new Uint8Array(0), new Uint32Array(0), 3072);
+    expect([...dst]).toEqual([5, 5, 5, 5, 5, 5, 5, 5]);
+  });
+
+  it('copies within one buffer, rows overlapping their target', () => {
+    const buf = source(4, 8);
+    const before = buf.slice();
+    // Row 1 onto bytes 4..12, which overlap row 0 and row 1 themselves.
+    gatherRows(buf.subarray(4), 0, buf, Uint32Array.from([1]), 8);
+    expect([...buf.subarray(4, 12)]).toEqual([...before.subarray(8, 16)]);
+    expect([...buf.subarray(0, 4)]).toEqual([...before.subarray(0, 4)]);
   });
 });
