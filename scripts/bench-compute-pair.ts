@@ -7,10 +7,11 @@
  * time. Each warms up for 2 s first; a dtrain process then puts Node's other threads under
  * SCHED_IDLE before it says ready, as `dtrain train` does before its first step. Alone and together alternate round by round, so the machine's drift hits both alike.
  *
- * dtrain's ratio (the two processes' images/s summed, over one process alone) is the ceiling for
- * its K=2 in this run: the in-process and WebSocket steps add hand-offs, the coordinating thread
- * and the reduction on top of that compute. PyTorch's ratio, measured the same way, tells how much
- * of a shortfall from 2 is the machine and how much is how dtrain's compute shares it.
+ * dtrain's ratio (the two processes' images/s summed, over one process alone) says what the machine
+ * gave two computing cores at the time, with no step around the compute: the in-process and
+ * WebSocket steps add hand-offs, the coordinating thread and the reduction. PyTorch's ratio,
+ * measured the same way, tells how much of a shortfall from 2 is the machine and how much is how
+ * dtrain's compute shares it. Both move with this machine's load from round to round.
  *
  *   npx tsx scripts/bench-compute-pair.ts [--models mlp,lenet] [--batch 32] [--rounds 3] [--seconds 2] [--no-torch] [--json out.json]
  *

@@ -327,7 +327,7 @@ function computePair(r: BenchReport): string[] {
   return [
     markdownTable(['compute', 'model', 'one process alone, img/s (median)', 'two at once, img/s (each round)', 'two ÷ one (median; rounds)'], rows, ['left', 'left', 'right', 'right', 'right']),
     '',
-    `Two independent processes computing at once against one alone (\`npx tsx scripts/bench-compute-pair.ts\`, batch ${cp.runs[0]?.batch}, ${cp.runs[0]?.seconds} s per measurement, alone and together alternating round by round): no step around the compute, no coordinating thread. dtrain's ratio is the most its K=2 could reach on this machine in this run; PyTorch's, measured the same way, tells how much of the gap to 2 is the machine.`,
+    `Two independent processes computing at once against one alone (\`npx tsx scripts/bench-compute-pair.ts\`, batch ${cp.runs[0]?.batch}, ${cp.runs[0]?.seconds} s per measurement, alone and together alternating round by round): no step around the compute, no coordinating thread. dtrain's ratio says what this machine gave two computing cores at the time; PyTorch's, measured the same way, tells how much of the gap to 2 is the machine. Both move with the machine's load from round to round.`,
     '',
   ];
 }

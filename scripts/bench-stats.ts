@@ -359,7 +359,7 @@ function peerGoal(report: BenchReport): GoalResult {
     .map((x) => {
       const bare = bareCompute(report, x.run.model);
       const k = x.run.workers;
-      const ceiling = bare ? ` One thread's bare compute is ${bare.toFixed(0)} img/s, so ${k} threads could reach at most ~${(k * bare).toFixed(0)} img/s (${f2((k * bare) / x.torch!.imagesPerSecond)}× PyTorch) with a free step around them.` : '';
+      const ceiling = bare ? ` One thread's bare compute is ${bare.toFixed(0)} img/s, so ${k} thread${k === 1 ? '' : 's'} could reach at most ~${(k * bare).toFixed(0)} img/s (${f2((k * bare) / x.torch!.imagesPerSecond)}× PyTorch) with a free step around them.` : '';
       const k2 = inProcessRun(report, x.run.model, 2);
       const parts = k2 ? ` In-process K=2: ${stepParts(k2.summary)}.` : '';
       const p = x.run.pairedTorchRepeats;
@@ -372,7 +372,8 @@ function peerGoal(report: BenchReport): GoalResult {
 
 /**
  * What two processes computing at once gave against one alone in this run (scripts/bench-compute-pair.ts),
- * for `model`: the most a K=2 of dtrain's compute could reach here, and PyTorch's the same way. '' where not measured.
+ * for `model` at `batch`: what the machine gave two computing cores at the time, for dtrain's compute
+ * and PyTorch's. '' where not measured.
  */
 export function pairCeiling(report: BenchReport, model: string, batch: number): string {
   const runs = report.computePair?.measured ? report.computePair.runs.filter((r) => r.model === model && r.batch === batch) : [];
@@ -380,7 +381,8 @@ export function pairCeiling(report: BenchReport, model: string, batch: number): 
   if (!ours) return '';
   const torch = runs.find((r) => r.peer === 'torch');
   const peer = torch ? `; two of PyTorch's one-thread training steps, measured the same way, gave ${f2(torch.ratio)}×` : '';
-  return ` Two processes of one thread's bare compute (${model}, batch ${ours.batch}) running at once gave ${f2(ours.ratio)}× one alone in this run, the most a K=2 of this compute could reach here (scripts/bench-compute-pair.ts, median of ${ours.ratios.length} rounds)${peer}.`;
+  const rounds = ours.ratios.length > 1 ? `; rounds ${ours.ratios.map(f2).join(', ')}` : '';
+  return ` What this machine gave two computing cores in this run: two processes of one thread's bare compute (${model}, batch ${ours.batch}) running at once gave ${f2(ours.ratio)}× one alone (scripts/bench-compute-pair.ts, median of ${ours.ratios.length} rounds${rounds})${peer}.`;
 }
 
 function inProcessScalingGoal(report: BenchReport): GoalResult {
