@@ -46,13 +46,19 @@ struct Args {
   size_t heapBytes = 0;
 };
 
-Args readArgs(napi_env env, napi_callback_info info, size_t expected, const char* name) {
-  Args a{env, std::vector<napi_value>(expected + 1)};
+// Exactly `expected` arguments, or a JavaScript error naming the function.
+std::vector<napi_value> exactArgs(napi_env env, napi_callback_info info, size_t expected, const char* name) {
+  std::vector<napi_value> v(expected + 1);
   size_t argc = expected + 1;
-  napi_get_cb_info(env, info, &argc, a.v.data(), nullptr, nullptr);
+  napi_get_cb_info(env, info, &argc, v.data(), nullptr, nullptr);
   if (argc != expected) {
     throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(expected) + " arguments, got " + std::to_string(argc));
   }
+  return v;
+}
+
+Args readArgs(napi_env env, napi_callback_info info, size_t expected, const char* name) {
+  Args a{env, exactArgs(env, info, expected, name)};
   bool isBuffer = false;
   napi_is_arraybuffer(env, a.v[0], &isBuffer);
   if (!isBuffer) throw std::invalid_argument(std::string(name) + ": argument 0 must be the wasm heap's ArrayBuffer");
@@ -945,10 +951,7 @@ MULTIVERSION void standardizeLoop(const uint8_t* x, const float* mean, const flo
 // standardize(images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array)
 napi_value Standardize(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    size_t argc = 4;
-    napi_value v[4];
-    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
-    if (argc != 4) throw std::invalid_argument("standardize: expected 4 arguments, got " + std::to_string(argc));
+    const std::vector<napi_value> v = exactArgs(env, info, 4, "standardize");
     size_t n, features, stdCount, outCount;
     const uint8_t* x = typedArrayData<uint8_t>(env, v[0], napi_uint8_array, n, "images (Uint8Array)");
     const float* mean = typedArrayData<float>(env, v[1], napi_float32_array, features, "mean (Float32Array)");
@@ -1159,10 +1162,7 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
 
 napi_value GatherRows(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    size_t argc = 6;
-    napi_value v[6];
-    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
-    if (argc != 5) throw std::invalid_argument("gatherRows: expected 5 arguments, got " + std::to_string(argc));
+    const std::vector<napi_value> v = exactArgs(env, info, 5, "gatherRows");
     // N-API may give a null data pointer for an empty array: the type decides, not the pointer.
     auto view = [&](napi_value x, napi_typedarray_type want, size_t& length) -> void* {
       bool is = false;
