@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { TrainConfig } from '../common/config.ts';
 import { loadDataset } from '../common/data/load.ts';
-import { fitStandardization, type Preprocessing } from '../common/data/preprocess.ts';
+import { fitPreprocessing, type Preprocessing } from '../common/data/preprocess.ts';
 import { MODEL_SPECS } from '../common/models.ts';
 import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
@@ -68,7 +68,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
   await mkdir(config.out, { recursive: true });
   const data = await loadDataset({ dataset: config.dataset, dataDir: config.dataDir, limitTrain: config.limitTrain, limitTest: config.limitTest, splitSeed: config.seed, logger: log });
-  const preprocessing: Preprocessing = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : { kind: 'scale' };
+  const preprocessing = fitPreprocessing(MODEL_SPECS[config.model].input, data.train);
 
   const membership = new Membership(log);
   const observer = opts.observer;

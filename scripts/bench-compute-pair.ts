@@ -67,11 +67,11 @@ async function child(model: ModelName, batch: number, seconds: number): Promise<
   const { selectBackend } = await import('../common/backend.ts');
   const { StepComputer } = await import('../worker/compute.ts');
   const { generateSynthetic } = await import('../common/data/synthetic.ts');
-  const { fitStandardization } = await import('../common/data/preprocess.ts');
+  const { fitPreprocessing } = await import('../common/data/preprocess.ts');
   const { idleBackgroundThreads, threadIds } = await import('../common/background-threads.ts');
   await selectBackend('wasm');
   const data = generateSynthetic(Uint32Array.from({ length: batch }, (_, i) => i), 'dev', 1234 + batch);
-  const prep = MODEL_SPECS[model].input === 'flat-standardized' ? fitStandardization(data) : ({ kind: 'scale' } as const);
+  const prep = fitPreprocessing(MODEL_SPECS[model].input, data);
   const computer = new StepComputer(model, prep);
   const first = await computer.train(data.images, data.labels);
   const target = { gradientSum: new Float32Array(first.gradientSum.length), stats: new Float32Array(first.stats.length) };

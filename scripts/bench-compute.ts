@@ -37,7 +37,7 @@ import { selectBackend } from '../common/backend.ts';
 import { installWasmTrainingKernels, useStockWasmKernels } from '../common/kernels/install.ts';
 import { activeKernelSet, installTrainingKernels, uninstallNativeKernels, type KernelSet } from '../common/kernels/native/install-native.ts';
 import { buildModel, IMAGE_SHAPE, IMAGE_SIZE, MODEL_NAMES, MODEL_SPECS, NUM_CLASSES, parseModelName, type ModelName } from '../common/models.ts';
-import { fitStandardization, preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
+import { fitPreprocessing, preprocessBatch, oneHot, type Preprocessing } from '../common/data/preprocess.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
 import { StepComputer, type GradientTarget } from '../worker/compute.ts';
 import { trainingFlopsPerImage } from '../coordinator/thread-count.ts';
@@ -116,7 +116,7 @@ function syntheticBatch(count: number, seed: number): { images: Uint8Array; labe
 }
 
 function preprocessingFor(model: ModelName, images: Uint8Array, count: number): Preprocessing {
-  return MODEL_SPECS[model].input === 'flat-standardized' ? fitStandardization({ images, labels: new Uint8Array(count), count }) : { kind: 'scale' };
+  return fitPreprocessing(MODEL_SPECS[model].input, { images, labels: new Uint8Array(count), count });
 }
 
 function summarise(runs: number[], stepsPerRun: number): Throughput {

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
 import { loadDataset } from '../common/data/load.ts';
-import { fitStandardization } from '../common/data/preprocess.ts';
+import { fitPreprocessing } from '../common/data/preprocess.ts';
 import { MODEL_SPECS, parseModelName } from '../common/models.ts';
 import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
@@ -52,7 +52,7 @@ const trainer = new Trainer(config, data, membership, log, {
     if (e.step === total && mark) result = { activeMs: performance.eventLoopUtilization(mark.elu).active, ms: performance.now() - mark.t, cpuMs: threadCpuMs() - mark.cpu };
   },
 });
-const prep = MODEL_SPECS[model].input === 'flat-standardized' ? fitStandardization(data.train) : ({ kind: 'scale' } as const);
+const prep = fitPreprocessing(MODEL_SPECS[model].input, data.train);
 const pool = await startInProcessWorkers(membership, {
   workers,
   backend: 'wasm',

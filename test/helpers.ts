@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
 import { loadDataset } from '../common/data/load.ts';
 import type { DatasetSplits } from '../common/data/types.ts';
-import { fitStandardization } from '../common/data/preprocess.ts';
+import { fitPreprocessing } from '../common/data/preprocess.ts';
 import { MODEL_SPECS } from '../common/models.ts';
 import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
@@ -45,7 +45,7 @@ export async function trainInProcess(
   const trainer = new Trainer(config, data, membership, log, opts.hooks);
   opts.trainer?.(trainer);
   if (opts.resume) await trainer.resume();
-  const prep = MODEL_SPECS[config.model].input === 'flat-standardized' ? fitStandardization(data.train) : ({ kind: 'scale' } as const);
+  const prep = fitPreprocessing(MODEL_SPECS[config.model].input, data.train);
   const pool = await startInProcessWorkers(membership, {
     workers: config.workers,
     backend: config.backend,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError } from '../errors.ts';
-import { fitStandardization, oneHot, preprocessBatch } from './preprocess.ts';
+import { fitPreprocessing, fitStandardization, oneHot, preprocessBatch } from './preprocess.ts';
 import type { ImageSet } from './types.ts';
 
 /** Images filled with `fill`, except the listed features. */
@@ -12,6 +12,19 @@ function images(fill: number, features: Record<number, number[]>): ImageSet {
   }
   return set;
 }
+
+describe('fitPreprocessing', () => {
+  it('fits a standardization for flat standardized input and scales images otherwise', () => {
+    const images = new Uint8Array(2 * 3072);
+    images.fill(10, 0, 3072);
+    images.fill(30, 3072);
+    const set: ImageSet = { images, labels: new Uint8Array(2), count: 2 };
+    const fitted = fitPreprocessing('flat-standardized', set);
+    expect(fitted).toEqual(fitStandardization(set));
+    expect(fitted.kind === 'standardize' && [fitted.mean[0], fitted.std[0]]).toEqual([20, 10]);
+    expect(fitPreprocessing('image-scaled', set)).toEqual({ kind: 'scale' });
+  });
+});
 
 describe('fitStandardization', () => {
   // Three images. Feature 0 holds 2, 4, 9: mean 5, deviations -3, -1, 4, squares 9 + 1 + 16 = 26,

@@ -4,8 +4,14 @@
  */
 import { ShapeError } from '../errors.ts';
 import { IMAGE_BYTES, type ImageSet } from './types.ts';
+import type { InputKind } from '../models.ts';
 
 export type Preprocessing = { kind: 'scale' } | { kind: 'standardize'; mean: Float32Array; std: Float32Array };
+
+/** What a model whose input is `input` trains on: standardization fitted on `set` (the mlp), else scaling to [0, 1]. */
+export function fitPreprocessing(input: InputKind, set: ImageSet): Preprocessing {
+  return input === 'flat-standardized' ? fitStandardization(set) : { kind: 'scale' };
+}
 
 /**
  * Per-feature (3072 values, HWC-flattened) mean and population standard deviation over `set`, as
