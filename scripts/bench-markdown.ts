@@ -316,7 +316,7 @@ function peers(r: BenchReport): string[] {
   return lines;
 }
 
-/** Two computing processes at once against one alone: the machine's K=2 ceiling for each peer's compute. */
+/** Two computing processes at once against one alone: what this machine gave two computing cores, for each peer's compute. */
 function computePair(r: BenchReport): string[] {
   const cp = r.computePair;
   if (!cp) return [];

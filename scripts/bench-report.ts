@@ -249,7 +249,7 @@ export type InProcessSection = { measured: true; runs: InProcessRun[] } | { meas
 
 /**
  * Two computing processes at once against one alone (scripts/bench-compute-pair.ts): what the
- * machine allows any K=2 in this run, with nothing of dtrain's step around the compute.
+ * machine gave two computing cores in this run, with nothing of dtrain's step around the compute.
  */
 export interface ComputePairRun {
   /** Whose compute: dtrain's StepComputer.trainInto on one thread, or PyTorch's one-thread training step (Adam included). */

@@ -241,7 +241,7 @@ function scalingGoal(report: BenchReport): GoalResult {
     (computeOnly < g.speedup
       ? `Compute alone (communication and optimizer free) would give ${f2(computeOnly)}×, itself short of the goal: ${run.workers} worker processes and the coordinator share ${report.machine.cores} cores, so each worker computes its ${run.batch} images more slowly than a lone worker does.`
       : `Compute alone (communication and optimizer free) would give ${f2(computeOnly)}×: the shortfall is communication and the optimizer, not compute.`) +
-    pairCeiling(report, g.model, g.batch);
+    twoCoresText(report, g.model, g.batch);
   return { id: 'scaling', goal, met: false, measured, explanation };
 }
 
@@ -375,7 +375,7 @@ function peerGoal(report: BenchReport): GoalResult {
  * for `model` at `batch`: what the machine gave two computing cores at the time, for dtrain's compute
  * and PyTorch's. '' where not measured.
  */
-export function pairCeiling(report: BenchReport, model: string, batch: number): string {
+export function twoCoresText(report: BenchReport, model: string, batch: number): string {
   const runs = report.computePair?.measured ? report.computePair.runs.filter((r) => r.model === model && r.batch === batch) : [];
   const ours = runs.find((r) => r.peer === 'dtrain');
   if (!ours) return '';
@@ -394,7 +394,7 @@ function inProcessScalingGoal(report: BenchReport): GoalResult {
   const measured = pairs.map((x) => `${x.m} ${f2(s(x))}×`).join(', ');
   const missed = pairs.filter((x) => s(x) < g.speedup);
   if (missed.length === 0 && pairs.length === g.models.length) return { id: 'inprocess-scaling', goal, met: true, measured, explanation: '' };
-  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * x.one!.summary.mean.computeMs) / x.two!.summary.mean.computeMs)}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.${pairCeiling(report, x.m, g.batchPerWorker)}`).join(' ');
+  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * x.one!.summary.mean.computeMs) / x.two!.summary.mean.computeMs)}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.${twoCoresText(report, x.m, g.batchPerWorker)}`).join(' ');
   return { id: 'inprocess-scaling', goal, met: missed.length === 0 ? undefined : false, measured, explanation };
 }
 
