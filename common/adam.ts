@@ -4,11 +4,13 @@
  *   w −= lr · (m / (1−b1^t)) / (sqrt(v / (1−b2^t)) + ε)
  * The coordinator runs this once per step over every trainable weight. Where WebAssembly SIMD is
  * available (Node 16.4+), a four-lane float32 kernel does it (common/adam-simd.ts), with both
- * moments living in the kernel's memory; elsewhere a scalar loop does the same arithmetic.
+ * moments living in the kernel's memory; with the native kernels installed (common/gradient-passes.ts)
+ * their loop does the same on the arrays where they lie; elsewhere a scalar loop does the same arithmetic.
  */
 import { ConfigError } from './errors.ts';
 import { assertLength } from './weights.ts';
 import { simdAdamKernel, type AdamKernel } from './adam-simd.ts';
+import { native } from './gradient-passes.ts';
 
 export interface AdamConfig {
   learningRate: number;
@@ -73,9 +75,14 @@ export class Adam {
     return this.step_;
   }
 
-  /** Which implementation runs: 'simd' (WebAssembly) or 'scalar' (JavaScript). */
+  /** Which arithmetic runs: 'simd' (float32 lanes: WebAssembly, or the native kernels' loop, bit for bit the same) or 'scalar' (JavaScript). */
   get kind(): 'simd' | 'scalar' {
     return this.simd ? 'simd' : 'scalar';
+  }
+
+  /** Whether the SIMD arithmetic runs natively, on the arrays where they lie (common/gradient-passes.ts). */
+  get runsNative(): boolean {
+    return this.simd !== undefined && native() !== undefined;
   }
 
   /** Applies one update in place: `weights` and `gradient` cover the trainable weights only. */
@@ -87,6 +94,12 @@ export class Adam {
     // The bias corrections, folded into two scalars outside the loop (in float64, as tfjs does).
     const stepSize = learningRate / (1 - Math.pow(beta1, t));
     const sqrtCorrection = 1 / Math.sqrt(1 - Math.pow(beta2, t));
+    const kernels = this.simd && native();
+    if (kernels) {
+      // No copies: the SIMD kernel needs its operands in its own memory, the native one does not.
+      kernels.adamInPlace(weights, gradient, this.m, this.v, beta1, beta2, 1 - beta1, 1 - beta2, stepSize, sqrtCorrection, epsilon);
+      return;
+    }
     if (this.simd) {
       const s = this.simd;
       s.w.set(weights);

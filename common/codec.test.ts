@@ -284,3 +284,17 @@ describe('codec: malformed frames are rejected with a stable code', () => {
     expect(e.message).toBe('Expected type to be one of hello, ready, result, task_failed, bn_sums, but got "nope".');
   });
 });
+
+describe('codec: a result frame puts its gradients where they can be read in place', () => {
+  it('encodes the gradients first, 16 bytes in, so a frame in a buffer of its own decodes them as a view', () => {
+    const gradients = new Float32Array(70_000).map((_, i) => i * 0.5 - 7);
+    const msg: ResultMessage = { type: 'result', taskId: 123_456, count: 32, lossSum: 1.25, correct: 7, computeMs: 3.5, gradients: floatsToBytes(gradients) };
+    // As ws hands over a frame reassembled from several socket reads: a buffer of its own.
+    const frame = Buffer.from(encode(msg));
+    const decoded = decodeWorkerMessage(frame, { gradientCount: gradients.length, statsCount: 0 }) as ResultMessage;
+    expect(decoded.gradients!.buffer).toBe(frame.buffer);
+    expect(decoded.gradients!.byteOffset - frame.byteOffset).toBe(16);
+    expect(Buffer.from(decoded.gradients!).equals(Buffer.from(floatsToBytes(gradients)))).toBe(true);
+    expect({ ...decoded, gradients: undefined }).toEqual({ ...msg, gradients: undefined });
+  });
+});

@@ -6,6 +6,7 @@
 import { Packr } from 'msgpackr';
 import { endianness } from 'node:os';
 import { DtrainError } from './errors.ts';
+import { firstNonFinite } from './gradient-passes.ts';
 import { MODEL_NAMES } from './models.ts';
 import {
   CLOSE_CODES,
@@ -53,10 +54,39 @@ export class FrameError extends DtrainError {
 }
 
 // Plain msgpack: no records or extensions, so a peer cannot make us build anything but data.
-const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number' });
+// variableMapSize: a map of up to 15 fields gets msgpack's 1-byte header, not msgpackr's default
+// 3-byte one, which tensorFirst's alignment counts on.
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'number', variableMapSize: true });
 
 export function encode(message: WorkerMessage | CoordinatorMessage): Uint8Array {
-  return packr.pack(message);
+  return packr.pack(tensorFirst(message));
+}
+
+/**
+ * `message`'s frame, written from the start of `buffer` when it fits (else into a buffer msgpackr
+ * allocates: compare `.buffer`). msgpackr writes every message into one buffer it keeps across
+ * calls, so afterwards it is pointed at a fresh one: a later `encode` must not append to bytes the
+ * caller will overwrite while they may still be on their way out (common/frame-encoder.ts).
+ */
+export function encodeInto(message: WorkerMessage | CoordinatorMessage, buffer: Buffer): Uint8Array {
+  packr.useBuffer(buffer);
+  try {
+    return packr.pack(tensorFirst(message));
+  } finally {
+    packr.useBuffer(Buffer.allocUnsafe(8192));
+  }
+}
+
+/**
+ * A result's gradients as its first field: a map of up to 15 fields (1 byte), the key "gradients"
+ * (10 bytes) and a bin32 header (5 bytes) put its bytes 16 bytes into the frame. A frame ws
+ * reassembles from several socket reads (any gradient over 64 KiB) starts a buffer of its own, so
+ * the coordinator reads the floats where they lie instead of copying them to align them.
+ */
+function tensorFirst(message: WorkerMessage | CoordinatorMessage): WorkerMessage | CoordinatorMessage {
+  if (message.type !== 'result' || !message.gradients) return message;
+  const { gradients, ...rest } = message;
+  return { gradients, ...rest };
 }
 
 export function floatsToBytes(values: Float32Array): Uint8Array {
@@ -142,14 +172,17 @@ function bytes(o: Obj, key: string, expectedLength?: number): Uint8Array {
   return v;
 }
 
+function assertFinite(f: Float32Array, key: string): void {
+  const i = firstNonFinite(f);
+  if (i >= 0) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected finite ${key}, but value ${i} is ${f[i]}.`);
+}
+
 /** Float32 bytes, 4-byte aligned: a view of the frame where it is aligned, else the one copy the finite check made (downstream views it as floats without copying again). */
 function optionalFloats(o: Obj, key: string, expectedCount: number): Uint8Array | undefined {
   if (o[key] === undefined) return undefined;
   const b = bytes(o, key, expectedCount * 4);
   const f = bytesToFloats(b);
-  for (let i = 0; i < f.length; i++) {
-    if (!Number.isFinite(f[i])) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected finite ${key}, but value ${i} is ${f[i]}.`);
-  }
+  assertFinite(f, key);
   return floatsToBytes(f);
 }
 
@@ -161,9 +194,7 @@ function optionalWireFloats(o: Obj, key: string, expectedCount: number, dtype: W
   if (dtype === 'float32') return optionalFloats(o, key, expectedCount);
   if (o[key] === undefined) return undefined;
   const f = decodeTensor(bytes(o, key, wireByteLength(dtype, expectedCount)), dtype, expectedCount);
-  for (let i = 0; i < f.length; i++) {
-    if (!Number.isFinite(f[i])) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected finite ${key}, but value ${i} is ${f[i]}.`);
-  }
+  assertFinite(f, key);
   return floatsToBytes(f);
 }
 

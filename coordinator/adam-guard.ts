@@ -23,3 +23,8 @@ export function allFinite(values: Float32Array): boolean {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
   return true;
 }
+
+/** unsafeGradient's answer from an index already found (StepAggregate.unsafeIndex; −1: none). */
+export function unsafeAt(gradient: Float32Array, index: number): { index: number; value: number } | undefined {
+  return index < 0 ? undefined : { index, value: gradient[index] };
+}

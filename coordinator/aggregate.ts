@@ -5,6 +5,8 @@
  */
 import { bytesToFloats } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
+import { foldInto, scaleBounded } from '../common/gradient-passes.ts';
+import { MAX_SAFE_GRADIENT } from './adam-guard.ts';
 
 export interface StepAggregate {
   count: number;
@@ -14,6 +16,11 @@ export interface StepAggregate {
   gradient: Float32Array;
   /** Count-weighted mean of the moving statistics; empty when the model has none. */
   stats: Float32Array;
+  /**
+   * The first index of `gradient` whose mean could make Adam's state non-finite (beyond
+   * MAX_SAFE_GRADIENT, or NaN), or −1: found while dividing, so the guard (adam-guard.ts) needs no pass of its own.
+   */
+  unsafeIndex: number;
 }
 
 export function aggregateResults(results: ResultMessage[], gradientCount: number, statsCount: number): StepAggregate {
@@ -22,21 +29,20 @@ export function aggregateResults(results: ResultMessage[], gradientCount: number
   let count = 0;
   let lossSum = 0;
   let correct = 0;
-  for (const r of results) {
+  results.forEach((r, k) => {
     count += r.count;
     lossSum += r.lossSum;
     correct += r.correct;
-    const g = bytesToFloats(r.gradients!);
-    for (let i = 0; i < gradientCount; i++) gradient[i] += g[i];
+    foldInto(gradient, bytesToFloats(r.gradients!), k === 0);
     if (statsCount > 0) {
       const s = bytesToFloats(r.stats!);
       for (let i = 0; i < statsCount; i++) stats[i] += s[i] * r.count;
     }
-  }
+  });
   const inv = 1 / count;
-  for (let i = 0; i < gradientCount; i++) gradient[i] *= inv;
+  const unsafeIndex = scaleBounded(gradient, inv, MAX_SAFE_GRADIENT);
   for (let i = 0; i < statsCount; i++) stats[i] *= inv;
-  return { count, lossSum, correct, gradient, stats };
+  return { count, lossSum, correct, gradient, stats, unsafeIndex };
 }
 
 /**
@@ -79,14 +85,12 @@ export class StepAccumulator {
   }
 
   private fold(r: ResultMessage, first: boolean): void {
-    const { gradient, stats, gradientCount, statsCount } = this;
+    const { gradient, stats, statsCount } = this;
     this.count += r.count;
     this.lossSum += r.lossSum;
     this.correct += r.correct;
-    const g = bytesToFloats(r.gradients!);
     // The first fold writes 0 + g, exactly what adding to a zeroed buffer gives, without zeroing it.
-    if (first) for (let i = 0; i < gradientCount; i++) gradient[i] = 0 + g[i];
-    else for (let i = 0; i < gradientCount; i++) gradient[i] += g[i];
+    foldInto(gradient, bytesToFloats(r.gradients!), first);
     if (statsCount > 0) {
       const s = bytesToFloats(r.stats!);
       if (first) for (let i = 0; i < statsCount; i++) stats[i] = 0 + s[i] * r.count;
@@ -99,9 +103,9 @@ export class StepAccumulator {
     if (this.folded !== this.waiting.length || this.folded === 0) throw new Error(`StepAccumulator: expected ${this.waiting.length} results, but ${this.folded} were folded.`);
     const inv = 1 / this.count;
     const { gradient, stats } = this;
-    for (let i = 0; i < this.gradientCount; i++) gradient[i] *= inv;
+    const unsafeIndex = scaleBounded(gradient, inv, MAX_SAFE_GRADIENT);
     for (let i = 0; i < this.statsCount; i++) stats[i] *= inv;
-    return { count: this.count, lossSum: this.lossSum, correct: this.correct, gradient, stats };
+    return { count: this.count, lossSum: this.lossSum, correct: this.correct, gradient, stats, unsafeIndex };
   }
 }
 

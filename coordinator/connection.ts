@@ -24,6 +24,7 @@ import { decodeWorkerMessage, encode, float64ToBytes, FrameError, FRAME_ERRORS, 
 import type { WireDtype } from '../common/wire-dtype.ts';
 import { CLOSE_CODES, PROTOCOL_VERSION, type BnSumsMessage, type BnTotalsMessage, type ResultMessage, type TaskMessage, type WelcomeMessage, type WorkerMessage } from '../common/protocol.ts';
 import { Heartbeat } from '../common/heartbeat.ts';
+import { FrameEncoder } from '../common/frame-encoder.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import type { LeaveKind, Membership, WorkerHandle } from './membership.ts';
 import { WORKER_EVICTED } from './scheduler.ts';
@@ -44,6 +45,8 @@ export type Stage = (typeof Stage)[keyof typeof Stage];
 export const HELLO_MAX_BYTES = 8 * 1024;
 /** How long a peer has to answer our close frame before its socket is cut. */
 const CLOSE_GRACE_MS = 1000;
+/** Task frames, weights included, in buffers reused once sent: one per connection in flight each step. */
+const taskFrames = new FrameEncoder(8);
 
 export interface ConnectionContext {
   membership: Membership;
@@ -145,7 +148,9 @@ export class Connection implements WorkerHandle {
     return new Promise((resolve, reject) => {
       this.pending.set(task.taskId, { count: task.labels.length, kind: task.kind, resolve, reject });
       const wire = { dtype: this.wireDtype, trainableCount: this.ctx.expect.gradientCount };
-      this.socket.send(encode(taskForWire(task, wire)), { binary: true }, (err) => {
+      const frame = taskFrames.encode(taskForWire(task, wire));
+      this.socket.send(frame.bytes, { binary: true }, (err) => {
+        frame.release();
         if (err) this.failTask(task.taskId, new WorkerLostError(`send to ${this.id} failed: ${err.message}`));
       });
     });

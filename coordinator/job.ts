@@ -19,6 +19,7 @@ import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
 import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 import { quietBackgroundThreads } from '../common/background-threads.ts';
+import { installGradientPasses } from '../common/kernels/native/install-native.ts';
 
 export interface WorkerPool {
   /** The backend the workers run, for metrics.json ("mixed" if they differ). */
@@ -67,6 +68,9 @@ async function readMetrics(runDir: string): Promise<Metrics | undefined> {
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
   await mkdir(config.out, { recursive: true });
+  // The message path's passes over gradients and Adam: native where the addon loads.
+  const passes = installGradientPasses();
+  log.debug({ event: 'gradient_passes', native: passes.native, reason: passes.reason }, `gradient passes and Adam: ${passes.native ? 'native' : `JavaScript and WebAssembly (${passes.reason})`}`);
   const data = await loadDataset({ dataset: config.dataset, dataDir: config.dataDir, limitTrain: config.limitTrain, limitTest: config.limitTest, splitSeed: config.seed, logger: log });
   const preprocessing = fitPreprocessing(MODEL_SPECS[config.model].input, data.train);
 

@@ -23,7 +23,7 @@
  * norm joins the history (`confirm`).
  */
 import { bytesToFloats } from '../common/codec.ts';
-import { sumSquares } from '../common/sum-squares-simd.ts';
+import { squaresOf } from '../common/gradient-passes.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import type { WeightLayout } from '../common/weights.ts';
 
@@ -71,7 +71,7 @@ export function summarize(result: ResultMessage): SliceSummary {
 
 /** ‖gradient sum‖ / count, in float64 (a float32 sum of squares of 1e21s would overflow). */
 export function sliceNorm(result: ResultMessage): number {
-  return normFromSquares(sumSquares(bytesToFloats(result.gradients!)), result.count);
+  return normFromSquares(squaresOf(bytesToFloats(result.gradients!)), result.count);
 }
 
 /** The norm the screen judges, from Σ g² of a slice's gradient sum and its sample count. */

@@ -22,7 +22,7 @@ import { aggregateResults, alignedSliceSizes, StepAccumulator, sliceSizes, type 
 import { GradientScreen, gradientsAgree, sliceNorm, summariesAgree, type SliceSummary } from './result-check.ts';
 import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
-import { allFinite, MAX_SAFE_GRADIENT, unsafeGradient } from './adam-guard.ts';
+import { allFinite, MAX_SAFE_GRADIENT, unsafeAt, unsafeGradient } from './adam-guard.ts';
 import { stepTotals, type SharedStep } from './shared-step.ts';
 import { StepSync } from './step-sync.ts';
 import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
@@ -416,7 +416,8 @@ export class Trainer {
     const rule = this.config.aggregation ?? 'mean';
     const agg = folded ? folded.finish() : aggregateResults(results, this.layout.trainableSize, this.statsCount);
     if (rule !== 'mean') agg.gradient = robustGradient(results, this.layout.trainableSize, rule);
-    const unsafe = unsafeGradient(agg.gradient);
+    // The mean's division found it already; a robust rule's gradient is checked here.
+    const unsafe = rule === 'mean' ? unsafeAt(agg.gradient, agg.unsafeIndex) : unsafeGradient(agg.gradient);
     if (unsafe) {
       this.log.error({ event: 'step_refused', step: this.position.globalStep + 1, index: unsafe.index, value: unsafe.value, limit: MAX_SAFE_GRADIENT }, `step ${this.position.globalStep + 1} refused: gradient value ${unsafe.index} is ${unsafe.value}, which would make Adam's state non-finite; the weights are unchanged`);
       return agg;

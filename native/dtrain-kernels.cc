@@ -1093,6 +1093,112 @@ double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, con
   return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The WebSocket coordinator's passes over a step's gradients, each bit for bit its JavaScript loop
+// (coordinator/gradient-passes.ts): fold a result into the sum, scale the sum to the mean with the
+// safety check of coordinator/adam-guard.ts, Adam in place on the trainer's own arrays (the stripe's
+// loop with one slot and inv = 1, which leaves g as it is), and Σ x² in float64 for the result
+// screen and the codec's finiteness check.
+
+// dst = (first ? 0 : dst) + src in float32: the sum coordinator/aggregate.ts folds.
+void foldLoop(float* __restrict dst, const float* __restrict src, int64_t n, bool first) {
+  if (first) {
+    for (int64_t i = 0; i < n; i++) dst[i] = 0.0f + src[i];
+  } else {
+    for (int64_t i = 0; i < n; i++) dst[i] = dst[i] + src[i];
+  }
+}
+
+// x = fl32(x · inv) (the product in float64); returns the first index whose result is not within
+// ±limit (NaN included), or −1.
+bool withinLimit(float r, double limit) {
+  return static_cast<double>(r) <= limit && static_cast<double>(r) >= -limit;
+}
+
+// The first index past ±limit, searched only once a vector check found one.
+int64_t firstOutside(const float* x, int64_t n, double limit) {
+  for (int64_t i = 0; i < n; i++) {
+    if (!withinLimit(x[i], limit)) return i;
+  }
+  return -1;
+}
+
+int64_t scaleScalar(float* x, int64_t n, double inv, double limit) {
+  int64_t bad = -1;
+  for (int64_t i = 0; i < n; i++) {
+    x[i] = static_cast<float>(static_cast<double>(x[i]) * inv);
+    if (bad < 0 && !withinLimit(x[i], limit)) bad = i;
+  }
+  return bad;
+}
+
+#if defined(__x86_64__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// The stripe's scaling (widen, × inv in float64, round to float32), sixteen lanes at a time; the
+// bound is checked on the rounded values, widened again (exactly).
+__attribute__((target("avx512f"))) int64_t scaleAvx512(float* x, int64_t n, double inv, double limit) {
+  const __m512d invV = _mm512_set1_pd(inv), hiV = _mm512_set1_pd(limit), loV = _mm512_set1_pd(-limit);
+  __mmask8 outside = 0;
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    __m512d lo, hi;
+    widen16(_mm512_maskz_loadu_ps(k16, x + j), lo, hi);
+    const __m512 r = scaledToFloat16(lo, hi, invV);
+    _mm512_mask_storeu_ps(x + j, k16, r);
+    widen16(r, lo, hi);
+    // Not (≤ limit and ≥ −limit), NaN included: the ordered comparisons are false for NaN.
+    outside |= static_cast<__mmask8>(~(_mm512_cmp_pd_mask(lo, hiV, _CMP_LE_OQ) & _mm512_cmp_pd_mask(lo, loV, _CMP_GE_OQ)));
+    outside |= static_cast<__mmask8>(~(_mm512_cmp_pd_mask(hi, hiV, _CMP_LE_OQ) & _mm512_cmp_pd_mask(hi, loV, _CMP_GE_OQ)));
+  }
+  return outside ? firstOutside(x, n, limit) : -1;
+}
+#pragma GCC diagnostic pop
+#endif
+
+int64_t scaleLoop(float* x, int64_t n, double inv, double limit) {
+#if defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return scaleAvx512(x, n, inv, limit);
+#endif
+  return scaleScalar(x, n, inv, limit);
+}
+
+double squaresScalar(const float* x, int64_t n) {
+  // Eight running sums: independent additions, so the loop is not bound by one sum's latency.
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; k++) acc[k] += static_cast<double>(x[i + k]) * static_cast<double>(x[i + k]);
+  }
+  for (; i < n; i++) acc[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+#if defined(__x86_64__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+__attribute__((target("avx512f"))) double squaresAvx512(const float* x, int64_t n) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    squares16(x + j, k16, lo, hi);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+#pragma GCC diagnostic pop
+#endif
+
+double squaresLoop(const float* x, int64_t n) {
+#if defined(__x86_64__)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512) return squaresAvx512(x, n);
+#endif
+  return squaresScalar(x, n);
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
@@ -1151,6 +1257,102 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
   napi_value out;
   napi_create_double(env, sq, &out);
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The coordinator's gradient passes (see foldLoop above). Operands are whole Float32Arrays.
+
+// A Float32Array argument's data and length; N-API may give a null pointer for an empty one.
+float* floatsArg(napi_env env, napi_value x, size_t& length, const char* what) {
+  bool is = false;
+  napi_typedarray_type type;
+  void* data = nullptr;
+  if (napi_is_typedarray(env, x, &is) != napi_ok || !is || napi_get_typedarray_info(env, x, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array) {
+    throw std::invalid_argument(std::string(what) + " must be a Float32Array");
+  }
+  return static_cast<float*>(data);
+}
+
+double numberArg(napi_env env, napi_value x, const char* what) {
+  double d = 0;
+  if (napi_get_value_double(env, x, &d) != napi_ok) throw std::invalid_argument(std::string(what) + " must be a number");
+  return d;
+}
+
+napi_value numberValue(napi_env env, double d) {
+  napi_value out;
+  napi_create_double(env, d, &out);
+  return out;
+}
+
+// The two ranges overlap (a fold into itself, or Adam's operands sharing memory where they must not).
+bool overlaps(const float* a, const float* b, size_t n) {
+  return n > 0 && a < b + n && b < a + n;
+}
+
+// foldInto(dst: Float32Array, src: Float32Array, first: boolean): dst = (first ? 0 : dst) + src.
+napi_value FoldInto(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    const std::vector<napi_value> v = exactArgs(env, info, 3, "foldInto");
+    size_t n = 0, m = 0;
+    float* dst = floatsArg(env, v[0], n, "foldInto: dst");
+    const float* src = floatsArg(env, v[1], m, "foldInto: src");
+    bool first = false;
+    if (napi_get_value_bool(env, v[2], &first) != napi_ok) throw std::invalid_argument("foldInto: first must be a boolean");
+    if (m != n) throw std::invalid_argument("foldInto: expected src of " + std::to_string(n) + " floats, got " + std::to_string(m));
+    if (overlaps(dst, src, n)) throw std::invalid_argument("foldInto: dst and src overlap");
+    foldLoop(dst, src, static_cast<int64_t>(n), first);
+  });
+}
+
+// scaleBounded(x: Float32Array, inv, limit) → the first index past ±limit after scaling, or −1.
+napi_value ScaleBounded(napi_env env, napi_callback_info info) {
+  int64_t bad = -1;
+  try {
+    const std::vector<napi_value> v = exactArgs(env, info, 3, "scaleBounded");
+    size_t n = 0;
+    float* x = floatsArg(env, v[0], n, "scaleBounded: x");
+    bad = scaleLoop(x, static_cast<int64_t>(n), numberArg(env, v[1], "scaleBounded: inv"), numberArg(env, v[2], "scaleBounded: limit"));
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  return numberValue(env, static_cast<double>(bad));
+}
+
+// sumSquares(x: Float32Array) → Σ x² in float64 (NaN or Infinity where a value is not finite).
+napi_value SumSquares(napi_env env, napi_callback_info info) {
+  double sq = 0;
+  try {
+    const std::vector<napi_value> v = exactArgs(env, info, 1, "sumSquares");
+    size_t n = 0;
+    const float* x = floatsArg(env, v[0], n, "sumSquares: x");
+    sq = squaresLoop(x, static_cast<int64_t>(n));
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  return numberValue(env, sq);
+}
+
+// adamInPlace(w, g, m, v: Float32Array, b1, b2, a1, a2, step, sc2, eps): Adam over every lane, w, m
+// and v rewritten where they lie; the scalars rounded to float32 as the SIMD kernel takes them.
+napi_value AdamInPlace(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    const std::vector<napi_value> v = exactArgs(env, info, 11, "adamInPlace");
+    size_t n = 0, ng = 0, nm = 0, nv = 0;
+    float* w = floatsArg(env, v[0], n, "adamInPlace: w");
+    const float* g = floatsArg(env, v[1], ng, "adamInPlace: g");
+    float* m = floatsArg(env, v[2], nm, "adamInPlace: m");
+    float* vv = floatsArg(env, v[3], nv, "adamInPlace: v");
+    if (ng != n || nm != n || nv != n) throw std::invalid_argument("adamInPlace: expected w, g, m and v of one length, got " + std::to_string(n) + ", " + std::to_string(ng) + ", " + std::to_string(nm) + " and " + std::to_string(nv));
+    if (overlaps(w, g, n) || overlaps(w, m, n) || overlaps(w, vv, n) || overlaps(g, m, n) || overlaps(g, vv, n) || overlaps(m, vv, n)) throw std::invalid_argument("adamInPlace: w, g, m and v must not overlap");
+    float d[7];
+    const char* names[] = {"b1", "b2", "a1", "a2", "step", "sc2", "eps"};
+    for (int i = 0; i < 7; i++) d[i] = static_cast<float>(numberArg(env, v[4 + i], names[i]));
+    const AdamScalars s{d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
+    stripeLoop(g, 0, 1, w, m, vv, w, m, vv, static_cast<int64_t>(n), 1.0, s, false, false);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1241,7 +1443,8 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"gatherRows", GatherRows}, {"info", Info}};
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"gatherRows", GatherRows},
+             {"foldInto", FoldInto}, {"scaleBounded", ScaleBounded}, {"sumSquares", SumSquares}, {"adamInPlace", AdamInPlace}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

@@ -20,7 +20,11 @@ import { withTimeout } from '../common/timeout.ts';
 import { describeSelection, type BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
 import { BnRelay } from './bn-relay.ts';
+import { FrameEncoder } from '../common/frame-encoder.ts';
 import { gcMode, warnGcMode } from '../common/gc-mode.ts';
+
+/** Result frames, gradients included, in buffers reused once ws has sent them (ws masks a copy at once). */
+const resultFrames = new FrameEncoder(2);
 
 export interface WorkerClientOptions {
   url: string;
@@ -88,6 +92,8 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
   const limits = { ...NET_DEFAULTS, ...opts.limits };
   const { log } = opts;
   const compute = new ComputeThread(opts.backend);
+  // Each result is encoded into its frame as soon as it arrives (below), before the next task goes to the thread.
+  compute.resultsReadAtOnce = true;
   // A dead compute thread cannot come back: leave with an error, so a supervisor restarts us.
   let computeLost: string | undefined;
   let dropConnection: () => void = () => {};
@@ -149,7 +155,11 @@ function connectOnce(
     /** Our own reason for ending the connection, if it was ours. */
     let failure: { code: string; message: string } | undefined;
     let httpStatus: number | undefined;
-    const send = (m: WorkerMessage) => socket.readyState === socket.OPEN && socket.send(encode(m), { binary: true });
+    const send = (m: WorkerMessage) => {
+      if (socket.readyState !== socket.OPEN) return;
+      const frame = resultFrames.encode(m);
+      socket.send(frame.bytes, { binary: true }, () => frame.release());
+    };
     // Synchronized BatchNorm: the compute thread's sums go to the coordinator, its totals come back.
     const relay = new BnRelay((m) => {
       if (socket.readyState !== socket.OPEN) return false;

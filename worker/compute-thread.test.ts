@@ -59,4 +59,18 @@ describe('ComputeThread with its task arena (wasm)', { timeout: 60_000 }, () => 
     expect(Buffer.from(first.gradients!).equals(Buffer.from(alone[0].gradients!))).toBe(true);
     expect(Buffer.from(second.gradients!).equals(Buffer.from(alone[1].gradients!))).toBe(true);
   });
+
+  it('with resultsReadAtOnce, gives a lone train task its gradients in shared memory, bit for bit those of a result of its own', async () => {
+    const { thread } = await started();
+    const own = await thread.run(task(1, 0, 1));
+    thread.resultsReadAtOnce = true;
+    const shared = await thread.run(task(2, 0, 1));
+    expect(own.gradients!.buffer).toBeInstanceOf(ArrayBuffer);
+    expect(shared.gradients!.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(Buffer.from(shared.gradients!).equals(Buffer.from(own.gradients!))).toBe(true);
+    // Two in flight: the second is not alone, and gets a result of its own.
+    const [first, second] = await Promise.all([thread.run(task(3, 0, 1)), thread.run(task(4, 1, 2))]);
+    expect(first.gradients!.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(second.gradients!.buffer).toBeInstanceOf(ArrayBuffer);
+  });
 });

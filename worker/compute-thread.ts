@@ -17,6 +17,12 @@ import { TaskArena } from './task-arena.ts';
 
 export type ThreadMessage = WorkerMessage | { type: 'fatal'; message: string } | { type: 'backend'; selection: BackendSelection; warmedUp: number } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage | ExchangeRequest;
 
+/**
+ * A task as the thread gets it. `sharedResult`: the thread writes the gradients into memory it
+ * shares with its owner and keeps for the next such task (worker/shared-result.ts).
+ */
+export type ThreadTask = TaskMessage & { sharedResult?: boolean };
+
 export class WorkerLostError extends DtrainError {
   constructor(message: string) {
     super('DTRAIN_ERR_WORKER_LOST', message, { expected: false });
@@ -42,6 +48,13 @@ export class ComputeThread {
   private readonly exchange: ExchangeHost;
   /** Where a task's weights and pixels go instead of a clone of their own (see TaskArena). */
   private readonly arena = new TaskArena();
+  /**
+   * Set by an owner that is done with each result when its promise settles (a WebSocket worker
+   * encodes it into a frame in the continuation): a train task that runs alone then gets its
+   * gradients in shared memory the thread rewrites with the next such task, instead of a new array.
+   * No other owner may set it: an in-process step keeps results past the next task of the thread.
+   */
+  resultsReadAtOnce = false;
 
   /** The thread's report that it loaded its backend (and ran its warm-up), awaited from the start so it is not missed. */
   private readonly loaded: Promise<Extract<ThreadMessage, { type: 'backend' }>>;
@@ -134,7 +147,10 @@ export class ComputeThread {
     if (this.exited) return Promise.reject(new WorkerLostError('compute thread has exited'));
     return new Promise((resolve, reject) => {
       this.pending.set(task.taskId, { resolve, reject });
-      this.thread.postMessage(this.pending.size === 1 ? this.arena.place(task) : task);
+      // Alone in flight: its arrays go through the arena, and (if the owner reads results at once) its gradients come back in shared memory.
+      const alone = this.pending.size === 1;
+      const posted: ThreadTask = alone ? this.arena.place(task) : task;
+      this.thread.postMessage(alone && this.resultsReadAtOnce && task.kind === 'train' ? { ...posted, sharedResult: true } : posted);
     });
   }
 

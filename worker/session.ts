@@ -10,6 +10,9 @@ import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
 import { BnSyncUnsupportedError } from '../common/bn-sync-errors.ts';
 import { backendCopiesUploads } from '../common/upload-scratch.ts';
+import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
+import { tf } from '../common/tf.ts';
+import type { SharedResult } from './shared-result.ts';
 
 export function preprocessingFromWire(p: WirePreprocessing): Preprocessing {
   if (p.kind === 'scale') return { kind: 'scale' };
@@ -56,8 +59,14 @@ export class WorkerSession {
     this.weightsVersion = -1;
   }
 
-  run(task: TaskMessage): Promise<ResultMessage> {
-    return this.withFallback(() => this.compute(task));
+  /**
+   * `into`: where a train task's gradients and statistics go when the caller reads the result before
+   * the next task (worker/shared-result.ts); used where the backend keeps its tensors in this
+   * thread's memory, so each gradient is copied straight out of it. Elsewhere (webgpu) the step
+   * reads everything back at once, one device sync, into a new array.
+   */
+  run(task: TaskMessage, into?: SharedResult): Promise<ResultMessage> {
+    return this.withFallback(() => this.compute(task, into));
   }
 
   /** Runs a step; if it is the first on this backend and the backend failed it, falls back and retries. */
@@ -78,7 +87,7 @@ export class WorkerSession {
     }
   }
 
-  private async compute(task: TaskMessage): Promise<ResultMessage> {
+  private async compute(task: TaskMessage, into?: SharedResult): Promise<ResultMessage> {
     const computer = this.computer;
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
     const started = performance.now();
@@ -92,6 +101,14 @@ export class WorkerSession {
       this.hasWeights = true;
     } else if (task.weightsVersion !== this.weightsVersion || !this.hasWeights) {
       throw new DtrainError('DTRAIN_ERR_STALE_WEIGHTS', `Task ${task.taskId} needs weights version ${task.weightsVersion}, but this worker has ${this.weightsVersion}.`);
+    }
+    if (task.kind === 'train' && into && SYNC_READ_BACKENDS.has(tf.getBackend())) {
+      const { layout } = computer;
+      const target = into.target(layout.trainableSize, layout.totalSize - layout.trainableSize);
+      const r = await computer.trainInto(task.images, task.labels, () => target, this.trainOptions(task));
+      const msg: ResultMessage = { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, gradients: floatsToBytes(target.gradientSum) };
+      if (target.stats.length > 0) msg.stats = floatsToBytes(target.stats);
+      return msg;
     }
     if (task.kind === 'train') {
       const r = await computer.train(task.images, task.labels, this.trainOptions(task));

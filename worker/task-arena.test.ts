@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { TaskArena } from './task-arena.ts';
 import type { TaskMessage } from '../common/protocol.ts';
+import { loadNativeKernels } from '../common/kernels/native/addon.ts';
+import { countCalls, requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
+
+const load = loadNativeKernels();
+const native = requireNativeOrSkip(load);
 
 const filled = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
 const task = (weightBytes: number, images: number, seed: number): TaskMessage => ({
@@ -48,5 +53,23 @@ describe('TaskArena', () => {
     const arena = new TaskArena();
     const small = task(0, 4, 5);
     expect(arena.place(small)).toBe(small);
+  });
+
+  it.runIf(native)('copies natively where the addon loads (one memmove per array), the same bytes as without it', () => {
+    const t = { ...task(250_001, 32, 11), indices: filled(128, 3) };
+    const calls = countCalls(load.loaded ? load.kernels : undefined!, ['gatherRows']);
+    const withNative = new TaskArena().place(t);
+    expect(calls.get('gatherRows')).toBe(4);
+    process.env.DTRAIN_NATIVE_KERNELS = '0';
+    try {
+      const without = new TaskArena().place(t);
+      expect(calls.get('gatherRows')).toBe(4);
+      for (const k of ['weights', 'images', 'labels', 'indices'] as const) {
+        expect(Buffer.from(withNative[k]!).equals(Buffer.from(t[k]!))).toBe(true);
+        expect(Buffer.from(without[k]!).equals(Buffer.from(t[k]!))).toBe(true);
+      }
+    } finally {
+      delete process.env.DTRAIN_NATIVE_KERNELS;
+    }
   });
 });

@@ -3,6 +3,21 @@
  * in the thread for every task.
  */
 import type { TaskMessage } from '../common/protocol.ts';
+import { loadNativeKernels } from '../common/kernels/native/addon.ts';
+
+const WHOLE = Uint32Array.of(0);
+
+/**
+ * `src` into `view` (shared memory, of the same length). TypedArray.set into a SharedArrayBuffer
+ * copies word by word (V8's relaxed memmove): 0.56 ms of a WebSocket worker's main thread per mlp
+ * step for the weights (a CPU profile, docs/shared-step.md). The native kernels' row copy, with
+ * the whole array as one row, is one memmove.
+ */
+function copyIntoShared(view: Uint8Array, src: Uint8Array): void {
+  const native = src.byteLength > 0 ? loadNativeKernels() : undefined;
+  if (native?.loaded) native.kernels.gatherRows(view, 0, src, WHOLE, src.byteLength);
+  else view.set(src);
+}
 
 /** Tasks smaller than this are cloned as they are: a few pages, not worth the copy. */
 const ARENA_MIN_BYTES = 64 * 1024;
@@ -29,7 +44,7 @@ export class TaskArena {
     // 64-byte offsets: the weights stay float-aligned, so the thread reads them where they lie.
     const put = (a: Uint8Array) => {
       const view = new Uint8Array(buffer, offset, a.byteLength);
-      view.set(a);
+      copyIntoShared(view, a);
       offset += aligned(a.byteLength);
       return view;
     };

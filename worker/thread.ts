@@ -12,6 +12,8 @@ import { ThreadBackend, failFirstReadBack, type BackendFallbackMessage } from '.
 import { SharedStepServer, type SharedAttachMessage } from './shared-step-server.ts';
 import { BnBoardClient, type BnBoardAttachMessage } from '../common/bn-board.ts';
 import { warmUp, type WarmUp } from './warm-up.ts';
+import { SharedResult } from './shared-result.ts';
+import type { ThreadTask } from './compute-thread.ts';
 
 export interface ThreadInit {
   backend: BackendChoice;
@@ -32,15 +34,18 @@ if (exchangeBuffer) {
   const channel = new ExchangeClient(exchangeBuffer, (request) => port.postMessage(request));
   session.bnExchange = (request, timeoutMs) => channel.exchange(request, timeoutMs);
 }
+/** Train results for an owner that reads each one before the next task (ComputeThread.resultsReadAtOnce). */
+const sharedResult = new SharedResult();
 /** Messages and shared-step commands run one at a time, in arrival order. */
 let queue: Promise<void> = Promise.resolve();
 
 function post(message: WorkerMessage | { type: 'fatal'; message: string } | { type: 'shared_ready' } | { type: 'bn_board_ready' } | BackendFallbackMessage): void {
-  const transfer = message.type === 'result' && message.gradients ? [message.gradients.buffer as ArrayBuffer] : [];
+  // A gradient in the shared result (worker/shared-result.ts) is shared memory already: not transferred.
+  const transfer = message.type === 'result' && message.gradients?.buffer instanceof ArrayBuffer ? [message.gradients.buffer] : [];
   port.postMessage(message, transfer);
 }
 
-async function handle(msg: CoordinatorMessage | SharedAttachMessage | BnBoardAttachMessage, backendName: string): Promise<void> {
+async function handle(msg: CoordinatorMessage | ThreadTask | SharedAttachMessage | BnBoardAttachMessage, backendName: string): Promise<void> {
   try {
     if (msg.type === 'shared_attach') {
       // The shared-memory step (coordinator/shared-step.ts): commands arrive through Atomics, and
@@ -56,7 +61,7 @@ async function handle(msg: CoordinatorMessage | SharedAttachMessage | BnBoardAtt
       session.welcome(msg);
       post({ type: 'ready', backend: backendName });
     } else if (msg.type === 'task') {
-      post(await session.run(msg));
+      post(await session.run(msg, (msg as ThreadTask).sharedResult ? sharedResult : undefined));
     } else if (msg.type === 'shutdown') {
       session.dispose();
       current?.release();

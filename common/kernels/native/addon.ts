@@ -54,6 +54,14 @@ export interface NativeKernels {
   ): number;
   /** Copies row indices[j] of src (rowBytes each) to dst at dstOffset + j·rowBytes; checks every index and the room in dst. */
   gatherRows(dst: Uint8Array, dstOffset: number, src: Uint8Array, indices: Uint32Array, rowBytes: number): void;
+  /** dst = (first ? 0 : dst) + src in float32 (common/gradient-passes.ts). */
+  foldInto(dst: Float32Array, src: Float32Array, first: boolean): void;
+  /** x = fl32(x · inv) in place; the first index whose result is not within ±limit (NaN included), or −1. */
+  scaleBounded(x: Float32Array, inv: number, limit: number): number;
+  /** Σ x² in float64: NaN or Infinity exactly where some value is not finite. */
+  sumSquares(x: Float32Array): number;
+  /** Adam in place on w, m and v (scalars as the SIMD kernel takes them), bit for bit the SIMD kernel. */
+  adamInPlace(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number): void;
   info(): NativeInfo;
 }
 
@@ -71,7 +79,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'gatherRows', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'gatherRows', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

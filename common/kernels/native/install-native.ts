@@ -6,6 +6,7 @@
 import { tfc } from '../../tf.ts';
 import { setStandardizer } from '../../data/preprocess.ts';
 import { setNativeStripe } from '../../step-stripe.ts';
+import { setGradientPasses } from '../../gradient-passes.ts';
 import { installWasmTrainingKernels, registerWasmKernel } from '../install.ts';
 import { kernelRef, WASM, type KernelRef } from '../wasm-backend.ts';
 import { loadNativeKernels, type NativeKernels } from './addon.ts';
@@ -65,6 +66,8 @@ export function installTrainingKernels(env: NodeJS.ProcessEnv = process.env): Ke
   setNativeReluBackward(native);
   // The shared-memory step's reduction, Adam and Σ g² in one AVX-512 pass (scripts/bench-stripe.ts, mlp, one slot: 0.12 ms against 0.31 ms plus Σ g² for the SIMD kernels).
   setNativeStripe(native);
+  // The message path's passes over gradients and Adam, for an owning thread that runs them.
+  setGradientPasses(native);
   return (active = { set: 'onednn', reason: `oneDNN ${load.info.onednn} (${load.info.isa}, ${load.info.threads} thread) from ${load.path}` });
 }
 
@@ -76,7 +79,19 @@ export function uninstallNativeKernels(): void {
   setNativeBatchNormKernels(undefined);
   setNativeReluBackward(undefined);
   setNativeStripe(undefined);
+  setGradientPasses(undefined);
   active = { set: 'wasm', reason: 'native kernels uninstalled' };
+}
+
+/**
+ * A coordinator's passes over gradients and its Adam (common/gradient-passes.ts), native where the
+ * addon loads. A coordinator may run no backend at all (its workers compute), so this loads the
+ * addon by itself; the training kernels stay as they are. Returns why not, when not.
+ */
+export function installGradientPasses(env: NodeJS.ProcessEnv = process.env): { native: boolean; reason: string } {
+  const load = loadNativeKernels(env);
+  setGradientPasses(load.loaded ? load.kernels : undefined);
+  return load.loaded ? { native: true, reason: `native, from ${load.path}` } : { native: false, reason: load.reason };
 }
 
 /** The kernel set installed last, or undefined before any installTrainingKernels(). */
