@@ -169,12 +169,18 @@ function breakdown(r: BenchReport): string[] {
   return lines;
 }
 
+function adamImplementation(kind: string | undefined): string {
+  if (kind === 'native') return 'the native kernels\' AVX-512 loop on the arrays where they lie, bit for bit the WebAssembly SIMD kernel';
+  if (kind === 'scalar') return 'the scalar JavaScript loop';
+  return 'the WebAssembly SIMD kernel of common/adam-simd.ts, including copying the weights and gradient in and out';
+}
+
 function coordinator(r: BenchReport): string[] {
   const lines = ['## 4. Coordinator cost', ''];
   const c = r.coordinator;
   if (!c) return [...lines, 'Not measured in this run.'];
   lines.push(
-    `Produced in-process by \`Adam.apply\` (common/adam.ts: the WebAssembly SIMD kernel of common/adam-simd.ts, including copying the weights and gradient in and out) and \`aggregateResults\` (coordinator/aggregate.ts) on random values: ${c.adam.warmup} warm-up calls, then each call timed on its own; median (p10–p90) of ${c.adam.us.n} calls.`,
+    `Produced in-process by \`Adam.apply\` (common/adam.ts: ${adamImplementation(c.adam.implementation)}) and \`aggregateResults\` (coordinator/aggregate.ts) on random values: ${c.adam.warmup} warm-up calls, then each call timed on its own; median (p10–p90) of ${c.adam.us.n} calls.`,
     '',
     markdownTable(
       ['operation', 'parameters', 'µs per call', 'ns per parameter'],
@@ -182,6 +188,7 @@ function coordinator(r: BenchReport): string[] {
         ['Adam.apply', fixed(c.adam.parameters), q(c.adam.us), ((1000 * c.adam.us.median) / c.adam.parameters).toFixed(2)],
         ['a scalar JavaScript loop with the same reads and writes, no arithmetic', fixed(c.adam.parameters), q(c.adam.memoryFloorUs), ((1000 * c.adam.memoryFloorUs.median) / c.adam.parameters).toFixed(2)],
         ...c.averaging.map((a) => [`aggregateResults, K=${a.workers}`, fixed(a.parameters), q(a.us), ((1000 * a.us.median) / (a.parameters * a.workers)).toFixed(2)]),
+        ...(c.messagePathUs ? [['one result over WebSockets: decode check, screen Σ g², fold, mean and guard, Adam', fixed(c.adam.parameters), q(c.messagePathUs), ((1000 * c.messagePathUs.median) / c.adam.parameters).toFixed(2)]] : []),
       ],
       ['left', 'right', 'right', 'right'],
     ),

@@ -9,7 +9,9 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Adam } from '../common/adam.ts';
-import { aggregateResults, sliceSizes } from '../coordinator/aggregate.ts';
+import { aggregateResults, sliceSizes, StepAccumulator } from '../coordinator/aggregate.ts';
+import { sliceNorm } from '../coordinator/result-check.ts';
+import { installGradientPasses } from '../common/kernels/native/install-native.ts';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, floatsToBytes } from '../common/codec.ts';
 import { gatherImages } from '../common/data/split.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
@@ -69,10 +71,14 @@ function resultMessage(count: number, gradient: Float32Array): ResultMessage {
 
 /** Adam over `parameters` weights, and averaging K results of that size for each K. */
 export function coordinatorCosts(parameters: number, workerCounts: readonly number[], s: MicroSettings): CoordinatorSection {
+  // As a coordinator runs them (runJob): native where the addon loads.
+  installGradientPasses();
   const weights = randomFloats(parameters, 1);
   const gradient = randomFloats(parameters, 2).map((g) => g * 1e-2);
   const adam = new Adam(parameters);
   const adamUs = timeCalls(() => adam.apply(weights, gradient), s);
+  const implementation = adam.runsNative ? 'native' : adam.kind;
+  const messagePathUs = messagePathGradientWork(parameters, s);
   const m = new Float32Array(parameters);
   const v = new Float32Array(parameters);
   const memoryFloorUs = timeCalls(() => {
@@ -88,7 +94,27 @@ export function coordinatorCosts(parameters: number, workerCounts: readonly numb
     const us = timeCalls(() => void aggregateResults(results, parameters, 0), s);
     return { workers: k, parameters, us, perWorkerUs: us.median / k };
   });
-  return { adam: { parameters, warmup: s.warmup, us: adamUs, memoryFloorUs }, averaging };
+  return { adam: { parameters, warmup: s.warmup, us: adamUs, memoryFloorUs, implementation }, averaging, messagePathUs };
+}
+
+/**
+ * Everything the coordinator does over one result's gradient on the message path, one worker:
+ * decoding the frame (the finiteness check), the result screen's Σ g², folding it into the sum,
+ * the mean with Adam's guard, and Adam (coordinator/trainer.ts, resultChecks and applyResults).
+ */
+function messagePathGradientWork(parameters: number, s: MicroSettings): Quantiles {
+  const frame = Buffer.from(encode(resultMessage(32, randomFloats(parameters, 9).map((g) => g * 1e-2))));
+  const acc = new StepAccumulator(parameters, 0);
+  const adam = new Adam(parameters);
+  const weights = randomFloats(parameters, 1);
+  return timeCalls(() => {
+    const r = decodeWorkerMessage(frame, { gradientCount: parameters, statsCount: 0 }) as ResultMessage;
+    sliceNorm(r);
+    acc.reset(1);
+    acc.add(0, r);
+    const agg = acc.finish();
+    if (agg.unsafeIndex < 0) adam.apply(weights, agg.gradient);
+  }, s);
 }
 
 /** Round trips of `out` answered by `back` over a WebSocket on 127.0.0.1, raw bytes, no codec. */

@@ -145,8 +145,12 @@ export interface CoordinatorSection {
     us: Quantiles;
     /** A loop with Adam's reads and writes (gradient, weights, both moments) but none of its arithmetic. */
     memoryFloorUs: Quantiles;
+    /** Which Adam ran: 'native' (the addon), 'simd' (WebAssembly) or 'scalar'; absent in runs before it was recorded (simd). */
+    implementation?: string;
   };
   averaging: { workers: number; parameters: number; us: Quantiles; perWorkerUs: number }[];
+  /** A result's whole gradient work on the message path, one worker: decode check, screen, fold, mean and guard, Adam (absent in older runs). */
+  messagePathUs?: Quantiles;
 }
 
 // ---- 5. time to accuracy ------------------------------------------------------------------------

@@ -422,7 +422,13 @@ function coordinatorWorkGoal(report: BenchReport): GoalResult {
   const run = report.coordinatorWork?.measured ? report.coordinatorWork.runs.find((r) => r.model === g.model) : undefined;
   if (!run) return { id: 'coordinator-work', goal, explanation: 'Not measured in this run.' };
   const adamUs = report.coordinator?.adam.us.median;
-  const ws = adamUs !== undefined ? `; over WebSockets the coordinator's Adam alone is ${(adamUs / 1000).toFixed(3)} ms` : '';
+  const pathUs = report.coordinator?.messagePathUs?.median;
+  const ws =
+    pathUs !== undefined
+      ? `; over WebSockets, a result's gradient work on the coordinator (decode check, screen, fold, mean and guard, Adam; one worker) is ${(pathUs / 1000).toFixed(3)} ms`
+      : adamUs !== undefined
+        ? `; over WebSockets the coordinator's Adam alone is ${(adamUs / 1000).toFixed(3)} ms`
+        : '';
   const measured = `${run.cpuMsPerStep.toFixed(3)} ms of CPU per step in-process (K=${run.workers}, step ${f2(run.stepMs)} ms; event-loop active ${run.activeMsPerStep.toFixed(3)} ms)${ws}`;
   if (run.cpuMsPerStep < g.maxMs) return { id: 'coordinator-work', goal, met: true, measured, explanation: '' };
   return {

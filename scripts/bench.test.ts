@@ -387,6 +387,17 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(goal(withPeers(), 'inprocess-overhead').measured).toBe('lenet 250.6% (3200 of 1277 img/s)');
   });
 
+  it('reports the coordinator\'s whole gradient work over WebSockets next to the in-process work, and which Adam ran', () => {
+    const base = withPeers();
+    expect(goal(base, 'coordinator-work').measured).toMatch(/the coordinator's Adam alone is 0\.800 ms$/);
+    const c = { ...base.coordinator!, adam: { ...base.coordinator!.adam, implementation: 'native' }, messagePathUs: q(1234) };
+    const withPath = withPeers({ coordinator: c });
+    expect(goal(withPath, 'coordinator-work').measured).toMatch(/a result's gradient work on the coordinator \(decode check, screen, fold, mean and guard, Adam; one worker\) is 1\.234 ms$/);
+    const md = renderMarkdown(withPath, 'r.json');
+    expect(md).toContain('the native kernels\' AVX-512 loop');
+    expect(md).toMatch(/\| one result over WebSockets: decode check, screen Σ g², fold, mean and guard, Adam \| 402,250 \| 1,234/);
+  });
+
   it('judges the coordinating thread\'s work and memory growth', () => {
     expect(goal(withPeers(), 'coordinator-work').met).toBe(true);
     expect(goal(withPeers(), 'memory')).toMatchObject({ met: true });
