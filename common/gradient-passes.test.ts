@@ -69,7 +69,8 @@ describe.runIf(native)('the native gradient passes', () => {
   });
 
   it('find the first value past the bound after scaling, in a full block or the tail, NaN included, as JavaScript does', () => {
-    for (const [at, bad] of [[17, NaN], [40, 3.5e19], [40, -3.5e19], [0, Infinity]] as const) {
+    // 50 values: three full blocks of 16 and a tail of 2 (48, 49).
+    for (const [at, bad] of [[17, NaN], [40, 3.5e19], [40, -3.5e19], [0, Infinity], [48, NaN], [49, -Infinity]] as const) {
       const x = values(50, 6);
       x[at] = bad;
       x[45] = 2e19; // within 1e19 once halved: not past it
@@ -125,6 +126,23 @@ describe.runIf(native)('the native gradient passes', () => {
       expect(same(wNat, wSimd)).toBe(true);
     }
     expect(calls.get('adamInPlace')).toBe(5);
+    // −0 in the gradient reaches Adam as it is (the SIMD kernel reads it so): with β1 = 0 and a
+    // negative m, m becomes −0 rather than +0, and a −0 weight keeps its sign.
+    const zeroSimd = new Adam(32, { beta1: 0 });
+    const zeroNat = new Adam(32, { beta1: 0 });
+    const w0 = Float32Array.from({ length: 32 }, (_, i) => (i % 2 ? -0 : 0.5));
+    const w1 = w0.slice();
+    const g1 = Float32Array.from({ length: 32 }, () => -0.25);
+    const g2 = Float32Array.from({ length: 32 }, () => -0);
+    setGradientPasses(undefined);
+    zeroSimd.apply(w0, g1);
+    zeroSimd.apply(w0, g2);
+    setGradientPasses(kernels);
+    zeroNat.apply(w1, g1);
+    zeroNat.apply(w1, g2);
+    expect(same(w1, w0)).toBe(true);
+    expect(same(zeroNat.snapshot().m, zeroSimd.snapshot().m)).toBe(true);
+    expect(Object.is(zeroSimd.snapshot().m[0], -0)).toBe(true);
     const a = simd.snapshot();
     const b = nat.snapshot();
     expect(same(a.m, b.m) && same(a.v, b.v)).toBe(true);

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -989,15 +990,25 @@ struct AdamScalars {
 
 // The portable loop, one lane at a time: slot k's value of lane j is g[k·stride + j] (T: float, or
 // double with a reduction grain). Float32 slots are summed in float32, float64 ones in float64.
+// `raw` (float32 g, one slot): r = g as it lies, no sum from 0 and no scaling; Adam on a mean
+// gradient computed elsewhere (adamInPlace), where 0 + g would turn a −0 into +0.
+template <typename T>
+float stripeReducedScalar(const T* g, int64_t j, int64_t stride, int64_t slots, double inv, bool raw) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (raw) return g[j];
+  }
+  T acc = T(0) + g[j];
+  for (int64_t k = 1; k < slots; k++) acc = acc + g[k * stride + j];
+  return static_cast<float>(static_cast<double>(acc) * inv);
+}
+
 template <typename T>
 double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n,
-                    double inv, const AdamScalars& s, bool squares) {
+                    double inv, const AdamScalars& s, bool squares, bool raw) {
   double sq = 0;
   for (int64_t j = 0; j < n; j++) {
-    T acc = T(0) + g[j];
-    for (int64_t k = 1; k < slots; k++) acc = acc + g[k * stride + j];
     if (squares) sq += static_cast<double>(g[j]) * static_cast<double>(g[j]);
-    const float r = static_cast<float>(static_cast<double>(acc) * inv);
+    const float r = stripeReducedScalar(g, j, stride, slots, inv, raw);
     const float mj = s.b1 * m[j] + s.a1 * r;
     const float vj = s.b2 * v[j] + s.a2 * (r * r);
     mOut[j] = mj;
@@ -1061,14 +1072,19 @@ __attribute__((target("avx512f"))) void squares16(const double* g, __mmask16 k16
 
 template <typename T>
 __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut,
-                                                       int64_t n, double inv, const AdamScalars& s, bool squares) {
+                                                       int64_t n, double inv, const AdamScalars& s, bool squares, bool raw) {
   const __m512d invV = _mm512_set1_pd(inv);
   const __m512 b1 = _mm512_set1_ps(s.b1), b2 = _mm512_set1_ps(s.b2), a1 = _mm512_set1_ps(s.a1), a2 = _mm512_set1_ps(s.a2);
   const __m512 step = _mm512_set1_ps(s.step), sc2 = _mm512_set1_ps(s.sc2), eps = _mm512_set1_ps(s.eps);
   __m512d sqLo = _mm512_setzero_pd(), sqHi = _mm512_setzero_pd();
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
-    const __m512 r = stripeReduced16(g + j, stride, slots, k16, invV);
+    __m512 r;
+    if constexpr (std::is_same_v<T, float>) {
+      r = raw ? _mm512_maskz_loadu_ps(k16, g + j) : stripeReduced16(g + j, stride, slots, k16, invV);
+    } else {
+      r = stripeReduced16(g + j, stride, slots, k16, invV);
+    }
     if (squares) squares16(g + j, k16, sqLo, sqHi);
     const __m512 mj = _mm512_add_ps(_mm512_mul_ps(b1, _mm512_maskz_loadu_ps(k16, m + j)), _mm512_mul_ps(a1, r));
     const __m512 vj = _mm512_add_ps(_mm512_mul_ps(b2, _mm512_maskz_loadu_ps(k16, v + j)), _mm512_mul_ps(a2, _mm512_mul_ps(r, r)));
@@ -1085,19 +1101,19 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
 
 template <typename T>
 double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n, double inv,
-                  const AdamScalars& s, bool squares, bool portable) {
+                  const AdamScalars& s, bool squares, bool portable, bool raw = false) {
 #if defined(__x86_64__)
   static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
+  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw);
 #endif
-  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares);
+  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The WebSocket coordinator's passes over a step's gradients, each bit for bit its JavaScript loop
 // (coordinator/gradient-passes.ts): fold a result into the sum, scale the sum to the mean with the
 // safety check of coordinator/adam-guard.ts, Adam in place on the trainer's own arrays (the stripe's
-// loop with one slot and inv = 1, which leaves g as it is), and Σ x² in float64 for the result
+// loop reading g as it lies), and Σ x² in float64 for the result
 // screen and the codec's finiteness check.
 
 // dst = (first ? 0 : dst) + src in float32: the sum coordinator/aggregate.ts folds.
@@ -1287,7 +1303,9 @@ napi_value numberValue(napi_env env, double d) {
 
 // The two ranges overlap (a fold into itself, or Adam's operands sharing memory where they must not).
 bool overlaps(const float* a, const float* b, size_t n) {
-  return n > 0 && a < b + n && b < a + n;
+  // As addresses: < between pointers into different arrays is unspecified in C++.
+  const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b), bytes = n * sizeof(float);
+  return n > 0 && x < y + bytes && y < x + bytes;
 }
 
 // foldInto(dst: Float32Array, src: Float32Array, first: boolean): dst = (first ? 0 : dst) + src.
@@ -1351,7 +1369,8 @@ napi_value AdamInPlace(napi_env env, napi_callback_info info) {
     const char* names[] = {"b1", "b2", "a1", "a2", "step", "sc2", "eps"};
     for (int i = 0; i < 7; i++) d[i] = static_cast<float>(numberArg(env, v[4 + i], names[i]));
     const AdamScalars s{d[0], d[1], d[2], d[3], d[4], d[5], d[6]};
-    stripeLoop(g, 0, 1, w, m, vv, w, m, vv, static_cast<int64_t>(n), 1.0, s, false, false);
+    // g as it lies (raw): the SIMD Adam kernel reads it so, −0 included.
+    stripeLoop(g, 0, 1, w, m, vv, w, m, vv, static_cast<int64_t>(n), 1.0, s, false, false, true);
   });
 }
 

@@ -170,7 +170,7 @@ function breakdown(r: BenchReport): string[] {
 }
 
 function adamImplementation(kind: string | undefined): string {
-  if (kind === 'native') return 'the native kernels\' AVX-512 loop on the arrays where they lie, bit for bit the WebAssembly SIMD kernel';
+  if (kind === 'native') return 'the native kernels\' loop on the arrays where they lie (sixteen lanes where the CPU has AVX-512, else one at a time), bit for bit the WebAssembly SIMD kernel';
   if (kind === 'scalar') return 'the scalar JavaScript loop';
   return 'the WebAssembly SIMD kernel of common/adam-simd.ts, including copying the weights and gradient in and out';
 }

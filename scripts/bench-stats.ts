@@ -273,7 +273,7 @@ function adamGoal(report: BenchReport): GoalResult {
   const adam = report.coordinator?.adam;
   if (!adam || adam.parameters !== g.parameters) return { id: 'adam', goal, explanation: 'Not measured in this run.' };
   const us = adam.us.median;
-  const measured = `${us.toFixed(0)} µs median (${adam.us.p10.toFixed(0)}–${adam.us.p90.toFixed(0)} µs p10–p90)`;
+  const measured = `${us.toFixed(0)} µs median (${adam.us.p10.toFixed(0)}–${adam.us.p90.toFixed(0)} µs p10–p90)${adam.implementation ? `, ${adam.implementation} Adam` : ''}`;
   if (us < g.maxUs) return { id: 'adam', goal, met: true, measured, explanation: '' };
   const floor = adam.memoryFloorUs.median;
   const explanation =

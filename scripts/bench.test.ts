@@ -394,7 +394,8 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     const withPath = withPeers({ coordinator: c });
     expect(goal(withPath, 'coordinator-work').measured).toMatch(/a result's gradient work on the coordinator \(decode check, screen, fold, mean and guard, Adam; one worker\) is 1\.234 ms$/);
     const md = renderMarkdown(withPath, 'r.json');
-    expect(md).toContain('the native kernels\' AVX-512 loop');
+    expect(md).toContain('the native kernels\' loop on the arrays where they lie');
+    expect(goal(withPath, 'adam').measured).toMatch(/, native Adam$/);
     expect(md).toMatch(/\| one result over WebSockets: decode check, screen Σ g², fold, mean and guard, Adam \| 402,250 \| 1,234/);
   });
 

@@ -16,7 +16,7 @@
  *                            [--from report.json] [--no-readme]
  *
  * A full run also rewrites the README's speed table (between its bench:readme markers) from the
- * same report; --quick and --no-readme leave the README alone.
+ * same report; --quick, --skip and --no-readme leave the README alone (a partial run once replaced it).
  *
  * --from re-renders the Markdown from an existing report without measuring anything.
  * Full run: about 20–30 minutes on a quiet 2-core machine (an estimate: the sections before issue 10
@@ -152,7 +152,7 @@ function parseOptions(argv: string[]): Options {
     skip.add(s as Section);
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  return { quick: values.quick!, json: values.json ?? join('runs', 'bench', `bench-${stamp}${values.quick ? '-quick' : ''}.json`), markdown: values.markdown!, skip, from: values.from, readme: !values.quick && !values['no-readme'] };
+  return { quick: values.quick!, json: values.json ?? join('runs', 'bench', `bench-${stamp}${values.quick ? '-quick' : ''}.json`), markdown: values.markdown!, skip, from: values.from, readme: !values.quick && !values['no-readme'] && skip.size === 0 };
 }
 
 const say = (msg: string) => process.stdout.write(`[bench] ${msg}\n`);
