@@ -12,6 +12,7 @@
  * compute on the worker.
  */
 import type { NativeKernels } from './kernels/native/addon.ts';
+import { sumSquares } from './sum-squares-simd.ts';
 
 /** What this module and Adam take from the native kernels. No import of the addon here: the codec is also bundled for browsers. */
 export type NativePasses = Pick<NativeKernels, 'foldInto' | 'scaleBounded' | 'sumSquares' | 'adamInPlace'>;
@@ -31,10 +32,7 @@ export function native(): NativePasses | undefined {
 /** Σ x² in float64. */
 export function squaresOf(x: Float32Array): number {
   const n = native();
-  if (n) return n.sumSquares(x);
-  let sq = 0;
-  for (let i = 0; i < x.length; i++) sq += x[i] * x[i];
-  return sq;
+  return n ? n.sumSquares(x) : sumSquares(x);
 }
 
 /** The index of the first value that is NaN or ±Infinity, or −1. */

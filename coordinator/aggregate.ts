@@ -60,7 +60,7 @@ export class StepAccumulator {
   private lossSum = 0;
   private correct = 0;
 
-  constructor(private readonly gradientCount: number, private readonly statsCount: number) {
+  constructor(gradientCount: number, private readonly statsCount: number) {
     this.gradient = new Float32Array(gradientCount);
     this.stats = new Float32Array(statsCount);
   }

@@ -775,6 +775,19 @@ void* typedArrayOf(napi_env env, napi_value v, napi_typedarray_type want, size_t
   return data;
 }
 
+// A typed array argument of type `want`: its data and length, or `refusal` thrown. N-API may give a
+// null data pointer for an empty array: the type decides, not the pointer (typedArrayOf's null
+// means "not that type" and cannot say so for an empty one).
+void* typedArg(napi_env env, napi_value x, napi_typedarray_type want, size_t& length, const std::string& refusal) {
+  bool is = false;
+  napi_typedarray_type type;
+  void* data = nullptr;
+  if (napi_is_typedarray(env, x, &is) != napi_ok || !is || napi_get_typedarray_info(env, x, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
+    throw std::invalid_argument(refusal);
+  }
+  return data;
+}
+
 // A Float64Array argument of exactly `count` values.
 double* f64Out(const Args& a, size_t i, int64_t count, const char* name) {
   size_t length = 0;
@@ -1025,6 +1038,11 @@ double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, c
 #pragma GCC diagnostic ignored "-Wuninitialized"
 // Sixteen lanes per instruction; lanes past n are masked off (loads read 0, stores skip them).
 
+// The lanes of the sixteen from j that lie before n: all of them but in the last block.
+inline __mmask16 lanes16(int64_t n, int64_t j) {
+  return n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+}
+
 // Lanes 0-7 and 8-15 of x, each widened to float64 (exactly).
 __attribute__((target("avx512f"))) void widen16(__m512 x, __m512d& lo, __m512d& hi) {
   lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
@@ -1078,7 +1096,7 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
   const __m512 step = _mm512_set1_ps(s.step), sc2 = _mm512_set1_ps(s.sc2), eps = _mm512_set1_ps(s.eps);
   __m512d sqLo = _mm512_setzero_pd(), sqHi = _mm512_setzero_pd();
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 k16 = lanes16(n, j);
     __m512 r;
     if constexpr (std::is_same_v<T, float>) {
       r = raw ? _mm512_maskz_loadu_ps(k16, g + j) : stripeReduced16(g + j, stride, slots, k16, invV);
@@ -1158,7 +1176,7 @@ __attribute__((target("avx512f"))) int64_t scaleAvx512(float* x, int64_t n, doub
   const __m512d invV = _mm512_set1_pd(inv), hiV = _mm512_set1_pd(limit), loV = _mm512_set1_pd(-limit);
   __mmask8 outside = 0;
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 k16 = lanes16(n, j);
     __m512d lo, hi;
     widen16(_mm512_maskz_loadu_ps(k16, x + j), lo, hi);
     const __m512 r = scaledToFloat16(lo, hi, invV);
@@ -1199,7 +1217,7 @@ double squaresScalar(const float* x, int64_t n) {
 __attribute__((target("avx512f"))) double squaresAvx512(const float* x, int64_t n) {
   __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
   for (int64_t j = 0; j < n; j += 16) {
-    const __mmask16 k16 = n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __mmask16 k16 = lanes16(n, j);
     squares16(x + j, k16, lo, hi);
   }
   return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
@@ -1278,15 +1296,9 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
 // ---------------------------------------------------------------------------------------------
 // The coordinator's gradient passes (see foldLoop above). Operands are whole Float32Arrays.
 
-// A Float32Array argument's data and length; N-API may give a null pointer for an empty one.
+// A Float32Array argument's data and length.
 float* floatsArg(napi_env env, napi_value x, size_t& length, const char* what) {
-  bool is = false;
-  napi_typedarray_type type;
-  void* data = nullptr;
-  if (napi_is_typedarray(env, x, &is) != napi_ok || !is || napi_get_typedarray_info(env, x, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array) {
-    throw std::invalid_argument(std::string(what) + " must be a Float32Array");
-  }
-  return static_cast<float*>(data);
+  return static_cast<float*>(typedArg(env, x, napi_float32_array, length, std::string(what) + " must be a Float32Array"));
 }
 
 double numberArg(napi_env env, napi_value x, const char* what) {
@@ -1384,15 +1396,8 @@ napi_value AdamInPlace(napi_env env, napi_callback_info info) {
 napi_value GatherRows(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     const std::vector<napi_value> v = exactArgs(env, info, 5, "gatherRows");
-    // N-API may give a null data pointer for an empty array: the type decides, not the pointer.
-    auto view = [&](napi_value x, napi_typedarray_type want, size_t& length) -> void* {
-      bool is = false;
-      napi_typedarray_type type;
-      void* data = nullptr;
-      if (napi_is_typedarray(env, x, &is) != napi_ok || !is || napi_get_typedarray_info(env, x, &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
-        throw std::invalid_argument("gatherRows: expected (Uint8Array, offset, Uint8Array, Uint32Array, rowBytes)");
-      }
-      return data;
+    auto view = [&](napi_value x, napi_typedarray_type want, size_t& length) {
+      return typedArg(env, x, want, length, "gatherRows: expected (Uint8Array, offset, Uint8Array, Uint32Array, rowBytes)");
     };
     size_t dstBytes = 0, srcBytes = 0, count = 0;
     uint8_t* dst = static_cast<uint8_t*>(view(v[0], napi_uint8_array, dstBytes));

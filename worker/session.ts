@@ -102,22 +102,22 @@ export class WorkerSession {
     } else if (task.weightsVersion !== this.weightsVersion || !this.hasWeights) {
       throw new DtrainError('DTRAIN_ERR_STALE_WEIGHTS', `Task ${task.taskId} needs weights version ${task.weightsVersion}, but this worker has ${this.weightsVersion}.`);
     }
-    if (task.kind === 'train' && into && SYNC_READ_BACKENDS.has(tf.getBackend())) {
-      const { layout } = computer;
-      const target = into.target(layout.trainableSize, layout.totalSize - layout.trainableSize);
-      const r = await computer.trainInto(task.images, task.labels, () => target, this.trainOptions(task));
-      const msg: ResultMessage = { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, gradients: floatsToBytes(target.gradientSum) };
-      if (target.stats.length > 0) msg.stats = floatsToBytes(target.stats);
-      return msg;
-    }
     if (task.kind === 'train') {
-      const r = await computer.train(task.images, task.labels, this.trainOptions(task));
+      const r = into && SYNC_READ_BACKENDS.has(tf.getBackend()) ? await this.trainShared(computer, task, into) : await computer.train(task.images, task.labels, this.trainOptions(task));
       const msg: ResultMessage = { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, gradients: floatsToBytes(r.gradientSum) };
       if (r.stats.length > 0) msg.stats = floatsToBytes(r.stats);
       return msg;
     }
     const r = await computer.evaluate(task.images, task.labels);
     return { type: 'result', taskId: task.taskId, count: r.count, lossSum: r.lossSum, correct: r.correct, computeMs: performance.now() - started, predictions: r.predictions };
+  }
+
+  /** `train`, its gradients and statistics written into the shared result instead of a new array. */
+  private async trainShared(computer: StepComputer, task: TaskMessage, into: SharedResult): Promise<TrainResult> {
+    const { layout } = computer;
+    const target = into.target(layout.trainableSize, layout.totalSize - layout.trainableSize);
+    const r = await computer.trainInto(task.images, task.labels, () => target, this.trainOptions(task));
+    return { ...r, gradientSum: target.gradientSum, stats: target.stats };
   }
 
   /**
