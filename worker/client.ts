@@ -103,9 +103,10 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
     dropConnection();
   };
   compute.onBackendFallback = (m) => log.warn({ event: 'backend_fallback', from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
-  const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
   try {
     const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
+    // The give-up clock starts with the first connection attempt, not before the thread's start (seconds on a loaded host).
+    const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
     log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels, ...gcMode() }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
     warnGcMode(log);
     let attempt = 0;
