@@ -62,4 +62,21 @@ describe('FrameEncoder', () => {
     expect(d.bytes.buffer).not.toBe(a.bytes.buffer);
     expect(frames.allocated).toBe(3);
   });
+
+  it('lets go of free buffers far larger than the frames now sent, and reuses the smallest that fits', () => {
+    const frames = new FrameEncoder(8);
+    const big: ResultMessage = { ...result(1, 0), gradients: new Uint8Array(40 * COUNT) };
+    const huge = frames.encode(big);
+    const normal = frames.encode(result(2, 0));
+    huge.release();
+    normal.release();
+    expect(frames.heldBytes).toBeGreaterThan(40 * COUNT);
+    // A frame of the usual size: the usual buffer, and the one ten times its size is dropped.
+    const next = frames.encode(result(3, 0));
+    expect(next.bytes.buffer).toBe(normal.bytes.buffer);
+    expect(frames.heldBytes).toBe(0);
+    next.release();
+    expect(frames.heldBytes).toBeLessThan(5 * COUNT);
+    expect(frames.allocated).toBe(2);
+  });
 });

@@ -11,6 +11,8 @@ import type { CoordinatorMessage, WorkerMessage } from './protocol.ts';
 
 /** Messages whose arrays come to less than this are encoded as before: a few pages, not worth a pool. */
 export const POOLED_MIN_BYTES = 64 * 1024;
+/** A free buffer more than this many times a frame's size is dropped, not kept for it. */
+const OVERSIZED = 4;
 /** Room for everything but the arrays (keys, numbers, headers): far above what any message has. */
 const HEADROOM = 4096;
 
@@ -55,8 +57,17 @@ export class FrameEncoder {
     };
   }
 
+  /** Bytes of the free buffers held. */
+  get heldBytes(): number {
+    return this.free.reduce((n, b) => n + b.byteLength, 0);
+  }
+
   private take(bytes: number): Buffer {
-    const i = this.free.findIndex((b) => b.byteLength >= bytes);
+    // Free buffers far larger than frames are now (an evaluation's pixels, a model of the past) are let go.
+    for (let j = this.free.length - 1; j >= 0; j--) if (this.free[j].byteLength > OVERSIZED * bytes) this.free.splice(j, 1);
+    // The smallest that fits.
+    let i = -1;
+    for (let j = 0; j < this.free.length; j++) if (this.free[j].byteLength >= bytes && (i < 0 || this.free[j].byteLength < this.free[i].byteLength)) i = j;
     if (i >= 0) return this.free.splice(i, 1)[0];
     // None large enough: drop the smallest (a model changed, or frames grew) and make one.
     if (this.free.length >= this.keep) this.free.sort((a, b) => a.byteLength - b.byteLength).shift();

@@ -73,4 +73,35 @@ describe('ComputeThread with its task arena (wasm)', { timeout: 60_000 }, () => 
     expect(first.gradients!.buffer).toBeInstanceOf(SharedArrayBuffer);
     expect(second.gradients!.buffer).toBeInstanceOf(ArrayBuffer);
   });
+
+  it('refuses a second task under the id of one in flight, and the first still comes back whole', async () => {
+    const { thread, posted } = await started();
+    const alone = await thread.run(task(1, 0, 1));
+    posted.length = 0;
+    const first = thread.run(task(7, 0, 1));
+    await expect(thread.run(task(7, 1, 2))).rejects.toMatchObject({ code: 'DTRAIN_ERR_DUPLICATE_TASK' });
+    expect(posted).toHaveLength(1);
+    expect(Buffer.from((await first).gradients!).equals(Buffer.from(alone.gradients!))).toBe(true);
+  });
+
+  it('counts a task it abandoned while the thread still computes it: the next one does not take the arena from under it', async () => {
+    const { thread, posted } = await started();
+    thread.resultsReadAtOnce = true;
+    const alone = await thread.run(task(1, 0, 1));
+    const aloneBytes = Buffer.from(alone.gradients!);
+    posted.length = 0;
+    const abandoned = thread.run(task(2, 0, 1));
+    thread.abandon('connection closed');
+    await expect(abandoned).rejects.toMatchObject({ code: 'DTRAIN_ERR_WORKER_LOST' });
+    const next = await thread.run(task(3, 1, 2));
+    // Task 2 was still in the thread: task 3 was cloned, with a result of its own.
+    expect(posted[0].images.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(posted[1].images.buffer).not.toBeInstanceOf(SharedArrayBuffer);
+    expect(next.gradients!.buffer).toBeInstanceOf(ArrayBuffer);
+    expect(Buffer.from(next.gradients!).equals(aloneBytes)).toBe(false);
+    // Once the thread has answered everything, a lone task takes the arena again.
+    const again = await thread.run(task(4, 0, 1));
+    expect(posted[2].images.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(Buffer.from(again.gradients!).equals(aloneBytes)).toBe(true);
+  });
 });

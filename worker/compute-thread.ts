@@ -48,6 +48,8 @@ export class ComputeThread {
   private readonly exchange: ExchangeHost;
   /** Where a task's weights and pixels go instead of a clone of their own (see TaskArena). */
   private readonly arena = new TaskArena();
+  /** Tasks posted to the thread and not yet answered, abandoned ones included (abandon() does not stop the thread computing them). */
+  private tasksInThread = 0;
   /**
    * Set by an owner that is done with each result when its promise settles (a WebSocket worker
    * encodes it into a frame in the continuation): a train task that runs alone then gets its
@@ -76,6 +78,7 @@ export class ComputeThread {
 
   private dispatch(m: ThreadMessage): void {
     if (m.type === 'result' || m.type === 'task_failed') {
+      this.tasksInThread--;
       const p = this.pending.get(m.taskId);
       this.pending.delete(m.taskId);
       if (m.type === 'result') p?.resolve(m);
@@ -145,12 +148,16 @@ export class ComputeThread {
 
   run(task: TaskMessage): Promise<ResultMessage> {
     if (this.exited) return Promise.reject(new WorkerLostError('compute thread has exited'));
+    // One answer per id: a second task under the id of one in flight would take its answer, and the arena under it.
+    if (this.pending.has(task.taskId)) return Promise.reject(new DtrainError('DTRAIN_ERR_DUPLICATE_TASK', `Expected a new task id, but task ${task.taskId} is still being computed.`));
     return new Promise((resolve, reject) => {
-      this.pending.set(task.taskId, { resolve, reject });
-      // Alone in flight: its arrays go through the arena, and (if the owner reads results at once) its gradients come back in shared memory.
-      const alone = this.pending.size === 1;
+      // Alone in flight (abandoned tasks the thread still computes count): its arrays go through the
+      // arena, and (if the owner reads results at once) its gradients come back in shared memory.
+      const alone = this.tasksInThread === 0;
       const posted: ThreadTask = alone ? this.arena.place(task) : task;
       this.thread.postMessage(alone && this.resultsReadAtOnce && task.kind === 'train' ? { ...posted, sharedResult: true } : posted);
+      this.tasksInThread++;
+      this.pending.set(task.taskId, { resolve, reject });
     });
   }
 
