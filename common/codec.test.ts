@@ -66,6 +66,7 @@ describe('codec: worker messages round trip', () => {
     ['task_failed', { type: 'task_failed', taskId: 41, code: 'DTRAIN_ERR_OOM', message: 'out of memory' }],
     ['a train result with gradients', result()],
     ['a train result with gradients and BatchNorm stats', result({ stats: floats([0.5, -0.25, 8]) })],
+    ["a result with the worker's own time", result({ workerMs: 19.25 })],
     ['an eval result with predictions', { type: 'result', taskId: 3, count: 4, lossSum: 2.5, correct: 2, computeMs: 1, predictions: new Uint8Array([0, 9, 4, 4]) }],
   ];
 
@@ -206,6 +207,11 @@ describe('codec: malformed frames are rejected with a stable code', () => {
     ['-Infinity inside stats', pack({ ...result(), stats: floats([-Infinity, 0, 0]) }), FRAME_ERRORS.nonFinite],
     ['a NaN lossSum', pack({ ...result(), lossSum: NaN }), FRAME_ERRORS.nonFinite],
     ['an infinite computeMs', pack({ ...result(), computeMs: Infinity }), FRAME_ERRORS.nonFinite],
+    ['a negative computeMs', pack({ ...result(), computeMs: -1 }), FRAME_ERRORS.shape],
+    ['a computeMs over a day', pack({ ...result(), computeMs: 86_400_001 }), FRAME_ERRORS.shape],
+    ['a NaN workerMs', pack({ ...result(), workerMs: NaN }), FRAME_ERRORS.nonFinite],
+    ['a negative workerMs', pack({ ...result(), workerMs: -0.5 }), FRAME_ERRORS.shape],
+    ['a workerMs that is a string', pack({ ...result(), workerMs: '3' }), FRAME_ERRORS.shape],
     ['predictions with a class above 9', pack({ ...without(result(), 'gradients'), predictions: new Uint8Array([0, 1, 10, 2]) }), FRAME_ERRORS.shape],
     ['predictions of the wrong count', pack({ ...without(result(), 'gradients'), predictions: new Uint8Array([0, 1, 2]) }), FRAME_ERRORS.tensorLength],
   ];

@@ -150,10 +150,20 @@ function int(o: Obj, key: string, min = 0): number {
   return v;
 }
 
+/** The longest duration a peer may report (one day): a timing beyond it is a bug or a lie. */
+const MAX_REPORTED_MS = 86_400_000;
+
 function finite(o: Obj, key: string): number {
   const v = o[key];
   if (typeof v !== 'number') throw shapeError(key, 'a number', v);
   if (!Number.isFinite(v)) throw new FrameError(FRAME_ERRORS.nonFinite, `Expected ${key} to be finite, but got ${v}.`);
+  return v;
+}
+
+/** A duration a peer reports, in ms: finite, not negative, at most a day. */
+function duration(o: Obj, key: string): number {
+  const v = finite(o, key);
+  if (v < 0 || v > MAX_REPORTED_MS) throw shapeError(key, `a duration from 0 to ${MAX_REPORTED_MS} ms`, v);
   return v;
 }
 
@@ -258,7 +268,8 @@ function decodeResult(o: Obj, expect: ResultExpectations): ResultMessage {
   }
   const correct = int(o, 'correct');
   if (correct > count) throw shapeError('correct', `at most count (${count})`, correct);
-  const result: ResultMessage = { type: 'result', taskId: int(o, 'taskId'), count, lossSum: finite(o, 'lossSum'), correct, computeMs: finite(o, 'computeMs') };
+  const result: ResultMessage = { type: 'result', taskId: int(o, 'taskId'), count, lossSum: finite(o, 'lossSum'), correct, computeMs: duration(o, 'computeMs') };
+  if (o.workerMs !== undefined) result.workerMs = duration(o, 'workerMs');
   const gradients = optionalWireFloats(o, 'gradients', expect.gradientCount, expect.wireDtype ?? 'float32');
   if (gradients) result.gradients = gradients;
   const stats = optionalFloats(o, 'stats', expect.statsCount);

@@ -45,6 +45,12 @@ export interface ResultMessage {
   correct: number;
   /** Milliseconds the worker spent computing, for the coordinator's time breakdown. */
   computeMs: number;
+  /**
+   * WebSocket workers: milliseconds from the task frame's arrival to the result's encoding (decoding,
+   * the hand-off to the compute thread and back, and computeMs). The coordinator's round trip less
+   * this is the time the frames spent being encoded, sent, delivered and decoded.
+   */
+  workerMs?: number;
   /** Train tasks: gradient sums over the slice, trainable weights in layout order. */
   gradients?: Uint8Array;
   /**

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { NoWorkersError, ResultRejectedError, runTasks, TaskFailedError, TimeoutError, withTimeout, WORKER_EVICTED, type TaskSpec, type WeightsSource } from './scheduler.ts';
+import { NoWorkersError, ResultRejectedError, roundTripParts, runTasks, TaskFailedError, TimeoutError, withTimeout, WORKER_EVICTED, type TaskSpec, type WeightsSource } from './scheduler.ts';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage } from '../common/protocol.ts';
@@ -207,6 +207,35 @@ describe('runTasks', () => {
     const { stats } = await runTasks(tasks(2), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger() });
     // Task 1: 16 weight bytes + 3072 pixels + 1 label + 64 overhead; task 2: the same without weights.
     expect(stats.bytesSent).toBe(16 + 3072 + 1 + 64 + (3072 + 1 + 64));
+  });
+
+  it('times the round trip of the result the step waited for, with that worker\'s own times', async () => {
+    // b answers last, after ~60 ms, reporting 25 ms of its own of which 20 computing.
+    const timed = (delayMs: number, computeMs: number, workerMs: number): Behaviour => (t) => answer(t, delayMs).then((r) => ({ ...r, computeMs, workerMs }));
+    const m = membershipOf(new FakeWorker('a', timed(5, 2, 3)), new FakeWorker('b', timed(60, 20, 25)));
+    const { stats } = await runTasks(tasks(2), weights, m, { stepTimeoutMs: 5000, log: silentLogger() });
+    expect(stats.last).toMatchObject({ computeMs: 20, workerMs: 25 });
+    expect(stats.last!.roundTripMs).toBeGreaterThanOrEqual(55);
+    const parts = roundTripParts(stats.last)!;
+    expect(parts.workerOverheadMs).toBe(5);
+    expect(parts.transferMs).toBeCloseTo(stats.last!.roundTripMs - 25, 9);
+  });
+});
+
+describe('roundTripParts', () => {
+  it('splits a round trip into the frames\' time and the worker\'s time outside compute', () => {
+    expect(roundTripParts({ roundTripMs: 10, computeMs: 6, workerMs: 7.5 })).toEqual({ transferMs: 2.5, workerOverheadMs: 1.5 });
+  });
+
+  it('has nothing to split where the worker reported no time of its own (in-process)', () => {
+    expect(roundTripParts({ roundTripMs: 10, computeMs: 6 })).toBeUndefined();
+    expect(roundTripParts(undefined)).toBeUndefined();
+  });
+
+  it('never gives a negative part, whatever a peer reports', () => {
+    // A worker claiming more time than the round trip, or less than its compute.
+    expect(roundTripParts({ roundTripMs: 10, computeMs: 6, workerMs: 50 })).toEqual({ transferMs: 0, workerOverheadMs: 4 });
+    expect(roundTripParts({ roundTripMs: 10, computeMs: 6, workerMs: 2 })).toEqual({ transferMs: 8, workerOverheadMs: 0 });
   });
 });
 

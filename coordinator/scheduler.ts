@@ -38,6 +38,17 @@ export interface ScheduleStats {
   retries: number;
   /** One entry per worker whose result was used, for the dashboard and metrics. */
   perWorker: WorkerStepStats[];
+  /** The last result used: the one the step waited for. */
+  last?: LastResultTiming;
+}
+
+/** Where the step's last result spent its round trip (ms), as the coordinator and its worker timed it. */
+export interface LastResultTiming {
+  /** From handing the task to the worker's transport to the result in hand. */
+  roundTripMs: number;
+  computeMs: number;
+  /** The worker's own time for it (ResultMessage.workerMs): absent where the worker does not report one (in-process). */
+  workerMs?: number;
 }
 
 export interface WorkerStepStats {
@@ -45,6 +56,18 @@ export interface WorkerStepStats {
   computeMs: number;
   bytesOut: number;
   bytesIn: number;
+}
+
+/**
+ * The last result's round trip in two parts (ms), where its worker reported its own time: the frames
+ * (encoding, sending, delivery and decoding, both ways) and the worker outside its compute (decoding
+ * its task, the hand-off to its compute thread and back). Neither is below 0: the parts come from two
+ * processes' clocks, and a peer's timings are not trusted to add up.
+ */
+export function roundTripParts(last: LastResultTiming | undefined): { transferMs: number; workerOverheadMs: number } | undefined {
+  if (last?.workerMs === undefined) return undefined;
+  const workerMs = Math.min(last.workerMs, last.roundTripMs);
+  return { transferMs: last.roundTripMs - workerMs, workerOverheadMs: Math.max(0, workerMs - last.computeMs) };
 }
 
 /** A task failed on too many workers in a row: a poison task, not a bad worker. */
@@ -264,8 +287,10 @@ export async function runTasks(
     const dtype = worker.wireDtype ?? 'float32';
     const sent = taskBytes(message, dtype, weights.trainableCount ?? weights.bytes.byteLength / 4);
     stats.bytesSent += sent;
+    const dispatched = performance.now();
     withTimeout(worker.run(message), opts.stepTimeoutMs, `worker ${worker.id}'s ${spec.kind} task`)
       .then((result) => {
+        const roundTripMs = performance.now() - dispatched;
         worker.weightsVersion = weights.version;
         const rejection = opts.check?.(index, result);
         // Without a check (the first step), the review judges the result with the others, second opinion included.
@@ -278,6 +303,7 @@ export async function runTasks(
         owner[index] = worker;
         opts.onResult?.(index, result);
         stats.maxComputeMs = Math.max(stats.maxComputeMs, result.computeMs);
+        stats.last = { roundTripMs, computeMs: result.computeMs, workerMs: result.workerMs };
         stats.perWorker.push({ workerId: worker.id, computeMs: result.computeMs, bytesOut: sent, bytesIn: (result.gradients ? wireByteLength(dtype, result.gradients.byteLength / 4) : 0) + (result.stats?.byteLength ?? 0) });
         remaining--;
       })

@@ -17,7 +17,7 @@ import type { TrainConfig } from '../common/config.ts';
 import { CheckpointError, ConfigError, DtrainError } from '../common/errors.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import type { Membership } from './membership.ts';
-import { runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
+import { roundTripParts, runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
 import { aggregateResults, alignedSliceSizes, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
 import { GradientScreen, gradientsAgree, sliceNorm, summariesAgree, type SliceSummary } from './result-check.ts';
 import { checkEvalResult } from './eval-check.ts';
@@ -49,6 +49,14 @@ export interface StepEvent {
   computeMs: number;
   commMs: number;
   optimizerMs: number;
+  /**
+   * Over WebSockets, parts of commMs for the result the step waited for (scheduler.ts roundTripParts):
+   * its frames' time on the way and its worker's time outside compute. The rest of commMs is the
+   * coordinator's own (gathering, dispatch, bookkeeping) and any lead of the slowest compute over
+   * that result's.
+   */
+  transferMs?: number;
+  workerOverheadMs?: number;
   bytesIn: number;
   bytesOut: number;
   retries: number;
@@ -458,12 +466,18 @@ export class Trainer {
       bytesOut: outcome.stats.bytesSent, bytesIn: outcome.stats.perWorker.reduce((s, w) => s + w.bytesIn, 0), retries: outcome.stats.retries,
       perWorker: outcome.stats.perWorker,
     };
+    const parts = roundTripParts(outcome.stats.last);
+    if (parts) {
+      event.transferMs = round(parts.transferMs);
+      event.workerOverheadMs = round(parts.workerOverheadMs);
+    }
     const slowest = outcome.stats.maxComputeMs;
     this.flushReport();
     this.pendingReport = () => {
       this.log[this.hooks.stepLogLevel ?? 'info']({
         event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
-        ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
+        ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, transferMs: event.transferMs, workerOverheadMs: event.workerOverheadMs,
+        bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
       }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(slowest)} ms)`);
       this.hooks.onStep?.(event);
     };

@@ -142,16 +142,25 @@ function breakdown(r: BenchReport): string[] {
   const runs = [...new Set(all.map((x) => x.model))].flatMap((m) => all.filter((x) => x.model === m && x.workers <= 2));
   lines.push(
     'Mean milliseconds per measured step, from the same runs as section 2 (K=1 alongside, for comparison). Compute, communication and optimizer come from the `step` events: `computeMs` is the slowest worker\'s own time (setting the weights, forward, backward); `optimizerMs` is averaging plus Adam on the coordinator; `commMs` is everything else in the step. ' +
-      'The rows under communication split it with costs measured in this process for frames of the same sizes (median of repeated calls; marked ≈): the coordinator encodes K task frames and decodes K results in turn; a worker decodes its task, hands it to its compute thread and back, and encodes its result; one loopback WebSocket round trip carries a task frame out and a result frame back (both ends in one process, raw bytes). What they leave unexplained is thread wake-ups, event-loop scheduling, garbage collection and, on a busy machine, waiting for a core.',
+      'Where the runs logged them (since 2026-12-02), the first rows under communication are measured in the run, for the result each step waited for: the coordinator times its round trip, from handing the task to the connection to the decoded result, and the worker reports its own time, from the task frame\'s arrival to the result\'s encoding (`transferMs` is the round trip less the worker\'s time; `workerOverheadMs` the worker\'s time less its compute); the rest of communication is the coordinator\'s own work and the slowest compute\'s lead over that result\'s. ' +
+      'The rows marked ≈ split it with costs measured in this process for frames of the same sizes (median of repeated calls; marked ≈): the coordinator encodes K task frames and decodes K results in turn; a worker decodes its task, hands it to its compute thread and back, and encodes its result; one loopback WebSocket round trip carries a task frame out and a result frame back (both ends in one process, raw bytes). What they leave unexplained is thread wake-ups, event-loop scheduling, garbage collection and, on a busy machine, waiting for a core.',
     '',
   );
   const cols = runs.map((x) => ({ run: x, b: stepBreakdown(x, r.messageCosts.find((c: MessageCosts) => c.model === x.model && c.workers === x.workers && c.samplesPerStep === x.summary.samplesPerStep)) }));
   const ms = (v: number, whole: number) => `${fixed(v, 2)} (${share(v, whole)})`;
+  const measuredRow = (get: (m: NonNullable<(typeof cols)[number]['b']['measured']>) => number) => cols.map((c) => (c.b.measured ? ms(get(c.b.measured), c.b.stepMs) : '—'));
   const approx = (get: (c: (typeof cols)[number]) => number | undefined) => cols.map((c) => { const v = get(c); return v === undefined ? '—' : `≈ ${ms(v, c.b.stepMs)}`; });
   const rows: string[][] = [
     ['step (from `ms`)', ...cols.map((c) => fixed(c.b.stepMs, 2))],
     ['compute, slowest worker (`computeMs`)', ...cols.map((c) => ms(c.b.computeMs, c.b.stepMs))],
     ['communication (`commMs`)', ...cols.map((c) => ms(c.b.commMs, c.b.stepMs))],
+    ...(cols.some((c) => c.b.measured)
+      ? [
+          ['  frames encoded, sent, delivered, decoded, both ways (`transferMs`)', ...measuredRow((m) => m.transferMs)],
+          ['  the worker outside compute: decoding, hand-off to its thread and back (`workerOverheadMs`)', ...measuredRow((m) => m.workerOverheadMs)],
+          ['  the rest: coordinator\'s own work, slowest compute\'s lead', ...measuredRow((m) => m.restMs)],
+        ]
+      : []),
     ['  msgpack encode + decode', ...approx((c) => c.b.comm?.codecMs)],
     ['  loopback WebSocket round trip', ...approx((c) => c.b.comm?.wireMs)],
     ['  hand-off to the compute thread', ...approx((c) => c.b.comm?.handOffMs)],

@@ -79,6 +79,9 @@ export interface StepSample {
   optimizerMs: number;
   bytesOut: number;
   bytesIn: number;
+  /** Over WebSockets (since 2026-12-02): parts of commMs for the step's last result (trainer.ts StepEvent). */
+  transferMs?: number;
+  workerOverheadMs?: number;
 }
 
 /** The measured steps of one run (after warm-up). Means add up: step = compute + comm + optimizer. */
@@ -88,7 +91,7 @@ export interface StepSummary {
   /** Σ samples / Σ step time over the measured steps. */
   imagesPerSecond: number;
   stepMs: Quantiles;
-  mean: { stepMs: number; computeMs: number; commMs: number; optimizerMs: number };
+  mean: { stepMs: number; computeMs: number; commMs: number; optimizerMs: number; transferMs?: number; workerOverheadMs?: number };
   /** Median bytes per step, coordinator to workers and back. */
   bytesOut: number;
   bytesIn: number;

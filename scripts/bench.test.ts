@@ -144,6 +144,11 @@ describe('parseStepEvent', () => {
     expect(parseStepEvent(line)).toEqual(step(3));
   });
 
+  it('reads the round trip\'s parts where a WebSocket run logged them', () => {
+    expect(parseStepEvent({ ...line, transferMs: 1.5, workerOverheadMs: 0.25 })).toEqual(step(3, { transferMs: 1.5, workerOverheadMs: 0.25 }));
+    expect(parseStepEvent({ ...line, transferMs: 'x' })).toEqual(step(3));
+  });
+
   it.each([
     ['another event', { ...line, event: 'epoch' }],
     ['a missing field', { ...line, commMs: undefined }],
@@ -170,6 +175,14 @@ describe('summariseSteps', () => {
   it('keeps the parts adding up to the step when the events do', () => {
     const s = summariseSteps([step(1, { ms: 24, computeMs: 18, commMs: 5, optimizerMs: 1 }), step(2)], 0);
     expect(s.mean.computeMs + s.mean.commMs + s.mean.optimizerMs).toBeCloseTo(s.mean.stepMs, 12);
+  });
+
+  it('averages the round trip\'s parts only where every measured step has them', () => {
+    const parts = (t: number, w: number) => ({ transferMs: t, workerOverheadMs: w });
+    expect(summariseSteps([step(1, parts(1, 0.5)), step(2, parts(3, 1.5))], 0).mean).toMatchObject(parts(2, 1));
+    const mixed = summariseSteps([step(1, parts(1, 0.5)), step(2)], 0).mean;
+    expect(mixed.transferMs).toBeUndefined();
+    expect(mixed.workerOverheadMs).toBeUndefined();
   });
 
   it('fails when no step is left after warm-up', () => {
@@ -220,7 +233,18 @@ describe('stepBreakdown', () => {
     expect(b.comm!.gatherMs).toBeCloseTo(0.04, 12);
     expect(b.comm!.remainderMs).toBeCloseTo(6.91, 12);
   });
+
+  it('splits communication with the parts the run measured, the rest being the coordinator\'s', () => {
+    expect(stepBreakdown(k2).measured).toBeUndefined();
+    const timed = withParts(k2, 4, 2.5);
+    expect(stepBreakdown(timed).measured).toEqual({ transferMs: 4, workerOverheadMs: 2.5, restMs: 2.5 });
+  });
 });
+
+/** `r` as if its steps had logged the round trip's parts. */
+function withParts(r: ScalingRun, transferMs: number, workerOverheadMs: number): ScalingRun {
+  return { ...r, summary: { ...r.summary, mean: { ...r.summary.mean, transferMs, workerOverheadMs } } };
+}
 
 describe('accuracyTimeline', () => {
   const lines = [
@@ -286,6 +310,17 @@ describe('evaluateGoals', () => {
     expect(overhead.explanation).toContain('Over by 15.0 percentage points');
     expect(overhead.explanation).toContain('under 3.3 ms per step');
     expect(overhead.explanation).toContain('a loopback WebSocket round trip 1.0 ms');
+  });
+
+  it('explains a missed overhead goal with the parts the run measured, where it has them', () => {
+    const runs = report().scaling.measured ? (report().scaling as { runs: ScalingRun[] }).runs : [];
+    const timed = runs.map((r) => (r.workers === 2 && r.mode === 'per-worker' ? withParts(r, 4, 2.5) : r));
+    const r = report({ scaling: { measured: true, transport: 'ws', runs: timed } });
+    const overhead = evaluateGoals(r)[1];
+    expect(overhead.explanation).toContain('both ways, 4.0 ms; its worker outside compute (decoding, the hand-off to its compute thread and back) 2.5 ms; the rest, 2.5 ms,');
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toMatch(/\| {3}frames encoded, sent, delivered, decoded, both ways \(`transferMs`\) \|[^\n]*\| 4\.00 \(10\.0%\) \|/);
+    expect(md).toContain('the rest: coordinator');
   });
 
   it('marks the Adam goal met under 1 ms and missed over it', () => {

@@ -59,6 +59,13 @@ describe('distributed training over WebSockets', () => {
     expect(steps).toHaveLength(20);
     expect(steps.every((s) => s.workers === 3)).toBe(true);
     for (const field of ['computeMs', 'commMs', 'optimizerMs', 'bytesOut', 'bytesIn']) expect(typeof steps[0][field]).toBe('number');
+    // The last result's round trip, split with its worker's own time: parts of the step, never negative.
+    for (const s of steps) {
+      const [transfer, overhead, ms] = [s.transferMs, s.workerOverheadMs, s.ms] as number[];
+      expect(transfer).toBeGreaterThan(0);
+      expect(overhead).toBeGreaterThanOrEqual(0);
+      expect(transfer + overhead).toBeLessThanOrEqual(ms + 0.02);
+    }
     expect(c.events('epoch')).toHaveLength(1);
     expect(c.events('checkpoint').length).toBeGreaterThanOrEqual(1);
     expect((await metrics(out)).steps).toBe(20);

@@ -203,6 +203,7 @@ function connectOnce(
       welcomeTimer.unref();
     });
     socket.on('message', async (data: Buffer, isBinary: boolean) => {
+      const arrived = performance.now();
       try {
         if (!isBinary) throw new FrameError('DTRAIN_ERR_FRAME_SHAPE', 'Expected a binary frame from the coordinator, but got text.');
         const msg = decodeCoordinatorMessage(data, weightCount, wire);
@@ -221,7 +222,10 @@ function connectOnce(
         } else if (msg.type === 'task') {
           try {
             const task = opts.localData ? opts.localData.resolve(msg) : msg;
-            send(resultForWire(await compute.run(task), wire?.dtype ?? 'float32'));
+            const result = await compute.run(task);
+            // The coordinator splits its round trip into this worker's time and the frames' (ResultMessage.workerMs).
+            result.workerMs = performance.now() - arrived;
+            send(resultForWire(result, wire?.dtype ?? 'float32'));
           } catch (err) {
             const e = err as { code?: string; message?: string };
             if (!settled) send({ type: 'task_failed', taskId: msg.taskId, code: e.code ?? 'DTRAIN_ERR_WORKER', message: e.message ?? String(err) });

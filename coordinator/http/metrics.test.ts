@@ -11,7 +11,7 @@ async function exercised(): Promise<string> {
   const m = new RunMetrics(labels);
   m.onMembership({ kind: 'joined', workerId: 'w1', name: 'a', backend: 'wasm' }, 1);
   m.onMembership({ kind: 'joined', workerId: 'w2', name: 'b', backend: 'wasm' }, 2);
-  m.onStep(stepEvent({ step: 1, ms: 40, computeMs: 30, commMs: 8, optimizerMs: 2 }));
+  m.onStep(stepEvent({ step: 1, ms: 40, computeMs: 30, commMs: 8, optimizerMs: 2, transferMs: 5, workerOverheadMs: 1.5 }));
   m.onStep(stepEvent({ step: 2, ms: 120, computeMs: 100, commMs: 18, optimizerMs: 2, retries: 1 }));
   m.onStep(stepEvent({ step: 3, ms: 45, batchLoss: 1.75, batchAccuracy: 0.5, samples: 30 }));
   m.onEpochEnd(epochRecord({ val_loss: 1.8, val_accuracy: 0.42 }));
@@ -66,6 +66,11 @@ describe('RunMetrics', () => {
     expect(Number(h.buckets!['0.1'])).toBe(2);
     expect(Number(h.buckets!['0.25'])).toBe(3);
     for (const name of ['compute', 'communication', 'optimizer']) expect(Number(family(families, `dtrain_${name}_duration_seconds`).metrics[0].count)).toBe(3);
+    // Only step 1 came with the round trip's parts (a WebSocket result with its worker's own time).
+    const transfer = family(families, 'dtrain_transfer_duration_seconds').metrics[0];
+    expect([Number(transfer.count), Number(transfer.sum)]).toEqual([1, 0.005]);
+    const overhead = family(families, 'dtrain_worker_overhead_duration_seconds').metrics[0];
+    expect([Number(overhead.count), Number(overhead.sum)]).toEqual([1, 0.0015]);
   });
 
   it('keeps each run in its own registry', async () => {

@@ -47,6 +47,8 @@ describe('the browser worker client', () => {
     // 320 training images at batch 32: 10 steps, all of them computed by this one worker.
     const steps = c.events('step');
     expect(steps).toHaveLength(10);
+    // Its results carry its own time (workerMs), which the coordinator splits its round trip with.
+    for (const s of steps) expect(s.transferMs as number).toBeGreaterThan(0);
     expect(status.trainTasks).toBe(10);
     expect(status.trainSamples).toBe(320);
     expect(status.evalSamples).toBeGreaterThan(0);

@@ -164,6 +164,7 @@ export class BrowserWorker {
       send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: this.opts.workerName });
     };
     socket.onmessage = (ev) => {
+      const arrived = performance.now();
       let msg: CoordinatorMessage;
       try {
         if (!(ev.data instanceof ArrayBuffer)) throw new FrameError('DTRAIN_ERR_FRAME_SHAPE', 'Expected a binary frame from the coordinator, but got text.');
@@ -196,7 +197,7 @@ export class BrowserWorker {
       // Browser workers normalize BatchNorm locally (the coordinator never puts them in an exchange round).
       if (msg.type === 'bn_totals') return;
       const task = msg;
-      queue = queue.then(() => this.answer(task, send));
+      queue = queue.then(() => this.answer(task, send, arrived));
     };
     socket.onclose = (ev) => {
       clearTimeout(welcomeTimer);
@@ -214,7 +215,8 @@ export class BrowserWorker {
     };
   }
 
-  private async answer(task: TaskMessage, send: (m: WorkerMessage) => void): Promise<void> {
+  /** `arrived`: when the task's frame came in (performance.now()), for the result's workerMs. */
+  private async answer(task: TaskMessage, send: (m: WorkerMessage) => void, arrived: number): Promise<void> {
     try {
       const result = await this.session.run(task);
       if (task.kind === 'train') {
@@ -226,6 +228,7 @@ export class BrowserWorker {
         this.status.evalSamples += task.labels.length;
       }
       this.status.lastComputeMs = result.computeMs;
+      result.workerMs = performance.now() - arrived;
       send(result);
       this.opts.onUpdate?.(this.status);
     } catch (err) {
