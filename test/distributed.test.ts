@@ -50,10 +50,12 @@ describe('distributed training over WebSockets', () => {
     const out = await tempDir();
     const c = coordinator(out, ['--min-workers', '3', '--epochs', '1']);
     const port = await listeningPort(c);
-    const workers = [worker(port), worker(port), worker(port)];
+    // Two compute on their socket's thread (the default), one in a thread of its own.
+    const workers = [worker(port), worker(port), worker(port, ['--compute-thread'])];
     await c.waitFor('run_finished', undefined, 120_000);
     expect((await c.exited).code).toBe(0);
     for (const w of workers) expect((await w.exited).code).toBe(0);
+    expect(workers.map((w) => w.events('joined')[0]?.compute)).toEqual(['inline', 'inline', 'thread']);
     expect(c.events('worker_joined')).toHaveLength(3);
     const steps = c.events('step');
     expect(steps).toHaveLength(20);

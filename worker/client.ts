@@ -19,6 +19,7 @@ import { Heartbeat } from '../common/heartbeat.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { describeSelection, type BackendChoice } from '../common/backend.ts';
 import { ComputeThread } from './compute-thread.ts';
+import { InlineCompute, type WorkerCompute } from './inline-compute.ts';
 import { BnRelay } from './bn-relay.ts';
 import { FrameEncoder } from '../common/frame-encoder.ts';
 import { gcMode, warnGcMode } from '../common/gc-mode.ts';
@@ -42,6 +43,17 @@ export interface WorkerClientOptions {
   wireDtype?: WireDtype;
   /** Our own copy of the dataset (--data-dir): tasks then carry indices instead of pixels. */
   localData?: LocalData;
+  /** Compute every task in a thread of its own (--compute-thread); default: on the socket's thread where it can (worker/inline-compute.ts). */
+  computeThread?: boolean;
+}
+
+/** The worker's compute: on its main thread (InlineCompute, which moves what must to a thread), or always in a thread. */
+function startCompute(opts: WorkerClientOptions): WorkerCompute {
+  if (opts.computeThread) return new ComputeThread(opts.backend);
+  const inline = new InlineCompute(opts.backend);
+  inline.onMoved = (reason) => opts.log.info({ event: 'compute_moved', to: 'thread', reason }, `computing in a thread of its own from now on: ${reason}`);
+  inline.onMoveFailed = (reason) => opts.log.warn({ event: 'compute_move_failed', reason }, `could not start a compute thread (${reason}); computing on the socket's thread`);
+  return inline;
 }
 
 export type WorkerExit = { code: 0; reason: string } | { code: 1; reason: string };
@@ -91,7 +103,7 @@ export function backoffDelay(attempt: number, minMs: number, maxMs: number, rand
 export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> {
   const limits = { ...NET_DEFAULTS, ...opts.limits };
   const { log } = opts;
-  const compute = new ComputeThread(opts.backend);
+  const compute = startCompute(opts);
   // Each result is encoded into its frame as soon as it arrives (below), before the next task goes to the thread.
   compute.resultsReadAtOnce = true;
   // A dead compute thread cannot come back: leave with an error, so a supervisor restarts us.
@@ -104,7 +116,7 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
   };
   compute.onBackendFallback = (m) => log.warn({ event: 'backend_fallback', from: m.from, backend: m.selection.name, source: m.selection.source, reason: m.reason }, `${m.from} failed its first step (${m.reason}); training goes on with ${m.selection.name}`);
   try {
-    const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'starting the compute thread', 'DTRAIN_ERR_THREAD_START');
+    const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'loading the compute backend', 'DTRAIN_ERR_THREAD_START');
     // The give-up clock starts with the first connection attempt, not before the thread's start (seconds on a loaded host).
     const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
     log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels, ...gcMode() }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
@@ -137,7 +149,7 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
 function connectOnce(
   opts: WorkerClientOptions,
   limits: NetLimits,
-  compute: ComputeThread,
+  compute: WorkerCompute,
   onJoined: () => void,
   exposeDrop: (drop: () => void) => void,
 ): Promise<ConnectionOutcome> {
@@ -217,7 +229,8 @@ function connectOnce(
           // A compute thread that never finishes building the model is hung: a supervisor must restart us.
           const backend = await withTimeout(compute.welcome(msg), limits.readyTimeoutMs, 'building the model', 'DTRAIN_ERR_READY_TIMEOUT');
           onJoined();
-          log.info({ event: 'joined', workerId: msg.workerId, model: msg.model, backend, wireDtype: wire.dtype, localData: msg.localData !== undefined }, `joined as ${msg.workerId}, training ${msg.model} (${wire.dtype} on the wire, ${msg.localData ? 'indices' : 'pixels'} in tasks)`);
+          const computesOn = compute instanceof InlineCompute ? compute.runsOn : 'thread';
+          log.info({ event: 'joined', workerId: msg.workerId, model: msg.model, backend, wireDtype: wire.dtype, localData: msg.localData !== undefined, compute: computesOn }, `joined as ${msg.workerId}, training ${msg.model} (${wire.dtype} on the wire, ${msg.localData ? 'indices' : 'pixels'} in tasks, computing ${computesOn === 'inline' ? 'on the socket\'s thread' : 'in a thread of its own'})`);
           send({ type: 'ready', backend });
         } else if (msg.type === 'task') {
           try {

@@ -1,7 +1,8 @@
 /**
  * A compute thread seen from the thread that owns it: start it with a backend, welcome it, run
- * tasks. Used by the in-process transport (one per worker) and by the WebSocket worker, whose main
- * thread must stay free to answer heartbeats while a long task computes.
+ * tasks. Used by the in-process transport (one per worker) and by a WebSocket worker for what its
+ * socket's thread must not compute itself (worker/inline-compute.ts: synchronized BatchNorm, long
+ * steps, or always with --compute-thread), so that it keeps answering heartbeats meanwhile.
  */
 import { Worker } from 'node:worker_threads';
 import { sourcePath } from '../common/runtime.ts';
@@ -173,6 +174,9 @@ export class ComputeThread {
 
   async terminate(): Promise<void> {
     this.exited = true;
+    // Whoever awaits its start or a welcome learns it will not come.
+    this.waiter?.reject(new WorkerLostError('compute thread terminated'));
+    this.waiter = undefined;
     this.abandon('terminated');
     await this.thread.terminate();
   }

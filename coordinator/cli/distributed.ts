@@ -16,7 +16,7 @@ import { WIRE_DTYPES, type WireDtype } from '../../common/wire-dtype.ts';
 import type { DatasetName } from '../../common/config.ts';
 import { createRunWeb, httpEnabled, logDashboardUrl } from '../http/serve.ts';
 import { registerBrowserWorkerRoutes } from '../browser-worker.ts';
-import { addTrainingOptions, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
+import { addTrainingOptions, envBool, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { duration, envOption, integer, oneOf } from './flags.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
 
@@ -94,7 +94,8 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(envOption('--wire-dtype <dtype>', `ask for this dtype on the wire: ${WIRE_DTYPES.join(' | ')} (default: the coordinator's)`, 'DTRAIN_WORKER_WIRE_DTYPE').argParser(oneOf('--wire-dtype', WIRE_DTYPES)))
     .addOption(envOption('--data-dir <dir>', 'our own copy of CIFAR-10 (as the coordinator\'s --data-dir): tasks then carry indices, not pixels', 'DTRAIN_WORKER_DATA_DIR'))
     .addOption(envOption('--dataset <name>', 'read the dataset locally: cifar10 (with --data-dir) | synthetic (generated here)', 'DTRAIN_WORKER_DATASET').argParser(oneOf('--dataset', ['cifar10', 'synthetic'] as const)))
-    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number; wireDtype?: WireDtype; dataDir?: string; dataset?: DatasetName }) => {
+    .option('--compute-thread', 'compute every task in a thread of its own (default: on the socket\'s thread, except synchronized BatchNorm and long steps; env: DTRAIN_WORKER_COMPUTE_THREAD=1|0)')
+    .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number; wireDtype?: WireDtype; dataDir?: string; dataset?: DatasetName; computeThread?: boolean }) => {
       if (!/^wss?:\/\/[^\s]+$/.test(flags.connect)) throw new ConfigError(`--connect must be a ws:// or wss:// URL, got "${flags.connect}".`);
       const token = readToken(flags);
       const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });
@@ -109,7 +110,7 @@ export function registerWorkerCommand(program: Command): void {
       const dataset = flags.dataset ?? (flags.dataDir !== undefined ? 'cifar10' : undefined);
       if (dataset === 'synthetic' && flags.dataDir !== undefined) throw new ConfigError('--data-dir holds CIFAR-10 files; it cannot be combined with --dataset synthetic.');
       const localData = dataset ? await LocalData.open({ dataset, dataDir: flags.dataDir, log }) : undefined;
-      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal, giveUpAfterMs: flags.giveUpAfter, wireDtype: flags.wireDtype, localData });
+      const exit = await runWorker({ url: flags.connect, token, backend: flags.backend, name: flags.name, log, signal: controller.signal, giveUpAfterMs: flags.giveUpAfter, wireDtype: flags.wireDtype, localData, computeThread: flags.computeThread === true || (envBool('DTRAIN_WORKER_COMPUTE_THREAD') ?? false) });
       log.info({ event: 'worker_exit', code: exit.code, reason: exit.reason }, `worker exiting: ${exit.reason}`);
       process.exitCode = exit.code;
     });
