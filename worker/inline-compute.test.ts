@@ -116,6 +116,46 @@ describe('InlineCompute (wasm)', { timeout: 60_000 }, () => {
     same(await c.run(tasks[2]), expected[2]);
   });
 
+  it('keeps a model whose steps were long in the thread for later welcomes, and a move counts only for its own welcome', async () => {
+    const mlp = layoutOf('mlp');
+    const mlpWelcome: WelcomeMessage = { ...welcome, model: 'mlp', preprocessing: { kind: 'scale' }, weightCount: mlp.totalSize, trainableCount: mlp.trainableSize };
+    const moved: string[] = [];
+    const c = await inline({ longStepMs: 0 });
+    c.onMoved = (reason) => moved.push(reason);
+    await c.run(task(1, 0, 1));
+    // A welcome for another model while lenet moves to the thread: the move must not take its tasks.
+    expect(await c.welcome(mlpWelcome)).toBe('wasm');
+    expect(c.runsOn).toBe('inline');
+    expect(moved).toEqual([]);
+    const mlpTask: TaskMessage = { ...task(2, 0, 1), weights: floatsToBytes(initialWeights(mlp, 1)) };
+    expect((await c.run(mlpTask)).gradients!.byteLength).toBe(mlp.trainableSize * 4);
+    // lenet's steps proved long here: its next welcome goes to the thread at once.
+    await c.welcome(welcome);
+    expect(c.runsOn).toBe('thread');
+    expect(moved).toHaveLength(1);
+    expect(moved[0]).toMatch(/^lenet's steps are long: a step computed for/);
+  });
+
+  it('never answers a new task with the result of an abandoned one of the same id', async () => {
+    const [expected] = await reference([task(1, 1, 2)]);
+    const c = await inline({ evalChunk: 100 });
+    // Abandoned while it runs (between two chunks), not before it starts.
+    const session = (c as unknown as { session: { run(t: TaskMessage): Promise<ResultMessage> } }).session;
+    const run = session.run.bind(session);
+    let chunkStarted!: () => void;
+    const started = new Promise<void>((resolve) => (chunkStarted = resolve));
+    session.run = (t) => {
+      chunkStarted();
+      return run(t);
+    };
+    const old = c.run(task(5, 0, 1, 'eval', 600));
+    await started;
+    c.abandon('connection closed');
+    await expect(old).rejects.toMatchObject({ code: 'DTRAIN_ERR_WORKER_LOST' });
+    // A new connection's coordinator numbers its tasks from the start again.
+    same(await c.run(task(5, 1, 2)), expected);
+  });
+
   it('refuses a second task under the id of one in flight, and fails pending tasks when abandoned', async () => {
     const c = await inline();
     const [expected] = await reference([task(9, 0, 1)]);

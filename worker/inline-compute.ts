@@ -10,8 +10,9 @@
  * - models with synchronized BatchNorm: a step blocks mid-pass until the coordinator's totals come
  *   back over this very socket, which a blocked main thread could not read;
  * - steps that turn out long: after a train task that computed for longer than `longStepMs`, the
- *   welcome's model moves to a thread (the event loop must turn well within the coordinator's
- *   heartbeat allowance, twice its 2 s interval).
+ *   welcome's model moves to a thread, and so do later welcomes of that model (a ping unanswered
+ *   at the coordinator's next 2 s heartbeat tick ends the connection, so the event loop must turn
+ *   well within that).
  * Evaluation tasks run in chunks of EVAL_CHUNK images with an event-loop turn between them.
  */
 import { selectBackend, type BackendChoice, type BackendSelection } from '../common/backend.ts';
@@ -46,6 +47,11 @@ export function hasBatchNorm(msg: WelcomeMessage): boolean {
   return (msg.trainableCount ?? msg.weightCount) < msg.weightCount;
 }
 
+interface Pending {
+  resolve(r: ResultMessage): void;
+  reject(e: Error): void;
+}
+
 export class InlineCompute implements WorkerCompute {
   onLost: (reason: string) => void = () => {};
   onBackendFallback: (m: BackendFallbackMessage) => void = () => {};
@@ -60,7 +66,7 @@ export class InlineCompute implements WorkerCompute {
   private backend: ThreadBackend | undefined;
   private readonly loaded: Promise<BackendSelection>;
   private readonly sharedResult = new SharedResult();
-  private readonly pending = new Map<number, { resolve(r: ResultMessage): void; reject(e: Error): void }>();
+  private readonly pending = new Map<number, Pending>();
   /** Tasks run one at a time, in arrival order. */
   private queue: Promise<void> = Promise.resolve();
   /** Tasks queued or running, abandoned ones included. */
@@ -76,6 +82,10 @@ export class InlineCompute implements WorkerCompute {
   private lastWeights: { version: number; bytes: Uint8Array } | undefined;
   private threadHasWeights = false;
   private stopped = false;
+  /** Counts welcomes: a move started for one welcome does not apply to a later one. */
+  private generation = 0;
+  /** Models whose train steps proved long here, with why: later welcomes of them go to the thread at once. */
+  private readonly longSteps = new Map<string, string>();
   /** While a long step's model moves to a compute thread. Never rejects: a failed move leaves tasks here. */
   private moving: Promise<void> | undefined;
 
@@ -105,11 +115,17 @@ export class InlineCompute implements WorkerCompute {
   }
 
   async welcome(msg: WelcomeMessage): Promise<string> {
+    // A move under way belongs to an earlier welcome: it ends first, and then counts for nothing.
+    const generation = ++this.generation;
+    await this.moving;
     this.lastWelcome = msg;
-    if (hasBatchNorm(msg)) return this.moveToThread(msg, `${msg.model} synchronizes BatchNorm mid-step`);
+    if (hasBatchNorm(msg)) return this.moveToThread(msg, `${msg.model} synchronizes BatchNorm mid-step`, generation);
+    const long = this.longSteps.get(msg.model);
+    if (long) return this.moveToThread(msg, long, generation);
     this.where = 'inline';
     await this.loaded;
-    this.session.welcome(msg);
+    // After the tasks before it, as a thread takes its messages (an abandoned one may still be running).
+    await (this.queue = this.queue.then(() => this.session.welcome(msg)));
     return this.backend!.name;
   }
 
@@ -121,20 +137,26 @@ export class InlineCompute implements WorkerCompute {
     if (this.stopped) return Promise.reject(new WorkerLostError('compute has stopped'));
     if (this.pending.has(task.taskId)) return Promise.reject(new DtrainError('DTRAIN_ERR_DUPLICATE_TASK', `Expected a new task id, but task ${task.taskId} is still being computed.`));
     return new Promise((resolve, reject) => {
-      this.pending.set(task.taskId, { resolve, reject });
+      const entry: Pending = { resolve, reject };
+      this.pending.set(task.taskId, entry);
       // Alone (nothing queued, abandoned tasks included) and read at once: gradients into the reused result memory.
       const into = this.tasksQueued === 0 && this.resultsReadAtOnce && task.kind === 'train' ? this.sharedResult : undefined;
+      const generation = this.generation;
       this.tasksQueued++;
       this.queue = this.queue.then(async () => {
         try {
-          const result = task.kind === 'eval' ? await this.evaluateInChunks(task) : await this.session.run(task, into);
-          this.settle(task.taskId, (p) => p.resolve(result));
+          // Abandoned while it waited (its connection closed): not computed. Its weights do not matter:
+          // a task is abandoned only with its connection, and a new connection sends weights first.
+          const live = () => this.pending.get(task.taskId) === entry && !this.stopped;
+          if (!live()) return;
+          const result = task.kind === 'eval' ? await this.evaluateInChunks(task, live) : await this.session.run(task, into);
+          this.settle(task.taskId, entry, (p) => p.resolve(result));
           if (task.kind === 'train' && result.computeMs > this.longStepMs) {
-            this.moving = this.moveLongSteps(result.computeMs).finally(() => (this.moving = undefined));
+            this.moving = this.moveLongSteps(result.computeMs, generation).finally(() => (this.moving = undefined));
             await this.moving;
           }
         } catch (err) {
-          this.settle(task.taskId, (p) => p.reject(err as Error));
+          this.settle(task.taskId, entry, (p) => p.reject(err as Error));
         } finally {
           this.tasksQueued--;
         }
@@ -153,8 +175,9 @@ export class InlineCompute implements WorkerCompute {
     this.stopped = true;
     this.abandon('terminated');
     await this.thread?.terminate();
-    // A task still running finishes first (at most one step); its model is then freed. The backend
-    // stays registered: it is this thread's, which may select it again (the process exits right after).
+    // A task still running finishes first (at most one step or chunk: queued ones are skipped); its
+    // model is then freed. The backend stays registered: it is this thread's, which may select it
+    // again (the process exits right after).
     await this.queue;
     this.session.dispose();
   }
@@ -169,15 +192,17 @@ export class InlineCompute implements WorkerCompute {
     return task;
   }
 
-  private settle(taskId: number, how: (p: { resolve(r: ResultMessage): void; reject(e: Error): void }) => void): void {
-    const p = this.pending.get(taskId);
+  /** Settles `taskId` if `entry` is still its pending entry (a task abandoned, then reused by a new connection, is not). */
+  private settle(taskId: number, entry: Pending, how: (p: Pending) => void): void {
+    if (this.pending.get(taskId) !== entry) return;
     this.pending.delete(taskId);
-    if (p) how(p);
+    how(entry);
   }
 
   /** An eval task in chunks of `evalChunk` images, with an event-loop turn between them; one result. */
-  private async evaluateInChunks(task: TaskMessage): Promise<ResultMessage> {
+  private async evaluateInChunks(task: TaskMessage, live: () => boolean): Promise<ResultMessage> {
     const count = task.labels.length;
+    if (count <= this.evalChunk) return this.session.run(task);
     const merged: ResultMessage = { type: 'result', taskId: task.taskId, count, lossSum: 0, correct: 0, computeMs: 0, predictions: new Uint8Array(count) };
     for (let from = 0; from < count; from += this.evalChunk) {
       const to = Math.min(count, from + this.evalChunk);
@@ -189,28 +214,34 @@ export class InlineCompute implements WorkerCompute {
       merged.computeMs += r.computeMs;
       merged.predictions!.set(r.predictions!, from);
       if (to < count) await new Promise((resolve) => setImmediate(resolve));
+      // Abandoned meanwhile: the rest is not computed (the weights went in with the first chunk).
+      if (!live()) break;
     }
     return merged;
   }
 
-  /** After a long train step: the rest of this welcome's tasks run in a compute thread. */
-  private async moveLongSteps(computeMs: number): Promise<void> {
+  /** After a long train step: this welcome's tasks, and later welcomes of its model, run in a compute thread. */
+  private async moveLongSteps(computeMs: number, generation: number): Promise<void> {
     const welcome = this.lastWelcome;
-    if (!welcome || this.where === 'thread' || this.stopped) return;
+    if (!welcome || generation !== this.generation || this.where === 'thread' || this.stopped) return;
+    const reason = `a step computed for ${Math.round(computeMs)} ms, over ${this.longStepMs} ms on the thread that answers heartbeats`;
+    this.longSteps.set(welcome.model, `${welcome.model}'s steps are long: ${reason}`);
     try {
-      await this.moveToThread(welcome, `a step computed for ${Math.round(computeMs)} ms, over ${this.longStepMs} ms on the thread that answers heartbeats`);
+      await this.moveToThread(welcome, reason, generation);
     } catch (err) {
       this.onMoveFailed((err as Error).message);
     }
   }
 
-  private async moveToThread(msg: WelcomeMessage, reason: string): Promise<string> {
+  /** Welcomes the compute thread; its tasks go there only if no later welcome came meanwhile. */
+  private async moveToThread(msg: WelcomeMessage, reason: string, generation: number): Promise<string> {
     const thread = (this.thread ??= this.startThread());
     await thread.started();
     const backend = await thread.welcome(msg);
+    if (generation !== this.generation) return backend;
     if (this.where !== 'thread') this.onMoved(reason);
-    this.threadHasWeights = false;
     this.where = 'thread';
+    this.threadHasWeights = false;
     return backend;
   }
 
