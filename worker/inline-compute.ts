@@ -9,7 +9,9 @@
  * the socket keeps answering heartbeats and relaying frames while they run:
  * - models with synchronized BatchNorm: a step blocks mid-pass until the coordinator's totals come
  *   back over this very socket, which a blocked main thread could not read;
- * - steps that turn out long: after a train task that computed for longer than `longStepMs`, the
+ * - steps that turn out long on a backend that computes synchronously (wasm, cpu, tensorflow; webgpu
+ *   awaits its device, and its first step's shader compilation alone can take a second): after a
+ *   train task that computed for longer than `longStepMs`, the
  *   welcome's model moves to a thread, and so do later welcomes of that model (a ping unanswered
  *   at the coordinator's next 2 s heartbeat tick ends the connection, so the event loop must turn
  *   well within that).
@@ -19,6 +21,8 @@ import { selectBackend, type BackendChoice, type BackendSelection } from '../com
 import { DtrainError } from '../common/errors.ts';
 import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage } from '../common/protocol.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
+import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
+import { tf } from '../common/tf.ts';
 import { ThreadBackend, type BackendFallbackMessage } from './backend-fallback.ts';
 import { ComputeThread, WorkerLostError } from './compute-thread.ts';
 import { WorkerSession } from './session.ts';
@@ -151,7 +155,8 @@ export class InlineCompute implements WorkerCompute {
           if (!live()) return;
           const result = task.kind === 'eval' ? await this.evaluateInChunks(task, live) : await this.session.run(task, into);
           this.settle(task.taskId, entry, (p) => p.resolve(result));
-          if (task.kind === 'train' && result.computeMs > this.longStepMs) {
+          // Only a backend that computes synchronously holds the event loop for a step (webgpu awaits its device).
+          if (task.kind === 'train' && result.computeMs > this.longStepMs && SYNC_READ_BACKENDS.has(tf.getBackend())) {
             this.moving = this.moveLongSteps(result.computeMs, generation).finally(() => (this.moving = undefined));
             await this.moving;
           }
