@@ -84,6 +84,18 @@ describe('ComputeThread with its task arena (wasm)', { timeout: 60_000 }, () => 
     expect(Buffer.from((await first).gradients!).equals(Buffer.from(alone.gradients!))).toBe(true);
   });
 
+  it('drops the late answer of an abandoned task: a new task under its id gets its own', async () => {
+    const { thread } = await started();
+    const expected = await thread.run(task(1, 1, 2));
+    const old = thread.run(task(5, 0, 1));
+    thread.abandon('connection closed');
+    await expect(old).rejects.toMatchObject({ code: 'DTRAIN_ERR_WORKER_LOST' });
+    // A restarted coordinator numbers its tasks from the start again.
+    const fresh = await thread.run(task(5, 1, 2));
+    expect(Buffer.from(fresh.gradients!).equals(Buffer.from(expected.gradients!))).toBe(true);
+    expect(fresh.lossSum).toBe(expected.lossSum);
+  });
+
   it('counts a task it abandoned while the thread still computes it: the next one does not take the arena from under it', async () => {
     const { thread, posted } = await started();
     thread.resultsReadAtOnce = true;

@@ -30,6 +30,13 @@ export class WorkerLostError extends DtrainError {
   }
 }
 
+/** A task under the id of one still being computed: it would take that one's answer. */
+export class DuplicateTaskError extends DtrainError {
+  constructor(taskId: number) {
+    super('DTRAIN_ERR_DUPLICATE_TASK', `Expected a new task id, but task ${taskId} is still being computed.`);
+  }
+}
+
 export class ComputeThread {
   private readonly thread: Worker;
   private readonly pending = new Map<number, { resolve(r: ResultMessage): void; reject(e: Error): void }>();
@@ -51,6 +58,8 @@ export class ComputeThread {
   private readonly arena = new TaskArena();
   /** Tasks posted to the thread and not yet answered, abandoned ones included (abandon() does not stop the thread computing them). */
   private tasksInThread = 0;
+  /** Per task id, answers still to come from tasks abandoned while in the thread. */
+  private readonly staleAnswers = new Map<number, number>();
   /**
    * Set by an owner that is done with each result when its promise settles (a WebSocket worker
    * encodes it into a frame in the continuation): a train task that runs alone then gets its
@@ -80,6 +89,13 @@ export class ComputeThread {
   private dispatch(m: ThreadMessage): void {
     if (m.type === 'result' || m.type === 'task_failed') {
       this.tasksInThread--;
+      // The answer of a task abandoned while the thread computed it: dropped, even where a new task took its id.
+      const stale = this.staleAnswers.get(m.taskId);
+      if (stale) {
+        if (stale === 1) this.staleAnswers.delete(m.taskId);
+        else this.staleAnswers.set(m.taskId, stale - 1);
+        return;
+      }
       const p = this.pending.get(m.taskId);
       this.pending.delete(m.taskId);
       if (m.type === 'result') p?.resolve(m);
@@ -150,7 +166,7 @@ export class ComputeThread {
   run(task: TaskMessage): Promise<ResultMessage> {
     if (this.exited) return Promise.reject(new WorkerLostError('compute thread has exited'));
     // One answer per id: a second task under the id of one in flight would take its answer, and the arena under it.
-    if (this.pending.has(task.taskId)) return Promise.reject(new DtrainError('DTRAIN_ERR_DUPLICATE_TASK', `Expected a new task id, but task ${task.taskId} is still being computed.`));
+    if (this.pending.has(task.taskId)) return Promise.reject(new DuplicateTaskError(task.taskId));
     return new Promise((resolve, reject) => {
       // Alone in flight (abandoned tasks the thread still computes count): its arrays go through the
       // arena, and (if the owner reads results at once) its gradients come back in shared memory.
@@ -162,8 +178,12 @@ export class ComputeThread {
     });
   }
 
-  /** Fails every pending task (e.g. its connection closed); the thread stays usable. */
+  /**
+   * Fails every pending task (e.g. its connection closed); the thread stays usable. It still answers
+   * them, in order, before any task posted after this: those answers are dropped (staleAnswers).
+   */
   abandon(reason: string): void {
+    for (const id of this.pending.keys()) this.staleAnswers.set(id, (this.staleAnswers.get(id) ?? 0) + 1);
     this.rejectAll(new WorkerLostError(reason));
   }
 

@@ -18,13 +18,12 @@
  * Evaluation tasks run in chunks of EVAL_CHUNK images with an event-loop turn between them.
  */
 import { selectBackend, type BackendChoice, type BackendSelection } from '../common/backend.ts';
-import { DtrainError } from '../common/errors.ts';
 import type { BnSumsMessage, ResultMessage, TaskMessage, WelcomeMessage } from '../common/protocol.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import { tf } from '../common/tf.ts';
 import { ThreadBackend, type BackendFallbackMessage } from './backend-fallback.ts';
-import { ComputeThread, WorkerLostError } from './compute-thread.ts';
+import { ComputeThread, DuplicateTaskError, WorkerLostError } from './compute-thread.ts';
 import { WorkerSession } from './session.ts';
 import { SharedResult } from './shared-result.ts';
 
@@ -139,7 +138,7 @@ export class InlineCompute implements WorkerCompute {
     if (this.where === 'thread') return this.thread!.run(this.withWeightsFor(task));
     if (task.weights) this.lastWeights = { version: task.weightsVersion, bytes: task.weights };
     if (this.stopped) return Promise.reject(new WorkerLostError('compute has stopped'));
-    if (this.pending.has(task.taskId)) return Promise.reject(new DtrainError('DTRAIN_ERR_DUPLICATE_TASK', `Expected a new task id, but task ${task.taskId} is still being computed.`));
+    if (this.pending.has(task.taskId)) return Promise.reject(new DuplicateTaskError(task.taskId));
     return new Promise((resolve, reject) => {
       const entry: Pending = { resolve, reject };
       this.pending.set(task.taskId, entry);
