@@ -57,6 +57,12 @@ export const CTL = {
   slotsUsed: 0,
   /** The fused round's barrier word (see arriveAtRound): round << 8 | arrivals. */
   round: 1,
+  /**
+   * Weight copy k's version at copyVersions + k: every writer of copy k (a stripe, the owner's load)
+   * adds 1 before it writes. A compute thread that wrote the next weights into its backend as well
+   * (StripeWorker.runFromBackend) skips the next upload only while the copy's version is the one it wrote.
+   */
+  copyVersions: 2,
   /** slotCount[k] at slotCounts + k, then slot k's expected thread (StepMemory.slotOwner). */
   slotCounts: 16,
   // per thread (THREAD_INTS int32 = two lines)
@@ -115,6 +121,8 @@ export const CTL = {
   ahead: 29,
   /** Set by the thread: 1 when the command used the pass it had computed ahead, else 0. */
   aheadUsed: 30,
+  /** Set by the thread: 1 when a step of one slot used its gradient where the backend held it (no slot copy), else 0. */
+  fromBackend: 31,
 } as const;
 
 /** CTL.roundPhase's values. */

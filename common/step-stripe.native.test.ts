@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Adam } from './adam.ts';
 import { CTL, F64, StepMemory, stripes, type StepMemoryShape } from './step-memory.ts';
-import { StripeWorker, setNativeStripe } from './step-stripe.ts';
+import { StripeWorker, setNativeStripe, type BackendSegment } from './step-stripe.ts';
 import { sumSquares } from './sum-squares-simd.ts';
 import { SeededRandom } from './random.ts';
 import { loadNativeKernels } from './kernels/native/addon.ts';
@@ -42,9 +42,14 @@ type Kernel = 'native' | 'portable' | 'simd';
 /** The native kernel, forced onto its portable loop (flag 2) for 'portable'. */
 function install(kernel: Kernel): void {
   if (kernel === 'simd') return setNativeStripe(undefined);
-  const { stripeStep } = addon();
-  if (kernel === 'native') return setNativeStripe({ stripeStep });
+  const { stripeStep, stripeStepFrom } = addon();
+  if (kernel === 'native') return setNativeStripe({ stripeStep, stripeStepFrom });
   setNativeStripe({
+    stripeStepFrom: (...args: Parameters<typeof stripeStepFrom>) => {
+      const forced = [...args] as Parameters<typeof stripeStepFrom>;
+      forced[17] |= 2;
+      return stripeStepFrom(...forced);
+    },
     stripeStep: (...args: Parameters<typeof stripeStep>) => {
       const forced = [...args] as Parameters<typeof stripeStep>;
       forced[20] |= 2;
@@ -165,5 +170,118 @@ describe.runIf(native)('the native stripe kernel', () => {
     expect(call(64, 0, 0, 2, 16)).toThrow(/a stride of whole values past each slot's lanes/);
     expect(call(-1, 0, 0)).toThrow(/lanes ≥ 0/);
     expect(() => (k.stripeStep as (...a: unknown[]) => number)(new Float32Array(4), 0)).toThrow(/expected 21 arguments, got 2/);
+  });
+});
+
+describe.runIf(native)('a step of one slot from the backend (runFromBackend)', () => {
+  /** Splits `g` (and fresh weight tensors of the same sizes) into segments of `sizes` lanes, as a model's tensors lie. */
+  function segmentsOf(g: Float32Array, sizes: number[]): BackendSegment[] {
+    let from = 0;
+    return sizes.map((n) => {
+      const s = { from, gradient: g.subarray(from, from + n), weights: new Float32Array(n) };
+      from += n;
+      return s;
+    });
+  }
+
+  /** `steps` steps on two memories from the same start: one through slot 0 and run(), one from the segments. */
+  function both(shape: StepMemoryShape, sizes: number[], steps: number, kernel: 'native' | 'portable') {
+    install(kernel);
+    const rng = new SeededRandom(11);
+    const viaSlot = StepMemory.create(shape);
+    const direct = StepMemory.create(shape);
+    const [a, b] = [new StripeWorker(viaSlot, true), new StripeWorker(direct, true)];
+    expect(b.runsFromBackend).toBe(true);
+    const cfg = new Adam(1).config;
+    const start = hardArray(rng, shape.trainable, 1);
+    for (const mem of [viaSlot, direct]) {
+      Object.assign(mem.f64, { [F64.beta1]: cfg.beta1, [F64.beta2]: cfg.beta2, [F64.epsilon]: cfg.epsilon, [F64.inv]: 1 / 32 });
+      mem.weights[0].set(start);
+      mem.ctl[CTL.slotsUsed] = 1;
+      mem.ctl[CTL.slotCounts] = 32;
+    }
+    let parity: 0 | 1 = 0;
+    for (let t = 1; t <= steps; t++) {
+      const g = hardArray(rng, shape.trainable, 3);
+      for (const mem of [viaSlot, direct]) {
+        mem.f64[F64.stepSize] = cfg.learningRate / (1 - Math.pow(cfg.beta1, t));
+        mem.f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(cfg.beta2, t));
+      }
+      viaSlot.gradients[0].set(g);
+      const task = { from: 0, to: viaSlot.adamSpan, parity, doStats: false };
+      const want = a.run(task, true)!;
+      const next = (1 - parity) as 0 | 1;
+      const before = direct.ctl[CTL.copyVersions + next];
+      const segments = segmentsOf(g.slice(), sizes);
+      const got = b.runFromBackend(task, segments);
+      // The copy written is marked as rewritten, and each segment's weights are the next copy's.
+      expect(got.version).toBe(before + 1);
+      expect(direct.ctl[CTL.copyVersions + next]).toBe(got.version);
+      for (const s of segments) expect(bitMismatches(s.weights!, direct.weights[next].subarray(s.from, s.from + s.gradient.length))).toBe(0);
+      expect(got.squares / want).toBeCloseTo(1, 12);
+      expect(got.squares / sumSquares(g)).toBeCloseTo(1, 12);
+      parity = next;
+    }
+    const n = shape.trainable;
+    const pick = (mem: StepMemory) => ({ w: mem.weights[parity].slice(0, n), m: mem.m[parity].slice(0, n), v: mem.v[parity].slice(0, n), pad: mem.weights[parity].slice(n, mem.adamSpan) });
+    return { viaSlot: pick(viaSlot), direct: pick(direct), start };
+  }
+
+  const cases = [
+    // 1001 lanes: an Adam span of 1004 (padding lanes after the last segment), tails past the last 16 in each segment.
+    { name: 'three segments, padding after them', shape: { trainable: 1001, stats: 0, slots: 1, slotSamples: 4, threads: 1 }, sizes: [400, 1, 600] },
+    { name: 'one segment', shape: { trainable: 4096, stats: 0, slots: 1, slotSamples: 4, threads: 1 }, sizes: [4096] },
+  ];
+  for (const kernel of ['native', 'portable'] as const) {
+    for (const c of cases) {
+      it(`gives the weights and moments of the step through slot 0, bit for bit (${kernel === 'native' ? 'AVX-512 where the CPU has it' : 'the portable loop'}): ${c.name}`, () => {
+        const { viaSlot, direct, start } = both(c.shape, c.sizes, 6, kernel);
+        expect(bitMismatches(direct.w, viaSlot.w)).toBe(0);
+        expect(bitMismatches(direct.m, viaSlot.m)).toBe(0);
+        expect(bitMismatches(direct.v, viaSlot.v)).toBe(0);
+        expect(bitMismatches(direct.pad, viaSlot.pad)).toBe(0);
+        expect(direct.w.some((w, i) => w !== start[i])).toBe(true);
+      });
+    }
+  }
+
+  it('counts every write of a copy: run() marks the copy it writes as rewritten too', () => {
+    setNativeStripe(addon());
+    const mem = StepMemory.create({ trainable: 64, stats: 0, slots: 1, slotSamples: 1, threads: 1 });
+    mem.ctl[CTL.slotsUsed] = 1;
+    const w = new StripeWorker(mem, true);
+    w.run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false });
+    w.run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false });
+    w.run({ from: 0, to: mem.adamSpan, parity: 1, doStats: false });
+    expect([mem.ctl[CTL.copyVersions], mem.ctl[CTL.copyVersions + 1]]).toEqual([1, 2]);
+  });
+
+  it('refuses segments that do not cover the trainable lanes in order, a step of several slots, and weights over the gradient', () => {
+    setNativeStripe(addon());
+    const mem = StepMemory.create({ trainable: 100, stats: 0, slots: 2, slotSamples: 1, threads: 1 });
+    mem.ctl[CTL.slotsUsed] = 1;
+    const w = new StripeWorker(mem, true);
+    const task = { from: 0, to: mem.adamSpan, parity: 0 as const, doStats: false };
+    const g = new Float32Array(100);
+    expect(() => w.runFromBackend(task, segmentsOf(g, [50, 40]))).toThrow(/cover 100 trainable lanes, but they cover 90/);
+    expect(() => w.runFromBackend(task, [{ from: 10, gradient: g.subarray(0, 100) }])).toThrow(/one starts at 10 where 0 was next/);
+    expect(() => w.runFromBackend({ ...task, to: 50 }, segmentsOf(g, [100]))).toThrow(/over the whole span \[0, 100\)/);
+    mem.ctl[CTL.slotsUsed] = 2;
+    expect(() => w.runFromBackend(task, segmentsOf(g, [100]))).toThrow(/over 2 slots/);
+    mem.ctl[CTL.slotsUsed] = 1;
+    // Nothing above was written: those refusals come before the copy is marked.
+    expect(mem.ctl[CTL.copyVersions + 1]).toBe(0);
+    const shared = new Float32Array(150);
+    expect(() => w.runFromBackend(task, [{ from: 0, gradient: shared.subarray(0, 100), weights: shared.subarray(50, 150) }])).toThrow(/weightsCopy overlaps the gradient/);
+    // The kernel refuses per segment, after the copy was marked: a copy that may be half written counts as rewritten.
+    expect(mem.ctl[CTL.copyVersions + 1]).toBe(1);
+  });
+
+  it('is not offered with float64 slots or BatchNorm statistics', () => {
+    setNativeStripe(addon());
+    expect(new StripeWorker(StepMemory.create({ trainable: 64, stats: 0, slots: 1, slotSamples: 1, threads: 1, grain: 4 }), true).runsFromBackend).toBe(false);
+    expect(new StripeWorker(StepMemory.create({ trainable: 64, stats: 8, slots: 1, slotSamples: 1, threads: 1 }), true).runsFromBackend).toBe(false);
+    setNativeStripe(undefined);
+    expect(new StripeWorker(StepMemory.create({ trainable: 64, stats: 0, slots: 1, slotSamples: 1, threads: 1 }), true).runsFromBackend).toBe(false);
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Adam } from './adam.ts';
 import { CTL, F64, StepMemory, stripes, STRIPE_FLOATS } from './step-memory.ts';
-import { StripeWorker } from './step-stripe.ts';
+import { StripeWorker, bumpCopyVersion, heldToken } from './step-stripe.ts';
 import { simdWideReduceKernel } from './reduce-simd.ts';
 import { SeededRandom } from './random.ts';
 import { aggregateResults } from '../coordinator/aggregate.ts';
@@ -171,5 +171,20 @@ describe('StepMemory', () => {
     other.writeError(1, 'out of memory', 'DTRAIN_ERR_OOM');
     expect(mem.gradients[1][9]).toBe(42);
     expect(mem.readError(1)).toEqual({ code: 'DTRAIN_ERR_OOM', message: 'out of memory' });
+  });
+});
+
+describe('weight copy versions (CTL.copyVersions)', () => {
+  it('names the copy as it stands now: a write of the copy, by any stripe, gives a token that differs', () => {
+    const mem = StepMemory.create({ trainable: 64, stats: 0, slots: 1, slotSamples: 1, threads: 1 });
+    mem.ctl[CTL.slotsUsed] = 1;
+    const before = heldToken(mem.ctl, 1);
+    expect(before).toEqual({ control: mem.ctl.buffer, copy: 1, version: 0 });
+    new StripeWorker(mem, false).run({ from: 0, to: mem.adamSpan, parity: 0, doStats: false });
+    expect(heldToken(mem.ctl, 1).version).toBe(1);
+    expect(heldToken(mem.ctl, 0).version).toBe(0);
+    expect(bumpCopyVersion(mem.ctl, 0)).toBe(1);
+    // Another run's memory is another control block, whatever its versions say.
+    expect(heldToken(StepMemory.create({ trainable: 64, stats: 0, slots: 1, slotSamples: 1, threads: 1 }).ctl, 1).control).not.toBe(before.control);
   });
 });

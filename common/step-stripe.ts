@@ -8,10 +8,11 @@
 import { simdAdamKernel, type AdamKernel } from './adam-simd.ts';
 import { simdReduceKernel, simdWideReduceKernel, type ReduceKernel } from './reduce-simd.ts';
 import { CTL, F64, type StepMemory } from './step-memory.ts';
+import { ShapeError } from './errors.ts';
 import type { NativeKernels } from './kernels/native/addon.ts';
 
 /** The native stripe kernel (common/kernels/native), installed with the native kernels. */
-type NativeStripe = Pick<NativeKernels, 'stripeStep'>;
+type NativeStripe = Pick<NativeKernels, 'stripeStep' | 'stripeStepFrom'>;
 let nativeStripe: NativeStripe | undefined;
 
 /** Installs (or, with undefined, removes) the native one-pass stripe; StripeWorkers made after it use it. */
@@ -26,6 +27,36 @@ export interface StripeTask {
   parity: 0 | 1;
   /** This stripe's thread also averages the BatchNorm statistics (after its Adam). */
   doStats: boolean;
+}
+
+/** One trainable tensor of a step of one slot, where the compute backend holds it (runFromBackend). */
+export interface BackendSegment {
+  /** The tensor's first lane in the layout. */
+  from: number;
+  /** Its gradient sums (exactly its lanes), in the backend's memory. */
+  gradient: Float32Array;
+  /** Its weight tensor's storage, which also receives the next weights (absent: not written). */
+  weights?: Float32Array;
+}
+
+/**
+ * Which weight copy a backend holds: the step memory's control block (one per run: versions restart
+ * with it), the copy, and its version when it was written (CTL.copyVersions).
+ */
+export interface WeightsToken {
+  control: ArrayBufferLike;
+  copy: 0 | 1;
+  version: number;
+}
+
+/** Marks weight copy `copy` as being rewritten; returns its new version. */
+export function bumpCopyVersion(ctl: Int32Array, copy: 0 | 1): number {
+  return (Atomics.add(ctl, CTL.copyVersions + copy, 1) + 1) | 0;
+}
+
+/** Weight copy `copy` as it stands now: a backend that holds this token need not upload the copy. */
+export function heldToken(ctl: Int32Array, copy: 0 | 1): WeightsToken {
+  return { control: ctl.buffer, copy, version: Atomics.load(ctl, CTL.copyVersions + copy) };
 }
 
 /**
@@ -60,6 +91,7 @@ export class StripeWorker {
    * float64; otherwise undefined.
    */
   run(task: StripeTask, squares = false): number | undefined {
+    bumpCopyVersion(this.mem.ctl, (1 - task.parity) as 0 | 1);
     let sq: number | undefined;
     if (this.native) sq = this.nativeStep(task, squares);
     else {
@@ -68,6 +100,47 @@ export class StripeWorker {
     }
     if (task.doStats) this.averageStats(task.parity);
     return squares ? sq : undefined;
+  }
+
+  /** Whether runFromBackend can run here: the native kernel, float32 slots (no reduction grain) and no BatchNorm statistics. */
+  get runsFromBackend(): boolean {
+    return this.native !== undefined && this.mem.gradientValueBytes === 4 && this.mem.shape.stats === 0;
+  }
+
+  /**
+   * A step of one slot whose gradient sums are still in the compute backend: `segments`, in layout
+   * order, cover the trainable lanes [0, trainable) exactly. The same reduction and Adam over the
+   * whole span as run() after the gradient was copied into slot 0, with the same bits, without that
+   * copy; each segment's next weights also go into its `weights` where given. Returns Σ g² of the
+   * gradient (its summation order differs from run()'s: they agree to rounding) and the version of
+   * the copy written.
+   */
+  runFromBackend(task: StripeTask, segments: readonly BackendSegment[]): { squares: number; version: number } {
+    const { ctl, f64, offsets: o, shape, adamSpan } = this.mem;
+    if (!this.runsFromBackend) throw new ShapeError('A step from the backend needs the native stripe kernel, float32 slots and no BatchNorm statistics.');
+    if (task.from !== 0 || task.to !== adamSpan || ctl[CTL.slotsUsed] !== 1) {
+      throw new ShapeError(`Expected a step of one slot over the whole span [0, ${adamSpan}), but got [${task.from}, ${task.to}) over ${ctl[CTL.slotsUsed]} slots.`);
+    }
+    let at = 0;
+    for (const s of segments) {
+      if (s.from !== at || (s.weights && s.weights.length !== s.gradient.length)) throw new ShapeError(`Expected the backend's segments to cover the trainable lanes in order, but one starts at ${s.from} where ${at} was next, or its weights and gradient differ in length.`);
+      at += s.gradient.length;
+    }
+    if (at !== shape.trainable) throw new ShapeError(`Expected the backend's segments to cover ${shape.trainable} trainable lanes, but they cover ${at}.`);
+    const version = bumpCopyVersion(ctl, (1 - task.parity) as 0 | 1);
+    const { kernels, bytes } = this.native!;
+    const next = 1 - task.parity;
+    const scalars = this.adamScalars();
+    let squares = 0;
+    for (const s of segments) {
+      const b = s.from * 4;
+      squares += kernels.stripeStepFrom(bytes, s.gradient.length, s.gradient, o.weights[task.parity] + b, o.m[task.parity] + b, o.v[task.parity] + b,
+        o.weights[next] + b, o.m[next] + b, o.v[next] + b, f64[F64.inv], ...scalars, 1, s.weights ?? null);
+    }
+    // The padding lanes past the trainable ones: slot 0's, never written, are 0.
+    this.nativeStep({ ...task, from: shape.trainable }, false);
+    if (task.doStats) this.averageStats(task.parity);
+    return { squares, version };
   }
 
   private nativeStep({ from, to, parity }: StripeTask, squares: boolean): number {

@@ -277,8 +277,8 @@ describe.runIf(requireNativeOrSkip(nativeLoad))('the shared-memory step with the
   /** Installs the native stripe, counting its calls. */
   const native = () => {
     if (!nativeLoad.loaded) throw new Error(nativeLoad.reason);
-    const { stripeStep } = nativeLoad.kernels;
-    setNativeStripe({ stripeStep: (...args: Parameters<typeof stripeStep>) => (calls++, stripeStep(...args)) });
+    const { stripeStep, stripeStepFrom } = nativeLoad.kernels;
+    setNativeStripe({ stripeStep: (...args: Parameters<typeof stripeStep>) => (calls++, stripeStep(...args)), stripeStepFrom });
   };
 
   it('ends one thread\'s run with the SIMD stripes\' weights, bit for bit, and calls the native kernel every step', async () => {

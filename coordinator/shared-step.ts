@@ -28,8 +28,10 @@ import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import { gatherInto } from '../common/data/split.ts';
 import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
+import { bumpCopyVersion } from '../common/step-stripe.ts';
 import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { availableParallelism } from 'node:os';
+import { envBool } from './cli/train.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
 import { normFromSquares, type SliceSummary } from './result-check.ts';
@@ -121,8 +123,17 @@ export class SharedStep {
    */
   movingStats: ((moving: Float32Array, slices: { count: number; stats: Float32Array }[]) => void) | undefined;
 
+  /**
+   * Whether a step of one slot reads its gradient where the thread's backend holds it and writes the
+   * next weights into the backend too (worker/shared-step-server.ts); DTRAIN_STEP_FROM_BACKEND=0 turns it off.
+   */
+  private readonly fromBackend: boolean;
+  /** Steps of one slot whose thread used the gradient where its backend held it (tests, diagnostics). */
+  fromBackendSteps = 0;
+
   /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
-  constructor(shape: StepMemoryShape, private readonly simd: boolean) {
+  constructor(shape: StepMemoryShape, private readonly simd: boolean, env: NodeJS.ProcessEnv = process.env) {
+    this.fromBackend = envBool('DTRAIN_STEP_FROM_BACKEND', env) ?? true;
     this.mem = StepMemory.create(shape);
     this.seqs = new Array(shape.threads).fill(0);
     this.tickets = new Array(shape.threads).fill(0);
@@ -147,7 +158,7 @@ export class SharedStep {
   attachMessage(index: number): SharedAttachMessage {
     // Threads spin longer between commands only where a core is left for this (owning) thread besides theirs (worker/shared-step-server.ts).
     const spinMicros = this.ownerHasCore ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
-    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros };
+    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, fromBackend: this.fromBackend };
   }
 
   /** Copies the weights and the Adam state in (run start, after a resume); `adam` stays bound. */
@@ -161,6 +172,8 @@ export class SharedStep {
     this.mem.f64[F64.epsilon] = epsilon;
     const s = adam.snapshot();
     this.parity = 0;
+    // A thread whose backend holds an older copy 0 must upload this one.
+    bumpCopyVersion(this.mem.ctl, 0);
     this.mem.weights[0].set(weights);
     this.mem.m[0].set(s.m);
     this.mem.v[0].set(s.v);
@@ -241,6 +254,7 @@ export class SharedStep {
     if (fused) this.ahead.offer(index, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
     await this.command(index);
     if (ctl[b + CTL.aheadUsed] === 1) this.ahead.hits++;
+    if (ctl[b + CTL.fromBackend] === 1) this.fromBackendSteps++;
     const fb = this.mem.f64Base(index);
     this.slotSquares[slot] = f64[fb + F64.gradSquares];
     const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };

@@ -1017,7 +1017,7 @@ float stripeReducedScalar(const T* g, int64_t j, int64_t stride, int64_t slots, 
 
 template <typename T>
 double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n,
-                    double inv, const AdamScalars& s, bool squares, bool raw) {
+                    double inv, const AdamScalars& s, bool squares, bool raw, float* wCopy) {
   double sq = 0;
   for (int64_t j = 0; j < n; j++) {
     if (squares) sq += static_cast<double>(g[j]) * static_cast<double>(g[j]);
@@ -1026,7 +1026,9 @@ double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, c
     const float vj = s.b2 * v[j] + s.a2 * (r * r);
     mOut[j] = mj;
     vOut[j] = vj;
-    wOut[j] = w[j] - (s.step * mj) / (std::sqrt(vj) * s.sc2 + s.eps);
+    const float wj = w[j] - (s.step * mj) / (std::sqrt(vj) * s.sc2 + s.eps);
+    wOut[j] = wj;
+    if (wCopy != nullptr) wCopy[j] = wj;
   }
   return sq;
 }
@@ -1090,7 +1092,7 @@ __attribute__((target("avx512f"))) void squares16(const double* g, __mmask16 k16
 
 template <typename T>
 __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut,
-                                                       int64_t n, double inv, const AdamScalars& s, bool squares, bool raw) {
+                                                       int64_t n, double inv, const AdamScalars& s, bool squares, bool raw, float* wCopy) {
   const __m512d invV = _mm512_set1_pd(inv);
   const __m512 b1 = _mm512_set1_ps(s.b1), b2 = _mm512_set1_ps(s.b2), a1 = _mm512_set1_ps(s.a1), a2 = _mm512_set1_ps(s.a2);
   const __m512 step = _mm512_set1_ps(s.step), sc2 = _mm512_set1_ps(s.sc2), eps = _mm512_set1_ps(s.eps);
@@ -1111,6 +1113,7 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
     _mm512_mask_storeu_ps(mOut + j, k16, mj);
     _mm512_mask_storeu_ps(vOut + j, k16, vj);
     _mm512_mask_storeu_ps(wOut + j, k16, wj);
+    if (wCopy != nullptr) _mm512_mask_storeu_ps(wCopy + j, k16, wj);
   }
   return _mm512_reduce_add_pd(_mm512_add_pd(sqLo, sqHi));
 }
@@ -1119,12 +1122,12 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
 
 template <typename T>
 double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n, double inv,
-                  const AdamScalars& s, bool squares, bool portable, bool raw = false) {
+                  const AdamScalars& s, bool squares, bool portable, bool raw = false, float* wCopy = nullptr) {
 #if defined(__x86_64__)
   static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw);
+  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw, wCopy);
 #endif
-  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw);
+  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw, wCopy);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1237,6 +1240,24 @@ double squaresLoop(const float* x, int64_t n) {
 #pragma GCC pop_options
 #endif
 
+// The stripe's scalars from argument i on: inv (float64), then Adam's b1, b2, a1, a2, step, sc2, eps.
+// The SIMD Adam kernel takes its scalars as float32 parameters: the same rounding here.
+AdamScalars stripeScalars(const Args& a, size_t i, double& inv, const char* name) {
+  double d[8];
+  for (size_t k = 0; k < 8; k++) {
+    if (napi_get_value_double(a.env, a.v[i + k], &d[k]) != napi_ok) throw std::invalid_argument(std::string(name) + ": argument " + std::to_string(i + k) + " must be a number");
+  }
+  inv = d[0];
+  return AdamScalars{static_cast<float>(d[1]), static_cast<float>(d[2]), static_cast<float>(d[3]), static_cast<float>(d[4]), static_cast<float>(d[5]), static_cast<float>(d[6]), static_cast<float>(d[7])};
+}
+
+// Flags: 1 = return the (first) gradient's Σ g²; 2 = the portable loop even where AVX-512 is present (tests).
+int64_t stripeFlags(const Args& a, size_t i, const char* name) {
+  const int64_t flags = intArg(a, i);
+  if (flags < 0 || flags > 3) throw std::invalid_argument(std::string(name) + ": argument " + std::to_string(i) + " (flags) must be 0-3, got " + std::to_string(flags));
+  return flags;
+}
+
 // stripeStep(memory: Uint8Array over the step memory, lanes, g, stride, slots, wide, w, m, v, wOut,
 // mOut, vOut, inv, b1, b2, a1, a2, step, sc2, eps, flags) → Σ g² of slot 0 (0 unless flags has 1).
 // Offsets and the stride are in bytes; every operand must lie inside `memory`.
@@ -1272,18 +1293,66 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
     float* wOut = f32Arg(a, 9, n);
     float* mOut = f32Arg(a, 10, n);
     float* vOut = f32Arg(a, 11, n);
-    double d[8];
-    for (int i = 0; i < 8; i++) {
-      if (napi_get_value_double(env, v[12 + i], &d[i]) != napi_ok) throw std::invalid_argument("stripeStep: argument " + std::to_string(12 + i) + " must be a number");
-    }
-    // Flags: 1 = return slot 0's Σ g²; 2 = the portable loop even where AVX-512 is present (tests).
-    const int64_t flags = intArg(a, 20);
-    if (flags < 0 || flags > 3) throw std::invalid_argument("stripeStep: argument 20 (flags) must be 0-3, got " + std::to_string(flags));
+    double inv = 0;
+    const AdamScalars s = stripeScalars(a, 12, inv, "stripeStep");
+    const int64_t flags = stripeFlags(a, 20, "stripeStep");
     const bool squares = (flags & 1) != 0, portable = (flags & 2) != 0;
-    // The SIMD Adam kernel takes its scalars as float32 parameters: the same rounding here.
-    const AdamScalars s{static_cast<float>(d[1]), static_cast<float>(d[2]), static_cast<float>(d[3]), static_cast<float>(d[4]), static_cast<float>(d[5]), static_cast<float>(d[6]), static_cast<float>(d[7])};
-    sq = wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares, portable)
-              : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, d[0], s, squares, portable);
+    sq = wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable)
+              : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable);
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  napi_value out;
+  napi_create_double(env, sq, &out);
+  return out;
+}
+
+// stripeStepFrom(memory, lanes, gradient: Float32Array, w, m, v, wOut, mOut, vOut, inv, b1, b2, a1, a2,
+// step, sc2, eps, flags, weightsCopy: Float32Array | null) → Σ g² (0 unless flags has 1).
+// A step of one slot whose gradient still lies in the compute backend's own memory (the wasm heap):
+// stripeStep over one slot, reading the gradient where the backend left it instead of from a slot it
+// was first copied into, and (with weightsCopy) also writing the next weights into the backend's
+// weight tensor, so that the next step need not upload them. The same bits as stripeStep. w … vOut
+// are byte offsets into `memory`; gradient and weightsCopy hold exactly `lanes` values and must not
+// overlap each other or `memory`'s operands.
+napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
+  constexpr size_t ARGC = 19;
+  double sq = 0;
+  try {
+    size_t argc = ARGC + 1;
+    napi_value v[ARGC + 1];
+    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
+    if (argc != ARGC) throw std::invalid_argument("stripeStepFrom: expected " + std::to_string(ARGC) + " arguments, got " + std::to_string(argc));
+    size_t bytes = 0;
+    uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
+    if (base == nullptr) throw std::invalid_argument("stripeStepFrom: argument 0 must be a Uint8Array over the step's memory");
+    Args a{env, std::vector<napi_value>(v, v + ARGC), base, bytes};
+    const int64_t n = intArg(a, 1);
+    if (n < 0 || n > static_cast<int64_t>(bytes)) throw std::invalid_argument("stripeStepFrom: expected lanes ≥ 0 and within the memory, got " + std::to_string(n));
+    size_t gLength = 0;
+    const float* g = static_cast<const float*>(typedArg(env, v[2], napi_float32_array, gLength, "stripeStepFrom: argument 2 (gradient) must be a Float32Array"));
+    if (static_cast<int64_t>(gLength) != n) throw std::invalid_argument("stripeStepFrom: the gradient holds " + std::to_string(gLength) + " values, expected " + std::to_string(n));
+    float* w = f32Arg(a, 3, n);
+    float* m = f32Arg(a, 4, n);
+    float* vv = f32Arg(a, 5, n);
+    float* wOut = f32Arg(a, 6, n);
+    float* mOut = f32Arg(a, 7, n);
+    float* vOut = f32Arg(a, 8, n);
+    double inv = 0;
+    const AdamScalars s = stripeScalars(a, 9, inv, "stripeStepFrom");
+    const int64_t flags = stripeFlags(a, 17, "stripeStepFrom");
+    float* copy = nullptr;
+    napi_valuetype kind;
+    if (napi_typeof(env, v[18], &kind) != napi_ok) throw std::invalid_argument("stripeStepFrom: argument 18 is unreadable");
+    if (kind != napi_null) {
+      size_t copyLength = 0;
+      copy = static_cast<float*>(typedArg(env, v[18], napi_float32_array, copyLength, "stripeStepFrom: argument 18 (weightsCopy) must be a Float32Array or null"));
+      if (static_cast<int64_t>(copyLength) != n) throw std::invalid_argument("stripeStepFrom: weightsCopy holds " + std::to_string(copyLength) + " values, expected " + std::to_string(n));
+      const uintptr_t c0 = reinterpret_cast<uintptr_t>(copy), g0 = reinterpret_cast<uintptr_t>(g), span = static_cast<uintptr_t>(n) * 4;
+      if (n > 0 && c0 < g0 + span && g0 < c0 + span) throw std::invalid_argument("stripeStepFrom: weightsCopy overlaps the gradient");
+    }
+    sq = stripeLoop(g, 0, 1, w, m, vv, wOut, mOut, vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy);
   } catch (const std::exception& e) {
     napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
     return undefinedValue(env);
@@ -1467,7 +1536,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"gatherRows", GatherRows},
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows},
              {"foldInto", FoldInto}, {"scaleBounded", ScaleBounded}, {"sumSquares", SumSquares}, {"adamInPlace", AdamInPlace}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;

@@ -181,6 +181,44 @@ describe('a step of one slot (train, reduction and Adam in one command)', () => 
   });
 });
 
+describe('a step of one slot from the backend (wasm: the gradient read where the backend left it, the next weights written into it)', () => {
+  const sharedOf = (t: Trainer) => (t as unknown as { sharedStep: SharedStep }).sharedStep;
+  /** `cfg` on wasm with the path (the default) and with DTRAIN_STEP_FROM_BACKEND=0, which copies the gradient into the slot and uploads each step's weights. */
+  async function withAndWithout(cfg: Config, data: DatasetSplits) {
+    const on = await trainInProcess(testConfig({ ...cfg, backend: 'wasm', out: await tempDir() }), data);
+    process.env.DTRAIN_STEP_FROM_BACKEND = '0';
+    try {
+      const off = await trainInProcess(testConfig({ ...cfg, backend: 'wasm', out: await tempDir() }), data);
+      return { on, off };
+    } finally {
+      delete process.env.DTRAIN_STEP_FROM_BACKEND;
+    }
+  }
+
+  for (const model of ['mlp', 'lenet'] as const) {
+    it(`ends 20 ${model} steps on 1 thread bit for bit where the step through the slot does, every step from the backend`, { timeout: 120_000 }, async () => {
+      const { on, off } = await withAndWithout({ model, batchSize: 32, workers: 1, maxSteps: 20 }, await syntheticData(640, 20));
+      expect(on.shared && off.shared).toBe(true);
+      expect(sharedOf(on.trainer).fromBackendSteps).toBe(20);
+      expect(sharedOf(off.trainer).fromBackendSteps).toBe(0);
+      // Steps 2-20 also used a pass run ahead on the weights the previous step wrote into the backend.
+      expect(sharedOf(on.trainer).ahead.hits).toBe(19);
+      expect(maxAbsDiff(on.weights, off.weights)).toBe(0);
+    });
+  }
+
+  it('alternates between 2 threads (batch 1), each uploading the copy the other wrote, and ends where the step through the slot does', { timeout: 120_000 }, async () => {
+    const { on, off } = await withAndWithout({ model: 'mlp', batchSize: 1, workers: 2, maxSteps: 20 }, await syntheticData(640, 20));
+    expect(sharedOf(on.trainer).fromBackendSteps).toBe(20);
+    expect(maxAbsDiff(on.weights, off.weights)).toBe(0);
+  });
+
+  it('refuses a DTRAIN_STEP_FROM_BACKEND that is not a boolean, naming it', async () => {
+    const { SharedStep: Step } = await import('../coordinator/shared-step.ts');
+    expect(() => new Step({ trainable: 8, stats: 0, slots: 1, slotSamples: 1, threads: 1 }, true, { DTRAIN_STEP_FROM_BACKEND: 'sometimes' })).toThrow(/DTRAIN_STEP_FROM_BACKEND must be 1\/true\/yes\/on or 0\/false\/no\/off, got "sometimes"/);
+  });
+});
+
 describe('a step of several slots (a fused round: train, barrier, stripe in one command per thread)', () => {
   // cnn-bn: synchronized BatchNorm's own barrier on the threads' board inside the slice, moving statistics moved on the owning thread after.
   for (const [model, steps] of [['lenet', 12], ['cnn-bn', 6]] as const) {

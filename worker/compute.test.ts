@@ -153,6 +153,61 @@ describe('StepComputer', () => {
     c.dispose();
   });
 
+  for (const model of ['mlp', 'lenet'] as ModelName[]) {
+    it(`hands a ${model} step's gradient where the backend holds it to a BackendGradientUse, whose weights become the model's, and leaks no tensors`, async () => {
+      const c = new StepComputer(model, { kind: 'scale' });
+      c.setWeights(initialWeights(c.layout, 4));
+      const { images, labels } = batch(8);
+      const copied = await c.train(images, labels);
+      const control = new SharedArrayBuffer(8);
+      const token = { control, copy: 1 as const, version: 7 };
+      const next = initialWeights(c.layout, 5);
+      let seen: Float32Array | undefined;
+      const before = tf.memory().numTensors;
+      const r = await c.finishInto(await c.prepareInto(images, labels), () => ({
+        stats: new Float32Array(0),
+        use: (segments) => {
+          // The segments are the trainable tensors in layout order, their gradient the one train() copies out.
+          seen = new Float32Array(c.layout.trainableSize);
+          for (const s of segments) {
+            seen.set(s.gradient, s.from);
+            s.weights!.set(next.subarray(s.from, s.from + s.gradient.length));
+          }
+          return token;
+        },
+      }));
+      expect(tf.memory().numTensors).toBe(before);
+      expect(r.lossSum).toBe(copied.lossSum);
+      expect(seen).toEqual(copied.gradientSum);
+      // What use wrote is the model's weights now, and the computer knows which copy it holds.
+      expect(await c.readWeights()).toEqual(next);
+      expect(c.holds(token)).toBe(true);
+      expect(c.holds({ ...token, version: 8 })).toBe(false);
+      expect(c.holds({ ...token, copy: 0 })).toBe(false);
+      expect(c.holds({ ...token, control: new SharedArrayBuffer(8) })).toBe(false);
+      // Weights set by anyone else are no copy it was told of.
+      c.setWeights(next);
+      expect(c.holds(token)).toBe(false);
+      c.dispose();
+    });
+  }
+
+  it('holds no copy after a BackendGradientUse that failed mid-way, and refuses one with a reduction grain', async () => {
+    const c = new StepComputer('mlp', { kind: 'scale' });
+    c.setWeights(initialWeights(c.layout, 4));
+    const { images, labels } = batch(4);
+    const token = { control: new SharedArrayBuffer(8), copy: 0 as const, version: 1 };
+    await c.finishInto(await c.prepareInto(images, labels), () => ({ stats: new Float32Array(0), use: () => token }));
+    expect(c.holds(token)).toBe(true);
+    const failing = () => ({ stats: new Float32Array(0), use: () => { throw new Error('stripe failed'); } });
+    await expect(c.finishInto(await c.prepareInto(images, labels), failing)).rejects.toThrow('stripe failed');
+    expect(c.holds(token)).toBe(false);
+    const before = tf.memory().numTensors;
+    await expect(c.finishInto(await c.prepareInto(images, labels, { grain: 2 }), () => ({ stats: new Float32Array(0), use: () => token }))).rejects.toThrow(/only on wasm without a reduction grain/);
+    expect(tf.memory().numTensors).toBe(before);
+    c.dispose();
+  });
+
   // A BatchNorm round aborted mid-pass (a partner left: bn-sync-errors.ts) throws out of variableGrads;
   // the step is recomputed, so whatever the aborted pass kept must not outlive it (was ~25-30 MB a time at batch 32).
   for (const phase of ['forward', 'backward'] as const) {

@@ -16,6 +16,7 @@ import { hostFloats } from '../common/host-floats.ts';
 import { DirectBackprop, PROBABILITY_CLIP } from './direct-backprop.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import { addGroups } from '../common/reduce-grain.ts';
+import type { BackendSegment, WeightsToken } from '../common/step-stripe.ts';
 
 export interface TrainResult {
   count: number;
@@ -107,6 +108,17 @@ export interface GradientTarget {
   stats: Float32Array;
 }
 
+/**
+ * Instead of a copy of the gradient sums (GradientTarget): `use` reads them where the backend holds
+ * them, one segment per trainable tensor in layout order, and may write the next weights into the
+ * segments' `weights` (the model's own weight tensors); it answers which weight copy it wrote there,
+ * or undefined if it wrote none. The views are valid only during the call. Statistics go to `stats`.
+ */
+export interface BackendGradientUse {
+  stats: Float32Array;
+  use(segments: BackendSegment[]): WeightsToken | undefined;
+}
+
 /** A step's forward and backward pass whose gradients have not been written out yet (StepComputer.prepareInto). */
 export interface PreparedStep {
   readonly computer: StepComputer;
@@ -154,6 +166,8 @@ export class StepComputer {
   private readonly direct: DirectBackprop | undefined;
   /** The preprocessed batch's array, reused across steps where the backend copies it (common/upload-scratch.ts). */
   private readonly uploads = new UploadScratch();
+  /** The weight copy a BackendGradientUse wrote into the model's tensors, while no other weights have been set since. */
+  private held: WeightsToken | undefined;
 
   /** `options.tape`: always record on tfjs's tape (tests and benchmarks compare the two paths). */
   constructor(readonly modelName: ModelName, private preprocessing: Preprocessing, options: { tape?: boolean } = {}) {
@@ -216,12 +230,38 @@ export class StepComputer {
 
   setWeights(flat: Float32Array): void {
     assertLength('weights', flat.length, this.layout.totalSize);
+    this.held = undefined;
     tf.tidy(() => {
       this.model.weights.forEach((w, i) => {
         const e = this.layout.entries[i];
         w.write(tf.tensor(flat.subarray(e.offset, e.offset + e.size), e.shape));
       });
     });
+  }
+
+  /** Whether the model's weights are weight copy `token` already (written in place by the last step's BackendGradientUse). */
+  holds(token: WeightsToken): boolean {
+    const h = this.held;
+    return h !== undefined && h.control === token.control && h.copy === token.copy && h.version === token.version;
+  }
+
+  /**
+   * The trainable tensors' gradient sums and weights as the backend holds them (wasm only: a view of
+   * its heap, whose weight tensors tf.tensor filled with a copy of their own), in layout order;
+   * undefined where a view is missing.
+   */
+  private backendSegments(grads: (Tensor | Float64Array)[]): BackendSegment[] | undefined {
+    if (tf.getBackend() !== 'wasm' || grads.length !== this.trainable.length) return undefined;
+    const segments: BackendSegment[] = [];
+    for (let i = 0; i < grads.length; i++) {
+      const g = grads[i];
+      const gradient = g instanceof Float64Array ? undefined : hostFloats(g);
+      const weights = hostFloats(this.trainable[i]);
+      const e = this.layout.entries[i];
+      if (!gradient || !weights || gradient.length !== e.size || weights.length !== e.size) return undefined;
+      segments.push({ from: e.offset, gradient, weights });
+    }
+    return segments;
   }
 
   private inputs(images: Uint8Array, count: number): Tensor {
@@ -351,12 +391,19 @@ export class StepComputer {
    * The second half of `trainInto`: writes a prepared step's gradient sums and statistics into the
    * arrays `target` names (nothing when it answers undefined), then frees its tensors.
    */
-  async finishInto(prepared: PreparedStep, target: () => GradientTarget | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+  async finishInto(prepared: PreparedStep, target: () => GradientTarget | BackendGradientUse | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
     const { grads, stats, labels, grain } = prepared;
     if (prepared.computer !== this) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A prepared step was finished by another computer than the one that prepared it.', { expected: false });
     try {
       const into = target();
-      if (into) {
+      if (into && 'use' in into) {
+        const segments = grain ? undefined : this.backendSegments(grads);
+        if (!segments) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `A step's gradient can be used where the backend holds it only on wasm without a reduction grain, but this thread runs ${tf.getBackend()}${grain ? ` with a grain of ${grain}` : ''}.`, { expected: false });
+        // The weights may be half written if use throws: until it answers, they are nobody's copy.
+        this.held = undefined;
+        this.held = into.use(segments);
+        await copyInto(stats, into.stats);
+      } else if (into) {
         assertLength('gradient target', into.gradientSum.length, this.layout.trainableSize);
         if (grain) addGradientGroups(grads, this.trainable.map((v) => v.size), into.gradientSum);
         else if (into.gradientSum instanceof Float32Array) await copyInto(tensorsOf(grads), into.gradientSum);

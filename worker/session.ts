@@ -3,7 +3,8 @@
  * each task sets the weights (when they changed) and computes. Worker threads and WebSocket
  * workers both drive this class.
  */
-import { StepComputer, type GradientTarget, type PreparedStep, type TrainOptions, type TrainResult } from './compute.ts';
+import { StepComputer, type BackendGradientUse, type GradientTarget, type PreparedStep, type TrainOptions, type TrainResult } from './compute.ts';
+import type { WeightsToken } from '../common/step-stripe.ts';
 import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts';
 import type { BnSumsMessage, ResultMessage, SliceTask, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
@@ -126,9 +127,15 @@ export class WorkerSession {
    * StepComputer.trainInto). The next message task must bring its weights: this worker's version
    * is forgotten, since the shared weights are not versioned.
    */
-  /** `grain`: the run's reduction grain (common/reduce-grain.ts; 0: none), for float64 `target` sums. */
-  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | undefined, task?: SliceTask, grain = 0): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
-    return this.withFallback(async () => this.withWeights(weights).trainInto(images, labels, target, { ...(task ? this.trainOptions(task) : {}), grain }));
+  /**
+   * `grain`: the run's reduction grain (common/reduce-grain.ts; 0: none), for float64 `target` sums.
+   * `held`: the weight copy `weights` is; its upload is skipped if the backend holds that copy already.
+   */
+  trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | BackendGradientUse | undefined, task?: SliceTask, grain = 0, held?: WeightsToken): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+    return this.withFallback(async () => {
+      const computer = this.withWeights(weights, held);
+      return computer.finishInto(await computer.prepareInto(images, labels, { ...(task ? this.trainOptions(task) : {}), grain }), target);
+    });
   }
 
   /**
@@ -137,17 +144,17 @@ export class WorkerSession {
    * backend a step has already succeeded on (no fallback to try mid-way), for a slice with no
    * sample position and no BatchNorm; undefined otherwise.
    */
-  async trainAhead(weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<PreparedStep | undefined> {
+  async trainAhead(weights: Float32Array, images: Uint8Array, labels: Uint8Array, held?: WeightsToken): Promise<PreparedStep | undefined> {
     if (!this.backendProven || !this.computer) return undefined;
     // The labels lie in an ahead buffer that a later offer rewrites: the pass keeps its own copy.
-    return this.withWeights(weights).prepareInto(images, labels.slice(), {});
+    return this.withWeights(weights, held).prepareInto(images, labels.slice(), {});
   }
 
   /**
    * Writes a step prepared by `trainAhead` into `target`, as trainWithInto would have; undefined
    * (nothing written, its tensors freed) when the model it was computed on is gone.
    */
-  async finishAhead(prepared: PreparedStep, target: () => GradientTarget | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'> | undefined> {
+  async finishAhead(prepared: PreparedStep, target: () => GradientTarget | BackendGradientUse | undefined): Promise<Omit<TrainResult, 'gradientSum' | 'stats'> | undefined> {
     if (prepared.computer !== this.computer) {
       this.discardAhead(prepared);
       return undefined;
@@ -159,10 +166,10 @@ export class WorkerSession {
     prepared.computer.discard(prepared);
   }
 
-  private withWeights(weights: Float32Array): StepComputer {
+  private withWeights(weights: Float32Array, held?: WeightsToken): StepComputer {
     const computer = this.computer;
     if (!computer) throw new DtrainError('DTRAIN_ERR_NO_WELCOME', 'Expected a welcome before the first task.');
-    computer.setWeights(weights);
+    if (!held || !computer.holds(held)) computer.setWeights(weights);
     this.weightsVersion = -1;
     this.hasWeights = false;
     return computer;

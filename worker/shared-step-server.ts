@@ -6,7 +6,9 @@
  * command when the step has one slot.
  */
 import { CTL, F64, OP, ROUND_PHASE, STATUS, StepMemory, abortRound, arriveAtRound, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
-import { StripeWorker } from '../common/step-stripe.ts';
+import { StripeWorker, heldToken, type BackendSegment, type WeightsToken } from '../common/step-stripe.ts';
+import { tf } from '../common/tf.ts';
+import type { BackendGradientUse } from './compute.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import type { WorkerSession } from './session.ts';
@@ -21,6 +23,8 @@ export interface SharedAttachMessage {
   simd: boolean;
   /** How long to spin on the command word before sleeping (µs): SPIN_MICROS where every thread has a core, else less. */
   spinMicros: number;
+  /** Whether a step of one slot may use its gradient where the backend holds it (SharedStepServer.trainApplyFromBackend). */
+  fromBackend: boolean;
 }
 
 /**
@@ -39,6 +43,7 @@ export interface SharedAttachMessage {
  * it (fewer threads than cores), else SPIN_MICROS_OVERSUBSCRIBED (the former 50).
  */
 export const SPIN_MICROS = 500;
+
 export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
 export class SharedStepServer {
@@ -48,6 +53,7 @@ export class SharedStepServer {
   private readonly base: number;
   private readonly index: number;
   private readonly spinMicros: number;
+  private readonly fromBackend: boolean;
   private seq = 0;
   private readonly ahead: StepAhead;
   /** After a step of one slot: the slice offered with it, and the copy it wrote, which the pass ahead reads (step-ahead.ts). */
@@ -59,6 +65,7 @@ export class SharedStepServer {
     this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true, this.mem.gradientValueBytes === 8) : undefined;
     this.index = msg.index;
     this.spinMicros = msg.spinMicros;
+    this.fromBackend = msg.fromBackend;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
     this.ahead = new StepAhead(this.mem, this.base, session);
@@ -82,6 +89,7 @@ export class SharedStepServer {
     const { ctl } = this.mem;
     const b = this.base;
     ctl[b + CTL.aheadUsed] = 0;
+    ctl[b + CTL.fromBackend] = 0;
     try {
       const op = ctl[b + CTL.op];
       const single = op === OP.trainApply && ctl[b + CTL.fuseRound] === 0;
@@ -104,6 +112,7 @@ export class SharedStepServer {
 
   /** A step of one slot: train, then reduce and apply Adam over the whole span. */
   private async trainApply(pass: PassAhead | undefined): Promise<void> {
+    if (this.fromBackend && this.stripe.runsFromBackend && tf.getBackend() === 'wasm') return this.trainApplyFromBackend(pass);
     // The native stripe takes the slot's Σ g² in its own pass over the gradient; else train() does.
     const fused = this.stripe.fusesSquares;
     await this.train(!fused, pass);
@@ -115,6 +124,39 @@ export class SharedStepServer {
     this.mem.f64[fb + F64.optimizerMs] = performance.now() - started;
     const offer = this.ahead.offer();
     if (offer) this.wrote = { offer, parity: (1 - this.mem.ctl[this.base + CTL.parity]) as 0 | 1 };
+  }
+
+  /**
+   * A step of one slot on wasm with the native stripe: the reduction and Adam read the gradient sums
+   * where the backend left them (no copy into the slot) and write the next weights into the model's
+   * weight tensors as well as into the next copy, so the next step (or the pass ahead) on that copy
+   * skips its upload while the copy's version is the one written (CTL.copyVersions). The same bits
+   * as trainApply's copy, slot and stripe; 2 of the 3 passes over the weights a step made besides
+   * Adam's (scripts/bench: the mlp's 402,250 parameters are 1.6 MB a pass).
+   */
+  private async trainApplyFromBackend(pass: PassAhead | undefined): Promise<void> {
+    const { ctl, f64 } = this.mem;
+    const b = this.base;
+    const task = this.stripeTask();
+    let stripeMs = 0;
+    let squares = 0;
+    const use: Omit<BackendGradientUse, 'stats'> = {
+      use: (segments: BackendSegment[]): WeightsToken => {
+        const started = performance.now();
+        const r = this.stripe.runFromBackend(task, segments);
+        stripeMs = performance.now() - started;
+        squares = r.squares;
+        return { control: ctl.buffer, copy: (1 - task.parity) as 0 | 1, version: r.version };
+      },
+    };
+    await this.train(false, pass, use);
+    ctl[b + CTL.fromBackend] = 1;
+    const fb = this.mem.f64Base(this.index);
+    f64[fb + F64.gradSquares] = squares;
+    f64[fb + F64.optimizerMs] = stripeMs;
+    f64[fb + F64.computeMs] -= stripeMs;
+    const offer = this.ahead.offer();
+    if (offer) this.wrote = { offer, parity: (1 - ctl[b + CTL.parity]) as 0 | 1 };
   }
 
   /**
@@ -147,29 +189,36 @@ export class SharedStepServer {
 
   /** This thread's stripe; with `squares`, also slot 0's Σ g² when the stripe's kernel takes it (else undefined). */
   private runStripe(squares: boolean): number | undefined {
+    return this.stripe.run(this.stripeTask(), squares);
+  }
+
+  /** The stripe this thread's command names. */
+  private stripeTask(): { from: number; to: number; parity: 0 | 1; doStats: boolean } {
     const { ctl } = this.mem;
     const b = this.base;
-    return this.stripe.run({ from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 }, squares);
+    return { from: ctl[b + CTL.from], to: ctl[b + CTL.to], parity: ctl[b + CTL.parity] as 0 | 1, doStats: ctl[b + CTL.doStats] === 1 };
   }
 
   /**
    * Trains on this thread's slot; `squares`: also takes the slot's Σ g² (else the stripe does, after).
    * `pass`: the slot's forward and backward pass, computed ahead (its command named it): only written out.
+   * `use`: instead of writing the gradient into the slot, hand it where the backend holds it to `use`.
    */
-  private async train(squares: boolean, pass?: PassAhead): Promise<void> {
+  private async train(squares: boolean, pass?: PassAhead, use?: Omit<BackendGradientUse, 'stats'>): Promise<void> {
     const { ctl, f64, shape } = this.mem;
     const b = this.base;
     const started = performance.now();
     const slot = ctl[b + CTL.slot];
     const count = ctl[b + CTL.count];
-    const weights = this.mem.weights[ctl[b + CTL.parity]].subarray(0, shape.trainable + shape.stats);
+    const parity = ctl[b + CTL.parity] as 0 | 1;
+    const weights = this.mem.weights[parity].subarray(0, shape.trainable + shape.stats);
     // The slot may have been handed to another thread meanwhile (this one was evicted): leave it alone.
     const owned = () => Atomics.load(ctl, this.mem.slotOwner(slot)) === this.index;
     // The gradient goes straight from the backend's tensors into the slot (one copy).
-    const target = () => (owned() ? { gradientSum: this.slotGradient(slot), stats: this.mem.statSums[slot] } : undefined);
+    const target = () => (!owned() ? undefined : use ? { ...use, stats: this.mem.statSums[slot] } : { gradientSum: this.slotGradient(slot), stats: this.mem.statSums[slot] });
     const early = pass && (await this.session.finishAhead(pass.prepared, target));
     if (early) ctl[b + CTL.aheadUsed] = 1;
-    const r = early || (await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), target, readSliceFields(ctl, b), shape.grain ?? 0));
+    const r = early || (await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), target, readSliceFields(ctl, b), shape.grain ?? 0, heldToken(ctl, parity)));
     if (!owned()) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;

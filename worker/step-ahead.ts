@@ -7,6 +7,7 @@
  */
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { CTL, type StepMemory } from '../common/step-memory.ts';
+import { heldToken } from '../common/step-stripe.ts';
 import type { PreparedStep } from './compute.ts';
 import type { WorkerSession } from './session.ts';
 
@@ -52,7 +53,7 @@ export class StepAhead {
     const buffer = offer.token & 1;
     try {
       const weights = this.mem.weights[written].subarray(0, shape.trainable + shape.stats);
-      const prepared = await this.session.trainAhead(weights, this.mem.aheadImages[buffer].subarray(0, offer.count * IMAGE_BYTES), this.mem.aheadLabels[buffer].subarray(0, offer.count));
+      const prepared = await this.session.trainAhead(weights, this.mem.aheadImages[buffer].subarray(0, offer.count * IMAGE_BYTES), this.mem.aheadLabels[buffer].subarray(0, offer.count), heldToken(this.mem.ctl, written));
       if (prepared) this.pending = { token: offer.token, prepared, computeMs: performance.now() - started };
     } catch {
       // Nothing is lost: the command computes the slice.

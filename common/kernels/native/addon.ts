@@ -52,6 +52,15 @@ export interface NativeKernels {
     memory: Uint8Array, lanes: number, g: number, stride: number, slots: number, wide: number, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
     inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, flags: number,
   ): number;
+  /**
+   * stripeStep over one slot whose gradient is `gradient` (the backend's own tensor, not a slot of
+   * `memory`): the same bits. With `weightsCopy`, the next weights are also written there (the
+   * backend's weight tensor). Both hold exactly `lanes` values; w … vOut are byte offsets into memory.
+   */
+  stripeStepFrom(
+    memory: Uint8Array, lanes: number, gradient: Float32Array, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
+    inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, flags: number, weightsCopy: Float32Array | null,
+  ): number;
   /** Copies row indices[j] of src (rowBytes each) to dst at dstOffset + j·rowBytes; checks every index and the room in dst. */
   gatherRows(dst: Uint8Array, dstOffset: number, src: Uint8Array, indices: Uint32Array, rowBytes: number): void;
   /** dst = (first ? 0 : dst) + src in float32 (common/gradient-passes.ts). */
@@ -79,7 +88,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'gatherRows', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'stripeStepFrom', 'gatherRows', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {
