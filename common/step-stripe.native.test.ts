@@ -47,7 +47,7 @@ function install(kernel: Kernel): void {
   setNativeStripe({
     stripeStepFrom: (...args: Parameters<typeof stripeStepFrom>) => {
       const forced = [...args] as Parameters<typeof stripeStepFrom>;
-      forced[17] |= 2;
+      forced[18] |= 2;
       return stripeStepFrom(...forced);
     },
     stripeStep: (...args: Parameters<typeof stripeStep>) => {
@@ -218,6 +218,8 @@ describe.runIf(native)('a step of one slot from the backend (runFromBackend)', (
       expect(got.version).toBe(before + 1);
       expect(direct.ctl[CTL.copyVersions + next]).toBe(got.version);
       for (const s of segments) expect(bitMismatches(s.weights!, direct.weights[next].subarray(s.from, s.from + s.gradient.length))).toBe(0);
+      // Slot 0 holds the gradient afterwards, as after a step through it (a later reduction may read it).
+      expect(bitMismatches(direct.gradients[0], g)).toBe(0);
       expect(got.squares / want).toBeCloseTo(1, 12);
       expect(got.squares / sumSquares(g)).toBeCloseTo(1, 12);
       parity = next;
@@ -269,12 +271,20 @@ describe.runIf(native)('a step of one slot from the backend (runFromBackend)', (
     mem.ctl[CTL.slotsUsed] = 2;
     expect(() => w.runFromBackend(task, segmentsOf(g, [100]))).toThrow(/over 2 slots/);
     mem.ctl[CTL.slotsUsed] = 1;
-    // Nothing above was written: those refusals come before the copy is marked.
+    const shared = new Float32Array(250);
+    expect(() => w.runFromBackend(task, [{ from: 0, gradient: shared.subarray(0, 100), weights: shared.subarray(50, 150) }])).toThrow(/tensors to lie apart, but two overlap/);
+    // Across segments too: one's weights over the next one's gradient.
+    expect(() => w.runFromBackend(task, [{ from: 0, gradient: shared.subarray(0, 60), weights: shared.subarray(100, 160) }, { from: 60, gradient: shared.subarray(150, 190) }])).toThrow(/two overlap/);
+    // Nothing was written: the refusals come before the copy is marked.
     expect(mem.ctl[CTL.copyVersions + 1]).toBe(0);
-    const shared = new Float32Array(150);
-    expect(() => w.runFromBackend(task, [{ from: 0, gradient: shared.subarray(0, 100), weights: shared.subarray(50, 150) }])).toThrow(/weightsCopy overlaps the gradient/);
-    // The kernel refuses per segment, after the copy was marked: a copy that may be half written counts as rewritten.
-    expect(mem.ctl[CTL.copyVersions + 1]).toBe(1);
+    // The kernel itself refuses a gradient or weights inside the step memory, or over each other.
+    const bytes = new Uint8Array(mem.memory.buffer);
+    const k = addon();
+    const call = (gradient: Float32Array, copy: Float32Array | null) => () => k.stripeStepFrom(bytes, 100, gradient, 0, 0, 0, 0, 0, 0, 0, 1, 0.9, 0.999, 0.1, 0.001, 0.001, 1, 1e-7, 0, copy);
+    expect(call(new Float32Array(mem.memory.buffer, 0, 100), null)).toThrow(/the gradient overlaps the memory/);
+    expect(call(shared.subarray(0, 100), shared.subarray(99, 199))).toThrow(/weightsCopy overlaps the memory or the gradient/);
+    expect(call(shared.subarray(0, 99), null)).toThrow(/holds 99 values, expected 100/);
+    expect(call(shared.subarray(0, 100), new Float32Array(mem.memory.buffer, 4, 100))).toThrow(/weightsCopy overlaps/);
   });
 
   it('is not offered with float64 slots or BatchNorm statistics', () => {

@@ -49,6 +49,19 @@ export interface WeightsToken {
   version: number;
 }
 
+/** Refuses views of one buffer that overlap (the backend's tensors handed to runFromBackend are read and written in one pass). */
+function assertDisjoint(views: readonly Float32Array[]): void {
+  for (let i = 0; i < views.length; i++) {
+    const a = views[i];
+    for (let j = 0; j < i; j++) {
+      const b = views[j];
+      if (a.buffer === b.buffer && a.length > 0 && b.length > 0 && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength) {
+        throw new ShapeError(`Expected the backend's gradient and weight tensors to lie apart, but two overlap (bytes ${a.byteOffset} and ${b.byteOffset} of one buffer).`);
+      }
+    }
+  }
+}
+
 /** Marks weight copy `copy` as being rewritten; returns its new version. */
 export function bumpCopyVersion(ctl: Int32Array, copy: 0 | 1): number {
   return (Atomics.add(ctl, CTL.copyVersions + copy, 1) + 1) | 0;
@@ -110,10 +123,10 @@ export class StripeWorker {
   /**
    * A step of one slot whose gradient sums are still in the compute backend: `segments`, in layout
    * order, cover the trainable lanes [0, trainable) exactly. The same reduction and Adam over the
-   * whole span as run() after the gradient was copied into slot 0, with the same bits, without that
-   * copy; each segment's next weights also go into its `weights` where given. Returns Σ g² of the
-   * gradient (its summation order differs from run()'s: they agree to rounding) and the version of
-   * the copy written.
+   * whole span as run() after the gradient was copied into slot 0, with the same bits, in one pass
+   * that also writes the gradient into slot 0 (so the slot holds it as after any step); each
+   * segment's next weights also go into its `weights` where given. Returns Σ g² of the gradient (its
+   * summation order differs from run()'s: they agree to rounding) and the version of the copy written.
    */
   runFromBackend(task: StripeTask, segments: readonly BackendSegment[]): { squares: number; version: number } {
     const { ctl, f64, offsets: o, shape, adamSpan } = this.mem;
@@ -127,6 +140,7 @@ export class StripeWorker {
       at += s.gradient.length;
     }
     if (at !== shape.trainable) throw new ShapeError(`Expected the backend's segments to cover ${shape.trainable} trainable lanes, but they cover ${at}.`);
+    assertDisjoint(segments.flatMap((s) => (s.weights ? [s.gradient, s.weights] : [s.gradient])));
     const version = bumpCopyVersion(ctl, (1 - task.parity) as 0 | 1);
     const { kernels, bytes } = this.native!;
     const next = 1 - task.parity;
@@ -134,7 +148,7 @@ export class StripeWorker {
     let squares = 0;
     for (const s of segments) {
       const b = s.from * 4;
-      squares += kernels.stripeStepFrom(bytes, s.gradient.length, s.gradient, o.weights[task.parity] + b, o.m[task.parity] + b, o.v[task.parity] + b,
+      squares += kernels.stripeStepFrom(bytes, s.gradient.length, s.gradient, o.gradients + b, o.weights[task.parity] + b, o.m[task.parity] + b, o.v[task.parity] + b,
         o.weights[next] + b, o.m[next] + b, o.v[next] + b, f64[F64.inv], ...scalars, 1, s.weights ?? null);
     }
     // The padding lanes past the trainable ones: slot 0's, never written, are 0.

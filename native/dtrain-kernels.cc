@@ -1017,9 +1017,12 @@ float stripeReducedScalar(const T* g, int64_t j, int64_t stride, int64_t slots, 
 
 template <typename T>
 double stripeScalar(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n,
-                    double inv, const AdamScalars& s, bool squares, bool raw, float* wCopy) {
+                    double inv, const AdamScalars& s, bool squares, bool raw, float* wCopy, float* gCopy) {
   double sq = 0;
   for (int64_t j = 0; j < n; j++) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (gCopy != nullptr) gCopy[j] = g[j];
+    }
     if (squares) sq += static_cast<double>(g[j]) * static_cast<double>(g[j]);
     const float r = stripeReducedScalar(g, j, stride, slots, inv, raw);
     const float mj = s.b1 * m[j] + s.a1 * r;
@@ -1092,7 +1095,7 @@ __attribute__((target("avx512f"))) void squares16(const double* g, __mmask16 k16
 
 template <typename T>
 __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut,
-                                                       int64_t n, double inv, const AdamScalars& s, bool squares, bool raw, float* wCopy) {
+                                                       int64_t n, double inv, const AdamScalars& s, bool squares, bool raw, float* wCopy, float* gCopy) {
   const __m512d invV = _mm512_set1_pd(inv);
   const __m512 b1 = _mm512_set1_ps(s.b1), b2 = _mm512_set1_ps(s.b2), a1 = _mm512_set1_ps(s.a1), a2 = _mm512_set1_ps(s.a2);
   const __m512 step = _mm512_set1_ps(s.step), sc2 = _mm512_set1_ps(s.sc2), eps = _mm512_set1_ps(s.eps);
@@ -1102,6 +1105,7 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
     __m512 r;
     if constexpr (std::is_same_v<T, float>) {
       r = raw ? _mm512_maskz_loadu_ps(k16, g + j) : stripeReduced16(g + j, stride, slots, k16, invV);
+      if (gCopy != nullptr) _mm512_mask_storeu_ps(gCopy + j, k16, _mm512_maskz_loadu_ps(k16, g + j));
     } else {
       r = stripeReduced16(g + j, stride, slots, k16, invV);
     }
@@ -1122,12 +1126,12 @@ __attribute__((target("avx512f"))) double stripeAvx512(const T* g, int64_t strid
 
 template <typename T>
 double stripeLoop(const T* g, int64_t stride, int64_t slots, const float* w, const float* m, const float* v, float* wOut, float* mOut, float* vOut, int64_t n, double inv,
-                  const AdamScalars& s, bool squares, bool portable, bool raw = false, float* wCopy = nullptr) {
+                  const AdamScalars& s, bool squares, bool portable, bool raw = false, float* wCopy = nullptr, float* gCopy = nullptr) {
 #if defined(__x86_64__)
   static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw, wCopy);
+  if (avx512 && !portable) return stripeAvx512(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw, wCopy, gCopy);
 #endif
-  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw, wCopy);
+  return stripeScalar(g, stride, slots, w, m, v, wOut, mOut, vOut, n, inv, s, squares, raw, wCopy, gCopy);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1308,16 +1312,17 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// stripeStepFrom(memory, lanes, gradient: Float32Array, w, m, v, wOut, mOut, vOut, inv, b1, b2, a1, a2,
-// step, sc2, eps, flags, weightsCopy: Float32Array | null) → Σ g² (0 unless flags has 1).
+// stripeStepFrom(memory, lanes, gradient: Float32Array, gOut, w, m, v, wOut, mOut, vOut, inv, b1, b2,
+// a1, a2, step, sc2, eps, flags, weightsCopy: Float32Array | null) → Σ g² (0 unless flags has 1).
 // A step of one slot whose gradient still lies in the compute backend's own memory (the wasm heap):
-// stripeStep over one slot, reading the gradient where the backend left it instead of from a slot it
-// was first copied into, and (with weightsCopy) also writing the next weights into the backend's
-// weight tensor, so that the next step need not upload them. The same bits as stripeStep. w … vOut
-// are byte offsets into `memory`; gradient and weightsCopy hold exactly `lanes` values and must not
-// overlap each other or `memory`'s operands.
+// stripeStep over one slot, reading the gradient where the backend left it and writing it into the
+// slot (gOut) in the same pass, instead of a copy into the slot and a pass over the slot after; with
+// weightsCopy, also writing the next weights there (a new tensor of the backend's), so that the next
+// step need not upload them. The same bits as stripeStep. gOut … vOut are byte offsets into
+// `memory`; gradient and weightsCopy hold exactly `lanes` values, lie outside `memory` and do not
+// overlap each other.
 napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
-  constexpr size_t ARGC = 19;
+  constexpr size_t ARGC = 20;
   double sq = 0;
   try {
     size_t argc = ARGC + 1;
@@ -1327,32 +1332,42 @@ napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
     size_t bytes = 0;
     uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
     if (base == nullptr) throw std::invalid_argument("stripeStepFrom: argument 0 must be a Uint8Array over the step's memory");
+    if (reinterpret_cast<uintptr_t>(base) % 8 != 0) throw std::invalid_argument("stripeStepFrom: the memory's view must start on an 8-byte boundary");
     Args a{env, std::vector<napi_value>(v, v + ARGC), base, bytes};
     const int64_t n = intArg(a, 1);
     if (n < 0 || n > static_cast<int64_t>(bytes)) throw std::invalid_argument("stripeStepFrom: expected lanes ≥ 0 and within the memory, got " + std::to_string(n));
+    const uintptr_t span = static_cast<uintptr_t>(n) * 4, m0 = reinterpret_cast<uintptr_t>(base), m1 = m0 + bytes;
+    // An operand outside the memory: [p, p + span) overlaps neither [m0, m1) nor `other`'s lanes.
+    auto outside = [&](const void* p, const void* other, const char* what) {
+      const uintptr_t p0 = reinterpret_cast<uintptr_t>(p), o0 = reinterpret_cast<uintptr_t>(other);
+      if (n > 0 && ((p0 < m1 && m0 < p0 + span) || (other != nullptr && p0 < o0 + span && o0 < p0 + span))) {
+        throw std::invalid_argument(std::string("stripeStepFrom: ") + what + " overlaps the memory or the gradient");
+      }
+    };
     size_t gLength = 0;
     const float* g = static_cast<const float*>(typedArg(env, v[2], napi_float32_array, gLength, "stripeStepFrom: argument 2 (gradient) must be a Float32Array"));
     if (static_cast<int64_t>(gLength) != n) throw std::invalid_argument("stripeStepFrom: the gradient holds " + std::to_string(gLength) + " values, expected " + std::to_string(n));
-    float* w = f32Arg(a, 3, n);
-    float* m = f32Arg(a, 4, n);
-    float* vv = f32Arg(a, 5, n);
-    float* wOut = f32Arg(a, 6, n);
-    float* mOut = f32Arg(a, 7, n);
-    float* vOut = f32Arg(a, 8, n);
+    outside(g, nullptr, "the gradient");
+    float* gOut = f32Arg(a, 3, n);
+    float* w = f32Arg(a, 4, n);
+    float* m = f32Arg(a, 5, n);
+    float* vv = f32Arg(a, 6, n);
+    float* wOut = f32Arg(a, 7, n);
+    float* mOut = f32Arg(a, 8, n);
+    float* vOut = f32Arg(a, 9, n);
     double inv = 0;
-    const AdamScalars s = stripeScalars(a, 9, inv, "stripeStepFrom");
-    const int64_t flags = stripeFlags(a, 17, "stripeStepFrom");
+    const AdamScalars s = stripeScalars(a, 10, inv, "stripeStepFrom");
+    const int64_t flags = stripeFlags(a, 18, "stripeStepFrom");
     float* copy = nullptr;
     napi_valuetype kind;
-    if (napi_typeof(env, v[18], &kind) != napi_ok) throw std::invalid_argument("stripeStepFrom: argument 18 is unreadable");
+    if (napi_typeof(env, v[19], &kind) != napi_ok) throw std::invalid_argument("stripeStepFrom: argument 19 is unreadable");
     if (kind != napi_null) {
       size_t copyLength = 0;
-      copy = static_cast<float*>(typedArg(env, v[18], napi_float32_array, copyLength, "stripeStepFrom: argument 18 (weightsCopy) must be a Float32Array or null"));
+      copy = static_cast<float*>(typedArg(env, v[19], napi_float32_array, copyLength, "stripeStepFrom: argument 19 (weightsCopy) must be a Float32Array or null"));
       if (static_cast<int64_t>(copyLength) != n) throw std::invalid_argument("stripeStepFrom: weightsCopy holds " + std::to_string(copyLength) + " values, expected " + std::to_string(n));
-      const uintptr_t c0 = reinterpret_cast<uintptr_t>(copy), g0 = reinterpret_cast<uintptr_t>(g), span = static_cast<uintptr_t>(n) * 4;
-      if (n > 0 && c0 < g0 + span && g0 < c0 + span) throw std::invalid_argument("stripeStepFrom: weightsCopy overlaps the gradient");
+      outside(copy, g, "weightsCopy");
     }
-    sq = stripeLoop(g, 0, 1, w, m, vv, wOut, mOut, vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy);
+    sq = stripeLoop(g, 0, 1, w, m, vv, wOut, mOut, vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy, gOut);
   } catch (const std::exception& e) {
     napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
     return undefinedValue(env);

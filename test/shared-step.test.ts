@@ -207,12 +207,6 @@ describe('a step of one slot from the backend (wasm: the gradient read where the
     });
   }
 
-  it('alternates between 2 threads (batch 1), each uploading the copy the other wrote, and ends where the step through the slot does', { timeout: 120_000 }, async () => {
-    const { on, off } = await withAndWithout({ model: 'mlp', batchSize: 1, workers: 2, maxSteps: 20 }, await syntheticData(640, 20));
-    expect(sharedOf(on.trainer).fromBackendSteps).toBe(20);
-    expect(maxAbsDiff(on.weights, off.weights)).toBe(0);
-  });
-
   it('refuses a DTRAIN_STEP_FROM_BACKEND that is not a boolean, naming it', async () => {
     const { SharedStep: Step } = await import('../coordinator/shared-step.ts');
     expect(() => new Step({ trainable: 8, stats: 0, slots: 1, slotSamples: 1, threads: 1 }, true, { DTRAIN_STEP_FROM_BACKEND: 'sometimes' })).toThrow(/DTRAIN_STEP_FROM_BACKEND must be 1\/true\/yes\/on or 0\/false\/no\/off, got "sometimes"/);

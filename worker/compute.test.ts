@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../common/tf.ts';
 import { selectBackend } from '../common/backend.ts';
 import { StepComputer } from './compute.ts';
+import type { BackendSegment } from '../common/step-stripe.ts';
 import { initialWeights } from '../common/weights.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
 import type { ModelName } from '../common/models.ts';
@@ -154,7 +155,7 @@ describe('StepComputer', () => {
   });
 
   for (const model of ['mlp', 'lenet'] as ModelName[]) {
-    it(`hands a ${model} step's gradient where the backend holds it to a BackendGradientUse, whose weights become the model's, and leaks no tensors`, async () => {
+    it(`hands a ${model} step's gradient where the backend holds it to a BackendGradientUse, whose weights become the model's in new tensors, and leaks no tensors`, async () => {
       const c = new StepComputer(model, { kind: 'scale' });
       c.setWeights(initialWeights(c.layout, 4));
       const { images, labels } = batch(8);
@@ -162,14 +163,17 @@ describe('StepComputer', () => {
       const control = new SharedArrayBuffer(8);
       const token = { control, copy: 1 as const, version: 7 };
       const next = initialWeights(c.layout, 5);
+      const variables = (c as unknown as { trainable: { dataId: object }[] }).trainable;
+      const ids = variables.map((v) => v.dataId);
       let seen: Float32Array | undefined;
       const before = tf.memory().numTensors;
       const r = await c.finishInto(await c.prepareInto(images, labels), () => ({
+        gradientSum: new Float32Array(c.layout.trainableSize),
         stats: new Float32Array(0),
         use: (segments) => {
           // The segments are the trainable tensors in layout order, their gradient the one train() copies out.
           seen = new Float32Array(c.layout.trainableSize);
-          for (const s of segments) {
+          for (const s of segments!) {
             seen.set(s.gradient, s.from);
             s.weights!.set(next.subarray(s.from, s.from + s.gradient.length));
           }
@@ -179,8 +183,9 @@ describe('StepComputer', () => {
       expect(tf.memory().numTensors).toBe(before);
       expect(r.lossSum).toBe(copied.lossSum);
       expect(seen).toEqual(copied.gradientSum);
-      // What use wrote is the model's weights now, and the computer knows which copy it holds.
+      // What use wrote is the model's weights now, in tensors of their own (kernels may cache by tensor id).
       expect(await c.readWeights()).toEqual(next);
+      variables.forEach((v, i) => expect(v.dataId).not.toBe(ids[i]));
       expect(c.holds(token)).toBe(true);
       expect(c.holds({ ...token, version: 8 })).toBe(false);
       expect(c.holds({ ...token, copy: 0 })).toBe(false);
@@ -192,20 +197,46 @@ describe('StepComputer', () => {
     });
   }
 
-  it('holds no copy after a BackendGradientUse that failed mid-way, and refuses one with a reduction grain', async () => {
+  it('keeps its weights and holds no copy when a BackendGradientUse fails or answers none, and refuses one with a reduction grain', async () => {
     const c = new StepComputer('mlp', { kind: 'scale' });
-    c.setWeights(initialWeights(c.layout, 4));
+    const w = initialWeights(c.layout, 4);
+    c.setWeights(w);
     const { images, labels } = batch(4);
     const token = { control: new SharedArrayBuffer(8), copy: 0 as const, version: 1 };
-    await c.finishInto(await c.prepareInto(images, labels), () => ({ stats: new Float32Array(0), use: () => token }));
+    const scribble = (segments: BackendSegment[] | undefined) => segments!.forEach((s) => s.weights!.fill(3));
+    const target = (use: (segments: BackendSegment[] | undefined) => typeof token | undefined) => () => ({ gradientSum: new Float32Array(c.layout.trainableSize), stats: new Float32Array(0), use });
+    await c.finishInto(await c.prepareInto(images, labels), target(() => token));
     expect(c.holds(token)).toBe(true);
-    const failing = () => ({ stats: new Float32Array(0), use: () => { throw new Error('stripe failed'); } });
-    await expect(c.finishInto(await c.prepareInto(images, labels), failing)).rejects.toThrow('stripe failed');
-    expect(c.holds(token)).toBe(false);
+    c.setWeights(w);
     const before = tf.memory().numTensors;
-    await expect(c.finishInto(await c.prepareInto(images, labels, { grain: 2 }), () => ({ stats: new Float32Array(0), use: () => token }))).rejects.toThrow(/only on wasm without a reduction grain/);
+    await expect(c.finishInto(await c.prepareInto(images, labels), target((s) => { scribble(s); throw new Error('stripe failed'); }))).rejects.toThrow('stripe failed');
+    expect(c.holds(token)).toBe(false);
+    await c.finishInto(await c.prepareInto(images, labels), target((s) => { scribble(s); return undefined; }));
+    // What it wrote into the new tensors did not become the model's.
+    expect(await c.readWeights()).toEqual(w);
+    await expect(c.finishInto(await c.prepareInto(images, labels, { grain: 2 }), target(() => token))).rejects.toThrow(/only without a reduction grain/);
     expect(tf.memory().numTensors).toBe(before);
     c.dispose();
+  });
+
+  it('copies the gradient into the BackendGradientUse\'s gradientSum and hands it none where the backend cannot lend its tensors (cpu)', async () => {
+    await selectBackend('cpu');
+    try {
+      const c = new StepComputer('mlp', { kind: 'scale' });
+      c.setWeights(initialWeights(c.layout, 4));
+      const { images, labels } = batch(4);
+      const copied = await c.train(images, labels);
+      const gradientSum = new Float32Array(c.layout.trainableSize);
+      const lent: unknown[] = [];
+      await c.finishInto(await c.prepareInto(images, labels), () => ({ gradientSum, stats: new Float32Array(0), use: (segments) => (lent.push(segments), { control: new SharedArrayBuffer(8), copy: 0, version: 1 }) }));
+      expect(lent).toEqual([undefined]);
+      expect(gradientSum).toEqual(copied.gradientSum);
+      // It wrote no weights, so it holds no copy whatever use answered.
+      expect(c.holds({ control: new SharedArrayBuffer(8), copy: 0, version: 1 })).toBe(false);
+      c.dispose();
+    } finally {
+      await selectBackend('wasm');
+    }
   });
 
   // A BatchNorm round aborted mid-pass (a partner left: bn-sync-errors.ts) throws out of variableGrads;

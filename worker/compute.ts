@@ -12,7 +12,7 @@ import { UploadScratch } from '../common/upload-scratch.ts';
 import { seededDropout, type SamplePosition } from './layers/seeded-dropout.ts';
 import { identityExchange, localBatchNorm, syncBatchNorm, type ExchangePhase, type NormalizedBatch } from './layers/sync-batch-norm.ts';
 import { PreNormBiasGradients } from './layers/pre-norm-bias.ts';
-import { hostFloats } from '../common/host-floats.ts';
+import { hostFloats, uninitializedHostTensor } from '../common/host-floats.ts';
 import { DirectBackprop, PROBABILITY_CLIP } from './direct-backprop.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import { addGroups } from '../common/reduce-grain.ts';
@@ -111,12 +111,16 @@ export interface GradientTarget {
 /**
  * Instead of a copy of the gradient sums (GradientTarget): `use` reads them where the backend holds
  * them, one segment per trainable tensor in layout order, and may write the next weights into the
- * segments' `weights` (the model's own weight tensors); it answers which weight copy it wrote there,
- * or undefined if it wrote none. The views are valid only during the call. Statistics go to `stats`.
+ * segments' `weights` (new tensors, which become the model's weights if it answers a token: the
+ * weight copy it wrote there; undefined: none, and the model keeps its weights). The views are
+ * valid only during the call. Where the backend cannot lend its tensors (not wasm: a backend
+ * fallback), the gradient sums are copied into `gradientSum` and `use` is called with undefined.
+ * Statistics go to `stats`.
  */
 export interface BackendGradientUse {
+  gradientSum: Float32Array;
   stats: Float32Array;
-  use(segments: BackendSegment[]): WeightsToken | undefined;
+  use(segments: BackendSegment[] | undefined): WeightsToken | undefined;
 }
 
 /** A step's forward and backward pass whose gradients have not been written out yet (StepComputer.prepareInto). */
@@ -246,22 +250,50 @@ export class StepComputer {
   }
 
   /**
-   * The trainable tensors' gradient sums and weights as the backend holds them (wasm only: a view of
-   * its heap, whose weight tensors tf.tensor filled with a copy of their own), in layout order;
-   * undefined where a view is missing.
+   * The trainable tensors' gradient sums as the backend holds them, each with a new weight tensor of
+   * its own to write the next weights into (`fresh`, allocated first: an allocation may move the
+   * heap the views lie in), in layout order; undefined where a view is missing (not wasm). New
+   * tensors rather than the model's own: kernels may cache what they derived from a tensor by its
+   * id (XNNPACK packs a fused matMul's or conv2d's weights once), so a tensor's values never change.
    */
-  private backendSegments(grads: (Tensor | Float64Array)[]): BackendSegment[] | undefined {
-    if (tf.getBackend() !== 'wasm' || grads.length !== this.trainable.length) return undefined;
+  private backendSegments(grads: (Tensor | Float64Array)[], fresh: Tensor[]): BackendSegment[] | undefined {
+    if (grads.length !== this.trainable.length) return undefined;
+    for (const v of this.trainable) {
+      const t = uninitializedHostTensor(v.shape);
+      if (!t) return undefined;
+      fresh.push(t);
+    }
     const segments: BackendSegment[] = [];
     for (let i = 0; i < grads.length; i++) {
       const g = grads[i];
       const gradient = g instanceof Float64Array ? undefined : hostFloats(g);
-      const weights = hostFloats(this.trainable[i]);
+      const weights = hostFloats(fresh[i]);
       const e = this.layout.entries[i];
       if (!gradient || !weights || gradient.length !== e.size || weights.length !== e.size) return undefined;
       segments.push({ from: e.offset, gradient, weights });
     }
     return segments;
+  }
+
+  /** Hands a step's gradient to `into` where the backend holds it (else through its gradientSum), and makes the weights it wrote the model's. */
+  private async useFromBackend(grads: (Tensor | Float64Array)[], stats: Tensor[], grain: number, into: BackendGradientUse): Promise<void> {
+    if (grain) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `A step's gradient can be used where the backend holds it only without a reduction grain, but the run has a grain of ${grain}.`, { expected: false });
+    // Until use answers, the model's weights are no copy it knows of (they stay as they are if it fails).
+    this.held = undefined;
+    const fresh: Tensor[] = [];
+    try {
+      const segments = this.backendSegments(grads, fresh);
+      if (!segments) await copyInto(tensorsOf(grads), into.gradientSum);
+      const token = into.use(segments);
+      if (segments && token) {
+        this.trainable.forEach((v, i) => v.assign(fresh[i]));
+        this.held = token;
+      }
+      await copyInto(stats, into.stats);
+    } finally {
+      // The variables that took a new tensor hold their own reference to it.
+      tf.dispose(fresh);
+    }
   }
 
   private inputs(images: Uint8Array, count: number): Tensor {
@@ -396,14 +428,8 @@ export class StepComputer {
     if (prepared.computer !== this) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A prepared step was finished by another computer than the one that prepared it.', { expected: false });
     try {
       const into = target();
-      if (into && 'use' in into) {
-        const segments = grain ? undefined : this.backendSegments(grads);
-        if (!segments) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `A step's gradient can be used where the backend holds it only on wasm without a reduction grain, but this thread runs ${tf.getBackend()}${grain ? ` with a grain of ${grain}` : ''}.`, { expected: false });
-        // The weights may be half written if use throws: until it answers, they are nobody's copy.
-        this.held = undefined;
-        this.held = into.use(segments);
-        await copyInto(stats, into.stats);
-      } else if (into) {
+      if (into && 'use' in into) await this.useFromBackend(grads, stats, grain, into);
+      else if (into) {
         assertLength('gradient target', into.gradientSum.length, this.layout.trainableSize);
         if (grain) addGradientGroups(grads, this.trainable.map((v) => v.size), into.gradientSum);
         else if (into.gradientSum instanceof Float32Array) await copyInto(tensorsOf(grads), into.gradientSum);

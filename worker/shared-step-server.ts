@@ -127,12 +127,14 @@ export class SharedStepServer {
   }
 
   /**
-   * A step of one slot on wasm with the native stripe: the reduction and Adam read the gradient sums
-   * where the backend left them (no copy into the slot) and write the next weights into the model's
-   * weight tensors as well as into the next copy, so the next step (or the pass ahead) on that copy
-   * skips its upload while the copy's version is the one written (CTL.copyVersions). The same bits
-   * as trainApply's copy, slot and stripe; 2 of the 3 passes over the weights a step made besides
-   * Adam's (scripts/bench: the mlp's 402,250 parameters are 1.6 MB a pass).
+   * A step of one slot on wasm with the native stripe: one pass reads the gradient sums where the
+   * backend left them, writes them into the slot, reduces, applies Adam and writes the next weights
+   * into new weight tensors of the model as well as into the next copy, so the next step (or the
+   * pass ahead) on that copy skips its upload while the copy's version is the one written
+   * (CTL.copyVersions). The same bits as trainApply's copy, slot and stripe, with two passes over
+   * the parameters fewer (the copy out of the backend and the upload; the mlp's 402,250 parameters
+   * are 1.6 MB a pass). Where the backend cannot lend its tensors (a fallback from wasm), the slot
+   * and the stripe as in trainApply.
    */
   private async trainApplyFromBackend(pass: PassAhead | undefined): Promise<void> {
     const { ctl, f64 } = this.mem;
@@ -140,17 +142,25 @@ export class SharedStepServer {
     const task = this.stripeTask();
     let stripeMs = 0;
     let squares = 0;
-    const use: Omit<BackendGradientUse, 'stats'> = {
-      use: (segments: BackendSegment[]): WeightsToken => {
+    let lent = false;
+    const use: Omit<BackendGradientUse, 'stats' | 'gradientSum'> = {
+      use: (segments: BackendSegment[] | undefined): WeightsToken | undefined => {
         const started = performance.now();
-        const r = this.stripe.runFromBackend(task, segments);
+        lent = segments !== undefined;
+        let token: WeightsToken | undefined;
+        if (segments) {
+          const r = this.stripe.runFromBackend(task, segments);
+          squares = r.squares;
+          token = { control: ctl.buffer, copy: (1 - task.parity) as 0 | 1, version: r.version };
+        } else {
+          squares = this.stripe.run(task, true) ?? this.gradientSquares(ctl[b + CTL.slot]);
+        }
         stripeMs = performance.now() - started;
-        squares = r.squares;
-        return { control: ctl.buffer, copy: (1 - task.parity) as 0 | 1, version: r.version };
+        return token;
       },
     };
     await this.train(false, pass, use);
-    ctl[b + CTL.fromBackend] = 1;
+    ctl[b + CTL.fromBackend] = lent ? 1 : 0;
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.gradSquares] = squares;
     f64[fb + F64.optimizerMs] = stripeMs;
@@ -202,9 +212,9 @@ export class SharedStepServer {
   /**
    * Trains on this thread's slot; `squares`: also takes the slot's Σ g² (else the stripe does, after).
    * `pass`: the slot's forward and backward pass, computed ahead (its command named it): only written out.
-   * `use`: instead of writing the gradient into the slot, hand it where the backend holds it to `use`.
+   * `use`: hand the gradient where the backend holds it to `use` (which writes the slot itself).
    */
-  private async train(squares: boolean, pass?: PassAhead, use?: Omit<BackendGradientUse, 'stats'>): Promise<void> {
+  private async train(squares: boolean, pass?: PassAhead, use?: Omit<BackendGradientUse, 'stats' | 'gradientSum'>): Promise<void> {
     const { ctl, f64, shape } = this.mem;
     const b = this.base;
     const started = performance.now();
@@ -215,7 +225,11 @@ export class SharedStepServer {
     // The slot may have been handed to another thread meanwhile (this one was evicted): leave it alone.
     const owned = () => Atomics.load(ctl, this.mem.slotOwner(slot)) === this.index;
     // The gradient goes straight from the backend's tensors into the slot (one copy).
-    const target = () => (!owned() ? undefined : use ? { ...use, stats: this.mem.statSums[slot] } : { gradientSum: this.slotGradient(slot), stats: this.mem.statSums[slot] });
+    const target = () => {
+      if (!owned()) return undefined;
+      const stats = this.mem.statSums[slot];
+      return use ? { ...use, gradientSum: this.mem.gradients[slot], stats } : { gradientSum: this.slotGradient(slot), stats };
+    };
     const early = pass && (await this.session.finishAhead(pass.prepared, target));
     if (early) ctl[b + CTL.aheadUsed] = 1;
     const r = early || (await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), target, readSliceFields(ctl, b), shape.grain ?? 0, heldToken(ctl, parity)));

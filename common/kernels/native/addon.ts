@@ -53,12 +53,13 @@ export interface NativeKernels {
     inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, flags: number,
   ): number;
   /**
-   * stripeStep over one slot whose gradient is `gradient` (the backend's own tensor, not a slot of
-   * `memory`): the same bits. With `weightsCopy`, the next weights are also written there (the
-   * backend's weight tensor). Both hold exactly `lanes` values; w … vOut are byte offsets into memory.
+   * stripeStep over one slot whose gradient is `gradient` (the backend's own tensor, outside
+   * `memory`), which it also writes into the slot at gOut in the same pass: the same bits. With
+   * `weightsCopy`, the next weights are also written there (a backend tensor). Both hold exactly
+   * `lanes` values; gOut … vOut are byte offsets into memory.
    */
   stripeStepFrom(
-    memory: Uint8Array, lanes: number, gradient: Float32Array, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
+    memory: Uint8Array, lanes: number, gradient: Float32Array, gOut: number, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
     inv: number, b1: number, b2: number, a1: number, a2: number, step: number, sc2: number, eps: number, flags: number, weightsCopy: Float32Array | null,
   ): number;
   /** Copies row indices[j] of src (rowBytes each) to dst at dstOffset + j·rowBytes; checks every index and the room in dst. */
