@@ -44,18 +44,24 @@ function fakeSession(thread: number, poison: Poison, outliers: Uint8Array[] = []
     return { count, lossSum: count * 2.3, correct: 0, gradientSum, stats: new Float32Array(0) };
   };
   // The shared-memory step's call: the gradient sums go into the slot the target names.
-  const trainWithInto = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => { gradientSum: Float32Array; stats: Float32Array } | undefined) => {
+  // A target with `use` (a one-slot step from the backend) is served as a backend that cannot lend its tensors: the slot, then use(undefined).
+  type Target = { gradientSum: Float32Array; stats: Float32Array; use?: (segments: undefined) => unknown };
+  const fill = (into: Target | undefined, gradientSum: Float32Array) => {
+    into?.gradientSum.set(gradientSum);
+    into?.use?.(undefined);
+  };
+  const trainWithInto = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => Target | undefined) => {
     const { gradientSum, stats: _stats, ...rest } = await trainWith(weights, images, labels);
-    target()?.gradientSum.set(gradientSum);
+    fill(target(), gradientSum);
     return rest;
   };
   // The step ahead (worker/step-ahead.ts): the gradient is taken from the weights when the pass runs, so
   // a pass used on weights other than its command's would change the run's weights.
   type Prepared = Awaited<ReturnType<typeof trainWith>>;
   const trainAhead = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array) => trainWith(weights, images, labels);
-  const finishAhead = async (prepared: Prepared, target: () => { gradientSum: Float32Array } | undefined) => {
+  const finishAhead = async (prepared: Prepared, target: () => Target | undefined) => {
     const { gradientSum, stats: _stats, ...rest } = prepared;
-    target()?.gradientSum.set(gradientSum);
+    fill(target(), gradientSum);
     return rest;
   };
   return { trainWith, trainWithInto, trainAhead, finishAhead, discardAhead: () => {} } as unknown as WorkerSession;

@@ -128,8 +128,16 @@ export class SharedStep {
    * next weights into the backend too (worker/shared-step-server.ts); DTRAIN_STEP_FROM_BACKEND=0 turns it off.
    */
   private readonly fromBackend: boolean;
-  /** Steps of one slot whose thread used the gradient where its backend held it (tests, diagnostics). */
+  /** Steps of one slot whose thread used the gradient where its backend held it (tests, the epoch line). */
   fromBackendSteps = 0;
+  private fromBackendReported = 0;
+
+  /** fromBackendSteps since the last call. */
+  newFromBackendSteps(): number {
+    const n = this.fromBackendSteps - this.fromBackendReported;
+    this.fromBackendReported = this.fromBackendSteps;
+    return n;
+  }
 
   /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
   constructor(shape: StepMemoryShape, private readonly simd: boolean, env: NodeJS.ProcessEnv = process.env) {

@@ -538,6 +538,8 @@ export class Trainer {
     log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
     // Steps whose thread had run the forward and backward pass before their command (step-ahead.ts).
     const ahead = this.sharedStep?.ahead.enabled ? { steps_ahead: this.sharedStep.ahead.newHits() } : {};
+    // Steps of one slot whose thread used the gradient where its backend held it (shared-step-server.ts).
+    if (this.sharedStep) Object.assign(ahead, { steps_from_backend: this.sharedStep.newFromBackendSteps() });
     log.info({ event: 'epoch', ...record, ...ahead }, `epoch ${epoch + 1}/${config.epochs}: loss ${record.loss.toFixed(4)} - accuracy ${record.accuracy.toFixed(4)} - val_loss ${record.val_loss.toFixed(4)} - val_accuracy ${record.val_accuracy.toFixed(4)} (${seconds.toFixed(1)} s, ${Math.round(this.position.epochSamples / seconds)} img/s)`);
     this.position = { epoch: epoch + 1, sampleOffset: 0, globalStep: this.position.globalStep, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 };
     await writeJson(config.out, 'history.json', this.history);

@@ -1262,21 +1262,34 @@ int64_t stripeFlags(const Args& a, size_t i, const char* name) {
   return flags;
 }
 
+// A stripe call: exactly `argc` arguments, argument 0 a Uint8Array over the step memory on an 8-byte
+// boundary; `body` computes the call's Σ g² from them. Returns it, or throws a JavaScript error.
+template <typename Body>
+napi_value stripeCall(napi_env env, napi_callback_info info, size_t argc, const char* name, Body body) {
+  double sq = 0;
+  try {
+    std::vector<napi_value> v = exactArgs(env, info, argc, name);
+    size_t bytes = 0;
+    uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
+    if (base == nullptr) throw std::invalid_argument(std::string(name) + ": argument 0 must be a Uint8Array over the step's memory");
+    if (reinterpret_cast<uintptr_t>(base) % 8 != 0) throw std::invalid_argument(std::string(name) + ": the memory's view must start on an 8-byte boundary");
+    sq = body(Args{env, std::move(v), base, bytes});
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  napi_value out;
+  napi_create_double(env, sq, &out);
+  return out;
+}
+
 // stripeStep(memory: Uint8Array over the step memory, lanes, g, stride, slots, wide, w, m, v, wOut,
 // mOut, vOut, inv, b1, b2, a1, a2, step, sc2, eps, flags) → Σ g² of slot 0 (0 unless flags has 1).
 // Offsets and the stride are in bytes; every operand must lie inside `memory`.
 napi_value StripeStep(napi_env env, napi_callback_info info) {
-  constexpr size_t ARGC = 21;
-  double sq = 0;
-  try {
-    size_t argc = ARGC + 1;
-    napi_value v[ARGC + 1];
-    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
-    if (argc != ARGC) throw std::invalid_argument("stripeStep: expected " + std::to_string(ARGC) + " arguments, got " + std::to_string(argc));
-    size_t bytes = 0;
-    uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
-    if (base == nullptr) throw std::invalid_argument("stripeStep: argument 0 must be a Uint8Array over the step's memory");
-    Args a{env, std::vector<napi_value>(v, v + ARGC), base, bytes};
+  return stripeCall(env, info, 21, "stripeStep", [](const Args& a) {
+    const uint8_t* base = a.heap;
+    const size_t bytes = a.heapBytes;
     const int64_t n = intArg(a, 1);
     const int64_t stride = intArg(a, 3), slots = intArg(a, 4), wide = intArg(a, 5);
     const int64_t width = wide ? 8 : 4;
@@ -1285,7 +1298,6 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
     if (n < 0 || n > limit || slots < 1 || slots > limit || stride < 0 || stride > limit || (wide != 0 && wide != 1) || stride % width != 0 || (slots > 1 && stride < n * width)) {
       throw std::invalid_argument("stripeStep: expected lanes ≥ 0, slots ≥ 1, wide 0 or 1 and a stride of whole values past each slot's lanes");
     }
-    if (reinterpret_cast<uintptr_t>(base) % 8 != 0) throw std::invalid_argument("stripeStep: the memory's view must start on an 8-byte boundary");
     // Slot 0 as an operand of n values of `width` bytes, then the last slot's end inside the memory.
     const int64_t g = intArg(a, 2);
     if (g < 0 || g > limit || g % width != 0 || static_cast<uint64_t>(g) + static_cast<uint64_t>(slots - 1) * static_cast<uint64_t>(stride) + static_cast<uint64_t>(n * width) > bytes) {
@@ -1301,15 +1313,9 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
     const AdamScalars s = stripeScalars(a, 12, inv, "stripeStep");
     const int64_t flags = stripeFlags(a, 20, "stripeStep");
     const bool squares = (flags & 1) != 0, portable = (flags & 2) != 0;
-    sq = wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable)
-              : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable);
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  napi_value out;
-  napi_create_double(env, sq, &out);
-  return out;
+    return wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable)
+                : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable);
+  });
 }
 
 // stripeStepFrom(memory, lanes, gradient: Float32Array, gOut, w, m, v, wOut, mOut, vOut, inv, b1, b2,
@@ -1322,18 +1328,10 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
 // `memory`; gradient and weightsCopy hold exactly `lanes` values, lie outside `memory` and do not
 // overlap each other.
 napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
-  constexpr size_t ARGC = 20;
-  double sq = 0;
-  try {
-    size_t argc = ARGC + 1;
-    napi_value v[ARGC + 1];
-    napi_get_cb_info(env, info, &argc, v, nullptr, nullptr);
-    if (argc != ARGC) throw std::invalid_argument("stripeStepFrom: expected " + std::to_string(ARGC) + " arguments, got " + std::to_string(argc));
-    size_t bytes = 0;
-    uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
-    if (base == nullptr) throw std::invalid_argument("stripeStepFrom: argument 0 must be a Uint8Array over the step's memory");
-    if (reinterpret_cast<uintptr_t>(base) % 8 != 0) throw std::invalid_argument("stripeStepFrom: the memory's view must start on an 8-byte boundary");
-    Args a{env, std::vector<napi_value>(v, v + ARGC), base, bytes};
+  return stripeCall(env, info, 20, "stripeStepFrom", [env](const Args& a) {
+    const std::vector<napi_value>& v = a.v;
+    const uint8_t* base = a.heap;
+    const size_t bytes = a.heapBytes;
     const int64_t n = intArg(a, 1);
     if (n < 0 || n > static_cast<int64_t>(bytes)) throw std::invalid_argument("stripeStepFrom: expected lanes ≥ 0 and within the memory, got " + std::to_string(n));
     const uintptr_t span = static_cast<uintptr_t>(n) * 4, m0 = reinterpret_cast<uintptr_t>(base), m1 = m0 + bytes;
@@ -1367,14 +1365,8 @@ napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
       if (static_cast<int64_t>(copyLength) != n) throw std::invalid_argument("stripeStepFrom: weightsCopy holds " + std::to_string(copyLength) + " values, expected " + std::to_string(n));
       outside(copy, g, "weightsCopy");
     }
-    sq = stripeLoop(g, 0, 1, w, m, vv, wOut, mOut, vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy, gOut);
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  napi_value out;
-  napi_create_double(env, sq, &out);
-  return out;
+    return stripeLoop(g, 0, 1, w, m, vv, wOut, mOut, vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy, gOut);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
