@@ -9,6 +9,11 @@ import type { StepEvent, Trainer } from '../coordinator/trainer.ts';
 import type { SharedStep } from '../coordinator/shared-step.ts';
 import type { TrainConfig } from '../common/config.ts';
 import type { DatasetSplits } from '../common/data/types.ts';
+import { loadNativeKernels } from '../common/kernels/native/addon.ts';
+import { requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
+
+/** The step from the backend needs the native stripe kernel (built in CI, where its absence fails). */
+const native = requireNativeOrSkip(loadNativeKernels());
 
 /** What the tests reach inside a thread's handle. */
 type Exposed = { id: string; run: (task: never) => unknown; thread: { thread: Worker }; shared: { mem: StepMemory; fuseRounds: boolean; command(i: number): Promise<void> } };
@@ -181,7 +186,7 @@ describe('a step of one slot (train, reduction and Adam in one command)', () => 
   });
 });
 
-describe('a step of one slot from the backend (wasm: the gradient read where the backend left it, the next weights written into it)', () => {
+describe.runIf(native)('a step of one slot from the backend (wasm: the gradient read where the backend left it, the next weights written into it)', () => {
   const sharedOf = (t: Trainer) => (t as unknown as { sharedStep: SharedStep }).sharedStep;
   /** `cfg` on wasm with the path (the default) and with DTRAIN_STEP_FROM_BACKEND=0, which copies the gradient into the slot and uploads each step's weights. */
   async function withAndWithout(cfg: Config, data: DatasetSplits) {
