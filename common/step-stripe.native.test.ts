@@ -215,8 +215,8 @@ describe.runIf(native)('a step of one slot from the backend (runFromBackend)', (
       const segments = segmentsOf(g.slice(), sizes);
       const got = b.runFromBackend(task, segments);
       // The copy written is marked as rewritten, and each segment's weights are the next copy's.
-      expect(got.version).toBe(before + 1);
-      expect(direct.ctl[CTL.copyVersions + next]).toBe(got.version);
+      expect(got.token).toEqual({ control: direct.ctl.buffer, copy: next, version: before + 1 });
+      expect(direct.ctl[CTL.copyVersions + next]).toBe(got.token.version);
       for (const s of segments) expect(bitMismatches(s.weights!, direct.weights[next].subarray(s.from, s.from + s.gradient.length))).toBe(0);
       // Slot 0 holds the gradient afterwards, as after a step through it (a later reduction may read it).
       expect(bitMismatches(direct.gradients[0], g)).toBe(0);

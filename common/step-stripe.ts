@@ -126,9 +126,9 @@ export class StripeWorker {
    * whole span as run() after the gradient was copied into slot 0, with the same bits, in one pass
    * that also writes the gradient into slot 0 (so the slot holds it as after any step); each
    * segment's next weights also go into its `weights` where given. Returns Σ g² of the gradient (its
-   * summation order differs from run()'s: they agree to rounding) and the version of the copy written.
+   * summation order differs from run()'s: they agree to rounding) and the token of the copy written.
    */
-  runFromBackend(task: StripeTask, segments: readonly BackendSegment[]): { squares: number; version: number } {
+  runFromBackend(task: StripeTask, segments: readonly BackendSegment[]): { squares: number; token: WeightsToken } {
     const { ctl, f64, offsets: o, shape, adamSpan } = this.mem;
     if (!this.runsFromBackend) throw new ShapeError('A step from the backend needs the native stripe kernel, float32 slots and no BatchNorm statistics.');
     if (task.from !== 0 || task.to !== adamSpan || ctl[CTL.slotsUsed] !== 1) {
@@ -141,9 +141,9 @@ export class StripeWorker {
     }
     if (at !== shape.trainable) throw new ShapeError(`Expected the backend's segments to cover ${shape.trainable} trainable lanes, but they cover ${at}.`);
     assertDisjoint(segments.flatMap((s) => (s.weights ? [s.gradient, s.weights] : [s.gradient])));
-    const version = bumpCopyVersion(ctl, (1 - task.parity) as 0 | 1);
+    const next = (1 - task.parity) as 0 | 1;
+    const token: WeightsToken = { control: ctl.buffer, copy: next, version: bumpCopyVersion(ctl, next) };
     const { kernels, bytes } = this.native!;
-    const next = 1 - task.parity;
     const scalars = this.adamScalars();
     let squares = 0;
     for (const s of segments) {
@@ -154,7 +154,7 @@ export class StripeWorker {
     // The padding lanes past the trainable ones: slot 0's, never written, are 0.
     this.nativeStep({ ...task, from: shape.trainable }, false);
     if (task.doStats) this.averageStats(task.parity);
-    return { squares, version };
+    return { squares, token };
   }
 
   private nativeStep({ from, to, parity }: StripeTask, squares: boolean): number {

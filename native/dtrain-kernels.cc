@@ -1262,6 +1262,16 @@ int64_t stripeFlags(const Args& a, size_t i, const char* name) {
   return flags;
 }
 
+// A stripe's weights and moments: the current ones, then the next ones.
+struct StripeOperands {
+  float *w, *m, *v, *wOut, *mOut, *vOut;
+};
+
+// The six float32 operands of n values at byte-offset arguments i … i + 5, in StripeOperands' order.
+StripeOperands stripeOperands(const Args& a, size_t i, int64_t n) {
+  return StripeOperands{f32Arg(a, i, n), f32Arg(a, i + 1, n), f32Arg(a, i + 2, n), f32Arg(a, i + 3, n), f32Arg(a, i + 4, n), f32Arg(a, i + 5, n)};
+}
+
 // A stripe call: exactly `argc` arguments, argument 0 a Uint8Array over the step memory on an 8-byte
 // boundary; `body` computes the call's Σ g² from them. Returns it, or throws a JavaScript error.
 template <typename Body>
@@ -1303,18 +1313,13 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
     if (g < 0 || g > limit || g % width != 0 || static_cast<uint64_t>(g) + static_cast<uint64_t>(slots - 1) * static_cast<uint64_t>(stride) + static_cast<uint64_t>(n * width) > bytes) {
       throw std::out_of_range("stripeStep: the slots (byte offset " + std::to_string(g) + ", " + std::to_string(slots) + " of " + std::to_string(n) + " values) lie outside the memory of " + std::to_string(bytes) + " bytes");
     }
-    float* w = f32Arg(a, 6, n);
-    float* m = f32Arg(a, 7, n);
-    float* vv = f32Arg(a, 8, n);
-    float* wOut = f32Arg(a, 9, n);
-    float* mOut = f32Arg(a, 10, n);
-    float* vOut = f32Arg(a, 11, n);
+    const StripeOperands o = stripeOperands(a, 6, n);
     double inv = 0;
     const AdamScalars s = stripeScalars(a, 12, inv, "stripeStep");
     const int64_t flags = stripeFlags(a, 20, "stripeStep");
     const bool squares = (flags & 1) != 0, portable = (flags & 2) != 0;
-    return wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable)
-                : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, w, m, vv, wOut, mOut, vOut, n, inv, s, squares, portable);
+    return wide ? stripeLoop(reinterpret_cast<const double*>(base + g), stride / 8, slots, o.w, o.m, o.v, o.wOut, o.mOut, o.vOut, n, inv, s, squares, portable)
+                : stripeLoop(reinterpret_cast<const float*>(base + g), stride / 4, slots, o.w, o.m, o.v, o.wOut, o.mOut, o.vOut, n, inv, s, squares, portable);
   });
 }
 
@@ -1347,12 +1352,7 @@ napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
     if (static_cast<int64_t>(gLength) != n) throw std::invalid_argument("stripeStepFrom: the gradient holds " + std::to_string(gLength) + " values, expected " + std::to_string(n));
     outside(g, nullptr, "the gradient");
     float* gOut = f32Arg(a, 3, n);
-    float* w = f32Arg(a, 4, n);
-    float* m = f32Arg(a, 5, n);
-    float* vv = f32Arg(a, 6, n);
-    float* wOut = f32Arg(a, 7, n);
-    float* mOut = f32Arg(a, 8, n);
-    float* vOut = f32Arg(a, 9, n);
+    const StripeOperands o = stripeOperands(a, 4, n);
     double inv = 0;
     const AdamScalars s = stripeScalars(a, 10, inv, "stripeStepFrom");
     const int64_t flags = stripeFlags(a, 18, "stripeStepFrom");
@@ -1365,7 +1365,7 @@ napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
       if (static_cast<int64_t>(copyLength) != n) throw std::invalid_argument("stripeStepFrom: weightsCopy holds " + std::to_string(copyLength) + " values, expected " + std::to_string(n));
       outside(copy, g, "weightsCopy");
     }
-    return stripeLoop(g, 0, 1, w, m, vv, wOut, mOut, vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy, gOut);
+    return stripeLoop(g, 0, 1, o.w, o.m, o.v, o.wOut, o.mOut, o.vOut, n, inv, s, (flags & 1) != 0, (flags & 2) != 0, false, copy, gOut);
   });
 }
 

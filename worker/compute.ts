@@ -243,7 +243,7 @@ export class StepComputer {
     });
   }
 
-  /** Whether the model's weights are weight copy `token` already (written in place by the last step's BackendGradientUse). */
+  /** Whether the model's weights are weight copy `token` already (written by the last step's BackendGradientUse). */
   holds(token: WeightsToken): boolean {
     const h = this.held;
     return h !== undefined && h.control === token.control && h.copy === token.copy && h.version === token.version;
@@ -385,7 +385,7 @@ export class StepComputer {
    * written, and may answer undefined to have nothing written (the slot was reassigned meanwhile).
    * The same values as `train`: copies only.
    */
-  async trainInto(images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | undefined, opts: TrainOptions = {}): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
+  async trainInto(images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | BackendGradientUse | undefined, opts: TrainOptions = {}): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
     return this.finishInto(await this.prepareInto(images, labels, opts), target);
   }
 

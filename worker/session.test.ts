@@ -108,8 +108,7 @@ describe.runIf(nativeStripe)('the weights a one-slot step wrote into the backend
       const weights = mem.weights[parity].subarray(0, layout.trainableSize);
       const stats = new Float32Array(0);
       if (fromBackend(t)) {
-        const copy = (1 - parity) as 0 | 1;
-        await sessions[k].trainWithInto(weights, images, labels, () => ({ gradientSum: mem.gradients[0], stats, use: (segments) => ({ control: mem.ctl.buffer, copy, version: stripes[k].runFromBackend(task, segments!).version }) }), undefined, 0, heldToken(mem.ctl, parity));
+        await sessions[k].trainWithInto(weights, images, labels, () => ({ gradientSum: mem.gradients[0], stats, use: (segments) => stripes[k].runFromBackend(task, segments!).token }), undefined, 0, heldToken(mem.ctl, parity));
       } else {
         await sessions[k].trainWithInto(weights, images, labels, () => ({ gradientSum: mem.gradients[0], stats }), undefined, 0, heldToken(mem.ctl, parity));
         stripes[k].run(task, true);

@@ -132,10 +132,7 @@ export class WorkerSession {
    * `held`: the weight copy `weights` is; its upload is skipped if the backend holds that copy already.
    */
   trainWithInto(weights: Float32Array, images: Uint8Array, labels: Uint8Array, target: () => GradientTarget | BackendGradientUse | undefined, task?: SliceTask, grain = 0, held?: WeightsToken): Promise<Omit<TrainResult, 'gradientSum' | 'stats'>> {
-    return this.withFallback(async () => {
-      const computer = this.withWeights(weights, held);
-      return computer.finishInto(await computer.prepareInto(images, labels, { ...(task ? this.trainOptions(task) : {}), grain }), target);
-    });
+    return this.withFallback(async () => this.withWeights(weights, held).trainInto(images, labels, target, { ...(task ? this.trainOptions(task) : {}), grain }));
   }
 
   /**

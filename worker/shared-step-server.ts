@@ -7,7 +7,6 @@
  */
 import { CTL, F64, OP, ROUND_PHASE, STATUS, StepMemory, abortRound, arriveAtRound, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker, heldToken, type BackendSegment, type WeightsToken } from '../common/step-stripe.ts';
-import { tf } from '../common/tf.ts';
 import type { BackendGradientUse } from './compute.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
@@ -43,7 +42,6 @@ export interface SharedAttachMessage {
  * it (fewer threads than cores), else SPIN_MICROS_OVERSUBSCRIBED (the former 50).
  */
 export const SPIN_MICROS = 500;
-
 export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
 export class SharedStepServer {
@@ -112,7 +110,8 @@ export class SharedStepServer {
 
   /** A step of one slot: train, then reduce and apply Adam over the whole span. */
   private async trainApply(pass: PassAhead | undefined): Promise<void> {
-    if (this.fromBackend && this.stripe.runsFromBackend && tf.getBackend() === 'wasm') return this.trainApplyFromBackend(pass);
+    // Whether the backend can lend its tensors (wasm) is the computer's to say: else the slot, as here.
+    if (this.fromBackend && this.stripe.runsFromBackend) return this.trainApplyFromBackend(pass);
     // The native stripe takes the slot's Σ g² in its own pass over the gradient; else train() does.
     const fused = this.stripe.fusesSquares;
     await this.train(!fused, pass);
@@ -122,6 +121,11 @@ export class SharedStepServer {
     const fb = this.mem.f64Base(this.index);
     if (squares !== undefined) this.mem.f64[fb + F64.gradSquares] = squares;
     this.mem.f64[fb + F64.optimizerMs] = performance.now() - started;
+    this.keepOffer();
+  }
+
+  /** After a step of one slot: the slice offered with its command, for the pass ahead on the copy it wrote. */
+  private keepOffer(): void {
     const offer = this.ahead.offer();
     if (offer) this.wrote = { offer, parity: (1 - this.mem.ctl[this.base + CTL.parity]) as 0 | 1 };
   }
@@ -148,11 +152,8 @@ export class SharedStepServer {
         const started = performance.now();
         lent = segments !== undefined;
         let token: WeightsToken | undefined;
-        if (segments) {
-          const r = this.stripe.runFromBackend(task, segments);
-          squares = r.squares;
-          token = { control: ctl.buffer, copy: (1 - task.parity) as 0 | 1, version: r.version };
-        } else {
+        if (segments) ({ squares, token } = this.stripe.runFromBackend(task, segments));
+        else {
           squares = this.stripe.run(task, true) ?? this.gradientSquares(ctl[b + CTL.slot]);
         }
         stripeMs = performance.now() - started;
@@ -165,8 +166,7 @@ export class SharedStepServer {
     f64[fb + F64.gradSquares] = squares;
     f64[fb + F64.optimizerMs] = stripeMs;
     f64[fb + F64.computeMs] -= stripeMs;
-    const offer = this.ahead.offer();
-    if (offer) this.wrote = { offer, parity: (1 - ctl[b + CTL.parity]) as 0 | 1 };
+    this.keepOffer();
   }
 
   /**
