@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, nextRound, openRound, readSliceFields, writeSliceFields } from './step-memory.ts';
+import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, nextRound, openRound, readSliceFields, writeSliceFields, StepMemory } from './step-memory.ts';
 import type { SliceTask } from './protocol.ts';
 
 describe('a train command\'s slice fields', () => {
@@ -71,5 +71,17 @@ describe('the fused round\'s barrier', () => {
     openRound(c, 0x7fffff);
     expect(Atomics.load(c, CTL.round)).toBe(0x7fffff00);
     expect(MAX_ROUND_SLOTS).toBeLessThan(0xff);
+  });
+});
+
+describe('a new step memory', () => {
+  it('has every page mapped when it is made (common/populate.ts), not at each page\'s first write in a step; an attached view maps nothing', () => {
+    const mem = StepMemory.create({ trainable: 402_250, stats: 0, slots: 1, slotSamples: 32, threads: 1 });
+    expect(mem.populated?.bytes).toBe(mem.memory.buffer.byteLength);
+    const bytes = new Uint8Array(mem.memory.buffer);
+    const before = process.resourceUsage().minorPageFault;
+    for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 1;
+    expect(process.resourceUsage().minorPageFault - before).toBeLessThan(bytes.length / 4096 / 16);
+    expect(StepMemory.attach(mem.init).populated).toBeUndefined();
   });
 });

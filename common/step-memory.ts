@@ -23,6 +23,7 @@
 import { IMAGE_BYTES } from './data/types.ts';
 import { ShapeError } from './errors.ts';
 import type { SliceTask } from './protocol.ts';
+import { populatePages, type Populated } from './populate.ts';
 
 export interface StepMemoryShape {
   /** Trainable weights (the gradient's length). */
@@ -221,7 +222,11 @@ export class StepMemory {
   private readonly globalInts: number;
   private readonly globalFloats = 8;
 
-  private constructor(init: StepMemoryInit) {
+  /** How create() mapped the memory's pages ahead of use (common/populate.ts); undefined for attach(). */
+  readonly populated: Populated | undefined;
+
+  private constructor(init: StepMemoryInit, populated?: Populated) {
+    this.populated = populated;
     const { shape, memory, control } = init;
     this.shape = shape;
     this.memory = memory;
@@ -307,7 +312,8 @@ export class StepMemory {
     const pages = Math.ceil(StepMemory.plan(shape).bytes / PAGE) || 1;
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
     const control = new SharedArrayBuffer(StepMemory.controlPlan(shape).bytes);
-    return new StepMemory({ shape, memory, control });
+    // Mapped now rather than fault by fault in the first steps (the first stripe writes the next copies).
+    return new StepMemory({ shape, memory, control }, populatePages(memory.buffer));
   }
 
   /** The views of a memory made elsewhere (in a compute thread, from the posted init). */

@@ -10,6 +10,8 @@
 #include <node_api.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -1503,6 +1505,42 @@ napi_value GatherRows(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// populatePages(view: Uint8Array) → bytes: maps every whole page inside the view now, rather than
+// one page fault per page at its first write in a step. madvise(MADV_POPULATE_WRITE) (Linux 5.14+)
+// maps them in one system call; then each page is touched once with an atomic add of 0, which writes
+// nothing but makes the access a write: on a paravirtualized VM (this project's, shadow page tables)
+// the first access to a page still traps to the hypervisor after the guest has mapped it. Measured
+// there for 16 MiB: 35-42 ms against 58-66 ms faulted in page by page, and off the step's path.
+// Values are unchanged, even under concurrent writers. Where madvise is refused (older kernels) the
+// touches alone map the pages. Returns the bytes touched (0 for a view holding no whole page).
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+napi_value PopulatePages(napi_env env, napi_callback_info info) {
+  double result = 0;
+  try {
+    const std::vector<napi_value> v = exactArgs(env, info, 1, "populatePages");
+    size_t bytes = 0;
+    uint8_t* data = static_cast<uint8_t*>(typedArg(env, v[0], napi_uint8_array, bytes, "populatePages: argument 0 must be a Uint8Array"));
+    const long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || (page & (page - 1)) != 0) throw std::runtime_error("populatePages: the system's page size is unknown");
+    const uintptr_t p = static_cast<uintptr_t>(page), start = reinterpret_cast<uintptr_t>(data), end = start + bytes;
+    const uintptr_t first = (start + p - 1) & ~(p - 1), last = end & ~(p - 1);
+    if (bytes > 0 && last > first) {
+      madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE);
+      for (uintptr_t at = first; at < last; at += p) __atomic_fetch_add(reinterpret_cast<int32_t*>(at), 0, __ATOMIC_RELAXED);
+      result = static_cast<double>(last - first);
+    }
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  return numberValue(env, result);
+}
+
+// ---------------------------------------------------------------------------------------------
 // info(): what is loaded, for the backend_selected log
 
 napi_value Info(napi_env env, napi_callback_info) {
@@ -1543,7 +1581,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows},
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows}, {"populatePages", PopulatePages},
              {"foldInto", FoldInto}, {"scaleBounded", ScaleBounded}, {"sumSquares", SumSquares}, {"adamInPlace", AdamInPlace}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;

@@ -2,6 +2,13 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../common/backend.ts';
 import { warmUp, warmUpFor, WARM_UP_STEPS } from './warm-up.ts';
+import { loadNativeKernels } from '../common/kernels/native/addon.ts';
+import { countCalls, requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
+import { StepComputer } from './compute.ts';
+
+const load = loadNativeKernels();
+const native = requireNativeOrSkip(load);
+const calls = load.loaded ? countCalls(load.kernels, ['stripeStepFrom']) : new Map<string, number>();
 
 describe('a compute thread\'s warm-up (wasm)', () => {
   beforeAll(async () => {
@@ -12,6 +19,20 @@ describe('a compute thread\'s warm-up (wasm)', () => {
     const before = tf.memory().numTensors;
     for (const model of ['mlp', 'lenet'] as const) expect(await warmUp({ model, batch: 4, steps: 3, maxMs: 60_000 })).toBe(3);
     expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it.runIf(native)('steps a model without BatchNorm as the run steps one slot: the native stripe reads each gradient tensor in the backend and writes the next weights into new tensors, all freed after', async () => {
+    const computer = new StepComputer('mlp', { kind: 'scale' });
+    const tensorsPerStep = computer.layout.entries.filter((e) => e.trainable).length;
+    computer.dispose();
+    const before = tf.memory().numTensors;
+    calls.clear();
+    expect(await warmUp({ model: 'mlp', batch: 4, steps: 3, maxMs: 60_000 })).toBe(3);
+    expect(calls.get('stripeStepFrom')).toBe(3 * tensorsPerStep);
+    expect(tf.memory().numTensors).toBe(before);
+    calls.clear();
+    expect(await warmUp({ model: 'cnn-bn', batch: 4, steps: 1, maxMs: 60_000 })).toBe(1);
+    expect(calls.get('stripeStepFrom')).toBeUndefined();
   });
 
   it('stops at its time limit', async () => {

@@ -7,11 +7,20 @@
  * while the owning thread loads the data (coordinator/inprocess.ts, prestartThreads), so this
  * happens then and not in the first epoch. Nothing of it reaches the run: each step's weights are
  * set from the shared copies, and the model built here is disposed.
+ *
+ * Where the run steps one slot from the backend (wasm with the native stripe, a model without
+ * BatchNorm statistics: mlp and lenet at `dtrain train`'s defaults), the warm-up steps that way too,
+ * on a step memory of its own: new weight tensors each step, written by the native stripe. The
+ * backend's heap then grows to that pattern here, not in the run's first step (whose stripe took
+ * 7-8.5 ms with a warm-up through the slot, 1.4-1.5 ms with this one; docs/shared-step.md).
  */
 import { StepComputer } from './compute.ts';
 import { MODEL_SPECS, type ModelName } from '../common/models.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
+import { CTL, F64, StepMemory } from '../common/step-memory.ts';
+import { StripeWorker } from '../common/step-stripe.ts';
+import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 
 export interface WarmUp {
   model: ModelName;
@@ -34,6 +43,35 @@ export function warmUpFor(model: ModelName, batch: number): WarmUp {
   return { model, batch, steps: WARM_UP_STEPS, maxMs: WARM_UP_MAX_MS };
 }
 
+/**
+ * The run's step of one slot where the backend holds its tensors (the shared-memory step's
+ * trainApply from the backend: new weight tensors each step, the native stripe writing them), on a
+ * step memory of the warm-up's own, so the backend's heap grows to that step's pattern and its
+ * JavaScript compiles now. Undefined where no run could step so (no native stripe, BatchNorm
+ * statistics); it does not read DTRAIN_STEP_FROM_BACKEND: a warm-up of a path the run turned off
+ * changes nothing but the warm-up.
+ */
+function stepFromBackend(computer: StepComputer, batch: number, weights: Float32Array) {
+  const trainable = computer.layout.trainableSize;
+  if (computer.layout.totalSize !== trainable || !loadNativeKernels().loaded) return undefined;
+  const mem = StepMemory.create({ trainable, stats: 0, slots: 1, slotSamples: batch, threads: 1 });
+  const stripe = new StripeWorker(mem);
+  if (!stripe.runsFromBackend) return undefined;
+  mem.ctl[CTL.slotsUsed] = 1;
+  mem.weights[0].set(weights.subarray(0, trainable));
+  // Adam's scalars with a zero step size: the weights stay what they are.
+  const f = mem.f64;
+  [f[F64.inv], f[F64.stepSize], f[F64.sqrtCorrection], f[F64.beta1], f[F64.beta2], f[F64.epsilon]] = [1 / batch, 0, 1, 0.9, 0.999, 1e-7];
+  let parity: 0 | 1 = 0;
+  return async (images: Uint8Array, labels: Uint8Array, gradientSum: Float32Array, stats: Float32Array): Promise<void> => {
+    const task = { from: 0, to: mem.adamSpan, parity, doStats: false };
+    // As the run's next step on the copy it wrote: no upload.
+    if (!computer.holdsAny()) computer.setWeights(weights);
+    await computer.trainInto(images, labels, () => ({ gradientSum, stats, use: (segments) => (segments ? stripe.runFromBackend(task, segments).token : undefined) }));
+    parity = (1 - parity) as 0 | 1;
+  };
+}
+
 /** Runs the warm-up; resolves with the steps it ran (fewer if the backend fails: the run's first step reports that). */
 export async function warmUp(spec: WarmUp): Promise<number> {
   const features = IMAGE_BYTES;
@@ -48,8 +86,13 @@ export async function warmUp(spec: WarmUp): Promise<number> {
     const labels = Uint8Array.from({ length: spec.batch }, (_, i) => i % 10);
     const gradientSum = new Float32Array(computer.layout.trainableSize);
     const stats = new Float32Array(computer.layout.totalSize - computer.layout.trainableSize);
+    const fromBackend = stepFromBackend(computer, spec.batch, weights);
     const started = performance.now();
     for (; done < spec.steps && performance.now() - started < spec.maxMs; done++) {
+      if (fromBackend) {
+        await fromBackend(images, labels, gradientSum, stats);
+        continue;
+      }
       computer.setWeights(weights);
       await computer.trainInto(images, labels, () => ({ gradientSum, stats }));
     }
