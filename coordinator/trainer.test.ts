@@ -196,3 +196,37 @@ describe('the deferred step report', () => {
     });
   }
 });
+
+describe('Trainer.evaluate', () => {
+  it('makes the validation split\'s tasks once and sends the same arrays at every evaluation; the test split gets its own', async () => {
+    const data = await syntheticData(64, 250);
+    const membership = new Membership(silentLogger());
+    const trainer = new Trainer(testConfig({ model: 'mlp', out: await tempDir(), evalBatchSize: 100 }), data, membership, silentLogger());
+    const worker = new MessageWorker('a', trainer.layout.trainableSize, []);
+    const sent: TaskMessage[] = [];
+    const run = worker.run.bind(worker);
+    worker.run = (task) => {
+      sent.push(task);
+      return run(task);
+    };
+    membership.join(worker);
+    const first = await trainer.evaluate(data.val);
+    const val = sent.splice(0);
+    const second = await trainer.evaluate(data.val);
+    const again = sent.splice(0);
+    await trainer.evaluate(data.test);
+    const test = sent.splice(0);
+    expect(val.map((t) => t.labels.length)).toEqual(chunks(data.val.count, 100));
+    expect(again.map((t) => t.images)).toEqual(val.map((t) => t.images));
+    again.forEach((t, i) => expect(t.images).toBe(val[i].images));
+    val.forEach((t, i) => expect(t.images).toEqual(data.val.images.subarray(i * 100 * IMAGE_BYTES, (i * 100 + t.labels.length) * IMAGE_BYTES)));
+    expect(second).toEqual(first);
+    expect(test.map((t) => t.labels.length)).toEqual(chunks(data.test.count, 100));
+    test.forEach((t, i) => expect(t.images).toEqual(data.test.images.subarray(i * 100 * IMAGE_BYTES, (i * 100 + t.labels.length) * IMAGE_BYTES)));
+  });
+});
+
+/** The sizes of `count` samples in chunks of `size`. */
+function chunks(count: number, size: number): number[] {
+  return Array.from({ length: Math.ceil(count / size) }, (_, i) => Math.min(size, count - i * size));
+}
