@@ -10,6 +10,7 @@
 #include <node_api.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <omp.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #if defined(__x86_64__)
@@ -1541,6 +1542,32 @@ napi_value PopulatePages(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// keepFreedMemory(mmapThreshold, trimThreshold) → boolean: glibc's malloc told to keep the memory
+// it frees (common/freed-memory.ts): blocks up to mmapThreshold bytes come from the heap instead of
+// a mapping of their own, and the heap is trimmed only past trimThreshold bytes free at its top.
+// True when glibc took both; false elsewhere (another C library).
+
+napi_value KeepFreedMemory(napi_env env, napi_callback_info info) {
+  bool ok = false;
+  try {
+    const std::vector<napi_value> v = exactArgs(env, info, 2, "keepFreedMemory");
+    const double mmap = numberArg(env, v[0], "keepFreedMemory: argument 0 (mmapThreshold)"), trim = numberArg(env, v[1], "keepFreedMemory: argument 1 (trimThreshold)");
+    if (!(mmap >= 0 && mmap <= 2147483647.0 && trim >= 0 && trim <= 2147483647.0) || mmap != std::floor(mmap) || trim != std::floor(trim)) {
+      throw std::invalid_argument("keepFreedMemory: expected whole byte counts from 0 to 2^31 - 1, got " + std::to_string(mmap) + " and " + std::to_string(trim));
+    }
+#if defined(__GLIBC__)
+    ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap)) == 1 && mallopt(M_TRIM_THRESHOLD, static_cast<int>(trim)) == 1;
+#endif
+  } catch (const std::exception& e) {
+    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
+    return undefinedValue(env);
+  }
+  napi_value out;
+  napi_get_boolean(env, ok, &out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // info(): what is loaded, for the backend_selected log
 
 napi_value Info(napi_env env, napi_callback_info) {
@@ -1581,7 +1608,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows}, {"populatePages", PopulatePages},
+             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows}, {"populatePages", PopulatePages}, {"keepFreedMemory", KeepFreedMemory},
              {"foldInto", FoldInto}, {"scaleBounded", ScaleBounded}, {"sumSquares", SumSquares}, {"adamInPlace", AdamInPlace}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;

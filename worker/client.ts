@@ -23,6 +23,7 @@ import { InlineCompute, type WorkerCompute } from './inline-compute.ts';
 import { BnRelay } from './bn-relay.ts';
 import { FrameEncoder } from '../common/frame-encoder.ts';
 import { gcMode, warnGcMode } from '../common/gc-mode.ts';
+import { keepFreedMemory } from '../common/freed-memory.ts';
 
 /** Result frames, gradients included, in buffers reused once ws has sent them (ws masks a copy at once). */
 const resultFrames = new FrameEncoder(2);
@@ -103,6 +104,8 @@ export function backoffDelay(attempt: number, minMs: number, maxMs: number, rand
 export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> {
   const limits = { ...NET_DEFAULTS, ...opts.limits };
   const { log } = opts;
+  // Before the thread starts allocating: mallopt is process-wide.
+  const malloc = keepFreedMemory();
   const compute = startCompute(opts);
   // Each result is encoded into its frame as soon as it arrives (below), before the next task goes to the thread.
   compute.resultsReadAtOnce = true;
@@ -119,7 +122,7 @@ export async function runWorker(opts: WorkerClientOptions): Promise<WorkerExit> 
     const selection = await withTimeout(compute.started(), limits.readyTimeoutMs, 'loading the compute backend', 'DTRAIN_ERR_THREAD_START');
     // The give-up clock starts with the first connection attempt, not before the thread's start (seconds on a loaded host).
     const giveUp = new GiveUp(opts.maxSameFailures ?? 3, opts.giveUpAfterMs ?? 0);
-    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels, ...gcMode() }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
+    log.info({ event: 'backend_selected', backend: selection.name, source: selection.source, skipped: selection.skipped, adapter: selection.adapter, kernels: selection.kernels, ...gcMode(), ...malloc }, `backend: ${describeSelection(selection)}${selection.kernels ? `, kernels: ${selection.kernels.set}` : ''}`);
     warnGcMode(log);
     let attempt = 0;
     for (;;) {

@@ -19,6 +19,7 @@ import { registerBrowserWorkerRoutes } from '../browser-worker.ts';
 import { addTrainingOptions, envBool, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { duration, envOption, integer, oneOf } from './flags.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
+import { keepFreedMemory } from '../../common/freed-memory.ts';
 
 /** The shared secret: from a file (Docker secrets) or the environment, never a plain flag value. */
 export function readToken(flags: { tokenFile?: string }): string {
@@ -57,7 +58,7 @@ export function registerCoordinatorCommand(program: Command): void {
     const config = trainConfigFromFlags(flags, flags.minWorkers);
     const log = loggerFromFlags(flags, { role: 'coordinator' });
     const signal = shutdownSignal(log);
-    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, wireDtype: flags.wireDtype, out: config.out, ...gcMode() }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, wireDtype: flags.wireDtype, out: config.out, ...gcMode(), ...keepFreedMemory() }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
     warnGcMode(log);
     const web = httpEnabled(flags) ? createRunWeb(config, 'websocket', log) : undefined;
     if (web) registerBrowserWorkerRoutes(web.frontend.routes, log);

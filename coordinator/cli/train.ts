@@ -20,6 +20,7 @@ import { createRunWeb, logDashboardUrl } from '../http/serve.ts';
 import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
 import { AGGREGATIONS, type Aggregation } from '../robust-aggregate.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
+import { keepFreedMemory } from '../../common/freed-memory.ts';
 
 export function addTrainingOptions(cmd: Command): Command {
   const d = TRAIN_DEFAULTS;
@@ -161,7 +162,7 @@ export function registerTrainCommand(program: Command): void {
     const config = { ...trainConfigFromFlags(flags, workers), reduceGrain: flags.reduceGrain };
     const tty = process.stdout.isTTY === true && !flags.logFile;
     const log = loggerFromFlags(flags, { role: 'trainer' });
-    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out, ...gcMode() }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
+    log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out, ...gcMode(), ...keepFreedMemory() }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
     warnGcMode(log);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
     const signal = shutdownSignal(log);

@@ -70,6 +70,11 @@ export interface NativeKernels {
    * the bytes touched.
    */
   populatePages(view: Uint8Array): number;
+  /**
+   * glibc's malloc keeps what it frees (mallopt): blocks up to mmapThreshold bytes from the heap,
+   * trimmed only past trimThreshold bytes free. False where the C library is not glibc.
+   */
+  keepFreedMemory(mmapThreshold: number, trimThreshold: number): boolean;
   /** dst = (first ? 0 : dst) + src in float32 (common/gradient-passes.ts). */
   foldInto(dst: Float32Array, src: Float32Array, first: boolean): void;
   /** x = fl32(x · inv) in place; the first index whose result is not within ±limit (NaN included), or −1. */
@@ -95,7 +100,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'stripeStepFrom', 'gatherRows', 'populatePages', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'stripeStepFrom', 'gatherRows', 'populatePages', 'keepFreedMemory', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

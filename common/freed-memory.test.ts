@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { keepFreedMemory } from './freed-memory.ts';
+import { loadNativeKernels } from './kernels/native/addon.ts';
+import { requireNativeOrSkip } from './kernels/native/native-testing.ts';
+
+/**
+ * A fresh process (glibc's thresholds start at their defaults) that applies the policy as dtrain's
+ * commands do, then allocates a 1 MiB ArrayBuffer, writes every page, frees it (a full collection)
+ * four times, and prints the page faults each round took.
+ */
+const CHILD = `
+import { keepFreedMemory } from ${JSON.stringify(fileURLToPath(new URL('./freed-memory.ts', import.meta.url)))};
+const mode = keepFreedMemory();
+const faults = () => process.resourceUsage().minorPageFault;
+const rounds = [];
+const touchFresh = () => {
+  const u = new Uint8Array(new ArrayBuffer(1 << 20));
+  const before = faults();
+  for (let i = 0; i < u.length; i += 4096) u[i] = 1;
+  return faults() - before;
+};
+for (let round = 0; round < 4; round++) {
+  rounds.push(touchFresh());
+  globalThis.gc();
+  globalThis.gc();
+  await new Promise((r) => setImmediate(r));
+}
+console.log(JSON.stringify({ mode, rounds }));
+`;
+
+function child(env: NodeJS.ProcessEnv): { mode: unknown; rounds: number[] } {
+  const run = spawnSync(process.execPath, ['--single-threaded-gc', '--expose-gc', '--import', 'tsx', '--input-type=module', '-e', CHILD], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60_000 });
+  if (run.status !== 0) throw new Error(`child failed (${run.status}): ${run.stderr}`);
+  return JSON.parse(run.stdout.trim().split('\n').pop()!) as { mode: unknown; rounds: number[] };
+}
+
+const native = requireNativeOrSkip(loadNativeKernels());
+
+describe.runIf(native)('glibc told to keep freed memory (keepFreedMemory)', () => {
+  it('reuses a freed 1 MiB block without page faults, where glibc\'s defaults give the second allocation fresh pages', () => {
+    const kept = child({ DTRAIN_KEEP_FREED_MEMORY: '1' });
+    expect(kept.mode).toEqual({ malloc: 'keeps freed memory' });
+    const plain = child({ DTRAIN_KEEP_FREED_MEMORY: '0' });
+    expect(plain.mode).toEqual({ malloc: 'glibc default', mallocReason: 'DTRAIN_KEEP_FREED_MEMORY=0' });
+    // 256 pages a round: the first round faults them in either way.
+    expect(plain.rounds[1]).toBeGreaterThanOrEqual(64);
+    expect(kept.rounds[1]).toBeLessThan(16);
+    expect(kept.rounds[2] + kept.rounds[3]).toBeLessThan(16);
+  });
+});
+
+describe('DTRAIN_KEEP_FREED_MEMORY', () => {
+  it('refuses anything but 0 or 1, naming what it got', () => {
+    expect(() => keepFreedMemory({ DTRAIN_KEEP_FREED_MEMORY: 'yes please' })).toThrow(/DTRAIN_KEEP_FREED_MEMORY must be 0 or 1, got "yes please"/);
+  });
+});
