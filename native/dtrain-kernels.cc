@@ -1531,7 +1531,8 @@ napi_value PopulatePages(napi_env env, napi_callback_info info) {
     const uintptr_t first = (start + p - 1) & ~(p - 1), last = end & ~(p - 1);
     if (bytes > 0 && last > first) {
       madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE);
-      for (uintptr_t at = first; at < last; at += p) __atomic_fetch_add(reinterpret_cast<int32_t*>(at), 0, __ATOMIC_RELAXED);
+      // volatile: a compiler may not fold an add of 0 into a load, which would not be a write access.
+      for (uintptr_t at = first; at < last; at += p) __atomic_fetch_add(reinterpret_cast<volatile int32_t*>(at), 0, __ATOMIC_RELAXED);
       result = static_cast<double>(last - first);
     }
   } catch (const std::exception& e) {

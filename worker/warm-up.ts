@@ -8,8 +8,8 @@
  * happens then and not in the first epoch. Nothing of it reaches the run: each step's weights are
  * set from the shared copies, and the model built here is disposed.
  *
- * Where the run steps one slot from the backend (wasm with the native stripe, a model without
- * BatchNorm statistics: mlp and lenet at `dtrain train`'s defaults), the warm-up steps that way too,
+ * Where the run steps one slot from the backend (one thread, wasm with the native stripe, a model
+ * without BatchNorm statistics: mlp and lenet at `dtrain train`'s defaults), the warm-up steps that way too,
  * on a step memory of its own: new weight tensors each step, written by the native stripe. The
  * backend's heap then grows to that pattern here, not in the run's first step (whose stripe took
  * 7-8.5 ms with a warm-up through the slot, 1.4-1.5 ms with this one; docs/shared-step.md).
@@ -29,6 +29,11 @@ export interface WarmUp {
   steps: number;
   /** Stops after this long even if fewer steps ran (the large models' first steps are warm soon enough). */
   maxMs: number;
+  /**
+   * Whether the run's steps will be of one slot from the backend (one thread, no reduction grain,
+   * DTRAIN_STEP_FROM_BACKEND not off): the warm-up then steps that way where it can (stepFromBackend).
+   */
+  fromBackend?: boolean;
 }
 
 /**
@@ -38,18 +43,17 @@ export interface WarmUp {
 export const WARM_UP_STEPS = 150;
 export const WARM_UP_MAX_MS = 400;
 
-/** The warm-up for a run of `model` whose threads train slices of `batch` images. */
-export function warmUpFor(model: ModelName, batch: number): WarmUp {
-  return { model, batch, steps: WARM_UP_STEPS, maxMs: WARM_UP_MAX_MS };
+/** The warm-up for a run of `model` whose threads train slices of `batch` images (`fromBackend`: see WarmUp). */
+export function warmUpFor(model: ModelName, batch: number, fromBackend = false): WarmUp {
+  return { model, batch, steps: WARM_UP_STEPS, maxMs: WARM_UP_MAX_MS, fromBackend };
 }
 
 /**
  * The run's step of one slot where the backend holds its tensors (the shared-memory step's
  * trainApply from the backend: new weight tensors each step, the native stripe writing them), on a
  * step memory of the warm-up's own, so the backend's heap grows to that step's pattern and its
- * JavaScript compiles now. Undefined where no run could step so (no native stripe, BatchNorm
- * statistics); it does not read DTRAIN_STEP_FROM_BACKEND: a warm-up of a path the run turned off
- * changes nothing but the warm-up.
+ * JavaScript compiles now. Undefined where it cannot (no native stripe, BatchNorm statistics). Its
+ * step memory (13 MB for the mlp, mapped when made) is dropped with the warm-up.
  */
 function stepFromBackend(computer: StepComputer, batch: number, weights: Float32Array) {
   const trainable = computer.layout.trainableSize;
@@ -86,7 +90,7 @@ export async function warmUp(spec: WarmUp): Promise<number> {
     const labels = Uint8Array.from({ length: spec.batch }, (_, i) => i % 10);
     const gradientSum = new Float32Array(computer.layout.trainableSize);
     const stats = new Float32Array(computer.layout.totalSize - computer.layout.trainableSize);
-    const fromBackend = stepFromBackend(computer, spec.batch, weights);
+    const fromBackend = spec.fromBackend ? stepFromBackend(computer, spec.batch, weights) : undefined;
     const started = performance.now();
     for (; done < spec.steps && performance.now() - started < spec.maxMs; done++) {
       if (fromBackend) {

@@ -150,6 +150,11 @@ export function shutdownSignal(log: Logger): AbortSignal {
   return controller.signal;
 }
 
+/** Whether a run's steps are of one slot from the backend (SharedStepServer.trainApplyFromBackend), for the warm-up to step alike. */
+export function stepsFromBackend(workers: number, reduceGrain: number, env: NodeJS.ProcessEnv = process.env): boolean {
+  return workers === 1 && !reduceGrain && (envBool('DTRAIN_STEP_FROM_BACKEND', env) ?? true);
+}
+
 export function registerTrainCommand(program: Command): void {
   const cmd = program.command('train').description('train a model on this machine, with K worker threads (no network)');
   cmd.addOption(envOption('--workers <k>', 'worker threads (default: one per core, fewer when a step has too little arithmetic to share; see run_started)', 'DTRAIN_WORKERS').argParser(integer('--workers', 1, 256)));
@@ -169,7 +174,7 @@ export function registerTrainCommand(program: Command): void {
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);
     if (web) logDashboardUrl(log, flags.host, await web.frontend.listen(flags.port!, flags.host));
     // The threads load their backend and warm up while this thread loads the data (worker/warm-up.ts).
-    let threads: ReturnType<typeof prestartThreads> | undefined = prestartThreads(workers, config.backend, warmUpFor(config.model, config.batchPerWorker ?? Math.ceil(config.batchSize / workers)));
+    let threads: ReturnType<typeof prestartThreads> | undefined = prestartThreads(workers, config.backend, warmUpFor(config.model, config.batchPerWorker ?? Math.ceil(config.batchSize / workers), stepsFromBackend(workers, config.reduceGrain)));
     const outcome = await runJob({
       config,
       log,
