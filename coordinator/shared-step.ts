@@ -57,6 +57,16 @@ export function stepTotals(results: readonly ResultMessage[]): SharedStepTotals 
 /** How long the owning thread spins before sleeping on a completion (µs): see waitWhileEqual. */
 const SPIN_MICROS = 0;
 
+/** Whether DTRAIN_STEP_FROM_BACKEND leaves a one-slot step from the backend on (the default; 0 turns it off). */
+function stepFromBackendOn(env: NodeJS.ProcessEnv): boolean {
+  return envBool('DTRAIN_STEP_FROM_BACKEND', env) ?? true;
+}
+
+/** Whether a run's steps are of one slot from the backend (SharedStepServer.trainApplyFromBackend), for the warm-up to step alike. */
+export function stepsFromBackend(workers: number, reduceGrain: number, env: NodeJS.ProcessEnv = process.env): boolean {
+  return workers === 1 && !reduceGrain && stepFromBackendOn(env);
+}
+
 export class SharedStep {
   readonly mem: StepMemory;
   private parity: 0 | 1 = 0;
@@ -141,7 +151,7 @@ export class SharedStep {
 
   /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
   constructor(shape: StepMemoryShape, private readonly simd: boolean, env: NodeJS.ProcessEnv = process.env) {
-    this.fromBackend = envBool('DTRAIN_STEP_FROM_BACKEND', env) ?? true;
+    this.fromBackend = stepFromBackendOn(env);
     this.mem = StepMemory.create(shape);
     this.seqs = new Array(shape.threads).fill(0);
     this.tickets = new Array(shape.threads).fill(0);

@@ -97,10 +97,19 @@ napi_value undefinedValue(napi_env env) {
   return u;
 }
 
+napi_value numberValue(napi_env env, double d) {
+  napi_value out;
+  napi_create_double(env, d, &out);
+  return out;
+}
+
+// Runs f, turning a C++ exception into a JavaScript error (DTRAIN_ERR_NATIVE_KERNEL). Returns what f
+// returns (a napi_value), or undefined when f returns nothing or throws.
 template <typename F>
 napi_value guarded(napi_env env, F&& f) {
   try {
-    f();
+    if constexpr (std::is_void_v<std::invoke_result_t<F>>) f();
+    else return f();
   } catch (const dnnl::error& e) {
     napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", (std::string("oneDNN: ") + e.what() + " (status " + std::to_string(e.status) + ")").c_str());
   } catch (const std::exception& e) {
@@ -1279,21 +1288,14 @@ StripeOperands stripeOperands(const Args& a, size_t i, int64_t n) {
 // boundary; `body` computes the call's Σ g² from them. Returns it, or throws a JavaScript error.
 template <typename Body>
 napi_value stripeCall(napi_env env, napi_callback_info info, size_t argc, const char* name, Body body) {
-  double sq = 0;
-  try {
+  return guarded(env, [&] {
     std::vector<napi_value> v = exactArgs(env, info, argc, name);
     size_t bytes = 0;
     uint8_t* base = static_cast<uint8_t*>(typedArrayOf(env, v[0], napi_uint8_array, bytes));
     if (base == nullptr) throw std::invalid_argument(std::string(name) + ": argument 0 must be a Uint8Array over the step's memory");
     if (reinterpret_cast<uintptr_t>(base) % 8 != 0) throw std::invalid_argument(std::string(name) + ": the memory's view must start on an 8-byte boundary");
-    sq = body(Args{env, std::move(v), base, bytes});
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  napi_value out;
-  napi_create_double(env, sq, &out);
-  return out;
+    return numberValue(env, body(Args{env, std::move(v), base, bytes}));
+  });
 }
 
 // stripeStep(memory: Uint8Array over the step memory, lanes, g, stride, slots, wide, w, m, v, wOut,
@@ -1386,12 +1388,6 @@ double numberArg(napi_env env, napi_value x, const char* what) {
   return d;
 }
 
-napi_value numberValue(napi_env env, double d) {
-  napi_value out;
-  napi_create_double(env, d, &out);
-  return out;
-}
-
 // The two ranges overlap (a fold into itself, or Adam's operands sharing memory where they must not).
 bool overlaps(const float* a, const float* b, size_t n) {
   // As addresses: < between pointers into different arrays is unspecified in C++.
@@ -1416,32 +1412,22 @@ napi_value FoldInto(napi_env env, napi_callback_info info) {
 
 // scaleBounded(x: Float32Array, inv, limit) → the first index past ±limit after scaling, or −1.
 napi_value ScaleBounded(napi_env env, napi_callback_info info) {
-  int64_t bad = -1;
-  try {
+  return guarded(env, [&] {
     const std::vector<napi_value> v = exactArgs(env, info, 3, "scaleBounded");
     size_t n = 0;
     float* x = floatsArg(env, v[0], n, "scaleBounded: x");
-    bad = scaleLoop(x, static_cast<int64_t>(n), numberArg(env, v[1], "scaleBounded: inv"), numberArg(env, v[2], "scaleBounded: limit"));
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  return numberValue(env, static_cast<double>(bad));
+    return numberValue(env, static_cast<double>(scaleLoop(x, static_cast<int64_t>(n), numberArg(env, v[1], "scaleBounded: inv"), numberArg(env, v[2], "scaleBounded: limit"))));
+  });
 }
 
 // sumSquares(x: Float32Array) → Σ x² in float64 (NaN or Infinity where a value is not finite).
 napi_value SumSquares(napi_env env, napi_callback_info info) {
-  double sq = 0;
-  try {
+  return guarded(env, [&] {
     const std::vector<napi_value> v = exactArgs(env, info, 1, "sumSquares");
     size_t n = 0;
     const float* x = floatsArg(env, v[0], n, "sumSquares: x");
-    sq = squaresLoop(x, static_cast<int64_t>(n));
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  return numberValue(env, sq);
+    return numberValue(env, squaresLoop(x, static_cast<int64_t>(n)));
+  });
 }
 
 // adamInPlace(w, g, m, v: Float32Array, b1, b2, a1, a2, step, sc2, eps): Adam over every lane, w, m
@@ -1520,8 +1506,8 @@ napi_value GatherRows(napi_env env, napi_callback_info info) {
 #endif
 
 napi_value PopulatePages(napi_env env, napi_callback_info info) {
-  double result = 0;
-  try {
+  return guarded(env, [&] {
+    double result = 0;
     const std::vector<napi_value> v = exactArgs(env, info, 1, "populatePages");
     size_t bytes = 0;
     uint8_t* data = static_cast<uint8_t*>(typedArg(env, v[0], napi_uint8_array, bytes, "populatePages: argument 0 must be a Uint8Array"));
@@ -1535,11 +1521,8 @@ napi_value PopulatePages(napi_env env, napi_callback_info info) {
       for (uintptr_t at = first; at < last; at += p) __atomic_fetch_add(reinterpret_cast<volatile int32_t*>(at), 0, __ATOMIC_RELAXED);
       result = static_cast<double>(last - first);
     }
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  return numberValue(env, result);
+    return numberValue(env, result);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1549,8 +1532,8 @@ napi_value PopulatePages(napi_env env, napi_callback_info info) {
 // True when glibc took both; false elsewhere (another C library).
 
 napi_value KeepFreedMemory(napi_env env, napi_callback_info info) {
-  bool ok = false;
-  try {
+  return guarded(env, [&] {
+    bool ok = false;
     const std::vector<napi_value> v = exactArgs(env, info, 2, "keepFreedMemory");
     const double mmap = numberArg(env, v[0], "keepFreedMemory: argument 0 (mmapThreshold)"), trim = numberArg(env, v[1], "keepFreedMemory: argument 1 (trimThreshold)");
     if (!(mmap >= 0 && mmap <= 2147483647.0 && trim >= 0 && trim <= 2147483647.0) || mmap != std::floor(mmap) || trim != std::floor(trim)) {
@@ -1559,13 +1542,10 @@ napi_value KeepFreedMemory(napi_env env, napi_callback_info info) {
 #if defined(__GLIBC__)
     ok = mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap)) == 1 && mallopt(M_TRIM_THRESHOLD, static_cast<int>(trim)) == 1;
 #endif
-  } catch (const std::exception& e) {
-    napi_throw_error(env, "DTRAIN_ERR_NATIVE_KERNEL", e.what());
-    return undefinedValue(env);
-  }
-  napi_value out;
-  napi_get_boolean(env, ok, &out);
-  return out;
+    napi_value out;
+    napi_get_boolean(env, ok, &out);
+    return out;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -243,11 +243,6 @@ export class StepComputer {
     });
   }
 
-  /** Whether the model's weights are a copy some stripe wrote (the warm-up's own steps). */
-  holdsAny(): boolean {
-    return this.held !== undefined;
-  }
-
   /** Whether the model's weights are weight copy `token` already (written by the last step's BackendGradientUse). */
   holds(token: WeightsToken): boolean {
     const h = this.held;

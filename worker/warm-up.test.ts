@@ -5,7 +5,7 @@ import { warmUp, warmUpFor, WARM_UP_STEPS } from './warm-up.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 import { countCalls, requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
 import { StepComputer } from './compute.ts';
-import { stepsFromBackend } from '../coordinator/cli/train.ts';
+import { stepsFromBackend } from '../coordinator/shared-step.ts';
 
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);

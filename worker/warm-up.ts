@@ -19,7 +19,7 @@ import { MODEL_SPECS, type ModelName } from '../common/models.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { CTL, F64, StepMemory } from '../common/step-memory.ts';
-import { StripeWorker } from '../common/step-stripe.ts';
+import { StripeWorker, heldToken } from '../common/step-stripe.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 
 export interface WarmUp {
@@ -69,8 +69,8 @@ function stepFromBackend(computer: StepComputer, batch: number, weights: Float32
   let parity: 0 | 1 = 0;
   return async (images: Uint8Array, labels: Uint8Array, gradientSum: Float32Array, stats: Float32Array): Promise<void> => {
     const task = { from: 0, to: mem.adamSpan, parity, doStats: false };
-    // As the run's next step on the copy it wrote: no upload.
-    if (!computer.holdsAny()) computer.setWeights(weights);
+    // As the run's step (WorkerSession.withWeights): no upload while the model holds the current copy.
+    if (!computer.holds(heldToken(mem.ctl, parity))) computer.setWeights(weights);
     await computer.trainInto(images, labels, () => ({ gradientSum, stats, use: (segments) => (segments ? stripe.runFromBackend(task, segments).token : undefined) }));
     parity = (1 - parity) as 0 | 1;
   };

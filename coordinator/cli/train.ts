@@ -13,6 +13,7 @@ import { createLogger, type Logger } from '../../common/logger.ts';
 import { ConfigError } from '../../common/errors.ts';
 import { runJob } from '../job.ts';
 import { prestartThreads, startInProcessWorkers } from '../inprocess.ts';
+import { stepsFromBackend } from '../shared-step.ts';
 import { warmUpFor } from '../../worker/warm-up.ts';
 import { defaultRunDir } from '../trainer.ts';
 import { EpochProgress } from './progress.ts';
@@ -148,11 +149,6 @@ export function shutdownSignal(log: Logger): AbortSignal {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return controller.signal;
-}
-
-/** Whether a run's steps are of one slot from the backend (SharedStepServer.trainApplyFromBackend), for the warm-up to step alike. */
-export function stepsFromBackend(workers: number, reduceGrain: number, env: NodeJS.ProcessEnv = process.env): boolean {
-  return workers === 1 && !reduceGrain && (envBool('DTRAIN_STEP_FROM_BACKEND', env) ?? true);
 }
 
 export function registerTrainCommand(program: Command): void {
