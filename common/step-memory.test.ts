@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, nextRound, openRound, readSliceFields, writeSliceFields, StepMemory } from './step-memory.ts';
+import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, finishStripe, nextRound, openRound, readSliceFields, stripesWritten, writeSliceFields, StepMemory } from './step-memory.ts';
 import type { SliceTask } from './protocol.ts';
 
 describe('a train command\'s slice fields', () => {
@@ -71,6 +71,48 @@ describe('the fused round\'s barrier', () => {
     openRound(c, 0x7fffff);
     expect(Atomics.load(c, CTL.round)).toBe(0x7fffff00);
     expect(MAX_ROUND_SLOTS).toBeLessThan(0xff);
+  });
+});
+
+describe('the fused round\'s stripe count (a pass ahead waits for every stripe: coordinator/step-ahead.ts)', () => {
+  const ctl = () => new Int32Array(new SharedArrayBuffer(64 * 4));
+  const settled = async (p: Promise<boolean>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
+
+  it('resolves true once `expected` stripes of the round are written, and not before', async () => {
+    const c = ctl();
+    openRound(c, 6);
+    const waiting = stripesWritten(c, 6, 2, 10_000);
+    finishStripe(c, 6);
+    expect(await settled(waiting)).toBe('pending');
+    finishStripe(c, 6);
+    expect(await waiting).toBe(true);
+  });
+
+  it('counts no stripe of an older round in a newer one, and says true to an older round\'s waiter (the owner has moved on)', async () => {
+    const c = ctl();
+    openRound(c, 2);
+    const older = stripesWritten(c, 2, 2, 10_000);
+    expect(await settled(older)).toBe('pending');
+    const opened = performance.now();
+    openRound(c, nextRound(2));
+    expect(await older).toBe(true);
+    // Woken by the new round, not released by its own 10 s wait.
+    expect(performance.now() - opened).toBeLessThan(5_000);
+    finishStripe(c, 2);
+    expect(Atomics.load(c, CTL.stripesDone)).toBe(3 << 8);
+    const newer = stripesWritten(c, 3, 1, 10_000);
+    expect(await settled(newer)).toBe('pending');
+    finishStripe(c, 3);
+    expect(await newer).toBe(true);
+  });
+
+  it('gives up with false after the wait when a stripe never comes (a partner gone mid-stripe)', async () => {
+    const c = ctl();
+    openRound(c, 4);
+    finishStripe(c, 4);
+    const started = performance.now();
+    expect(await stripesWritten(c, 4, 2, 40)).toBe(false);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(39);
   });
 });
 

@@ -10,8 +10,8 @@
  *   gradient[k], stats[k]    slot k's gradient sums and BatchNorm statistics (one slot per slice);
  *                            float64 gradient sums with a reduction grain (common/reduce-grain.ts)
  *   images[k], labels[k]     slot k's input bytes
- *   aheadImages[2], aheadLabels[2]   with one thread: the next step's slice, offered ahead of its
- *                            command (coordinator/step-ahead.ts), alternating by offer
+ *   aheadImages[2t..2t+1], aheadLabels[2t..2t+1]   per thread t: the next step's slice, offered
+ *                            ahead of its command (coordinator/step-ahead.ts), alternating by offer
  * Keeping the previous weights and moments intact until the step is complete is what lets a step
  * whose thread died during the reduction be redone from the same inputs.
  *
@@ -64,6 +64,12 @@ export const CTL = {
    * (StripeWorker.runFromBackend) skips the next upload only while the copy's version is the one it wrote.
    */
   copyVersions: 2,
+  /**
+   * The fused round's second count (see finishStripe): round << 8 | the stripes finished in it. A
+   * thread that computes ahead after its stripe waits until every stripe of the round is written,
+   * since its pass reads the whole next copy.
+   */
+  stripesDone: 4,
   /** slotCount[k] at slotCounts + k, then slot k's expected thread (StepMemory.slotOwner). */
   slotCounts: 16,
   // per thread (THREAD_INTS int32 = two lines)
@@ -110,10 +116,10 @@ export const CTL = {
   /** The number of slots the round's barrier waits for, fixed with the command (the global slotsUsed changes with later steps). */
   roundSlots: 25,
   /**
-   * The step ahead (coordinator/step-ahead.ts, worker/step-ahead.ts), with one compute thread only:
-   * fields of a one-slot trainApply command. The slice offered with it, to compute once it is done:
-   * its token (0: none; its images are aheadImages[token & 1]), its sample count, and the weight
-   * copy it is to be computed on (the one the command writes).
+   * The step ahead (coordinator/step-ahead.ts, worker/step-ahead.ts): fields of a trainApply
+   * command (of one slot, or of a fused round). The slice offered with it, to compute once it is
+   * done: its token (0: none; its images are the thread's aheadBuffer(token)), its sample count, and
+   * the weight copy it is to be computed on (the one the command's step writes).
    */
   aheadSeq: 26,
   aheadCount: 27,
@@ -212,7 +218,7 @@ export class StepMemory {
   readonly statSums: Float32Array[];
   readonly images: Uint8Array[];
   readonly labels: Uint8Array[];
-  /** With one thread, the two buffers of the slice offered ahead (CTL.aheadSeq & 1); empty otherwise. */
+  /** Two buffers per thread for the slice offered ahead (see aheadBuffer); empty with a reduction grain. */
   readonly aheadImages: Uint8Array[];
   readonly aheadLabels: Uint8Array[];
   /** Byte offsets in the memory, for the Adam kernel. */
@@ -288,7 +294,8 @@ export class StepMemory {
       images.push(take(shape.slotSamples * IMAGE_BYTES));
       labels.push(take(shape.slotSamples));
     }
-    const ahead = shape.threads === 1 ? [0, 1] : [];
+    // A pass ahead runs on float32 slots only (coordinator/step-ahead.ts): no buffers with a grain.
+    const ahead = (shape.grain ?? 0) > 0 ? [] : Array.from({ length: 2 * shape.threads }, (_, i) => i);
     const aheadImages = ahead.map(() => take(shape.slotSamples * IMAGE_BYTES));
     const aheadLabels = ahead.map(() => take(shape.slotSamples));
     return { bytes: at, weightFloats, offsets: { weights, m, v, reduced, gradients, stats, images, labels, aheadImages, aheadLabels } };
@@ -328,6 +335,12 @@ export class StepMemory {
   /** Index of the word naming the thread that slot k's gradient is expected from. */
   slotOwner(k: number): number {
     return CTL.slotCounts + this.shape.slots + k;
+  }
+
+  /** Thread t's buffer for the slice of offer `token` (the two alternate by token), if the memory has them. */
+  aheadBuffer(t: number, token: number): { images: Uint8Array; labels: Uint8Array } | undefined {
+    const i = 2 * t + (token & 1);
+    return i < this.aheadImages.length ? { images: this.aheadImages[i], labels: this.aheadLabels[i] } : undefined;
   }
 
   /** Index of thread t's first control int. */
@@ -405,8 +418,11 @@ export function nextRound(round: number): number {
 
 /** The owning thread: round `round` starts, with no arrivals. */
 export function openRound(ctl: Int32Array, round: number): void {
+  Atomics.store(ctl, CTL.stripesDone, round << 8);
   Atomics.store(ctl, CTL.round, round << 8);
   Atomics.notify(ctl, CTL.round);
+  // A thread still waiting for an older round's stripes: that round is over.
+  Atomics.notify(ctl, CTL.stripesDone);
 }
 
 /** Marks round `round` given up, if it is still the word's, and wakes whoever waits at its barrier. */
@@ -461,6 +477,36 @@ export async function arriveAtRound(ctl: Int32Array, round: number, expected: nu
     }
     if (now < spinUntil) continue;
     const r = atomicsWaitAsync(ctl, CTL.round, v, deadline - now);
+    if (r.async) await r.value;
+  }
+}
+
+/** A compute thread whose stripe of round `round` is written counts it (a round the word no longer names: nothing). */
+export function finishStripe(ctl: Int32Array, round: number): void {
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.stripesDone);
+    if (v >>> 8 !== round) return;
+    if (Atomics.compareExchange(ctl, CTL.stripesDone, v, v + 1) === v) break;
+  }
+  Atomics.notify(ctl, CTL.stripesDone);
+}
+
+/**
+ * Waits, without blocking the event loop, until `expected` stripes of round `round` are written or
+ * the owner has opened a later round (true: round `round` is over, and whatever it or a fallback
+ * wrote is written), or `waitMs` passed (false). A later round means the owner collected every
+ * thread's command of this one; what a pass ahead then read is used only if nothing rewrote it
+ * (coordinator/step-ahead.ts: no other command to the thread, the copy current).
+ */
+export async function stripesWritten(ctl: Int32Array, round: number, expected: number, waitMs: number): Promise<boolean> {
+  const deadline = performance.now() + waitMs;
+  for (;;) {
+    const v = Atomics.load(ctl, CTL.stripesDone);
+    if (v >>> 8 !== round) return true;
+    if ((v & 0xff) >= expected) return true;
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    const r = atomicsWaitAsync(ctl, CTL.stripesDone, v, left);
     if (r.async) await r.value;
   }
 }

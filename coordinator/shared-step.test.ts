@@ -333,15 +333,18 @@ function watchCommands(shared: SharedStep): number[][] {
 
 const sameBits = (a: Float32Array, b: Float32Array) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
-/** A session wrapper: thread `thread`'s call `call` (1-based) runs `before` first (a delay, or a throw). */
+/**
+ * A session wrapper: thread `thread`'s call `call` (1-based) runs `before` first (a delay, or a
+ * throw). It computes no pass ahead (trainAhead: none), so every slice is computed in its command.
+ */
 function onCall(thread: number, call: number, before: () => unknown) {
   return (t: number, session: WorkerSession): WorkerSession => {
     let calls = 0;
     const trainWithInto = session.trainWithInto.bind(session);
-    return { ...session, trainWithInto: async (...args: Parameters<WorkerSession['trainWithInto']>) => {
+    return { ...session, trainAhead: async () => undefined, trainWithInto: async (...args: Parameters<WorkerSession['trainWithInto']>) => {
       if (t === thread && ++calls === call) await before();
       return trainWithInto(...args);
-    } } as WorkerSession;
+    } } as unknown as WorkerSession;
   };
 }
 
@@ -350,13 +353,20 @@ describe('a step of several slots in a fused round (train, barrier, stripe: one 
     it(`runs ${k} threads' 4 steps as one trainApply command each, with no reduce command, and ends with the two-phase step's weights bit for bit`, async () => {
       let fusedOps: number[][] = [];
       let phasedOps: number[][] = [];
-      const fused = await trainShared(k, undefined, {}, { setup: (shared) => (fusedOps = watchCommands(shared)) });
+      const steps: SharedStep[] = [];
+      const fused = await trainShared(k, undefined, {}, { setup: (shared) => ((fusedOps = watchCommands(shared)), steps.push(shared)) });
       const phased = await trainShared(k, undefined, {}, {
         setup: (shared) => {
           shared.fuseRounds = false;
           phasedOps = watchCommands(shared);
+          steps.push(shared);
         },
       });
+      // Every thread ran steps 2-4's slices ahead, once the round's stripes were written (step-ahead.ts);
+      // the fake sessions take the gradient from the weights the pass ran on, so a pass on any other
+      // copy than its command's would change the weights below. The two-phase step offers none.
+      expect(steps[0].ahead.hits).toBe(3 * k);
+      expect(steps[1].ahead.hits).toBe(0);
       expect(fused.outcome?.status).toBe('finished');
       expect(phased.outcome?.status).toBe('finished');
       expect(fusedOps).toEqual(Array.from({ length: k }, () => [OP.trainApply, OP.trainApply, OP.trainApply, OP.trainApply]));

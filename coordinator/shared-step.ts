@@ -84,10 +84,10 @@ export class SharedStep {
   onThreadFailed: (index: number, reason: string) => void = () => {};
 
   private adam: Adam | undefined;
-  /** The next step's slice, offered to a lone thread ahead of its command (step-ahead.ts). */
+  /** The next step's slices, offered to the threads ahead of their commands (step-ahead.ts). */
   readonly ahead: AheadOffers;
-  /** Slot 0's slice of the step being prepared: what an offer made ahead must match. */
-  private firstSlice: { set: ImageSet; indices: Uint32Array } | undefined;
+  /** Each slot's slice of the step being prepared: what an offer made ahead must match. */
+  private readonly slices: ({ set: ImageSet; indices: Uint32Array } | undefined)[] = [];
   /** Slots gathered for the step being prepared (gather(0) starts a step). */
   private stepSlots = 0;
   /** The result of this step's trainApply command (a step of one slot), whose reduction and Adam are done. */
@@ -214,8 +214,9 @@ export class SharedStep {
       this.stepSlots = 0;
       this.applied = undefined;
       this.fusedOptimizerMs = 0;
-      this.firstSlice = { set, indices };
+      this.slices.fill(undefined);
     }
+    this.slices[slot] = { set, indices };
     this.stepSlots = Math.max(this.stepSlots, slot + 1);
     this.slotCounts[slot] = indices.length;
     const images = this.mem.images[slot].subarray(0, indices.length * IMAGE_BYTES);
@@ -257,8 +258,10 @@ export class SharedStep {
       this.roundThreads.add(index);
     }
     writeSliceFields(ctl, b, task);
-    ctl[b + CTL.ahead] = fused ? this.ahead.claim(index, this.seqs[index], this.parity, this.firstSlice, task) : 0;
-    if (!fused) this.ahead.forget();
+    // Commands that reduce in the thread come with the next step's slice (step-ahead.ts); a plain train command breaks the chain.
+    const offers = fused || round !== 0;
+    ctl[b + CTL.ahead] = offers ? this.ahead.claim(index, slot, this.seqs[index], this.parity, this.slices[slot], task) : 0;
+    if (!offers) this.ahead.forget();
     if (fused) {
       this.prepareReduction([task.labels.length]);
       this.setStripe(b, { from: 0, to: this.mem.adamSpan }, true);
@@ -269,7 +272,7 @@ export class SharedStep {
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
     // The next step's slice goes to the thread with this command, to compute once it is done (step-ahead.ts).
-    if (fused) this.ahead.offer(index, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
+    if (offers) this.ahead.offer(index, slot, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
     await this.command(index);
     if (ctl[b + CTL.aheadUsed] === 1) this.ahead.hits++;
     if (ctl[b + CTL.fromBackend] === 1) this.fromBackendSteps++;

@@ -349,8 +349,8 @@ export class Trainer {
     }
     const round = this.stepSync.annotate(tasks, this.position.globalStep, plan);
     // A pass ahead runs without a sample position or BatchNorm mode: never offered to models whose slices carry one.
-    const plain = tasks.length === 1 && !tasks[0].position && !tasks[0].batchNorm;
-    if (shared) shared.ahead.setNext(train, plain ? this.nextSlice(order, batch) : undefined);
+    const plain = tasks.every((t) => !t.position && !t.batchNorm);
+    if (shared) shared.ahead.setNext(train, plain ? this.nextSlices(order, batch, tasks.map((t) => t.labels.length)) : undefined);
     let outcome: TaskOutcome;
     const acc = this.accumulator;
     acc.reset(tasks.length);
@@ -383,11 +383,14 @@ export class Trainer {
     return true;
   }
 
-  /** The next step's indices when it is as large as this one and in the same epoch (offered ahead: step-ahead.ts); else undefined. */
-  private nextSlice(order: Uint32Array, batch: number): Uint32Array | undefined {
-    const from = this.position.sampleOffset + batch;
+  /**
+   * The next step's indices, split as this step's slices (`sizes`), when it is as large as this one
+   * and in the same epoch (offered ahead: step-ahead.ts); else undefined.
+   */
+  private nextSlices(order: Uint32Array, batch: number, sizes: readonly number[]): Uint32Array[] | undefined {
+    let from = this.position.sampleOffset + batch;
     if (from + batch > order.length || batch !== this.globalBatch()) return undefined;
-    return order.subarray(from, from + batch);
+    return sizes.map((n) => order.subarray(from, (from += n)));
   }
 
   /**

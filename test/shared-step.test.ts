@@ -74,10 +74,15 @@ describe('the shared-memory step (worker threads)', () => {
       const bytesIn: number[] = [];
       let trainer: Trainer | undefined;
       const shared = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { hooks: { onStep: (e) => bytesIn.push(e.bytesIn) }, trainer: (t) => (trainer = t) });
-      // Their slices carry a sample position or a BatchNorm mode, which a pass ahead runs without: no slice is ever offered (step-ahead.ts).
       const step = (trainer as unknown as { sharedStep: SharedStep }).sharedStep;
-      expect(step.mem.ctl[step.mem.threadBase(0) + CTL.aheadSeq]).toBe(0);
-      expect(step.ahead.hits).toBe(0);
+      if (model === 'mlp' || model === 'lenet') {
+        // Fused rounds on 2 threads: each thread ran the next step's pass ahead once the round's stripes were written (step-ahead.ts).
+        expect(step.ahead.hits).toBeGreaterThan(0);
+      } else {
+        // Their slices carry a sample position or a BatchNorm mode, which a pass ahead runs without: no slice is ever offered.
+        expect(step.mem.ctl[step.mem.threadBase(0) + CTL.aheadSeq]).toBe(0);
+        expect(step.ahead.hits).toBe(0);
+      }
       const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
       expect(shared.shared).toBe(true);
       expect(messages.shared).toBe(false);

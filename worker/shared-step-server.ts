@@ -5,7 +5,7 @@
  * written into the slot) or reduce and apply Adam to a stripe of the parameters, or both in one
  * command when the step has one slot.
  */
-import { CTL, F64, OP, ROUND_PHASE, STATUS, StepMemory, abortRound, arriveAtRound, publish, readSliceFields, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
+import { CTL, F64, OP, ROUND_PHASE, STATUS, StepMemory, abortRound, arriveAtRound, finishStripe, publish, readSliceFields, stripesWritten, waitWhileEqual, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker, heldToken, type BackendSegment, type WeightsToken } from '../common/step-stripe.ts';
 import type { BackendGradientUse } from './compute.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
@@ -44,6 +44,15 @@ export interface SharedAttachMessage {
 export const SPIN_MICROS = 500;
 export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
+/**
+ * How long a thread that finished its stripe of a fused round waits for the others' before it skips
+ * its pass ahead (ms): the stripes start together at the barrier and are of one size, so one that
+ * takes much longer than this thread's own means a partner that is descheduled or gone; the pass is
+ * then left to the next command. The wait happens after the command is reported done.
+ */
+const AHEAD_WAIT_MIN_MS = 2;
+const AHEAD_WAIT_MAX_MS = 20;
+
 export class SharedStepServer {
   private readonly mem: StepMemory;
   private readonly stripe: StripeWorker;
@@ -54,8 +63,12 @@ export class SharedStepServer {
   private readonly fromBackend: boolean;
   private seq = 0;
   private readonly ahead: StepAhead;
-  /** After a step of one slot: the slice offered with it, and the copy it wrote, which the pass ahead reads (step-ahead.ts). */
-  private wrote: { offer: Offer; parity: 0 | 1 } | undefined;
+  /**
+   * After a trainApply command: the slice offered with it, and the copy its step wrote, which the
+   * pass ahead reads (step-ahead.ts); in a fused round, also the round and its slot count, whose
+   * stripes must all be written first.
+   */
+  private wrote: { offer: Offer; parity: 0 | 1; round?: { round: number; slots: number; waitMs: number } } | undefined;
 
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
@@ -66,7 +79,7 @@ export class SharedStepServer {
     this.fromBackend = msg.fromBackend;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
-    this.ahead = new StepAhead(this.mem, this.base, session);
+    this.ahead = new StepAhead(this.mem, this.index, session);
   }
 
   /** Serves commands until the thread ends. */
@@ -79,7 +92,9 @@ export class SharedStepServer {
       publish(ctl, this.base + CTL.doneSeq, this.seq);
       const wrote = this.wrote;
       this.wrote = undefined;
-      if (wrote) await this.serialize(() => this.ahead.compute(wrote.offer, wrote.parity));
+      if (wrote && (!wrote.round || (await stripesWritten(ctl, wrote.round.round, wrote.round.slots, wrote.round.waitMs)))) {
+        await this.serialize(() => this.ahead.compute(wrote.offer, wrote.parity));
+      }
     }
   }
 
@@ -92,11 +107,11 @@ export class SharedStepServer {
       const op = ctl[b + CTL.op];
       const single = op === OP.trainApply && ctl[b + CTL.fuseRound] === 0;
       // A pass computed ahead serves only the command that names its offer.
-      const pass = this.ahead.take(single ? ctl[b + CTL.ahead] : 0);
+      const pass = this.ahead.take(op === OP.trainApply ? ctl[b + CTL.ahead] : 0);
       if (op === OP.train) await this.train(true);
       else if (op === OP.reduce) this.runStripe(false);
       else if (single) await this.trainApply(pass);
-      else if (op === OP.trainApply) await this.trainInRound(ctl[b + CTL.fuseRound]);
+      else if (op === OP.trainApply) await this.trainInRound(ctl[b + CTL.fuseRound], pass);
       else throw new Error(`unknown shared-step command ${op}`);
       ctl[b + CTL.status] = STATUS.ok;
     } catch (err) {
@@ -124,10 +139,10 @@ export class SharedStepServer {
     this.keepOffer();
   }
 
-  /** After a step of one slot: the slice offered with its command, for the pass ahead on the copy it wrote. */
-  private keepOffer(): void {
+  /** After a trainApply command: the slice offered with it, for the pass ahead on the copy its step wrote (`round`: once the round's stripes are). */
+  private keepOffer(round?: { round: number; slots: number; waitMs: number }): void {
     const offer = this.ahead.offer();
-    if (offer) this.wrote = { offer, parity: (1 - this.mem.ctl[this.base + CTL.parity]) as 0 | 1 };
+    if (offer) this.wrote = { offer, parity: (1 - this.mem.ctl[this.base + CTL.parity]) as 0 | 1, round };
   }
 
   /**
@@ -175,12 +190,12 @@ export class SharedStepServer {
    * from the command's start) runs out, the stripe is left to the owning thread's reduce commands
    * (CTL.fused stays 0).
    */
-  private async trainInRound(round: number): Promise<void> {
+  private async trainInRound(round: number, pass: PassAhead | undefined): Promise<void> {
     const { ctl } = this.mem;
     const b = this.base;
     ctl[b + CTL.fused] = 0;
     const commanded = performance.now();
-    await this.train(true);
+    await this.train(true, pass);
     // The wait counts from the command, so the whole command stays within the owner's step timeout.
     const waitMs = Math.max(0, ctl[b + CTL.fuseWaitMs] - (performance.now() - commanded));
     // Said before arriving, so an owner that gives the round up (SharedStep.quiesce) waits for a
@@ -190,8 +205,12 @@ export class SharedStepServer {
       if (!(await arriveAtRound(ctl, round, ctl[b + CTL.roundSlots], waitMs, this.spinMicros))) return;
       const started = performance.now();
       this.runStripe(false);
-      this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
+      const stripeMs = performance.now() - started;
+      this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = stripeMs;
       ctl[b + CTL.fused] = 1;
+      finishStripe(ctl, round);
+      // The others' stripes run alongside this one: a pass ahead waits a few stripes' time for them, no longer.
+      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots], waitMs: Math.min(AHEAD_WAIT_MAX_MS, AHEAD_WAIT_MIN_MS + 4 * stripeMs) });
     } finally {
       publish(ctl, b + CTL.roundPhase, ROUND_PHASE.clear);
     }

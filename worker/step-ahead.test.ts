@@ -28,7 +28,7 @@ function setup(session: WorkerSession, token: number) {
   mem.ctl[b + CTL.aheadSeq] = token;
   mem.ctl[b + CTL.aheadCount] = 8;
   mem.ctl[b + CTL.aheadParity] = 1;
-  return { mem, weights, images, labels, layout, ahead: new StepAhead(mem, b, session) };
+  return { mem, weights, images, labels, layout, ahead: new StepAhead(mem, 0, session) };
 }
 
 describe('the step ahead, on a compute thread (wasm)', () => {

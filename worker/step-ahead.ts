@@ -1,9 +1,10 @@
 /**
  * The step ahead, the compute thread's side (the owner's, and why: coordinator/step-ahead.ts).
- * A command of a step of one slot may come with the next step's slice (CTL.aheadSeq). Once the
- * command is done, the thread runs that slice's forward and backward pass on the weight copy the
- * command wrote, and keeps the gradients in its backend. The next command uses them only if it
- * names that offer (CTL.ahead); any other command drops them.
+ * A trainApply command (of one slot, or of a fused round) may come with the next step's slice
+ * (CTL.aheadSeq). Once the command is done (in a round: once every stripe is written), the thread
+ * runs that slice's forward and backward pass on the weight copy the step wrote, and keeps the
+ * gradients in its backend. The next command uses them only if it names that offer (CTL.ahead);
+ * any other command drops them.
  */
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { CTL, type StepMemory } from '../common/step-memory.ts';
@@ -27,8 +28,12 @@ export interface Offer {
 export class StepAhead {
   private pending: (PassAhead & { token: number }) | undefined;
 
-  /** `base`: this thread's control block. */
-  constructor(private readonly mem: StepMemory, private readonly base: number, private readonly session: WorkerSession) {}
+  private readonly base: number;
+
+  /** `index`: this thread's, whose control block and ahead buffers it reads. */
+  constructor(private readonly mem: StepMemory, private readonly index: number, private readonly session: WorkerSession) {
+    this.base = mem.threadBase(index);
+  }
 
   /** The slice offered with the command being run (undefined: none). */
   offer(): Offer | undefined {
@@ -36,7 +41,7 @@ export class StepAhead {
     const b = this.base;
     const token = ctl[b + CTL.aheadSeq];
     const count = ctl[b + CTL.aheadCount];
-    if (token === 0 || this.mem.aheadImages.length === 0 || count < 1 || count > shape.slotSamples) return undefined;
+    if (token === 0 || !this.mem.aheadBuffer(this.index, token) || count < 1 || count > shape.slotSamples) return undefined;
     return { token, count, parity: ctl[b + CTL.aheadParity] === 1 ? 1 : 0 };
   }
 
@@ -50,10 +55,10 @@ export class StepAhead {
     this.drop();
     if (offer.parity !== written) return;
     const started = performance.now();
-    const buffer = offer.token & 1;
+    const buffer = this.mem.aheadBuffer(this.index, offer.token)!;
     try {
       const weights = this.mem.weights[written].subarray(0, shape.trainable + shape.stats);
-      const prepared = await this.session.trainAhead(weights, this.mem.aheadImages[buffer].subarray(0, offer.count * IMAGE_BYTES), this.mem.aheadLabels[buffer].subarray(0, offer.count), heldToken(this.mem.ctl, written));
+      const prepared = await this.session.trainAhead(weights, buffer.images.subarray(0, offer.count * IMAGE_BYTES), buffer.labels.subarray(0, offer.count), heldToken(this.mem.ctl, written));
       if (prepared) this.pending = { token: offer.token, prepared, computeMs: performance.now() - started };
     } catch {
       // Nothing is lost: the command computes the slice.
