@@ -493,10 +493,13 @@ export function finishStripe(ctl: Int32Array, round: number): void {
 
 /**
  * Waits, without blocking the event loop, until `expected` stripes of round `round` are written or
- * the owner has opened a later round (true: round `round` is over, and whatever it or a fallback
- * wrote is written), or `waitMs` passed (false). A later round means the owner collected every
- * thread's command of this one; what a pass ahead then read is used only if nothing rewrote it
- * (coordinator/step-ahead.ts: no other command to the thread, the copy current).
+ * the owner has opened a later round (true), or `waitMs` passed (false). After a completed round
+ * the owner opens the next one only once every thread's command of this one is done; after an
+ * abandoned one, an evicted thread may still be writing its stripe. A pass ahead that read such a
+ * copy is never used: its step was not applied, so the copy is not the current one when the next
+ * command is claimed (coordinator/step-ahead.ts), and its version moved (worker/step-ahead.ts). The
+ * early true is needed all the same: the owner resets the count when it opens a round, possibly
+ * before a waiter has seen the last stripe.
  */
 export async function stripesWritten(ctl: Int32Array, round: number, expected: number, waitMs: number): Promise<boolean> {
   const deadline = performance.now() + waitMs;

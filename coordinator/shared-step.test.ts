@@ -319,6 +319,14 @@ describe.runIf(requireNativeOrSkip(nativeLoad))('the shared-memory step with the
   });
 });
 
+/**
+ * The fake threads and the owner share one event loop here: a thread waits for its partners'
+ * stripes before its pass ahead for as long as they take, so a pause of the loop skips no pass.
+ */
+function patientAhead(servers: SharedStepServer[]): void {
+  for (const s of servers) s.aheadWait = { minMs: 10_000, maxMs: 10_000 };
+}
+
 /** Records the op of every command `shared` sends, by thread. */
 function watchCommands(shared: SharedStep): number[][] {
   const ops: number[][] = [];
@@ -354,7 +362,7 @@ describe('a step of several slots in a fused round (train, barrier, stripe: one 
       let fusedOps: number[][] = [];
       let phasedOps: number[][] = [];
       const steps: SharedStep[] = [];
-      const fused = await trainShared(k, undefined, {}, { setup: (shared) => ((fusedOps = watchCommands(shared)), steps.push(shared)) });
+      const fused = await trainShared(k, undefined, {}, { setup: (shared, servers) => ((fusedOps = watchCommands(shared)), steps.push(shared), patientAhead(servers)) });
       const phased = await trainShared(k, undefined, {}, {
         setup: (shared) => {
           shared.fuseRounds = false;
@@ -566,7 +574,7 @@ describe('a thread evicted while it may still write its stripe of a fused round'
   });
 });
 
-describe('the step ahead: a lone thread computes the next slice before its command (step-ahead.ts)', { timeout: 60_000 }, () => {
+describe('the step ahead: a thread computes its next slice before its command (step-ahead.ts)', { timeout: 60_000 }, () => {
   const withoutAhead: Tweaks = {
     setup: (shared) => {
       shared.ahead.setNext = () => {};
@@ -584,15 +592,30 @@ describe('the step ahead: a lone thread computes the next slice before its comma
     expect(same(on, off)).toBe(true);
   });
 
-  it('drops the pass computed on the next copies of a step the Adam guard refused', async () => {
-    // Call 1 is step 1's own compute: 1e20 passes the screen (no history) and the guard refuses the step.
-    const poison: Poison = (_thread, call) => (call === 1 ? 1e20 : undefined);
-    const off = await trainShared(1, poison, {}, withoutAhead);
-    const on = await trainShared(1, poison);
-    expect(on.lines.filter((l) => l.event === 'step_refused')).toHaveLength(1);
-    // Step 2's pass ran on the refused step's copies: its command does not name it.
-    expect(stepsAhead(on)).toEqual([2]);
-    expect(same(on, off)).toBe(true);
+  for (const k of [1, 2]) {
+    it(`drops the pass computed on the next copies of a step the Adam guard refused (${k} thread${k > 1 ? 's, a fused round' : ''})`, async () => {
+      // Call 1 is step 1's own compute: 1e20 passes the screen (no history) and the guard refuses the step.
+      const poison: Poison = (_thread, call) => (call === 1 ? 1e20 : undefined);
+      const off = await trainShared(k, poison, {}, withoutAhead);
+      const on = await trainShared(k, poison, {}, { setup: (_shared, servers) => patientAhead(servers) });
+      expect(on.lines.filter((l) => l.event === 'step_refused')).toHaveLength(1);
+      // Step 2's passes ran on the refused step's copies: their commands do not name them; steps 3 and 4 run ahead.
+      expect(stepsAhead(on)).toEqual([2 * k]);
+      expect(same(on, off)).toBe(true);
+    });
+  }
+
+  it('drops the passes of a fused round whose slot the screen rejected, and recomputes the slot, with the honest weights', async () => {
+    const honest = await trainShared(2, undefined, {}, withoutAhead);
+    // Thread 1's call 2 is its pass for step 2, which its command uses: the screen rejects the slot, a
+    // plain train command recomputes it (the round breaks, nothing is offered with it), phase 2 runs
+    // as reduce commands, and step 3's commands name no pass; step 4's do.
+    let shared: SharedStep | undefined;
+    const run = await trainShared(2, (thread, call) => (thread === 1 && call === 2 ? 1e21 : undefined), {}, { setup: (s, servers) => ((shared = s), patientAhead(servers)) });
+    expect(rejections(run)).toHaveLength(1);
+    expect(run.outcome?.status).toBe('finished');
+    expect(shared!.ahead.hits).toBe(4);
+    expect(same(run, honest)).toBe(true);
   });
 
   it('drops the pass computed after a result the screen rejected, and offers the slice again with the recomputation', async () => {

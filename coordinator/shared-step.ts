@@ -272,7 +272,7 @@ export class SharedStep {
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
     // The next step's slice goes to the thread with this command, to compute once it is done (step-ahead.ts).
-    if (offers) this.ahead.offer(index, slot, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
+    if (offers && this.alive[index]) this.ahead.offer(index, slot, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
     await this.command(index);
     if (ctl[b + CTL.aheadUsed] === 1) this.ahead.hits++;
     if (ctl[b + CTL.fromBackend] === 1) this.fromBackendSteps++;

@@ -83,7 +83,7 @@ export class AheadOffers {
    * pass reads is not rewritten under it.
    */
   offer(index: number, slot: number, seq: number, writes: 0 | 1): void {
-    // The slice stays: a step's slice computed again (a rejected result) offers it again.
+    // The slices stay: in a step of one slot, a slice computed again (a rejected result) offers the next one again.
     const next = this.next?.[slot];
     this.offered[index] = undefined;
     const { ctl } = this.mem;

@@ -46,12 +46,12 @@ export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
 /**
  * How long a thread that finished its stripe of a fused round waits for the others' before it skips
- * its pass ahead (ms): the stripes start together at the barrier and are of one size, so one that
- * takes much longer than this thread's own means a partner that is descheduled or gone; the pass is
- * then left to the next command. The wait happens after the command is reported done.
+ * its pass ahead (ms): `minMs` plus four times its own stripe's time, at most `maxMs`. The stripes
+ * start together at the barrier and are of one size, so one that takes much longer than this
+ * thread's own means a partner that is descheduled or gone; the pass is then left to the next
+ * command. The wait happens after the command is reported done.
  */
-const AHEAD_WAIT_MIN_MS = 2;
-const AHEAD_WAIT_MAX_MS = 20;
+export const AHEAD_WAIT = { minMs: 2, maxMs: 20 } as const;
 
 export class SharedStepServer {
   private readonly mem: StepMemory;
@@ -63,6 +63,8 @@ export class SharedStepServer {
   private readonly fromBackend: boolean;
   private seq = 0;
   private readonly ahead: StepAhead;
+  /** See AHEAD_WAIT (a test may lengthen it, so that a pause of its one event loop does not skip a pass). */
+  aheadWait: { minMs: number; maxMs: number } = { ...AHEAD_WAIT };
   /**
    * After a trainApply command: the slice offered with it, and the copy its step wrote, which the
    * pass ahead reads (step-ahead.ts); in a fused round, also the round and its slot count, whose
@@ -210,7 +212,7 @@ export class SharedStepServer {
       ctl[b + CTL.fused] = 1;
       finishStripe(ctl, round);
       // The others' stripes run alongside this one: a pass ahead waits a few stripes' time for them, no longer.
-      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots], waitMs: Math.min(AHEAD_WAIT_MAX_MS, AHEAD_WAIT_MIN_MS + 4 * stripeMs) });
+      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots], waitMs: Math.min(this.aheadWait.maxMs, this.aheadWait.minMs + 4 * stripeMs) });
     } finally {
       publish(ctl, b + CTL.roundPhase, ROUND_PHASE.clear);
     }

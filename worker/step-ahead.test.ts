@@ -9,6 +9,7 @@ import { weightLayout, initialWeights } from '../common/weights.ts';
 import { buildModel } from '../common/models.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
 import { CTL, StepMemory } from '../common/step-memory.ts';
+import { bumpCopyVersion } from '../common/step-stripe.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 
 /** A one-thread step memory for mlp holding `weights` in copy 1, a session welcomed to it, and a slice offered with token `token`. */
@@ -76,6 +77,27 @@ describe('the step ahead, on a compute thread (wasm)', () => {
     await ahead.compute(offer, 1);
     await ahead.compute(offer, 1);
     ahead.drop();
+    expect(tf.memory().numTensors).toBe(before);
+    session.dispose();
+  });
+
+  it('drops a named pass whose copy was written again after the pass read it, without leaking tensors', async () => {
+    const session = new WorkerSession();
+    const { mem, weights, images, labels, layout, ahead } = setup(session, 6);
+    await session.trainWithInto(weights, images, labels, () => ({ gradientSum: new Float32Array(layout.trainableSize), stats: new Float32Array(0) }));
+    const before = tf.memory().numTensors;
+    await ahead.compute(ahead.offer()!, 1);
+    expect(tf.memory().numTensors).toBeGreaterThan(before);
+    // A writer of copy 1 (a stripe, a reload) raises its version before it writes.
+    bumpCopyVersion(mem.ctl, 1);
+    expect(ahead.take(6)).toBeUndefined();
+    expect(tf.memory().numTensors).toBe(before);
+    // Copy 0 written instead: the pass on copy 1 stands.
+    await ahead.compute(ahead.offer()!, 1);
+    bumpCopyVersion(mem.ctl, 0);
+    const pass = ahead.take(6);
+    expect(pass).toBeDefined();
+    session.discardAhead(pass!.prepared);
     expect(tf.memory().numTensors).toBe(before);
     session.dispose();
   });

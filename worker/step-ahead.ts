@@ -8,7 +8,7 @@
  */
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { CTL, type StepMemory } from '../common/step-memory.ts';
-import { heldToken } from '../common/step-stripe.ts';
+import { heldToken, type WeightsToken } from '../common/step-stripe.ts';
 import type { PreparedStep } from './compute.ts';
 import type { WorkerSession } from './session.ts';
 
@@ -26,7 +26,7 @@ export interface Offer {
 }
 
 export class StepAhead {
-  private pending: (PassAhead & { token: number }) | undefined;
+  private pending: (PassAhead & { token: number; read: WeightsToken }) | undefined;
 
   private readonly base: number;
 
@@ -58,18 +58,25 @@ export class StepAhead {
     const buffer = this.mem.aheadBuffer(this.index, offer.token)!;
     try {
       const weights = this.mem.weights[written].subarray(0, shape.trainable + shape.stats);
-      const prepared = await this.session.trainAhead(weights, buffer.images.subarray(0, offer.count * IMAGE_BYTES), buffer.labels.subarray(0, offer.count), heldToken(this.mem.ctl, written));
-      if (prepared) this.pending = { token: offer.token, prepared, computeMs: performance.now() - started };
+      // The copy's version as the pass reads it: every writer of the copy adds 1 first (CTL.copyVersions).
+      const read = heldToken(this.mem.ctl, written);
+      const prepared = await this.session.trainAhead(weights, buffer.images.subarray(0, offer.count * IMAGE_BYTES), buffer.labels.subarray(0, offer.count), read);
+      if (prepared) this.pending = { token: offer.token, read, prepared, computeMs: performance.now() - started };
     } catch {
       // Nothing is lost: the command computes the slice.
     }
   }
 
-  /** The pass computed for offer `token` (0: none wanted), if there is one; any other pass is dropped. */
+  /**
+   * The pass computed for offer `token` (0: none wanted), if there is one and nothing has written
+   * the copy it read since it read it (the owner's claim already checks that the copy is current
+   * and the thread had no other command; this holds even for an offer kept over steps); any other
+   * pass is dropped.
+   */
   take(token: number): PassAhead | undefined {
     const p = this.pending;
     this.pending = undefined;
-    if (p && token !== 0 && p.token === token) return p;
+    if (p && token !== 0 && p.token === token && Atomics.load(this.mem.ctl, CTL.copyVersions + p.read.copy) === p.read.version) return p;
     if (p) this.session.discardAhead(p.prepared);
     return undefined;
   }
