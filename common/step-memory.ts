@@ -15,14 +15,14 @@
  * Keeping the previous weights and moments intact until the step is complete is what lets a step
  * whose thread died during the reduction be redone from the same inputs.
  *
- * Control (Int32Array, two 64-byte lines per thread after a global block): a command sequence word
+ * Control (Int32Array, three 64-byte lines per thread after a global block): a command sequence word
  * the thread waits on, the command's fields (with the slice's sample position and BatchNorm mode,
  * for models with Dropout or BatchNorm), a done word the owning thread waits on, and the result.
  * Float64 scalars (Adam's bias corrections, 1/count, loss) live in a parallel Float64Array.
  */
 import { IMAGE_BYTES } from './data/types.ts';
 import { ShapeError } from './errors.ts';
-import type { SliceTask } from './protocol.ts';
+import type { SamplePosition, SliceTask } from './protocol.ts';
 import { populatePages, type Populated } from './populate.ts';
 
 export interface StepMemoryShape {
@@ -72,7 +72,7 @@ export const CTL = {
   stripesDone: 4,
   /** slotCount[k] at slotCounts + k, then slot k's expected thread (StepMemory.slotOwner). */
   slotCounts: 16,
-  // per thread (THREAD_INTS int32 = two lines)
+  // per thread (THREAD_INTS int32 = three lines)
   cmdSeq: 0,
   op: 1,
   slot: 2,
@@ -130,24 +130,46 @@ export const CTL = {
   aheadUsed: 30,
   /** Set by the thread: 1 when a step of one slot used its gradient where the backend held it (no slot copy), else 0. */
   fromBackend: 31,
+  /** The offered slice's sample position (its Dropout masks), as hasPosition, seed, stepNo, firstSample for the command's. */
+  aheadHasPosition: 32,
+  aheadSeed: 33,
+  aheadStepNo: 34,
+  aheadFirstSample: 35,
 } as const;
 
 /** CTL.roundPhase's values. */
 export const ROUND_PHASE = { clear: 0, mayWrite: 1 } as const;
 
-const THREAD_INTS = 32;
+const THREAD_INTS = 48;
 
 /** CTL.bnMode's values: the task's TaskBatchNorm (none: the model has no BatchNorm). */
 const BN_MODE = { none: 0, sync: 1, local: 2 } as const;
 
+/** Where a sample position's four words (has one, seed, step, first sample) lie in a thread block: the command's, or the offer's. */
+const POSITION_WORDS = {
+  command: [CTL.hasPosition, CTL.seed, CTL.stepNo, CTL.firstSample],
+  ahead: [CTL.aheadHasPosition, CTL.aheadSeed, CTL.aheadStepNo, CTL.aheadFirstSample],
+} as const;
+
+/** Writes sample position `p` (or none) into the thread block at `b`: the command's words, or the offer's. */
+export function writePosition(ctl: Int32Array, b: number, which: keyof typeof POSITION_WORDS, p: SamplePosition | undefined): void {
+  const [has, seed, step, first] = POSITION_WORDS[which];
+  ctl[b + has] = p ? 1 : 0;
+  ctl[b + seed] = p ? p.seed | 0 : 0;
+  ctl[b + step] = p ? p.step : 0;
+  ctl[b + first] = p ? p.firstSample : 0;
+}
+
+/** Reads back what writePosition wrote. */
+export function readPosition(ctl: Int32Array, b: number, which: keyof typeof POSITION_WORDS): SamplePosition | undefined {
+  const [has, seed, step, first] = POSITION_WORDS[which];
+  return ctl[b + has] === 1 ? { seed: ctl[b + seed] >>> 0, step: ctl[b + step], firstSample: ctl[b + first] } : undefined;
+}
+
 /** Writes `task`'s slice fields into the thread block at `b` (the owning thread, before the command). */
 export function writeSliceFields(ctl: Int32Array, b: number, task: SliceTask): void {
   ctl[b + CTL.taskId] = task.taskId;
-  const p = task.position;
-  ctl[b + CTL.hasPosition] = p ? 1 : 0;
-  ctl[b + CTL.seed] = p ? p.seed | 0 : 0;
-  ctl[b + CTL.stepNo] = p ? p.step : 0;
-  ctl[b + CTL.firstSample] = p ? p.firstSample : 0;
+  writePosition(ctl, b, 'command', task.position);
   const bn = task.batchNorm;
   ctl[b + CTL.bnMode] = !bn ? BN_MODE.none : bn.mode === 'sync' ? BN_MODE.sync : BN_MODE.local;
   ctl[b + CTL.bnRound] = bn?.mode === 'sync' ? bn.round : 0;
@@ -159,7 +181,7 @@ export function readSliceFields(ctl: Int32Array, b: number): SliceTask {
   const mode = ctl[b + CTL.bnMode];
   return {
     taskId: ctl[b + CTL.taskId],
-    position: ctl[b + CTL.hasPosition] === 1 ? { seed: ctl[b + CTL.seed] >>> 0, step: ctl[b + CTL.stepNo], firstSample: ctl[b + CTL.firstSample] } : undefined,
+    position: readPosition(ctl, b, 'command'),
     batchNorm: mode === BN_MODE.sync ? { mode: 'sync', round: ctl[b + CTL.bnRound], timeoutMs: ctl[b + CTL.bnTimeoutMs] } : mode === BN_MODE.local ? { mode: 'local' } : undefined,
   };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AheadOffers } from './step-ahead.ts';
-import { CTL, StepMemory } from '../common/step-memory.ts';
+import { CTL, readPosition, StepMemory } from '../common/step-memory.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 
 function imageSet(count: number): ImageSet {
@@ -17,7 +17,7 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     const offers = new AheadOffers(mem);
     const set = imageSet(10);
     const b = mem.threadBase(0);
-    offers.setNext(set, [Uint32Array.of(7, 2, 5)]);
+    offers.setNext(set, [{ indices: Uint32Array.of(7, 2, 5) }]);
     offers.offer(0, 0, 1, 1);
     const first = mem.ctl[b + CTL.aheadSeq];
     expect(first).toBeGreaterThan(0);
@@ -30,7 +30,7 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     // An offer is named once.
     expect(offers.claim(0, 0, 1, 1, { set, indices: Uint32Array.of(7, 2, 5) }, { taskId: 1 })).toBe(0);
 
-    offers.setNext(set, [Uint32Array.of(1, 2, 3)]);
+    offers.setNext(set, [{ indices: Uint32Array.of(1, 2, 3) }]);
     offers.offer(0, 0, 2, 0);
     const second = mem.ctl[b + CTL.aheadSeq];
     expect(second & 1).not.toBe(first & 1);
@@ -44,6 +44,7 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     expect(refuse(2, 1, slice, { taskId: 2 })).toBe(0); // the step was not applied: copy 1 is still current
     expect(refuse(2, 0, { set, indices: Uint32Array.of(1, 2, 4) }, { taskId: 2 })).toBe(0);
     expect(refuse(2, 0, { set: imageSet(10), indices: slice.indices }, { taskId: 2 })).toBe(0);
+    // Offered without a sample position: a command with one does not name it.
     expect(refuse(2, 0, slice, { taskId: 2, position: { seed: 1, step: 1, firstSample: 0 } })).toBe(0);
     expect(refuse(2, 0, slice, { taskId: 2, batchNorm: { mode: 'local' } })).toBe(0);
     offers.offer(0, 0, 2, 0);
@@ -61,15 +62,15 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     const b = mem.threadBase(0);
     offers.offer(0, 0, 1, 1);
     expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
-    offers.setNext(set, [Uint32Array.of(1, 2, 3, 4, 5)]);
+    offers.setNext(set, [{ indices: Uint32Array.of(1, 2, 3, 4, 5) }]);
     offers.offer(0, 0, 2, 0);
     expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
-    offers.setNext(set, [Uint32Array.of(1)]);
+    offers.setNext(set, [{ indices: Uint32Array.of(1) }]);
     offers.forget();
     offers.offer(0, 0, 3, 1);
     expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
     // No slice for the command's slot: none.
-    offers.setNext(set, [Uint32Array.of(1)]);
+    offers.setNext(set, [{ indices: Uint32Array.of(1) }]);
     offers.offer(0, 1, 4, 0);
     expect(mem.ctl[b + CTL.aheadSeq]).toBe(0);
   });
@@ -80,7 +81,7 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     const set = imageSet(10);
     const [b0, b1] = [mem.threadBase(0), mem.threadBase(1)];
     const slices = [Uint32Array.of(0, 1), Uint32Array.of(2, 3, 4)];
-    offers.setNext(set, slices);
+    offers.setNext(set, slices.map((indices) => ({ indices })));
     offers.offer(0, 0, 1, 1);
     offers.offer(1, 1, 1, 1);
     const [t0, t1] = [mem.ctl[b0 + CTL.aheadSeq], mem.ctl[b1 + CTL.aheadSeq]];
@@ -104,6 +105,31 @@ describe('AheadOffers (the owner\'s side of the step ahead)', () => {
     offers.forget();
     expect(offers.claim(0, 0, 2, 0, { set, indices: slices[0] }, { taskId: 4 })).toBe(0);
     expect(offers.claim(1, 1, 2, 0, { set, indices: slices[1] }, { taskId: 5 })).toBe(0);
+  });
+
+  it('offers a slice\'s sample position with it, and names it only for a command at that position', () => {
+    const mem = StepMemory.create({ ...shape, threads: 1 });
+    const offers = new AheadOffers(mem);
+    const set = imageSet(10);
+    const b = mem.threadBase(0);
+    const indices = Uint32Array.of(4, 5);
+    const position = { seed: 0xfffffff0, step: 7, firstSample: 0 };
+    offers.setNext(set, [{ indices, position }]);
+    const named = (task: Parameters<AheadOffers['claim']>[5]) => {
+      offers.offer(0, 0, 1, 1);
+      return offers.claim(0, 0, 1, 1, { set, indices }, task);
+    };
+    expect(named({ taskId: 1, position: { ...position } })).toBe(mem.ctl[b + CTL.aheadSeq]);
+    expect(readPosition(mem.ctl, b, 'ahead')).toEqual(position);
+    expect(named({ taskId: 1, position: { ...position, step: 8 } })).toBe(0);
+    expect(named({ taskId: 1, position: { ...position, firstSample: 2 } })).toBe(0);
+    expect(named({ taskId: 1, position: { ...position, seed: 1 } })).toBe(0);
+    expect(named({ taskId: 1 })).toBe(0);
+    expect(named({ taskId: 1, position, batchNorm: { mode: 'local' } })).toBe(0);
+    // Then a slice without one: its words say so.
+    offers.setNext(set, [{ indices }]);
+    offers.offer(0, 0, 2, 0);
+    expect(readPosition(mem.ctl, b, 'ahead')).toBeUndefined();
   });
 
   it('is on for any thread count, off with a reduction grain', () => {

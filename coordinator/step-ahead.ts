@@ -20,15 +20,22 @@
  */
 import { gatherInto } from '../common/data/split.ts';
 import type { ImageSet } from '../common/data/types.ts';
-import { CTL, type StepMemory } from '../common/step-memory.ts';
-import type { SliceTask } from '../common/protocol.ts';
+import { CTL, writePosition, type StepMemory } from '../common/step-memory.ts';
+import type { SamplePosition, SliceTask } from '../common/protocol.ts';
 
 interface Slice {
   set: ImageSet;
   indices: Uint32Array;
 }
 
+/** A slice of the next step, as the trainer will hand it out: its indices and sample position (Dropout's masks), if it has one. */
+export interface NextSlice {
+  indices: Uint32Array;
+  position?: SamplePosition;
+}
+
 interface Offer extends Slice {
+  position: SamplePosition | undefined;
   token: number;
   /** The slot whose next slice it is. */
   slot: number;
@@ -36,6 +43,11 @@ interface Offer extends Slice {
   parity: 0 | 1;
   /** The thread's command count when it was offered (that step's command). */
   afterSeq: number;
+}
+
+function samePosition(a: SamplePosition | undefined, b: SamplePosition | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.seed === b.seed && a.step === b.step && a.firstSample === b.firstSample;
 }
 
 function sameSlice(a: Slice, b: Slice): boolean {
@@ -46,7 +58,7 @@ function sameSlice(a: Slice, b: Slice): boolean {
 
 export class AheadOffers {
   /** The next step's slices, by slot. */
-  private next: Slice[] | undefined;
+  private next: (Slice & { position: SamplePosition | undefined })[] | undefined;
   /** Per thread: the offer made with its last command, until claimed or replaced. */
   private readonly offered: (Offer | undefined)[];
   /** Per thread: its last token (the two buffers alternate by token). */
@@ -66,13 +78,14 @@ export class AheadOffers {
   }
 
   /**
-   * The slices of the step after the one being prepared, by slot (the trainer, before this step's
-   * tasks go out); undefined when there are none to offer (the epoch ends, or the slices carry a
-   * sample position or a BatchNorm mode).
+   * The slices of the step after the one being prepared, by slot, with the sample positions the
+   * trainer will give them (the trainer, before this step's tasks go out); undefined when there are
+   * none to offer (the epoch ends, or the slices carry a BatchNorm mode, which a pass ahead cannot
+   * take part in).
    */
-  setNext(set: ImageSet, slices: readonly Uint32Array[] | undefined): void {
-    const fits = this.enabled && slices !== undefined && slices.every((s) => s.length > 0 && s.length <= this.mem.shape.slotSamples);
-    this.next = fits ? slices.map((indices) => ({ set, indices })) : undefined;
+  setNext(set: ImageSet, slices: readonly NextSlice[] | undefined): void {
+    const fits = this.enabled && slices !== undefined && slices.every((s) => s.indices.length > 0 && s.indices.length <= this.mem.shape.slotSamples);
+    this.next = fits ? slices.map((s) => ({ set, indices: s.indices, position: s.position })) : undefined;
   }
 
   /**
@@ -100,6 +113,7 @@ export class AheadOffers {
     ctl[b + CTL.aheadSeq] = token;
     ctl[b + CTL.aheadCount] = next.indices.length;
     ctl[b + CTL.aheadParity] = writes;
+    writePosition(ctl, b, 'ahead', next.position);
     this.offered[index] = { ...next, token, slot, parity: writes, afterSeq: seq };
   }
 
@@ -107,13 +121,14 @@ export class AheadOffers {
    * The offer a trainApply command for slot `slot` to thread `index` may name (0: none): thread
    * `index` has been sent nothing since it was offered (`seq` is its command count now), the offer
    * was for this slot, the copy it was computed on is `parity`, the current one, and the command's
-   * slice is the one offered, with no sample position or BatchNorm mode. Forgets the offer either way.
+   * slice is the one offered, at the sample position offered, with no BatchNorm mode. Forgets the
+   * offer either way.
    */
   claim(index: number, slot: number, seq: number, parity: 0 | 1, slice: Slice | undefined, task: SliceTask): number {
     const o = this.offered[index];
     this.offered[index] = undefined;
     if (!o || !slice || slot !== o.slot || seq !== o.afterSeq || parity !== o.parity) return 0;
-    if (task.position || task.batchNorm || !sameSlice(o, slice)) return 0;
+    if (task.batchNorm || !samePosition(o.position, task.position) || !sameSlice(o, slice)) return 0;
     return o.token;
   }
 

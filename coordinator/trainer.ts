@@ -18,6 +18,7 @@ import { CheckpointError, ConfigError, DtrainError } from '../common/errors.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import type { Membership } from './membership.ts';
 import { roundTripParts, runTasks, type SchedulerOptions, type TaskSpec, type WeightsSource, type WorkerStepStats } from './scheduler.ts';
+import type { NextSlice } from './step-ahead.ts';
 import { aggregateResults, alignedSliceSizes, StepAccumulator, sliceSizes, type StepAggregate } from './aggregate.ts';
 import { GradientScreen, gradientsAgree, sliceNorm, summariesAgree, type SliceSummary } from './result-check.ts';
 import { checkEvalResult } from './eval-check.ts';
@@ -348,9 +349,8 @@ export class Trainer {
       from += size;
     }
     const round = this.stepSync.annotate(tasks, this.position.globalStep, plan);
-    // A pass ahead runs without a sample position or BatchNorm mode: never offered to models whose slices carry one.
-    const plain = tasks.every((t) => !t.position && !t.batchNorm);
-    if (shared) shared.ahead.setNext(train, plain ? this.nextSlices(order, batch, tasks.map((t) => t.labels.length)) : undefined);
+    // A pass ahead cannot take part in a BatchNorm exchange: never offered to slices with a BatchNorm mode.
+    if (shared) shared.ahead.setNext(train, tasks.every((t) => !t.batchNorm) ? this.nextSlices(order, batch, tasks) : undefined);
     let outcome: TaskOutcome;
     const acc = this.accumulator;
     acc.reset(tasks.length);
@@ -384,13 +384,13 @@ export class Trainer {
   }
 
   /**
-   * The next step's indices, split as this step's slices (`sizes`), when it is as large as this one
-   * and in the same epoch (offered ahead: step-ahead.ts); else undefined.
+   * The next step's slices, split as this step's `tasks` and at their sample positions one step on,
+   * when it is as large as this one and in the same epoch (offered ahead: step-ahead.ts); else undefined.
    */
-  private nextSlices(order: Uint32Array, batch: number, sizes: readonly number[]): Uint32Array[] | undefined {
+  private nextSlices(order: Uint32Array, batch: number, tasks: readonly TaskSpec[]): NextSlice[] | undefined {
     let from = this.position.sampleOffset + batch;
     if (from + batch > order.length || batch !== this.globalBatch()) return undefined;
-    return sizes.map((n) => order.subarray(from, (from += n)));
+    return tasks.map((t) => ({ indices: order.subarray(from, (from += t.labels.length)), position: t.position && { ...t.position, step: t.position.step + 1 } }));
   }
 
   /**

@@ -6,7 +6,7 @@
 import { StepComputer, type BackendGradientUse, type GradientTarget, type PreparedStep, type TrainOptions, type TrainResult } from './compute.ts';
 import type { WeightsToken } from '../common/step-stripe.ts';
 import { bytesToFloats, float64ToBytes, floatsToBytes } from '../common/codec.ts';
-import type { BnSumsMessage, ResultMessage, SliceTask, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
+import type { BnSumsMessage, ResultMessage, SamplePosition, SliceTask, TaskMessage, WelcomeMessage, WirePreprocessing } from '../common/protocol.ts';
 import type { Preprocessing } from '../common/data/preprocess.ts';
 import { DtrainError } from '../common/errors.ts';
 import { BnSyncUnsupportedError } from '../common/bn-sync-errors.ts';
@@ -139,12 +139,13 @@ export class WorkerSession {
    * The forward and backward pass of a step whose command has not arrived yet (worker/step-ahead.ts),
    * on weights from shared memory; its gradients stay in the backend until `finishAhead`. Only on a
    * backend a step has already succeeded on (no fallback to try mid-way), for a slice with no
-   * sample position and no BatchNorm; undefined otherwise.
+   * BatchNorm mode (`position`: its sample position, for Dropout's masks); undefined otherwise.
    */
-  async trainAhead(weights: Float32Array, images: Uint8Array, labels: Uint8Array, held?: WeightsToken): Promise<PreparedStep | undefined> {
+  async trainAhead(weights: Float32Array, images: Uint8Array, labels: Uint8Array, held?: WeightsToken, position?: SamplePosition): Promise<PreparedStep | undefined> {
     if (!this.backendProven || !this.computer) return undefined;
     // The labels lie in an ahead buffer that a later offer rewrites: the pass keeps its own copy.
-    return this.withWeights(weights, held).prepareInto(images, labels.slice(), {});
+    // The options a command with this position and no BatchNorm mode trains with (trainWithInto).
+    return this.withWeights(weights, held).prepareInto(images, labels.slice(), this.trainOptions({ taskId: 0, position }));
   }
 
   /**

@@ -7,7 +7,8 @@
  * any other command drops them.
  */
 import { IMAGE_BYTES } from '../common/data/types.ts';
-import { CTL, type StepMemory } from '../common/step-memory.ts';
+import { CTL, readPosition, type StepMemory } from '../common/step-memory.ts';
+import type { SamplePosition } from '../common/protocol.ts';
 import { heldToken, type WeightsToken } from '../common/step-stripe.ts';
 import type { PreparedStep } from './compute.ts';
 import type { WorkerSession } from './session.ts';
@@ -23,6 +24,8 @@ export interface Offer {
   token: number;
   count: number;
   parity: 0 | 1;
+  /** The slice's sample position (its Dropout masks), if it has one. */
+  position?: SamplePosition;
 }
 
 export class StepAhead {
@@ -42,7 +45,8 @@ export class StepAhead {
     const token = ctl[b + CTL.aheadSeq];
     const count = ctl[b + CTL.aheadCount];
     if (token === 0 || !this.mem.aheadBuffer(this.index, token) || count < 1 || count > shape.slotSamples) return undefined;
-    return { token, count, parity: ctl[b + CTL.aheadParity] === 1 ? 1 : 0 };
+    const position = readPosition(ctl, b, 'ahead');
+    return { token, count, parity: ctl[b + CTL.aheadParity] === 1 ? 1 : 0, ...(position ? { position } : {}) };
   }
 
   /**
@@ -60,7 +64,7 @@ export class StepAhead {
       const weights = this.mem.weights[written].subarray(0, shape.trainable + shape.stats);
       // The copy's version as the pass reads it: every writer of the copy adds 1 first (CTL.copyVersions).
       const read = heldToken(this.mem.ctl, written);
-      const prepared = await this.session.trainAhead(weights, buffer.images.subarray(0, offer.count * IMAGE_BYTES), buffer.labels.subarray(0, offer.count), read);
+      const prepared = await this.session.trainAhead(weights, buffer.images.subarray(0, offer.count * IMAGE_BYTES), buffer.labels.subarray(0, offer.count), read, offer.position);
       if (prepared) this.pending = { token: offer.token, read, prepared, computeMs: performance.now() - started };
     } catch {
       // Nothing is lost: the command computes the slice.
