@@ -324,7 +324,7 @@ describe.runIf(requireNativeOrSkip(nativeLoad))('the shared-memory step with the
  * stripes before its pass ahead for as long as they take, so a pause of the loop skips no pass.
  */
 function patientAhead(servers: SharedStepServer[]): void {
-  for (const s of servers) s.aheadWait = { minMs: 10_000, maxMs: 10_000 };
+  for (const s of servers) s.aheadWaitMs = 10_000;
 }
 
 /** Records the op of every command `shared` sends, by thread. */

@@ -2,7 +2,7 @@
  * The step ahead, the owning thread's side (the thread's: worker/step-ahead.ts).
  *
  * A step whose threads reduce and apply Adam themselves (a step of one slot, or a fused round of
- * several: mlp and lenet at batch 32 as `dtrain train` runs them, and `--workers 2
+ * several: mlp, lenet and cnn-dropout as `dtrain train` runs them, and `--workers 2
  * --batch-per-worker 32`) leaves each thread idle from the end of its command to the next one:
  * meanwhile the owning thread wakes for the completions, screens the results, makes the next copies
  * current, reports the step, gathers the next slices and publishes their commands. So when the owner
@@ -12,11 +12,12 @@
  * and backward pass on that copy while the owner finishes s, and keeps the gradients in its backend.
  *
  * Step s+1's command names the offer (CTL.ahead) only if nothing that pass read can differ from
- * what the command would read: the same thread and slot, the same slice of the same set, the copy s
- * wrote is the current one (s was applied, not refused), and no other command went to the thread
- * after s's (no recomputation, no reduction). Otherwise the command names none, and the thread
- * drops the pass and computes as always. Either way the results are bit for bit the same: same
- * weights, same images.
+ * what the command would read: the same thread and slot, the same slice of the same set at the same
+ * sample position (the same Dropout masks), no BatchNorm mode, the copy s wrote is the current one
+ * (s was applied, not refused), and no other command went to the thread after s's (no
+ * recomputation, no reduction). Otherwise the command names none, and the thread drops the pass and
+ * computes as always. Either way the results are bit for bit the same: same weights, same images,
+ * same masks.
  */
 import { gatherInto } from '../common/data/split.ts';
 import type { ImageSet } from '../common/data/types.ts';

@@ -46,12 +46,12 @@ export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
 /**
  * How long a thread that finished its stripe of a fused round waits for the others' before it skips
- * its pass ahead (ms): `minMs` plus four times its own stripe's time, at most `maxMs`. The stripes
- * start together at the barrier and are of one size, so one that takes much longer than this
- * thread's own means a partner that is descheduled or gone; the pass is then left to the next
- * command. The wait happens after the command is reported done.
+ * its pass ahead (ms). The wait happens after the command is reported done, and the next command
+ * cannot come before the last stripe is written (the owner waits for every thread's completion),
+ * so waiting costs nothing while the partners are merely slow; only a partner gone mid-stripe makes
+ * the owner's fallback command to this thread wait behind it, for at most this long.
  */
-export const AHEAD_WAIT = { minMs: 2, maxMs: 20 } as const;
+export const AHEAD_WAIT_MS = 20;
 
 export class SharedStepServer {
   private readonly mem: StepMemory;
@@ -63,8 +63,8 @@ export class SharedStepServer {
   private readonly fromBackend: boolean;
   private seq = 0;
   private readonly ahead: StepAhead;
-  /** See AHEAD_WAIT (a test may lengthen it, so that a pause of its one event loop does not skip a pass). */
-  aheadWait: { minMs: number; maxMs: number } = { ...AHEAD_WAIT };
+  /** See AHEAD_WAIT_MS (a test may lengthen it, so that a pause of its one event loop does not skip a pass). */
+  aheadWaitMs = AHEAD_WAIT_MS;
   /**
    * After a trainApply command: the slice offered with it, and the copy its step wrote, which the
    * pass ahead reads (step-ahead.ts); in a fused round, also the round and its slot count, whose
@@ -207,12 +207,11 @@ export class SharedStepServer {
       if (!(await arriveAtRound(ctl, round, ctl[b + CTL.roundSlots], waitMs, this.spinMicros))) return;
       const started = performance.now();
       this.runStripe(false);
-      const stripeMs = performance.now() - started;
-      this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = stripeMs;
+      this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
       ctl[b + CTL.fused] = 1;
       finishStripe(ctl, round);
-      // The others' stripes run alongside this one: a pass ahead waits a few stripes' time for them, no longer.
-      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots], waitMs: Math.min(this.aheadWait.maxMs, this.aheadWait.minMs + 4 * stripeMs) });
+      // The pass ahead reads the whole next copy: it waits for the others' stripes first.
+      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots], waitMs: this.aheadWaitMs });
     } finally {
       publish(ctl, b + CTL.roundPhase, ROUND_PHASE.clear);
     }

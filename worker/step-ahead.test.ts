@@ -3,21 +3,21 @@ import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '../common/backend.ts';
 import { WorkerSession } from './session.ts';
 import { StepAhead } from './step-ahead.ts';
-import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
+import { PROTOCOL_VERSION, type SliceTask, type WelcomeMessage } from '../common/protocol.ts';
 import { floatsToBytes } from '../common/codec.ts';
 import { weightLayout, initialWeights } from '../common/weights.ts';
 import { buildModel } from '../common/models.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
-import { CTL, StepMemory } from '../common/step-memory.ts';
+import { CTL, StepMemory, writePosition } from '../common/step-memory.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 
-/** A one-thread step memory for mlp holding `weights` in copy 1, a session welcomed to it, and a slice offered with token `token`. */
-function setup(session: WorkerSession, token: number) {
-  const model = buildModel('mlp');
+/** A one-thread step memory for `name` holding `weights` in copy 1, a session welcomed to it, and a slice offered with token `token`. */
+function setup(session: WorkerSession, token: number, name: 'mlp' | 'cnn-dropout' = 'mlp') {
+  const model = buildModel(name);
   const layout = weightLayout(model);
   model.dispose();
-  const welcome: WelcomeMessage = { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'w', model: 'mlp', preprocessing: { kind: 'scale' }, weightCount: layout.totalSize };
+  const welcome: WelcomeMessage = { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: 'w', model: name, preprocessing: { kind: 'scale' }, weightCount: layout.totalSize };
   session.welcome(welcome);
   const mem = StepMemory.create({ trainable: layout.trainableSize, stats: 0, slots: 1, slotSamples: 8, threads: 1 });
   const weights = initialWeights(layout, 3);
@@ -57,6 +57,30 @@ describe('the step ahead, on a compute thread (wasm)', () => {
     expect(r).toEqual(reference);
     expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(direct.buffer))).toBe(0);
     expect(tf.memory().numTensors).toBe(before);
+    session.dispose();
+  });
+
+  it('runs a slice offered with a sample position at that position: the gradient of the command at it (its Dropout masks), bit for bit', async () => {
+    const session = new WorkerSession();
+    const { mem, weights, images, labels, layout, ahead } = setup(session, 3, 'cnn-dropout');
+    const position = { seed: 0xfffffff0, step: 11, firstSample: 5 };
+    writePosition(mem.ctl, mem.threadBase(0), 'ahead', position);
+    const stats = new Float32Array(0);
+    const gradientAt = async (task: SliceTask) => {
+      const g = new Float32Array(layout.trainableSize);
+      await session.trainWithInto(weights, images, labels, () => ({ gradientSum: g, stats }), task);
+      return g;
+    };
+    const direct = await gradientAt({ taskId: 1, position });
+    const elsewhere = await gradientAt({ taskId: 1, position: { ...position, step: 12 } });
+    const offer = ahead.offer()!;
+    expect(offer.position).toEqual(position);
+    await ahead.compute(offer, 1);
+    const out = new Float32Array(layout.trainableSize);
+    await session.finishAhead(ahead.take(3)!.prepared, () => ({ gradientSum: out, stats }));
+    expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(direct.buffer))).toBe(0);
+    // Another step's masks give another gradient: the position is what made them equal.
+    expect(Buffer.compare(Buffer.from(out.buffer), Buffer.from(elsewhere.buffer))).not.toBe(0);
     session.dispose();
   });
 
