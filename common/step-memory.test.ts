@@ -11,17 +11,19 @@ describe('a train command\'s slice fields', () => {
   ];
   for (const task of cases) {
     it(`read back what was written (${task.batchNorm?.mode ?? 'no BatchNorm'})`, () => {
-      const ctl = new Int32Array(64).fill(-1);
-      writeSliceFields(ctl, 32, task);
-      expect(readSliceFields(ctl, 32)).toEqual({ position: undefined, batchNorm: undefined, ...task });
+      const words = new Int32Array(64).fill(-1);
+      writeSliceFields(words, 32, task);
+      expect(readSliceFields(words, 32)).toEqual({ position: undefined, batchNorm: undefined, ...task });
     });
   }
 });
 
+// A control block, and a promise's outcome if it settles within 30 ms.
+const ctl = () => new Int32Array(new SharedArrayBuffer(64 * 4));
+const settled = async (p: Promise<boolean>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
+
 describe('the fused round\'s barrier', () => {
   // "Threads" here are async calls on this thread: a waiter sleeps in Atomics.waitAsync, so the others run.
-  const ctl = () => new Int32Array(new SharedArrayBuffer(64 * 4));
-  const settled = async (p: Promise<boolean>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
 
   it('lets every thread through once the last of `expected` has arrived, and not before', async () => {
     const c = ctl();
@@ -75,8 +77,6 @@ describe('the fused round\'s barrier', () => {
 });
 
 describe('the fused round\'s stripe count (a pass ahead waits for every stripe: coordinator/step-ahead.ts)', () => {
-  const ctl = () => new Int32Array(new SharedArrayBuffer(64 * 4));
-  const settled = async (p: Promise<boolean>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
 
   it('resolves true once `expected` stripes of the round are written, and not before', async () => {
     const c = ctl();

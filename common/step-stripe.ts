@@ -72,6 +72,11 @@ export function heldToken(ctl: Int32Array, copy: 0 | 1): WeightsToken {
   return { control: ctl.buffer, copy, version: Atomics.load(ctl, CTL.copyVersions + copy) };
 }
 
+/** Whether nothing has written `token`'s copy since the token was taken (its version is still the copy's). */
+export function unwritten(ctl: Int32Array, token: WeightsToken): boolean {
+  return Atomics.load(ctl, CTL.copyVersions + token.copy) === token.version;
+}
+
 /**
  * The kernels one thread uses on one StepMemory (the SIMD ones instantiated on its memory). With the
  * native kernels installed and SIMD Adam, one native pass replaces the SIMD reduction and Adam (and

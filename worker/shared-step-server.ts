@@ -53,6 +53,12 @@ export const SPIN_MICROS_OVERSUBSCRIBED = 50;
  */
 export const AHEAD_WAIT_MS = 20;
 
+/** The fused round a command that came with an offer belonged to, and its slot count: the stripes its pass ahead waits for. */
+interface RoundOfOffer {
+  round: number;
+  slots: number;
+}
+
 export class SharedStepServer {
   private readonly mem: StepMemory;
   private readonly stripe: StripeWorker;
@@ -70,7 +76,7 @@ export class SharedStepServer {
    * pass ahead reads (step-ahead.ts); in a fused round, also the round and its slot count, whose
    * stripes must all be written first.
    */
-  private wrote: { offer: Offer; parity: 0 | 1; round?: { round: number; slots: number; waitMs: number } } | undefined;
+  private wrote: { offer: Offer; parity: 0 | 1; round?: RoundOfOffer } | undefined;
 
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
@@ -94,7 +100,7 @@ export class SharedStepServer {
       publish(ctl, this.base + CTL.doneSeq, this.seq);
       const wrote = this.wrote;
       this.wrote = undefined;
-      if (wrote && (!wrote.round || (await stripesWritten(ctl, wrote.round.round, wrote.round.slots, wrote.round.waitMs)))) {
+      if (wrote && (!wrote.round || (await stripesWritten(ctl, wrote.round.round, wrote.round.slots, this.aheadWaitMs)))) {
         await this.serialize(() => this.ahead.compute(wrote.offer, wrote.parity));
       }
     }
@@ -142,7 +148,7 @@ export class SharedStepServer {
   }
 
   /** After a trainApply command: the slice offered with it, for the pass ahead on the copy its step wrote (`round`: once the round's stripes are). */
-  private keepOffer(round?: { round: number; slots: number; waitMs: number }): void {
+  private keepOffer(round?: RoundOfOffer): void {
     const offer = this.ahead.offer();
     if (offer) this.wrote = { offer, parity: (1 - this.mem.ctl[this.base + CTL.parity]) as 0 | 1, round };
   }
@@ -211,7 +217,7 @@ export class SharedStepServer {
       ctl[b + CTL.fused] = 1;
       finishStripe(ctl, round);
       // The pass ahead reads the whole next copy: it waits for the others' stripes first.
-      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots], waitMs: this.aheadWaitMs });
+      this.keepOffer({ round, slots: ctl[b + CTL.roundSlots] });
     } finally {
       publish(ctl, b + CTL.roundPhase, ROUND_PHASE.clear);
     }

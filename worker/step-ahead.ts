@@ -9,7 +9,7 @@
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import { CTL, readPosition, type StepMemory } from '../common/step-memory.ts';
 import type { SamplePosition } from '../common/protocol.ts';
-import { heldToken, type WeightsToken } from '../common/step-stripe.ts';
+import { heldToken, unwritten, type WeightsToken } from '../common/step-stripe.ts';
 import type { PreparedStep } from './compute.ts';
 import type { WorkerSession } from './session.ts';
 
@@ -80,7 +80,7 @@ export class StepAhead {
   take(token: number): PassAhead | undefined {
     const p = this.pending;
     this.pending = undefined;
-    if (p && token !== 0 && p.token === token && Atomics.load(this.mem.ctl, CTL.copyVersions + p.read.copy) === p.read.version) return p;
+    if (p && token !== 0 && p.token === token && unwritten(this.mem.ctl, p.read)) return p;
     if (p) this.session.discardAhead(p.prepared);
     return undefined;
   }
