@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, finishStripe, nextRound, openRound, readSliceFields, stripesWritten, writeSliceFields, StepMemory } from './step-memory.ts';
+import { Worker } from 'node:worker_threads';
+import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, dozeWhileEqual, finishStripe, nextRound, openRound, publish, readSliceFields, stripesWritten, waitWhileEqual, writeSliceFields, StepMemory } from './step-memory.ts';
 import type { SliceTask } from './protocol.ts';
 
 describe('a train command\'s slice fields', () => {
@@ -20,7 +21,7 @@ describe('a train command\'s slice fields', () => {
 
 // A control block, and a promise's outcome if it settles within 30 ms.
 const ctl = () => new Int32Array(new SharedArrayBuffer(64 * 4));
-const settled = async (p: Promise<boolean>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
+const settled = async <T>(p: Promise<T>) => Promise.race([p, new Promise<'pending'>((r) => setTimeout(() => r('pending'), 30))]);
 
 describe('the fused round\'s barrier', () => {
   // "Threads" here are async calls on this thread: a waiter sleeps in Atomics.waitAsync, so the others run.
@@ -125,5 +126,72 @@ describe('a new step memory', () => {
     for (let i = 0; i < bytes.length; i += 4096) bytes[i] = 1;
     expect(process.resourceUsage().minorPageFault - before).toBeLessThan(bytes.length / 4096 / 16);
     expect(StepMemory.attach(mem.init).populated).toBeUndefined();
+  });
+});
+
+describe('a completion word: publish, waitWhileEqual and the owner\'s doze', () => {
+  const WORD = 0;
+  const SLEEPERS = 1;
+  const waitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, i: number, v: number, t?: number) => { async: boolean; value: Promise<string> | string } }).waitAsync;
+
+  it('counts each sleeper on the word, and a publish wakes them all', async () => {
+    const c = ctl();
+    const a = waitWhileEqual(c, WORD, 0, 0, SLEEPERS);
+    const b = waitWhileEqual(c, WORD, 0, 0, SLEEPERS);
+    expect(await settled(a)).toBe('pending');
+    expect(Atomics.load(c, SLEEPERS)).toBe(2);
+    publish(c, WORD, 1, SLEEPERS);
+    await Promise.all([a, b]);
+    expect(Atomics.load(c, SLEEPERS)).toBe(0);
+  });
+
+  it('skips the notify while nobody is counted asleep, and notifies once someone is', async () => {
+    const c = ctl();
+    const uncounted = waitAsync(c, WORD, 0, 200);
+    publish(c, WORD, 1, SLEEPERS);
+    expect(await uncounted.value).toBe('timed-out');
+    const counted = waitAsync(c, WORD, 1, 5_000);
+    Atomics.add(c, SLEEPERS, 1);
+    publish(c, WORD, 2, SLEEPERS);
+    expect(await counted.value).toBe('ok');
+  });
+
+  it('dozes through a store from another thread that comes with no notify, never counted asleep', async () => {
+    const c = ctl();
+    // The thread stores after ~20 ms, without a notify, and records the sleepers it saw then.
+    const thread = new Worker(`
+      const { workerData } = require('node:worker_threads');
+      const c = new Int32Array(workerData);
+      const until = Date.now() + 20; while (Date.now() < until);
+      Atomics.store(c, 2, Atomics.load(c, ${SLEEPERS}));
+      Atomics.store(c, ${WORD}, 1);
+    `, { eval: true, workerData: c.buffer });
+    try {
+      await dozeWhileEqual(c, WORD, 0, SLEEPERS, 10_000_000);
+      expect(Atomics.load(c, WORD)).toBe(1);
+      expect(Atomics.load(c, 2)).toBe(0);
+    } finally {
+      await thread.terminate();
+    }
+  });
+
+  it('past its doze, sleeps counted (the event loop runs again), so a publish with a notify wakes it', async () => {
+    const c = ctl();
+    const started = performance.now();
+    const waiting = dozeWhileEqual(c, WORD, 0, SLEEPERS, 2_000);
+    // A timer fires while it waits: the doze held the event loop no longer than it was allowed.
+    await new Promise((r) => setTimeout(r, 30));
+    expect(Atomics.load(c, SLEEPERS)).toBe(1);
+    expect(performance.now() - started).toBeLessThan(5_000);
+    publish(c, WORD, 1, SLEEPERS);
+    await waiting;
+    expect(Atomics.load(c, SLEEPERS)).toBe(0);
+  });
+
+  it('returns at once when the word has already moved', async () => {
+    const c = ctl();
+    Atomics.store(c, WORD, 3);
+    await dozeWhileEqual(c, WORD, 2, SLEEPERS, 10_000_000);
+    expect(Atomics.load(c, SLEEPERS)).toBe(0);
   });
 });

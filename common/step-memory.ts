@@ -85,7 +85,7 @@ export const CTL = {
   status: 9,
   correct: 10,
   errorLength: 11,
-  /** 1 while the thread sleeps on cmdSeq (so a command needs a notify), 0 while it works or spins. */
+  /** Non-zero while the thread sleeps on cmdSeq (so a command needs a notify), 0 while it works or spins. */
   sleeping: 12,
   taskId: 13,
   /** 1 when the slice has a sample position (seed, step, firstSample: its Dropout masks), else 0. */
@@ -135,6 +135,12 @@ export const CTL = {
   aheadSeed: 33,
   aheadStepNo: 34,
   aheadFirstSample: 35,
+  /**
+   * The owning thread's waits asleep on this thread's doneSeq (so a completion needs a notify; more
+   * than one where an abandoned step's command is still awaited), 0 while it works or dozes
+   * (dozeWhileEqual: it sees the word without one).
+   */
+  ownerSleeping: 36,
 } as const;
 
 /** CTL.roundPhase's values. */
@@ -398,29 +404,54 @@ const atomicsWaitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, i: 
  * keeps handling messages). Spins for `spinMicros` first: a wake-up through the event loop costs
  * tens of microseconds, and the publisher's notify (a system call) is skipped for a thread that is
  * still spinning. `sleeping`, when given, is the word that tells the publisher which case it is:
- * set before sleeping and checked again after, so a value published meanwhile is never missed
- * (both sides use sequentially consistent Atomics).
+ * raised before sleeping and the value checked again after, so a value published meanwhile is never
+ * missed (both sides use sequentially consistent Atomics). It counts the sleepers (one waiter's
+ * wake-up must not hide another's that still sleeps on the word).
  */
 export async function waitWhileEqual(ctl: Int32Array, index: number, value: number, spinMicros = 0, sleeping?: number): Promise<void> {
   if (spinMicros > 0) {
     const until = performance.now() + spinMicros / 1000;
     while (performance.now() < until) if (Atomics.load(ctl, index) !== value) return;
   }
-  if (sleeping !== undefined) Atomics.store(ctl, sleeping, 1);
+  if (sleeping !== undefined) Atomics.add(ctl, sleeping, 1);
   try {
     while (Atomics.load(ctl, index) === value) {
       const r = atomicsWaitAsync(ctl, index, value);
       if (r.async) await r.value;
     }
   } finally {
-    if (sleeping !== undefined) Atomics.store(ctl, sleeping, 0);
+    if (sleeping !== undefined) Atomics.sub(ctl, sleeping, 1);
   }
 }
+
+/**
+ * The owning thread's wait for a completion where it has a core of its own: resolves once
+ * `ctl[index]` is no longer `value`. Once the event loop has run what was queued before (one
+ * setImmediate: the step's report, the next slices' gather), it dozes: blocking Atomics.wait calls
+ * with a timeout of `pollMicros` each, for up to `dozeMicros`, during which `sleeping` stays 0 and
+ * the publisher skips its notify. On this VM a notify that wakes a sleeping thread costs the
+ * publisher 35-80 µs, a store alone 2-5 µs, and the doze sees the store within ~85 µs (median)
+ * where a notified waitAsync wakes in 105-155 µs (docs/shared-step.md, "The owner dozes"). Past
+ * `dozeMicros` it sleeps as waitWhileEqual does, with `sleeping` set, so a slow command still
+ * wakes it and the event loop is never held longer than that.
+ */
+export async function dozeWhileEqual(ctl: Int32Array, index: number, value: number, sleeping: number, dozeMicros: number, pollMicros = DOZE_POLL_MICROS): Promise<void> {
+  if (Atomics.load(ctl, index) !== value) return;
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  const until = performance.now() + dozeMicros / 1000;
+  while (Atomics.load(ctl, index) === value) {
+    if (performance.now() >= until) return waitWhileEqual(ctl, index, value, 0, sleeping);
+    Atomics.wait(ctl, index, value, pollMicros / 1000);
+  }
+}
+
+/** The doze's poll period (µs): see dozeWhileEqual. */
+export const DOZE_POLL_MICROS = 50;
 
 /** Stores `value` and wakes whoever waits on the word (only if it sleeps, when `sleeping` is given). */
 export function publish(ctl: Int32Array, index: number, value: number, sleeping?: number): void {
   Atomics.store(ctl, index, value);
-  if (sleeping === undefined || Atomics.load(ctl, sleeping) === 1) Atomics.notify(ctl, index);
+  if (sleeping === undefined || Atomics.load(ctl, sleeping) !== 0) Atomics.notify(ctl, index);
 }
 
 /**

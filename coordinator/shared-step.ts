@@ -26,7 +26,7 @@ import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import { gatherInto } from '../common/data/split.ts';
-import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
+import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
 import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
@@ -54,8 +54,13 @@ export function stepTotals(results: readonly ResultMessage[]): SharedStepTotals 
   return totals;
 }
 
-/** How long the owning thread spins before sleeping on a completion (µs): see waitWhileEqual. */
-const SPIN_MICROS = 0;
+/**
+ * How long the owning thread dozes on a command's completion before it sleeps (µs), where it has a
+ * core of its own (see dozeWhileEqual): longer than a one-thread mlp or lenet step's wait (0.6 and
+ * 2.1 ms on this machine), so those steps complete without a notify; a longer command costs the
+ * owner's own core this much polling, then a notify as before.
+ */
+export const OWNER_DOZE_MICROS = 5_000;
 
 /** Whether DTRAIN_STEP_FROM_BACKEND leaves a one-slot step from the backend on (the default; 0 turns it off). */
 function stepFromBackendOn(env: NodeJS.ProcessEnv): boolean {
@@ -122,6 +127,8 @@ export class SharedStep {
   private settling: Promise<void> | undefined;
   /** Per slot: the result of its round command, whose thread did its stripe. */
   private readonly roundResults: (ResultMessage | undefined)[] = [];
+  /** How long the owning thread dozes on a completion before sleeping (µs; 0: never dozes): see untilDone. */
+  dozeMicros = OWNER_DOZE_MICROS;
   /** False: a step of several slots always runs phase 2 as its own commands (tests use it to reach that path). */
   fuseRounds = true;
   /** How long a thread waits at a fused round's barrier after arriving (ms); the trainer sets half its step timeout. */
@@ -520,8 +527,19 @@ export class SharedStep {
   private async finished(index: number): Promise<void> {
     const done = this.mem.threadBase(index) + CTL.doneSeq;
     while (this.alive[index] && Atomics.load(this.mem.ctl, done) !== this.seqs[index]) {
-      await waitWhileEqual(this.mem.ctl, done, this.seqs[index] - 1);
+      await this.untilDone(this.mem.threadBase(index), this.seqs[index] - 1);
     }
+  }
+
+  /**
+   * Resolves once the thread at `b` has published a completion after `seq`: dozing first where this
+   * thread has a core of its own (the thread's completion then needs no notify), else asleep
+   * (CTL.ownerSleeping counts it, so the thread notifies).
+   */
+  private untilDone(b: number, seq: number): Promise<void> {
+    const { ctl } = this.mem;
+    if (this.ownerHasCore && this.dozeMicros > 0) return dozeWhileEqual(ctl, b + CTL.doneSeq, seq, b + CTL.ownerSleeping, this.dozeMicros);
+    return waitWhileEqual(ctl, b + CTL.doneSeq, seq, 0, b + CTL.ownerSleeping);
   }
 
   private command(index: number): Promise<void> {
@@ -532,7 +550,7 @@ export class SharedStep {
     return new Promise<void>((resolve, reject) => {
       this.rejecters[index] = reject;
       publish(ctl, b + CTL.cmdSeq, seq, b + CTL.sleeping);
-      void waitWhileEqual(ctl, b + CTL.doneSeq, seq - 1, SPIN_MICROS).then(() => {
+      void this.untilDone(b, seq - 1).then(() => {
         if (this.rejecters[index] !== reject) return; // failed meanwhile
         this.rejecters[index] = undefined;
         if (ctl[b + CTL.status] === STATUS.ok) resolve();

@@ -97,7 +97,7 @@ export class SharedStepServer {
       await waitWhileEqual(ctl, this.base + CTL.cmdSeq, this.seq, this.spinMicros, this.base + CTL.sleeping);
       this.seq = Atomics.load(ctl, this.base + CTL.cmdSeq);
       await this.serialize(() => this.execute());
-      publish(ctl, this.base + CTL.doneSeq, this.seq);
+      publish(ctl, this.base + CTL.doneSeq, this.seq, this.base + CTL.ownerSleeping);
       const wrote = this.wrote;
       this.wrote = undefined;
       if (wrote && (!wrote.round || (await stripesWritten(ctl, wrote.round.round, wrote.round.slots, this.aheadWaitMs)))) {
