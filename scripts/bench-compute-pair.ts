@@ -222,6 +222,11 @@ export async function pairRounds(rounds: number, make: () => Contender, seconds:
   return { alone, together: pairs };
 }
 
+/** One thread's bare compute of `model` in a process alone (this script's child, warmed up), images/s over `seconds`. */
+export async function aloneImagesPerSecond(model: ModelName, batch: number, seconds: number): Promise<number> {
+  return (await together(1, () => dtrainContender(model, batch, seconds), seconds))[0];
+}
+
 export async function measurePair(peer: Peer, model: ModelName, batch: number, rounds: number, seconds: number, python?: string): Promise<ComputePairRun> {
   const make = (): Contender => (peer === 'torch' ? torchContender(python!, model, batch, seconds) : dtrainContender(model, batch, seconds));
   const { alone, together: pairs } = await pairRounds(rounds, make, seconds);

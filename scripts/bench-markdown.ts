@@ -3,7 +3,7 @@
  * from the JSON, next to a line saying what produced it.
  */
 import type { BenchReport, ComputeRow, EndToEndRun, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
-import { bareCompute, bestTorch, efficiency, evaluateGoals, median, pairedRatios, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import { bareCompute, bestTorch, efficiency, evaluateGoals, median, pairedRatios, roundRatios, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
 
@@ -358,11 +358,18 @@ function inProcess(r: BenchReport): string[] {
     const rows = ip.runs.map((x) => {
       const one = ip.runs.find((y) => y.model === x.model && y.workers === 1);
       const m = x.summary.mean;
-      return [x.model, String(x.workers), String(x.summary.samplesPerStep), fixed(x.summary.imagesPerSecond), one && x.workers > 1 ? `${fixed(x.summary.imagesPerSecond / one.summary.imagesPerSecond, 2)}×` : '—', fixed(m.stepMs, 2), fixed(m.computeMs, 2), fixed(m.commMs, 2), fixed(m.optimizerMs, 2)];
+      const paired = one && x.workers > 1 ? roundRatios(x.rounds, one.rounds) : undefined;
+      const vsOne = one && x.workers > 1 ? `${fixed(paired ? median(paired) : x.summary.imagesPerSecond / one.summary.imagesPerSecond, 2)}×` : '—';
+      const rounds = x.rounds ? x.rounds.map((r) => fixed(r)).join(', ') + (x.bareRounds ? ` (bare: ${x.bareRounds.map((r) => fixed(r)).join(', ')})` : '') : '—';
+      return [x.model, String(x.workers), String(x.summary.samplesPerStep), fixed(x.summary.imagesPerSecond), vsOne, rounds, fixed(m.stepMs, 2), fixed(m.computeMs, 2), fixed(m.commMs, 2), fixed(m.optimizerMs, 2)];
     });
+    const paired = ip.runs.some((x) => x.rounds);
     lines.push(
-      markdownTable(['model', 'K', 'images/step', 'img/s', 'vs K=1', 'step, ms', 'slowest compute, ms', 'communication, ms', 'reduction + Adam, ms'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right']),
+      markdownTable(['model', 'K', 'images/step', 'img/s', 'vs K=1', 'each round, img/s', 'step, ms', 'slowest compute, ms', 'communication, ms', 'reduction + Adam, ms'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right']),
       '',
+      ...(paired
+        ? ['In rounds: each round measures one thread\'s bare compute in a process alone (`scripts/bench-compute-pair.ts`\'s child, after its warm-up: "bare"), then K=1 and K=2 back to back; each K\'s row is its median round, and "vs K=1" and the K=1 goal are medians of the ratios within rounds, so this machine\'s drift over minutes moves both sides of a ratio alike.', '']
+        : []),
       `\`dtrain train --workers K --batch-per-worker ${ip.runs[0]?.batchPerWorker} --dataset synthetic --max-steps N\`; means over the steps after ${ip.runs[0]?.summary ? 'the warm-up' : ''} from the step log lines. Compute is the slowest thread's (weights copied in, forward, backward, gradient copied out); communication is the rest of the step outside the reduction (gathering, Atomics round trips, waiting); reduction + Adam is the threads' striped reduce-scatter and update.`,
       '',
     );

@@ -21,8 +21,11 @@ import type {
   MemorySample,
   MemorySection,
   PeersSection,
+  StepSummary,
   TorchPeerRow,
 } from './bench-report.ts';
+import { aloneImagesPerSecond } from './bench-compute-pair.ts';
+import { parseModelName } from '../common/models.ts';
 import { median, medianRun, parseStepEvent, summariseSteps } from './bench-stats.ts';
 import { parseTorchSetup } from './torch-setup.ts';
 
@@ -35,7 +38,7 @@ export interface PeersPlan {
    * 2×1) is measured for that long, so each run has a peer from the same minute (0 or absent: none).
    */
   endToEnd: { models: string[]; trainImages: number; limitTest?: number; rounds: number; epochs: number; pairedTorchSeconds?: number };
-  inProcess: { models: string[]; warmupSteps: number; measuredSteps: number; batchPerWorker: number; workers: number[] };
+  inProcess: { models: string[]; warmupSteps: number; measuredSteps: number; batchPerWorker: number; workers: number[]; rounds: number; bareSeconds: number };
   coordinatorWork: { model: string; workers: number; warmupSteps: number; steps: number };
   memory: { model: string; steps: number; trainImages: number };
 }
@@ -179,23 +182,45 @@ async function endToEndRun(plan: PeersPlan, model: string): Promise<EndToEndRun>
   return run;
 }
 
-/** K=1 and K=2 (and more) worker threads at a fixed batch per worker: the shared-memory step. */
+/**
+ * K=1 and K=2 (and more) worker threads at a fixed batch per worker: the shared-memory step. In
+ * rounds: each round measures one thread's bare compute (a process alone, as the pair section
+ * does), then each K of the model, so the K=1-against-bare and K=2-against-K=1 goals compare
+ * figures taken minutes apart at most; each K keeps its median round's run.
+ */
 export async function measureInProcess(plan: PeersPlan): Promise<InProcessSection> {
   const runs: InProcessRun[] = [];
   const p = plan.inProcess;
   for (const model of p.models) {
-    for (const workers of p.workers) {
-      const steps = p.warmupSteps + p.measuredSteps;
-      say(`in-process: ${model}, K=${workers}, batch per worker ${p.batchPerWorker}, ${p.warmupSteps} + ${p.measuredSteps} steps`);
-      const args = ['--model', model, '--workers', String(workers), '--batch-per-worker', String(p.batchPerWorker), '--dataset', 'synthetic', '--limit-train', String(steps * workers * p.batchPerWorker + p.batchPerWorker), '--limit-test', '100', '--max-steps', String(steps)];
-      const r = await trainProcess(args);
-      const samples = r.lines.map(parseStepEvent).filter((s) => s !== undefined);
-      const summary = summariseSteps(samples, p.warmupSteps);
-      say(`  ${summary.imagesPerSecond.toFixed(0)} img/s, step ${summary.mean.stepMs.toFixed(2)} ms (compute ${summary.mean.computeMs.toFixed(2)}, comm ${summary.mean.commMs.toFixed(2)}, optimizer ${summary.mean.optimizerMs.toFixed(2)})`);
-      runs.push({ model, workers, batchPerWorker: p.batchPerWorker, command: r.command, summary });
+    const bare: number[] = [];
+    const byWorkers = new Map<number, { command: string; summary: StepSummary }[]>(p.workers.map((k) => [k, []]));
+    for (let round = 1; round <= p.rounds; round++) {
+      if (p.workers.includes(1)) {
+        say(`in-process: ${model}, round ${round} of ${p.rounds}: one thread's bare compute alone, batch ${p.batchPerWorker}, ${p.bareSeconds} s`);
+        bare.push(await aloneImagesPerSecond(parseModelName(model), p.batchPerWorker, p.bareSeconds));
+        say(`  ${bare.at(-1)!.toFixed(0)} img/s`);
+      }
+      for (const workers of p.workers) byWorkers.get(workers)!.push(await inProcessRun(p, model, workers));
+    }
+    for (const [workers, done] of byWorkers) {
+      const rounds = done.map((r) => r.summary.imagesPerSecond);
+      const kept = done.find((r) => r.summary.imagesPerSecond === median(rounds)) ?? done[0];
+      runs.push({ model, workers, batchPerWorker: p.batchPerWorker, command: kept.command, summary: kept.summary, ...(p.rounds > 1 ? { rounds } : {}), ...(workers === 1 && bare.length > 0 ? { bareRounds: bare } : {}) });
     }
   }
   return { measured: true, runs };
+}
+
+/** One `dtrain train --workers K --batch-per-worker B --max-steps N` run, summarised after its warm-up steps. */
+async function inProcessRun(p: PeersPlan['inProcess'], model: string, workers: number): Promise<{ command: string; summary: StepSummary }> {
+  const steps = p.warmupSteps + p.measuredSteps;
+  say(`in-process: ${model}, K=${workers}, batch per worker ${p.batchPerWorker}, ${p.warmupSteps} + ${p.measuredSteps} steps`);
+  const args = ['--model', model, '--workers', String(workers), '--batch-per-worker', String(p.batchPerWorker), '--dataset', 'synthetic', '--limit-train', String(steps * workers * p.batchPerWorker + p.batchPerWorker), '--limit-test', '100', '--max-steps', String(steps)];
+  const r = await trainProcess(args);
+  const samples = r.lines.map(parseStepEvent).filter((s) => s !== undefined);
+  const summary = summariseSteps(samples, p.warmupSteps);
+  say(`  ${summary.imagesPerSecond.toFixed(0)} img/s, step ${summary.mean.stepMs.toFixed(2)} ms (compute ${summary.mean.computeMs.toFixed(2)}, comm ${summary.mean.commMs.toFixed(2)}, optimizer ${summary.mean.optimizerMs.toFixed(2)})`);
+  return { command: r.command, summary };
 }
 
 export async function measureCoordinatorWork(plan: PeersPlan): Promise<CoordinatorWorkSection> {

@@ -249,7 +249,15 @@ export interface InProcessRun {
   workers: number;
   batchPerWorker: number;
   command: string;
+  /** The median round's run (the only one without rounds). */
   summary: StepSummary;
+  /**
+   * Each round's run, images/s, in order. A round runs one thread's bare compute (K=1 rows' bareRounds),
+   * then every K of the model, back to back, so this machine's drift hits the figures a goal compares alike.
+   */
+  rounds?: number[];
+  /** K=1 with rounds: one thread's bare compute (scripts/bench-compute-pair.ts, a process alone) just before each round's runs, images/s. */
+  bareRounds?: number[];
 }
 
 export type InProcessSection = { measured: true; runs: InProcessRun[] } | { measured: false; reason: string };

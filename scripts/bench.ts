@@ -24,6 +24,7 @@
  * citing: 624 s on 2026-11-30 on this 2-core machine at load average ~20, a few minutes when quiet.
  */
 import os from 'node:os';
+import { ConfigError } from '../common/errors.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -96,7 +97,7 @@ const FULL: Plan = {
     // JIT (docs/shared-step.md, "Page faults"), and bare compute, which these rows are held
     // against, is measured after its own warm-up. The coordinator's work is measured over 400
     // steps: with K=2 at 32 each, 600 steps fit the synthetic training split's 40,000 images.
-    inProcess: { models: ['mlp', 'lenet'], warmupSteps: 200, measuredSteps: 300, batchPerWorker: 32, workers: [1, 2] },
+    inProcess: { models: ['mlp', 'lenet'], warmupSteps: 200, measuredSteps: 300, batchPerWorker: 32, workers: [1, 2], rounds: 3, bareSeconds: 2 },
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 200, steps: 400 },
     memory: { model: 'mlp', steps: 10_000, trainImages: 40_000 },
   },
@@ -115,7 +116,7 @@ const QUICK: Plan = {
   peers: {
     torch: { models: MODELS, seconds: 2 },
     endToEnd: { models: MODELS, trainImages: 2_000, limitTest: 500, rounds: 1, epochs: 1, pairedTorchSeconds: 1 },
-    inProcess: { models: ['mlp', 'lenet'], warmupSteps: 5, measuredSteps: 40, batchPerWorker: 32, workers: [1, 2] },
+    inProcess: { models: ['mlp', 'lenet'], warmupSteps: 5, measuredSteps: 40, batchPerWorker: 32, workers: [1, 2], rounds: 1, bareSeconds: 0.5 },
     coordinatorWork: { model: 'mlp', workers: 2, warmupSteps: 5, steps: 60 },
     memory: { model: 'mlp', steps: 600, trainImages: 4_000 },
   },
@@ -134,21 +135,41 @@ interface Options {
   readme: boolean;
 }
 
-function parseOptions(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: 'boolean', default: false },
-      json: { type: 'string' },
-      markdown: { type: 'string', default: 'docs/BENCHMARKS.md' },
-      skip: { type: 'string', default: '' },
-      from: { type: 'string' },
-      'no-readme': { type: 'boolean', default: false },
-    },
-  });
+const USAGE = `Usage: npx tsx scripts/bench.ts [--quick] [--json out.json] [--markdown docs/BENCHMARKS.md]
+                            [--skip ${SECTIONS.join(',')}]
+                            [--from report.json] [--no-readme]
+
+Measures every section (about 25 minutes on a quiet 2-core machine), writes the JSON report and
+renders the Markdown from it; a full run also rewrites the README's speed table. --quick checks the
+tooling (not for citing); --from re-renders the Markdown from a report without measuring.`;
+
+function parseOptions(argv: string[]): Options | 'help' {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        help: { type: 'boolean', short: 'h', default: false },
+        quick: { type: 'boolean', default: false },
+        json: { type: 'string' },
+        markdown: { type: 'string', default: 'docs/BENCHMARKS.md' },
+        skip: { type: 'string', default: '' },
+        from: { type: 'string' },
+        'no-readme': { type: 'boolean', default: false },
+      },
+    });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n\n${USAGE}`);
+  }
+  const { values } = parsed;
+  if (values.help) return 'help';
+  return optionsFrom(values);
+}
+
+function optionsFrom(values: { quick?: boolean; json?: string; markdown?: string; skip?: string; from?: string; 'no-readme'?: boolean }): Options {
   const skip = new Set<Section>();
   for (const s of values.skip!.split(',').map((x) => x.trim()).filter(Boolean)) {
-    if (!(SECTIONS as readonly string[]).includes(s)) throw new TypeError(`--skip takes ${SECTIONS.join(', ')}, but got "${s}".`);
+    if (!(SECTIONS as readonly string[]).includes(s)) throw new ConfigError(`--skip takes ${SECTIONS.join(', ')}, but got "${s}".`);
     skip.add(s as Section);
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
@@ -302,6 +323,10 @@ async function writeOutputs(report: BenchReport, opts: Options): Promise<void> {
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
+  if (opts === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
   if (opts.from) {
     const report = JSON.parse(await readFile(opts.from, 'utf8')) as BenchReport;
     if (report.schema !== BENCH_SCHEMA_VERSION) throw new TypeError(`Expected a bench report of schema ${BENCH_SCHEMA_VERSION}, but ${opts.from} has ${report.schema}.`);
@@ -393,5 +418,7 @@ try {
   await main();
 } catch (err) {
   killAll();
-  throw err;
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`bench: ${err.message}\n`);
+  process.exitCode = 2;
 }
