@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { readFileSync, existsSync } from 'node:fs';
+import { describe, expect, it, vi } from 'vitest';
+import fs, { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { tempDir } from '../test/helpers.ts';
@@ -28,6 +28,22 @@ describe('createLogger: JSON lines written in batches', () => {
     expect(lines(path).map((l) => JSON.parse(l).event)).toEqual(['step', 'step', 'worker_left']);
     log.info({ event: 'step', step: 3 }, 'step');
     expect(lines(path)).toHaveLength(3);
+  });
+
+  it('writes without an fsync of the file (a log file would block the owning thread at each flush)', async () => {
+    const path = join(await tempDir('log-'), 'run.log');
+    const fsync = vi.spyOn(fs, 'fsyncSync');
+    try {
+      const log = createLogger({ destination: path, pretty: false });
+      await new Promise((r) => setTimeout(r, LOG_FLUSH_MS * 2));
+      log.info({ event: 'step', step: 1 }, 'step');
+      await new Promise((r) => setTimeout(r, LOG_FLUSH_MS * 3));
+      log.warn({ event: 'worker_left', workerId: 'w1' }, 'left');
+      expect(lines(path).map((l) => JSON.parse(l).event)).toEqual(['step', 'worker_left']);
+      expect(fsync).not.toHaveBeenCalled();
+    } finally {
+      fsync.mockRestore();
+    }
   });
 
   it('writes at once when the lines fill the buffer', async () => {
