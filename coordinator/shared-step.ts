@@ -525,9 +525,9 @@ export class SharedStep {
 
   /** Resolves once thread `index` has finished its last command (or has failed). */
   private async finished(index: number): Promise<void> {
-    const done = this.mem.threadBase(index) + CTL.doneSeq;
-    while (this.alive[index] && Atomics.load(this.mem.ctl, done) !== this.seqs[index]) {
-      await this.untilDone(this.mem.threadBase(index), this.seqs[index] - 1);
+    const b = this.mem.threadBase(index);
+    while (this.alive[index] && Atomics.load(this.mem.ctl, b + CTL.doneSeq) !== this.seqs[index]) {
+      await this.untilDone(b, this.seqs[index] - 1);
     }
   }
 

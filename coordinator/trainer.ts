@@ -555,8 +555,8 @@ export class Trainer {
     this.history.epochs.push(record);
     this.hooks.onEpochEnd?.(record);
     log.info({ event: 'evaluated', split: 'validation', epoch: epoch + 1, loss: val.loss, accuracy: val.accuracy }, `validation: loss ${val.loss.toFixed(4)} - accuracy ${val.accuracy.toFixed(4)}`);
-    // Steps whose thread had run the forward and backward pass before their command (step-ahead.ts).
-    // Slices computed ahead (one per thread and step); the name predates several threads' passes.
+    // Slices whose thread had run the forward and backward pass before their command (step-ahead.ts),
+    // one per thread and step; the field's name predates several threads' passes.
     const ahead = this.sharedStep?.ahead.enabled ? { steps_ahead: this.sharedStep.ahead.newHits() } : {};
     // Steps of one slot whose thread used the gradient where its backend held it (shared-step-server.ts).
     if (this.sharedStep) Object.assign(ahead, { steps_from_backend: this.sharedStep.newFromBackendSteps() });

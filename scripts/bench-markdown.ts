@@ -3,7 +3,7 @@
  * from the JSON, next to a line saying what produced it.
  */
 import type { BenchReport, ComputeRow, EndToEndRun, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
-import { bareCompute, bestTorch, efficiency, evaluateGoals, median, pairedRatios, roundRatios, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import { bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
 
@@ -358,8 +358,7 @@ function inProcess(r: BenchReport): string[] {
     const rows = ip.runs.map((x) => {
       const one = ip.runs.find((y) => y.model === x.model && y.workers === 1);
       const m = x.summary.mean;
-      const paired = one && x.workers > 1 ? roundRatios(x.rounds, one.rounds) : undefined;
-      const vsOne = one && x.workers > 1 ? `${fixed(paired ? median(paired) : x.summary.imagesPerSecond / one.summary.imagesPerSecond, 2)}×` : '—';
+      const vsOne = one && x.workers > 1 ? `${fixed(inProcessSpeedup(x, one), 2)}×` : '—';
       const rounds = x.rounds ? x.rounds.map((r) => fixed(r)).join(', ') + (x.bareRounds ? ` (bare: ${x.bareRounds.map((r) => fixed(r)).join(', ')})` : '') : '—';
       return [x.model, String(x.workers), String(x.summary.samplesPerStep), fixed(x.summary.imagesPerSecond), vsOne, rounds, fixed(m.stepMs, 2), fixed(m.computeMs, 2), fixed(m.commMs, 2), fixed(m.optimizerMs, 2)];
     });
