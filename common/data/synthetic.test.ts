@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { generateSynthetic, SYNTHETIC_DEV_COUNT, SYNTHETIC_TEST_COUNT } from './synthetic.ts';
 import type { ImageSet } from './types.ts';
 
@@ -57,6 +57,17 @@ describe('generateSynthetic', () => {
     expect(sameBytes(again.images, a.images)).toBe(true);
     expect(again.labels).toEqual(a.labels);
     expect(sameBytes(generateSynthetic(range(20), 'dev', 43).images, a.images)).toBe(false);
+  });
+
+  it('draws a seed\'s images alike whichever seed the process drew from before (the tables are kept per seed)', async () => {
+    const fresh = async () => {
+      vi.resetModules();
+      return (await import('./synthetic.ts')).generateSynthetic;
+    };
+    const alone = (await fresh())(range(12), 'dev', 7);
+    const afterAnother = await fresh();
+    afterAnother(range(12), 'dev', 8);
+    expect(sameBytes(afterAnother(range(12), 'dev', 7).images, alone.images)).toBe(true);
   });
 
   it('makes image i the same whichever other images are requested with it', () => {
