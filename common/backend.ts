@@ -9,8 +9,9 @@ import { activeKernelSet, installTrainingKernels, type KernelSelection } from '.
 import { installCpuConv2DBackpropFilter } from './kernels/cpu-conv2d-backprop-filter.ts';
 import { prepareWebGpu, destroyWebGpuDevice, adapterName, type AdapterDescription } from './webgpu.ts';
 
-export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
-export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+import { BACKEND_CHOICES, type BackendChoice } from './config.ts';
+
+export { BACKEND_CHOICES, type BackendChoice };
 
 export interface BackendSelection {
   /** The tfjs backend name now active: tensorflow, webgpu, wasm or cpu. */

@@ -2,8 +2,16 @@
  * Every size and time limit, and every training option, in one typed place with its default.
  * CLI flags and environment variables are parsed into these types at the boundary (coordinator/cli).
  */
-import type { ModelName } from './models.ts';
-import type { BackendChoice } from './backend.ts';
+
+// The names each choice flag accepts. They live here, away from the code behind them, so that the
+// command line can define its flags (and answer --help) without loading TensorFlow.js.
+export const MODEL_NAMES = ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'] as const;
+export type ModelName = (typeof MODEL_NAMES)[number];
+export const BACKEND_CHOICES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+/** How the slices' gradients combine (coordinator/robust-aggregate.ts). */
+export const AGGREGATIONS = ['mean', 'trimmed-mean', 'median'] as const;
+export type Aggregation = (typeof AGGREGATIONS)[number];
 
 export interface NetLimits {
   /** Largest frame either side accepts; checked by ws before the body is buffered. Default 256 MiB. */

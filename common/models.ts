@@ -5,8 +5,9 @@
 import { tfl } from './tf.ts';
 import { ConfigError } from './errors.ts';
 
-export const MODEL_NAMES = ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'] as const;
-export type ModelName = (typeof MODEL_NAMES)[number];
+import { MODEL_NAMES, type ModelName } from './config.ts';
+
+export { MODEL_NAMES, type ModelName };
 
 /** How raw CIFAR bytes become model inputs: MLP inputs are standardized, CNN inputs scaled to [0,1]. */
 export type InputKind = 'flat-standardized' | 'image-scaled';

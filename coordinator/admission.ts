@@ -21,6 +21,21 @@ interface StrikeRecord {
 /** Beyond this many addresses, stale records are pruned before a new one is added. */
 const PRUNE_ABOVE = 10_000;
 
+export interface AdmissionOptions {
+  /** Open worker connections (welcomed or not) at most; more get HTTP 503. Default 256. */
+  maxWorkers: number;
+  /** Wrong tokens per address: default 5 within 60 s start a 60 s cool-down. */
+  authStrikes: StrikeRules;
+  /** Evictions per address (bad frames, rejected results, timeouts): default 3 within 10 min start a 5 min cool-down. */
+  evictionStrikes: StrikeRules;
+}
+
+export const ADMISSION_DEFAULTS: AdmissionOptions = {
+  maxWorkers: 256,
+  authStrikes: { maxStrikes: 5, windowMs: 60_000, coolDownMs: 60_000 },
+  evictionStrikes: { maxStrikes: 3, windowMs: 600_000, coolDownMs: 300_000 },
+};
+
 export class StrikeCounter {
   private readonly records = new Map<string, StrikeRecord>();
 

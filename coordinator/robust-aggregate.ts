@@ -18,8 +18,9 @@
 import { bytesToFloats } from '../common/codec.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 
-export const AGGREGATIONS = ['mean', 'trimmed-mean', 'median'] as const;
-export type Aggregation = (typeof AGGREGATIONS)[number];
+import { AGGREGATIONS, type Aggregation } from '../common/config.ts';
+
+export { AGGREGATIONS, type Aggregation };
 
 /** How many votes trimmed-mean drops from each end, for K slices. */
 export function trimCount(k: number): number {

@@ -19,3 +19,9 @@ export interface Metrics extends RunMetrics {
 export function writeJson(runDir: string, name: string, value: unknown): Promise<void> {
   return writeFileAtomic(join(runDir, name), JSON.stringify(value, null, 2) + '\n');
 }
+
+/** runs/<model>-<time>: where a run goes without --out. */
+export function defaultRunDir(model: string): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  return join('runs', `${model}-${stamp}`);
+}

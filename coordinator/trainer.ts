@@ -621,7 +621,3 @@ function round(x: number): number {
   return Math.round(x * 100) / 100;
 }
 
-export function defaultRunDir(model: string): string {
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  return join('runs', `${model}-${stamp}`);
-}

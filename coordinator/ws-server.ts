@@ -28,7 +28,9 @@ import type { ResultExpectations } from '../common/codec.ts';
 import { CLOSE_CODES, type WelcomeMessage } from '../common/protocol.ts';
 import type { Membership } from './membership.ts';
 import { Connection, HELLO_MAX_BYTES, Stage } from './connection.ts';
-import { LogLimiter, StrikeCounter, type StrikeRules } from './admission.ts';
+import { ADMISSION_DEFAULTS, LogLimiter, StrikeCounter, type AdmissionOptions } from './admission.ts';
+
+export { ADMISSION_DEFAULTS, type AdmissionOptions };
 import { tokenFromProtocols, WORKER_PROTOCOL } from '../common/token-protocol.ts';
 
 export { safeClose } from './connection.ts';
@@ -36,20 +38,6 @@ export { safeClose } from './connection.ts';
 /** Refusal log lines per address, at most one per this interval. */
 const LOG_INTERVAL_MS = 10_000;
 
-export interface AdmissionOptions {
-  /** Open worker connections (welcomed or not) at most; more get HTTP 503. Default 256. */
-  maxWorkers: number;
-  /** Wrong tokens per address: default 5 within 60 s start a 60 s cool-down. */
-  authStrikes: StrikeRules;
-  /** Evictions per address (bad frames, rejected results, timeouts): default 3 within 10 min start a 5 min cool-down. */
-  evictionStrikes: StrikeRules;
-}
-
-export const ADMISSION_DEFAULTS: AdmissionOptions = {
-  maxWorkers: 256,
-  authStrikes: { maxStrikes: 5, windowMs: 60_000, coolDownMs: 60_000 },
-  evictionStrikes: { maxStrikes: 3, windowMs: 600_000, coolDownMs: 300_000 },
-};
 
 export interface WsServerOptions {
   port: number;

@@ -5,17 +5,10 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../common/errors.ts';
-import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
 import { createLogger } from '../../common/logger.ts';
-import { runJob } from '../job.ts';
-import { ADMISSION_DEFAULTS, startWsServer } from '../ws-server.ts';
-import { NET_DEFAULTS } from '../../common/config.ts';
-import { runWorker } from '../../worker/client.ts';
-import { LocalData } from '../../worker/local-data.ts';
+import { ADMISSION_DEFAULTS } from '../admission.ts';
+import { BACKEND_CHOICES, NET_DEFAULTS, type BackendChoice, type DatasetName } from '../../common/config.ts';
 import { WIRE_DTYPES, type WireDtype } from '../../common/wire-dtype.ts';
-import type { DatasetName } from '../../common/config.ts';
-import { createRunWeb, httpEnabled, logDashboardUrl } from '../http/serve.ts';
-import { registerBrowserWorkerRoutes } from '../browser-worker.ts';
 import { addTrainingOptions, envBool, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { duration, envOption, integer, oneOf } from './flags.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
@@ -54,6 +47,12 @@ export function registerCoordinatorCommand(program: Command): void {
     .addOption(envOption('--wire-dtype <dtype>', `weights and gradients on the wire: ${WIRE_DTYPES.join(' | ')} (a worker may ask for its own)`, 'DTRAIN_WIRE_DTYPE').default('float32').argParser(oneOf('--wire-dtype', WIRE_DTYPES)));
   cmd.option('--no-http', 'do not answer HTTP on --port (dashboard, /api/status, /metrics, /healthz); workers still connect (env: DTRAIN_HTTP=1|0)');
   addTrainingOptions(cmd).action(async (flags) => {
+    const [{ runJob }, { startWsServer }, { createRunWeb, httpEnabled, logDashboardUrl }, { registerBrowserWorkerRoutes }] = await Promise.all([
+      import('../job.ts'),
+      import('../ws-server.ts'),
+      import('../http/serve.ts'),
+      import('../browser-worker.ts'),
+    ]);
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
     const log = loggerFromFlags(flags, { role: 'coordinator' });
@@ -99,6 +98,7 @@ export function registerWorkerCommand(program: Command): void {
     .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number; wireDtype?: WireDtype; dataDir?: string; dataset?: DatasetName; computeThread?: boolean }) => {
       if (!/^wss?:\/\/[^\s]+$/.test(flags.connect)) throw new ConfigError(`--connect must be a ws:// or wss:// URL, got "${flags.connect}".`);
       const token = readToken(flags);
+      const [{ runWorker }, { LocalData }] = await Promise.all([import('../../worker/client.ts'), import('../../worker/local-data.ts')]);
       const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });
       const controller = new AbortController();
       const stop = (sig: string) => {

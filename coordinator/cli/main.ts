@@ -3,7 +3,6 @@
  * message and exit 2, without a stack trace; anything else is a bug and prints everything.
  */
 import { Command, CommanderError } from 'commander';
-import { tf } from '../../common/tf.ts';
 import { DtrainError } from '../../common/errors.ts';
 import { registerSummaryCommand, registerTrainCommand } from './train.ts';
 import { registerScratchCommand } from './scratch.ts';
@@ -17,7 +16,13 @@ export function buildProgram(): Command {
     .description('Distributed data-parallel training of CIFAR-10 classifiers')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // The coordinating process only builds models and saves checkpoints: the cpu backend is enough.
+    // TensorFlow.js is loaded here, before a command runs, not for --help or a refused flag.
+    .hook('preAction', async () => {
+      const { tf } = await import('../../common/tf.ts');
+      await tf.setBackend('cpu');
+    });
   registerTrainCommand(program);
   registerCoordinatorCommand(program);
   registerWorkerCommand(program);
@@ -31,8 +36,6 @@ export function buildProgram(): Command {
 /** `nodeThreads`: the threads bin/dtrain.js found at start (Node's own), which yield to training later (background-threads.ts). */
 export async function main(argv: string[], nodeThreads: readonly number[] = []): Promise<void> {
   setNodeThreads(nodeThreads);
-  // The coordinator process only builds models and saves checkpoints: the cpu backend is enough.
-  await tf.setBackend('cpu');
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {

@@ -5,7 +5,6 @@
 import { Command } from 'commander';
 import { extname, resolve } from 'node:path';
 import { ConfigError } from '../../common/errors.ts';
-import { writeReport } from '../../common/report/report.ts';
 
 export function checkHtmlPath(flag: string, value: string): string {
   const ext = extname(value).toLowerCase();
@@ -28,6 +27,7 @@ export function registerReportCommand(program: Command, deps: ReportCommandDepen
     .requiredOption('--out <file.html>', 'the HTML report; report.md and its PNGs are written beside it', (value: string) => checkHtmlPath('--out', value))
     .action(async (runDirs: string[], flags: { out: string }) => {
       const print = deps.print ?? ((line: string) => process.stdout.write(`${line}\n`));
+      const { writeReport } = await import('../../common/report/report.ts');
       const written = await writeReport(runDirs, resolve(flags.out));
       print(`wrote ${written.html}`);
       print(`wrote ${written.markdown} (with ${written.images.length} PNGs beside it)`);

@@ -7,7 +7,6 @@ import { extname, resolve } from 'node:path';
 import { ConfigError } from '../../common/errors.ts';
 import type { ImageSet } from '../../common/data/types.ts';
 import { writeFileAtomic } from '../../common/atomic-write.ts';
-import { renderSamples } from '../../common/report/grid.ts';
 import { envOption, oneOf } from './flags.ts';
 
 export const DATASETS = ['cifar10', 'synthetic'] as const;
@@ -48,6 +47,7 @@ async function defaultLoadDataset(): Promise<LoadDataset> {
 export async function runSamples(options: SamplesOptions, deps: SamplesDependencies = {}): Promise<string> {
   const loadDataset = deps.loadDataset ?? (await defaultLoadDataset());
   const data = await loadDataset(options.dataDir === undefined ? { dataset: options.dataset } : { dataset: options.dataset, dataDir: options.dataDir });
+  const { renderSamples } = await import('../../common/report/grid.ts');
   const png = renderSamples(data.train, data.classNames, SAMPLES_PER_CLASS);
   const out = resolve(options.out);
   await writeFileAtomic(out, png);

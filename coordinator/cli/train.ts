@@ -1,25 +1,17 @@
 /**
  * `dtrain train` (single machine, worker threads) and `dtrain summary`, plus the training flags
  * shared with `dtrain coordinator`. Every flag has a DTRAIN_* environment variable.
+ *
+ * The flags are defined from light modules only; what a command runs (TensorFlow.js, the trainer,
+ * the HTTP server) is imported when its action starts, so --help and a mistyped flag answer at once.
  */
 import { Command } from 'commander';
 import { availableParallelism } from 'node:os';
-import { defaultThreadCount } from '../thread-count.ts';
-import { TRAIN_DEFAULTS, type TrainConfig } from '../../common/config.ts';
-import { MODEL_NAMES, buildModel, modelSummary } from '../../common/models.ts';
-import { BACKEND_CHOICES, type BackendChoice } from '../../common/backend.ts';
-import { adapterName } from '../../common/webgpu.ts';
+import { AGGREGATIONS, BACKEND_CHOICES, MODEL_NAMES, TRAIN_DEFAULTS, type Aggregation, type BackendChoice, type TrainConfig } from '../../common/config.ts';
 import { createLogger, type Logger } from '../../common/logger.ts';
 import { ConfigError } from '../../common/errors.ts';
-import { runJob } from '../job.ts';
-import { prestartThreads, startInProcessWorkers } from '../inprocess.ts';
-import { stepsFromBackend } from '../shared-step.ts';
-import { warmUpFor } from '../../worker/warm-up.ts';
-import { defaultRunDir } from '../trainer.ts';
-import { EpochProgress } from './progress.ts';
-import { createRunWeb, logDashboardUrl } from '../http/serve.ts';
+import { defaultRunDir } from '../run-files.ts';
 import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
-import { AGGREGATIONS, type Aggregation } from '../robust-aggregate.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
 import { keepFreedMemory } from '../../common/freed-memory.ts';
 
@@ -158,6 +150,16 @@ export function registerTrainCommand(program: Command): void {
   cmd.addOption(envOption('--host <addr>', 'address the dashboard listens on, with --port', 'DTRAIN_HOST').default('127.0.0.1'));
   cmd.addOption(envOption('--reduce-grain <samples>', 'sum gradients per group of N samples, in float64: the same weights at any --workers, bit for bit (0: off; see docs/batchnorm.md)', 'DTRAIN_REDUCE_GRAIN').default(0).argParser(integer('--reduce-grain', 0, 65_536)));
   addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number; port?: number; host: string; reduceGrain: number }) => {
+    const [{ defaultThreadCount }, { runJob }, { prestartThreads, startInProcessWorkers }, { stepsFromBackend }, { warmUpFor }, { EpochProgress }, { createRunWeb, logDashboardUrl }, { adapterName }] = await Promise.all([
+      import('../thread-count.ts'),
+      import('../job.ts'),
+      import('../inprocess.ts'),
+      import('../shared-step.ts'),
+      import('../../worker/warm-up.ts'),
+      import('./progress.ts'),
+      import('../http/serve.ts'),
+      import('../../common/webgpu.ts'),
+    ]);
     const threadChoice = flags.workers === undefined ? defaultThreadCount(flags.model, flags.batchSize, flags.batchPerWorker, availableParallelism()) : undefined;
     const workers = flags.workers ?? threadChoice!.threads;
     const config = { ...trainConfigFromFlags(flags, workers), reduceGrain: flags.reduceGrain };
@@ -199,6 +201,7 @@ export function registerSummaryCommand(program: Command): void {
     .description('print the Keras-style summary of a model')
     .addOption(envOption('--model <name>', `model: ${MODEL_NAMES.join(' | ')}`, 'DTRAIN_MODEL').default(TRAIN_DEFAULTS.model).argParser(oneOf('--model', MODEL_NAMES)))
     .action(async (flags: { model: TrainConfig['model'] }) => {
+      const { buildModel, modelSummary } = await import('../../common/models.ts');
       const m = buildModel(flags.model);
       process.stdout.write(modelSummary(m) + '\n');
       m.dispose();
