@@ -3,7 +3,7 @@
  * from the JSON, next to a line saying what produced it.
  */
 import type { BenchReport, ComputeRow, EndToEndRun, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
-import { bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import { bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, pairedWhen, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
 
@@ -301,12 +301,12 @@ function peers(r: BenchReport): string[] {
     });
     lines.push(
       markdownTable(
-        ['model', '`dtrain train`, img/s (first epoch)', 'second epoch, img/s', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', 'dtrain / PyTorch just before each run', 'peak RSS'],
+        ['model', '`dtrain train`, img/s (first epoch)', 'second epoch, img/s', 'wall, spawn to exit', 'one thread\'s bare compute, img/s', 'PyTorch 1 process, 1 thread', 'PyTorch 1 process, all cores', 'PyTorch DDP 2×1', 'dtrain / best PyTorch', pairedWhen(e.runs).column, 'peak RSS'],
         rows,
         ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
       '',
-      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, every epoch with its validation, and the test included); img/s is the first epoch's training images over its training time (history.json), start-up effects included, as the goal is judged; the second epoch's rate, where the run had one, is the steady state that 20 epochs mostly run at (PyTorch's rows are timed after warm-up steps)${(e.runs[0]?.repeats?.length ?? 1) > 1 ? `: the median of ${e.runs[0].repeats!.length} runs (min–max in brackets), made in rounds over the four models; the other columns are the median run's` : ''}. Bare compute is section 1's \`StepComputer.trainInto\` at batch 32 on one thread. Peak RSS is the process's VmHWM.${e.runs.some((x) => pairedRatios(x)) ? ` The paired column: before each run, PyTorch's best for the model (one process at 1 thread, DDP 2×1) was measured again for a few seconds, and the run's first epoch divided by it; the median of the runs' ratios (min–max in brackets). This machine's speed drifts over minutes, and the pairing moves both sides alike, so the goal is judged on it.` : ''}`,
+      `\`${(e.runs[0]?.command ?? '').replace(/--model \S+/, '--model M')}\` at its defaults (worker threads as \`dtrain train\` chooses them, up to one per core: ${e.runs.map((x) => `${x.model} ${x.workers}`).join(', ')}), one process per model, timed from spawn to exit (data generation, start-up, every epoch with its validation, and the test included); img/s is the first epoch's training images over its training time (history.json), start-up effects included, as the goal is judged; the second epoch's rate, where the run had one, is the steady state that 20 epochs mostly run at (PyTorch's rows are timed after warm-up steps)${(e.runs[0]?.repeats?.length ?? 1) > 1 ? `: the median of ${e.runs[0].repeats!.length} runs (min–max in brackets), made in rounds over the four models; the other columns are the median run's` : ''}. Bare compute is section 1's \`StepComputer.trainInto\` at batch 32 on one thread. Peak RSS is the process's VmHWM.${e.runs.some((x) => pairedRatios(x)) ? ` The paired column: ${pairedWhen(e.runs).bracketed ? 'just before and just after each run' : 'before each run'}, PyTorch's best for the model (one process at 1 thread, DDP 2×1) was measured again for a few seconds, and the run's first epoch divided by it${pairedWhen(e.runs).bracketed ? ' (by the mean of the two)' : ''}; the median of the runs' ratios (min–max in brackets). This machine's speed drifts over minutes, and the pairing moves both sides alike, so the goal is judged on it.` : ''}`,
       '',
     );
     const seed = seedWorkload(r);
@@ -324,7 +324,7 @@ function peers(r: BenchReport): string[] {
           ['left', 'right', 'right', 'right'],
         ),
         '',
-        `Estimated from the epoch above: 20 × 40,000 images at the measured training rate (and, for dtrain, the measured validation time per training image, ${models.length} models). PyTorch uses its best configuration per model${e.runs.some((x) => x.pairedTorchRepeats) ? ', at the median of its measurements just before the runs (the paired column)' : ''}.`,
+        `Estimated from the epoch above: 20 × 40,000 images at the measured training rate (and, for dtrain, the measured validation time per training image, ${models.length} models). PyTorch uses its best configuration per model${e.runs.some((x) => x.pairedTorchRepeats) ? `, at the median of its measurements ${pairedWhen(e.runs).each.replace(' (their mean)', '')} (the paired column)` : ''}.`,
         '',
       );
     }

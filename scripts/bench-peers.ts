@@ -34,7 +34,7 @@ export interface PeersPlan {
   /**
    * limitTest: test images (default: the whole test split); rounds: runs per model, one round over
    * all models at a time; epochs: per run (the figure is the first; a second is reported beside it);
-   * pairedTorchSeconds: before each run, PyTorch's best for the model (one process at 1 thread, DDP
+   * pairedTorchSeconds: before and after each run, PyTorch's best for the model (one process at 1 thread, DDP
    * 2×1) is measured for that long, so each run has a peer from the same minute (0 or absent: none).
    */
   endToEnd: { models: string[]; trainImages: number; limitTest?: number; rounds: number; epochs: number; pairedTorchSeconds?: number };
@@ -129,14 +129,26 @@ export async function measureEndToEnd(plan: PeersPlan): Promise<EndToEndSection>
   const python = plan.endToEnd.pairedTorchSeconds ? torchPython() : undefined;
   for (let round = 1; round <= plan.endToEnd.rounds; round++) {
     for (const model of plan.endToEnd.models) {
-      const paired = python ? pairedTorch(python, model, plan.endToEnd.pairedTorchSeconds!) : undefined;
+      const before = python ? pairedTorch(python, model, plan.endToEnd.pairedTorchSeconds!) : undefined;
       say(`end to end, round ${round} of ${plan.endToEnd.rounds}: dtrain train --model ${model}, ${plan.endToEnd.epochs} epoch(s) of ${plan.endToEnd.trainImages} images`);
       const run = await endToEndRun(plan, model);
-      if (paired !== undefined) say(`  against PyTorch's ${paired.toFixed(0)} img/s just before: ${(run.imagesPerSecond / paired).toFixed(2)}`);
-      (byModel.get(model) ?? byModel.set(model, []).get(model)!).push(paired === undefined ? run : { ...run, pairedTorch: paired });
+      const after = python ? pairedTorch(python, model, plan.endToEnd.pairedTorchSeconds!) : undefined;
+      const paired = pairAround(before, after);
+      if (paired) say(`  against PyTorch's ${paired.pairedTorch.toFixed(0)} img/s around it${paired.pairedTorchBracket ? ` (${paired.pairedTorchBracket.map((v) => v.toFixed(0)).join(' before, ')} after)` : ''}: ${(run.imagesPerSecond / paired.pairedTorch).toFixed(2)}`);
+      (byModel.get(model) ?? byModel.set(model, []).get(model)!).push({ ...run, ...paired });
     }
   }
   return { measured: true, runs: plan.endToEnd.models.map((model) => medianRun(byModel.get(model)!)) };
+}
+
+/**
+ * The paired peer figure of one run from PyTorch's best measured just before and just after it:
+ * their mean where both exist (a drift during the run cancels), else whichever exists.
+ */
+export function pairAround(before: number | undefined, after: number | undefined): Pick<EndToEndRun, 'pairedTorch' | 'pairedTorchBracket'> & { pairedTorch: number } | undefined {
+  if (before !== undefined && after !== undefined) return { pairedTorch: (before + after) / 2, pairedTorchBracket: [before, after] };
+  const one = before ?? after;
+  return one === undefined ? undefined : { pairedTorch: one };
 }
 
 /**

@@ -233,10 +233,18 @@ export interface EndToEndRun {
   repeats?: number[];
   /** The second epoch's images/s of the same runs, in the same order (where every run had one). */
   secondEpochRepeats?: number[];
-  /** PyTorch's best images/s for the model, measured just before this run (PeersPlan.endToEnd.pairedTorchSeconds). */
+  /**
+   * PyTorch's best images/s for the model around this run (PeersPlan.endToEnd.pairedTorchSeconds):
+   * the mean of its measurements just before and just after the run where both exist
+   * (`pairedTorchBracket`), else the one just before (reports made before 2026-12-02 evening).
+   */
   pairedTorch?: number;
-  /** The same for each of `repeats`, in the same order (where every run had one). */
+  /** PyTorch's best just before and just after this run, where the bench measured both. */
+  pairedTorchBracket?: [number, number];
+  /** `pairedTorch` for each of `repeats`, in the same order (where every run had one). */
   pairedTorchRepeats?: number[];
+  /** `pairedTorchBracket` for each of `repeats`, in the same order (where every run had one). */
+  pairedTorchBracketRepeats?: [number, number][];
   /** Largest resident set of the process (VmHWM), bytes. */
   peakRssBytes: number;
 }

@@ -39,7 +39,16 @@ export function medianRun(runs: readonly EndToEndRun[]): EndToEndRun {
   const secondEpochRepeats = seconds.every((x) => x !== undefined) ? { secondEpochRepeats: seconds as number[] } : {};
   const paired = runs.map((r) => r.pairedTorch);
   const pairedTorchRepeats = paired.every((x) => x !== undefined) ? { pairedTorchRepeats: paired as number[] } : {};
-  return { ...sorted[(sorted.length - 1) >> 1], repeats: runs.map((r) => r.imagesPerSecond), ...secondEpochRepeats, ...pairedTorchRepeats };
+  const brackets = runs.map((r) => r.pairedTorchBracket);
+  const pairedTorchBracketRepeats = brackets.every((x) => x !== undefined) ? { pairedTorchBracketRepeats: brackets as [number, number][] } : {};
+  return { ...sorted[(sorted.length - 1) >> 1], repeats: runs.map((r) => r.imagesPerSecond), ...secondEpochRepeats, ...pairedTorchRepeats, ...pairedTorchBracketRepeats };
+}
+
+/** When the paired PyTorch figures were measured, for the prose: around each run, or (older reports) before it. */
+export function pairedWhen(runs: readonly EndToEndRun[]): { bracketed: boolean; each: string; column: string } {
+  return runs.some((r) => r.pairedTorchBracketRepeats ?? r.pairedTorchBracket)
+    ? { bracketed: true, each: 'just before and just after each run (their mean)', column: 'dtrain / PyTorch around each run' }
+    : { bracketed: false, each: 'just before each run', column: 'dtrain / PyTorch just before each run' };
 }
 
 export function median(values: readonly number[]): number {
@@ -345,9 +354,10 @@ function stepParts(s: InProcessRun['summary']): string {
 }
 
 /**
- * Each run's images/s over PyTorch's best measured just before it (PeersPlan.endToEnd.pairedTorchSeconds),
- * in run order; undefined where the runs had no paired peer. A machine whose speed drifts over
- * minutes moves both sides of each ratio alike.
+ * Each run's images/s over PyTorch's best measured around it (PeersPlan.endToEnd.pairedTorchSeconds:
+ * the mean of just before and just after), in run order; undefined where the runs had no paired
+ * peer. A machine whose speed drifts over minutes moves both sides of each ratio alike, and a
+ * steady drift during the run itself cancels in the mean.
  */
 export function pairedRatios(run: EndToEndRun): number[] | undefined {
   const torch = run.pairedTorchRepeats;
@@ -374,7 +384,7 @@ function peerGoal(report: BenchReport): GoalResult {
     return p && p.length > 1 ? ` (${f2(Math.min(...p))}–${f2(Math.max(...p))})` : '';
   };
   const paired = rows.some((x) => pairedRatios(x.run));
-  const measured = rows.map((x) => `${x.run.model} ${f2(ratio(x))}${range(x)}`).join(', ') + (paired ? ': each run against PyTorch measured just before it, the median of the runs (their range)' : '');
+  const measured = rows.map((x) => `${x.run.model} ${f2(ratio(x))}${range(x)}`).join(', ') + (paired ? `: each run against PyTorch measured ${pairedWhen(rows.map((x) => x.run)).each.replace('each run', 'it')}, the median of the runs (their range)` : '');
   const missed = rows.filter((x) => ratio(x) < PEER_GOALS.peer.ratio);
   if (missed.length === 0) return { id: 'peer', goal, met: true, measured, explanation: '' };
   const explanation = missed
@@ -385,7 +395,9 @@ function peerGoal(report: BenchReport): GoalResult {
       const k2 = inProcessRun(report, x.run.model, 2);
       const parts = k2 ? ` In-process K=2: ${stepParts(k2.summary)}.` : '';
       const p = x.run.pairedTorchRepeats;
-      const pairedText = p ? ` Paired: dtrain ${(x.run.repeats ?? []).map((v) => v.toFixed(0)).join(', ')} against PyTorch ${p.map((v) => v.toFixed(0)).join(', ')} img/s.` : '';
+      const b = x.run.pairedTorchBracketRepeats;
+      const around = b ? ` (before and after: ${b.map(([u, v]) => `${u.toFixed(0)} and ${v.toFixed(0)}`).join('; ')})` : '';
+      const pairedText = p ? ` Paired: dtrain ${(x.run.repeats ?? []).map((v) => v.toFixed(0)).join(', ')} against PyTorch ${p.map((v) => v.toFixed(0)).join(', ')} img/s${around}.` : '';
       return `${x.run.model}: ${x.run.imagesPerSecond.toFixed(0)} img/s against PyTorch ${torchLabel(x.torch!)} ${x.torch!.imagesPerSecond.toFixed(0)} img/s in the peers section.${pairedText}${ceiling}${parts}`;
     })
     .join(' ');

@@ -21,6 +21,7 @@ import {
 } from './bench-stats.ts';
 import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-markdown.ts';
 import { bestTorch, medianRun, seedWorkload } from './bench-stats.ts';
+import { pairAround } from './bench-peers.ts';
 import { README_END, README_START, renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
 import type { ComputePairRun, EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
 import { describeTorchSetup, parseTorchSetup } from './torch-setup.ts';
@@ -514,6 +515,29 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     // Paired runs at or above PyTorch meet the goal even where the peers section's figure is higher.
     const above = medianRun([4900, 4950, 4920].map((v) => ({ ...e2e('lenet', v), pairedTorch: 4800 })));
     expect(goal(withPeers({ endToEnd: { measured: true, runs: [above] } }), 'peer').met).toBe(true);
+  });
+
+  it('pairs each run with the mean of PyTorch just before and just after it, and says so', () => {
+    // PyTorch drifted from 5000 to 3000 img/s across the first run: its peer is 4000, not 5000.
+    expect(pairAround(5000, 3000)).toEqual({ pairedTorch: 4000, pairedTorchBracket: [5000, 3000] });
+    expect(pairAround(5000, undefined)).toEqual({ pairedTorch: 5000 });
+    expect(pairAround(undefined, 3000)).toEqual({ pairedTorch: 3000 });
+    expect(pairAround(undefined, undefined)).toBeUndefined();
+    const runs = [4000, 4400, 3600].map((v, i) => ({ ...e2e('lenet', v), ...pairAround([5000, 4000, 4200][i], [3000, 4000, 3800][i]) }));
+    const picked = medianRun(runs);
+    expect(picked.pairedTorchRepeats).toEqual([4000, 4000, 4000]);
+    expect(picked.pairedTorchBracketRepeats).toEqual([[5000, 3000], [4000, 4000], [4200, 3800]]);
+    const r = withPeers({ endToEnd: { measured: true, runs: [picked] } });
+    const g = goal(r, 'peer');
+    expect(g.measured).toBe('lenet 1.00 (0.90–1.10): each run against PyTorch measured just before and just after it (their mean), the median of the runs (their range)');
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toContain('dtrain / PyTorch around each run');
+    expect(md).toContain('The paired column: just before and just after each run');
+    expect(renderReadmeTable(r, 'r.json')).toContain('4,000 img/s (the best of 1 process, 1 thread and DDP 2×1, just before and just after each run (their mean))');
+    // A run without the second measurement keeps no brackets, and the text says "just before".
+    const old = medianRun([4000, 4400].map((v) => ({ ...e2e('lenet', v), ...pairAround(4000, undefined) })));
+    expect(old.pairedTorchBracketRepeats).toBeUndefined();
+    expect(renderMarkdown(withPeers({ endToEnd: { measured: true, runs: [old] } }), 'r.json')).toContain('dtrain / PyTorch just before each run');
   });
 
   it('renders the peers and the single-machine sections, and the README table between its markers', () => {

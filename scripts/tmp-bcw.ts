@@ -1,0 +1,76 @@
+/**
+ * How much the coordinating thread works per step in-process (worker threads, the shared-memory
+ * step): the CPU time the kernel charged to this thread (/proc/thread-self/schedstat, nanoseconds)
+ * over the measured steps, divided by the step count, and its event loop's active time
+ * (performance.eventLoopUtilization), which also counts time lost to preemption on a busy machine.
+ * Everything else in a step is the compute threads' and waiting.
+ *
+ *   npx tsx scripts/bench-coordinator-work.ts --model mlp --workers 2 --steps 300 --warmup 20
+ *
+ * Prints one JSON object: {model, workers, steps, cpuMsPerStep, activeMsPerStep, stepMs}.
+ */
+import { performance } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
+import { loadDataset } from '../common/data/load.ts';
+import { fitPreprocessing } from '../common/data/preprocess.ts';
+import { MODEL_SPECS, parseModelName } from '../common/models.ts';
+import { silentLogger } from '../common/logger.ts';
+import { PROTOCOL_VERSION } from '../common/protocol.ts';
+import { Membership } from '../coordinator/membership.ts';
+import { Trainer } from '../coordinator/trainer.ts';
+import { startInProcessWorkers } from '../coordinator/inprocess.ts';
+import { wirePreprocessing } from '../coordinator/job.ts';
+
+const { values } = parseArgs({ options: { model: { type: 'string', default: 'mlp' }, workers: { type: 'string', default: '2' }, steps: { type: 'string', default: '300' }, warmup: { type: 'string', default: '20' }, batch: { type: 'string', default: '32' } } });
+const model = parseModelName(values.model!);
+const workers = Number(values.workers);
+const steps = Number(values.steps);
+const warmup = Number(values.warmup);
+const batch = Number(values.batch);
+for (const [k, v] of Object.entries({ workers, steps, warmup, batch })) if (!Number.isInteger(v) || v < (k === 'warmup' ? 0 : 1)) throw new TypeError(`--${k} must be a positive integer, got ${v}.`);
+
+const out = await mkdtemp(join(tmpdir(), 'dtrain-bench-coord-'));
+const log = silentLogger();
+const total = steps + warmup;
+const data = await loadDataset({ dataset: 'synthetic', limitTrain: total * batch * workers + batch, limitTest: 100, splitSeed: 42 });
+// One epoch only: an epoch's end would put an evaluation into the measured steps.
+if (data.train.count < total * batch * workers) throw new RangeError(`--warmup ${warmup} + --steps ${steps} at ${workers} x ${batch} images need ${total * batch * workers} training images in one epoch, but the synthetic training split has ${data.train.count}.`);
+const config: TrainConfig = { ...TRAIN_DEFAULTS, model, dataset: 'synthetic', backend: 'wasm', workers, batchPerWorker: batch, epochs: 1, maxSteps: total, plotEveryEpoch: false, out };
+const membership = new Membership(log);
+/** CPU time charged to the calling thread so far, ms. */
+const statOf = () => { const f = readFileSync('/proc/thread-self/stat', 'utf8').split(') ')[1].split(' '); const st = readFileSync('/proc/thread-self/status', 'utf8'); const g = (k: string) => Number(st.match(new RegExp(k + ':\\s+(\\d+)'))![1]); return { u: Number(f[11]) * 10, s: Number(f[12]) * 10, vcs: g('voluntary_ctxt_switches'), ivcs: g('nonvoluntary_ctxt_switches') }; };
+let st0: ReturnType<typeof statOf> | undefined; let st1: ReturnType<typeof statOf> | undefined;
+const threadCpuMs = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
+let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; t: number; cpu: number } | undefined;
+let result: { activeMs: number; ms: number; cpuMs: number } | undefined;
+const trainer = new Trainer(config, data, membership, log, {
+  onStep: (e) => {
+    if (e.step === warmup) st0 = statOf();
+    if (e.step === total) st1 = statOf();
+    if (e.step === warmup) mark = { elu: performance.eventLoopUtilization(), t: performance.now(), cpu: threadCpuMs() };
+    if (e.step === total && mark) result = { activeMs: performance.eventLoopUtilization(mark.elu).active, ms: performance.now() - mark.t, cpuMs: threadCpuMs() - mark.cpu };
+  },
+});
+const prep = fitPreprocessing(MODEL_SPECS[model].input, data.train);
+const pool = await startInProcessWorkers(membership, {
+  workers,
+  backend: 'wasm',
+  log,
+  welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
+  sharedMemory: { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: batch },
+});
+if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
+try {
+  await trainer.run();
+} finally {
+  await pool.stop();
+  await rm(out, { recursive: true, force: true });
+}
+if (!result) throw new Error(`Expected ${total} steps, but the run stopped before.`);
+process.stdout.write(JSON.stringify({ model, workers, steps, shared: pool.sharedStep !== undefined, cpuMsPerStep: result.cpuMs / steps, activeMsPerStep: result.activeMs / steps, stepMs: result.ms / steps, userMsPerStep: (st1!.u - st0!.u) / steps, sysMsPerStep: (st1!.s - st0!.s) / steps, volCsPerStep: (st1!.vcs - st0!.vcs) / steps, involCsPerStep: (st1!.ivcs - st0!.ivcs) / steps }) + '\n');
+process.exit(0);
