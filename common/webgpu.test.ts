@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { describeAdapter, softwareAdapterReason, adapterName } from './webgpu.ts';
+import { adapterName, describeAdapter, findLibrary, prepareWebGpu, probeFromEnv, softwareAdapterReason, type AdapterProbe } from './webgpu.ts';
 
 // What Dawn reports for real adapters (lavapipe as seen on this project's CI machine; the others
 // in the shape Dawn gives them).
@@ -34,5 +34,38 @@ describe('describeAdapter', () => {
   it('names an adapter by vendor and description', () => {
     expect(adapterName(describeAdapter(NVIDIA))).toBe('nvidia NVIDIA H200');
     expect(adapterName(describeAdapter({}))).toBe('unnamed adapter');
+  });
+});
+
+describe('probeFromEnv', () => {
+  it('reads a verdict another process wrote, and nothing else', () => {
+    expect(probeFromEnv(JSON.stringify({ adapter: LAVAPIPE.info }))).toEqual({ adapter: describeAdapter(LAVAPIPE) });
+    expect(probeFromEnv(JSON.stringify({ adapter: null, reason: 'no WebGPU adapter' }))).toEqual({ adapter: null, reason: 'no WebGPU adapter' });
+    for (const raw of [undefined, '', 'garbage', '{}', '{"adapter":null}', '{"adapter":5}', 'null']) expect(probeFromEnv(raw)).toBeUndefined();
+  });
+});
+
+describe('prepareWebGpu, auto-selection', () => {
+  // Dawn is loaded into this process only after the probe found an adapter worth using.
+  const attempt = async (probe: AdapterProbe) => {
+    const imported: string[] = [];
+    const importModule = async (name: string) => {
+      imported.push(name);
+      throw new Error(`stop at ${name}`);
+    };
+    const error = await prepareWebGpu({ allowSoftware: false, importModule, probe: async () => probe }).catch((e: Error) => e.message);
+    return { error, imported };
+  };
+
+  it.skipIf(process.platform === 'linux' && !findLibrary('libvulkan.so.1'))('skips a software adapter without loading Dawn here', async () => {
+    const r = await attempt({ adapter: describeAdapter(LAVAPIPE) });
+    expect(r.error).toMatch(/mesa llvmpipe.*fallback \(CPU\) adapter, slower than wasm here; --backend webgpu forces it/);
+    expect(r.imported).toEqual([]);
+    const none = await attempt({ adapter: null, reason: 'no WebGPU adapter (needs a GPU driver)' });
+    expect(none).toEqual({ error: 'no WebGPU adapter (needs a GPU driver)', imported: [] });
+  });
+
+  it.skipIf(process.platform === 'linux' && !findLibrary('libvulkan.so.1'))('loads Dawn here for a GPU the probe found', async () => {
+    expect(await attempt({ adapter: describeAdapter(NVIDIA) })).toEqual({ error: 'stop at webgpu', imported: ['webgpu'] });
   });
 });

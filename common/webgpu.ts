@@ -4,7 +4,9 @@
  * using (a software adapter such as Mesa's lavapipe is slower than our wasm kernels), hands that
  * same adapter to tfjs, and destroys the device at the end so the process can exit on its own.
  */
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 /** What an adapter says about itself (GPUAdapterInfo, plus Dawn's isFallbackAdapter). */
@@ -69,6 +71,80 @@ export interface WebGpuOptions {
   allowSoftware: boolean;
   /** Loads Dawn's module and tfjs-backend-webgpu (by name by default; a bundle passes its own). */
   importModule(name: string): Promise<unknown>;
+  /** Auto-selection's look at the adapter from another process (default: probeAdapter). */
+  probe?: () => Promise<AdapterProbe>;
+}
+
+/** What a look at the WebGPU adapter found: its description, or why there is none. */
+export type AdapterProbe = { adapter: AdapterDescription } | { adapter: null; reason: string };
+
+/** Where a process passes its probe's verdict on to the threads and processes it starts. */
+export const PROBE_ENV = 'DTRAIN_WEBGPU_PROBE';
+
+const NO_ADAPTER = 'no WebGPU adapter (needs a GPU driver and a Vulkan loader, libvulkan.so.1)';
+
+// Run by `node -e` with the path of Dawn's module; prints one JSON line. Dawn's own warnings go to
+// the child's stderr, which nobody shows.
+const PROBE_SCRIPT = `
+const dawn = require(process.argv[1]);
+const say = (v) => { process.stdout.write(JSON.stringify(v) + '\\n'); process.exit(0); };
+dawn.create([]).requestAdapter({ powerPreference: 'high-performance' }).then((a) => {
+  if (!a) return say({ adapter: null });
+  const i = a.info || {};
+  say({ adapter: { vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, isFallbackAdapter: i.isFallbackAdapter === true || a.isFallbackAdapter === true } });
+}, (e) => say({ error: String((e && e.message) || e) }));
+`;
+
+/** A probe verdict from the environment, or undefined where there is none or it is not one. */
+export function probeFromEnv(raw: string | undefined): AdapterProbe | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const v = JSON.parse(raw) as { adapter?: unknown; reason?: unknown };
+    if (v.adapter === null && typeof v.reason === 'string') return { adapter: null, reason: v.reason };
+    if (v.adapter && typeof v.adapter === 'object') return { adapter: describeAdapter({ info: v.adapter as Record<string, unknown>, isFallbackAdapter: (v.adapter as { isFallbackAdapter?: unknown }).isFallbackAdapter === true }) };
+  } catch {
+    // Not ours, or garbled: look again.
+  }
+  return undefined;
+}
+
+let probed: Promise<AdapterProbe> | undefined;
+
+/**
+ * Looks at the WebGPU adapter in a child process, once per process (and, through DTRAIN_WEBGPU_PROBE,
+ * once for the threads and processes started after it). Dawn prints warnings of its own to stderr
+ * while it enumerates Vulkan devices: with Mesa's lavapipe installed, two lines about
+ * maxDynamic*BuffersPerPipelineLayout; with no GPU, "Failed to detect any valid GPUs". A run that
+ * auto-selection then trains on wasm should show none of them, so Dawn comes into this process
+ * only for an adapter worth using. Throws MODULE_NOT_FOUND where Dawn's package is not installed.
+ */
+export function probeAdapter(): Promise<AdapterProbe> {
+  const cached = probeFromEnv(process.env[PROBE_ENV]);
+  if (cached) return Promise.resolve(cached);
+  probed ??= runProbe().then((p) => {
+    process.env[PROBE_ENV] = JSON.stringify(p);
+    return p;
+  });
+  return probed;
+}
+
+function runProbe(): Promise<AdapterProbe> {
+  const dawnPath = createRequire(import.meta.url).resolve('webgpu');
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['-e', PROBE_SCRIPT, dawnPath], { timeout: 60_000, encoding: 'utf8', maxBuffer: 1 << 20 }, (err, stdout) => {
+      const line = stdout.trim().split('\n').pop() ?? '';
+      let v: { adapter?: unknown; error?: unknown } | undefined;
+      try {
+        v = JSON.parse(line) as typeof v;
+      } catch {
+        v = undefined;
+      }
+      if (v?.adapter && typeof v.adapter === 'object') return resolve(probeFromEnv(JSON.stringify({ adapter: v.adapter }))!);
+      if (v?.adapter === null) return resolve({ adapter: null, reason: NO_ADAPTER });
+      const why = typeof v?.error === 'string' ? v.error : err ? `the probe process failed: ${err.message.split('\n')[0]}` : 'the probe process said nothing';
+      resolve({ adapter: null, reason: `${NO_ADAPTER}: ${why}`.slice(0, 300) });
+    });
+  });
 }
 
 /**
@@ -77,10 +153,16 @@ export interface WebGpuOptions {
  */
 export async function prepareWebGpu(options: WebGpuOptions): Promise<AdapterDescription> {
   if (process.platform === 'linux' && !findLibrary('libvulkan.so.1')) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine: WebGPU needs one, and a GPU driver');
+  if (!options.allowSoftware) {
+    const seen = await (options.probe ?? probeAdapter)();
+    if (!seen.adapter) throw new Error(seen.reason);
+    const software = softwareAdapterReason(seen.adapter);
+    if (software) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);
+  }
   const dawn = (await options.importModule('webgpu')) as DawnModule;
   const gpu = dawn.create([]);
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) throw new Error('no WebGPU adapter (needs a GPU driver and a Vulkan loader, libvulkan.so.1)');
+  if (!adapter) throw new Error(NO_ADAPTER);
   const described = describeAdapter(adapter);
   const software = softwareAdapterReason(described);
   if (software && !options.allowSoftware) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);

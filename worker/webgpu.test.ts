@@ -4,6 +4,8 @@
  * tests skip and say why, except under CI, where they fail instead.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { tf } from '../common/tf.ts';
 import { releaseBackend, selectBackend, type BackendSelection } from '../common/backend.ts';
 import { MODEL_NAMES } from '../common/models.ts';
@@ -106,6 +108,27 @@ if (!selection) {
         c.dispose();
         allowSyncReads();
       }
+    });
+
+    it.runIf(selection.adapter && softwareAdapterReason(selection.adapter))('auto-selection in a fresh process skips this adapter without Dawn\'s warnings on stderr', () => {
+      // Dawn prints two warnings about lavapipe's limits (and, with no GPU, one about the loader)
+      // while it enumerates devices; auto-selection looks in a child process whose stderr nobody
+      // shows. With Dawn loaded here, as --backend webgpu does, they appear: checked first.
+      const run = (choice: string) =>
+        spawnSync(process.execPath, ['--input-type=module', '-e', `import { register } from 'tsx/esm/api'; register(); const { selectBackend } = await import('./common/backend.ts'); const s = await selectBackend(process.argv[1]); process.stdout.write(JSON.stringify(s.skipped)); process.exit(0);`, choice], {
+          cwd: fileURLToPath(new URL('..', import.meta.url)),
+          encoding: 'utf8',
+          env: { ...process.env, DTRAIN_WEBGPU_PROBE: '' },
+          timeout: 120_000,
+        });
+      const forced = run('webgpu');
+      expect(forced.status).toBe(0);
+      expect(forced.stderr).toMatch(/Warning:/);
+      const auto = run('auto');
+      expect(auto.status).toBe(0);
+      expect(auto.stderr).not.toMatch(/Warning|Loader Message|Error/);
+      const skipped = (JSON.parse(auto.stdout) as { backend: string; reason: string }[]).find((s) => s.backend.startsWith('webgpu'));
+      expect(skipped?.reason).toMatch(/(fallback|software) \(CPU\).*--backend webgpu forces it/);
     });
 
     // Last: it moves this process to another backend.
