@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError } from '../errors.ts';
-import { fitPreprocessing, fitStandardization, oneHot, preprocessBatch } from './preprocess.ts';
+import { fitPreprocessing, fitStandardization, oneHot, preprocessBatch, setStandardizer } from './preprocess.ts';
 import type { ImageSet } from './types.ts';
 
 /** Images filled with `fill`, except the listed features. */
@@ -68,6 +68,24 @@ describe('preprocessBatch', () => {
     expect(out[0]).toBe(0);
     expect(out[1]).toBeCloseTo(0.2, 7);
     expect(out[2]).toBe(1);
+  });
+
+  it('scales through an installed standardizer, with mean 0 and std 255, to the same bits as the table', () => {
+    const bytes = Uint8Array.from({ length: 2 * 3072 }, (_, i) => (i * 7) & 255);
+    const table = preprocessBatch(bytes, { kind: 'scale' });
+    const seen: { mean: number[]; std: number[] }[] = [];
+    // The standardization's own formula, (x − mean) / std in float64, as the native kernel computes it.
+    setStandardizer((images, mean, std, out) => {
+      seen.push({ mean: [...new Set(mean)], std: [...new Set(std)] });
+      for (let i = 0; i < images.length; i++) out[i] = (images[i] - mean[i % 3072]) / std[i % 3072];
+    });
+    try {
+      const viaStandardizer = preprocessBatch(bytes, { kind: 'scale' });
+      expect(seen).toEqual([{ mean: [0], std: [255] }]);
+      expect(Buffer.from(viaStandardizer.buffer).equals(Buffer.from(table.buffer))).toBe(true);
+    } finally {
+      setStandardizer(undefined);
+    }
   });
 
   it('standardizes each feature with its own mean and std', () => {

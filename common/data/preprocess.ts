@@ -48,6 +48,11 @@ export function fitStandardization(set: ImageSet): { kind: 'standardize'; mean: 
 
 // x / 255 for every byte, computed once: a lookup is both faster and bit-identical to the division.
 const SCALE_TABLE = Float32Array.from({ length: 256 }, (_, i) => i / 255);
+// `scale` as a standardization with mean 0 and std 255: (x − 0) / 255 in float64, rounded to
+// float32, is the table's i / 255 for every byte (preprocess.test.ts checks all 256). A faster
+// standardizer (the native kernels') then scales too: 41 against 170 µs for 32 images here.
+const SCALE_MEAN = new Float32Array(IMAGE_BYTES);
+const SCALE_STD = new Float32Array(IMAGE_BYTES).fill(255);
 
 /** Computes the `standardize` loop below bit for bit, faster (the optional native kernels register one). */
 export type Standardizer = (images: Uint8Array, mean: Float32Array, std: Float32Array, out: Float32Array) => void;
@@ -68,7 +73,8 @@ export function preprocessBatch(images: Uint8Array, prep: Preprocessing, out?: F
     throw new ShapeError(`Expected an output buffer of ${images.length} floats, but got ${result.length}.`);
   }
   if (prep.kind === 'scale') {
-    for (let i = 0; i < images.length; i++) result[i] = SCALE_TABLE[images[i]];
+    if (standardizer) standardizer(images, SCALE_MEAN, SCALE_STD, result);
+    else for (let i = 0; i < images.length; i++) result[i] = SCALE_TABLE[images[i]];
     return result;
   }
   const { mean, std } = prep;

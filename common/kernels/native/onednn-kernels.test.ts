@@ -316,6 +316,20 @@ describe.skipIf(!native)('native standardization of the mlp input', () => {
     expect(js.some((v) => v !== 0)).toBe(true);
   });
 
+  it('scales the CNNs\' input natively too, to the bits of the JavaScript table, for every byte value', () => {
+    if (!load.loaded) throw new Error('unreachable');
+    const every = Uint8Array.from({ length: 2 * 3072 }, (_, i) => (i * 131) & 255);
+    uninstallNativeKernels();
+    const before = called('standardize');
+    const js = preprocessBatch(every, { kind: 'scale' });
+    expect(called('standardize')).toBe(before);
+    installTrainingKernels();
+    const viaNative = preprocessBatch(every, { kind: 'scale' });
+    expect(called('standardize')).toBe(before + 1);
+    expect(new Set(every).size).toBe(256);
+    expect(Buffer.from(viaNative.buffer).equals(Buffer.from(js.buffer))).toBe(true);
+  });
+
   it('rejects mismatched arrays instead of reading past them', () => {
     if (!load.loaded) throw new Error('unreachable');
     expect(() => load.kernels.standardize(images, prep.mean, prep.std, new Float32Array(5))).toThrow(/output of the same length/);
