@@ -492,8 +492,12 @@ static inline __attribute__((always_inline)) void maxPool2x2Window(const float* 
   }
 }
 
-MULTIVERSION void maxPool2x2(const float* x, float* y, const PoolShape& p) {
-  const int64_t c = p.c, row = p.w * c;
+// C is the channel count when known at compile time (0: p.c at run time), as for the gradient
+// below: with lenet's six channels at run time each window was a short scalar loop, and the
+// stock XNNPACK kernel was faster.
+template <int64_t C>
+static inline __attribute__((always_inline)) void maxPool2x2Rows(const float* x, float* y, const PoolShape& p) {
+  const int64_t c = C > 0 ? C : p.c, row = p.w * c;
   for (int64_t b = 0; b < p.n; b++) {
     for (int64_t i = 0; i < p.ho; i++) {
       for (int64_t j = 0; j < p.wo; j++) {
@@ -501,6 +505,16 @@ MULTIVERSION void maxPool2x2(const float* x, float* y, const PoolShape& p) {
         maxPool2x2Window(x00, x00 + c, x00 + row, x00 + row + c, y + ((b * p.ho + i) * p.wo + j) * c, c);
       }
     }
+  }
+}
+
+MULTIVERSION void maxPool2x2(const float* x, float* y, const PoolShape& p) {
+  switch (p.c) {
+    case 6: maxPool2x2Rows<6>(x, y, p); break;
+    case 16: maxPool2x2Rows<16>(x, y, p); break;
+    case 32: maxPool2x2Rows<32>(x, y, p); break;
+    case 64: maxPool2x2Rows<64>(x, y, p); break;
+    default: maxPool2x2Rows<0>(x, y, p);
   }
 }
 

@@ -152,8 +152,10 @@ function matMul(native: NativeKernels, fallback: KernelRef, fused: boolean): tfc
 /**
  * The addon's general pooling loops run along the channels; with fewer than this many they barely
  * vectorize and the stock forward and our JavaScript gradient are faster (lenet's first pooling,
- * six channels: 0.80 against 0.36 CPU ms per step at batch 32). The gradient's 2×2/stride-2 path
- * has no such overhead and takes any channel count.
+ * six channels: 0.80 against 0.36 CPU ms per step at batch 32). The 2×2/stride-2 paths, forward and
+ * gradient, have no such overhead (the channel count is a compile-time constant for 6, 16, 32 and
+ * 64) and take any channel count: lenet's first pooling forward, [32,28,28,6], 16 µs against the
+ * stock XNNPACK kernel's 146 µs.
  */
 export const MIN_POOL_CHANNELS = 16;
 
@@ -165,7 +167,7 @@ function poolShape(xShape: number[], attrs: tfc.MaxPoolAttrs, gradient = false):
   if (xShape.length !== 4) return undefined;
   const info = tfc.backend_util.computePool2DInfo(xShape as [number, number, number, number], attrs.filterSize, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode);
   if (info.dilationHeight !== 1 || info.dilationWidth !== 1 || info.padInfo.top < 0 || info.padInfo.left < 0) return undefined;
-  if (xShape[3] < MIN_POOL_CHANNELS && !(gradient && isPlain2x2(info))) return undefined;
+  if (xShape[3] < MIN_POOL_CHANNELS && !isPlain2x2(info)) return undefined;
   const shape = [info.batchSize, info.inHeight, info.inWidth, info.inChannels, info.outHeight, info.outWidth, info.filterHeight, info.filterWidth,
     info.strideHeight, info.strideWidth, info.padInfo.top, info.padInfo.left];
   return { shape, out: info.outShape };
