@@ -778,24 +778,58 @@ MULTIVERSION void reluBackwardLoop(const float* dy, const float* y, float* dz, d
 #pragma clang fp contract(off)
 #endif
 
+// The loops below run along the channels of [rows, C] arrays. C is a compile-time constant for the
+// CNN's 32 and 64 channels (0: c at run time): the per-channel accumulators and coefficients then
+// stay in registers instead of a load and a store per element. Each channel's arithmetic is the
+// same, in the same order, either way (contraction is off here), so the bits are too.
+#define DTRAIN_BY_CHANNELS(fn, c, ...)        \
+  switch (c) {                                \
+    case 32: return fn<32>(__VA_ARGS__);      \
+    case 64: return fn<64>(__VA_ARGS__);      \
+    default: return fn<0>(__VA_ARGS__);       \
+  }
+
 // Two passes, as common/batch-moments.ts localMoments: mean, then Σ(x − mean)².
-MULTIVERSION void bnMomentsLoop(const float* x, double* mean, double* m2, int64_t rows, int64_t c) {
+template <int64_t C>
+static inline __attribute__((always_inline)) void bnMomentsRows(const float* __restrict x, double* __restrict mean, double* __restrict m2, int64_t rows, int64_t cRun) {
+  constexpr int64_t L = C > 0 ? C : 1;
+  const int64_t c = C > 0 ? C : cRun;
+  double s[L], q[L];
+  double* sum = C > 0 ? s : mean;
+  double* sq = C > 0 ? q : m2;
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) { sum[ch] = mean[ch]; sq[ch] = m2[ch]; }
   for (int64_t r = 0; r < rows; r++) {
     const float* in = x + r * c;
-    for (int64_t ch = 0; ch < c; ch++) mean[ch] += in[ch];
+    for (int64_t ch = 0; ch < c; ch++) sum[ch] += in[ch];
   }
-  for (int64_t ch = 0; ch < c; ch++) mean[ch] /= static_cast<double>(rows);
+  for (int64_t ch = 0; ch < c; ch++) sum[ch] /= static_cast<double>(rows);
   for (int64_t r = 0; r < rows; r++) {
     const float* in = x + r * c;
     for (int64_t ch = 0; ch < c; ch++) {
-      const double d = static_cast<double>(in[ch]) - mean[ch];
-      m2[ch] += d * d;
+      const double d = static_cast<double>(in[ch]) - sum[ch];
+      sq[ch] += d * d;
     }
   }
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) { mean[ch] = sum[ch]; m2[ch] = sq[ch]; }
+}
+
+MULTIVERSION void bnMomentsLoop(const float* x, double* mean, double* m2, int64_t rows, int64_t c) {
+  DTRAIN_BY_CHANNELS(bnMomentsRows, c, x, mean, m2, rows, c)
 }
 
 // Σdy and Σdy·x̂ with x̂ = (x − mean)·rs in float32, as the reference's tfjs sub and mul make it.
-MULTIVERSION void bnBackwardSumsLoop(const float* dy, const float* x, const float* mean, const float* rs, double* sumDy, double* sumDyXhat, int64_t rows, int64_t c) {
+template <int64_t C>
+static inline __attribute__((always_inline)) void bnBackwardSumsRows(const float* __restrict dy, const float* __restrict x, const float* __restrict meanIn, const float* __restrict rsIn,
+                                                                     double* __restrict sumDyOut, double* __restrict sumDyXhatOut, int64_t rows, int64_t cRun) {
+  constexpr int64_t L = C > 0 ? C : 1;
+  const int64_t c = C > 0 ? C : cRun;
+  double a[L], b[L];
+  float m[L], k[L];
+  double* sumDy = C > 0 ? a : sumDyOut;
+  double* sumDyXhat = C > 0 ? b : sumDyXhatOut;
+  const float* mean = C > 0 ? m : meanIn;
+  const float* rs = C > 0 ? k : rsIn;
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) { a[ch] = sumDyOut[ch]; b[ch] = sumDyXhatOut[ch]; m[ch] = meanIn[ch]; k[ch] = rsIn[ch]; }
   for (int64_t r = 0; r < rows; r++) {
     const float* g = dy + r * c;
     const float* in = x + r * c;
@@ -805,10 +839,18 @@ MULTIVERSION void bnBackwardSumsLoop(const float* dy, const float* x, const floa
       sumDyXhat[ch] += static_cast<double>(g[ch]) * static_cast<double>(xhat);
     }
   }
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) { sumDyOut[ch] = a[ch]; sumDyXhatOut[ch] = b[ch]; }
+}
+
+MULTIVERSION void bnBackwardSumsLoop(const float* dy, const float* x, const float* mean, const float* rs, double* sumDy, double* sumDyXhat, int64_t rows, int64_t c) {
+  DTRAIN_BY_CHANNELS(bnBackwardSumsRows, c, dy, x, mean, rs, sumDy, sumDyXhat, rows, c)
 }
 
 // dx = ((dy − a) − x̂·b)·k, all float32, x̂ recomputed from x.
-MULTIVERSION void bnGradInputLoop(const float* dy, const float* x, float* dx, const float* mean, const float* rs, const float* a, const float* b, const float* k, int64_t rows, int64_t c) {
+template <int64_t C>
+static inline __attribute__((always_inline)) void bnGradInputRows(const float* __restrict dy, const float* __restrict x, float* __restrict dx, const float* __restrict mean, const float* __restrict rs,
+                                                                  const float* __restrict a, const float* __restrict b, const float* __restrict k, int64_t rows, int64_t cRun) {
+  const int64_t c = C > 0 ? C : cRun;
   for (int64_t r = 0; r < rows; r++) {
     const float* g = dy + r * c;
     const float* in = x + r * c;
@@ -822,14 +864,29 @@ MULTIVERSION void bnGradInputLoop(const float* dy, const float* x, float* dx, co
   }
 }
 
+MULTIVERSION void bnGradInputLoop(const float* dy, const float* x, float* dx, const float* mean, const float* rs, const float* a, const float* b, const float* k, int64_t rows, int64_t c) {
+  DTRAIN_BY_CHANNELS(bnGradInputRows, c, dy, x, dx, mean, rs, a, b, k, rows, c)
+}
+
 // −Σ dx·[y ≤ 0] per channel in float64 (a relu's inactive positions; worker/layers/pre-norm-bias.ts):
 // the same multiply by 0 or 1 and subtraction, in the same order per channel, as its JavaScript.
-MULTIVERSION void reluInactiveSumLoop(const float* dx, const float* y, double* sums, int64_t rows, int64_t c) {
+template <int64_t C>
+static inline __attribute__((always_inline)) void reluInactiveSumRows(const float* __restrict dx, const float* __restrict y, double* __restrict out, int64_t rows, int64_t cRun) {
+  constexpr int64_t L = C > 0 ? C : 1;
+  const int64_t c = C > 0 ? C : cRun;
+  double s[L];
+  double* sums = C > 0 ? s : out;
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) s[ch] = out[ch];
   for (int64_t r = 0; r < rows; r++) {
     const float* g = dx + r * c;
     const float* v = y + r * c;
     for (int64_t ch = 0; ch < c; ch++) sums[ch] -= static_cast<double>(g[ch]) * (v[ch] <= 0.f ? 1.0 : 0.0);
   }
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) out[ch] = s[ch];
+}
+
+MULTIVERSION void reluInactiveSumLoop(const float* dx, const float* y, double* sums, int64_t rows, int64_t c) {
+  DTRAIN_BY_CHANNELS(reluInactiveSumRows, c, dx, y, sums, rows, c)
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
