@@ -533,7 +533,7 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     const md = renderMarkdown(r, 'r.json');
     expect(md).toContain('dtrain / PyTorch around each run');
     expect(md).toContain('The paired column: just before and just after each run');
-    expect(renderReadmeTable(r, 'r.json')).toContain('4,000 img/s (the best of 1 process, 1 thread and DDP 2×1, just before and just after each run (their mean))');
+    expect(renderReadmeTable(r, 'r.json')).toContain('4,000 img/s (the best of 1 process, 1 thread and DDP 2×1, just before and just after each run, their mean)');
     // A run without the second measurement keeps no brackets, and the text says "just before".
     const old = medianRun([4000, 4400].map((v) => ({ ...e2e('lenet', v), ...pairAround(4000, undefined) })));
     expect(old.pairedTorchBracketRepeats).toBeUndefined();
