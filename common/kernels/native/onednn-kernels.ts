@@ -163,7 +163,7 @@ const isPlain2x2 = (info: tfc.backend_util.Conv2DInfo) =>
   info.filterHeight === 2 && info.filterWidth === 2 && info.strideHeight === 2 && info.strideWidth === 2 && info.padInfo.top === 0 && info.padInfo.left === 0;
 
 /** n, h, w, c, ho, wo, kh, kw, sh, sw, top, left; undefined where the addon's loops do not apply. */
-function poolShape(xShape: number[], attrs: tfc.MaxPoolAttrs, gradient = false): { shape: number[]; out: number[] } | undefined {
+function poolShape(xShape: number[], attrs: tfc.MaxPoolAttrs): { shape: number[]; out: number[] } | undefined {
   if (xShape.length !== 4) return undefined;
   const info = tfc.backend_util.computePool2DInfo(xShape as [number, number, number, number], attrs.filterSize, attrs.strides, 1, attrs.pad, attrs.dimRoundingMode);
   if (info.dilationHeight !== 1 || info.dilationWidth !== 1 || info.padInfo.top < 0 || info.padInfo.left < 0) return undefined;
@@ -189,7 +189,7 @@ function maxPoolGrad(native: NativeKernels, fallback: KernelRef): tfc.KernelFunc
   return (args: KernelArgs) => {
     const backend = args.backend as HeapBackend;
     const { dy, input } = inputsOf(args.inputs, 'dy', 'input');
-    const p = allFloat(dy, input) ? poolShape(input.shape, args.attrs as unknown as tfc.MaxPoolGradAttrs, true) : undefined;
+    const p = allFloat(dy, input) ? poolShape(input.shape, args.attrs as unknown as tfc.MaxPoolGradAttrs) : undefined;
     if (!p || p.out.join() !== dy.shape.join()) return fallback.run(args.inputs, args.attrs ?? {}, backend);
     const dx = backend.makeOutput(input.shape.slice(), 'float32');
     native.maxPoolGrad(heapOf(backend), at(backend, dy), at(backend, input), at(backend, dx), ...p.shape);
