@@ -95,17 +95,29 @@ dawn.create([]).requestAdapter({ powerPreference: 'high-performance' }).then((a)
 }, (e) => say({ error: String((e && e.message) || e) }));
 `;
 
-/** A probe verdict from the environment, or undefined where there is none or it is not one. */
+/** JSON text parsed, or undefined where it is not JSON. */
+function parsed(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The adapter in a verdict's `adapter` field (the probe's line, or the environment's copy), if it holds one. */
+function adapterIn(v: unknown): AdapterDescription | undefined {
+  const a = (v as { adapter?: unknown } | null)?.adapter;
+  if (!a || typeof a !== 'object') return undefined;
+  return describeAdapter({ info: a as Record<string, unknown>, isFallbackAdapter: (a as { isFallbackAdapter?: unknown }).isFallbackAdapter === true });
+}
+
+/** A probe verdict from the environment, or undefined where there is none or it is not one (then the process looks again). */
 export function probeFromEnv(raw: string | undefined): AdapterProbe | undefined {
   if (raw === undefined) return undefined;
-  try {
-    const v = JSON.parse(raw) as { adapter?: unknown; reason?: unknown };
-    if (v.adapter === null && typeof v.reason === 'string') return { adapter: null, reason: v.reason };
-    if (v.adapter && typeof v.adapter === 'object') return { adapter: describeAdapter({ info: v.adapter as Record<string, unknown>, isFallbackAdapter: (v.adapter as { isFallbackAdapter?: unknown }).isFallbackAdapter === true }) };
-  } catch {
-    // Not ours, or garbled: look again.
-  }
-  return undefined;
+  const v = parsed(raw) as { adapter?: unknown; reason?: unknown } | null | undefined;
+  if (v?.adapter === null && typeof v.reason === 'string') return { adapter: null, reason: v.reason };
+  const adapter = adapterIn(v);
+  return adapter ? { adapter } : undefined;
 }
 
 let probed: Promise<AdapterProbe> | undefined;
@@ -132,14 +144,9 @@ function runProbe(): Promise<AdapterProbe> {
   const dawnPath = createRequire(import.meta.url).resolve('webgpu');
   return new Promise((resolve) => {
     execFile(process.execPath, ['-e', PROBE_SCRIPT, dawnPath], { timeout: 60_000, encoding: 'utf8', maxBuffer: 1 << 20 }, (err, stdout) => {
-      const line = stdout.trim().split('\n').pop() ?? '';
-      let v: { adapter?: unknown; error?: unknown } | undefined;
-      try {
-        v = JSON.parse(line) as typeof v;
-      } catch {
-        v = undefined;
-      }
-      if (v?.adapter && typeof v.adapter === 'object') return resolve(probeFromEnv(JSON.stringify({ adapter: v.adapter }))!);
+      const v = parsed(stdout.trim().split('\n').pop() ?? '') as { adapter?: unknown; error?: unknown } | null | undefined;
+      const adapter = adapterIn(v);
+      if (adapter) return resolve({ adapter });
       if (v?.adapter === null) return resolve({ adapter: null, reason: NO_ADAPTER });
       const why = typeof v?.error === 'string' ? v.error : err ? `the probe process failed: ${err.message.split('\n')[0]}` : 'the probe process said nothing';
       resolve({ adapter: null, reason: `${NO_ADAPTER}: ${why}`.slice(0, 300) });
@@ -151,21 +158,25 @@ function runProbe(): Promise<AdapterProbe> {
  * Finds the adapter and registers tfjs's webgpu backend on it, or throws saying why not. The
  * adapter checked here is the one tfjs gets: navigator.gpu is a wrapper that returns it.
  */
+/** Auto-selection's refusal of a CPU adapter. */
+function refuseSoftware(adapter: AdapterDescription): void {
+  const software = softwareAdapterReason(adapter);
+  if (software) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);
+}
+
 export async function prepareWebGpu(options: WebGpuOptions): Promise<AdapterDescription> {
   if (process.platform === 'linux' && !findLibrary('libvulkan.so.1')) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine: WebGPU needs one, and a GPU driver');
   if (!options.allowSoftware) {
     const seen = await (options.probe ?? probeAdapter)();
     if (!seen.adapter) throw new Error(seen.reason);
-    const software = softwareAdapterReason(seen.adapter);
-    if (software) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);
+    refuseSoftware(seen.adapter);
   }
   const dawn = (await options.importModule('webgpu')) as DawnModule;
   const gpu = dawn.create([]);
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new Error(NO_ADAPTER);
   const described = describeAdapter(adapter);
-  const software = softwareAdapterReason(described);
-  if (software && !options.allowSoftware) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);
+  if (!options.allowSoftware) refuseSoftware(described);
   Object.assign(globalThis, dawn.globals);
   if (!('navigator' in globalThis)) Object.defineProperty(globalThis, 'navigator', { value: {}, writable: true, configurable: true });
   // The wrapper holds Dawn's GPU object too: if it were garbage-collected, Dawn would tear its
