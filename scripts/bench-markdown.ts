@@ -324,7 +324,7 @@ function peers(r: BenchReport): string[] {
           ['left', 'right', 'right', 'right'],
         ),
         '',
-        `Estimated from the epoch above: 20 × 40,000 images at the measured training rate (and, for dtrain, the measured validation time per training image, ${models.length} models). PyTorch uses its best configuration per model${e.runs.some((x) => x.pairedTorchRepeats) ? `, at the median of its measurements ${pairedWhen(e.runs).each.replace(' (their mean)', '')} (the paired column)` : ''}.`,
+        `Estimated from the epoch above: 20 × 40,000 images at the measured training rate (and, for dtrain, the measured validation time per training image, ${models.length} models). PyTorch uses its best configuration per model${e.runs.some((x) => x.pairedTorchRepeats) ? `, at the median of its measurements ${pairedWhen(e.runs).when} each run (the paired column)` : ''}.`,
         '',
       );
     }

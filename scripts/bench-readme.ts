@@ -21,7 +21,7 @@ export function renderReadmeTable(r: BenchReport, jsonPath: string): string {
         x.model,
         `${fixed(x.imagesPerSecond)} img/s`,
         // Paired runs: PyTorch as the ratio beside it saw it, the median of its measurements around each run.
-        x.pairedTorchRepeats ? `${fixed(median(x.pairedTorchRepeats))} img/s (the best of 1 process, 1 thread and DDP 2×1, ${pairedWhen([x]).each.replace(' (their mean)', ', their mean')})` : best ? `${fixed(best.imagesPerSecond)} img/s (${torchLabel(best)})` : '—',
+        x.pairedTorchRepeats ? `${fixed(median(x.pairedTorchRepeats))} img/s (the best of 1 process, 1 thread and DDP 2×1, ${pairedWhen([x]).when} each run${pairedWhen([x]).bracketed ? ', their mean' : ''})` : best ? `${fixed(best.imagesPerSecond)} img/s (${torchLabel(best)})` : '—',
         best ? `${fixed(peerRatio(r, x)!, 2)}` : '—',
         s ? `${fixed(s.dtrainMinutes, 1)} / ${s.torchMinutes === undefined ? '—' : fixed(s.torchMinutes, 1)}` : '—',
         `${fixed(x.peakRssBytes / 2 ** 20)} MiB`,

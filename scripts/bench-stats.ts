@@ -44,11 +44,16 @@ export function medianRun(runs: readonly EndToEndRun[]): EndToEndRun {
   return { ...sorted[(sorted.length - 1) >> 1], repeats: runs.map((r) => r.imagesPerSecond), ...secondEpochRepeats, ...pairedTorchRepeats, ...pairedTorchBracketRepeats };
 }
 
+/** "just before it", or "just before and just after it (their mean)". */
+function pairedText(w: ReturnType<typeof pairedWhen>): string {
+  return `${w.when} it${w.bracketed ? ' (their mean)' : ''}`;
+}
+
 /** When the paired PyTorch figures were measured, for the prose: around each run, or (older reports) before it. */
-export function pairedWhen(runs: readonly EndToEndRun[]): { bracketed: boolean; each: string; column: string } {
+export function pairedWhen(runs: readonly EndToEndRun[]): { bracketed: boolean; when: string; column: string } {
   return runs.some((r) => r.pairedTorchBracketRepeats ?? r.pairedTorchBracket)
-    ? { bracketed: true, each: 'just before and just after each run (their mean)', column: 'dtrain / PyTorch around each run' }
-    : { bracketed: false, each: 'just before each run', column: 'dtrain / PyTorch just before each run' };
+    ? { bracketed: true, when: 'just before and just after', column: 'dtrain / PyTorch around each run' }
+    : { bracketed: false, when: 'just before', column: 'dtrain / PyTorch just before each run' };
 }
 
 export function median(values: readonly number[]): number {
@@ -384,7 +389,7 @@ function peerGoal(report: BenchReport): GoalResult {
     return p && p.length > 1 ? ` (${f2(Math.min(...p))}–${f2(Math.max(...p))})` : '';
   };
   const paired = rows.some((x) => pairedRatios(x.run));
-  const measured = rows.map((x) => `${x.run.model} ${f2(ratio(x))}${range(x)}`).join(', ') + (paired ? `: each run against PyTorch measured ${pairedWhen(rows.map((x) => x.run)).each.replace('each run', 'it')}, the median of the runs (their range)` : '');
+  const measured = rows.map((x) => `${x.run.model} ${f2(ratio(x))}${range(x)}`).join(', ') + (paired ? `: each run against PyTorch measured ${pairedText(pairedWhen(rows.map((x) => x.run)))}, the median of the runs (their range)` : '');
   const missed = rows.filter((x) => ratio(x) < PEER_GOALS.peer.ratio);
   if (missed.length === 0) return { id: 'peer', goal, met: true, measured, explanation: '' };
   const explanation = missed
