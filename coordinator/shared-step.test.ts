@@ -618,6 +618,39 @@ describe('the step ahead: a thread computes its next slice before its command (s
     expect(same(run, honest)).toBe(true);
   });
 
+  /** The images at positions [from, to) of the run's sample order (trainShared's data and seed). */
+  async function slice(from: number, to: number): Promise<Buffer> {
+    const data = await syntheticData(128, 20);
+    const order = permutation(data.train.count, testConfig({ model: 'mlp' }).seed + 1);
+    return Buffer.concat(Array.from(order.subarray(from, to), (k) => data.train.images.subarray(k * IMAGE_BYTES, (k + 1) * IMAGE_BYTES)));
+  }
+
+  it('copies a slice\'s images once: a command that names its pass ahead leaves the slot as it was', async () => {
+    let withAhead: SharedStep | undefined;
+    let without: SharedStep | undefined;
+    await trainShared(1, undefined, {}, { setup: (s) => (withAhead = s) });
+    await trainShared(1, undefined, {}, { setup: (s, ...rest) => ((without = s), withoutAhead.setup!(s, ...rest)) });
+    const slot = (s: SharedStep) => Buffer.from(s.mem.images[0].subarray(0, 32 * IMAGE_BYTES));
+    // Steps 2-4 ran from passes ahead, whose images went into the thread's ahead buffers only.
+    expect(slot(withAhead!).equals(await slice(0, 32))).toBe(true);
+    expect(slot(without!).equals(await slice(96, 128))).toBe(true);
+  });
+
+  for (const k of [1, 2]) {
+    it(`computes from the ahead buffer when a command names a pass the thread cannot use (${k} thread${k > 1 ? 's' : ''}), with the images of the step`, async () => {
+      // Outliers in steps 2 and 4 change the gradient only if the thread reads those steps' images.
+      const honest: Honest = { outlierPositions: [40, 110], screen: false };
+      const reference = await trainShared(k, undefined, honest, withoutAhead);
+      const unusable = (_t: number, session: WorkerSession) => ({ ...session, finishAhead: async () => undefined }) as unknown as WorkerSession;
+      const run = await trainShared(k, undefined, honest, { session: unusable, setup: (_s, servers) => patientAhead(servers) });
+      expect(run.outcome?.status).toBe('finished');
+      expect(stepsAhead(run)).toEqual([0]);
+      expect(same(run, reference)).toBe(true);
+      const plain = await trainShared(k, undefined, { screen: false }, withoutAhead);
+      expect(same(reference, plain)).toBe(false);
+    });
+  }
+
   it('drops the pass computed after a result the screen rejected, and offers the slice again with the recomputation', async () => {
     const honest = await trainShared(1, undefined, {}, withoutAhead);
     // With the step ahead, call 2 is the pass for step 2, which its command then uses.

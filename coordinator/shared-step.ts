@@ -25,7 +25,7 @@ import { DtrainError } from '../common/errors.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
-import { gatherInto } from '../common/data/split.ts';
+import { gatherInto, gatherLabels } from '../common/data/split.ts';
 import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
@@ -82,6 +82,8 @@ export class SharedStep {
   private readonly alive: boolean[];
   private readonly rejecters: (((e: Error) => void) | undefined)[];
   private readonly slotOf = new WeakMap<Uint8Array, number>();
+  /** Per slot: its images were copied in for the step being prepared (fillSlot). */
+  private readonly slotFilled: boolean[] = [];
   /** Σ g² of each slot's gradient sums, as its thread reported them with its last result. */
   private readonly slotSquares: Float64Array;
   private readonly ownerCore: boolean;
@@ -228,9 +230,25 @@ export class SharedStep {
     this.slotCounts[slot] = indices.length;
     const images = this.mem.images[slot].subarray(0, indices.length * IMAGE_BYTES);
     const labels = this.mem.labels[slot].subarray(0, indices.length);
-    gatherInto(set, indices, images, labels);
+    // The images are copied in only for a command that names no pass ahead (fillSlot).
+    this.slotFilled[slot] = false;
+    gatherLabels(set, indices, labels);
     this.slotOf.set(images, slot);
     return { kind: 'train', images, labels };
+  }
+
+  /**
+   * Copies slot `slot`'s images in, once per step, before a command that may read them. A command
+   * that names a pass ahead (step-ahead.ts) does not: its slice is the one offered, whose images
+   * already lie in the thread's ahead buffer, and that thread reads them there if it cannot use the
+   * pass. So in a run of passes ahead each image is copied once, into an ahead buffer, not twice.
+   */
+  private fillSlot(slot: number): void {
+    const slice = this.slices[slot];
+    if (this.slotFilled[slot] || !slice) return;
+    const n = slice.indices.length;
+    gatherInto(slice.set, slice.indices, this.mem.images[slot].subarray(0, n * IMAGE_BYTES), this.mem.labels[slot].subarray(0, n));
+    this.slotFilled[slot] = true;
   }
 
   /** The slot a task's images were gathered into, if it is a shared-memory train task. */
@@ -269,6 +287,7 @@ export class SharedStep {
     const offers = fused || round !== 0;
     ctl[b + CTL.ahead] = offers ? this.ahead.claim(index, slot, this.seqs[index], this.parity, this.slices[slot], task) : 0;
     if (!offers) this.ahead.forget();
+    if (ctl[b + CTL.ahead] === 0) this.fillSlot(slot);
     if (fused) {
       this.prepareReduction([task.labels.length]);
       this.setStripe(b, { from: 0, to: this.mem.adamSpan }, true);

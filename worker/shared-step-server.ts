@@ -258,7 +258,11 @@ export class SharedStepServer {
     };
     const early = pass && (await this.session.finishAhead(pass.prepared, target));
     if (early) ctl[b + CTL.aheadUsed] = 1;
-    const r = early || (await this.session.trainWithInto(weights, this.mem.images[slot].subarray(0, count * IMAGE_BYTES), this.mem.labels[slot].subarray(0, count), target, readSliceFields(ctl, b), shape.grain ?? 0, heldToken(ctl, parity)));
+    let r = early;
+    if (!r) {
+      const input = this.slice(slot, count);
+      r = await this.session.trainWithInto(weights, input.images, input.labels, target, readSliceFields(ctl, b), shape.grain ?? 0, heldToken(ctl, parity));
+    }
     if (!owned()) throw new Error(`slot ${slot} was reassigned while thread ${this.index + 1} computed it`);
     const fb = this.mem.f64Base(this.index);
     f64[fb + F64.lossSum] = r.lossSum;
@@ -268,6 +272,18 @@ export class SharedStepServer {
     // A pass ahead ran before the command: its time counts as the command's compute.
     f64[fb + F64.computeMs] = performance.now() - started + (early ? pass.computeMs : 0);
     ctl[b + CTL.correct] = r.correct;
+  }
+
+  /**
+   * The command's images and labels: slot `slot`'s, or, where the command names a pass ahead, the
+   * ahead buffer that pass was offered in, which holds the same slice (the owning thread copies a
+   * slot's images in only for commands that name none: SharedStep.fillSlot).
+   */
+  private slice(slot: number, count: number): { images: Uint8Array; labels: Uint8Array } {
+    const { ctl } = this.mem;
+    const token = ctl[this.base + CTL.op] === OP.trainApply ? ctl[this.base + CTL.ahead] : 0;
+    const from = (token !== 0 && this.mem.aheadBuffer(this.index, token)) || { images: this.mem.images[slot], labels: this.mem.labels[slot] };
+    return { images: from.images.subarray(0, count * IMAGE_BYTES), labels: from.labels.subarray(0, count) };
   }
 
   /** Slot `slot`'s gradient sums: float64 with a reduction grain. */
