@@ -12,6 +12,8 @@
  *   images[k], labels[k]     slot k's input bytes
  *   aheadImages[2t..2t+1], aheadLabels[2t..2t+1]   per thread t: the next step's slice, offered
  *                            ahead of its command (coordinator/step-ahead.ts), alternating by offer
+ *   aheadSlices[2t..2t+1]    int32: with each, its sample count, whether the thread copies the images
+ *                            in itself (1: from the training set it was given) and the indices
  * Keeping the previous weights and moments intact until the step is complete is what lets a step
  * whose thread died during the reduction be redone from the same inputs.
  *
@@ -143,6 +145,25 @@ export const CTL = {
   ownerSleeping: 36,
 } as const;
 
+/** An ahead buffer's int32 header: the slice's sample count, then 1 where the thread copies its images in (by index). */
+export const AHEAD_SLICE = { count: 0, byIndex: 1 } as const;
+const AHEAD_SLICE_HEADER = 2;
+
+/**
+ * A buffer for a slice offered ahead. The owning thread writes it with the offer: either the images
+ * and labels themselves (byIndex 0), or only the indices into the training set it gave the threads
+ * (byIndex 1), whose thread then copies the images in (worker/step-ahead.ts, fill). It stays as
+ * written until the offer after next (the two buffers alternate).
+ */
+export interface AheadBuffer {
+  images: Uint8Array;
+  labels: Uint8Array;
+  /** AHEAD_SLICE's header words, then the indices. */
+  slice: Int32Array;
+  /** The slice's sample indices into the training set (byIndex 1). */
+  indices: Uint32Array;
+}
+
 /** CTL.roundPhase's values. */
 export const ROUND_PHASE = { clear: 0, mayWrite: 1 } as const;
 
@@ -249,6 +270,8 @@ export class StepMemory {
   /** Two buffers per thread for the slice offered ahead (see aheadBuffer); empty with a reduction grain. */
   readonly aheadImages: Uint8Array[];
   readonly aheadLabels: Uint8Array[];
+  /** With each ahead buffer: [count, byIndex], then `slotSamples` sample indices (see AheadBuffer). */
+  readonly aheadSlices: Int32Array[];
   /** Byte offsets in the memory, for the Adam kernel. */
   readonly offsets: { weights: [number, number]; m: [number, number]; v: [number, number]; reduced: number; gradients: number; gradientStride: number };
   readonly ctl: Int32Array;
@@ -286,6 +309,7 @@ export class StepMemory {
     this.labels = o.labels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
     this.aheadImages = o.aheadImages.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
     this.aheadLabels = o.aheadLabels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
+    this.aheadSlices = o.aheadSlices.map((at) => new Int32Array(buf, at, AHEAD_SLICE_HEADER + shape.slotSamples));
     this.globalInts = alignUp(CTL.slotCounts + 2 * shape.slots, 16);
     const c = StepMemory.controlPlan(shape);
     this.ctl = new Int32Array(control, 0, c.ints);
@@ -326,7 +350,8 @@ export class StepMemory {
     const ahead = (shape.grain ?? 0) > 0 ? [] : Array.from({ length: 2 * shape.threads }, (_, i) => i);
     const aheadImages = ahead.map(() => take(shape.slotSamples * IMAGE_BYTES));
     const aheadLabels = ahead.map(() => take(shape.slotSamples));
-    return { bytes: at, weightFloats, offsets: { weights, m, v, reduced, gradients, stats, images, labels, aheadImages, aheadLabels } };
+    const aheadSlices = ahead.map(() => take((AHEAD_SLICE_HEADER + shape.slotSamples) * 4));
+    return { bytes: at, weightFloats, offsets: { weights, m, v, reduced, gradients, stats, images, labels, aheadImages, aheadLabels, aheadSlices } };
   }
 
   private static controlPlan(shape: StepMemoryShape) {
@@ -366,9 +391,11 @@ export class StepMemory {
   }
 
   /** Thread t's buffer for the slice of offer `token` (the two alternate by token), if the memory has them. */
-  aheadBuffer(t: number, token: number): { images: Uint8Array; labels: Uint8Array } | undefined {
+  aheadBuffer(t: number, token: number): AheadBuffer | undefined {
     const i = 2 * t + (token & 1);
-    return i < this.aheadImages.length ? { images: this.aheadImages[i], labels: this.aheadLabels[i] } : undefined;
+    if (i >= this.aheadImages.length) return undefined;
+    const s = this.aheadSlices[i];
+    return { images: this.aheadImages[i], labels: this.aheadLabels[i], slice: s, indices: new Uint32Array(s.buffer, s.byteOffset + AHEAD_SLICE_HEADER * 4, this.shape.slotSamples) };
   }
 
   /** Index of thread t's first control int. */

@@ -14,6 +14,7 @@ import { bnRounds } from './bn-rounds.ts';
 import type { Membership, WorkerHandle } from './membership.ts';
 import { Adam } from '../common/adam.ts';
 import { SharedStep } from './shared-step.ts';
+import type { ImageSet } from '../common/data/types.ts';
 import { BnBoardHost, createBnBoard } from '../common/bn-board.ts';
 
 class ThreadWorker implements WorkerHandle {
@@ -52,7 +53,8 @@ export interface InProcessOptions {
    * counts and the largest slice. Without it, every step is messages, as over WebSockets.
    */
   /** `grain`: the run's reduction grain (common/reduce-grain.ts), whose slots hold float64 gradients. */
-  sharedMemory?: { trainable: number; stats: number; slotSamples: number; grain?: number } | false;
+  /** `trainSet`: the run's training split; where it lies in shared memory the threads read their slices ahead in place (SharedStep.shareTrainSet). */
+  sharedMemory?: { trainable: number; stats: number; slotSamples: number; grain?: number; trainSet?: ImageSet } | false;
   /**
    * Channels of the model's BatchNorm layers: with two threads or more, their synchronized
    * BatchNorm exchanges go through a board in shared memory (common/bn-board.ts), not messages.
@@ -95,7 +97,8 @@ async function startThreads(membership: Membership, opts: InProcessOptions): Pro
   const threads: ComputeThread[] = [];
   const sm = opts.sharedMemory;
   // The stripes run the SIMD Adam exactly when the trainer's Adam does (same availability check).
-  const shared = sm ? new SharedStep({ ...sm, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
+  const shared = sm ? new SharedStep({ trainable: sm.trainable, stats: sm.stats, slotSamples: sm.slotSamples, grain: sm.grain, slots: opts.workers, threads: opts.workers }, new Adam(1).kind === 'simd') : undefined;
+  if (shared && sm && sm.trainSet) shared.shareTrainSet(sm.trainSet);
   const channels = opts.batchNormChannels ?? [];
   // With a reduction grain a slice exchanges one vector per group of its samples (common/reduce-grain.ts).
   const groupsPerLane = sm && sm.grain ? Math.ceil(sm.slotSamples / sm.grain) : 1;

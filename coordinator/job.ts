@@ -11,6 +11,7 @@ import { loadDataset } from '../common/data/load.ts';
 import { fitPreprocessing, type Preprocessing } from '../common/data/preprocess.ts';
 import { MODEL_SPECS } from '../common/models.ts';
 import { floatsToBytes, type ResultExpectations } from '../common/codec.ts';
+import type { ImageSet } from '../common/data/types.ts';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../common/protocol.ts';
 import { Membership } from './membership.ts';
 import type { SharedStep } from './shared-step.ts';
@@ -35,8 +36,8 @@ export interface WorkerPool {
 export interface JobOptions {
   config: TrainConfig;
   log: Logger;
-  /** Starts the transport; the welcome is what each worker must be told. */
-  startWorkers(membership: Membership, welcome: Omit<WelcomeMessage, 'workerId'>, expect: ResultExpectations): Promise<WorkerPool>;
+  /** Starts the transport; the welcome is what each worker must be told; `trainSet`: the run's training split (threads in this process may read it in place). */
+  startWorkers(membership: Membership, welcome: Omit<WelcomeMessage, 'workerId'>, expect: ResultExpectations, trainSet: ImageSet): Promise<WorkerPool>;
   /** Workers to wait for before the first step (default 1). */
   minWorkers?: number;
   hooks?: Pick<TrainerHooks, 'onStep' | 'stepLogLevel'>;
@@ -111,7 +112,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     trainableCount: trainer.layout.trainableSize,
     // Offered only to workers whose own dataset has this fingerprint (the WebSocket Connection checks).
     ...(data.fingerprint ? { localData: { fingerprint: data.fingerprint, seed: config.seed, ...(config.limitTrain ? { limitTrain: config.limitTrain } : {}), ...(config.limitTest ? { limitTest: config.limitTest } : {}) } } : {}),
-  }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize, batchNormChannels: trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size) });
+  }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize, batchNormChannels: trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size) }, data.train);
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
   let outcome: RunOutcome | undefined;

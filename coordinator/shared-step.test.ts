@@ -20,7 +20,8 @@ import { Trainer, type RunOutcome } from './trainer.ts';
 import { GradientScreen } from './result-check.ts';
 import { permutation } from '../common/random.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
-import { CTL, OP, ROUND_PHASE, publish } from '../common/step-memory.ts';
+import { gatherImages } from '../common/data/split.ts';
+import { AHEAD_SLICE, CTL, OP, ROUND_PHASE, publish } from '../common/step-memory.ts';
 import { setNativeStripe } from '../common/step-stripe.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 import { requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
@@ -123,6 +124,8 @@ interface Tweaks {
   session?: (thread: number, session: WorkerSession) => WorkerSession;
   /** False: a closed thread is not marked failed in the shared step (only its own abort can release a barrier). */
   failOnClose?: boolean;
+  /** The training set lies in shared memory and the threads are given it (SharedStep.shareTrainSet): slices ahead go by index. */
+  sharedTrainSet?: boolean;
 }
 
 /** Trains mlp for one epoch (128 images, batch 32: 4 steps) over `k` shared-memory threads. */
@@ -132,11 +135,13 @@ async function trainShared(k: number, poison: Poison = () => undefined, honest: 
   const { log, lines } = capturingLogger();
   const membership = new Membership(log);
   const data = await syntheticData(128, 20);
+  if (tweaks.sharedTrainSet) data.train = gatherImages(data.train, Uint32Array.from({ length: data.train.count }, (_, i) => i), true);
   const trainer = new Trainer(config, data, membership, log);
   if (honest.screen === false) (trainer as unknown as { screen: GradientScreen }).screen = new GradientScreen(trainer.layout, { factor: Infinity });
   const order = permutation(data.train.count, config.seed + 1);
   const outliers = (honest.outlierPositions ?? []).map((p) => data.train.images.slice(order[p] * IMAGE_BYTES, (order[p] + 1) * IMAGE_BYTES));
   const shared = new SharedStep({ trainable: trainer.layout.trainableSize, stats: 0, slots: k, slotSamples: 32, threads: k }, new Adam(1).kind === 'simd');
+  if (tweaks.sharedTrainSet) expect(shared.shareTrainSet(data.train)).toBe(true);
   const threads: SharedThread[] = [];
   const servers: SharedStepServer[] = [];
   for (let i = 0; i < k; i++) {
@@ -636,18 +641,35 @@ describe('the step ahead: a thread computes its next slice before its command (s
     expect(slot(without!).equals(await slice(96, 128))).toBe(true);
   });
 
+  // Outliers in steps 2 and 4 change the gradient only if the thread reads those steps' images.
+  const outliers: Honest = { outlierPositions: [40, 110], screen: false };
+  const unusable = (_t: number, session: WorkerSession) => ({ ...session, finishAhead: async () => undefined }) as unknown as WorkerSession;
+  /** The threads run no pass ahead at all, so a slice offered by index is copied in only for the command that names it. */
+  const noPasses = (servers: SharedStepServer[]) => {
+    for (const s of servers) (s as unknown as { ahead: { compute(): Promise<void> } }).ahead.compute = async () => {};
+  };
   for (const k of [1, 2]) {
-    it(`computes from the ahead buffer when a command names a pass the thread cannot use (${k} thread${k > 1 ? 's' : ''}), with the images of the step`, async () => {
-      // Outliers in steps 2 and 4 change the gradient only if the thread reads those steps' images.
-      const honest: Honest = { outlierPositions: [40, 110], screen: false };
-      const reference = await trainShared(k, undefined, honest, withoutAhead);
-      const unusable = (_t: number, session: WorkerSession) => ({ ...session, finishAhead: async () => undefined }) as unknown as WorkerSession;
-      const run = await trainShared(k, undefined, honest, { session: unusable, setup: (_s, servers) => patientAhead(servers) });
-      expect(run.outcome?.status).toBe('finished');
-      expect(stepsAhead(run)).toEqual([0]);
+    for (const sharedTrainSet of [false, true]) {
+      const how = sharedTrainSet ? 'offered by index, copied in by the thread' : 'offered with its images';
+      it(`computes from the ahead buffer when a command names a pass the thread cannot use (${k} thread${k > 1 ? 's' : ''}, ${how}), with the images of the step`, async () => {
+        const reference = await trainShared(k, undefined, outliers, withoutAhead);
+        const run = await trainShared(k, undefined, outliers, { session: unusable, setup: (_s, servers) => (sharedTrainSet ? noPasses(servers) : patientAhead(servers)), sharedTrainSet });
+        expect(run.outcome?.status).toBe('finished');
+        expect(stepsAhead(run)).toEqual([0]);
+        expect(same(run, reference)).toBe(true);
+        const plain = await trainShared(k, undefined, { screen: false }, withoutAhead);
+        expect(same(reference, plain)).toBe(false);
+      });
+    }
+
+    it(`offers slices of a training set the threads hold by index (${k} thread${k > 1 ? 's' : ''}): each thread copies its images in, and the run ends with the weights of one without passes ahead`, async () => {
+      const reference = await trainShared(k, undefined, outliers, withoutAhead);
+      let shared: SharedStep | undefined;
+      const run = await trainShared(k, undefined, outliers, { setup: (s, servers) => ((shared = s), patientAhead(servers)), sharedTrainSet: true });
+      expect(stepsAhead(run)).toEqual([3 * k]);
       expect(same(run, reference)).toBe(true);
-      const plain = await trainShared(k, undefined, { screen: false }, withoutAhead);
-      expect(same(reference, plain)).toBe(false);
+      // The last offers went by index: the owner wrote their indices, the threads the images.
+      for (let t = 0; t < k; t++) for (const token of [1, 2]) expect(shared!.mem.aheadBuffer(t, token)!.slice[AHEAD_SLICE.byIndex]).toBe(1);
     });
   }
 

@@ -24,7 +24,7 @@ import type { Adam } from '../common/adam.ts';
 import { DtrainError } from '../common/errors.ts';
 import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/bn-sync-errors.ts';
 import { withTimeout } from '../common/timeout.ts';
-import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
+import { IMAGE_BYTES, isSharedSet, type ImageSet } from '../common/data/types.ts';
 import { gatherInto, gatherLabels } from '../common/data/split.ts';
 import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
@@ -185,7 +185,20 @@ export class SharedStep {
   attachMessage(index: number): SharedAttachMessage {
     // Threads spin longer between commands only where a core is left for this (owning) thread besides theirs (worker/shared-step-server.ts).
     const spinMicros = this.ownerHasCore ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
-    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, fromBackend: this.fromBackend };
+    const set = this.ahead.trainSet;
+    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, fromBackend: this.fromBackend, ...(set ? { trainSet: { images: set.images, labels: set.labels, count: set.count } } : {}) };
+  }
+
+  /**
+   * Gives the threads (with attachMessage, so before it) the run's training set, where it lies in
+   * shared memory (common/data/load.ts makes it so): slices of it offered ahead then go by their
+   * indices, and each thread copies its images in itself, so the owning thread copies no images
+   * for those steps. Returns whether it could.
+   */
+  shareTrainSet(set: ImageSet): boolean {
+    if (!isSharedSet(set)) return false;
+    this.ahead.trainSet = set;
+    return true;
   }
 
   /** Copies the weights and the Adam state in (run start, after a resume); `adam` stays bound. */

@@ -21,7 +21,7 @@
  */
 import { gatherInto } from '../common/data/split.ts';
 import type { ImageSet } from '../common/data/types.ts';
-import { CTL, writePosition, type StepMemory } from '../common/step-memory.ts';
+import { AHEAD_SLICE, CTL, writePosition, type StepMemory } from '../common/step-memory.ts';
 import type { SamplePosition, SliceTask } from '../common/protocol.ts';
 
 interface Slice {
@@ -64,6 +64,11 @@ export class AheadOffers {
   private readonly offered: (Offer | undefined)[];
   /** Per thread: its last token (the two buffers alternate by token). */
   private readonly tokens: number[];
+  /**
+   * The training set the threads were given (SharedStep.shareTrainSet): a slice of it is offered by
+   * its indices, and the thread copies the images in itself; a slice of any other set, by its images.
+   */
+  trainSet: ImageSet | undefined;
   /** Commands that used a pass computed ahead. */
   hits = 0;
   private reported = 0;
@@ -110,7 +115,11 @@ export class AheadOffers {
       return;
     }
     this.tokens[index] = token;
-    gatherInto(next.set, next.indices, buffer.images, buffer.labels);
+    const byIndex = next.set === this.trainSet;
+    if (byIndex) buffer.indices.set(next.indices);
+    else gatherInto(next.set, next.indices, buffer.images, buffer.labels);
+    buffer.slice[AHEAD_SLICE.count] = next.indices.length;
+    buffer.slice[AHEAD_SLICE.byIndex] = byIndex ? 1 : 0;
     ctl[b + CTL.aheadSeq] = token;
     ctl[b + CTL.aheadCount] = next.indices.length;
     ctl[b + CTL.aheadParity] = writes;

@@ -58,7 +58,7 @@ const pool = await startInProcessWorkers(membership, {
   backend: 'wasm',
   log,
   welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
-  sharedMemory: { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: batch },
+  sharedMemory: { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: batch, trainSet: data.train },
 });
 if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
 try {

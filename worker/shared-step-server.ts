@@ -9,7 +9,7 @@ import { CTL, F64, OP, ROUND_PHASE, STATUS, StepMemory, abortRound, arriveAtRoun
 import { StripeWorker, heldToken, type BackendSegment, type WeightsToken } from '../common/step-stripe.ts';
 import type { BackendGradientUse } from './compute.ts';
 import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../common/sum-squares-simd.ts';
-import { IMAGE_BYTES } from '../common/data/types.ts';
+import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import type { WorkerSession } from './session.ts';
 import { StepAhead, type Offer, type PassAhead } from './step-ahead.ts';
 
@@ -24,6 +24,8 @@ export interface SharedAttachMessage {
   spinMicros: number;
   /** Whether a step of one slot may use its gradient where the backend holds it (SharedStepServer.trainApplyFromBackend). */
   fromBackend: boolean;
+  /** The run's training set in shared memory (SharedStep.shareTrainSet): slices offered ahead by index are copied in from it. */
+  trainSet?: ImageSet;
 }
 
 /**
@@ -87,7 +89,7 @@ export class SharedStepServer {
     this.fromBackend = msg.fromBackend;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
-    this.ahead = new StepAhead(this.mem, this.index, session);
+    this.ahead = new StepAhead(this.mem, this.index, session, msg.trainSet);
   }
 
   /** Serves commands until the thread ends. */
@@ -282,7 +284,7 @@ export class SharedStepServer {
   private slice(slot: number, count: number): { images: Uint8Array; labels: Uint8Array } {
     const { ctl } = this.mem;
     const token = ctl[this.base + CTL.op] === OP.trainApply ? ctl[this.base + CTL.ahead] : 0;
-    const from = (token !== 0 && this.mem.aheadBuffer(this.index, token)) || { images: this.mem.images[slot], labels: this.mem.labels[slot] };
+    const from = (token !== 0 && this.ahead.fill(token)) || { images: this.mem.images[slot], labels: this.mem.labels[slot] };
     return { images: from.images.subarray(0, count * IMAGE_BYTES), labels: from.labels.subarray(0, count) };
   }
 

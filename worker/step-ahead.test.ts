@@ -8,9 +8,9 @@ import { floatsToBytes } from '../common/codec.ts';
 import { weightLayout, initialWeights } from '../common/weights.ts';
 import { buildModel } from '../common/models.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
-import { CTL, StepMemory, writePosition } from '../common/step-memory.ts';
+import { AHEAD_SLICE, CTL, StepMemory, writePosition } from '../common/step-memory.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
-import { IMAGE_BYTES } from '../common/data/types.ts';
+import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 
 /** A one-thread step memory for `name` holding `weights` in copy 1, a session welcomed to it, and a slice offered with token `token`. */
 function setup(session: WorkerSession, token: number, name: 'mlp' | 'cnn-dropout' = 'mlp') {
@@ -145,5 +145,50 @@ describe('the step ahead, on a compute thread (wasm)', () => {
     expect(ahead.offer()).toBeUndefined();
     expect(mem.aheadImages[0].length).toBe(8 * IMAGE_BYTES);
     session.dispose();
+  });
+});
+
+describe('a slice offered by index (fill)', () => {
+  function offered(withSet = true) {
+    const mem = StepMemory.create({ trainable: 16, stats: 0, slots: 1, slotSamples: 4, threads: 1 });
+    const set = generateSynthetic(Uint32Array.from({ length: 10 }, (_, i) => i), 'dev', 2, true);
+    const ahead = new StepAhead(mem, 0, new WorkerSession(), withSet ? set : undefined);
+    const buffer = mem.aheadBuffer(0, 7)!;
+    buffer.indices.set([9, 2, 4]);
+    buffer.slice[AHEAD_SLICE.count] = 3;
+    buffer.slice[AHEAD_SLICE.byIndex] = 1;
+    return { mem, set, ahead, buffer };
+  }
+  const image = (set: ImageSet, k: number) => Buffer.from(set.images.subarray(k * IMAGE_BYTES, (k + 1) * IMAGE_BYTES));
+
+  it('copies the images and labels at the offered indices of the training set into the buffer, once per offer', () => {
+    const { set, ahead, buffer } = offered();
+    expect(ahead.fill(7)?.images).toBe(buffer.images);
+    for (const [j, k] of [9, 2, 4].entries()) {
+      expect(Buffer.from(buffer.images.subarray(j * IMAGE_BYTES, (j + 1) * IMAGE_BYTES)).equals(image(set, k))).toBe(true);
+      expect(buffer.labels[j]).toBe(set.labels[k]);
+    }
+    // Filled once: a second call for the same offer leaves the buffer alone.
+    buffer.images.fill(0);
+    ahead.fill(7);
+    expect(buffer.images.every((x) => x === 0)).toBe(true);
+  });
+
+  it('leaves a buffer the owner filled with images as it is', () => {
+    const { ahead, buffer } = offered();
+    buffer.slice[AHEAD_SLICE.byIndex] = 0;
+    buffer.images.fill(5);
+    ahead.fill(7);
+    expect(buffer.images.every((x) => x === 5)).toBe(true);
+  });
+
+  it('refuses an offer by index without a training set, or with a count outside the buffer, naming what it got', () => {
+    expect(() => offered(false).ahead.fill(7)).toThrow('offer 7 names its slice by index, but this thread was given no training set');
+    const { ahead, buffer } = offered();
+    buffer.slice[AHEAD_SLICE.count] = 5;
+    expect(() => ahead.fill(7)).toThrow('offer 7 holds 5 samples, expected 1 to 4');
+    buffer.slice[AHEAD_SLICE.count] = 3;
+    buffer.indices[1] = 10;
+    expect(() => ahead.fill(7)).toThrow('Expected indices below 10, but index 1 is 10.');
   });
 });

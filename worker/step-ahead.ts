@@ -6,8 +6,9 @@
  * gradients in its backend. The next command uses them only if it names that offer (CTL.ahead);
  * any other command drops them.
  */
-import { IMAGE_BYTES } from '../common/data/types.ts';
-import { CTL, readPosition, type StepMemory } from '../common/step-memory.ts';
+import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
+import { gatherInto } from '../common/data/split.ts';
+import { AHEAD_SLICE, CTL, readPosition, type AheadBuffer, type StepMemory } from '../common/step-memory.ts';
 import type { SamplePosition } from '../common/protocol.ts';
 import { heldToken, unwritten, type WeightsToken } from '../common/step-stripe.ts';
 import type { PreparedStep } from './compute.ts';
@@ -32,10 +33,31 @@ export class StepAhead {
   private pending: (PassAhead & { token: number; read: WeightsToken }) | undefined;
 
   private readonly base: number;
+  /** Per ahead buffer: the offer whose images this thread copied into it (0: none). */
+  private readonly filled = [0, 0];
 
-  /** `index`: this thread's, whose control block and ahead buffers it reads. */
-  constructor(private readonly mem: StepMemory, private readonly index: number, private readonly session: WorkerSession) {
+  /**
+   * `index`: this thread's, whose control block and ahead buffers it reads. `trainSet`: the run's
+   * training set in shared memory, which slices offered by index are copied in from.
+   */
+  constructor(private readonly mem: StepMemory, private readonly index: number, private readonly session: WorkerSession, private readonly trainSet?: ImageSet) {
     this.base = mem.threadBase(index);
+  }
+
+  /**
+   * The buffer of offer `token`, holding its images: a slice the owner offered by index (AHEAD_SLICE)
+   * is copied in from the training set here, once, by this thread (for its pass ahead, or for a
+   * command that names the offer and cannot use the pass). Undefined where the memory has no buffers.
+   */
+  fill(token: number): AheadBuffer | undefined {
+    const buffer = this.mem.aheadBuffer(this.index, token);
+    if (!buffer || buffer.slice[AHEAD_SLICE.byIndex] !== 1 || this.filled[token & 1] === token) return buffer;
+    const count = buffer.slice[AHEAD_SLICE.count];
+    if (!this.trainSet) throw new Error(`offer ${token} names its slice by index, but this thread was given no training set`);
+    if (!(count >= 1 && count <= this.mem.shape.slotSamples)) throw new Error(`offer ${token} holds ${count} samples, expected 1 to ${this.mem.shape.slotSamples}`);
+    gatherInto(this.trainSet, buffer.indices.subarray(0, count), buffer.images, buffer.labels);
+    this.filled[token & 1] = token;
+    return buffer;
   }
 
   /** The slice offered with the command being run (undefined: none). */
@@ -59,8 +81,8 @@ export class StepAhead {
     this.drop();
     if (offer.parity !== written) return;
     const started = performance.now();
-    const buffer = this.mem.aheadBuffer(this.index, offer.token)!;
     try {
+      const buffer = this.fill(offer.token)!;
       const weights = this.mem.weights[written].subarray(0, shape.trainable + shape.stats);
       // The copy's version as the pass reads it: every writer of the copy adds 1 first (CTL.copyVersions).
       const read = heldToken(this.mem.ctl, written);

@@ -17,7 +17,7 @@ import {
 } from './fake-cifar.ts';
 import { loadDataset, type LoadOptions } from './load.ts';
 import { selectSplits } from './split.ts';
-import { CIFAR10_CLASSES, type ImageSet } from './types.ts';
+import { CIFAR10_CLASSES, isSharedSet, type ImageSet } from './types.ts';
 
 const DEV_COUNT = 5 * FAKE_RECORDS_PER_FILE;
 const TEST_COUNT = FAKE_RECORDS_PER_FILE;
@@ -118,6 +118,8 @@ describe('CIFAR-10 download', () => {
     expect(splits.train.count).toBe(80);
     expect(splits.val.count).toBe(20);
     expect(splits.test.count).toBe(20);
+    // The training split lies in shared memory (compute threads read its slices in place).
+    expect([isSharedSet(splits.train), isSharedSet(splits.val), isSharedSet(splits.test)]).toEqual([true, false, false]);
     expect(splits.source).toBe(`cifar10 (${join(cacheDir, 'cifar10', CIFAR10_BATCHES_DIR)})`);
     expect(server.requests).toEqual(['/good']);
     expect(await exists(join(cacheDir, 'cifar10', CIFAR10_ARCHIVE))).toBe(true);

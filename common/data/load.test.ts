@@ -5,7 +5,7 @@ import { ConfigError } from '../errors.ts';
 import { defaultCacheDir, loadDataset, type LoadOptions } from './load.ts';
 import { selectSplits } from './split.ts';
 import { generateSynthetic } from './synthetic.ts';
-import { CIFAR10_CLASSES, type ImageSet } from './types.ts';
+import { CIFAR10_CLASSES, isSharedSet, type ImageSet } from './types.ts';
 
 // vitest's deep equality walks typed arrays entry by entry: far too slow for images.
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -81,6 +81,11 @@ describe('loadDataset synthetic', () => {
     expectSameSet(limited.train, generateSynthetic(pick.train.subarray(0, 8), 'dev', 42));
     expectSameSet(limited.val, generateSynthetic(pick.val.subarray(0, 2), 'dev', 42));
     expectSameSet(limited.test, generateSynthetic(pick.test.subarray(0, 4), 'test', 42));
+  });
+
+  it('puts the training split in shared memory, where compute threads read it in place, and the other splits not', async () => {
+    const splits = await loadDataset({ dataset: 'synthetic', limitTrain: 8, limitTest: 4 });
+    expect([isSharedSet(splits.train), isSharedSet(splits.val), isSharedSet(splits.test)]).toEqual([true, false, false]);
   });
 
   it('uses splitSeed for the split and the images', async () => {

@@ -93,16 +93,16 @@ export interface SplitLimits {
 
 export interface SplitSampler {
   counts: Record<SplitName, number>;
-  /** Samples `indices` of `split`, in that order; an index past the split is a ShapeError. */
-  gather(split: SplitName, indices: Uint32Array): ImageSet;
+  /** Samples `indices` of `split`, in that order; an index past the split is a ShapeError. `shared`: see newImageSet. */
+  gather(split: SplitName, indices: Uint32Array, shared?: boolean): ImageSet;
 }
 
 /** The two parts a dataset comes in, each readable by index (synthetic images are drawn on demand). */
 interface Parts {
   devCount: number;
   testCount: number;
-  /** `splitSeed` also seeds the synthetic generator: every part of synthetic data follows --seed. */
-  dev(indices: Uint32Array, splitSeed: number): ImageSet;
+  /** `splitSeed` also seeds the synthetic generator: every part of synthetic data follows --seed. `shared`: see newImageSet. */
+  dev(indices: Uint32Array, splitSeed: number, shared?: boolean): ImageSet;
   test(indices: Uint32Array, splitSeed: number): ImageSet;
   source(splitSeed: number): string;
   classNames: readonly string[];
@@ -114,14 +114,14 @@ function sourceFromParts(fingerprint: string, parts: Parts): DataSource {
     const byName: Record<SplitName, Uint32Array> = { train: pick.train, val: pick.val, test: pick.test };
     return {
       counts: { train: pick.train.length, val: pick.val.length, test: pick.test.length },
-      gather(split, indices) {
+      gather(split, indices, shared = false) {
         const within = byName[split];
         const mapped = new Uint32Array(indices.length);
         for (let i = 0; i < indices.length; i++) {
           if (indices[i] >= within.length) throw new ShapeError(`Expected ${split} indices below ${within.length}, but index ${i} is ${indices[i]}.`);
           mapped[i] = within[indices[i]];
         }
-        return split === 'test' ? parts.test(mapped, splitSeed) : parts.dev(mapped, splitSeed);
+        return split === 'test' ? parts.test(mapped, splitSeed) : parts.dev(mapped, splitSeed, shared);
       },
     };
   };
@@ -130,7 +130,8 @@ function sourceFromParts(fingerprint: string, parts: Parts): DataSource {
     sampler,
     select(splitSeed, limits) {
       const s = sampler(splitSeed, limits);
-      const all = (split: SplitName) => s.gather(split, Uint32Array.from({ length: s.counts[split] }, (_, i) => i));
+      // The training split lies in shared memory: the shared-memory step's threads read its slices there (coordinator/step-ahead.ts).
+      const all = (split: SplitName) => s.gather(split, Uint32Array.from({ length: s.counts[split] }, (_, i) => i), split === 'train');
       return { train: all('train'), val: all('val'), test: all('test'), classNames: parts.classNames, source: parts.source(splitSeed), fingerprint };
     },
   };
@@ -142,7 +143,7 @@ export async function openDataSource(o: Pick<LoadOptions, 'dataset' | 'dataDir' 
     return sourceFromParts(syntheticFingerprint(), {
       devCount: SYNTHETIC_DEV_COUNT,
       testCount: SYNTHETIC_TEST_COUNT,
-      dev: (indices, splitSeed) => generateSynthetic(indices, 'dev', splitSeed),
+      dev: (indices, splitSeed, shared) => generateSynthetic(indices, 'dev', splitSeed, shared),
       test: (indices, splitSeed) => generateSynthetic(indices, 'test', splitSeed),
       source: (splitSeed) => `synthetic (seed ${splitSeed})`,
       classNames: CIFAR10_CLASSES,
@@ -161,7 +162,7 @@ export async function openDataSource(o: Pick<LoadOptions, 'dataset' | 'dataDir' 
     return sourceFromParts(data.fingerprint, {
       devCount: data.dev.count,
       testCount: data.test.count,
-      dev: (indices) => gatherImages(data.dev, indices),
+      dev: (indices, _splitSeed, shared) => gatherImages(data.dev, indices, shared),
       test: (indices) => gatherImages(data.test, indices),
       source: () => data.source,
       classNames: data.classNames,

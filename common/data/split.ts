@@ -6,7 +6,7 @@
 import { ShapeError } from '../errors.ts';
 import { loadNativeKernels } from '../kernels/native/addon.ts';
 import { permutation } from '../random.ts';
-import { IMAGE_BYTES, type ImageSet } from './types.ts';
+import { IMAGE_BYTES, newImageSet, type ImageSet } from './types.ts';
 
 /** CIFAR-10's 50,000 dev images split 40,000 / 10,000, as the assignment asks. */
 export const VALIDATION_FRACTION = 0.2;
@@ -44,12 +44,11 @@ export function selectSplits(
   return { train: trainPart.slice(0, trainTake), val: valPart.slice(0, valTake), test };
 }
 
-/** A new ImageSet holding `indices` of `set`, in that order. */
-export function gatherImages(set: ImageSet, indices: Uint32Array): ImageSet {
-  const images = new Uint8Array(indices.length * IMAGE_BYTES);
-  const labels = new Uint8Array(indices.length);
-  gatherInto(set, indices, images, labels);
-  return { images, labels, count: indices.length };
+/** A new ImageSet holding `indices` of `set`, in that order (`shared`: see newImageSet). */
+export function gatherImages(set: ImageSet, indices: Uint32Array, shared = false): ImageSet {
+  const out = newImageSet(indices.length, shared);
+  gatherInto(set, indices, out.images, out.labels);
+  return out;
 }
 
 /** The labels at `indices` of `set` into `labels` (at least indices.length long); checks every index. */

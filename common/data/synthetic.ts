@@ -16,7 +16,7 @@
  */
 import { mix32, SeededRandom } from '../random.ts';
 import { createHash } from 'node:crypto';
-import { IMAGE_BYTES, type ImageSet } from './types.ts';
+import { IMAGE_BYTES, newImageSet, type ImageSet } from './types.ts';
 
 export const SYNTHETIC_DEV_COUNT = 50_000;
 export const SYNTHETIC_TEST_COUNT = 10_000;
@@ -90,10 +90,10 @@ export function syntheticFingerprint(): string {
   return `synthetic:${createHash('sha256').update(params).digest('hex')}`;
 }
 
-export function generateSynthetic(indices: Uint32Array, part: SyntheticPart, seed: number): ImageSet {
+/** The images at `indices` of `part` (`shared`: in shared memory, see newImageSet). */
+export function generateSynthetic(indices: Uint32Array, part: SyntheticPart, seed: number, shared = false): ImageSet {
   const count = indices.length;
-  const images = new Uint8Array(count * IMAGE_BYTES);
-  const labels = new Uint8Array(count);
+  const { images, labels } = newImageSet(count, shared);
   // Clamped writes round and saturate to 0..255 in one store.
   const out = new Uint8ClampedArray(images.buffer, images.byteOffset, images.length);
   const { stripes, blobs } = styleMaps();

@@ -33,3 +33,18 @@ export const CIFAR10_CLASSES: readonly string[] = Object.freeze([
 ]);
 
 export const IMAGE_BYTES = 32 * 32 * 3;
+
+/**
+ * An empty set of `count` images. `shared`: its bytes lie in SharedArrayBuffers, which compute
+ * threads can read without a copy (the training split, whose slices the threads of the
+ * shared-memory step copy in themselves: coordinator/step-ahead.ts).
+ */
+export function newImageSet(count: number, shared = false): ImageSet {
+  const bytes = (n: number) => (shared ? new Uint8Array(new SharedArrayBuffer(n)) : new Uint8Array(n));
+  return { images: bytes(count * IMAGE_BYTES), labels: bytes(count), count };
+}
+
+/** Whether the set's bytes lie in shared memory (newImageSet with `shared`). */
+export function isSharedSet(set: ImageSet): boolean {
+  return set.images.buffer instanceof SharedArrayBuffer && set.labels.buffer instanceof SharedArrayBuffer;
+}

@@ -179,8 +179,8 @@ export function registerTrainCommand(program: Command): void {
       signal,
       observer: web?.monitor,
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
-      startWorkers: async (membership, welcome, expect) => {
-        const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain };
+      startWorkers: async (membership, welcome, expect, trainSet) => {
+        const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain, trainSet };
         const prestarted = threads;
         threads = undefined; // from here on, the pool stops them
         const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels, threads: prestarted });
