@@ -272,6 +272,8 @@ export class StepMemory {
   readonly aheadLabels: Uint8Array[];
   /** With each ahead buffer: [count, byIndex], then `slotSamples` sample indices (see AheadBuffer). */
   readonly aheadSlices: Int32Array[];
+  /** The indices part of each of aheadSlices. */
+  private readonly aheadIndices: Uint32Array[];
   /** Byte offsets in the memory, for the Adam kernel. */
   readonly offsets: { weights: [number, number]; m: [number, number]; v: [number, number]; reduced: number; gradients: number; gradientStride: number };
   readonly ctl: Int32Array;
@@ -310,6 +312,7 @@ export class StepMemory {
     this.aheadImages = o.aheadImages.map((at) => new Uint8Array(buf, at, shape.slotSamples * IMAGE_BYTES));
     this.aheadLabels = o.aheadLabels.map((at) => new Uint8Array(buf, at, shape.slotSamples));
     this.aheadSlices = o.aheadSlices.map((at) => new Int32Array(buf, at, AHEAD_SLICE_HEADER + shape.slotSamples));
+    this.aheadIndices = o.aheadSlices.map((at) => new Uint32Array(buf, at + AHEAD_SLICE_HEADER * 4, shape.slotSamples));
     this.globalInts = alignUp(CTL.slotCounts + 2 * shape.slots, 16);
     const c = StepMemory.controlPlan(shape);
     this.ctl = new Int32Array(control, 0, c.ints);
@@ -394,8 +397,7 @@ export class StepMemory {
   aheadBuffer(t: number, token: number): AheadBuffer | undefined {
     const i = 2 * t + (token & 1);
     if (i >= this.aheadImages.length) return undefined;
-    const s = this.aheadSlices[i];
-    return { images: this.aheadImages[i], labels: this.aheadLabels[i], slice: s, indices: new Uint32Array(s.buffer, s.byteOffset + AHEAD_SLICE_HEADER * 4, this.shape.slotSamples) };
+    return { images: this.aheadImages[i], labels: this.aheadLabels[i], slice: this.aheadSlices[i], indices: this.aheadIndices[i] };
   }
 
   /** Index of thread t's first control int. */

@@ -154,16 +154,16 @@ function runProbe(): Promise<AdapterProbe> {
   });
 }
 
-/**
- * Finds the adapter and registers tfjs's webgpu backend on it, or throws saying why not. The
- * adapter checked here is the one tfjs gets: navigator.gpu is a wrapper that returns it.
- */
 /** Auto-selection's refusal of a CPU adapter. */
 function refuseSoftware(adapter: AdapterDescription): void {
   const software = softwareAdapterReason(adapter);
   if (software) throw new Error(`${software}, slower than wasm here; --backend webgpu forces it`);
 }
 
+/**
+ * Finds the adapter and registers tfjs's webgpu backend on it, or throws saying why not. The
+ * adapter checked here is the one tfjs gets: navigator.gpu is a wrapper that returns it.
+ */
 export async function prepareWebGpu(options: WebGpuOptions): Promise<AdapterDescription> {
   if (process.platform === 'linux' && !findLibrary('libvulkan.so.1')) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine: WebGPU needs one, and a GPU driver');
   if (!options.allowSoftware) {
