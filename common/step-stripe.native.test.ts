@@ -174,6 +174,9 @@ describe.runIf(native)('the native stripe kernel', () => {
 });
 
 describe.runIf(native)('a step of one slot from the backend (runFromBackend)', () => {
+  /** What slot 0 holds before each step from the backend, which must leave it alone. */
+  const SLOT_MARK = 7.25;
+
   /** Splits `g` (and fresh weight tensors of the same sizes) into segments of `sizes` lanes, as a model's tensors lie. */
   function segmentsOf(g: Float32Array, sizes: number[]): BackendSegment[] {
     let from = 0;
@@ -213,13 +216,14 @@ describe.runIf(native)('a step of one slot from the backend (runFromBackend)', (
       const next = (1 - parity) as 0 | 1;
       const before = direct.ctl[CTL.copyVersions + next];
       const segments = segmentsOf(g.slice(), sizes);
+      direct.gradients[0].fill(SLOT_MARK);
       const got = b.runFromBackend(task, segments);
       // The copy written is marked as rewritten, and each segment's weights are the next copy's.
       expect(got.token).toEqual({ control: direct.ctl.buffer, copy: next, version: before + 1 });
       expect(direct.ctl[CTL.copyVersions + next]).toBe(got.token.version);
       for (const s of segments) expect(bitMismatches(s.weights!, direct.weights[next].subarray(s.from, s.from + s.gradient.length))).toBe(0);
-      // Slot 0 holds the gradient afterwards, as after a step through it (a later reduction may read it).
-      expect(bitMismatches(direct.gradients[0], g)).toBe(0);
+      // Slot 0 is left as it was: the gradient is written nowhere (SharedStep.apply never reduces that slot).
+      expect(direct.gradients[0].every((x) => x === SLOT_MARK)).toBe(true);
       expect(got.squares / want).toBeCloseTo(1, 12);
       expect(got.squares / sumSquares(g)).toBeCloseTo(1, 12);
       parity = next;
@@ -285,6 +289,23 @@ describe.runIf(native)('a step of one slot from the backend (runFromBackend)', (
     expect(call(shared.subarray(0, 100), shared.subarray(99, 199))).toThrow(/weightsCopy overlaps the memory or the gradient/);
     expect(call(shared.subarray(0, 99), null)).toThrow(/holds 99 values, expected 100/);
     expect(call(shared.subarray(0, 100), new Float32Array(mem.memory.buffer, 4, 100))).toThrow(/weightsCopy overlaps/);
+  });
+
+  it('writes the gradient into the slot only where gOut is an offset (−1: nowhere)', () => {
+    const mem = StepMemory.create({ trainable: 100, stats: 0, slots: 1, slotSamples: 1, threads: 1 });
+    const bytes = new Uint8Array(mem.memory.buffer);
+    const k = addon();
+    const g = Float32Array.from({ length: 100 }, (_, i) => i - 50.5);
+    const o = mem.offsets;
+    const step = (gOut: number) => k.stripeStepFrom(bytes, 100, g, gOut, o.weights[0], o.m[0], o.v[0], o.weights[1], o.m[1], o.v[1], 1, 0.9, 0.999, 0.1, 0.001, 0.001, 1, 1e-7, 1, null);
+    mem.gradients[0].fill(SLOT_MARK);
+    const none = step(-1);
+    expect(mem.gradients[0].every((x) => x === SLOT_MARK)).toBe(true);
+    const written = step(o.gradients);
+    expect(bitMismatches(mem.gradients[0], g)).toBe(0);
+    // Σ g² either way.
+    expect(none).toBe(written);
+    expect(none / sumSquares(g)).toBeCloseTo(1, 12);
   });
 
   it('is not offered with float64 slots or BatchNorm statistics', () => {

@@ -29,6 +29,9 @@ export interface StripeTask {
   doStats: boolean;
 }
 
+/** stripeStepFrom's gOut for "write the gradient nowhere" (runFromBackend). */
+const NO_SLOT = -1;
+
 /** One trainable tensor of a step of one slot, where the compute backend holds it (runFromBackend). */
 export interface BackendSegment {
   /** The tensor's first lane in the layout. */
@@ -128,10 +131,12 @@ export class StripeWorker {
   /**
    * A step of one slot whose gradient sums are still in the compute backend: `segments`, in layout
    * order, cover the trainable lanes [0, trainable) exactly. The same reduction and Adam over the
-   * whole span as run() after the gradient was copied into slot 0, with the same bits, in one pass
-   * that also writes the gradient into slot 0 (so the slot holds it as after any step); each
-   * segment's next weights also go into its `weights` where given. Returns Σ g² of the gradient (its
-   * summation order differs from run()'s: they agree to rounding) and the token of the copy written.
+   * whole span as run() after the gradient was copied into slot 0, with the same bits, in one pass;
+   * each segment's next weights also go into its `weights` where given. The gradient is not written
+   * into slot 0 (1.6 MB a step for the mlp, ~10% of its step): nothing reads it there after a
+   * step whose own command wrote the next copies (SharedStep.apply). Returns Σ g² of the gradient
+   * (its summation order differs from run()'s: they agree to rounding) and the token of the copy
+   * written.
    */
   runFromBackend(task: StripeTask, segments: readonly BackendSegment[]): { squares: number; token: WeightsToken } {
     const { ctl, f64, offsets: o, shape, adamSpan } = this.mem;
@@ -153,7 +158,7 @@ export class StripeWorker {
     let squares = 0;
     for (const s of segments) {
       const b = s.from * 4;
-      squares += kernels.stripeStepFrom(bytes, s.gradient.length, s.gradient, o.gradients + b, o.weights[task.parity] + b, o.m[task.parity] + b, o.v[task.parity] + b,
+      squares += kernels.stripeStepFrom(bytes, s.gradient.length, s.gradient, NO_SLOT, o.weights[task.parity] + b, o.m[task.parity] + b, o.v[task.parity] + b,
         o.weights[next] + b, o.m[next] + b, o.v[next] + b, f64[F64.inv], ...scalars, 1, s.weights ?? null);
     }
     // The padding lanes past the trainable ones: slot 0's, never written, are 0.

@@ -19,18 +19,22 @@ import { SharedStep } from './shared-step.ts';
 import { Trainer, type RunOutcome } from './trainer.ts';
 import { GradientScreen } from './result-check.ts';
 import { permutation } from '../common/random.ts';
-import { IMAGE_BYTES } from '../common/data/types.ts';
+import { IMAGE_BYTES, newImageSet } from '../common/data/types.ts';
 import { gatherImages } from '../common/data/split.ts';
 import { AHEAD_SLICE, CTL, OP, ROUND_PHASE, publish } from '../common/step-memory.ts';
-import { setNativeStripe } from '../common/step-stripe.ts';
+import { setNativeStripe, type BackendSegment } from '../common/step-stripe.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
 import { requireNativeOrSkip } from '../common/kernels/native/native-testing.ts';
 
 /** The value to fill thread `thread`'s gradient with on its call `call` (1-based), or undefined for an honest one. */
 type Poison = (thread: number, call: number) => number | undefined;
 
-/** A compute thread's session that computes nothing: its gradient is a fixed function of the weights. */
-function fakeSession(thread: number, poison: Poison, outliers: Uint8Array[] = []): WorkerSession {
+/**
+ * A compute thread's session that computes nothing: its gradient is a fixed function of the weights.
+ * `lend`: a one-slot step's gradient is handed where it lies (a backend that lends its tensors: the
+ * stripe reads it there and writes no slot), not copied into the slot.
+ */
+function fakeSession(thread: number, poison: Poison, outliers: Uint8Array[] = [], lend = false): WorkerSession {
   let calls = 0;
   const trainWith = async (weights: Float32Array, images: Uint8Array, labels: Uint8Array): Promise<TrainResult> => {
     const count = labels.length;
@@ -45,9 +49,11 @@ function fakeSession(thread: number, poison: Poison, outliers: Uint8Array[] = []
     return { count, lossSum: count * 2.3, correct: 0, gradientSum, stats: new Float32Array(0) };
   };
   // The shared-memory step's call: the gradient sums go into the slot the target names.
-  // A target with `use` (a one-slot step from the backend) is served as a backend that cannot lend its tensors: the slot, then use(undefined).
-  type Target = { gradientSum: Float32Array; stats: Float32Array; use?: (segments: undefined) => unknown };
+  // A target with `use` (a one-slot step from the backend): with `lend`, use(the gradient as one
+  // segment); else served as a backend that cannot lend its tensors: the slot, then use(undefined).
+  type Target = { gradientSum: Float32Array; stats: Float32Array; use?: (segments: BackendSegment[] | undefined) => unknown };
   const fill = (into: Target | undefined, gradientSum: Float32Array) => {
+    if (lend && into?.use) return void into.use([{ from: 0, gradient: gradientSum }]);
     into?.gradientSum.set(gradientSum);
     into?.use?.(undefined);
   };
@@ -126,6 +132,8 @@ interface Tweaks {
   failOnClose?: boolean;
   /** The training set lies in shared memory and the threads are given it (SharedStep.shareTrainSet): slices ahead go by index. */
   sharedTrainSet?: boolean;
+  /** The sessions lend their gradients (fakeSession's `lend`). */
+  lend?: boolean;
 }
 
 /** Trains mlp for one epoch (128 images, batch 32: 4 steps) over `k` shared-memory threads. */
@@ -145,7 +153,7 @@ async function trainShared(k: number, poison: Poison = () => undefined, honest: 
   const threads: SharedThread[] = [];
   const servers: SharedStepServer[] = [];
   for (let i = 0; i < k; i++) {
-    const session = fakeSession(i + 1, poison, outliers);
+    const session = fakeSession(i + 1, poison, outliers, tweaks.lend);
     servers.push(new SharedStepServer(shared.attachMessage(i), tweaks.session?.(i + 1, session) ?? session, (job) => job()));
     void servers[i].serve();
     threads.push(new SharedThread(`thread-${i + 1}`, i, shared, tweaks.failOnClose ?? true));
@@ -321,6 +329,66 @@ describe.runIf(requireNativeOrSkip(nativeLoad))('the shared-memory step with the
     expect(run.error).toBeUndefined();
     expect(run.lines.filter((l) => l.event === 'outlier_confirmed')).toHaveLength(1);
     expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
+  });
+
+  it('steps from the backend (the slot left alone) end bit for bit where steps through the slot do, an honest outlier confirmed on the way', async () => {
+    native();
+    const reference = await trainShared(1, undefined, { outlierPositions: [70], screen: false });
+    let shared: SharedStep | undefined;
+    const run = await trainShared(1, undefined, { outlierPositions: [70] }, { lend: true, setup: (s) => (shared = s) });
+    expect(run.error).toBeUndefined();
+    expect(run.lines.filter((l) => l.event === 'outlier_confirmed')).toHaveLength(1);
+    // 4 steps and the outlier's recomputation, every one from the backend.
+    expect(shared!.fromBackendSteps).toBe(5);
+    expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
+  });
+
+  describe('a step whose chosen result is not its last command\'s', () => {
+    const trainable = 40;
+    /** One thread whose session lends its gradient (a function of the weights) and fails its calls in `failing`. */
+    async function oneStep(failing: number[] = []) {
+      native();
+      const shared = new SharedStep({ trainable, stats: 0, slots: 1, slotSamples: 4, threads: 1 }, new Adam(1).kind === 'simd');
+      let calls = 0;
+      const session = {
+        trainWithInto: async (w: Float32Array, _images: Uint8Array, labels: Uint8Array, target: () => { use?: (s: BackendSegment[]) => unknown } | undefined) => {
+          if (failing.includes(++calls)) throw new Error(`call ${calls} fails`);
+          target()!.use!([{ from: 0, gradient: Float32Array.from(w, (x, i) => 0.5 * x + Math.cos(i)) }]);
+          return { count: labels.length, lossSum: 1, correct: 0 };
+        },
+      } as unknown as WorkerSession;
+      void new SharedStepServer(shared.attachMessage(0), session, (job) => job()).serve();
+      const start = Float32Array.from({ length: trainable }, (_, i) => Math.sin(i));
+      shared.load(start, new Adam(trainable));
+      const spec = shared.gather(0, newImageSet(8), Uint32Array.of(0, 1, 2, 3));
+      const task: TaskMessage = { type: 'task', taskId: 1, kind: 'train', weightsVersion: 1, images: spec.images, labels: spec.labels };
+      const stored = () => {
+        const w = new Float32Array(trainable);
+        shared.store(w);
+        return w;
+      };
+      return { shared, task, start, stored };
+    }
+
+    it('uses the next copies its last command wrote from the backend: the same weights as applying that command\'s result', async () => {
+      const a = await oneStep();
+      await a.shared.apply([await a.shared.train(0, 0, a.task)], 10_000);
+      const b = await oneStep();
+      const first = await b.shared.train(0, 0, b.task);
+      // The scheduler keeps an earlier opinion of the same slice: not the object the command returned.
+      await b.shared.apply([{ ...first }], 10_000);
+      expect(b.shared.fromBackendSteps).toBe(1);
+      expect(sameBits(b.stored(), a.stored())).toBe(true);
+      expect(sameBits(a.stored(), a.start)).toBe(false);
+    });
+
+    it('refuses to reduce a slot its last command did not fill (that command failed), leaving the weights as they were', async () => {
+      const c = await oneStep([2]);
+      const first = await c.shared.train(0, 0, c.task);
+      await expect(c.shared.train(0, 0, c.task)).rejects.toThrow(/call 2 fails/);
+      await expect(c.shared.apply([first], 10_000)).rejects.toMatchObject({ code: 'DTRAIN_ERR_SHARED_STEP', message: expect.stringMatching(/Slot 0's gradient is not in shared memory/) });
+      expect(sameBits(c.stored(), c.start)).toBe(true);
+    });
   });
 });
 

@@ -99,6 +99,12 @@ export class SharedStep {
   private stepSlots = 0;
   /** The result of this step's trainApply command (a step of one slot), whose reduction and Adam are done. */
   private applied: ResultMessage | undefined;
+  /**
+   * Per slot: whether it holds the gradient sums of its last command. Not while a command runs (a
+   * thread lost midway may have written part of them), nor after a step from the backend, which
+   * writes them nowhere (StripeWorker.runFromBackend).
+   */
+  private readonly slotHoldsGradient: boolean[] = [];
   /** Milliseconds the compute threads spent on this step's reduction and Adam inside their trainApply commands (the longest); 0 otherwise. */
   fusedOptimizerMs = 0;
   /** The sample count of each slot gathered for the step being prepared. */
@@ -310,11 +316,13 @@ export class SharedStep {
     }
     // Only this thread may write the slot now: one evicted earlier but still running must not.
     Atomics.store(ctl, this.mem.slotOwner(slot), index);
+    this.slotHoldsGradient[slot] = false;
     // The next step's slice goes to the thread with this command, to compute once it is done (step-ahead.ts).
     if (offers && this.alive[index]) this.ahead.offer(index, slot, this.seqs[index] + 1, (1 - this.parity) as 0 | 1);
     await this.command(index);
     if (ctl[b + CTL.aheadUsed] === 1) this.ahead.hits++;
     if (ctl[b + CTL.fromBackend] === 1) this.fromBackendSteps++;
+    this.slotHoldsGradient[slot] = ctl[b + CTL.fromBackend] !== 1;
     const fb = this.mem.f64Base(index);
     this.slotSquares[slot] = f64[fb + F64.gradSquares];
     const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
@@ -478,7 +486,8 @@ export class SharedStep {
     const totals = stepTotals(results);
     // The step's results came from trainApply commands (its one slot's, or a complete round's): their threads already wrote the next copies.
     if (this.broken) throw this.broken;
-    const done = (results.length === 1 && results[0] === this.applied) || this.roundDone(results);
+    const done = (results.length === 1 && results[0] === this.applied) || this.roundDone(results) || this.appliedFromBackend(results);
+    if (!done) this.assertSlotsHoldGradients(results.length);
     const roundThreads = [...this.roundThreads];
     this.applied = undefined;
     this.closeRound(true);
@@ -520,6 +529,24 @@ export class SharedStep {
     this.parity = (1 - this.parity) as 0 | 1;
     this.adamStep = t;
     return totals;
+  }
+
+  /**
+   * A step of one slot whose chosen result is another of the same slice than the one its last
+   * command returned, where that command stepped from the backend. Phase 2 over the slot would
+   * reduce the last command's gradient, which is what its stripe already wrote into the next copies
+   * (the same bits); the slot, which that command did not write, is not read.
+   */
+  private appliedFromBackend(results: ResultMessage[]): boolean {
+    return results.length === 1 && this.applied !== undefined && this.applied.count === results[0].count && !this.slotHoldsGradient[0];
+  }
+
+  /** Phase 2 reduces the slots: each must hold its last command's gradient sums. */
+  private assertSlotsHoldGradients(slots: number): void {
+    for (let slot = 0; slot < slots; slot++) {
+      if (this.slotHoldsGradient[slot]) continue;
+      throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `Slot ${slot}'s gradient is not in shared memory (its last command failed, or stepped from the backend and wrote the next weights itself), so the step's reduction cannot run; the weights are unchanged. Resume from the last checkpoint, or rerun with DTRAIN_STEP_FROM_BACKEND=0.`, { expected: false });
+    }
   }
 
   /** The next weights' statistics: the current ones, moved by this step's slots (movingStats). */

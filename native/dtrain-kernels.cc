@@ -1447,10 +1447,10 @@ napi_value StripeStep(napi_env env, napi_callback_info info) {
 // stripeStepFrom(memory, lanes, gradient: Float32Array, gOut, w, m, v, wOut, mOut, vOut, inv, b1, b2,
 // a1, a2, step, sc2, eps, flags, weightsCopy: Float32Array | null) → Σ g² (0 unless flags has 1).
 // A step of one slot whose gradient still lies in the compute backend's own memory (the wasm heap):
-// stripeStep over one slot, reading the gradient where the backend left it and writing it into the
-// slot (gOut) in the same pass, instead of a copy into the slot and a pass over the slot after; with
-// weightsCopy, also writing the next weights there (a new tensor of the backend's), so that the next
-// step need not upload them. The same bits as stripeStep. gOut … vOut are byte offsets into
+// stripeStep over one slot, reading the gradient where the backend left it instead of from a copy
+// in the slot; with gOut ≥ 0 it also writes the gradient into the slot there in the same pass (−1:
+// not at all); with weightsCopy, also the next weights (a new tensor of the backend's), so that the
+// next step need not upload them. The same bits as stripeStep. gOut … vOut are byte offsets into
 // `memory`; gradient and weightsCopy hold exactly `lanes` values, lie outside `memory` and do not
 // overlap each other.
 napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
@@ -1472,7 +1472,7 @@ napi_value StripeStepFrom(napi_env env, napi_callback_info info) {
     const float* g = static_cast<const float*>(typedArg(env, v[2], napi_float32_array, gLength, "stripeStepFrom: argument 2 (gradient) must be a Float32Array"));
     if (static_cast<int64_t>(gLength) != n) throw std::invalid_argument("stripeStepFrom: the gradient holds " + std::to_string(gLength) + " values, expected " + std::to_string(n));
     outside(g, nullptr, "the gradient");
-    float* gOut = f32Arg(a, 3, n);
+    float* gOut = f32Arg(a, 3, n, true);
     const StripeOperands o = stripeOperands(a, 4, n);
     double inv = 0;
     const AdamScalars s = stripeScalars(a, 10, inv, "stripeStepFrom");

@@ -54,9 +54,9 @@ export interface NativeKernels {
   ): number;
   /**
    * stripeStep over one slot whose gradient is `gradient` (the backend's own tensor, outside
-   * `memory`), which it also writes into the slot at gOut in the same pass: the same bits. With
-   * `weightsCopy`, the next weights are also written there (a backend tensor). Both hold exactly
-   * `lanes` values; gOut … vOut are byte offsets into memory.
+   * `memory`): the same bits. With gOut ≥ 0 it also writes the gradient into the slot there, in the
+   * same pass (−1: nowhere). With `weightsCopy`, the next weights are also written there (a backend
+   * tensor). Both hold exactly `lanes` values; gOut … vOut are byte offsets into memory.
    */
   stripeStepFrom(
     memory: Uint8Array, lanes: number, gradient: Float32Array, gOut: number, w: number, m: number, v: number, wOut: number, mOut: number, vOut: number,
