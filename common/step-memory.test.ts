@@ -115,6 +115,16 @@ describe('the fused round\'s stripe count (a pass ahead waits for every stripe: 
     expect(await stripesWritten(c, 4, 2, 40)).toBe(false);
     expect(performance.now() - started).toBeGreaterThanOrEqual(39);
   });
+
+  it('spins no longer than its wait: a 5 s spin still gives up after the 40 ms wait', async () => {
+    const c = ctl();
+    openRound(c, 4);
+    const started = performance.now();
+    expect(await stripesWritten(c, 4, 1, 40, 5_000_000)).toBe(false);
+    const took = performance.now() - started;
+    expect(took).toBeGreaterThanOrEqual(39);
+    expect(took).toBeLessThan(2_000);
+  });
 });
 
 describe('a new step memory', () => {

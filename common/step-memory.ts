@@ -581,14 +581,17 @@ export function finishStripe(ctl: Int32Array, round: number): void {
  * copy is never used: its step was not applied, so the copy is not the current one when the next
  * command is claimed (coordinator/step-ahead.ts), and its version moved (worker/step-ahead.ts). The
  * early true is needed all the same: the owner resets the count when it opens a round, possibly
- * before a waiter has seen the last stripe.
+ * before a waiter has seen the last stripe. Spins for `spinMicros` first (see ROUND_SPIN_MICROS in
+ * worker/shared-step-server.ts).
  */
-export async function stripesWritten(ctl: Int32Array, round: number, expected: number, waitMs: number): Promise<boolean> {
+export async function stripesWritten(ctl: Int32Array, round: number, expected: number, waitMs: number, spinMicros = 0): Promise<boolean> {
   const deadline = performance.now() + waitMs;
+  const spinUntil = Math.min(deadline, performance.now() + spinMicros / 1000);
   for (;;) {
     const v = Atomics.load(ctl, CTL.stripesDone);
     if (v >>> 8 !== round) return true;
     if ((v & 0xff) >= expected) return true;
+    if (performance.now() < spinUntil) continue;
     const left = deadline - performance.now();
     if (left <= 0) return false;
     const r = atomicsWaitAsync(ctl, CTL.stripesDone, v, left);

@@ -12,7 +12,8 @@ import { Adam } from '../common/adam.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import type { TrainResult } from '../worker/compute.ts';
 import type { WorkerSession } from '../worker/session.ts';
-import { SharedStepServer } from '../worker/shared-step-server.ts';
+import { ROUND_SPIN_MICROS, SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, SharedStepServer } from '../worker/shared-step-server.ts';
+import { availableParallelism } from 'node:os';
 import { loadCheckpoint } from './checkpoint.ts';
 import { Membership, type WorkerHandle } from './membership.ts';
 import { SharedStep } from './shared-step.ts';
@@ -242,6 +243,21 @@ describe('the shared-memory step checks what the threads produce before it count
       expect(Buffer.compare(Buffer.from(run.weights.buffer), Buffer.from(reference.weights.buffer))).toBe(0);
     });
   }
+});
+
+describe('how long the threads spin before they sleep (attachMessage)', () => {
+  const attach = (threads: number) => new SharedStep({ trainable: 8, stats: 0, slots: threads, slotSamples: 1, threads }, false).attachMessage(0);
+  const cores = availableParallelism();
+
+  it('spins long at a fused round\'s waits wherever every thread has a core, and between commands only where the owner has one too', () => {
+    expect(attach(cores)).toMatchObject({ roundSpinMicros: ROUND_SPIN_MICROS, spinMicros: SPIN_MICROS_OVERSUBSCRIBED });
+    if (cores > 1) expect(attach(cores - 1)).toMatchObject({ roundSpinMicros: ROUND_SPIN_MICROS, spinMicros: SPIN_MICROS });
+  });
+
+  it('spins briefly everywhere with more threads than cores, where a spinning thread would hold a partner\'s core', () => {
+    expect(attach(cores + 1)).toMatchObject({ roundSpinMicros: SPIN_MICROS_OVERSUBSCRIBED, spinMicros: SPIN_MICROS_OVERSUBSCRIBED });
+    expect(ROUND_SPIN_MICROS).toBeGreaterThan(SPIN_MICROS_OVERSUBSCRIBED);
+  });
 });
 
 describe('a command asked for while its thread still runs an abandoned one', () => {

@@ -29,7 +29,7 @@ import { gatherInto, gatherLabels } from '../common/data/split.ts';
 import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
-import { SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
+import { ROUND_SPIN_MICROS, SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
 import { availableParallelism } from 'node:os';
 import { envBool } from './cli/train.ts';
 import { WorkerLostError } from '../worker/compute-thread.ts';
@@ -87,6 +87,8 @@ export class SharedStep {
   /** Σ g² of each slot's gradient sums, as its thread reported them with its last result. */
   private readonly slotSquares: Float64Array;
   private readonly ownerCore: boolean;
+  /** Whether each compute thread has a core of its own (no more threads than cores). */
+  private readonly threadsHaveCores: boolean;
   /** Called when a thread fails or overruns during the reduction: the owner evicts it. */
   onThreadFailed: (index: number, reason: string) => void = () => {};
 
@@ -174,6 +176,7 @@ export class SharedStep {
     this.rejecters = new Array(shape.threads).fill(undefined);
     this.slotSquares = new Float64Array(shape.slots);
     this.ownerCore = shape.threads < availableParallelism();
+    this.threadsHaveCores = shape.threads <= availableParallelism();
     this.ahead = new AheadOffers(this.mem);
   }
 
@@ -191,8 +194,10 @@ export class SharedStep {
   attachMessage(index: number): SharedAttachMessage {
     // Threads spin longer between commands only where a core is left for this (owning) thread besides theirs (worker/shared-step-server.ts).
     const spinMicros = this.ownerHasCore ? THREAD_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
+    // At a fused round's waits the owner waits too: they spin longer wherever each thread has a core.
+    const roundSpinMicros = this.threadsHaveCores ? ROUND_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
     const set = this.ahead.trainSet;
-    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, fromBackend: this.fromBackend, ...(set ? { trainSet: { images: set.images, labels: set.labels, count: set.count } } : {}) };
+    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, roundSpinMicros, fromBackend: this.fromBackend, ...(set ? { trainSet: { images: set.images, labels: set.labels, count: set.count } } : {}) };
   }
 
   /**

@@ -22,6 +22,8 @@ export interface SharedAttachMessage {
   simd: boolean;
   /** How long to spin on the command word before sleeping (µs): SPIN_MICROS where every thread has a core, else less. */
   spinMicros: number;
+  /** How long to spin at a fused round's barrier and on its stripe count before sleeping (µs): ROUND_SPIN_MICROS where every thread has a core, else less. */
+  roundSpinMicros: number;
   /** Whether a step of one slot may use its gradient where the backend holds it (SharedStepServer.trainApplyFromBackend). */
   fromBackend: boolean;
   /** The run's training set in shared memory (SharedStep.shareTrainSet): slices offered ahead by index are copied in from it. */
@@ -47,6 +49,18 @@ export const SPIN_MICROS = 500;
 export const SPIN_MICROS_OVERSUBSCRIBED = 50;
 
 /**
+ * How long a thread of a fused round spins before it sleeps (µs), where every compute thread has a
+ * core of its own: at the barrier (waiting for its partners' gradients) and on the stripe count
+ * (waiting for their stripes before its pass ahead). A thread asleep there wakes through its event
+ * loop 0.1-0.15 ms after the notify (docs/shared-step.md, "The owner dozes"), twice a step, and
+ * its partner waits for it at the next of the two points. The owning thread is waiting for the
+ * threads' completions at both points, so the spin takes no core it needs. With more threads than
+ * cores a spinning thread would hold the core its partner needs: there they spin
+ * SPIN_MICROS_OVERSUBSCRIBED. Measured in docs/shared-step.md, "Spinning at the round's two waits".
+ */
+export const ROUND_SPIN_MICROS = 400;
+
+/**
  * How long a thread that finished its stripe of a fused round waits for the others' before it skips
  * its pass ahead (ms). The wait happens after the command is reported done, and the next command
  * cannot come before the last stripe is written (the owner waits for every thread's completion),
@@ -68,6 +82,7 @@ export class SharedStepServer {
   private readonly base: number;
   private readonly index: number;
   private readonly spinMicros: number;
+  private readonly roundSpinMicros: number;
   private readonly fromBackend: boolean;
   private seq = 0;
   private readonly ahead: StepAhead;
@@ -86,6 +101,7 @@ export class SharedStepServer {
     this.sumSquaresKernel = msg.simd ? simdSumSquaresKernel(this.mem.memory, true, this.mem.gradientValueBytes === 8) : undefined;
     this.index = msg.index;
     this.spinMicros = msg.spinMicros;
+    this.roundSpinMicros = msg.roundSpinMicros;
     this.fromBackend = msg.fromBackend;
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
@@ -102,7 +118,7 @@ export class SharedStepServer {
       publish(ctl, this.base + CTL.doneSeq, this.seq, this.base + CTL.ownerSleeping);
       const wrote = this.wrote;
       this.wrote = undefined;
-      if (wrote && (!wrote.round || (await stripesWritten(ctl, wrote.round.round, wrote.round.slots, this.aheadWaitMs)))) {
+      if (wrote && (!wrote.round || (await stripesWritten(ctl, wrote.round.round, wrote.round.slots, this.aheadWaitMs, this.roundSpinMicros)))) {
         await this.serialize(() => this.ahead.compute(wrote.offer, wrote.parity));
       }
     }
@@ -212,7 +228,7 @@ export class SharedStepServer {
     // thread that may be past the barrier until it has written its stripe or left.
     Atomics.store(ctl, b + CTL.roundPhase, ROUND_PHASE.mayWrite);
     try {
-      if (!(await arriveAtRound(ctl, round, ctl[b + CTL.roundSlots], waitMs, this.spinMicros))) return;
+      if (!(await arriveAtRound(ctl, round, ctl[b + CTL.roundSlots], waitMs, this.roundSpinMicros))) return;
       const started = performance.now();
       this.runStripe(false);
       this.mem.f64[this.mem.f64Base(this.index) + F64.optimizerMs] = performance.now() - started;
