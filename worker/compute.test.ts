@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../common/tf.ts';
 import { selectBackend } from '../common/backend.ts';
-import { StepComputer } from './compute.ts';
+import { EVAL_CACHE_BYTES, StepComputer, evalSubBatch } from './compute.ts';
 import type { BackendSegment } from '../common/step-stripe.ts';
 import { initialWeights } from '../common/weights.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
@@ -32,6 +32,34 @@ describe('StepComputer', () => {
       c.dispose();
     });
   }
+
+  it('evaluates in cache-sized sub-batches: sizes from the largest activation, the result of one pass, no leak', async () => {
+    const mlp = new StepComputer('mlp', { kind: 'scale' });
+    const cnn = new StepComputer('cnn-dropout', { kind: 'scale' });
+    // The mlp's largest tensor is its input (3,072 floats); the CNN's, a convolution output.
+    expect(mlp.evalSubBatch).toBe(Math.floor(EVAL_CACHE_BYTES / (4 * 3072)));
+    const convFloats = Math.max(...cnn.model.layers.map((l) => (l.outputShape as number[]).slice(1).reduce((a, d) => a * d, 1)));
+    expect(convFloats).toBeGreaterThan(3072);
+    expect(cnn.evalSubBatch).toBe(Math.floor(EVAL_CACHE_BYTES / (4 * convFloats)));
+    expect(evalSubBatch(cnn.model, 1)).toBe(1);
+    expect(() => (cnn.evalSubBatch = 0)).toThrow(/at least 1, but got 0/);
+    cnn.setWeights(initialWeights(cnn.layout, 5));
+    const { images, labels } = batch(23);
+    cnn.evalSubBatch = 23;
+    const whole = await cnn.evaluate(images, labels);
+    for (const sub of [5, 1]) {
+      cnn.evalSubBatch = sub;
+      const before = tf.memory().numTensors;
+      const parts = await cnn.evaluate(images, labels);
+      expect(tf.memory().numTensors).toBe(before);
+      expect(Buffer.from(parts.predictions).equals(Buffer.from(whole.predictions))).toBe(true);
+      expect(parts.correct).toBe(whole.correct);
+      expect(parts.count).toBe(23);
+      expect(parts.lossSum / whole.lossSum).toBeCloseTo(1, 5);
+    }
+    mlp.dispose();
+    cnn.dispose();
+  });
 
   it('returns gradient sums: twice the batch gives twice the gradient', async () => {
     const c = new StepComputer('mlp', { kind: 'scale' });
