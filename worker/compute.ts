@@ -462,29 +462,29 @@ export class StepComputer {
     const count = labels.length;
     assertLength('image bytes', images.length, count * IMAGE_SIZE);
     const sub = this.evalSubBatch;
+    // Packed as each sub-batch's loss sum, then every prediction in order.
+    let subBatches = 0;
     const packed = tf.tidy(() => {
-      const parts: Tensor[] = [];
-      for (let from = 0; from < count; from += sub) {
+      const losses: Tensor[] = [];
+      const classes: Tensor[] = [];
+      for (let from = 0; from < count; from += sub, subBatches++) {
         const to = Math.min(count, from + sub);
-        parts.push(tf.tidy(() => {
+        const [loss, predicted] = tf.tidy(() => {
           const x = this.inputs(images.subarray(from * IMAGE_SIZE, to * IMAGE_SIZE), to - from);
           const y = tf.tensor2d(oneHot(labels.subarray(from, to), NUM_CLASSES), [to - from, NUM_CLASSES]);
           const probs = this.model.apply(x, { training: false }) as Tensor;
-          return tf.concat([tf.reshape(StepComputer.lossSum(probs, y), [1]), tf.cast(tf.argMax(probs, 1), 'float32')]);
-        }));
+          return [tf.reshape(StepComputer.lossSum(probs, y), [1]), tf.cast(tf.argMax(probs, 1), 'float32')];
+        });
+        losses.push(loss);
+        classes.push(predicted);
       }
-      return parts.length === 1 ? parts[0] : tf.concat(parts);
+      return tf.concat([...losses, ...classes]);
     });
     const flat = await readAndDispose(packed);
-    const predictions = new Uint8Array(count);
+    const predictions = Uint8Array.from(flat.subarray(subBatches));
     let lossSum = 0;
+    for (let i = 0; i < subBatches; i++) lossSum += flat[i];
     let correct = 0;
-    for (let from = 0, at = 0; from < count; from += sub) {
-      const n = Math.min(sub, count - from);
-      lossSum += flat[at];
-      predictions.set(flat.subarray(at + 1, at + 1 + n), from);
-      at += n + 1;
-    }
     for (let i = 0; i < count; i++) if (predictions[i] === labels[i]) correct++;
     return { count, lossSum, correct, predictions };
   }
