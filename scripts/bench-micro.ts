@@ -13,6 +13,7 @@ import { aggregateResults, sliceSizes, StepAccumulator } from '../coordinator/ag
 import { sliceNorm } from '../coordinator/result-check.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, floatsToBytes } from '../common/codec.ts';
+import { FrameEncoder } from '../common/frame-encoder.ts';
 import { gatherImages } from '../common/data/split.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
@@ -159,6 +160,11 @@ export async function messageCosts(
   const result = resultMessage(slice, gradient);
   const resultFrame = encode(result);
   const expect = { gradientCount, statsCount: 0, taskCount: slice };
+  // Frames are encoded as the coordinator and the worker encode them: into buffers kept from frame
+  // to frame (common/frame-encoder.ts), each released once sent. A fresh buffer per frame (plain
+  // `encode`) costs ~1 ms every few frames here, a cost neither side pays.
+  const taskFrames = new FrameEncoder();
+  const resultFrames = new FrameEncoder();
 
   // The trainer gathers a step's images from the training set by shuffled index.
   const poolCount = Math.max(1000, 4 * samplesPerStep);
@@ -182,9 +188,11 @@ export async function messageCosts(
       model,
       workers,
       samplesPerStep,
-      encodeTaskUs: timeCalls(() => void encode(task), s),
+      encodeTaskUs: timeCalls(() => taskFrames.encode(task).release(), s),
       decodeTaskUs: timeCalls(() => void decodeCoordinatorMessage(taskFrame, weightCount), s),
-      encodeResultUs: timeCalls(() => void encode(result), s),
+      encodeResultUs: timeCalls(() => resultFrames.encode(result).release(), s),
+      // A worker computes on its socket's thread unless the model has BatchNorm (worker/inline-compute.ts).
+      computeThread: weightCount > gradientCount,
       decodeResultUs: timeCalls(() => void decodeWorkerMessage(resultFrame, expect), s),
       handOffUs: await timeAsyncCalls(handOff, s),
       wireUs: await wireRoundTrip(taskFrame, resultFrame, s),

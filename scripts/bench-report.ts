@@ -133,6 +133,12 @@ export interface MessageCosts {
   decodeResultUs: Quantiles;
   /** Worker: task to compute thread and result back (structured clone; MessageChannel round trip). */
   handOffUs: Quantiles;
+  /**
+   * Whether a worker hands this model's tasks to a compute thread (a model with BatchNorm) rather
+   * than computing them on its socket's thread; where it does not, the hand-off is not on the step.
+   * Absent from records before 2026-12-03, whose estimates counted the hand-off for every model.
+   */
+  computeThread?: boolean;
   /** A task frame out and a result frame back over a loopback WebSocket, both ends in this process. */
   wireUs: Quantiles;
   /** Coordinator: gather the step's images and labels by shuffled index. */

@@ -176,7 +176,7 @@ export function stepBreakdown(run: ScalingRun, costs?: MessageCosts): StepBreakd
     const k = run.workers;
     const codecMs = (k * costs.encodeTaskUs.median + costs.decodeTaskUs.median + costs.encodeResultUs.median + k * costs.decodeResultUs.median) / 1000;
     const wireMs = costs.wireUs.median / 1000;
-    const handOffMs = costs.handOffUs.median / 1000;
+    const handOffMs = costs.computeThread === false ? 0 : costs.handOffUs.median / 1000;
     const gatherMs = costs.gatherUs.median / 1000;
     out.comm = { codecMs, wireMs, handOffMs, gatherMs, remainderMs: m.commMs - codecMs - wireMs - handOffMs - gatherMs };
   }

@@ -235,6 +235,14 @@ describe('stepBreakdown', () => {
     expect(b.comm!.remainderMs).toBeCloseTo(6.91, 12);
   });
 
+  it('leaves the hand-off out where the workers compute on their sockets\' thread', () => {
+    const b = stepBreakdown(k2, { ...costs(2, 64), computeThread: false });
+    expect(b.comm!.handOffMs).toBe(0);
+    // 9 − 0.75 − 1 − 0.04
+    expect(b.comm!.remainderMs).toBeCloseTo(7.21, 12);
+    expect(stepBreakdown(k2, { ...costs(2, 64), computeThread: true }).comm!.handOffMs).toBeCloseTo(0.3, 12);
+  });
+
   it('splits communication with the parts the run measured, the rest being the coordinator\'s', () => {
     expect(stepBreakdown(k2).measured).toBeUndefined();
     const timed = withParts(k2, 4, 2.5);
