@@ -5,7 +5,7 @@
  * wait: test/any-k.test.ts (in-process runs use the board).
  */
 import { describe, expect, it } from 'vitest';
-import { BnBoardClient, BnBoardHost, createBnBoard } from './bn-board.ts';
+import { BOARD_SPIN_MICROS, BOARD_SPIN_MICROS_OVERSUBSCRIBED, BnBoardClient, BnBoardHost, createBnBoard } from './bn-board.ts';
 import { ExchangeRounds } from '../coordinator/bn-rounds.ts';
 import { float64ToBytes } from './codec.ts';
 import { combineSlices } from './batch-moments.ts';
@@ -108,5 +108,28 @@ describe('the BatchNorm board', () => {
     expect(Array.from(clients[0].exchange(sums(r.id, 0, 'backward', [1, 2]), 1000))).toEqual([1, 2]);
     r.close();
     expect(errorCode(() => clients[0].exchange(sums(r.id, 0, 'backward', [1, 2]), 1000))).toBe(BN_SYNC_ABORTED);
+  });
+
+  it('tells its threads to spin long where each has a core, and briefly where they share cores', () => {
+    const init = createBnBoard([4], 2);
+    expect(new BnBoardHost(init, 2).attachMessage(1)).toMatchObject({ index: 1, spinMicros: BOARD_SPIN_MICROS });
+    expect(new BnBoardHost(init, 4).attachMessage(0).spinMicros).toBe(BOARD_SPIN_MICROS);
+    expect(new BnBoardHost(init, 1).attachMessage(0).spinMicros).toBe(BOARD_SPIN_MICROS_OVERSUBSCRIBED);
+    expect(BOARD_SPIN_MICROS).toBeGreaterThan(BOARD_SPIN_MICROS_OVERSUBSCRIBED);
+  });
+
+  it('never spins past the wait\'s time limit', () => {
+    const host = new BnBoardHost(createBnBoard([1], 2));
+    // A spin of 1 s against a wait of 5 ms: the partner never comes.
+    const client = new BnBoardClient({ ...host.attachMessage(0), spinMicros: 1_000_000 });
+    host.open(1, 2);
+    const started = performance.now();
+    expect(errorCode(() => client.exchange(sums(1, 0, 'forward', [2, 1, 2]), 5))).toBe(BN_SYNC_TIMEOUT);
+    expect(performance.now() - started).toBeLessThan(500);
+  });
+
+  it('refuses a spin that is not a duration', () => {
+    const host = new BnBoardHost(createBnBoard([1], 2));
+    for (const spinMicros of [-1, Number.NaN, 2e6]) expect(() => new BnBoardClient({ ...host.attachMessage(0), spinMicros })).toThrow(/spin must be 0 to 1,000,000 µs/);
   });
 });

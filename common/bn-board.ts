@@ -22,6 +22,7 @@
  * thread a lane (Int32 stamp and first sample, then float64 sums), per key two totals buffers. A
  * key is one exchange of a step: forward of layer l is key l, backward of layer l is key L + l.
  */
+import { availableParallelism } from 'node:os';
 import { ConfigError } from './errors.ts';
 import { BnSyncAbortedError, BnSyncTimeoutError, BnSyncUnsupportedError } from './bn-sync-errors.ts';
 import { combineSlices, momentsLength } from './batch-moments.ts';
@@ -38,8 +39,23 @@ const COMBINING = 0;
 const PENDING = 1;
 const READY = 2;
 const ABORTED = 3;
-/** How long a thread spins on its partners before it sleeps (µs): they usually arrive within it. */
-const SPIN_MICROS = 30;
+/**
+ * How long a thread spins on its partners' sums before it sleeps (µs), where every compute thread
+ * has a core of its own. cnn-bn's step makes 8 exchanges; a thread asleep at one wakes through a
+ * futex 0.1 ms or more after the last arrival's notify, and its partner then waits for it at the
+ * next. Spinning 30 µs, a thread slept 1.4–2.9 times a step; spinning 400 µs, 0.07–0.2 times, and
+ * the step took 3–16% less (docs/shared-step.md, "Spinning at the BatchNorm board"). With more
+ * threads than cores a spinning thread would hold the core a partner needs to arrive: there the
+ * spin stays BOARD_SPIN_MICROS_OVERSUBSCRIBED.
+ */
+export const BOARD_SPIN_MICROS = 400;
+/** The spin with more compute threads than cores: long enough for a last arrival's combine (a few µs). */
+export const BOARD_SPIN_MICROS_OVERSUBSCRIBED = 30;
+
+/** How long the board's threads spin before they sleep, for `threads` compute threads on `cores` cores. */
+export function boardSpinMicros(threads: number, cores: number): number {
+  return threads <= cores ? BOARD_SPIN_MICROS : BOARD_SPIN_MICROS_OVERSUBSCRIBED;
+}
 
 export const MAX_BOARD_THREADS = ENDED - 1;
 
@@ -60,6 +76,8 @@ export interface BnBoardAttachMessage {
   type: 'bn_board_attach';
   init: BnBoardInit;
   index: number;
+  /** How long to spin on the partners before sleeping (µs): see boardSpinMicros. */
+  spinMicros: number;
 }
 
 interface KeyLayout {
@@ -146,12 +164,13 @@ class BoardView {
 export class BnBoardHost {
   private readonly view: BoardView;
 
-  constructor(readonly init: BnBoardInit) {
+  /** `cores`: the cores the compute threads share (the spin they are told depends on it). */
+  constructor(readonly init: BnBoardInit, private readonly cores = availableParallelism()) {
     this.view = new BoardView(init);
   }
 
   attachMessage(index: number): BnBoardAttachMessage {
-    return { type: 'bn_board_attach', init: this.init, index };
+    return { type: 'bn_board_attach', init: this.init, index, spinMicros: boardSpinMicros(this.init.threads, this.cores) };
   }
 
   /** Starts round `round` of `slices` slices (one per thread). Call before its tasks are sent. */
@@ -185,9 +204,13 @@ export class BnBoardClient {
   private readonly view: BoardView;
   private readonly index: number;
 
+  private readonly spinMicros: number;
+
   constructor(msg: BnBoardAttachMessage) {
+    if (!(msg.spinMicros >= 0 && msg.spinMicros <= 1e6)) throw new RangeError(`A BatchNorm board's spin must be 0 to 1,000,000 µs, got ${msg.spinMicros}.`);
     this.view = new BoardView(msg.init);
     this.index = msg.index;
+    this.spinMicros = msg.spinMicros;
   }
 
   exchange(request: BnSumsMessage, timeoutMs: number): Float64Array {
@@ -251,9 +274,10 @@ export class BnBoardClient {
     const pending = doneWord(tag, PENDING);
     // While the last arrival combines (a few microseconds), spin rather than sleep.
     const waiting = (w: number) => w === pending || w === doneWord(tag, COMBINING);
-    const spinUntil = performance.now() + SPIN_MICROS / 1000;
-    while (waiting(Atomics.load(control, d)) && performance.now() < spinUntil);
+    // The spin never outlasts the wait.
+    const spinUntil = performance.now() + Math.min(this.spinMicros / 1000, timeoutMs);
     const deadline = Date.now() + timeoutMs;
+    while (waiting(Atomics.load(control, d)) && performance.now() < spinUntil);
     for (let w = Atomics.load(control, d); waiting(w); w = Atomics.load(control, d)) {
       const left = deadline - Date.now();
       if (left <= 0) throw new BnSyncTimeoutError(`No BatchNorm totals for layer ${request.layer} (${request.phase}) of round ${request.round} within ${timeoutMs} ms.`);
