@@ -68,8 +68,10 @@ export class ExchangeRound {
     if (this.abortReason !== undefined) return;
     this.abortReason = reason;
     this.board?.end(this.id);
-    const err = new BnSyncAbortedError(`BatchNorm round ${this.id} abandoned: ${reason}`);
-    for (const g of this.gates.values()) for (const w of g.waiters) w.reject(err);
+    // Made only for slices still waiting: a round closed at the end of every step has none, and an
+    // error's stack trace was a measurable part of the owning thread's work per step.
+    let err: BnSyncAbortedError | undefined;
+    for (const g of this.gates.values()) for (const w of g.waiters) w.reject((err ??= new BnSyncAbortedError(`BatchNorm round ${this.id} abandoned: ${reason}`)));
     this.gates.clear();
     this.onEnd(this);
   }

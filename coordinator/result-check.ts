@@ -81,7 +81,8 @@ export function normFromSquares(squares: number, count: number): number {
 
 /** The lower median: with an even count, the smaller middle value (so one outlier of two cannot win). */
 export function lowerMedian(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
+  // A typed array sorts numerically without calling back into JavaScript per comparison.
+  const sorted = Float64Array.from(values).sort();
   return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
