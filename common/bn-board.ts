@@ -44,7 +44,7 @@ const ABORTED = 3;
  * has a core of its own. cnn-bn's step makes 8 exchanges; a thread asleep at one wakes through a
  * futex 0.1 ms or more after the last arrival's notify, and its partner then waits for it at the
  * next. Spinning 30 µs, a thread slept 1.4–2.9 times a step; spinning 400 µs, 0.07–0.2 times, and
- * the step took 3–16% less (docs/shared-step.md, "Spinning at the BatchNorm board"). With more
+ * the step took 3–13% less (docs/shared-step.md, "Spinning at the BatchNorm board"). With more
  * threads than cores a spinning thread would hold the core a partner needs to arrive: there the
  * spin stays BOARD_SPIN_MICROS_OVERSUBSCRIBED.
  */
