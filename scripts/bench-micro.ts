@@ -14,6 +14,7 @@ import { sliceNorm } from '../coordinator/result-check.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, floatsToBytes } from '../common/codec.ts';
 import { FrameEncoder } from '../common/frame-encoder.ts';
+import { hasBatchNorm } from '../worker/inline-compute.ts';
 import { gatherImages } from '../common/data/split.ts';
 import { IMAGE_BYTES } from '../common/data/types.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
@@ -192,7 +193,7 @@ export async function messageCosts(
       decodeTaskUs: timeCalls(() => void decodeCoordinatorMessage(taskFrame, weightCount), s),
       encodeResultUs: timeCalls(() => resultFrames.encode(result).release(), s),
       // A worker computes on its socket's thread unless the model has BatchNorm (worker/inline-compute.ts).
-      computeThread: weightCount > gradientCount,
+      computeThread: hasBatchNorm({ weightCount, trainableCount: gradientCount }),
       decodeResultUs: timeCalls(() => void decodeWorkerMessage(resultFrame, expect), s),
       handOffUs: await timeAsyncCalls(handOff, s),
       wireUs: await wireRoundTrip(taskFrame, resultFrame, s),

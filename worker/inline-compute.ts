@@ -46,7 +46,7 @@ export const EVAL_CHUNK = 256;
 export const LONG_STEP_MS = 500;
 
 /** Whether a welcome's model has BatchNorm statistics (non-trainable weights): its steps may exchange sums mid-pass. */
-export function hasBatchNorm(msg: WelcomeMessage): boolean {
+export function hasBatchNorm(msg: Pick<WelcomeMessage, 'weightCount' | 'trainableCount'>): boolean {
   return (msg.trainableCount ?? msg.weightCount) < msg.weightCount;
 }
 
