@@ -73,10 +73,7 @@ export function renderNetsimMarkdown(r: NetsimReport, jsonPath: string, imagesDi
     `Measured ${r.date} to ${r.finished} by \`${r.command}\` on ${r.machine.cores} cores (${r.machine.cpu}, Node ${r.machine.node}): a coordinator and 4 workers (${r.setup.backend}, ${r.setup.dataset} data, batch ${r.setup.batchPerWorker} per worker), each in its own network namespace on one bridge, every link shaped with tc to the rate in the table both ways; medians of steps ${r.setup.warmupSteps + 1}–${r.setup.steps} of each run.`,
   ];
   if (r.quick) lines.push('', '> **Quick run**: fewer models and steps, to check the tooling; do not cite.');
-  lines.push(
-    '',
-    `> **Noisy machine.** The 1-minute load average was ${fmt(Math.min(...loads))}–${fmt(Math.max(...loads))} on ${r.machine.cores} cores while these runs started (other engineers' work shares it), and the 5 processes of a run share the same 2 cores. Compute and per-message costs are therefore inflated, the compute term most for K = 4: take the absolute numbers as upper bounds and the fitted shape (which term grows with what) as the finding.`,
-  );
+  lines.push('', loadNote(r));
   if (!r.setup.delayEmulated) {
     lines.push('', `> **Delay not emulated.** This kernel has no netem (sch_netem), so the links were shaped with tbf (rate only). The ${r.setup.delayMs} ms one-way delay enters the model as ${latency} ms per step: two one-way trips on the critical path (weights out, gradients back).`);
   }
@@ -98,7 +95,7 @@ export function renderNetsimMarkdown(r: NetsimReport, jsonPath: string, imagesDi
     '```',
     '',
     'B: bytes through the coordinator\'s link per step (K × (weights + gradients + pixels)); N: values converted to or from a 16-bit wire dtype per step (weights once, K decodes, K gradient encodes and decodes). β is held at 1: tbf enforces the rate, so the wire time is known; the other terms are fitted by non-negative least squares on the measured communication time minus that wire time, over every run (' +
-      `${fit.runs} runs, RMSE ${fmt(fit.rmseMs, 2)} ms). Fitting β as well gives β = ${fmt(free.coefficients.beta, 2)} (RMSE ${fmt(free.rmseMs, 2)} ms): at this load the wire time does not stand out of the CPU noise, which is itself the finding.`,
+      `${fit.runs} runs, RMSE ${fmt(fit.rmseMs, 2)} ms). Fitting β as well gives β = ${fmt(free.coefficients.beta, 2)} (RMSE ${fmt(free.rmseMs, 2)} ms)${betaReading(free.coefficients.beta)}.`,
     '',
     ...table(
       ['term', 'fitted', 'meaning'],
@@ -135,9 +132,31 @@ export function renderNetsimMarkdown(r: NetsimReport, jsonPath: string, imagesDi
     'Ceiling: the coordinator\'s link carries every worker\'s weights and gradients, so no number of workers trains faster than rate ÷ (bytes per worker per step) slices per second (the images/s shown); K ≈ n is where that link\'s transfer time alone equals one worker\'s compute, past which each added worker buys less than half a worker. Beyond it, more workers need a larger batch per worker, a narrower wire dtype, workers that read their own data (`--data-dir`: 4 bytes a sample instead of 3,072), or a reduction that does not pass through one link (all-reduce, several parameter-server shards).',
     '',
   );
-  lines.push('The charts show the link bound (the right-hand K above) against K on a log2 axis, float32 solid and float16 dashed, one colour per model; the fitted model\'s curves sit far below on this machine (see the table).', '');
+  lines.push('The charts show the link bound (the right-hand K above) against K on a log2 axis, float32 solid and float16 dashed, one colour per model; the fitted model\'s K, with this machine\'s CPU costs, are at most those (see the table).', '');
   for (const g of RATES) lines.push(`![Predicted efficiency at ${g} Gbit/s](${imagesDir}/${chartFile(g)})`, '');
   return lines.join('\n');
+}
+
+/**
+ * The load the runs met. The first run's 1-minute load average is the machine's own; later runs'
+ * include netsim's earlier runs (5 processes on the cores), so only the first says whether other
+ * work shared the machine.
+ */
+export function loadNote(r: NetsimReport): string {
+  const first = r.runs[0]?.loadStart[0] ?? NaN;
+  const highest = Math.max(...r.runs.map((x) => x.loadStart[0]));
+  const shared = `the 5 processes of a run share the same ${r.machine.cores} cores, so a worker's compute at K = 4 is slower than the K = 1 run's`;
+  if (first >= 1) {
+    return `> **Noisy machine.** The 1-minute load average was ${fmt(first)} when the first run started (other work shared the machine) and up to ${fmt(highest)} later, and ${shared}. Compute and per-message costs are therefore inflated: take the absolute numbers as upper bounds and the fitted shape (which term grows with what) as the finding.`;
+  }
+  return `> **Load.** The machine was otherwise idle: the 1-minute load average was ${fmt(first, 2)} when the first run started; later runs started at up to ${fmt(highest)}, netsim's own earlier runs. Still, ${shared}.`;
+}
+
+/** What a freely fitted β says about the wire time a step waits for. */
+export function betaReading(beta: number): string {
+  if (beta < 0.9) return ': a step waits for less than the whole wire time, because the coordinator\'s link serves the workers one after another and the transfers of some overlap the compute of others; holding β at 1 keeps the model on the safe side';
+  if (beta > 1.1) return ': a step waits for more than the wire time at the nominal rate, so per-byte costs the other terms do not capture ride on the wire';
+  return ': the wire time at the nominal rate accounts for the transfers';
 }
 
 /** The section for docs/BENCHMARKS.md from a netsim JSON file, or undefined when there is none. */

@@ -14,12 +14,15 @@
 #
 #   sudo scripts/netsim.sh                 # every model × float32/float16/bfloat16 × 1 and 10 Gbit/s
 #   sudo scripts/netsim.sh --quick         # mlp and lenet, fewer steps: checks the tooling
-#   options: --steps N  --models "mlp lenet"  --dtypes "float32 float16"  --rates "1gbit 10gbit"
+#   options: --steps N  --warmup N  --models "mlp lenet"  --dtypes "float32 float16"  --rates "1gbit 10gbit"
 #            --out FILE.json  --keep-logs
+# Each run trains --steps steps (120) and is measured over the steps after the first --warmup (20):
+# JIT compilation, the first connections and the first frames of each size are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS=10
+STEPS=120
+WARMUP=20
 MODELS="mlp lenet cnn-dropout cnn-bn"
 DTYPES="float32 float16 bfloat16"
 RATES="1gbit 10gbit"
@@ -32,8 +35,9 @@ QUICK=0
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) QUICK=1; STEPS=6; MODELS="mlp lenet"; shift ;;
+    --quick) QUICK=1; STEPS=12; WARMUP=4; MODELS="mlp lenet"; shift ;;
     --steps) STEPS="$2"; shift 2 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
     --models) MODELS="$2"; shift 2 ;;
     --dtypes) DTYPES="$2"; shift 2 ;;
     --rates) RATES="$2"; shift 2 ;;
@@ -43,6 +47,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+case "$STEPS$WARMUP" in *[!0-9]*) echo "netsim: --steps and --warmup take whole numbers, got $STEPS and $WARMUP" >&2; exit 2 ;; esac
+if [ "$WARMUP" -ge "$STEPS" ]; then echo "netsim: --warmup ($WARMUP) must be below --steps ($STEPS)" >&2; exit 2; fi
 if [ "$(id -u)" != 0 ]; then echo "netsim: needs root (network namespaces and tc)" >&2; exit 2; fi
 if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
   echo "netsim: installing iproute2" >&2
@@ -125,7 +131,7 @@ run_one() { # model dtype rate workers
   before="$(iface_bytes)"
   started="$(date +%s.%N)"
   ip netns exec "$PREFIX-c" node --single-threaded-gc bin/dtrain.js coordinator --host 10.77.0.1 --port 8787 --no-http --no-plots \
-    --dataset synthetic --limit-train 4096 --limit-test 100 --model "$model" --backend wasm \
+    --dataset synthetic --limit-train "$(( STEPS * BATCH_PER_WORKER * WORKERS ))" --limit-test 100 --model "$model" --backend wasm \
     --batch-per-worker "$BATCH_PER_WORKER" --max-steps "$STEPS" --min-workers "$k" --wire-dtype "$dtype" \
     --out "$WORK/run-$name" --log-file "$log" >"$WORK/$name.coordinator.out" 2>&1 &
   local cpid=$!
@@ -160,5 +166,5 @@ for model in $MODELS; do
 done
 
 npx tsx scripts/netsim-summarize.ts --manifest "$MANIFEST" --out "$OUT" --began "$BEGAN" --delay "$DELAY" --delay-emulated "$NETEM" \
-  --batch-per-worker "$BATCH_PER_WORKER" --steps "$STEPS" --quick "$QUICK" --command "scripts/netsim.sh${ARGS:+ $ARGS}"
+  --batch-per-worker "$BATCH_PER_WORKER" --steps "$STEPS" --warmup "$WARMUP" --quick "$QUICK" --command "scripts/netsim.sh${ARGS:+ $ARGS}"
 npx tsx scripts/netsim-report.ts --json "$OUT"
