@@ -64,7 +64,6 @@ export function renderNetsimMarkdown(r: NetsimReport, jsonPath: string, imagesDi
   const latency = addedLatencyMs(r);
   const { fitted, linkBound } = projections(r);
   const c = fit.coefficients;
-  const loads = r.runs.map((x) => x.loadStart[0]);
   const lines: string[] = [
     '## Network model (netsim)',
     '',
