@@ -3,16 +3,20 @@
  * step): the CPU time the kernel charged to this thread (/proc/thread-self/schedstat, nanoseconds)
  * over the measured steps, divided by the step count, and its event loop's active time
  * (performance.eventLoopUtilization), which also counts time lost to preemption on a busy machine.
- * Everything else in a step is the compute threads' and waiting.
+ * The rest of the process's threads are read the same way (/proc/self/task/<tid>/schedstat): the
+ * threads started with the compute pool (its worker threads) against Node's own (its platform pool,
+ * which compiles JavaScript and helps the garbage collector, libuv's pool, tsx's loader), so the
+ * report says how the cores' time per step was shared. Node's own threads go under SCHED_IDLE before
+ * the first step, as in `dtrain train` (DTRAIN_IDLE_BACKGROUND=0 leaves them as they are).
  *
  *   npx tsx scripts/bench-coordinator-work.ts --model mlp --workers 2 --steps 300 --warmup 20
  *
- * Prints one JSON object: {model, workers, steps, cpuMsPerStep, activeMsPerStep, stepMs}.
+ * Prints one JSON object: {model, workers, steps, cpuMsPerStep, activeMsPerStep, stepMs, threadsCpuMsPerStep: {owner, compute, background}, cores}.
  */
 import { performance } from 'node:perf_hooks';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
@@ -25,6 +29,7 @@ import { Membership } from '../coordinator/membership.ts';
 import { Trainer } from '../coordinator/trainer.ts';
 import { startInProcessWorkers } from '../coordinator/inprocess.ts';
 import { wirePreprocessing } from '../coordinator/job.ts';
+import { idleBackgroundThreads } from '../common/background-threads.ts';
 
 const { values } = parseArgs({ options: { model: { type: 'string', default: 'mlp' }, workers: { type: 'string', default: '2' }, steps: { type: 'string', default: '300' }, warmup: { type: 'string', default: '20' }, batch: { type: 'string', default: '32' } } });
 const model = parseModelName(values.model!);
@@ -44,15 +49,33 @@ const config: TrainConfig = { ...TRAIN_DEFAULTS, model, dataset: 'synthetic', ba
 const membership = new Membership(log);
 /** CPU time charged to the calling thread so far, ms. */
 const threadCpuMs = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
-let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; t: number; cpu: number } | undefined;
-let result: { activeMs: number; ms: number; cpuMs: number } | undefined;
+/** CPU time charged so far to each of this process's threads, ms, by thread id. */
+const threadsCpuMs = (): Map<number, number> => {
+  const cpu = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task').map(Number)) {
+    try {
+      cpu.set(tid, Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e6);
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return cpu;
+};
+let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; t: number; cpu: number; threads: Map<number, number> } | undefined;
+let result: { activeMs: number; ms: number; cpuMs: number; threads: Map<number, number> } | undefined;
 const trainer = new Trainer(config, data, membership, log, {
   onStep: (e) => {
-    if (e.step === warmup) mark = { elu: performance.eventLoopUtilization(), t: performance.now(), cpu: threadCpuMs() };
-    if (e.step === total && mark) result = { activeMs: performance.eventLoopUtilization(mark.elu).active, ms: performance.now() - mark.t, cpuMs: threadCpuMs() - mark.cpu };
+    if (e.step === warmup) mark = { elu: performance.eventLoopUtilization(), t: performance.now(), cpu: threadCpuMs(), threads: threadsCpuMs() };
+    if (e.step === total && mark) {
+      const threads = threadsCpuMs();
+      for (const [tid, ms] of threads) threads.set(tid, ms - (mark.threads.get(tid) ?? 0));
+      result = { activeMs: performance.eventLoopUtilization(mark.elu).active, ms: performance.now() - mark.t, cpuMs: threadCpuMs() - mark.cpu, threads };
+    }
   },
 });
 const prep = fitPreprocessing(MODEL_SPECS[model].input, data.train);
+// Threads that exist before the pool starts are Node's own; the ones after are the pool's.
+const nodeThreads = new Set(readdirSync('/proc/self/task').map(Number));
 const pool = await startInProcessWorkers(membership, {
   workers,
   backend: 'wasm',
@@ -61,6 +84,8 @@ const pool = await startInProcessWorkers(membership, {
   sharedMemory: { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: batch, trainSet: data.train },
 });
 if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
+// As `dtrain train` does once its workers are ready (coordinator/job.ts): Node's own threads run on idle cores only.
+if (process.env.DTRAIN_IDLE_BACKGROUND !== '0') await idleBackgroundThreads([...nodeThreads]);
 try {
   await trainer.run();
 } finally {
@@ -68,5 +93,7 @@ try {
   await rm(out, { recursive: true, force: true });
 }
 if (!result) throw new Error(`Expected ${total} steps, but the run stopped before.`);
-process.stdout.write(JSON.stringify({ model, workers, steps, shared: pool.sharedStep !== undefined, cpuMsPerStep: result.cpuMs / steps, activeMsPerStep: result.activeMs / steps, stepMs: result.ms / steps }) + '\n');
+const share = { owner: 0, compute: 0, background: 0 };
+for (const [tid, ms] of result.threads) share[tid === process.pid ? 'owner' : nodeThreads.has(tid) ? 'background' : 'compute'] += ms / steps;
+process.stdout.write(JSON.stringify({ model, workers, steps, shared: pool.sharedStep !== undefined, cpuMsPerStep: result.cpuMs / steps, activeMsPerStep: result.activeMs / steps, stepMs: result.ms / steps, threadsCpuMsPerStep: share, cores: availableParallelism() }) + '\n');
 process.exit(0);

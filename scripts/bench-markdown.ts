@@ -3,9 +3,10 @@
  * from the JSON, next to a line saying what produced it.
  */
 import type { BenchReport, ComputeRow, EndToEndRun, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
-import { bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, pairedWhen, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import { coresShare, bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, pairedWhen, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
+
 
 type Align = 'left' | 'right';
 
@@ -376,7 +377,7 @@ function inProcess(r: BenchReport): string[] {
   lines.push(...computePair(r));
   const cw = r.coordinatorWork;
   if (cw?.measured) {
-    for (const x of cw.runs) lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).`, '');
+    for (const x of cw.runs) lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).${coresShare(x) ? ` All the process's threads in the same steps (/proc/self/task/*/schedstat), per step: ${coresShare(x)}.` : ''}`, '');
     if (cw.note) lines.push(cw.note, '');
   } else if (cw) lines.push(`Coordinator work not measured: ${cw.reason}.`, '');
   const mem = r.memory;

@@ -308,6 +308,14 @@ export interface CoordinatorWork {
   /** Active time of the owning thread's event loop per step, ms (performance.eventLoopUtilization); includes preemption. */
   activeMsPerStep: number;
   stepMs: number;
+  /**
+   * CPU time per step of every thread of the process (/proc/self/task/<tid>/schedstat), ms: the
+   * owning thread, the compute threads together, and Node's other threads together (its platform
+   * pool's JIT compiles and GC help, libuv's pool). Absent from reports made before 2026-12-03.
+   */
+  threadsCpuMsPerStep?: { owner: number; compute: number; background: number };
+  /** Cores the process could use. */
+  cores?: number;
 }
 
 /** `note`: where the numbers came from when not from the run itself (a section re-measured after the run failed it). */

@@ -426,6 +426,14 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(g.explanation).toContain('Compute alone would give 1.80×');
   });
 
+  it('says where the cores\' time went, from a coordinator-work run of the same model and K', () => {
+    const shares = { threadsCpuMsPerStep: { owner: 0.6, compute: 19, background: 1.4 }, cores: 2 };
+    const cw = (model: string) => ({ coordinatorWork: { measured: true as const, runs: [{ model, workers: 2, steps: 500, cpuMsPerStep: 0.6, activeMsPerStep: 0.9, stepMs: 12, ...shares }] } });
+    expect(goal(withPeers(cw('lenet')), 'inprocess-scaling').explanation).toContain('per step of the coordinator-work run (section 0b): the 2 compute threads 19.000 ms together (their spins included), the coordinating thread 0.600 ms, Node\'s other threads (its platform pool\'s JIT compiles and GC help, libuv\'s pool) 1.400 ms: 21.00 ms of the 24.00 ms that 2 cores offer in a 12.00 ms step (88%).');
+    expect(goal(withPeers(cw('mlp')), 'inprocess-scaling').explanation).not.toContain('coordinator-work run');
+    expect(goal(withPeers(), 'inprocess-scaling').explanation).not.toContain('coordinator-work run');
+  });
+
   it('compares K=1 in-process with one thread\'s bare compute', () => {
     // K=1 3200 img/s against bare 1277: above, so within 5%.
     expect(goal(withPeers(), 'inprocess-overhead').measured).toBe('lenet 250.6% (3200 of 1277 img/s)');
@@ -562,6 +570,15 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(out.startsWith('intro\n')).toBe(true);
     expect(out.endsWith(`${README_END}\nrest`)).toBe(true);
     expect(() => replaceReadmeTable('no markers', 'x')).toThrow(/Expected README.md to hold the markers/);
+  });
+
+  it('says how the coordinator-work run\'s threads shared the cores, where it measured them', () => {
+    const cw = { model: 'mlp', workers: 2, steps: 400, cpuMsPerStep: 0.3, activeMsPerStep: 0.6, stepMs: 2, threadsCpuMsPerStep: { owner: 0.3, compute: 3.2, background: 0.1 }, cores: 2 };
+    const md = renderMarkdown(withPeers({ coordinatorWork: { measured: true, runs: [cw] } }), 'r.json');
+    expect(md).toContain('the 2 compute threads 3.200 ms together (their spins included), the coordinating thread 0.300 ms, Node\'s other threads');
+    expect(md).toContain('0.100 ms: 3.60 ms of the 4.00 ms that 2 cores offer in a 2.00 ms step (90%).');
+    const { threadsCpuMsPerStep: _, ...older } = cw;
+    expect(renderMarkdown(withPeers({ coordinatorWork: { measured: true, runs: [older] } }), 'r.json')).not.toContain('All the process\'s threads');
   });
 
   it('says where a re-measured coordinator-work section came from, after its numbers', () => {
