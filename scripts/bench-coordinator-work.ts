@@ -1,7 +1,7 @@
 /**
  * How much the coordinating thread works per step in-process (worker threads, the shared-memory
- * step): the CPU time the kernel charged to this thread (/proc/thread-self/schedstat, nanoseconds)
- * over the measured steps, divided by the step count, and its event loop's active time
+ * step): the CPU time the kernel charged to this thread (its schedstat, nanoseconds: the main
+ * thread's /proc/self/task/<pid>/schedstat is /proc/thread-self/schedstat) over the measured steps, divided by the step count, and its event loop's active time
  * (performance.eventLoopUtilization), which also counts time lost to preemption on a busy machine.
  * The rest of the process's threads are read the same way (/proc/self/task/<tid>/schedstat): the
  * threads started with the compute pool (its worker threads) against Node's own (its platform pool,
@@ -14,7 +14,7 @@
  * Prints one JSON object: {model, workers, steps, cpuMsPerStep, activeMsPerStep, stepMs, threadsCpuMsPerStep: {owner, compute, background}, cores}.
  */
 import { performance } from 'node:perf_hooks';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +29,7 @@ import { Membership } from '../coordinator/membership.ts';
 import { Trainer } from '../coordinator/trainer.ts';
 import { startInProcessWorkers } from '../coordinator/inprocess.ts';
 import { wirePreprocessing } from '../coordinator/job.ts';
-import { idleBackgroundThreads } from '../common/background-threads.ts';
+import { idleBackgroundThreads, threadIds } from '../common/background-threads.ts';
 
 const { values } = parseArgs({ options: { model: { type: 'string', default: 'mlp' }, workers: { type: 'string', default: '2' }, steps: { type: 'string', default: '300' }, warmup: { type: 'string', default: '20' }, batch: { type: 'string', default: '32' } } });
 const model = parseModelName(values.model!);
@@ -47,12 +47,10 @@ const data = await loadDataset({ dataset: 'synthetic', limitTrain: total * batch
 if (data.train.count < total * batch * workers) throw new RangeError(`--warmup ${warmup} + --steps ${steps} at ${workers} x ${batch} images need ${total * batch * workers} training images in one epoch, but the synthetic training split has ${data.train.count}.`);
 const config: TrainConfig = { ...TRAIN_DEFAULTS, model, dataset: 'synthetic', backend: 'wasm', workers, batchPerWorker: batch, epochs: 1, maxSteps: total, plotEveryEpoch: false, out };
 const membership = new Membership(log);
-/** CPU time charged to the calling thread so far, ms. */
-const threadCpuMs = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]) / 1e6;
 /** CPU time charged so far to each of this process's threads, ms, by thread id. */
 const threadsCpuMs = (): Map<number, number> => {
   const cpu = new Map<number, number>();
-  for (const tid of readdirSync('/proc/self/task').map(Number)) {
+  for (const tid of threadIds()) {
     try {
       cpu.set(tid, Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e6);
     } catch {
@@ -61,21 +59,21 @@ const threadsCpuMs = (): Map<number, number> => {
   }
   return cpu;
 };
-let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; t: number; cpu: number; threads: Map<number, number> } | undefined;
-let result: { activeMs: number; ms: number; cpuMs: number; threads: Map<number, number> } | undefined;
+let mark: { elu: ReturnType<typeof performance.eventLoopUtilization>; t: number; threads: Map<number, number> } | undefined;
+let result: { activeMs: number; ms: number; threads: Map<number, number> } | undefined;
 const trainer = new Trainer(config, data, membership, log, {
   onStep: (e) => {
-    if (e.step === warmup) mark = { elu: performance.eventLoopUtilization(), t: performance.now(), cpu: threadCpuMs(), threads: threadsCpuMs() };
+    if (e.step === warmup) mark = { elu: performance.eventLoopUtilization(), t: performance.now(), threads: threadsCpuMs() };
     if (e.step === total && mark) {
       const threads = threadsCpuMs();
       for (const [tid, ms] of threads) threads.set(tid, ms - (mark.threads.get(tid) ?? 0));
-      result = { activeMs: performance.eventLoopUtilization(mark.elu).active, ms: performance.now() - mark.t, cpuMs: threadCpuMs() - mark.cpu, threads };
+      result = { activeMs: performance.eventLoopUtilization(mark.elu).active, ms: performance.now() - mark.t, threads };
     }
   },
 });
 const prep = fitPreprocessing(MODEL_SPECS[model].input, data.train);
 // Threads that exist before the pool starts are Node's own; the ones after are the pool's.
-const nodeThreads = new Set(readdirSync('/proc/self/task').map(Number));
+const nodeThreads = new Set(threadIds());
 const pool = await startInProcessWorkers(membership, {
   workers,
   backend: 'wasm',
@@ -95,5 +93,5 @@ try {
 if (!result) throw new Error(`Expected ${total} steps, but the run stopped before.`);
 const share = { owner: 0, compute: 0, background: 0 };
 for (const [tid, ms] of result.threads) share[tid === process.pid ? 'owner' : nodeThreads.has(tid) ? 'background' : 'compute'] += ms / steps;
-process.stdout.write(JSON.stringify({ model, workers, steps, shared: pool.sharedStep !== undefined, cpuMsPerStep: result.cpuMs / steps, activeMsPerStep: result.activeMs / steps, stepMs: result.ms / steps, threadsCpuMsPerStep: share, cores: availableParallelism() }) + '\n');
+process.stdout.write(JSON.stringify({ model, workers, steps, shared: pool.sharedStep !== undefined, cpuMsPerStep: share.owner, activeMsPerStep: result.activeMs / steps, stepMs: result.ms / steps, threadsCpuMsPerStep: share, cores: availableParallelism() }) + '\n');
 process.exit(0);

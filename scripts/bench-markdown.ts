@@ -7,7 +7,6 @@ import { coresShare, bareCompute, bestTorch, efficiency, evaluateGoals, median, 
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
 
-
 type Align = 'left' | 'right';
 
 /** A GitHub Markdown table; `|` inside cells is escaped. */
@@ -377,7 +376,10 @@ function inProcess(r: BenchReport): string[] {
   lines.push(...computePair(r));
   const cw = r.coordinatorWork;
   if (cw?.measured) {
-    for (const x of cw.runs) lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).${coresShare(x) ? ` All the process's threads in the same steps (/proc/self/task/*/schedstat), per step: ${coresShare(x)}.` : ''}`, '');
+    for (const x of cw.runs) {
+      const share = coresShare(x);
+      lines.push(`Coordinating thread, ${x.model} at K=${x.workers}: ${fixed(x.cpuMsPerStep, 3)} ms of CPU time per step (/proc/thread-self/schedstat; event-loop active time ${fixed(x.activeMsPerStep, 3)} ms, which also counts preemption) of a ${fixed(x.stepMs, 2)} ms step, over ${x.steps} steps (\`npx tsx scripts/bench-coordinator-work.ts\`, median of 3 runs).${share ? ` All the process's threads in the same steps (/proc/self/task/*/schedstat), per step: ${share}.` : ''}`, '');
+    }
     if (cw.note) lines.push(cw.note, '');
   } else if (cw) lines.push(`Coordinator work not measured: ${cw.reason}.`, '');
   const mem = r.memory;
