@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-case "$STEPS$WARMUP" in *[!0-9]*) echo "netsim: --steps and --warmup take whole numbers, got $STEPS and $WARMUP" >&2; exit 2 ;; esac
+case "$STEPS:$WARMUP" in :*|*:|*[!0-9:]*) echo "netsim: --steps and --warmup take whole numbers, got $STEPS and $WARMUP" >&2; exit 2 ;; esac
 if [ "$WARMUP" -ge "$STEPS" ]; then echo "netsim: --warmup ($WARMUP) must be below --steps ($STEPS)" >&2; exit 2; fi
 if [ "$(id -u)" != 0 ]; then echo "netsim: needs root (network namespaces and tc)" >&2; exit 2; fi
 if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
