@@ -228,7 +228,19 @@ export const F64 = {
   gradSquares: 2,
   /** Milliseconds the thread spent on the reduction and Adam of a trainApply command. */
   optimizerMs: 3,
+  /** Milliseconds of computeMs spent on the command's pass ahead (0: none was used). */
+  aheadMs: 4,
+  /** When that pass ended (absoluteNow). */
+  aheadEndedAt: 5,
 } as const;
+
+/**
+ * Milliseconds on a clock every thread of this process shares, for times one thread writes into the
+ * control block and another compares (each thread's performance.now() counts from its own start).
+ */
+export function absoluteNow(): number {
+  return performance.timeOrigin + performance.now();
+}
 
 export const STATUS = { ok: 0, failed: 1 } as const;
 const ERROR_BYTES = 512;

@@ -26,7 +26,7 @@ import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, isSharedSet, type ImageSet } from '../common/data/types.ts';
 import { gatherInto, gatherLabels } from '../common/data/split.ts';
-import { CTL, F64, MAX_ROUND_SLOTS, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
+import { CTL, F64, MAX_ROUND_SLOTS, absoluteNow, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
 import { ROUND_SPIN_MICROS, SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
@@ -109,6 +109,14 @@ export class SharedStep {
   private readonly slotHoldsGradient: boolean[] = [];
   /** Milliseconds the compute threads spent on this step's reduction and Adam inside their trainApply commands (the longest); 0 otherwise. */
   fusedOptimizerMs = 0;
+  /**
+   * Milliseconds of this step's compute that ran before the step began: the part of a slice's pass
+   * ahead that overlapped the step before (the longest among the step's results). The results'
+   * computeMs leave it out, so a step's compute, communication and optimizer stay within its time.
+   */
+  computedAheadMs = 0;
+  /** When the step being prepared began (gather(0)), on the clock every thread shares (absoluteNow). */
+  private stepStartedAt = 0;
   /** The sample count of each slot gathered for the step being prepared. */
   private readonly slotCounts: number[] = [];
   /** The step's fused round (0: none opened yet, or the step has one slot). */
@@ -247,6 +255,8 @@ export class SharedStep {
       this.stepSlots = 0;
       this.applied = undefined;
       this.fusedOptimizerMs = 0;
+      this.computedAheadMs = 0;
+      this.stepStartedAt = absoluteNow();
       this.slices.fill(undefined);
     }
     this.slices[slot] = { set, indices };
@@ -330,11 +340,22 @@ export class SharedStep {
     this.slotHoldsGradient[slot] = ctl[b + CTL.fromBackend] !== 1;
     const fb = this.mem.f64Base(index);
     this.slotSquares[slot] = f64[fb + F64.gradSquares];
-    const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] };
+    const before = this.aheadBeforeStep(fb);
+    this.computedAheadMs = Math.max(this.computedAheadMs, before);
+    const result: ResultMessage = { type: 'result', taskId: task.taskId, count: task.labels.length, lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], computeMs: f64[fb + F64.computeMs] - before };
     if (fused) this.applied = result;
     if (round !== 0 && round === this.round && ctl[b + CTL.fused] === 1) this.roundResults[slot] = result;
     if (fused || this.roundResults[slot] === result) this.fusedOptimizerMs = Math.max(this.fusedOptimizerMs, f64[fb + F64.optimizerMs]);
     return result;
+  }
+
+  /** Milliseconds of the pass ahead that thread block `fb`'s last command used which ran before this step began (0: it used none). */
+  private aheadBeforeStep(fb: number): number {
+    const { f64 } = this.mem;
+    const aheadMs = f64[fb + F64.aheadMs];
+    if (!(aheadMs > 0)) return 0;
+    const startedAt = f64[fb + F64.aheadEndedAt] - aheadMs;
+    return Math.min(aheadMs, Math.max(0, this.stepStartedAt - startedAt));
   }
 
   /** Phase 2's stripe for the command at thread block `b`; `last`: the stripe that also does the statistics (see apply). */

@@ -58,6 +58,12 @@ export interface StepEvent {
    */
   transferMs?: number;
   workerOverheadMs?: number;
+  /**
+   * In-process: compute of this step's slices that ran before the step began (a pass ahead, during
+   * the step before: SharedStep.computedAheadMs), not counted in computeMs, which is the compute
+   * inside the step.
+   */
+  aheadMs?: number;
   bytesIn: number;
   bytesOut: number;
   retries: number;
@@ -485,6 +491,7 @@ export class Trainer {
       bytesOut: outcome.stats.bytesSent, bytesIn: outcome.stats.perWorker.reduce((s, w) => s + w.bytesIn, 0), retries: outcome.stats.retries,
       perWorker: outcome.stats.perWorker,
     };
+    if (this.sharedStep) event.aheadMs = round(this.sharedStep.computedAheadMs);
     const parts = roundTripParts(outcome.stats.last);
     if (parts) {
       event.transferMs = round(parts.transferMs);
@@ -495,7 +502,7 @@ export class Trainer {
     this.pendingReport = () => {
       this.log[this.hooks.stepLogLevel ?? 'info']({
         event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
-        ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, transferMs: event.transferMs, workerOverheadMs: event.workerOverheadMs,
+        ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, aheadMs: event.aheadMs, transferMs: event.transferMs, workerOverheadMs: event.workerOverheadMs,
         bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
       }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(slowest)} ms)`);
       this.hooks.onStep?.(event);

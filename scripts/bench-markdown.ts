@@ -355,21 +355,28 @@ function inProcess(r: BenchReport): string[] {
   if (!ip && !r.coordinatorWork && !r.memory) return [...lines, 'Not part of this report.'];
   if (ip && !ip.measured) lines.push(`In-process runs not measured: ${ip.reason}.`, '');
   if (ip?.measured) {
+    // Reports since 2026-12-03 say what of each step's compute ran ahead of it (StepEvent.aheadMs).
+    const ahead = ip.runs.some((x) => x.summary.mean.aheadMs !== undefined);
     const rows = ip.runs.map((x) => {
       const one = ip.runs.find((y) => y.model === x.model && y.workers === 1);
       const m = x.summary.mean;
       const vsOne = one && x.workers > 1 ? `${fixed(inProcessSpeedup(x, one), 2)}×` : '—';
       const rounds = x.rounds ? x.rounds.map((r) => fixed(r)).join(', ') + (x.bareRounds ? ` (bare: ${x.bareRounds.map((r) => fixed(r)).join(', ')})` : '') : '—';
-      return [x.model, String(x.workers), String(x.summary.samplesPerStep), fixed(x.summary.imagesPerSecond), vsOne, rounds, fixed(m.stepMs, 2), fixed(m.computeMs, 2), fixed(m.commMs, 2), fixed(m.optimizerMs, 2)];
+      const row = [x.model, String(x.workers), String(x.summary.samplesPerStep), fixed(x.summary.imagesPerSecond), vsOne, rounds, fixed(m.stepMs, 2), fixed(m.computeMs, 2), fixed(m.commMs, 2), fixed(m.optimizerMs, 2)];
+      return ahead ? [...row, m.aheadMs === undefined ? '—' : fixed(m.aheadMs, 2)] : row;
     });
     const paired = ip.runs.some((x) => x.rounds);
     lines.push(
-      markdownTable(['model', 'K', 'images/step', 'img/s', 'vs K=1', 'each round, img/s', 'step, ms', 'slowest compute, ms', 'communication, ms', 'reduction + Adam, ms'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right']),
+      markdownTable(
+        ['model', 'K', 'images/step', 'img/s', 'vs K=1', 'each round, img/s', 'step, ms', 'slowest compute, ms', 'communication, ms', 'reduction + Adam, ms', ...(ahead ? ['compute run ahead, ms'] : [])],
+        rows,
+        ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', ...(ahead ? (['right'] as const) : [])],
+      ),
       '',
       ...(paired
         ? ['In rounds: each round measures one thread\'s bare compute in a process alone (`scripts/bench-compute-pair.ts`\'s child, after its warm-up: "bare"), then K=1 and K=2 back to back; each K\'s row is its median round, and "vs K=1" and the K=1 goal are medians of the ratios within rounds, so this machine\'s drift over minutes moves both sides of a ratio alike.', '']
         : []),
-      `\`dtrain train --workers K --batch-per-worker ${ip.runs[0]?.batchPerWorker} --dataset synthetic --max-steps N\`; means over the steps after ${ip.runs[0]?.summary ? 'the warm-up' : ''} from the step log lines. Compute is the slowest thread's (weights copied in, forward, backward, gradient copied out); communication is the rest of the step outside the reduction (gathering, Atomics round trips, waiting); reduction + Adam is the threads' striped reduce-scatter and update.`,
+      `\`dtrain train --workers K --batch-per-worker ${ip.runs[0]?.batchPerWorker} --dataset synthetic --max-steps N\`; means over the steps after ${ip.runs[0]?.summary ? 'the warm-up' : ''} from the step log lines. Compute is the slowest thread's (weights copied in, forward, backward, gradient copied out); communication is the rest of the step outside the reduction (gathering, Atomics round trips, waiting); reduction + Adam is the threads' striped reduce-scatter and update.${ahead ? ' A thread runs the next slice\'s forward and backward pass as soon as its command is done (the step ahead): the part of it that ran before the step began is "compute run ahead" (`aheadMs`, the longest among the step\'s slices), outside the step\'s time; "slowest compute" is the compute inside the step.' : ''}`,
       '',
     );
   }

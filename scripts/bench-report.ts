@@ -82,6 +82,8 @@ export interface StepSample {
   /** Over WebSockets (since 2026-12-02): parts of commMs for the step's last result (trainer.ts StepEvent). */
   transferMs?: number;
   workerOverheadMs?: number;
+  /** In-process (since 2026-12-03): compute of the step's slices that ran before it began (a pass ahead), outside computeMs and the step's time. */
+  aheadMs?: number;
 }
 
 /** The measured steps of one run (after warm-up). Means add up: step = compute + comm + optimizer. */
@@ -91,7 +93,7 @@ export interface StepSummary {
   /** Σ samples / Σ step time over the measured steps. */
   imagesPerSecond: number;
   stepMs: Quantiles;
-  mean: { stepMs: number; computeMs: number; commMs: number; optimizerMs: number; transferMs?: number; workerOverheadMs?: number };
+  mean: { stepMs: number; computeMs: number; commMs: number; optimizerMs: number; transferMs?: number; workerOverheadMs?: number; aheadMs?: number };
   /** Median bytes per step, coordinator to workers and back. */
   bytesOut: number;
   bytesIn: number;

@@ -150,6 +150,11 @@ describe('parseStepEvent', () => {
     expect(parseStepEvent({ ...line, transferMs: 'x' })).toEqual(step(3));
   });
 
+  it('reads the compute run ahead of the step where an in-process run logged it', () => {
+    expect(parseStepEvent({ ...line, aheadMs: 0.4 })).toEqual(step(3, { aheadMs: 0.4 }));
+    expect(parseStepEvent({ ...line, aheadMs: null })).toEqual(step(3));
+  });
+
   it.each([
     ['another event', { ...line, event: 'epoch' }],
     ['a missing field', { ...line, commMs: undefined }],
@@ -184,6 +189,11 @@ describe('summariseSteps', () => {
     const mixed = summariseSteps([step(1, parts(1, 0.5)), step(2)], 0).mean;
     expect(mixed.transferMs).toBeUndefined();
     expect(mixed.workerOverheadMs).toBeUndefined();
+  });
+
+  it('averages the compute run ahead only where every measured step has it', () => {
+    expect(summariseSteps([step(1, { aheadMs: 0.2 }), step(2, { aheadMs: 0.6 })], 0).mean.aheadMs).toBeCloseTo(0.4, 12);
+    expect(summariseSteps([step(1, { aheadMs: 0.2 }), step(2)], 0).mean.aheadMs).toBeUndefined();
   });
 
   it('fails when no step is left after warm-up', () => {
@@ -424,6 +434,20 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(g.measured).toBe('lenet 1.67×');
     expect(g.met).toBe(false);
     expect(g.explanation).toContain('Compute alone would give 1.80×');
+  });
+
+  it('counts the compute run ahead of each step in what compute alone would give, and in the table, where the runs logged it', () => {
+    // K=1 9 + 1 ahead, K=2 10 + 1.5 ahead per slice: 2 × 10 / 11.5 = 1.74×.
+    const ahead = (run: InProcessRun, aheadMs: number): InProcessRun => ({ ...run, summary: { ...run.summary, mean: { ...run.summary.mean, aheadMs } } });
+    const r = withPeers({ inProcess: { measured: true, runs: [ahead(ip('lenet', 1, 10, 9), 1), ahead(ip('lenet', 2, 12, 10), 1.5)] } });
+    const g = goal(r, 'inprocess-scaling');
+    expect(g.explanation).toContain('Compute alone would give 1.74×');
+    expect(g.explanation).toContain('reduction and Adam 0.50 (and 1.50 more of compute ran ahead, before the step began)');
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toContain('| reduction + Adam, ms | compute run ahead, ms |');
+    expect(md).toContain('| 12.00 | 10.00 | 1.50 | 0.50 | 1.50 |');
+    // A report from before the field renders as it did: no column.
+    expect(renderMarkdown(withPeers(), 'r.json')).not.toContain('compute run ahead');
   });
 
   it('says where the cores\' time went, from a coordinator-work run of the same model and K', () => {

@@ -190,6 +190,22 @@ describe('a step of one slot (train, reduction and Adam in one command)', () => 
     expect(events.map((e) => e.retries)).toEqual([0, 0, 1]);
     expect(maxAbsDiff(crashed.weights, straight.weights)).toBe(0);
   });
+
+  it('counts a pass run ahead before the step began as aheadMs, not as the step\'s compute: the parts stay within the step (cpu backend, 1 thread)', { timeout: 120_000 }, async () => {
+    const events: StepEvent[] = [];
+    let trainer: Trainer | undefined;
+    await trainInProcess(testConfig({ model: 'mlp', batchSize: 32, backend: 'cpu', workers: 1, maxSteps: 20, out: await tempDir() }), await syntheticData(640, 20), { trainer: (t) => (trainer = t), hooks: { onStep: (e) => events.push(e) } });
+    expect((trainer as unknown as { sharedStep: SharedStep }).sharedStep.ahead.hits).toBe(19);
+    expect(events).toHaveLength(20);
+    // The thread starts a pass ahead as soon as its command is done, before the owner begins the next step.
+    expect(events.filter((e) => e.aheadMs! > 0).length).toBeGreaterThan(0);
+    for (const e of events) {
+      expect(e.aheadMs).toBeGreaterThanOrEqual(0);
+      // commMs is the step's time less compute and optimizer, each part rounded to 0.01 ms.
+      expect(e.commMs).toBeGreaterThanOrEqual(-0.02);
+    }
+    expect(events[0].aheadMs).toBe(0);
+  });
 });
 
 describe.runIf(native)('a step of one slot from the backend (wasm: the gradient read where the backend left it, the next weights written into it)', () => {

@@ -287,8 +287,11 @@ export class SharedStepServer {
     // The owner screens the slot's norm before it counts (coordinator/result-check.ts): taken here, by
     // the thread that wrote the gradient and while it is in cache, so the owner does no O(parameters) work.
     if (squares) f64[fb + F64.gradSquares] = this.gradientSquares(slot);
-    // A pass ahead ran before the command: its time counts as the command's compute.
+    // A pass ahead ran before the command: its time counts as the command's compute, and is said
+    // apart with when it ended, so the owner can tell how much of it overlapped the step before.
     f64[fb + F64.computeMs] = performance.now() - started + (early ? pass.computeMs : 0);
+    f64[fb + F64.aheadMs] = early ? pass.computeMs : 0;
+    f64[fb + F64.aheadEndedAt] = early ? pass.endedAt : 0;
     ctl[b + CTL.correct] = r.correct;
   }
 

@@ -8,7 +8,7 @@
  */
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import { gatherInto } from '../common/data/split.ts';
-import { AHEAD_SLICE, CTL, readPosition, type AheadBuffer, type StepMemory } from '../common/step-memory.ts';
+import { AHEAD_SLICE, CTL, absoluteNow, readPosition, type AheadBuffer, type StepMemory } from '../common/step-memory.ts';
 import type { SamplePosition } from '../common/protocol.ts';
 import { heldToken, unwritten, type WeightsToken } from '../common/step-stripe.ts';
 import type { PreparedStep } from './compute.ts';
@@ -18,6 +18,8 @@ export interface PassAhead {
   prepared: PreparedStep;
   /** Milliseconds the pass took (weights in, forward, backward). */
   computeMs: number;
+  /** When it ended, on the clock every thread of the process shares (absoluteNow). */
+  endedAt: number;
 }
 
 /** The slice offered with a command, read with the command's fields. */
@@ -87,7 +89,7 @@ export class StepAhead {
       // The copy's version as the pass reads it: every writer of the copy adds 1 first (CTL.copyVersions).
       const read = heldToken(this.mem.ctl, written);
       const prepared = await this.session.trainAhead(weights, buffer.images.subarray(0, offer.count * IMAGE_BYTES), buffer.labels.subarray(0, offer.count), read, offer.position);
-      if (prepared) this.pending = { token: offer.token, read, prepared, computeMs: performance.now() - started };
+      if (prepared) this.pending = { token: offer.token, read, prepared, computeMs: performance.now() - started, endedAt: absoluteNow() };
     } catch {
       // Nothing is lost: the command computes the slice.
     }

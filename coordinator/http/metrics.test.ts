@@ -13,7 +13,7 @@ async function exercised(): Promise<string> {
   m.onMembership({ kind: 'joined', workerId: 'w2', name: 'b', backend: 'wasm' }, 2);
   m.onStep(stepEvent({ step: 1, ms: 40, computeMs: 30, commMs: 8, optimizerMs: 2, transferMs: 5, workerOverheadMs: 1.5 }));
   m.onStep(stepEvent({ step: 2, ms: 120, computeMs: 100, commMs: 18, optimizerMs: 2, retries: 1 }));
-  m.onStep(stepEvent({ step: 3, ms: 45, batchLoss: 1.75, batchAccuracy: 0.5, samples: 30 }));
+  m.onStep(stepEvent({ step: 3, ms: 45, batchLoss: 1.75, batchAccuracy: 0.5, samples: 30, aheadMs: 12 }));
   m.onEpochEnd(epochRecord({ val_loss: 1.8, val_accuracy: 0.42 }));
   m.onRejected('DTRAIN_ERR_AUTH', false);
   m.onRejected('DTRAIN_ERR_NON_FINITE', true);
@@ -71,6 +71,9 @@ describe('RunMetrics', () => {
     expect([Number(transfer.count), Number(transfer.sum)]).toEqual([1, 0.005]);
     const overhead = family(families, 'dtrain_worker_overhead_duration_seconds').metrics[0];
     expect([Number(overhead.count), Number(overhead.sum)]).toEqual([1, 0.0015]);
+    // Only step 3 came with a pass ahead's compute before it began (in-process).
+    const ahead = family(families, 'dtrain_ahead_compute_duration_seconds').metrics[0];
+    expect([Number(ahead.count), Number(ahead.sum)]).toEqual([1, 0.012]);
   });
 
   it('keeps each run in its own registry', async () => {

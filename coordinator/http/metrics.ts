@@ -36,7 +36,7 @@ export class RunMetrics {
   private readonly accuracy: Gauge;
   private readonly valLoss: Gauge;
   private readonly valAccuracy: Gauge;
-  private readonly phase: Record<'step' | 'compute' | 'communication' | 'optimizer' | 'transfer' | 'workerOverhead', Histogram>;
+  private readonly phase: Record<'step' | 'compute' | 'communication' | 'optimizer' | 'ahead' | 'transfer' | 'workerOverhead', Histogram>;
 
   constructor(labels: RunLabels) {
     const registers = [this.registry];
@@ -63,6 +63,7 @@ export class RunMetrics {
       compute: histogram('compute_duration_seconds', 'Compute time of the slowest worker in a step.'),
       communication: histogram('communication_duration_seconds', 'Step time outside compute and the optimizer: encode, wire, decode, waiting.'),
       optimizer: histogram('optimizer_duration_seconds', 'Gradient averaging and the Adam update on the coordinator.'),
+      ahead: histogram('ahead_compute_duration_seconds', 'In-process: compute of a step\'s slices that ran before the step began (a pass ahead, during the step before); not in compute_duration_seconds.'),
       transfer: histogram('transfer_duration_seconds', 'WebSocket workers: the round trip of the result a step waited for, less its worker\'s own time (frames encoded, sent, delivered, decoded).'),
       workerOverhead: histogram('worker_overhead_duration_seconds', 'WebSocket workers: the time the worker of the result a step waited for spent outside compute (decoding, hand-off to its compute thread and back).'),
     };
@@ -81,6 +82,7 @@ export class RunMetrics {
     this.phase.compute.observe(e.computeMs / 1000);
     this.phase.communication.observe(Math.max(0, e.commMs) / 1000);
     this.phase.optimizer.observe(e.optimizerMs / 1000);
+    if (e.aheadMs !== undefined) this.phase.ahead.observe(e.aheadMs / 1000);
     if (e.transferMs !== undefined) this.phase.transfer.observe(e.transferMs / 1000);
     if (e.workerOverheadMs !== undefined) this.phase.workerOverhead.observe(e.workerOverheadMs / 1000);
   }
