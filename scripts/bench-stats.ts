@@ -245,6 +245,7 @@ export const GOALS = {
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+const signedPct = (x: number) => `${x >= 0 ? '+' : '−'}${pct(Math.abs(x))}`;
 
 function scalingRuns(report: BenchReport): ScalingRun[] {
   return report.scaling.measured ? report.scaling.runs : [];
@@ -510,7 +511,8 @@ function inProcessOverheadGoal(report: BenchReport): GoalResult {
   const explanation = missed
     .map((x) => {
       const bareMs = (1000 * g.batch) / x.bare!;
-      return `${x.m}: bare compute ${f2(bareMs)} ms per ${g.batch} images; K=1 ${stepParts(x.run!.summary)}. The thread's compute time includes copying the weights in and the gradient out, except on wasm with the native kernels, where the reduction and Adam read the gradient in the backend and write the next weights into it (docs/shared-step.md); the reduction and Adam (one thread does all of it at K=1) and the two Atomics round trips are the rest.`;
+      const whole = x.run!.summary.mean.aheadMs !== undefined ? ` The slice's whole compute, inside the step and ahead of it, is ${f2(sliceComputeMs(x.run!.summary))} ms (${signedPct(sliceComputeMs(x.run!.summary) / bareMs - 1)} against bare).` : '';
+      return `${x.m}: bare compute ${f2(bareMs)} ms per ${g.batch} images; K=1 ${stepParts(x.run!.summary)}.${whole} The thread's compute time includes copying the weights in and the gradient out, except on wasm with the native kernels, where the reduction and Adam read the gradient in the backend and write the next weights into it (docs/shared-step.md); the reduction and Adam (one thread does all of it at K=1) and the two Atomics round trips are the rest.`;
     })
     .join(' ');
   return { id: 'inprocess-overhead', goal, met: false, measured, explanation };

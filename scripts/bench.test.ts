@@ -448,6 +448,9 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(md).toContain('| 12.00 | 10.00 | 1.50 | 0.50 | 1.50 |');
     // A report from before the field renders as it did: no column.
     expect(renderMarkdown(withPeers(), 'r.json')).not.toContain('compute run ahead');
+    // K=1 at 3200 img/s against a bare 4000 measured in its round (8.00 ms per 32 images): 80%, missed; the slice's compute 9 + 1 = 10 ms is 25% over bare.
+    const slow = withPeers({ inProcess: { measured: true, runs: [{ ...ahead(ip('lenet', 1, 10, 9), 1), rounds: [3200], bareRounds: [4000] }] } });
+    expect(goal(slow, 'inprocess-overhead').explanation).toContain('The slice\'s whole compute, inside the step and ahead of it, is 10.00 ms (+25.0% against bare).');
   });
 
   it('says where the cores\' time went, from a coordinator-work run of the same model and K', () => {
