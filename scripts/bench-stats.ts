@@ -511,7 +511,8 @@ function inProcessOverheadGoal(report: BenchReport): GoalResult {
   const explanation = missed
     .map((x) => {
       const bareMs = (1000 * g.batch) / x.bare!;
-      const whole = x.run!.summary.mean.aheadMs !== undefined ? ` The slice's whole compute, inside the step and ahead of it, is ${f2(sliceComputeMs(x.run!.summary))} ms (${signedPct(sliceComputeMs(x.run!.summary) / bareMs - 1)} against bare).` : '';
+      const sliceMs = sliceComputeMs(x.run!.summary);
+      const whole = x.run!.summary.mean.aheadMs !== undefined ? ` The slice's whole compute, inside the step and ahead of it, is ${f2(sliceMs)} ms (${signedPct(sliceMs / bareMs - 1)} against bare).` : '';
       return `${x.m}: bare compute ${f2(bareMs)} ms per ${g.batch} images; K=1 ${stepParts(x.run!.summary)}.${whole} The thread's compute time includes copying the weights in and the gradient out, except on wasm with the native kernels, where the reduction and Adam read the gradient in the backend and write the next weights into it (docs/shared-step.md); the reduction and Adam (one thread does all of it at K=1) and the two Atomics round trips are the rest.`;
     })
     .join(' ');

@@ -201,7 +201,7 @@ describe('a step of one slot (train, reduction and Adam in one command)', () => 
     expect(events.filter((e) => e.aheadMs! > 0).length).toBeGreaterThan(0);
     for (const e of events) {
       expect(e.aheadMs).toBeGreaterThanOrEqual(0);
-      // commMs is the step's time less compute and optimizer, each part rounded to 0.01 ms.
+      // commMs is the step's time less compute and optimizer, rounded to 0.01 ms; compute is timed on the thread's clock, the step on the owner's.
       expect(e.commMs).toBeGreaterThanOrEqual(-0.02);
     }
     expect(events[0].aheadMs).toBe(0);
