@@ -3,7 +3,7 @@
  * from the JSON, next to a line saying what produced it.
  */
 import type { BenchReport, ComputeRow, EndToEndRun, MessageCosts, Quantiles, RunSpread, TimeToAccuracyRun, TorchPeerRow, TorchRow } from './bench-report.ts';
-import { coresShare, bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, pairedWhen, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
+import { ceilingSummary, meanPart, coresShare, bareCompute, bestTorch, efficiency, evaluateGoals, median, inProcessSpeedup, pairedRatios, pairedWhen, seedWorkload, singleWorkerRun, speedup, stepBreakdown } from './bench-stats.ts';
 import { netsimSection } from './netsim-report.ts';
 import { describeTorchSetup } from './torch-setup.ts';
 
@@ -348,6 +348,34 @@ function computePair(r: BenchReport): string[] {
   ];
 }
 
+/** The step with no coordinating thread (scripts/bench-step-ceiling.ts): the ceiling of a synchronous step on this machine. */
+function stepCeiling(r: BenchReport): string[] {
+  const sc = r.stepCeiling;
+  if (!sc) return [];
+  if (!sc.measured) return [`The step's ceiling not measured: ${sc.reason}.`, ''];
+  const k = Math.max(...sc.plan.threads);
+  const rows = [...new Set(sc.runs.map((x) => x.model))].flatMap((model) => {
+    const c = ceilingSummary(r, model, k);
+    if (!c) return [];
+    const parts = (x: typeof c.one) => `${fixed(x.stepMs, 2)} = ${fixed(meanPart(x, 'computeMs'), 2)} + ${fixed(meanPart(x, 'stripeMs'), 2)}${x.threads > 1 ? ` + ${fixed(meanPart(x, 'waitedMs'), 2)}` : ''}`;
+    const rounds = (v: number[], f: (x: number) => string) => `${f(median(v))} (${v.map(f).join(', ')})`;
+    return [[model, fixed(c.bare.stepMs, 2), parts(c.one), parts(c.many), rounds(c.scaling, (x) => `${fixed(x, 2)}×`), rounds(c.ofBare, (x) => `${fixed(100 * x, 1)}%`), rounds(c.outside, (x) => `${fixed(100 * x, 1)}%`)]];
+  });
+  if (rows.length === 0) return ["The step's ceiling: no complete round in this report.", ''];
+  return [
+    "### The step's ceiling: no coordinating thread",
+    '',
+    markdownTable(
+      ['model', 'bare pass, ms', 'K=1 step = compute + stripe, ms', `K=${k} step = compute + stripe + barrier waits, ms (thread means)`, `K=${k} ÷ K=1 (rounds)`, 'K=1 ÷ bare pass (rounds)', `K=${k}: step outside the slowest compute (rounds)`],
+      rows,
+      ['left', 'right', 'right', 'right', 'right', 'right', 'right'],
+    ),
+    '',
+    `\`npx tsx scripts/bench-step-ceiling.ts\`, batch ${sc.runs[0]?.batch} per thread, ${sc.plan.rounds} round${sc.plan.rounds === 1 ? '' : 's'} (each: the bare pass, then K=1 and K=${k} in alternating order), ${sc.plan.warmSeconds} s of warm-up and about ${sc.plan.seconds} s measured per run; the rows show the median round. K threads do the in-process step's own work and nothing else: each copies the current weights into its backend, trains on its slice (gradient sums into its slot), meets the others at a barrier, reduces and applies Adam to its stripe of the parameters (the trainer's kernel), and meets them again; no coordinating thread, command, result screen, log line or data loading. The bare pass is section 1's (the same batch, no upload, no stripe). What separates \`dtrain train\`'s in-process rows above from these is the coordination; what separates these from perfect scaling is the step's own arithmetic on this machine.`,
+    '',
+  ];
+}
+
 /** In-process (worker threads, shared memory), the coordinating thread's work, and memory over time. */
 function inProcess(r: BenchReport): string[] {
   const lines = ['## 0b. The single-machine step (worker threads, shared memory)', ''];
@@ -380,7 +408,7 @@ function inProcess(r: BenchReport): string[] {
       '',
     );
   }
-  lines.push(...computePair(r));
+  lines.push(...computePair(r), ...stepCeiling(r));
   const cw = r.coordinatorWork;
   if (cw?.measured) {
     for (const x of cw.runs) {

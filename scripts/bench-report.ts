@@ -300,6 +300,36 @@ export interface ComputePairRun {
 
 export type ComputePairSection = { measured: true; runs: ComputePairRun[] } | { measured: false; reason: string };
 
+/** A thread's mean time per step in a step-ceiling run (scripts/bench-step-ceiling.ts), ms. */
+export interface StepCeilingPart {
+  /** The weights into the backend, the forward and backward pass, the gradient sums into the slot. */
+  computeMs: number;
+  /** The reduction and Adam over its stripe. */
+  stripeMs: number;
+  /** At the step's two barriers. */
+  waitedMs: number;
+}
+
+/**
+ * The ceiling of a synchronous step (scripts/bench-step-ceiling.ts): K threads doing the in-process
+ * step's own work with no coordinating thread, or one thread's bare pass ("bare").
+ */
+export interface StepCeilingRun {
+  model: string;
+  batch: number;
+  kind: 'bare' | 'step';
+  threads: number;
+  round: number;
+  steps: number;
+  /** The slowest thread's mean step, ms. */
+  stepMs: number;
+  imagesPerSecond: number;
+  /** Per thread. */
+  parts: StepCeilingPart[];
+}
+
+export type StepCeilingSection = { measured: true; plan: { threads: number[]; rounds: number; warmSeconds: number; seconds: number }; runs: StepCeilingRun[] } | { measured: false; reason: string };
+
 /** The coordinating thread's own work per step (its event loop's active time), in-process, K threads. */
 export interface CoordinatorWork {
   model: string;
@@ -374,5 +404,7 @@ export interface BenchReport {
   memory?: MemorySection;
   /** Absent in reports made before it. */
   computePair?: ComputePairSection;
+  /** Since 2026-12-03 (afternoon). */
+  stepCeiling?: StepCeilingSection;
   goals: GoalResult[];
 }

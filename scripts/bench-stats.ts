@@ -14,6 +14,7 @@ import type {
   TorchPeerRow,
   Quantiles,
   ScalingRun,
+  StepCeilingRun,
   StepSample,
   StepSummary,
 } from './bench-report.ts';
@@ -283,7 +284,8 @@ function scalingGoal(report: BenchReport): GoalResult {
     (computeOnly < g.speedup
       ? `Compute alone (communication and optimizer free) would give ${f2(computeOnly)}×, itself short of the goal: ${run.workers} worker processes and the coordinator share ${report.machine.cores} cores, so each worker computes its ${run.batch} images more slowly than a lone worker does.`
       : `Compute alone (communication and optimizer free) would give ${f2(computeOnly)}×: the shortfall is communication and the optimizer, not compute.`) +
-    twoCoresText(report, g.model, g.batch);
+    twoCoresText(report, g.model, g.batch) +
+    ceilingScalingText(report, g.model, g.workers, g.speedup);
   return { id: 'scaling', goal, met: false, measured, explanation };
 }
 
@@ -307,7 +309,8 @@ function overheadGoal(report: BenchReport): GoalResult {
     `Over by ${f1(100 * (share - g.maxShare))} percentage points. ` +
     `Compute is only ${f1(b.computeMs)} ms per step for ${g.model} at ${run.summary.samplesPerStep} images, so fixed per-step costs weigh heavily: communication ${f1(b.commMs)} ms, optimizer ${f1(b.optimizerMs)} ms.` +
     commParts +
-    ` With compute as it is, the goal needs communication + optimizer under ${f1(budget)} ms per step.`;
+    ` With compute as it is, the goal needs communication + optimizer under ${f1(budget)} ms per step.` +
+    ceilingOutsideText(report, g.model, g.workers, g.maxShare);
   return { id: 'overhead', goal, met: false, measured, explanation };
 }
 
@@ -438,6 +441,77 @@ export function twoCoresText(report: BenchReport, model: string, batch: number):
   return ` What this machine gave two computing cores in this run: two processes of one thread's bare compute (${model}, batch ${ours.batch}) running at once gave ${f2(ours.ratio)}× one alone (scripts/bench-compute-pair.ts, median of ${ours.ratios.length} rounds${rounds})${peer}.`;
 }
 
+/** The step ceiling's runs of one model (scripts/bench-step-ceiling.ts), round by round: the bare pass, K=1 and K=`k`. */
+export interface CeilingSummary {
+  model: string;
+  k: number;
+  /** Per round: K=k's images/s over K=1's. */
+  scaling: number[];
+  /** Per round: K=1's images/s over the bare pass's. */
+  ofBare: number[];
+  /** Per round: the K=k step outside its slowest thread's compute (the barriers' waits and the stripe), as a share of the step. */
+  outside: number[];
+  /** The runs of the round whose K=k scaling is the median's (the lower middle for an even count). */
+  bare: StepCeilingRun;
+  one: StepCeilingRun;
+  many: StepCeilingRun;
+}
+
+/** The mean of one part over a run's threads, ms. */
+export function meanPart(run: StepCeilingRun, part: 'computeMs' | 'stripeMs' | 'waitedMs'): number {
+  return run.parts.reduce((sum, p) => sum + p[part], 0) / run.parts.length;
+}
+
+/** The step outside its slowest thread's compute, as a share of the step. */
+function outsideShare(run: StepCeilingRun): number {
+  return (run.stepMs - Math.max(...run.parts.map((p) => p.computeMs))) / run.stepMs;
+}
+
+/** `model`'s step-ceiling rounds at K=1 and K=`k` with their bare pass; undefined where none was complete. */
+export function ceilingSummary(report: BenchReport, model: string, k: number): CeilingSummary | undefined {
+  const runs = report.stepCeiling?.measured ? report.stepCeiling.runs.filter((r) => r.model === model) : [];
+  const rounds = [...new Set(runs.map((r) => r.round))]
+    .map((round) => {
+      const of = (kind: StepCeilingRun['kind'], threads: number) => runs.find((r) => r.round === round && r.kind === kind && r.threads === threads);
+      return { bare: of('bare', 1), one: of('step', 1), many: of('step', k) };
+    })
+    .filter((x): x is { bare: StepCeilingRun; one: StepCeilingRun; many: StepCeilingRun } => !!(x.bare && x.one && x.many));
+  if (rounds.length === 0) return undefined;
+  const scaling = rounds.map((x) => x.many.imagesPerSecond / x.one.imagesPerSecond);
+  const order = scaling.map((v, i) => ({ v, i })).sort((a, b) => a.v - b.v);
+  const mid = rounds[order[Math.floor((order.length - 1) / 2)].i];
+  return { model, k, scaling, ofBare: rounds.map((x) => x.one.imagesPerSecond / x.bare.imagesPerSecond), outside: rounds.map((x) => outsideShare(x.many)), ...mid };
+}
+
+const CEILING_STEP = "section 0b's step ceiling: threads that train, meet at a barrier, reduce and apply Adam to their stripes and meet again, with no coordinating thread, hand-off or data loading";
+
+/** ' With no coordinating thread at all …, K=k gave …× K=1 …' for a scaling goal of `goal`×; '' where not measured. */
+export function ceilingScalingText(report: BenchReport, model: string, k: number, goal: number): string {
+  const c = ceilingSummary(report, model, k);
+  if (!c) return '';
+  const r = median(c.scaling);
+  const verdict = r < goal ? `: below the goal's ${goal}× with nothing around the step's own arithmetic, so no coordination reaches it on this machine` : '';
+  return ` The step's ceiling (${CEILING_STEP}): K=${k} gave ${f2(r)}× K=1 for ${model}${c.scaling.length > 1 ? ` (median of ${c.scaling.length} rounds: ${c.scaling.map(f2).join(', ')})` : ''}${verdict}. There each thread's compute took ${f2(meanPart(c.many, 'computeMs'))} ms at K=${k} against ${f2(meanPart(c.one, 'computeMs'))} at K=1, its stripe ${f2(meanPart(c.many, 'stripeMs'))} against ${f2(meanPart(c.one, 'stripeMs'))} ms, and it waited ${f2(meanPart(c.many, 'waitedMs'))} ms a step at the barriers.`;
+}
+
+/** ' With no coordinating thread, K=1 reached …% of the bare pass …' for a goal of `minShare`; '' where not measured. */
+export function ceilingOverheadText(report: BenchReport, model: string, minShare: number): string {
+  const c = ceilingSummary(report, model, Math.max(2, ...(report.stepCeiling?.measured ? report.stepCeiling.plan.threads : [2])));
+  if (!c) return '';
+  const r = median(c.ofBare);
+  const verdict = r < minShare ? ', itself short of the goal' : '';
+  return ` The step's ceiling (${CEILING_STEP}): K=1 reached ${pct(r)} of its bare pass${c.ofBare.length > 1 ? ` (median of ${c.ofBare.length} rounds: ${c.ofBare.map(pct).join(', ')})` : ''}${verdict}; its step ${f2(c.one.stepMs)} ms = compute ${f2(meanPart(c.one, 'computeMs'))} (weights in, the pass, the gradient out; bare ${f2(c.bare.stepMs)}) + the reduction and Adam over all ${model}'s parameters ${f2(meanPart(c.one, 'stripeMs'))}, which at K=1 lie on the step's path.`;
+}
+
+/** ' With no coordinator, network or hand-off at all, … spent …% of its K=k step outside its slowest thread's compute'; '' where not measured. */
+export function ceilingOutsideText(report: BenchReport, model: string, k: number, maxShare: number): string {
+  const c = ceilingSummary(report, model, k);
+  if (!c) return '';
+  const r = median(c.outside);
+  const verdict = r >= maxShare ? `: over the goal's ${pct(maxShare)} with no network at all` : '';
+  return ` The step's ceiling (${CEILING_STEP}) spent ${pct(r)} of its K=${k} ${model} step outside its slowest thread's compute (the barriers' waits and the stripe${c.outside.length > 1 ? `; median of ${c.outside.length} rounds: ${c.outside.map(pct).join(', ')}` : ''})${verdict}.`;
+}
+
 /** Round by round, a[i] / b[i], where both have the same rounds (more than one); else undefined. */
 export function roundRatios(a: readonly number[] | undefined, b: readonly number[] | undefined): number[] | undefined {
   if (!a || !b || a.length !== b.length || a.length < 2) return undefined;
@@ -482,7 +556,7 @@ function inProcessScalingGoal(report: BenchReport): GoalResult {
   const measured = pairs.map((x) => `${x.m} ${f2(s(x))}×${roundsText(roundRatios(x.two!.rounds, x.one!.rounds), (r) => `${f2(r)}×`)}`).join(', ');
   const missed = pairs.filter((x) => s(x) < g.speedup);
   if (missed.length === 0 && pairs.length === g.models.length) return { id: 'inprocess-scaling', goal, met: true, measured, explanation: '' };
-  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * sliceComputeMs(x.one!.summary)) / sliceComputeMs(x.two!.summary))}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.${coresShareText(report, x.m, g.workers)}${twoCoresText(report, x.m, g.batchPerWorker)}`).join(' ');
+  const explanation = missed.map((x) => `${x.m}: K=1 ${stepParts(x.one!.summary)}; K=${g.workers} ${stepParts(x.two!.summary)}. Compute alone would give ${f2((g.workers * sliceComputeMs(x.one!.summary)) / sliceComputeMs(x.two!.summary))}×: with ${report.machine.cores} cores, ${g.workers} compute threads and the coordinating thread share them.${coresShareText(report, x.m, g.workers)}${twoCoresText(report, x.m, g.batchPerWorker)}${ceilingScalingText(report, x.m, g.workers, g.speedup)}`).join(' ');
   return { id: 'inprocess-scaling', goal, met: missed.length === 0 ? undefined : false, measured, explanation };
 }
 
@@ -513,7 +587,7 @@ function inProcessOverheadGoal(report: BenchReport): GoalResult {
       const bareMs = (1000 * g.batch) / x.bare!;
       const sliceMs = sliceComputeMs(x.run!.summary);
       const whole = x.run!.summary.mean.aheadMs !== undefined ? ` The slice's whole compute, inside the step and ahead of it, is ${f2(sliceMs)} ms (${signedPct(sliceMs / bareMs - 1)} against bare).` : '';
-      return `${x.m}: bare compute ${f2(bareMs)} ms per ${g.batch} images; K=1 ${stepParts(x.run!.summary)}.${whole} The thread's compute time includes copying the weights in and the gradient out, except on wasm with the native kernels, where the reduction and Adam read the gradient in the backend and write the next weights into it (docs/shared-step.md); the reduction and Adam (one thread does all of it at K=1) and the two Atomics round trips are the rest.`;
+      return `${x.m}: bare compute ${f2(bareMs)} ms per ${g.batch} images; K=1 ${stepParts(x.run!.summary)}.${whole} The thread's compute time includes copying the weights in and the gradient out, except on wasm with the native kernels, where the reduction and Adam read the gradient in the backend and write the next weights into it (docs/shared-step.md); the reduction and Adam (one thread does all of it at K=1) and the two Atomics round trips are the rest.${ceilingOverheadText(report, x.m, 1 - g.maxLoss)}`;
     })
     .join(' ');
   return { id: 'inprocess-overhead', goal, met: false, measured, explanation };

@@ -23,7 +23,7 @@ import { fixed, markdownTable, renderMarkdown, sameCurveRuns } from './bench-mar
 import { bestTorch, medianRun, seedWorkload } from './bench-stats.ts';
 import { pairAround } from './bench-peers.ts';
 import { README_END, README_START, renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
-import type { ComputePairRun, EndToEndRun, InProcessRun, TorchPeerRow } from './bench-report.ts';
+import type { ComputePairRun, EndToEndRun, InProcessRun, StepCeilingRun, TorchPeerRow } from './bench-report.ts';
 import { describeTorchSetup, parseTorchSetup } from './torch-setup.ts';
 
 function step(n: number, over: Partial<StepSample> = {}): StepSample {
@@ -639,6 +639,44 @@ describe('issue 10: peers, the single-machine step, memory', () => {
     expect(md).toContain("| dtrain (one thread's bare compute) | lenet | 1,000 | 750 + 750; 800 + 800; 850 + 850 | 1.60× (1.50, 1.60, 1.70) |");
     expect(md).toContain("| PyTorch (one thread's training step) | lenet | 500 | 475 + 475; 475 + 475; 475 + 475 | 1.90× (1.90, 1.90, 1.90) |");
     expect(renderMarkdown(withPeers({ computePair: { measured: false, reason: 'skipped with --skip pair' } }), 'r.json')).toContain('Two computing processes at once not measured: skipped with --skip pair.');
+  });
+
+  it('holds the in-process and WebSocket goals against the step with no coordinating thread, round by round, and renders it', () => {
+    const run = (model: string, kind: 'bare' | 'step', threads: number, round: number, stepMs: number, parts: [number, number, number][]): StepCeilingRun => ({
+      model, batch: 32, kind, threads, round, steps: 500, stepMs, imagesPerSecond: (threads * 32 * 1000) / stepMs, parts: parts.map(([computeMs, stripeMs, waitedMs]) => ({ computeMs, stripeMs, waitedMs })),
+    });
+    // lenet: K=2 over K=1 per round 1.60, 1.50, 1.70 (median round 0); K=1 over bare 0.90, 0.95, 0.85.
+    const lenet = [
+      [1.8, 2.0, 2.0 / 0.8, [2.0, 1.9]],
+      [1.9, 2.0, 2.0 / 0.75, [2.1, 2.2]],
+      [1.7, 2.0, 2.0 / 0.85, [2.1, 2.0]],
+    ] as const;
+    const runs = lenet.flatMap(([bare, one, two, compute], round) => [
+      run('lenet', 'bare', 1, round, bare, [[bare, 0, 0]]),
+      run('lenet', 'step', 1, round, one, [[1.95, 0.05, 0]]),
+      run('lenet', 'step', 2, round, two, compute.map((c) => [c, 0.04, 0.2] as [number, number, number])),
+    ]);
+    const stepCeiling = { measured: true as const, plan: { threads: [1, 2], rounds: 3, warmSeconds: 1, seconds: 1.5 }, runs };
+    // K=1 at 80% of its bare compute: the K=1 goal is missed too.
+    const r = withPeers({ stepCeiling, inProcess: { measured: true, runs: [{ ...ip('lenet', 1, 10, 9), rounds: [3200], bareRounds: [4000] }, ip('lenet', 2, 12, 10)] } });
+    const scaling = goal(r, 'inprocess-scaling').explanation;
+    expect(scaling).toContain('K=2 gave 1.60× K=1 for lenet (median of 3 rounds: 1.60, 1.50, 1.70): below the goal\'s 1.8× with nothing around the step\'s own arithmetic');
+    // The median round's threads: compute 2.0 and 1.9 at K=2 against 1.95 at K=1.
+    expect(scaling).toContain('each thread\'s compute took 1.95 ms at K=2 against 1.95 at K=1, its stripe 0.04 against 0.05 ms, and it waited 0.20 ms a step at the barriers.');
+    const overhead = goal(r, 'inprocess-overhead').explanation;
+    expect(overhead).toContain('K=1 reached 90.0% of its bare pass (median of 3 rounds: 90.0%, 95.0%, 85.0%), itself short of the goal; its step 2.00 ms = compute 1.95');
+    expect(overhead).toContain('bare 1.80) + the reduction and Adam over all lenet\'s parameters 0.05');
+    // Over WebSockets: the same step's scaling, and its share outside the slowest compute (2.5 − 2.0 of 2.5 = 20%, 2.67 − 2.2 = 17.5%, 2.35 − 2.1 = 10.8%).
+    const ws = evaluateGoals(report({ stepCeiling }));
+    expect(ws.find((g) => g.id === 'scaling')!.explanation).toContain('K=2 gave 1.60× K=1 for lenet');
+    expect(ws.find((g) => g.id === 'overhead')!.explanation).toContain('spent 17.5% of its K=2 lenet step outside its slowest thread\'s compute (the barriers\' waits and the stripe; median of 3 rounds: 20.0%, 17.5%, 10.8%): over the goal\'s 10.0% with no network at all.');
+    const md = renderMarkdown(r, 'r.json');
+    expect(md).toContain('| lenet | 1.80 | 2.00 = 1.95 + 0.05 | 2.50 = 1.95 + 0.04 + 0.20 | 1.60× (1.60×, 1.50×, 1.70×) | 90.0% (90.0%, 95.0%, 85.0%) | 17.5% (20.0%, 17.5%, 10.8%) |');
+    // A model with no complete round, or no section, claims nothing.
+    const partial = { ...stepCeiling, runs: runs.filter((x) => x.kind !== 'bare') };
+    expect(goal(withPeers({ stepCeiling: partial }), 'inprocess-scaling').explanation).not.toContain("step's ceiling");
+    expect(goal(withPeers(), 'inprocess-scaling').explanation).not.toContain("step's ceiling");
+    expect(renderMarkdown(withPeers({ stepCeiling: { measured: false, reason: 'skipped with --skip ceiling' } }), 'r.json')).toContain("The step's ceiling not measured: skipped with --skip ceiling.");
   });
 
   it('states the PyTorch setup each peer printed, in section 0 and section 1, and nothing where none was printed', () => {

@@ -56,10 +56,11 @@ import { runScaling, runTimeToAccuracy, WEBSOCKET_TRANSPORT } from './bench-proc
 import { measureCoordinatorWork, measureEndToEnd, measureInProcess, measureMemory, measurePeers, type PeersPlan } from './bench-peers.ts';
 import { renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
 import { measureComputePair, type ComputePairPlan } from './bench-compute-pair.ts';
+import { measureStepCeiling, type StepCeilingPlan } from './bench-step-ceiling.ts';
 import { parseTorchSetup } from './torch-setup.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy', 'peers', 'end-to-end', 'inprocess', 'coordinator-work', 'memory', 'pair'] as const;
+const SECTIONS = ['compute', 'torch', 'scaling', 'coordinator', 'accuracy', 'peers', 'end-to-end', 'inprocess', 'coordinator-work', 'memory', 'pair', 'ceiling'] as const;
 type Section = (typeof SECTIONS)[number];
 
 /** Everything that differs between a full and a quick run. */
@@ -74,6 +75,7 @@ interface Plan {
   accuracy: { limitTrain: number; maxEpochs: number; runs: { workers: number; mode: BatchMode }[] };
   peers: PeersPlan;
   pair: ComputePairPlan;
+  ceiling: StepCeilingPlan;
 }
 
 const MODELS = ['mlp', 'lenet', 'cnn-dropout', 'cnn-bn'];
@@ -103,6 +105,9 @@ const FULL: Plan = {
   },
   // About 3 minutes: each process starts (~2 s), warms up for 2 s, then computes for 2 s.
   pair: { models: ['mlp', 'lenet'], batch: 32, rounds: 3, seconds: 2, torch: true },
+  // About 2 minutes: per model a first run to warm the process, then 3 rounds of 3 runs, each
+  // starting its threads (~1 s), warming up for 1 s and measuring for about 1.5 s.
+  ceiling: { models: ['mlp', 'lenet'], threads: [1, 2], rounds: 3, warmSeconds: 1, seconds: 1.5 },
 };
 
 const QUICK: Plan = {
@@ -121,6 +126,7 @@ const QUICK: Plan = {
     memory: { model: 'mlp', steps: 600, trainImages: 4_000 },
   },
   pair: { models: ['mlp'], batch: 32, rounds: 1, seconds: 0.5, torch: true },
+  ceiling: { models: ['mlp'], threads: [1, 2], rounds: 1, warmSeconds: 0.3, seconds: 0.3 },
 };
 
 const BATCH = 32;
@@ -378,6 +384,10 @@ async function main(): Promise<void> {
     say(`pair: scripts/bench-compute-pair.ts, one process computing alone against two at once (${plan.pair.models.join(', ')}, batch ${plan.pair.batch})`);
     return measureComputePair(plan.pair, say);
   });
+  const stepCeiling = await section('ceiling', () => {
+    say(`ceiling: scripts/bench-step-ceiling.ts, the step with no coordinating thread (${plan.ceiling.models.join(', ')}, K=${plan.ceiling.threads.join(', ')})`);
+    return measureStepCeiling(plan.ceiling, say);
+  });
 
   machine.loadAverageEnd = os.loadavg().map((l) => Number(l.toFixed(2)));
   const report: BenchReport = {
@@ -399,6 +409,7 @@ async function main(): Promise<void> {
     coordinatorWork,
     memory,
     computePair,
+    stepCeiling,
     goals: [],
   };
   report.goals = evaluateGoals(report);
