@@ -240,8 +240,11 @@ export async function measureCeilingRun(model: ModelName, threads: number, bare:
 export async function measureStepCeiling(plan: StepCeilingPlan, say: (msg: string) => void = () => {}): Promise<Extract<StepCeilingSection, { measured: true }>> {
   const runs: StepCeilingRun[] = [];
   for (const model of plan.models) {
-    // A first run, not kept: this process's first threads of a model ran slower through their warm-up and measured steps (mlp K=2 2.15 ms against 1.18-1.35 in the later rounds).
-    await measureCeilingRun(model, Math.max(...plan.threads), false, plan);
+    // A first run on one thread, not kept. The process's first threads of a model ran slower (lenet's
+    // bare pass 2.16-2.26 ms in the first round against 1.71-1.75 in the later ones): V8 compiles
+    // the wasm kernels' optimized code once per process, on Node's background threads, which get a
+    // core only where a thread leaves one free (they are put under SCHED_IDLE as `dtrain train` does).
+    await measureCeilingRun(model, 1, false, { warmSeconds: 2 * plan.warmSeconds, seconds: plan.seconds });
     for (let round = 0; round < plan.rounds; round++) {
       const counts = round % 2 === 0 ? plan.threads : [...plan.threads].reverse();
       for (const [threads, bare] of [[1, true] as const, ...counts.map((k) => [k, false] as const)]) {
