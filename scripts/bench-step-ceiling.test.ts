@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { barrier, measureCeilingRun, parseSettings } from './bench-step-ceiling.ts';
+import { barrier, measureCeilingRun, measureStepCeilingInChild, parseSettings } from './bench-step-ceiling.ts';
 import { ConfigError } from '../common/errors.ts';
 
 describe('the step-ceiling barrier', () => {
@@ -51,4 +51,13 @@ describe('a step-ceiling run', () => {
   it('runs the bare pass on one thread only', async () => {
     await expect(measureCeilingRun('mlp', 2, true, { warmSeconds: 0.05, seconds: 0.05 })).rejects.toThrow('The bare pass runs on one thread, but 2 were asked for.');
   });
+});
+
+describe('the step ceiling in a process of its own', () => {
+  it('fails the section with what the child said when it cannot run', async () => {
+    const lines: string[] = [];
+    const plan = { models: ['cnn-bn' as const], threads: [1, 2], rounds: 1, warmSeconds: 0.05, seconds: 0.05 };
+    await expect(measureStepCeilingInChild(plan, (m) => lines.push(m))).rejects.toThrow(/bench-step-ceiling\.ts exited with 2: bench-step-ceiling: --models takes models without BatchNorm/);
+    expect(lines).toEqual([]);
+  }, 60_000);
 });

@@ -18,7 +18,12 @@
  * Prints one JSON line per run (StepCeilingRun).
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { GC_FLAG } from '../common/gc-mode.ts';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../common/errors.ts';
 import { MODEL_NAMES, parseModelName, type ModelName } from '../common/models.ts';
@@ -257,6 +262,46 @@ export async function measureStepCeiling(plan: StepCeilingPlan, say: (msg: strin
   return { measured: true, plan: { threads: plan.threads, rounds: plan.rounds, warmSeconds: plan.warmSeconds, seconds: plan.seconds }, runs };
 }
 
+/** The longest the section's child process may take (ms): about 2 minutes planned. */
+const SECTION_MS = 15 * 60_000;
+
+/**
+ * The bench's section, in a process of its own started as `dtrain train` is (GC_FLAG): a run inside
+ * the long-lived benchmark process, after its other sections, read lenet's K=2 step at 3.0-3.3 ms
+ * against 2.1-2.5 in a fresh one at the same hour. Its progress lines go to `say`.
+ */
+export async function measureStepCeilingInChild(plan: StepCeilingPlan, say: (msg: string) => void = () => {}): Promise<Extract<StepCeilingSection, { measured: true }>> {
+  const dir = mkdtempSync(join(tmpdir(), 'dtrain-ceiling-'));
+  const json = join(dir, 'runs.json');
+  const args = ['--models', plan.models.join(','), '--threads', plan.threads.join(','), '--rounds', String(plan.rounds), '--warm', String(plan.warmSeconds), '--seconds', String(plan.seconds), '--json', json];
+  const child = spawn(process.execPath, [GC_FLAG, '--import', 'tsx', new URL(import.meta.url).pathname, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const killOnExit = () => child.kill('SIGKILL');
+  process.on('exit', killOnExit);
+  const tail: string[] = [];
+  createInterface({ input: child.stderr }).on('line', (line) => {
+    tail.push(line);
+    if (tail.length > 20) tail.shift();
+    if (line.startsWith('  ')) say(line);
+  });
+  try {
+    const code = await withTimeout(
+      new Promise<number | null>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', resolve);
+      }),
+      SECTION_MS,
+      'the step-ceiling process',
+    );
+    if (code !== 0) throw new Error(`scripts/bench-step-ceiling.ts exited with ${code}: ${tail.slice(-5).join(' | ')}`);
+    const runs = JSON.parse(readFileSync(json, 'utf8')) as StepCeilingRun[];
+    return { measured: true, plan: { threads: plan.threads, rounds: plan.rounds, warmSeconds: plan.warmSeconds, seconds: plan.seconds }, runs };
+  } finally {
+    child.kill('SIGKILL');
+    process.off('exit', killOnExit);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export function parseSettings(argv: string[]): StepCeilingPlan & { json?: string } {
   const { values } = parseArgs({ args: argv, options: { models: { type: 'string', default: 'mlp,lenet' }, threads: { type: 'string', default: '1,2' }, rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '1.5' }, warm: { type: 'string', default: '1' }, json: { type: 'string' } } });
   const positive = (name: string, text: string, integer: boolean): number => {
@@ -278,7 +323,14 @@ export function parseSettings(argv: string[]): StepCeilingPlan & { json?: string
 }
 
 async function main(): Promise<void> {
-  const s = parseSettings(process.argv.slice(2));
+  let s: ReturnType<typeof parseSettings>;
+  try {
+    s = parseSettings(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`bench-step-ceiling: ${err.message}\n`);
+    process.exit(2);
+  }
   const { runs } = await measureStepCeiling(s, (msg) => process.stderr.write(msg + '\n'));
   for (const run of runs) process.stdout.write(JSON.stringify(run) + '\n');
   if (s.json) writeFileSync(s.json, JSON.stringify(runs, null, 2) + '\n');

@@ -56,7 +56,7 @@ import { runScaling, runTimeToAccuracy, WEBSOCKET_TRANSPORT } from './bench-proc
 import { measureCoordinatorWork, measureEndToEnd, measureInProcess, measureMemory, measurePeers, type PeersPlan } from './bench-peers.ts';
 import { renderReadmeTable, replaceReadmeTable } from './bench-readme.ts';
 import { measureComputePair, type ComputePairPlan } from './bench-compute-pair.ts';
-import { measureStepCeiling, type StepCeilingPlan } from './bench-step-ceiling.ts';
+import { measureStepCeilingInChild, type StepCeilingPlan } from './bench-step-ceiling.ts';
 import { parseTorchSetup } from './torch-setup.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -386,7 +386,7 @@ async function main(): Promise<void> {
   });
   const stepCeiling = await section('ceiling', () => {
     say(`ceiling: scripts/bench-step-ceiling.ts, the step with no coordinating thread (${plan.ceiling.models.join(', ')}, K=${plan.ceiling.threads.join(', ')})`);
-    return measureStepCeiling(plan.ceiling, say);
+    return measureStepCeilingInChild(plan.ceiling, say);
   });
 
   machine.loadAverageEnd = os.loadavg().map((l) => Number(l.toFixed(2)));
