@@ -490,7 +490,7 @@ export function ceilingScalingText(report: BenchReport, model: string, k: number
   const c = ceilingSummary(report, model, k);
   if (!c) return '';
   const r = median(c.scaling);
-  const verdict = r < goal ? `: below the goal's ${goal}× with nothing around the step's own arithmetic, so no coordination reaches it on this machine` : '';
+  const verdict = r < goal ? `: below the goal's ${goal}× even with nothing around the step's own arithmetic` : '';
   return ` The step's ceiling (${CEILING_STEP}): K=${k} gave ${f2(r)}× K=1 for ${model}${c.scaling.length > 1 ? ` (median of ${c.scaling.length} rounds: ${c.scaling.map(f2).join(', ')})` : ''}${verdict}. There each thread's compute took ${f2(meanPart(c.many, 'computeMs'))} ms at K=${k} against ${f2(meanPart(c.one, 'computeMs'))} at K=1, its stripe ${f2(meanPart(c.many, 'stripeMs'))} against ${f2(meanPart(c.one, 'stripeMs'))} ms, and it waited ${f2(meanPart(c.many, 'waitedMs'))} ms a step at the barriers.`;
 }
 
