@@ -26,6 +26,7 @@ describe('the step-ceiling command line', () => {
     expect(() => parseSettings(['--models', 'cnn-bn'])).toThrow('models without BatchNorm (mlp, lenet, cnn-dropout), got "cnn-bn"');
     expect(() => parseSettings(['--rounds', '0'])).toThrow('--rounds must be a positive integer, got "0"');
     expect(() => parseSettings(['--threads', '1,x'])).toThrow('--threads must be a positive integer, got "x"');
+    expect(() => parseSettings(['--help'])).toThrow(/Unknown option '--help'[\s\S]*Usage: npx tsx scripts\/bench-step-ceiling\.ts/);
   });
 });
 

@@ -13,7 +13,7 @@
  * hits both alike): "bare", one thread's pass alone as section 1 measures it (the same batch each
  * time, no upload, no stripe); then the step at each thread count.
  *
- *   npx tsx scripts/bench-step-ceiling.ts [--models mlp,lenet] [--threads 1,2] [--rounds 3] [--seconds 1.5] [--json out.json]
+ *   npx tsx scripts/bench-step-ceiling.ts [--models mlp,lenet] [--threads 1,2] [--rounds 3] [--warm 1] [--seconds 1.5] [--json out.json]
  *
  * Prints one JSON line per run (StepCeilingRun).
  */
@@ -302,8 +302,15 @@ export async function measureStepCeilingInChild(plan: StepCeilingPlan, say: (msg
   }
 }
 
+export const USAGE = 'Usage: npx tsx scripts/bench-step-ceiling.ts [--models mlp,lenet] [--threads 1,2] [--rounds 3] [--warm 1] [--seconds 1.5] [--json out.json]';
+
 export function parseSettings(argv: string[]): StepCeilingPlan & { json?: string } {
-  const { values } = parseArgs({ args: argv, options: { models: { type: 'string', default: 'mlp,lenet' }, threads: { type: 'string', default: '1,2' }, rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '1.5' }, warm: { type: 'string', default: '1' }, json: { type: 'string' } } });
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { models: { type: 'string', default: 'mlp,lenet' }, threads: { type: 'string', default: '1,2' }, rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '1.5' }, warm: { type: 'string', default: '1' }, json: { type: 'string' } } }));
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
+  }
   const positive = (name: string, text: string, integer: boolean): number => {
     const v = Number(text);
     if (!(v > 0) || (integer && !Number.isInteger(v))) throw new ConfigError(`--${name} must be a positive ${integer ? 'integer' : 'number'}, got "${text}".`);
