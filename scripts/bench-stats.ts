@@ -444,7 +444,6 @@ export function twoCoresText(report: BenchReport, model: string, batch: number):
 /** The step ceiling's runs of one model (scripts/bench-step-ceiling.ts), round by round: the bare pass, K=1 and K=`k`. */
 export interface CeilingSummary {
   model: string;
-  k: number;
   /** Per round: K=k's images/s over K=1's. */
   scaling: number[];
   /** Per round: K=1's images/s over the bare pass's. */
@@ -480,7 +479,7 @@ export function ceilingSummary(report: BenchReport, model: string, k: number): C
   const scaling = rounds.map((x) => x.many.imagesPerSecond / x.one.imagesPerSecond);
   const order = scaling.map((v, i) => ({ v, i })).sort((a, b) => a.v - b.v);
   const mid = rounds[order[Math.floor((order.length - 1) / 2)].i];
-  return { model, k, scaling, ofBare: rounds.map((x) => x.one.imagesPerSecond / x.bare.imagesPerSecond), outside: rounds.map((x) => outsideShare(x.many)), ...mid };
+  return { model, scaling, ofBare: rounds.map((x) => x.one.imagesPerSecond / x.bare.imagesPerSecond), outside: rounds.map((x) => outsideShare(x.many)), ...mid };
 }
 
 const CEILING_STEP = "section 0b's step ceiling: threads that train, meet at a barrier, reduce and apply Adam to their stripes and meet again, with no coordinating thread, hand-off or data loading";

@@ -26,8 +26,15 @@ import { createInterface } from 'node:readline';
 import { GC_FLAG } from '../common/gc-mode.ts';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../common/errors.ts';
-import { MODEL_NAMES, parseModelName, type ModelName } from '../common/models.ts';
+import { MODEL_NAMES, MODEL_SPECS, parseModelName, type ModelName } from '../common/models.ts';
 import { withTimeout } from '../common/timeout.ts';
+import { selectBackend } from '../common/backend.ts';
+import { StepComputer } from '../worker/compute.ts';
+import { generateSynthetic } from '../common/data/synthetic.ts';
+import { fitPreprocessing } from '../common/data/preprocess.ts';
+import { CTL, F64, StepMemory, stripes, type StepMemoryInit } from '../common/step-memory.ts';
+import { StripeWorker } from '../common/step-stripe.ts';
+import { idleBackgroundThreads, threadIds } from '../common/background-threads.ts';
 import type { StepCeilingPart, StepCeilingRun, StepCeilingSection } from './bench-report.ts';
 
 /** Images per thread and step, as the in-process goals' `--batch-per-worker 32`. */
@@ -49,7 +56,7 @@ export interface StepCeilingPlan {
 
 /** What a thread is asked to do. `bare`: one thread's pass alone (no upload, the same batch, no stripe). */
 interface ThreadTask {
-  init: import('../common/step-memory.ts').StepMemoryInit;
+  init: StepMemoryInit;
   index: number;
   threads: number;
   model: ModelName;
@@ -92,13 +99,6 @@ export function barrier(words: Int32Array, threads: number, generation: number, 
 
 /** A thread's side: warm up, tell the main thread, wait for "go", run the measured steps, answer. */
 async function threadMain(task: ThreadTask): Promise<void> {
-  const { selectBackend } = await import('../common/backend.ts');
-  const { StepComputer } = await import('../worker/compute.ts');
-  const { generateSynthetic } = await import('../common/data/synthetic.ts');
-  const { fitPreprocessing } = await import('../common/data/preprocess.ts');
-  const { MODEL_SPECS } = await import('../common/models.ts');
-  const { F64, StepMemory } = await import('../common/step-memory.ts');
-  const { StripeWorker } = await import('../common/step-stripe.ts');
   await selectBackend('wasm');
   const mem = StepMemory.attach(task.init);
   const stripe = new StripeWorker(mem, true);
@@ -131,7 +131,7 @@ async function threadMain(task: ThreadTask): Promise<void> {
     parts.waitedMs += barrier(words, task.threads, ++generation);
     // Thread 0 moves Adam's bias corrections for the next step: every stripe of this one is done, and
     // none of the next starts before thread 0 arrives at its barrier.
-    if (task.index === 0) adamScalars(mem.f64, F64, step + 1);
+    if (task.index === 0) adamScalars(mem.f64, step + 1);
   };
   const warmStart = performance.now();
   const warmUntil = warmStart + task.warmSeconds * 1000;
@@ -157,7 +157,7 @@ async function threadMain(task: ThreadTask): Promise<void> {
 }
 
 /** Adam's step size and square-root correction for step `t`, as SharedStep sets them. */
-function adamScalars(f64: Float64Array, F64: { stepSize: number; sqrtCorrection: number }, t: number): void {
+function adamScalars(f64: Float64Array, t: number): void {
   f64[F64.stepSize] = ADAM.learningRate / (1 - Math.pow(ADAM.beta1, t));
   f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(ADAM.beta2, t));
 }
@@ -171,13 +171,6 @@ export interface CeilingWeights {
 /** One run: `threads` threads (or the bare pass on one) for `model`; its weights before and after. */
 export async function measureCeilingRun(model: ModelName, threads: number, bare: boolean, plan: Pick<StepCeilingPlan, 'warmSeconds' | 'seconds'>, round = 0): Promise<{ run: StepCeilingRun; weights: CeilingWeights }> {
   if (bare && threads !== 1) throw new ConfigError(`The bare pass runs on one thread, but ${threads} were asked for.`);
-  const { selectBackend } = await import('../common/backend.ts');
-  const { StepComputer } = await import('../worker/compute.ts');
-  const { generateSynthetic } = await import('../common/data/synthetic.ts');
-  const { fitPreprocessing } = await import('../common/data/preprocess.ts');
-  const { MODEL_SPECS } = await import('../common/models.ts');
-  const { CTL, F64, StepMemory, stripes } = await import('../common/step-memory.ts');
-  const { threadIds, idleBackgroundThreads } = await import('../common/background-threads.ts');
   const nodeThreads = threadIds();
   // The model's layout and first weights only: the cpu backend, so this thread keeps no wasm module.
   await selectBackend('cpu');
@@ -201,7 +194,7 @@ export async function measureCeilingRun(model: ModelName, threads: number, bare:
   f[F64.beta1] = ADAM.beta1;
   f[F64.beta2] = ADAM.beta2;
   f[F64.epsilon] = ADAM.epsilon;
-  adamScalars(f, F64, 1);
+  adamScalars(f, 1);
   const sync = new SharedArrayBuffer(64);
   const words = new Int32Array(sync);
   const entry = new URL('./bench-step-ceiling-entry.mjs', import.meta.url);
@@ -241,6 +234,11 @@ export async function measureCeilingRun(model: ModelName, threads: number, bare:
   }
 }
 
+/** What the section records of its plan (the models are in its runs). */
+function recordedPlan(plan: StepCeilingPlan): Extract<StepCeilingSection, { measured: true }>['plan'] {
+  return { threads: plan.threads, rounds: plan.rounds, warmSeconds: plan.warmSeconds, seconds: plan.seconds };
+}
+
 /** The bench's section: per model and round, the bare pass, then each thread count (alternating order). */
 export async function measureStepCeiling(plan: StepCeilingPlan, say: (msg: string) => void = () => {}): Promise<Extract<StepCeilingSection, { measured: true }>> {
   const runs: StepCeilingRun[] = [];
@@ -259,7 +257,7 @@ export async function measureStepCeiling(plan: StepCeilingPlan, say: (msg: strin
       }
     }
   }
-  return { measured: true, plan: { threads: plan.threads, rounds: plan.rounds, warmSeconds: plan.warmSeconds, seconds: plan.seconds }, runs };
+  return { measured: true, plan: recordedPlan(plan), runs };
 }
 
 /** The longest the section's child process may take (ms): about 2 minutes planned. */
@@ -294,7 +292,7 @@ export async function measureStepCeilingInChild(plan: StepCeilingPlan, say: (msg
     );
     if (code !== 0) throw new Error(`scripts/bench-step-ceiling.ts exited with ${code}: ${tail.slice(-5).join(' | ')}`);
     const runs = JSON.parse(readFileSync(json, 'utf8')) as StepCeilingRun[];
-    return { measured: true, plan: { threads: plan.threads, rounds: plan.rounds, warmSeconds: plan.warmSeconds, seconds: plan.seconds }, runs };
+    return { measured: true, plan: recordedPlan(plan), runs };
   } finally {
     child.kill('SIGKILL');
     process.off('exit', killOnExit);
