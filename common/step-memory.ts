@@ -52,7 +52,8 @@ const PAGE = 65536;
  * [from, to) in the same command: at once for a step of one slot, after the round's barrier
  * (CTL.fuseRound) for a step of several.
  */
-export const OP = { train: 1, reduce: 2, trainApply: 3 } as const;
+/** `run`: a run of steps the threads drive themselves (common/step-run.ts). */
+export const OP = { train: 1, reduce: 2, trainApply: 3, run: 4 } as const;
 
 /** Int32 control indices: global ones, then per thread at threadBase(t) + field. */
 export const CTL = {
@@ -438,7 +439,7 @@ export class StepMemory {
 }
 
 type WaitResult = { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
-const atomicsWaitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, i: number, v: number, timeout?: number) => WaitResult }).waitAsync;
+export const atomicsWaitAsync = (Atomics as unknown as { waitAsync: (a: Int32Array, i: number, v: number, timeout?: number) => WaitResult }).waitAsync;
 
 /**
  * Resolves once `ctl[index]` is no longer `value`, without blocking the thread's event loop (so it

@@ -135,6 +135,18 @@ export class GradientScreen {
     return this.accepted.length > 0;
   }
 
+  /** The accepted norms the bound is taken from, oldest first. */
+  get history(): readonly number[] {
+    return this.accepted;
+  }
+
+  /** Replaces the accepted norms (a run of steps judged in a compute thread starts from the owner's: worker/step-run.ts). */
+  seedHistory(norms: readonly number[]): void {
+    this.accepted.length = 0;
+    this.accepted.push(...norms.slice(-this.historySize));
+    this.current = [];
+  }
+
   /** Starts a step: this step's norms so far are forgotten. */
   startStep(): void {
     this.current = [];

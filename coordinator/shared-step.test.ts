@@ -135,6 +135,8 @@ interface Tweaks {
   sharedTrainSet?: boolean;
   /** The sessions lend their gradients (fakeSession's `lend`). */
   lend?: boolean;
+  /** False: no runs of steps driven by the threads (step-run.ts), even with a shared training set. */
+  runs?: boolean;
 }
 
 /** Trains mlp for one epoch (128 images, batch 32: 4 steps) over `k` shared-memory threads. */
@@ -146,6 +148,7 @@ async function trainShared(k: number, poison: Poison = () => undefined, honest: 
   const data = await syntheticData(128, 20);
   if (tweaks.sharedTrainSet) data.train = gatherImages(data.train, Uint32Array.from({ length: data.train.count }, (_, i) => i), true);
   const trainer = new Trainer(config, data, membership, log);
+  if (tweaks.runs === false) (trainer as unknown as { runsOn: boolean }).runsOn = false;
   if (honest.screen === false) (trainer as unknown as { screen: GradientScreen }).screen = new GradientScreen(trainer.layout, { factor: Infinity });
   const order = permutation(data.train.count, config.seed + 1);
   const outliers = (honest.outlierPositions ?? []).map((p) => data.train.images.slice(order[p] * IMAGE_BYTES, (order[p] + 1) * IMAGE_BYTES));
@@ -749,7 +752,7 @@ describe('the step ahead: a thread computes its next slice before its command (s
     it(`offers slices of a training set the threads hold by index (${k} thread${k > 1 ? 's' : ''}): each thread copies its images in, and the run ends with the weights of one without passes ahead`, async () => {
       const reference = await trainShared(k, undefined, outliers, withoutAhead);
       let shared: SharedStep | undefined;
-      const run = await trainShared(k, undefined, outliers, { setup: (s, servers) => ((shared = s), patientAhead(servers)), sharedTrainSet: true });
+      const run = await trainShared(k, undefined, outliers, { setup: (s, servers) => ((shared = s), patientAhead(servers)), sharedTrainSet: true, runs: false });
       expect(stepsAhead(run)).toEqual([3 * k]);
       expect(same(run, reference)).toBe(true);
       // The last offers went by index: the owner wrote their indices, the threads the images.
@@ -765,5 +768,70 @@ describe('the step ahead: a thread computes its next slice before its command (s
     // Step 2's poisoned pass, then steps 3 and 4: step 3's pass from the recomputation's offer, not the first one's.
     expect(stepsAhead(run)).toEqual([3]);
     expect(same(run, honest)).toBe(true);
+  });
+});
+
+describe('runs of steps the threads drive themselves (step-run.ts)', { timeout: 60_000 }, () => {
+  /** Records how many steps each run committed. */
+  const countRuns = (runs: number[]) => (shared: SharedStep) => {
+    const runSteps = shared.runSteps.bind(shared);
+    shared.runSteps = async (...args) => {
+      const run = await runSteps(...args);
+      runs.push(run.steps.length);
+      return run;
+    };
+  };
+  const stopped = (r: SharedRun) => r.lines.filter((l) => l.event === 'run_stopped');
+
+  for (const k of [1, 2]) {
+    it(`runs steps 2-4 as one run on ${k} thread${k > 1 ? 's' : ''} and ends with the step-by-step weights bit for bit`, async () => {
+      const runs: number[] = [];
+      let ops: number[][] = [];
+      const stepped = await trainShared(k, undefined, {}, { sharedTrainSet: true, runs: false });
+      const ran = await trainShared(k, undefined, {}, { sharedTrainSet: true, setup: (shared) => (countRuns(runs)(shared), (ops = watchCommands(shared))) });
+      expect(ran.outcome?.status).toBe('finished');
+      expect(runs).toEqual([3]);
+      // Step 1 through the owner (the screen has no history yet), then one run command per thread.
+      for (const threadOps of ops) expect(threadOps.slice(-1)).toEqual([OP.run]);
+      expect(ran.lines.filter((l) => l.event === 'step').map((l) => l.step)).toEqual([1, 2, 3, 4]);
+      expect(sameBits(ran.weights, stepped.weights)).toBe(true);
+      // Without a shared training set there is nothing to run from: every step goes through the owner.
+      const unshared: number[] = [];
+      await trainShared(k, undefined, {}, { setup: countRuns(unshared) });
+      expect(unshared).toEqual([]);
+    });
+  }
+
+  it('ends the run at a step its threads would not accept, and the owner takes that step again: the honest weights, nothing rejected', async () => {
+    const runs: number[] = [];
+    const honest = await trainShared(2, undefined, {}, { sharedTrainSet: true });
+    // Thread 2's third pass (1: step 1; 2: step 2's pass ahead, which the run does not use; 3: step 2
+    // in the run) is 1e21: the screen in every thread refuses step 2, so the run commits nothing.
+    const poisoned = await trainShared(2, (thread, call) => (thread === 2 && call === 3 ? 1e21 : undefined), {}, { sharedTrainSet: true, setup: countRuns(runs) });
+    expect(poisoned.outcome?.status).toBe('finished');
+    // The owner steps step 2; steps 3 and 4 then run.
+    expect(runs).toEqual([0, 2]);
+    expect(stopped(poisoned)).toHaveLength(1);
+    expect(stopped(poisoned)[0]).toMatchObject({ step: 2 });
+    expect(stopped(poisoned)[0].reason).toMatch(/slot 1: gradient norm .* exceeds the bound/);
+    // Step 2 recomputed by the owner's step is honest: nothing is rejected, and the weights are the honest run's.
+    expect(rejections(poisoned)).toEqual([]);
+    expect(sameBits(poisoned.weights, honest.weights)).toBe(true);
+  });
+
+  it('ends the run when a thread fails its slice, and the owner\'s step computes it again: the same weights, no thread evicted', async () => {
+    const runs: number[] = [];
+    const honest = await trainShared(2, undefined, {}, { sharedTrainSet: true });
+    const failing = await trainShared(2, undefined, {}, {
+      sharedTrainSet: true,
+      session: onCall(2, 3, () => {
+        throw new Error('a fault in step 3');
+      }),
+      setup: countRuns(runs),
+    });
+    expect(failing.outcome?.status).toBe('finished');
+    expect(runs[0]).toBe(1);
+    expect(failing.threads.flatMap((t) => t.closed)).toEqual([]);
+    expect(sameBits(failing.weights, honest.weights)).toBe(true);
   });
 });

@@ -36,11 +36,41 @@ import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
 import { normFromSquares, type SliceSummary } from './result-check.ts';
 import { AheadOffers } from './step-ahead.ts';
+import { RUN, RunBoard, adamScalars, nextRunId, type SlotRecord } from '../common/step-run.ts';
 
 export interface SharedStepTotals {
   count: number;
   lossSum: number;
   correct: number;
+}
+
+/** What a run of steps is to do (runSteps): `counts`, each slot's samples, one slot per live thread. */
+export interface RunPlan {
+  steps: number;
+  /** The global step number of the first step (its Dropout positions). */
+  firstStep: number;
+  /** The first step's offset into the epoch's order (writeOrder). */
+  offset: number;
+  batch: number;
+  counts: number[];
+  /** The seed of the slices' sample positions, where they carry one (Dropout). */
+  positionSeed?: number;
+  /** The result screen's accepted norms, for the threads' copies of it. */
+  history: readonly number[];
+}
+
+/** What a run committed: per step, each slot's record, and the threads that trained the slots. */
+export interface RunOutcome {
+  steps: SlotRecord[][];
+  threads: number[];
+  /** When the run's command went out (absoluteNow). */
+  startedAt: number;
+  /**
+   * Where the run ended before its last step with every slot's record of the next step written:
+   * those records (the threads would not accept that step; the trainer says why). Undefined where
+   * the run covered its steps, or ended on an abort or a failure before the records were written.
+   */
+  refused?: SlotRecord[];
 }
 
 /** The samples, loss sum and correct count of a step's results, summed in slot order. */
@@ -174,6 +204,10 @@ export class SharedStep {
     return n;
   }
 
+  /** Runs of steps the threads drive themselves (common/step-run.ts): made with a shared training set. */
+  private runBoard: RunBoard | undefined;
+  private runId = 0;
+
   /** `simd`: whether the trainer's Adam runs the SIMD kernel; the stripes must do the same. */
   constructor(shape: StepMemoryShape, private readonly simd: boolean, env: NodeJS.ProcessEnv = process.env) {
     this.fromBackend = stepFromBackendOn(env);
@@ -205,7 +239,8 @@ export class SharedStep {
     // At a fused round's waits the owner waits too: they spin longer wherever each thread has a core.
     const roundSpinMicros = this.threadsHaveCores ? ROUND_SPIN_MICROS : SPIN_MICROS_OVERSUBSCRIBED;
     const set = this.ahead.trainSet;
-    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, roundSpinMicros, fromBackend: this.fromBackend, ...(set ? { trainSet: { images: set.images, labels: set.labels, count: set.count } } : {}) };
+    const run = this.runBoard ? { runBoard: this.runBoard.init } : {};
+    return { type: 'shared_attach', init: this.mem.init, index, simd: this.simd, spinMicros, roundSpinMicros, fromBackend: this.fromBackend, ...(set ? { trainSet: { images: set.images, labels: set.labels, count: set.count }, ...run } : {}) };
   }
 
   /**
@@ -217,7 +252,148 @@ export class SharedStep {
   shareTrainSet(set: ImageSet): boolean {
     if (!isSharedSet(set)) return false;
     this.ahead.trainSet = set;
+    const { threads, slots } = this.mem.shape;
+    this.runBoard = RunBoard.create({ threads, slots, samples: Math.max(1, set.count) });
     return true;
+  }
+
+  /**
+   * Whether steps may go in runs the threads drive themselves (runSteps): the training set is
+   * shared, the model has no statistics to move (BatchNorm's go through the owner), the slots are
+   * float32, and the memory can still be trusted.
+   */
+  get runsSteps(): boolean {
+    return this.runBoard !== undefined && this.adam !== undefined && this.mem.shape.stats === 0 && this.grain === 0 && !this.broken && !this.movingStats;
+  }
+
+  /** The live threads, by index. */
+  get liveThreads(): number[] {
+    return this.alive.flatMap((a, i) => (a ? [i] : []));
+  }
+
+  /** The epoch's sample order, for the runs' threads to take their slices from (between runs only). */
+  writeOrder(order: Uint32Array): void {
+    const board = this.runBoard;
+    if (!board || order.length > board.order.length) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `An order of ${order.length} samples does not fit the run board (${board?.order.length ?? 0}).`, { expected: false });
+    board.order.set(order);
+    board.words[RUN.orderLength] = order.length;
+  }
+
+  /**
+   * A run of up to MAX_RUN_STEPS steps, driven by the live threads themselves (worker/step-run.ts):
+   * one command per thread, then the owner sleeps until they are done. Returns the records of the
+   * steps they committed, in order, and makes the last committed step's copies current. A step the
+   * threads would not accept (the screen, the Adam guard) ends the run uncommitted; so does a thread
+   * that fails or stops making progress for a step timeout (it is failed and evicted, as in a step).
+   */
+  async runSteps(plan: RunPlan, stepTimeoutMs: number): Promise<RunOutcome> {
+    const board = this.runBoard;
+    if (!board || !this.runsSteps) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A run of steps was asked for, but this shared-memory step cannot run them (no shared training set, BatchNorm, a reduction grain, or no weights loaded).', { expected: false });
+    const live = this.liveThreads;
+    if (live.length !== plan.counts.length || plan.steps < 1 || plan.steps > board.records.length) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `A run of ${plan.steps} steps over ${plan.counts.length} slots was asked for, with ${live.length} live threads.`, { expected: false });
+    await this.quietBeforeRun(live);
+    this.prepareReduction(plan.counts);
+    this.writeRunHeader(board, plan);
+    live.forEach((index, k) => {
+      board.words[board.threadWord(index, 'slot')] = k;
+      board.words[board.threadWord(index, 'committed')] = 0;
+      Atomics.store(this.mem.ctl, this.mem.slotOwner(k), index);
+      this.slotHoldsGradient[k] = false;
+      this.mem.ctl[this.mem.threadBase(index) + CTL.op] = OP.run;
+    });
+    const id = (this.runId = nextRunId(this.runId));
+    // A record left from an earlier run must not pass for this one's (RunOutcome.refused).
+    board.records.fill(NaN);
+    board.open(id);
+    const startedAt = absoluteNow();
+    const failed = await this.awaitRun(board, id, live, stepTimeoutMs);
+    if (failed.length > 0) await this.quiesce(failed);
+    const committed = Math.max(0, ...live.map((i) => board.words[board.threadWord(i, 'committed')]));
+    const steps = Array.from({ length: committed }, (_, j) => plan.counts.map((_c, k) => board.readRecord(j, k)));
+    const next = committed < plan.steps ? plan.counts.map((_c, k) => board.readRecord(committed, k)) : undefined;
+    const refused = failed.length === 0 && next?.every((r) => Number.isFinite(r.endedAt)) ? next : undefined;
+    this.parity = ((this.parity + committed) & 1) as 0 | 1;
+    this.adamStep += committed;
+    this.fromBackendSteps += steps.filter((r) => r[0].fromBackend).length;
+    return { steps, threads: live, startedAt, ...(refused ? { refused } : {}) };
+  }
+
+  /** Before a run: no round of a step left open, no offer ahead, every live thread idle. */
+  private async quietBeforeRun(live: number[]): Promise<void> {
+    if (this.broken) throw this.broken;
+    this.closeRound();
+    this.ahead.forget();
+    if (this.unsettled.size > 0 || this.settling) await this.settleRound();
+    await Promise.all(live.map((i) => this.idle(i, ++this.tickets[i])));
+  }
+
+  private writeRunHeader(board: RunBoard, plan: RunPlan): void {
+    const w = board.words;
+    w[RUN.slots] = plan.counts.length;
+    w[RUN.steps] = plan.steps;
+    w[RUN.firstStep] = plan.firstStep;
+    w[RUN.offset] = plan.offset;
+    w[RUN.batch] = plan.batch;
+    w[RUN.parity] = this.parity;
+    w[RUN.position] = plan.positionSeed !== undefined ? 1 : 0;
+    w[RUN.seed] = (plan.positionSeed ?? 0) | 0;
+    w[RUN.adamStep] = this.adamStep + 1;
+    w[RUN.waitMs] = this.roundWaitMs;
+    board.learningRate = this.adam!.config.learningRate;
+    board.writeHistory(plan.history);
+  }
+
+  /**
+   * Waits for the run's commands. A command that fails aborts the run for the others (the thread
+   * failed a step: the ordinary step that follows retries it there, as for any slice; a thread lost
+   * was already failed by whoever saw it go). If no thread commits a step for `stepTimeoutMs`, the
+   * run is aborted, and the threads still busy roundWaitMs later are failed and evicted, as the
+   * scheduler's timeout would. Returns the threads that are no longer alive.
+   */
+  private async awaitRun(board: RunBoard, id: number, live: number[], stepTimeoutMs: number): Promise<number[]> {
+    const failed: number[] = [];
+    const done = new Set<number>();
+    const runs = live.map((index) =>
+      this.command(index).then(
+        () => void done.add(index),
+        () => {
+          done.add(index);
+          board.abort(id);
+          if (!this.alive[index]) failed.push(index);
+        },
+      ),
+    );
+    const all = Promise.all(runs);
+    const progress = () => Math.max(0, ...live.map((i) => Atomics.load(board.words, board.threadWord(i, 'committed'))));
+    let seen = -1;
+    let patience = stepTimeoutMs;
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const tick = new Promise<'tick'>((resolve) => (timer = setTimeout(() => resolve('tick'), patience)));
+      const outcome = await Promise.race([all.then(() => 'done' as const), tick]);
+      clearTimeout(timer);
+      if (outcome === 'done') return failed;
+      const now = progress();
+      if (now !== seen) {
+        seen = now;
+        continue;
+      }
+      // No step committed for a whole step timeout: give the run up, then wait once more for the threads.
+      if (!board.aborted(id)) {
+        board.abort(id);
+        patience = Math.max(1, this.roundWaitMs);
+        continue;
+      }
+      for (const index of live) {
+        if (done.has(index)) continue;
+        const reason = `thread ${index + 1} made no progress in a run of steps for ${stepTimeoutMs} ms`;
+        failed.push(index);
+        this.fail(index, reason);
+        this.onThreadFailed(index, reason);
+      }
+      await all;
+      return failed;
+    }
   }
 
   /** Copies the weights and the Adam state in (run start, after a resume); `adam` stays bound. */
@@ -477,11 +653,11 @@ export class SharedStep {
       count += c;
     });
     // The same scalars, computed the same way, as Adam.apply and aggregateResults.
-    const t = this.adamStep + 1;
     const { learningRate, beta1, beta2 } = this.adam.config;
+    const { stepSize, sqrtCorrection } = adamScalars(learningRate, beta1, beta2, this.adamStep + 1);
     f64[F64.inv] = 1 / count;
-    f64[F64.stepSize] = learningRate / (1 - Math.pow(beta1, t));
-    f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(beta2, t));
+    f64[F64.stepSize] = stepSize;
+    f64[F64.sqrtCorrection] = sqrtCorrection;
   }
 
   /** What the result screen (result-check.ts) judges of slot `slot`'s result, without a pass over its gradient. */

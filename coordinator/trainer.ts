@@ -25,6 +25,7 @@ import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeAt, unsafeGradient } from './adam-guard.ts';
 import { stepTotals, type SharedStep } from './shared-step.ts';
+import { refusalReason, runLength, runStepReports, stepRunsOn } from './step-runs.ts';
 import { StepSync } from './step-sync.ts';
 import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
 import type { ResultMessage } from '../common/protocol.ts';
@@ -103,8 +104,8 @@ export class Trainer {
   private weights: Float32Array;
   private adam: Adam;
   private weightsVersion = 0;
-  /** The last step's log line and onStep call, until the next step is under way (reportStep). */
-  private pendingReport: (() => void) | undefined;
+  /** Steps' log lines and onStep calls, until the next step (or run of steps) is under way (reportStep). */
+  private pendingReports: (() => void)[] = [];
   /** The first error a deferred report raised, until settleReport throws it. */
   private reportError: unknown;
   private history: History;
@@ -120,6 +121,10 @@ export class Trainer {
   private readonly screen: GradientScreen;
   /** Sample positions and BatchNorm exchange rounds: the same result at any worker count (step-sync.ts). */
   private readonly stepSync: StepSync;
+  /** Whether runs of steps driven by the threads may go (DTRAIN_STEP_RUNS). */
+  private readonly runsOn = stepRunsOn();
+  /** The epoch order last written to the run board (SharedStep.writeOrder). */
+  private orderShared: Uint32Array | undefined;
   backendName = 'unknown';
 
   constructor(
@@ -320,7 +325,8 @@ export class Trainer {
     const elapsed = () => (performance.now() - epochStarted) / 1000;
     while (this.position.sampleOffset < train.count) {
       if (signal?.aborted || (config.maxSteps > 0 && counters.steps >= config.maxSteps)) return this.interrupt(signal?.aborted ? 'shutdown' : 'max-steps', elapsed());
-      if (!(await this.step(order, counters, signal))) continue; // abandoned: the loop top checkpoints
+      // A run of steps the threads drive themselves, where it may go; else (or for what it left) one step.
+      if ((await this.runSteps(order, counters)) === 0 && !(await this.step(order, counters, signal))) continue; // abandoned: the loop top checkpoints
       if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
         this.position.epochSeconds = elapsed();
         await this.checkpoint('every-n-steps');
@@ -387,6 +393,54 @@ export class Trainer {
     counters.images += agg.count;
     this.reportStep(agg, outcome, performance.now() - stepStarted, optimizerMs);
     return true;
+  }
+
+  /**
+   * Up to MAX_RUN_STEPS steps driven by the compute threads themselves (SharedStep.runSteps), where
+   * the run allows them: the shared-memory step with a shared training set, no BatchNorm, the mean,
+   * no reduction grain, a screen that has seen a step, and one slot per live thread. Returns the
+   * steps committed (0: none ran, or the threads accepted none; the ordinary step goes next).
+   */
+  private async runSteps(order: Uint32Array, counters: RunCounters): Promise<number> {
+    const shared = this.sharedStep;
+    const { config } = this;
+    if (!shared?.runsSteps || !this.runsOn || this.stepSync.hasBatchNorm || (config.aggregation ?? 'mean') !== 'mean' || (config.reduceGrain ?? 0) !== 0 || !this.screen.hasHistory) return 0;
+    const live = shared.liveThreads;
+    if (live.length !== this.membership.size) return 0;
+    const batch = this.globalBatch();
+    const steps = runLength({
+      samplesLeft: this.data.train.count - this.position.sampleOffset,
+      batch,
+      stepsLeft: config.maxSteps > 0 ? config.maxSteps - counters.steps : Infinity,
+      toCheckpoint: config.checkpointEvery > 0 ? config.checkpointEvery - (this.position.globalStep % config.checkpointEvery) : Infinity,
+    });
+    if (steps < 2) return 0;
+    this.throwReportError();
+    if (this.orderShared !== order) {
+      shared.writeOrder(order);
+      this.orderShared = order;
+    }
+    const counts = sliceSizes(batch, live.length);
+    const positionSeed = this.stepSync.needsPosition ? config.seed >>> 0 : undefined;
+    const run = await shared.runSteps({ steps, firstStep: this.position.globalStep, offset: this.position.sampleOffset, batch, counts, positionSeed, history: this.screen.history }, config.stepTimeoutMs);
+    shared.fusedOptimizerMs = 0;
+    shared.computedAheadMs = 0;
+    for (const s of runStepReports(run, counts, this.screen, (i) => `thread-${i + 1}`)) {
+      this.weightsVersion++;
+      this.position.sampleOffset += batch;
+      this.position.globalStep++;
+      this.position.epochLossSum += s.totals.lossSum;
+      this.position.epochCorrect += s.totals.correct;
+      this.position.epochSamples += s.totals.count;
+      counters.steps++;
+      counters.images += s.totals.count;
+      this.reportStep(s.totals, s.outcome, s.ms, s.optimizerMs, true);
+    }
+    const refused = refusalReason(run, counts, this.screen);
+    // Rare: the run's step lines are written first, so the lines keep their order.
+    if (refused !== undefined) this.flushReport();
+    if (refused !== undefined) this.log.info({ event: 'run_stopped', step: this.position.globalStep + 1, reason: refused }, `step ${this.position.globalStep + 1} is taken again step by step: the threads running it would not accept it (${refused})`);
+    return run.steps.length;
   }
 
   /**
@@ -478,9 +532,11 @@ export class Trainer {
    * dashboard) run on the next turn of the event loop, after the next step's tasks have gone out, so
    * the compute thread does not wait for them. Everything that follows a step in the log
    * (checkpoints, evaluation, the end, an error) flushes it first (flushReport), so the lines keep
-   * their order.
+   * their order. `inRun`: a step of a run the threads drove (runSteps); the run's reports queue up
+   * and are all written once the next run's commands are out, whatever defersReports says, since
+   * the threads would otherwise wait on them.
    */
-  private reportStep(agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>, outcome: TaskOutcome, ms: number, optimizerMs: number): void {
+  private reportStep(agg: Pick<StepAggregate, 'count' | 'lossSum' | 'correct'>, outcome: TaskOutcome, ms: number, optimizerMs: number, inRun = false): void {
     const train = this.data.train;
     const stepsInEpoch = Math.ceil(train.count / this.globalBatch());
     const stepInEpoch = Math.ceil(this.position.sampleOffset / this.globalBatch());
@@ -498,16 +554,19 @@ export class Trainer {
       event.workerOverheadMs = round(parts.workerOverheadMs);
     }
     const slowest = outcome.stats.maxComputeMs;
-    this.flushReport();
-    this.pendingReport = () => {
+    if (!inRun) this.flushReport();
+    this.pendingReports.push(() => {
       this.log[this.hooks.stepLogLevel ?? 'info']({
         event: 'step', step: event.step, epoch: event.epoch, workers: event.workers, samples: event.samples, loss: event.batchLoss, accuracy: event.batchAccuracy,
         ms: event.ms, computeMs: event.computeMs, commMs: event.commMs, optimizerMs: event.optimizerMs, aheadMs: event.aheadMs, transferMs: event.transferMs, workerOverheadMs: event.workerOverheadMs,
         bytesOut: event.bytesOut, bytesIn: event.bytesIn, retries: event.retries,
       }, `step ${event.step}: loss ${event.batchLoss.toFixed(4)}, ${Math.round(ms)} ms (slowest worker computed ${Math.round(slowest)} ms)`);
       this.hooks.onStep?.(event);
-    };
-    if (this.defersReports) setImmediate(() => this.flushReport());
+    });
+    // A run's reports all wait for the next run to be under way (Trainer.runSteps).
+    if (inRun) {
+      if (this.pendingReports.length === 1) setImmediate(() => this.flushReport());
+    } else if (this.defersReports) setImmediate(() => this.flushReport());
     else this.settleReport();
   }
 
@@ -517,12 +576,14 @@ export class Trainer {
    * with it (the next step, a checkpoint, the epoch's end), as it did when reports were inline.
    */
   private flushReport(): void {
-    const report = this.pendingReport;
-    this.pendingReport = undefined;
-    try {
-      report?.();
-    } catch (err) {
-      this.reportError ??= err;
+    const reports = this.pendingReports;
+    this.pendingReports = [];
+    for (const report of reports) {
+      try {
+        report();
+      } catch (err) {
+        this.reportError ??= err;
+      }
     }
   }
 

@@ -37,7 +37,7 @@ export function testConfig(overrides: Partial<TrainConfig>): TrainConfig {
 export async function trainInProcess(
   config: TrainConfig,
   data: DatasetSplits,
-  opts: { resume?: boolean; sharedMemory?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void; backendName?: string; warmUp?: WarmUp } = {},
+  opts: { resume?: boolean; sharedMemory?: boolean; shareTrainSet?: boolean; bnBoard?: boolean; membership?: (m: Membership) => void; hooks?: TrainerHooks; trainer?: (t: Trainer) => void; backendName?: string; warmUp?: WarmUp } = {},
 ): Promise<{ outcome: RunOutcome; weights: Float32Array; trainer: Trainer; shared: boolean; warmedUp: number }> {
   const log = silentLogger();
   const membership = new Membership(log);
@@ -52,7 +52,8 @@ export async function trainInProcess(
     log,
     welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: config.model, preprocessing: wirePreprocessing(prep), weightCount: trainer.layout.totalSize },
     // The shared-memory step is what `dtrain train` runs; `sharedMemory: false` keeps every step as messages.
-    sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain ?? 0 },
+    // `shareTrainSet`: the threads are given the training set as `dtrain train` gives it, so runs of steps can go (coordinator/step-runs.ts).
+    sharedMemory: opts.sharedMemory === false ? false : { trainable: trainer.layout.trainableSize, stats: trainer.layout.totalSize - trainer.layout.trainableSize, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain ?? 0, ...(opts.shareTrainSet ? { trainSet: data.train } : {}) },
     // As `dtrain train`; `bnBoard: false` keeps synchronized BatchNorm's exchanges as messages.
     batchNormChannels: opts.bnBoard === false ? [] : trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size),
     // `warmUp`: threads started ahead, as `dtrain train` starts them (worker/warm-up.ts).

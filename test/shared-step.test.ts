@@ -279,3 +279,68 @@ describe('the shared-memory step against the WebSocket path', () => {
     expect(maxAbsDiff(ckpt!.weights, inProcess.weights)).toBe(0);
   });
 });
+
+describe('runs of steps driven by the threads (real threads, the training set shared as `dtrain train` shares it)', () => {
+  /** Makes `trainer` record the steps each of its runs committed. */
+  const countRuns = (runs: number[]) => (trainer: Trainer) => {
+    const use = trainer.useSharedStep.bind(trainer);
+    trainer.useSharedStep = (shared: SharedStep) => {
+      const runSteps = shared.runSteps.bind(shared);
+      shared.runSteps = async (...args) => {
+        const run = await runSteps(...args);
+        runs.push(run.steps.length);
+        return run;
+      };
+      use(shared);
+    };
+  };
+
+  // cnn-dropout: each thread sets its slices' sample positions itself (Dropout's masks).
+  for (const [model, batchSize, steps, workers] of [['mlp', 32, 20, 2], ['lenet', 8, 20, 2], ['cnn-dropout', 6, 8, 2], ['cnn-dropout', 6, 8, 1]] as const) {
+    it(`gives the message path's ${model} weights bit for bit after ${steps} steps on ${workers} thread(s), all but the first in runs (cpu backend)`, { timeout: 300_000 }, async () => {
+      const data = await syntheticData(640, 20);
+      const cfg = { model, batchSize, backend: 'cpu' as const, workers, maxSteps: steps };
+      const runs: number[] = [];
+      const ran = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { shareTrainSet: true, trainer: countRuns(runs) });
+      const messages = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false });
+      expect(runs.reduce((a, b) => a + b, 0)).toBe(steps - 1);
+      expect(maxAbsDiff(ran.weights, messages.weights)).toBe(0);
+    });
+  }
+
+  it('fails over when a thread dies mid-run: the thread is evicted, its run ends, and training goes on with the other', { timeout: 120_000 }, async () => {
+    const data = await syntheticData(640, 20);
+    const cfg = { model: 'mlp' as const, batchSize: 32, backend: 'cpu' as const, workers: 2, maxSteps: 20 };
+    const straight = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { shareTrainSet: true });
+    const runs: number[] = [];
+    const left: string[] = [];
+    const events: StepEvent[] = [];
+    let membership: Membership | undefined;
+    const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
+      shareTrainSet: true,
+      trainer: countRuns(runs),
+      membership: (m) => {
+        membership = m;
+        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
+      },
+      hooks: {
+        onStep: (e) => {
+          events.push(e);
+          // Step 1 goes through the owner; the run of the next 19 is under way a few milliseconds later.
+          if (e.step === 1) setTimeout(() => void (membership!.live().find((w) => w.id === 'thread-2') as unknown as Exposed).thread.thread.terminate(), 5);
+        },
+      },
+    });
+    // 20 steps of 32 are the epoch of 640 images: the run finishes.
+    expect(crashed.outcome.status).toBe('finished');
+    expect(left).toEqual(['thread-2']);
+    expect(events.map((e) => e.step)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(events.every((e) => e.samples === 32)).toBe(true);
+    // The first run ended when the thread died, uncommitted from there on; later runs went on one thread.
+    expect(runs[0]).toBeLessThan(19);
+    expect(runs.length).toBeGreaterThan(1);
+    // Steps on one thread sum one slice instead of two: the same gradient up to rounding.
+    expect(crashed.weights.every(Number.isFinite)).toBe(true);
+    expect(maxAbsDiff(crashed.weights, straight.weights)).toBeLessThan(1e-5);
+  });
+});

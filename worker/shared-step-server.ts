@@ -12,6 +12,8 @@ import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../comm
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import type { WorkerSession } from './session.ts';
 import { StepAhead, type Offer, type PassAhead } from './step-ahead.ts';
+import { RUN, RunBoard, type RunBoardInit } from '../common/step-run.ts';
+import { runSteps, type RunHost } from './step-run.ts';
 
 export interface SharedAttachMessage {
   type: 'shared_attach';
@@ -28,6 +30,8 @@ export interface SharedAttachMessage {
   fromBackend: boolean;
   /** The run's training set in shared memory (SharedStep.shareTrainSet): slices offered ahead by index are copied in from it. */
   trainSet?: ImageSet;
+  /** With the training set: the board of runs of steps the threads drive themselves (common/step-run.ts). */
+  runBoard?: RunBoardInit;
 }
 
 /**
@@ -94,6 +98,8 @@ export class SharedStepServer {
    * stripes must all be written first.
    */
   private wrote: { offer: Offer; parity: 0 | 1; round?: RoundOfOffer } | undefined;
+  /** Set where the owner gave this thread a run board: OP.run commands drive steps here. */
+  private readonly runHost: RunHost | undefined;
 
   constructor(msg: SharedAttachMessage, private readonly session: WorkerSession, private readonly serialize: (job: () => Promise<void>) => Promise<void>) {
     this.mem = StepMemory.attach(msg.init);
@@ -106,6 +112,21 @@ export class SharedStepServer {
     this.base = this.mem.threadBase(msg.index);
     this.seq = Atomics.load(this.mem.ctl, this.base + CTL.cmdSeq);
     this.ahead = new StepAhead(this.mem, this.index, session, msg.trainSet);
+    if (msg.runBoard && msg.trainSet) this.runHost = this.makeRunHost(RunBoard.attach(msg.runBoard), msg.trainSet);
+  }
+
+  /** What a run of steps (worker/step-run.ts) calls back into: this thread's training and stripe. */
+  private makeRunHost(board: RunBoard, trainSet: ImageSet): RunHost {
+    return {
+      mem: this.mem,
+      board,
+      index: this.index,
+      trainSet,
+      spinMicros: this.roundSpinMicros,
+      trainApply: () => this.trainApply(undefined),
+      train: () => this.train(true),
+      stripe: () => void this.runStripe(false),
+    };
   }
 
   /** Serves commands until the thread ends. */
@@ -138,14 +159,26 @@ export class SharedStepServer {
       else if (op === OP.reduce) this.runStripe(false);
       else if (single) await this.trainApply(pass);
       else if (op === OP.trainApply) await this.trainInRound(ctl[b + CTL.fuseRound], pass);
+      else if (op === OP.run) await this.run();
       else throw new Error(`unknown shared-step command ${op}`);
       ctl[b + CTL.status] = STATUS.ok;
     } catch (err) {
       // The step's other threads must not wait at the barrier for this one.
       if (ctl[b + CTL.op] === OP.trainApply && ctl[b + CTL.fuseRound] !== 0) abortRound(ctl, ctl[b + CTL.fuseRound]);
+      if (ctl[b + CTL.op] === OP.run) this.runHost?.board.abort(this.runHost.board.words[RUN.id]);
       const e = err as { code?: unknown; message?: string };
       this.mem.writeError(this.index, e.message ?? String(err), typeof e.code === 'string' ? e.code : undefined);
       ctl[b + CTL.status] = STATUS.failed;
+    }
+  }
+
+  /** A run of steps (worker/step-run.ts); no pass ahead follows it. */
+  private async run(): Promise<void> {
+    if (!this.runHost) throw new Error('a run of steps was asked for, but this thread was given no run board');
+    try {
+      await runSteps(this.runHost);
+    } finally {
+      this.wrote = undefined;
     }
   }
 
