@@ -37,7 +37,7 @@ export function judgeStep(screen: GradientScreen, slots: readonly SlotSummary[])
   const bound = norms / Math.max(1, count);
   if (!(bound <= MAX_SAFE_GRADIENT)) {
     screen.startStep();
-    return `the mean gradient may reach ${bound}, above ${MAX_SAFE_GRADIENT}`;
+    return `the mean gradient may reach ${bound.toExponential(3)}, which could make Adam's state non-finite (the limit is ${MAX_SAFE_GRADIENT.toExponential(0)})`;
   }
   screen.commit();
   return undefined;
