@@ -71,6 +71,7 @@ export async function runSteps(host: RunHost): Promise<number> {
     const at = w[RUN.offset] + i * w[RUN.batch] + first;
     gatherInto(host.trainSet, board.order.subarray(at, at + count), images, labels);
     ctl[b + CTL.parity] = (w[RUN.parity] + i) & 1;
+    ctl[b + CTL.fromBackend] = 0;
     writePosition(ctl, b, 'command', w[RUN.position] === 1 ? { seed: w[RUN.seed] >>> 0, step: w[RUN.firstStep] + i, firstSample: first } : undefined);
     if (slots === 1) await host.trainApply();
     else if (!(await stepInRound(host, id, slots, i))) break;
