@@ -144,6 +144,8 @@ export const CTL = {
    * (dozeWhileEqual: it sees the word without one).
    */
   ownerSleeping: 36,
+  /** An OP.run command's field: the run it belongs to (common/step-run.ts); a thread finds the board's run id changed if it comes late. */
+  runId: 37,
 } as const;
 
 /** An ahead buffer's int32 header: the slice's sample count, then 1 where the thread copies its images in (by index). */

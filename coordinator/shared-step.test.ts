@@ -781,7 +781,7 @@ describe('runs of steps the threads drive themselves (step-run.ts)', { timeout: 
       return run;
     };
   };
-  const stopped = (r: SharedRun) => r.lines.filter((l) => l.event === 'run_stopped');
+  const stopped = (r: SharedRun) => r.lines.filter((l) => l.event === 'steps_run_refused');
 
   for (const k of [1, 2]) {
     it(`runs steps 2-4 as one run on ${k} thread${k > 1 ? 's' : ''} and ends with the step-by-step weights bit for bit`, async () => {
@@ -816,6 +816,19 @@ describe('runs of steps the threads drive themselves (step-run.ts)', { timeout: 
     expect(stopped(poisoned)[0].reason).toMatch(/slot 1: gradient norm .* exceeds the bound/);
     // Step 2 recomputed by the owner's step is honest: nothing is rejected, and the weights are the honest run's.
     expect(rejections(poisoned)).toEqual([]);
+    expect(sameBits(poisoned.weights, honest.weights)).toBe(true);
+  });
+
+  it('leaves the step after a run that ended short to the owner, not to another run', async () => {
+    const runs: number[] = [];
+    const honest = await trainShared(2, undefined, {}, { sharedTrainSet: true });
+    // Thread 2's fourth pass is step 3's, inside the run: the run commits step 2 and stops at step 3.
+    const poisoned = await trainShared(2, (thread, call) => (thread === 2 && call === 4 ? 1e21 : undefined), {}, { sharedTrainSet: true, setup: countRuns(runs) });
+    expect(poisoned.outcome?.status).toBe('finished');
+    // Steps 3 and 4 then go step by step (one step left after step 3 is too few for a run).
+    expect(runs).toEqual([1]);
+    expect(stopped(poisoned).map((l) => l.step)).toEqual([3]);
+    expect(poisoned.lines.filter((l) => l.event === 'step').map((l) => l.step)).toEqual([1, 2, 3, 4]);
     expect(sameBits(poisoned.weights, honest.weights)).toBe(true);
   });
 

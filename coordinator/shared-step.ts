@@ -36,7 +36,7 @@ import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
 import { normFromSquares, type SliceSummary } from './result-check.ts';
 import { AheadOffers } from './step-ahead.ts';
-import { RUN, RunBoard, adamScalars, nextRunId, type SlotRecord } from '../common/step-run.ts';
+import { MAX_RUN_STEPS, RUN, RunBoard, adamScalars, nextRunId, type SlotRecord } from '../common/step-run.ts';
 
 export interface SharedStepTotals {
   count: number;
@@ -286,11 +286,11 @@ export class SharedStep {
    * threads would not accept (the screen, the Adam guard) ends the run uncommitted; so does a thread
    * that fails or stops making progress for a step timeout (it is failed and evicted, as in a step).
    */
-  async runSteps(plan: RunPlan, stepTimeoutMs: number): Promise<RunOutcome> {
+  async runSteps(plan: RunPlan, stepTimeoutMs: number, signal?: AbortSignal): Promise<RunOutcome> {
     const board = this.runBoard;
     if (!board || !this.runsSteps) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', 'A run of steps was asked for, but this shared-memory step cannot run them (no shared training set, BatchNorm, a reduction grain, or no weights loaded).', { expected: false });
     const live = this.liveThreads;
-    if (live.length !== plan.counts.length || plan.steps < 1 || plan.steps > board.records.length) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `A run of ${plan.steps} steps over ${plan.counts.length} slots was asked for, with ${live.length} live threads.`, { expected: false });
+    if (live.length !== plan.counts.length || plan.steps < 1 || plan.steps > MAX_RUN_STEPS) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `A run of ${plan.steps} steps over ${plan.counts.length} slots was asked for, with ${live.length} live threads.`, { expected: false });
     await this.quietBeforeRun(live);
     this.prepareReduction(plan.counts);
     this.writeRunHeader(board, plan);
@@ -299,14 +299,21 @@ export class SharedStep {
       board.words[board.threadWord(index, 'committed')] = 0;
       Atomics.store(this.mem.ctl, this.mem.slotOwner(k), index);
       this.slotHoldsGradient[k] = false;
-      this.mem.ctl[this.mem.threadBase(index) + CTL.op] = OP.run;
     });
     const id = (this.runId = nextRunId(this.runId));
+    for (const index of live) {
+      this.mem.ctl[this.mem.threadBase(index) + CTL.op] = OP.run;
+      this.mem.ctl[this.mem.threadBase(index) + CTL.runId] = id;
+    }
     // A record left from an earlier run must not pass for this one's (RunOutcome.refused).
     board.records.fill(NaN);
     board.open(id);
     const startedAt = absoluteNow();
-    const failed = await this.awaitRun(board, id, live, stepTimeoutMs);
+    // A shutdown ends the run at its next barrier or step; what was committed stays.
+    const stop = () => board.abort(id);
+    signal?.addEventListener('abort', stop, { once: true });
+    if (signal?.aborted) stop();
+    const failed = await this.awaitRun(board, id, live, stepTimeoutMs).finally(() => signal?.removeEventListener('abort', stop));
     if (failed.length > 0) await this.quiesce(failed);
     const committed = Math.max(0, ...live.map((i) => board.words[board.threadWord(i, 'committed')]));
     const steps = Array.from({ length: committed }, (_, j) => plan.counts.map((_c, k) => board.readRecord(j, k)));
@@ -365,7 +372,7 @@ export class SharedStep {
     );
     const all = Promise.all(runs);
     const progress = () => Math.max(0, ...live.map((i) => Atomics.load(board.words, board.threadWord(i, 'committed'))));
-    let seen = -1;
+    let seen = 0;
     let patience = stepTimeoutMs;
     for (;;) {
       let timer: NodeJS.Timeout | undefined;

@@ -125,6 +125,8 @@ export class Trainer {
   private readonly runsOn = stepRunsOn();
   /** The epoch order last written to the run board (SharedStep.writeOrder). */
   private orderShared: Uint32Array | undefined;
+  /** The last run of steps ended short: the next step is the ordinary step's (runSteps). */
+  private stepNext = false;
   backendName = 'unknown';
 
   constructor(
@@ -326,7 +328,7 @@ export class Trainer {
     while (this.position.sampleOffset < train.count) {
       if (signal?.aborted || (config.maxSteps > 0 && counters.steps >= config.maxSteps)) return this.interrupt(signal?.aborted ? 'shutdown' : 'max-steps', elapsed());
       // A run of steps the threads drive themselves, where it may go; else (or for what it left) one step.
-      if ((await this.runSteps(order, counters)) === 0 && !(await this.step(order, counters, signal))) continue; // abandoned: the loop top checkpoints
+      if ((await this.runSteps(order, counters, signal)) === 0 && !(await this.step(order, counters, signal))) continue; // abandoned: the loop top checkpoints
       if (config.checkpointEvery > 0 && this.position.globalStep % config.checkpointEvery === 0 && this.position.sampleOffset < train.count) {
         this.position.epochSeconds = elapsed();
         await this.checkpoint('every-n-steps');
@@ -399,14 +401,21 @@ export class Trainer {
    * Up to MAX_RUN_STEPS steps driven by the compute threads themselves (SharedStep.runSteps), where
    * the run allows them: the shared-memory step with a shared training set, no BatchNorm, the mean,
    * no reduction grain, a screen that has seen a step, and one slot per live thread. Returns the
-   * steps committed (0: none ran, or the threads accepted none; the ordinary step goes next).
+   * steps committed (0: none ran, or the threads accepted none; the ordinary step goes next). A run
+   * that ended short (a refused step, a failed slice, a lost thread, a shutdown) leaves the next
+   * step to the ordinary step: it is not run again at once.
    */
-  private async runSteps(order: Uint32Array, counters: RunCounters): Promise<number> {
+  private async runSteps(order: Uint32Array, counters: RunCounters, signal?: AbortSignal): Promise<number> {
     const shared = this.sharedStep;
     const { config } = this;
+    if (this.stepNext) {
+      this.stepNext = false;
+      return 0;
+    }
     if (!shared?.runsSteps || !this.runsOn || this.stepSync.hasBatchNorm || (config.aggregation ?? 'mean') !== 'mean' || (config.reduceGrain ?? 0) !== 0 || !this.screen.hasHistory) return 0;
     const live = shared.liveThreads;
-    if (live.length !== this.membership.size) return 0;
+    // No thread left: the ordinary step says so (NoWorkersError) as it would anywhere.
+    if (live.length === 0 || live.length !== this.membership.size) return 0;
     const batch = this.globalBatch();
     const steps = runLength({
       samplesLeft: this.data.train.count - this.position.sampleOffset,
@@ -421,8 +430,12 @@ export class Trainer {
       this.orderShared = order;
     }
     const counts = sliceSizes(batch, live.length);
+    // A batch smaller than the thread count has fewer slices than threads: step by step.
+    if (counts.length !== live.length) return 0;
     const positionSeed = this.stepSync.needsPosition ? config.seed >>> 0 : undefined;
-    const run = await shared.runSteps({ steps, firstStep: this.position.globalStep, offset: this.position.sampleOffset, batch, counts, positionSeed, history: this.screen.history }, config.stepTimeoutMs);
+    const run = await shared.runSteps({ steps, firstStep: this.position.globalStep, offset: this.position.sampleOffset, batch, counts, positionSeed, history: this.screen.history }, config.stepTimeoutMs, signal);
+    // Where it committed none, the ordinary step goes next anyway (runSteps returns 0).
+    this.stepNext = run.steps.length > 0 && run.steps.length < steps;
     shared.fusedOptimizerMs = 0;
     shared.computedAheadMs = 0;
     for (const s of runStepReports(run, counts, this.screen, (i) => `thread-${i + 1}`)) {
@@ -439,7 +452,7 @@ export class Trainer {
     const refused = refusalReason(run, counts, this.screen);
     // Rare: the run's step lines are written first, so the lines keep their order.
     if (refused !== undefined) this.flushReport();
-    if (refused !== undefined) this.log.info({ event: 'run_stopped', step: this.position.globalStep + 1, reason: refused }, `step ${this.position.globalStep + 1} is taken again step by step: the threads running it would not accept it (${refused})`);
+    if (refused !== undefined) this.log.info({ event: 'steps_run_refused', step: this.position.globalStep + 1, reason: refused }, `step ${this.position.globalStep + 1} is taken again step by step: the threads running it would not accept it (${refused})`);
     return run.steps.length;
   }
 

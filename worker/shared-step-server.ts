@@ -12,7 +12,7 @@ import { simdSumSquaresKernel, sumSquares, type SumSquaresKernel } from '../comm
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
 import type { WorkerSession } from './session.ts';
 import { StepAhead, type Offer, type PassAhead } from './step-ahead.ts';
-import { RUN, RunBoard, type RunBoardInit } from '../common/step-run.ts';
+import { RunBoard, type RunBoardInit } from '../common/step-run.ts';
 import { runSteps, type RunHost } from './step-run.ts';
 
 export interface SharedAttachMessage {
@@ -165,7 +165,7 @@ export class SharedStepServer {
     } catch (err) {
       // The step's other threads must not wait at the barrier for this one.
       if (ctl[b + CTL.op] === OP.trainApply && ctl[b + CTL.fuseRound] !== 0) abortRound(ctl, ctl[b + CTL.fuseRound]);
-      if (ctl[b + CTL.op] === OP.run) this.runHost?.board.abort(this.runHost.board.words[RUN.id]);
+      if (ctl[b + CTL.op] === OP.run) this.runHost?.board.abort(ctl[b + CTL.runId]);
       const e = err as { code?: unknown; message?: string };
       this.mem.writeError(this.index, e.message ?? String(err), typeof e.code === 'string' ? e.code : undefined);
       ctl[b + CTL.status] = STATUS.failed;

@@ -43,9 +43,12 @@ export async function runSteps(host: RunHost): Promise<number> {
   const { ctl, f64 } = mem;
   const b = mem.threadBase(index);
   const fb = mem.f64Base(index);
-  const id = w[RUN.id];
+  const id = ctl[b + CTL.runId];
+  // A command that reaches this thread after its run ended (it was evicted, and a later run opened) runs nothing.
+  if (Atomics.load(w, RUN.id) !== id || board.aborted(id)) return 0;
   const slots = w[RUN.slots];
   const slot = w[board.threadWord(index, 'slot')];
+  if (Atomics.load(ctl, mem.slotOwner(slot)) !== index) return 0;
   const counts = Array.from({ length: slots }, (_, k) => ctl[CTL.slotCounts + k]);
   const first = counts.slice(0, slot).reduce((a, c) => a + c, 0);
   const count = counts[slot];
