@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
-import { CTL, MAX_ROUND_SLOTS, abortRound, arriveAtRound, dozeWhileEqual, finishStripe, nextRound, openRound, publish, readSliceFields, stripesWritten, waitWhileEqual, writeSliceFields, StepMemory } from './step-memory.ts';
+import { CTL, F64, MAX_ROUND_SLOTS, abortRound, arriveAtRound, dozeWhileEqual, finishStripe, nextRound, openRound, publish, readSliceFields, stripesWritten, waitWhileEqual, writeAdamScalars, writeSliceFields, StepMemory } from './step-memory.ts';
 import type { SliceTask } from './protocol.ts';
 
 describe('a train command\'s slice fields', () => {
@@ -203,5 +203,14 @@ describe('a completion word: publish, waitWhileEqual and the owner\'s doze', () 
     Atomics.store(c, WORD, 3);
     await dozeWhileEqual(c, WORD, 2, SLEEPERS, 10_000_000);
     expect(Atomics.load(c, SLEEPERS)).toBe(0);
+  });
+});
+
+describe('Adam\'s bias corrections in the control block (writeAdamScalars)', () => {
+  it('writes the step size and square-root correction of step t', () => {
+    const f64 = new Float64Array(8);
+    writeAdamScalars(f64, { learningRate: 0.001, beta1: 0.9, beta2: 0.999 }, 1);
+    expect(f64[F64.stepSize]).toBeCloseTo(0.001 / 0.1, 12);
+    expect(f64[F64.sqrtCorrection]).toBeCloseTo(1 / Math.sqrt(0.001), 9);
   });
 });

@@ -216,6 +216,16 @@ export function readSliceFields(ctl: Int32Array, b: number): SliceTask {
   };
 }
 
+/**
+ * Writes Adam's step size and square-root correction for step `t` into the control block's globals:
+ * the one place every stripe's scalars come from (SharedStep for a step, the slot-0 thread within a
+ * run of steps, the step-ceiling benchmark), computed as Adam.apply does.
+ */
+export function writeAdamScalars(f64: Float64Array, adam: { learningRate: number; beta1: number; beta2: number }, t: number): void {
+  f64[F64.stepSize] = adam.learningRate / (1 - Math.pow(adam.beta1, t));
+  f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(adam.beta2, t));
+}
+
 /** Float64 control indices: global, then per thread at f64Base(t) + field. */
 export const F64 = {
   inv: 0,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_RUN_STEPS, RUN, RunBoard, SCREEN_HISTORY, adamScalars, nextRunId, RUN_IDS } from './step-run.ts';
+import { MAX_RUN_STEPS, RUN, RunBoard, SCREEN_HISTORY, nextRunId, RUN_IDS } from './step-run.ts';
 
 const board = () => RunBoard.create({ threads: 2, slots: 2, samples: 100 });
 
@@ -69,16 +69,10 @@ describe('the run board\'s barrier', () => {
   });
 });
 
-describe('run ids and Adam\'s scalars', () => {
+describe('run ids', () => {
   it('wraps run ids within 1..RUN_IDS', () => {
     expect(nextRunId(0)).toBe(1);
     expect(nextRunId(RUN_IDS)).toBe(1);
     expect(nextRunId(7)).toBe(8);
-  });
-
-  it('computes the bias corrections of step t', () => {
-    const s = adamScalars(0.001, 0.9, 0.999, 1);
-    expect(s.stepSize).toBeCloseTo(0.001 / 0.1, 12);
-    expect(s.sqrtCorrection).toBeCloseTo(1 / Math.sqrt(0.001), 9);
   });
 });

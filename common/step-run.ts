@@ -229,8 +229,3 @@ export class RunBoard {
 export function nextRunId(id: number): number {
   return (id % RUN_IDS) + 1;
 }
-
-/** Adam's step size and square-root correction for step `t`, computed as SharedStep.prepareReduction does. */
-export function adamScalars(learningRate: number, beta1: number, beta2: number, t: number): { stepSize: number; sqrtCorrection: number } {
-  return { stepSize: learningRate / (1 - Math.pow(beta1, t)), sqrtCorrection: 1 / Math.sqrt(1 - Math.pow(beta2, t)) };
-}

@@ -26,7 +26,7 @@ import { BN_SYNC_ABORTED, BN_SYNC_TIMEOUT, BnSyncAbortedError } from '../common/
 import { withTimeout } from '../common/timeout.ts';
 import { IMAGE_BYTES, isSharedSet, type ImageSet } from '../common/data/types.ts';
 import { gatherInto, gatherLabels } from '../common/data/split.ts';
-import { CTL, F64, MAX_ROUND_SLOTS, absoluteNow, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
+import { CTL, F64, MAX_ROUND_SLOTS, absoluteNow, OP, ROUND_PHASE, STATUS, StepMemory, THREAD_STEP_FAILED, abortRound, dozeWhileEqual, nextRound, openRound, publish, stripes, waitWhileEqual, writeAdamScalars, writeSliceFields, type StepMemoryShape } from '../common/step-memory.ts';
 import type { ResultMessage, TaskMessage } from '../common/protocol.ts';
 import { bumpCopyVersion } from '../common/step-stripe.ts';
 import { ROUND_SPIN_MICROS, SPIN_MICROS as THREAD_SPIN_MICROS, SPIN_MICROS_OVERSUBSCRIBED, type SharedAttachMessage } from '../worker/shared-step-server.ts';
@@ -36,7 +36,7 @@ import { WorkerLostError } from '../worker/compute-thread.ts';
 import { NoWorkersError, type TaskSpec } from './scheduler.ts';
 import { normFromSquares, type SliceSummary } from './result-check.ts';
 import { AheadOffers } from './step-ahead.ts';
-import { MAX_RUN_STEPS, RUN, RunBoard, adamScalars, nextRunId, type SlotRecord } from '../common/step-run.ts';
+import { MAX_RUN_STEPS, RUN, RunBoard, nextRunId, type SlotRecord } from '../common/step-run.ts';
 
 export interface SharedStepTotals {
   count: number;
@@ -660,11 +660,8 @@ export class SharedStep {
       count += c;
     });
     // The same scalars, computed the same way, as Adam.apply and aggregateResults.
-    const { learningRate, beta1, beta2 } = this.adam.config;
-    const { stepSize, sqrtCorrection } = adamScalars(learningRate, beta1, beta2, this.adamStep + 1);
     f64[F64.inv] = 1 / count;
-    f64[F64.stepSize] = stepSize;
-    f64[F64.sqrtCorrection] = sqrtCorrection;
+    writeAdamScalars(f64, this.adam.config, this.adamStep + 1);
   }
 
   /** What the result screen (result-check.ts) judges of slot `slot`'s result, without a pass over its gradient. */

@@ -6,7 +6,7 @@
  * replays it over the run's records afterwards, so all of them agree on every step.
  */
 import { MAX_SAFE_GRADIENT } from './adam-guard.ts';
-import { normFromSquares, type GradientScreen } from './result-check.ts';
+import { GradientScreen, normFromSquares } from './result-check.ts';
 
 /** What a slot's thread reports of its slice: enough for the screen and the guard. */
 export interface SlotSummary {
@@ -15,6 +15,18 @@ export interface SlotSummary {
   correct: number;
   /** Σ g² of the slot's gradient sums. */
   squares: number;
+}
+
+/** A screen for judging runs of steps, holding `history`'s norms (its layout is empty: runs have no BatchNorm statistics to check). */
+export function screenWithHistory(history: readonly number[]): GradientScreen {
+  const screen = new GradientScreen({ entries: [], totalSize: 0, trainableSize: 0 });
+  screen.seedHistory(history);
+  return screen;
+}
+
+/** Each slot's summary from its record and its sample count. */
+export function slotSummaries(records: readonly Omit<SlotSummary, 'count'>[], counts: readonly number[]): SlotSummary[] {
+  return records.map((r, k) => ({ count: counts[k], lossSum: r.lossSum, correct: r.correct, squares: r.squares }));
 }
 
 /**

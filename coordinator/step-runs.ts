@@ -7,10 +7,10 @@ import { DtrainError } from '../common/errors.ts';
 import { MAX_RUN_STEPS } from '../common/step-run.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { envBool } from './cli/train.ts';
-import type { RunOutcome } from './shared-step.ts';
+import { stepTotals, type RunOutcome } from './shared-step.ts';
 import type { ScheduleStats } from './scheduler.ts';
-import { GradientScreen } from './result-check.ts';
-import { judgeStep } from './step-judge.ts';
+import type { GradientScreen } from './result-check.ts';
+import { judgeStep, screenWithHistory, slotSummaries } from './step-judge.ts';
 
 /** Whether DTRAIN_STEP_RUNS leaves runs of steps on (the default; 0 turns them off, every step then goes through the owner). */
 export function stepRunsOn(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -39,9 +39,7 @@ export function runLength(room: RunRoom): number {
  */
 export function refusalReason(run: RunOutcome, counts: readonly number[], screen: GradientScreen): string | undefined {
   if (!run.refused) return undefined;
-  const copy = new GradientScreen({ entries: [], totalSize: 0, trainableSize: 0 });
-  copy.seedHistory(screen.history);
-  return judgeStep(copy, run.refused.map((r, k) => ({ count: counts[k], lossSum: r.lossSum, correct: r.correct, squares: r.squares })));
+  return judgeStep(screenWithHistory(screen.history), slotSummaries(run.refused, counts));
 }
 
 /** A committed step as the trainer reports it. */
@@ -60,15 +58,10 @@ export interface RunStep {
 export function runStepReports(run: RunOutcome, counts: readonly number[], screen: GradientScreen, threadId: (index: number) => string): RunStep[] {
   let previousEnd = run.startedAt;
   return run.steps.map((records, j) => {
-    const why = judgeStep(screen, records.map((r, k) => ({ count: counts[k], lossSum: r.lossSum, correct: r.correct, squares: r.squares })));
+    const why = judgeStep(screen, slotSummaries(records, counts));
     if (why !== undefined) throw new DtrainError('DTRAIN_ERR_SHARED_STEP', `The compute threads committed step ${j + 1} of a run, but the owner's screen refuses it (${why}); the run stops rather than keep weights it did not accept.`, { expected: false });
     const results: ResultMessage[] = records.map((r, k) => ({ type: 'result', taskId: 0, count: counts[k], lossSum: r.lossSum, correct: r.correct, computeMs: r.computeMs }));
-    const totals = { count: 0, lossSum: 0, correct: 0 };
-    for (const r of results) {
-      totals.count += r.count;
-      totals.lossSum += r.lossSum;
-      totals.correct += r.correct;
-    }
+    const totals = stepTotals(results);
     const endedAt = Math.max(...records.map((r) => r.endedAt));
     const ms = Math.max(0, endedAt - previousEnd);
     previousEnd = endedAt;

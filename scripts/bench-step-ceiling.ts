@@ -32,7 +32,7 @@ import { selectBackend } from '../common/backend.ts';
 import { StepComputer } from '../worker/compute.ts';
 import { generateSynthetic } from '../common/data/synthetic.ts';
 import { fitPreprocessing } from '../common/data/preprocess.ts';
-import { CTL, F64, StepMemory, stripes, type StepMemoryInit } from '../common/step-memory.ts';
+import { CTL, F64, StepMemory, stripes, writeAdamScalars, type StepMemoryInit } from '../common/step-memory.ts';
 import { StripeWorker } from '../common/step-stripe.ts';
 import { idleBackgroundThreads, threadIds } from '../common/background-threads.ts';
 import type { StepCeilingPart, StepCeilingRun, StepCeilingSection } from './bench-report.ts';
@@ -131,7 +131,7 @@ async function threadMain(task: ThreadTask): Promise<void> {
     parts.waitedMs += barrier(words, task.threads, ++generation);
     // Thread 0 moves Adam's bias corrections for the next step: every stripe of this one is done, and
     // none of the next starts before thread 0 arrives at its barrier.
-    if (task.index === 0) adamScalars(mem.f64, step + 1);
+    if (task.index === 0) writeAdamScalars(mem.f64, ADAM, step + 1);
   };
   const warmStart = performance.now();
   const warmUntil = warmStart + task.warmSeconds * 1000;
@@ -154,12 +154,6 @@ async function threadMain(task: ThreadTask): Promise<void> {
   for (let i = 0; i < steps; i++) await one();
   const ms = (performance.now() - started) / steps;
   parentPort!.postMessage({ type: 'done', steps, stepMs: ms, part: { computeMs: parts.computeMs / steps, stripeMs: parts.stripeMs / steps, waitedMs: parts.waitedMs / steps } });
-}
-
-/** Adam's step size and square-root correction for step `t`, as SharedStep sets them. */
-function adamScalars(f64: Float64Array, t: number): void {
-  f64[F64.stepSize] = ADAM.learningRate / (1 - Math.pow(ADAM.beta1, t));
-  f64[F64.sqrtCorrection] = 1 / Math.sqrt(1 - Math.pow(ADAM.beta2, t));
 }
 
 /** The weights a run started from and ended with (tests check the stripes ran). */
@@ -194,7 +188,7 @@ export async function measureCeilingRun(model: ModelName, threads: number, bare:
   f[F64.beta1] = ADAM.beta1;
   f[F64.beta2] = ADAM.beta2;
   f[F64.epsilon] = ADAM.epsilon;
-  adamScalars(f, 1);
+  writeAdamScalars(f, ADAM, 1);
   const sync = new SharedArrayBuffer(64);
   const words = new Int32Array(sync);
   const entry = new URL('./bench-step-ceiling-entry.mjs', import.meta.url);

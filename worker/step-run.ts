@@ -13,12 +13,11 @@
  * corrections to the next step. A rejected step, an abort, a barrier that waited too long or a
  * failure end the run: the next copies of an uncommitted step are never made current.
  */
-import { CTL, F64, ROUND_PHASE, absoluteNow, publish, stripes, writePosition, type StepMemory } from '../common/step-memory.ts';
-import { RUN, adamScalars, type RunBoard } from '../common/step-run.ts';
+import { CTL, F64, ROUND_PHASE, absoluteNow, publish, stripes, writeAdamScalars, writePosition, type StepMemory } from '../common/step-memory.ts';
+import { RUN, type RunBoard } from '../common/step-run.ts';
 import { gatherInto } from '../common/data/split.ts';
 import { IMAGE_BYTES, type ImageSet } from '../common/data/types.ts';
-import { GradientScreen } from '../coordinator/result-check.ts';
-import { judgeStep, type SlotSummary } from '../coordinator/step-judge.ts';
+import { judgeStep, screenWithHistory, slotSummaries } from '../coordinator/step-judge.ts';
 
 /** What the run needs of the thread's shared-step server (worker/shared-step-server.ts). */
 export interface RunHost {
@@ -53,12 +52,11 @@ export async function runSteps(host: RunHost): Promise<number> {
   const first = counts.slice(0, slot).reduce((a, c) => a + c, 0);
   const count = counts[slot];
   const stripe = stripes(mem.adamSpan, slots)[slot];
-  const screen = new GradientScreen({ entries: [], totalSize: 0, trainableSize: 0 });
-  screen.seedHistory(board.readHistory());
+  const screen = screenWithHistory(board.readHistory());
   const committedWord = board.threadWord(index, 'committed');
   const images = mem.images[slot].subarray(0, count * IMAGE_BYTES);
   const labels = mem.labels[slot].subarray(0, count);
-  const adam = { rate: board.learningRate, beta1: f64[F64.beta1], beta2: f64[F64.beta2] };
+  const adam = { learningRate: board.learningRate, beta1: f64[F64.beta1], beta2: f64[F64.beta2] };
   ctl[b + CTL.slot] = slot;
   ctl[b + CTL.count] = count;
   ctl[b + CTL.from] = stripe.from;
@@ -81,19 +79,11 @@ export async function runSteps(host: RunHost): Promise<number> {
     board.writeRecord(i, slot, { lossSum: f64[fb + F64.lossSum], correct: ctl[b + CTL.correct], squares: f64[fb + F64.gradSquares], computeMs: f64[fb + F64.computeMs], optimizerMs: f64[fb + F64.optimizerMs], fromBackend: ctl[b + CTL.fromBackend] === 1, endedAt: absoluteNow() });
     // With others, every slot's record is written before the second barrier: the step is judged after it.
     if (slots > 1 && !(await board.arrive(id, slots, 2 * i + 2, host.spinMicros, w[RUN.waitMs]))) break;
-    const summaries: SlotSummary[] = counts.map((c, k) => {
-      const r = board.readRecord(i, k);
-      return { count: c, lossSum: r.lossSum, correct: r.correct, squares: r.squares };
-    });
-    if (judgeStep(screen, summaries) !== undefined) break;
+    if (judgeStep(screen, slotSummaries(counts.map((_c, k) => board.readRecord(i, k)), counts)) !== undefined) break;
     committed = i + 1;
     Atomics.store(w, committedWord, committed);
     // The next step's stripes read these only after its first barrier, which this thread reaches after writing them.
-    if (slot === 0) {
-      const s = adamScalars(adam.rate, adam.beta1, adam.beta2, w[RUN.adamStep] + i + 1);
-      f64[F64.stepSize] = s.stepSize;
-      f64[F64.sqrtCorrection] = s.sqrtCorrection;
-    }
+    if (slot === 0) writeAdamScalars(f64, adam, w[RUN.adamStep] + i + 1);
   }
   return committed;
 }
