@@ -16,13 +16,15 @@ export interface ModelSpec {
   name: ModelName;
   input: InputKind;
   description: string;
+  /** Has BatchNorm layers (their moving statistics, and an exchange per step across slices). */
+  batchNorm: boolean;
 }
 
 export const MODEL_SPECS: Record<ModelName, ModelSpec> = {
-  mlp: { name: 'mlp', input: 'flat-standardized', description: 'MLP 3072-128-64-10' },
-  lenet: { name: 'lenet', input: 'image-scaled', description: 'LeNet-5' },
-  'cnn-dropout': { name: 'cnn-dropout', input: 'image-scaled', description: '3-conv CNN with dropout 0.3' },
-  'cnn-bn': { name: 'cnn-bn', input: 'image-scaled', description: '3-conv CNN with batch normalization' },
+  mlp: { name: 'mlp', input: 'flat-standardized', description: 'MLP 3072-128-64-10', batchNorm: false },
+  lenet: { name: 'lenet', input: 'image-scaled', description: 'LeNet-5', batchNorm: false },
+  'cnn-dropout': { name: 'cnn-dropout', input: 'image-scaled', description: '3-conv CNN with dropout 0.3', batchNorm: false },
+  'cnn-bn': { name: 'cnn-bn', input: 'image-scaled', description: '3-conv CNN with batch normalization', batchNorm: true },
 };
 
 export function parseModelName(value: string): ModelName {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GradientScreen } from './result-check.ts';
-import { refusalReason, runLength, runStepReports, stepRunsOn } from './step-runs.ts';
+import { refusalReason, runLength, runStepReports, stepRunsOn, stepsRunFor } from './step-runs.ts';
 import type { RunOutcome } from './shared-step.ts';
 import type { SlotRecord } from '../common/step-run.ts';
 
@@ -55,3 +55,18 @@ describe('the reports of a run\'s steps', () => {
     expect(screen.history).toEqual([1, 1]);
   });
 });
+
+describe('whether a job\'s threads will drive runs of steps', () => {
+  it('says yes for a model without BatchNorm, the mean and no reduction grain, with runs on', () => {
+    for (const model of ['mlp', 'lenet', 'cnn-dropout'] as const) expect(stepsRunFor({ model, aggregation: 'mean', reduceGrain: 0 }, {})).toBe(true);
+    expect(stepsRunFor({ model: 'lenet' }, {})).toBe(true);
+  });
+
+  it('says no for BatchNorm, a robust aggregation, a reduction grain or DTRAIN_STEP_RUNS=0', () => {
+    expect(stepsRunFor({ model: 'cnn-bn' }, {})).toBe(false);
+    expect(stepsRunFor({ model: 'lenet', aggregation: 'median' }, {})).toBe(false);
+    expect(stepsRunFor({ model: 'lenet', reduceGrain: 8 }, {})).toBe(false);
+    expect(stepsRunFor({ model: 'lenet' }, { DTRAIN_STEP_RUNS: '0' })).toBe(false);
+  });
+});
+

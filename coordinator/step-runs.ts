@@ -4,6 +4,7 @@
  * from the threads' records after the owner's screen has judged them again as the threads did.
  */
 import { DtrainError } from '../common/errors.ts';
+import { MODEL_SPECS, type ModelName } from '../common/models.ts';
 import { MAX_RUN_STEPS } from '../common/step-run.ts';
 import type { ResultMessage } from '../common/protocol.ts';
 import { envBool } from './cli/train.ts';
@@ -15,6 +16,15 @@ import { judgeStep, screenWithHistory, slotSummaries } from './step-judge.ts';
 /** Whether DTRAIN_STEP_RUNS leaves runs of steps on (the default; 0 turns them off, every step then goes through the owner). */
 export function stepRunsOn(env: NodeJS.ProcessEnv = process.env): boolean {
   return envBool('DTRAIN_STEP_RUNS', env) ?? true;
+}
+
+/**
+ * Whether the compute threads of `dtrain train` will drive runs of steps for a job so configured:
+ * runs on, no BatchNorm, the mean, no reduction grain (the parts of Trainer.runSteps' conditions that
+ * the configuration decides before any thread starts).
+ */
+export function stepsRunFor(config: { model: ModelName; aggregation?: string; reduceGrain?: number }, env: NodeJS.ProcessEnv = process.env): boolean {
+  return stepRunsOn(env) && !MODEL_SPECS[config.model].batchNorm && (config.aggregation ?? 'mean') === 'mean' && (config.reduceGrain ?? 0) === 0;
 }
 
 /** Where the run may start and what bounds it. */

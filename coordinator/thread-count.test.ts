@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultThreadCount, MIN_FLOPS_PER_THREAD, trainingFlopsPerImage } from './thread-count.ts';
+import { defaultThreadCount, MIN_FLOPS_PER_PARAMETER_IN_RUNS, MIN_FLOPS_PER_THREAD, parameterCount, trainingFlopsPerImage } from './thread-count.ts';
 
 describe('trainingFlopsPerImage', () => {
   it('counts three passes over each Dense layer but no input gradient for the first (mlp)', () => {
@@ -46,5 +46,37 @@ describe('defaultThreadCount', () => {
 
   it('says why in one line, naming the override', () => {
     expect(defaultThreadCount('mlp', 32, undefined, 2).reason).toMatch(/1 of 2 cores.*MFLOP.*--workers/);
+  });
+});
+
+describe('defaultThreadCount where the threads drive runs of steps', () => {
+  it('counts every parameter a thread reads', () => {
+    expect(parameterCount('mlp')).toBe(402_250);
+    expect(parameterCount('lenet')).toBe(62_006);
+  });
+
+  it('gives lenet two threads from batch 16 up, where two were measured faster in runs', () => {
+    expect(defaultThreadCount('lenet', 32, undefined, 2, true).threads).toBe(2);
+    // 3,204,720 · 16 / 2 / 62,006 = 413 FLOP per parameter per thread
+    expect(defaultThreadCount('lenet', 16, undefined, 2, true).threads).toBe(2);
+    expect(defaultThreadCount('lenet', 8, undefined, 2, true).threads).toBe(1);
+  });
+
+  it('keeps the mlp on one thread up to batch 128, where two were slower or tied', () => {
+    for (const batch of [32, 64, 128]) expect(defaultThreadCount('mlp', batch, undefined, 2, true).threads).toBe(1);
+    // 1,625,856 · 256 / 2 / 402,250 = 517 FLOP per parameter per thread
+    expect(defaultThreadCount('mlp', 256, undefined, 2, true).threads).toBe(2);
+  });
+
+  it('caps threads by arithmetic per parameter on many cores', () => {
+    const t = defaultThreadCount('lenet', 32, undefined, 64, true).threads;
+    expect(t).toBe(Math.floor((trainingFlopsPerImage('lenet') * 32) / (MIN_FLOPS_PER_PARAMETER_IN_RUNS * parameterCount('lenet'))));
+    expect(t).toBeGreaterThan(2);
+    expect(t).toBeLessThan(64);
+  });
+
+  it('says the cut-off per parameter in its reason', () => {
+    // 1,625,856 · 32 / 2 / 402,250 = 65
+    expect(defaultThreadCount('mlp', 32, undefined, 2, true).reason).toMatch(/1 of 2 cores: a mlp step of 32 images is 52 MFLOP, 65 FLOP per parameter per thread on 2, and a thread of a run of steps needs at least 300 to gain more than it costs \(--workers overrides\)/);
   });
 });

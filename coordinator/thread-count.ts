@@ -21,10 +21,40 @@
  * 3,255/3,673 against two 3,942/4,434, 4,256/4,752. The cut-off, 64 MFLOP of training arithmetic
  * per thread and step, lies between lenet's 51 on two threads at batch 32 (slower) and its 103 at
  * batch 64 (faster): about 1.5 ms of kernel time on one core.
+ *
+ * Where the threads drive runs of steps themselves (coordinator/step-runs.ts: no BatchNorm, mean
+ * aggregation, no reduction grain), a shared step no longer costs the owning thread's hand-offs, and
+ * what a second thread costs is its own pass over the weights: each thread reads every weight and
+ * writes every gradient, whatever its share of the batch. The cut-off is then arithmetic per
+ * parameter. Measured on 2026-12-03 from 18:28 UTC, the same command with --epochs 2 and
+ * --workers 1|2 interleaved (mean step ms over steps 201–2500; img/s of both epochs):
+ *   - lenet at batch 32 (826 FLOP per parameter per thread on two), 6 pairs: two threads faster in
+ *     all 6, step 1.93/2.09, 1.79/2.45, 1.70/2.57, 2.26/2.31, 2.12/2.22, 1.75/2.08 ms;
+ *   - lenet at batch 16 (413), 2 pairs: two 14,025/14,704 and 13,356/14,776 against one
+ *     12,577/13,575 and 12,385/14,581;
+ *   - mlp at batch 32 (65), 3 pairs: two slower in all 3, step 1.31/1.05, 1.76/1.01, 2.17/1.34 ms;
+ *   - mlp at batch 64 (129), 2 pairs: two 24,100/33,358 and 33,543/37,435 against one
+ *     35,549/40,802 and 34,496/35,469;
+ *   - mlp at batch 128 (259), 2 pairs: a tie, two 50,782/55,933 and 55,807/54,030 against one
+ *     54,607/58,111 and 50,507/54,116.
+ * So a thread of a run needs at least 300 FLOP per parameter a step (ties go to fewer threads).
  */
 import { buildModel, type ModelName } from '../common/models.ts';
 
 export const MIN_FLOPS_PER_THREAD = 64e6;
+
+/** Where the threads drive runs of steps: the least training arithmetic per thread and step, per parameter of the model. */
+export const MIN_FLOPS_PER_PARAMETER_IN_RUNS = 300;
+
+/** The model's parameters (trainable and not): what every thread of a step reads. */
+export function parameterCount(model: ModelName): number {
+  const net = buildModel(model);
+  try {
+    return net.countParams();
+  } finally {
+    net.dispose();
+  }
+}
 
 /**
  * Training FLOPs per image (forward, both gradients): 2 FLOPs per multiply-add, three passes over
@@ -60,13 +90,19 @@ export interface ThreadChoice {
 /**
  * The default thread count: one per core, but no more than the step's arithmetic can keep busy.
  * With a fixed batch per worker every thread gets that batch whatever K is, so every core is used.
+ * `inRuns`: the threads will drive runs of steps (stepsRunFor), where the cut-off is arithmetic per
+ * parameter (MIN_FLOPS_PER_PARAMETER_IN_RUNS) instead of per thread.
  */
-export function defaultThreadCount(model: ModelName, batchSize: number, batchPerWorker: number | undefined, cores: number): ThreadChoice {
+export function defaultThreadCount(model: ModelName, batchSize: number, batchPerWorker: number | undefined, cores: number, inRuns = false): ThreadChoice {
   if (batchPerWorker) return { threads: cores, reason: `one per core (${cores}): --batch-per-worker gives each thread its own batch` };
   const stepFlops = trainingFlopsPerImage(model) * batchSize;
-  const threads = Math.max(1, Math.min(cores, Math.floor(stepFlops / MIN_FLOPS_PER_THREAD)));
+  const perThread = inRuns ? MIN_FLOPS_PER_PARAMETER_IN_RUNS * parameterCount(model) : MIN_FLOPS_PER_THREAD;
+  const threads = Math.max(1, Math.min(cores, Math.floor(stepFlops / perThread)));
   const mflop = Math.round(stepFlops / 1e6);
   if (threads === cores) return { threads, reason: `one per core (${cores}): a ${model} step of ${batchSize} images is ${mflop} MFLOP` };
-  const oneMore = Math.round(stepFlops / (threads + 1) / 1e6);
-  return { threads, reason: `${threads} of ${cores} cores: a ${model} step of ${batchSize} images is ${mflop} MFLOP, ${oneMore} per thread on ${threads + 1}, and a thread needs at least ${MIN_FLOPS_PER_THREAD / 1e6} MFLOP a step to gain more than it costs (--workers overrides)` };
+  const oneMore = stepFlops / (threads + 1);
+  const need = inRuns
+    ? `${Math.round(oneMore / (perThread / MIN_FLOPS_PER_PARAMETER_IN_RUNS))} FLOP per parameter per thread on ${threads + 1}, and a thread of a run of steps needs at least ${MIN_FLOPS_PER_PARAMETER_IN_RUNS}`
+    : `${Math.round(oneMore / 1e6)} per thread on ${threads + 1}, and a thread needs at least ${MIN_FLOPS_PER_THREAD / 1e6} MFLOP a step`;
+  return { threads, reason: `${threads} of ${cores} cores: a ${model} step of ${batchSize} images is ${mflop} MFLOP, ${need} to gain more than it costs (--workers overrides)` };
 }

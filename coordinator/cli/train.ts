@@ -150,8 +150,9 @@ export function registerTrainCommand(program: Command): void {
   cmd.addOption(envOption('--host <addr>', 'address the dashboard listens on, with --port', 'DTRAIN_HOST').default('127.0.0.1'));
   cmd.addOption(envOption('--reduce-grain <samples>', 'sum gradients per group of N samples, in float64: the same weights at any --workers, bit for bit (0: off; see docs/batchnorm.md)', 'DTRAIN_REDUCE_GRAIN').default(0).argParser(integer('--reduce-grain', 0, 65_536)));
   addTrainingOptions(cmd).action(async (flags: TrainingFlags & { workers?: number; port?: number; host: string; reduceGrain: number }) => {
-    const [{ defaultThreadCount }, { runJob }, { prestartThreads, startInProcessWorkers }, { stepsFromBackend }, { warmUpFor }, { EpochProgress }, { createRunWeb, logDashboardUrl }, { adapterName }] = await Promise.all([
+    const [{ defaultThreadCount }, { stepsRunFor }, { runJob }, { prestartThreads, startInProcessWorkers }, { stepsFromBackend }, { warmUpFor }, { EpochProgress }, { createRunWeb, logDashboardUrl }, { adapterName }] = await Promise.all([
       import('../thread-count.ts'),
+      import('../step-runs.ts'),
       import('../job.ts'),
       import('../inprocess.ts'),
       import('../shared-step.ts'),
@@ -160,7 +161,7 @@ export function registerTrainCommand(program: Command): void {
       import('../http/serve.ts'),
       import('../../common/webgpu.ts'),
     ]);
-    const threadChoice = flags.workers === undefined ? defaultThreadCount(flags.model, flags.batchSize, flags.batchPerWorker, availableParallelism()) : undefined;
+    const threadChoice = flags.workers === undefined ? defaultThreadCount(flags.model, flags.batchSize, flags.batchPerWorker, availableParallelism(), stepsRunFor(flags)) : undefined;
     const workers = flags.workers ?? threadChoice!.threads;
     const config = { ...trainConfigFromFlags(flags, workers), reduceGrain: flags.reduceGrain };
     const tty = process.stdout.isTTY === true && !flags.logFile;
