@@ -51,6 +51,34 @@ describe('Membership', () => {
     expect(lines.map((l) => l.event)).toEqual(['worker_joined', 'worker_evicted']);
   });
 
+  it('holds leave lines and events back while held, changes the live set at once, and tells them in order on release', async () => {
+    const { log, lines } = capturingLogger();
+    const m = new Membership(log);
+    const events: string[] = [];
+    m.onEvent((e) => events.push(`${e.kind}:${e.workerId}`));
+    const a = new FakeWorker('a');
+    m.join(a);
+    m.join(new FakeWorker('b'));
+    const release = m.holdNews();
+    // A second hold inside the first changes nothing: the outer release tells all.
+    m.holdNews()();
+    m.leave('a', 'evicted', 'too slow', 4004);
+    m.leave('b', 'left', 'bye');
+    expect(m.live()).toEqual([]);
+    expect(a.closed.length).toBe(1);
+    await new Promise((r) => setImmediate(r));
+    expect(lines.map((l) => l.event)).toEqual(['worker_joined', 'worker_joined']);
+    expect(events).toEqual(['joined:a', 'joined:b']);
+    release();
+    await new Promise((r) => setImmediate(r));
+    expect(lines.map((l) => [l.event, l.workerId, l.workers])).toEqual([['worker_joined', 'a', 1], ['worker_joined', 'b', 2], ['worker_evicted', 'a', 1], ['worker_left', 'b', 0]]);
+    expect(events).toEqual(['joined:a', 'joined:b', 'evicted:a', 'left:b']);
+    // Released: the next leave is told at once.
+    m.join(new FakeWorker('c'));
+    m.leave('c', 'left', 'bye');
+    expect(events.at(-1)).toBe('left:c');
+  });
+
   it('ignores a leave for a worker it never had', () => {
     const m = new Membership(silentLogger());
     m.leave('ghost', 'left', 'bye');

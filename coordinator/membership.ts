@@ -45,6 +45,8 @@ export class Membership {
   generation = 0;
   /** False when no worker can join later (worker threads): losing them all is then an error. */
   canGrow = true;
+  /** While held (holdNews): leave lines and events, to be told in order once released. */
+  private held: (() => void)[] | undefined;
 
   constructor(private readonly log: Logger) {}
 
@@ -63,10 +65,31 @@ export class Membership {
     this.workers.delete(id);
     this.generation++;
     const event = kind === 'evicted' ? 'worker_evicted' : 'worker_left';
-    this.log.warn({ event, workerId: id, reason, workers: this.workers.size, generation: this.generation }, `worker ${id} ${kind}: ${reason}`);
-    this.events.emit('event', { kind, workerId: id, reason } satisfies MembershipEvent);
+    const fields = { event, workerId: id, reason, workers: this.workers.size, generation: this.generation };
+    const tell = () => {
+      this.log.warn(fields, `worker ${id} ${kind}: ${reason}`);
+      this.events.emit('event', { kind, workerId: id, reason } satisfies MembershipEvent);
+    };
+    if (this.held) this.held.push(tell);
+    else tell();
     if (closeCode !== undefined) worker.close(closeCode, reason, kind);
     this.events.emit('change');
+  }
+
+  /**
+   * Holds back the log lines and observer events of leaves (the live set still changes at once)
+   * until the returned function is called, which tells them in order. A run of steps reports its
+   * steps after it ends (Trainer.runSteps): a thread lost during it is told after the steps it
+   * committed before it left.
+   */
+  holdNews(): () => void {
+    if (this.held) return () => {};
+    const held: (() => void)[] = [];
+    this.held = held;
+    return () => {
+      if (this.held === held) this.held = undefined;
+      for (const tell of held.splice(0)) tell();
+    };
   }
 
   live(): WorkerHandle[] {

@@ -24,7 +24,7 @@ import { GradientScreen, gradientsAgree, sliceNorm, summariesAgree, type SliceSu
 import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeAt, unsafeGradient } from './adam-guard.ts';
-import { stepTotals, type SharedStep } from './shared-step.ts';
+import { stepTotals, type RunOutcome as StepsRun, type SharedStep } from './shared-step.ts';
 import { refusalReason, runLength, runStepReports, stepRunsOn } from './step-runs.ts';
 import { StepSync } from './step-sync.ts';
 import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
@@ -433,7 +433,20 @@ export class Trainer {
     // A batch smaller than the thread count has fewer slices than threads: step by step.
     if (counts.length !== live.length) return 0;
     const positionSeed = this.stepSync.needsPosition ? config.seed >>> 0 : undefined;
-    const run = await shared.runSteps({ steps, firstStep: this.position.globalStep, offset: this.position.sampleOffset, batch, counts, positionSeed, history: this.screen.history }, config.stepTimeoutMs, signal);
+    const size = this.membership.size;
+    const release = this.membership.holdNews();
+    try {
+      return this.reportRun(await shared.runSteps({ steps, firstStep: this.position.globalStep, offset: this.position.sampleOffset, batch, counts, positionSeed, history: this.screen.history }, config.stepTimeoutMs, signal), steps, batch, counts, counters);
+    } finally {
+      // A thread lost during the run is told after the steps it committed before it left.
+      if (this.membership.size !== size) this.flushReport();
+      release();
+    }
+  }
+
+  /** The run's committed steps, reported in order, and a refusal's line; returns how many it committed. */
+  private reportRun(run: StepsRun, steps: number, batch: number, counts: number[], counters: RunCounters): number {
+    const shared = this.sharedStep!;
     // Where it committed none, the ordinary step goes next anyway (runSteps returns 0).
     this.stepNext = run.steps.length > 0 && run.steps.length < steps;
     shared.fusedOptimizerMs = 0;

@@ -7,6 +7,7 @@ import { CTL, OP, type StepMemory } from '../common/step-memory.ts';
 import type { Membership } from '../coordinator/membership.ts';
 import type { StepEvent, Trainer } from '../coordinator/trainer.ts';
 import type { SharedStep } from '../coordinator/shared-step.ts';
+import type { RunBoard } from '../common/step-run.ts';
 import type { TrainConfig } from '../common/config.ts';
 import type { DatasetSplits } from '../common/data/types.ts';
 import { loadNativeKernels } from '../common/kernels/native/addon.ts';
@@ -315,19 +316,34 @@ describe('runs of steps driven by the threads (real threads, the training set sh
     const runs: number[] = [];
     const left: string[] = [];
     const events: StepEvent[] = [];
+    const told: string[] = [];
     let membership: Membership | undefined;
     const crashed = await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, {
       shareTrainSet: true,
       trainer: countRuns(runs),
       membership: (m) => {
         membership = m;
-        m.onEvent((e) => e.kind !== 'joined' && left.push(e.workerId));
+        m.onEvent((e) => {
+          if (e.kind === 'joined') return;
+          left.push(e.workerId);
+          told.push(`left:${e.workerId}`);
+        });
       },
       hooks: {
         onStep: (e) => {
           events.push(e);
-          // Step 1 goes through the owner; the run of the next 19 is under way a few milliseconds later.
-          if (e.step === 1) setTimeout(() => void (membership!.live().find((w) => w.id === 'thread-2') as unknown as Exposed).thread.thread.terminate(), 5);
+          told.push(`step:${e.step}`);
+          // Step 1 goes through the owner, and is reported once the run of the next 19 is under way:
+          // thread 2 is terminated as soon as that run has committed 3 steps.
+          if (e.step === 1) {
+            const victim = membership!.live().find((w) => w.id === 'thread-2') as unknown as Exposed;
+            const board = (victim.shared as unknown as { runBoard: RunBoard }).runBoard;
+            const poll = setInterval(() => {
+              if (Atomics.load(board.words, board.threadWord(0, 'committed')) < 3) return;
+              clearInterval(poll);
+              void victim.thread.thread.terminate();
+            }, 0);
+          }
         },
       },
     });
@@ -339,6 +355,10 @@ describe('runs of steps driven by the threads (real threads, the training set sh
     // The first run ended when the thread died, uncommitted from there on; later runs went on one thread.
     expect(runs[0]).toBeLessThan(19);
     expect(runs.length).toBeGreaterThan(1);
+    // The thread's leave is told after the steps the run committed before it (step 1, then the run's).
+    expect(runs[0]).toBeGreaterThanOrEqual(3);
+    expect(told.indexOf('left:thread-2')).toBe(1 + runs[0]);
+    expect(told.filter((t) => t.startsWith('step:'))).toEqual(events.map((e) => `step:${e.step}`));
     // Steps on one thread sum one slice instead of two: the same gradient up to rounding.
     expect(crashed.weights.every(Number.isFinite)).toBe(true);
     expect(maxAbsDiff(crashed.weights, straight.weights)).toBeLessThan(1e-5);
