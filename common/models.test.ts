@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildModel, countParameters, modelSummary, MODEL_NAMES, parseModelName } from './models.ts';
+import { buildModel, countParameters, MODEL_SPECS, modelSummary, MODEL_NAMES, parseModelName } from './models.ts';
 import { initialWeights, weightLayout } from './weights.ts';
 
 describe('the four assignment models', () => {
@@ -16,6 +16,16 @@ describe('the four assignment models', () => {
       expect(countParameters(buildModel(name))).toEqual(keras[name]);
     });
   }
+
+  // The trainer decides from MODEL_SPECS alone whether runs of steps may go (step-runs.ts): a model
+  // whose spec missed its BatchNorm would run steps without the exchange its statistics need.
+  it('says which models have BatchNorm, as their layers do', () => {
+    for (const name of MODEL_NAMES) {
+      const layers = buildModel(name).layers.map((l) => l.getClassName());
+      expect([name, MODEL_SPECS[name].batchNorm]).toEqual([name, layers.includes('BatchNormalization')]);
+    }
+    expect(MODEL_NAMES.filter((n) => MODEL_SPECS[n].batchNorm)).toEqual(['cnn-bn']);
+  });
 
   it('mlp is 393,344 + 8,256 + 650 parameters, layer by layer', () => {
     expect(buildModel('mlp').layers.map((l) => l.countParams())).toEqual([393_344, 8_256, 650]);

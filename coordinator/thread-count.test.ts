@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultThreadCount, MIN_FLOPS_PER_PARAMETER_IN_RUNS, MIN_FLOPS_PER_THREAD, parameterCount, trainingFlopsPerImage } from './thread-count.ts';
+import { defaultThreadCount, MIN_FLOPS_PER_PARAMETER_IN_RUNS, MIN_FLOPS_PER_THREAD, modelArithmetic, parameterCount, trainingFlopsPerImage } from './thread-count.ts';
 
 describe('trainingFlopsPerImage', () => {
   it('counts three passes over each Dense layer but no input gradient for the first (mlp)', () => {
@@ -53,6 +53,10 @@ describe('defaultThreadCount where the threads drive runs of steps', () => {
   it('counts every parameter a thread reads', () => {
     expect(parameterCount('mlp')).toBe(402_250);
     expect(parameterCount('lenet')).toBe(62_006);
+  });
+
+  it('gives both numbers from one build of the model', () => {
+    expect(modelArithmetic('lenet')).toEqual({ parameters: parameterCount('lenet'), flopsPerImage: trainingFlopsPerImage('lenet') });
   });
 
   it('gives lenet two threads from batch 16 up, where two were measured faster in runs', () => {

@@ -39,6 +39,7 @@
  *     54,607/58,111 and 50,507/54,116.
  * So a thread of a run needs at least 300 FLOP per parameter a step (ties go to fewer threads).
  */
+import type { LayersModel } from '../common/tf.ts';
 import { buildModel, type ModelName } from '../common/models.ts';
 
 export const MIN_FLOPS_PER_THREAD = 64e6;
@@ -46,14 +47,27 @@ export const MIN_FLOPS_PER_THREAD = 64e6;
 /** Where the threads drive runs of steps: the least training arithmetic per thread and step, per parameter of the model. */
 export const MIN_FLOPS_PER_PARAMETER_IN_RUNS = 300;
 
-/** The model's parameters (trainable and not): what every thread of a step reads. */
-export function parameterCount(model: ModelName): number {
+/** What a step of the model asks of a thread, from one build of it. */
+export interface ModelArithmetic {
+  /** The model's parameters (trainable and not): what every thread of a step reads. */
+  parameters: number;
+  /** Training FLOPs per image (trainingFlopsPerImage). */
+  flopsPerImage: number;
+}
+
+/** The model's parameter count and training FLOPs per image, building it once. */
+export function modelArithmetic(model: ModelName): ModelArithmetic {
   const net = buildModel(model);
   try {
-    return net.countParams();
+    return { parameters: net.countParams(), flopsPerImage: flopsPerImageOf(net) };
   } finally {
     net.dispose();
   }
+}
+
+/** The model's parameters (trainable and not): what every thread of a step reads. */
+export function parameterCount(model: ModelName): number {
+  return modelArithmetic(model).parameters;
 }
 
 /**
@@ -62,23 +76,22 @@ export function parameterCount(model: ModelName): number {
  * BatchNorm and activations are memory traffic, not arithmetic, and are left out.
  */
 export function trainingFlopsPerImage(model: ModelName): number {
-  const net = buildModel(model);
-  try {
-    const macs: number[] = [];
-    for (const layer of net.layers) {
-      const kind = layer.getClassName();
-      // tfjs-layers makes repeated weight names unique with a suffix: conv2d/kernel_1.
-      const kernel = layer.weights.find((w) => /\/kernel(_\d+)?$/.test(w.name))?.shape as number[] | undefined;
-      if (!kernel) continue;
-      const outputShape = layer.outputShape as number[];
-      if (kind === 'Conv2D') macs.push(outputShape[1] * outputShape[2] * kernel.reduce((a, b) => a * b, 1));
-      else if (kind === 'Dense') macs.push(kernel[0] * kernel[1]);
-    }
-    const total = macs.reduce((a, b) => a + b, 0);
-    return 2 * (3 * total - (macs[0] ?? 0));
-  } finally {
-    net.dispose();
+  return modelArithmetic(model).flopsPerImage;
+}
+
+function flopsPerImageOf(net: LayersModel): number {
+  const macs: number[] = [];
+  for (const layer of net.layers) {
+    const kind = layer.getClassName();
+    // tfjs-layers makes repeated weight names unique with a suffix: conv2d/kernel_1.
+    const kernel = layer.weights.find((w) => /\/kernel(_\d+)?$/.test(w.name))?.shape as number[] | undefined;
+    if (!kernel) continue;
+    const outputShape = layer.outputShape as number[];
+    if (kind === 'Conv2D') macs.push(outputShape[1] * outputShape[2] * kernel.reduce((a, b) => a * b, 1));
+    else if (kind === 'Dense') macs.push(kernel[0] * kernel[1]);
   }
+  const total = macs.reduce((a, b) => a + b, 0);
+  return 2 * (3 * total - (macs[0] ?? 0));
 }
 
 export interface ThreadChoice {
@@ -95,14 +108,15 @@ export interface ThreadChoice {
  */
 export function defaultThreadCount(model: ModelName, batchSize: number, batchPerWorker: number | undefined, cores: number, inRuns = false): ThreadChoice {
   if (batchPerWorker) return { threads: cores, reason: `one per core (${cores}): --batch-per-worker gives each thread its own batch` };
-  const stepFlops = trainingFlopsPerImage(model) * batchSize;
-  const perThread = inRuns ? MIN_FLOPS_PER_PARAMETER_IN_RUNS * parameterCount(model) : MIN_FLOPS_PER_THREAD;
+  const { parameters, flopsPerImage } = modelArithmetic(model);
+  const stepFlops = flopsPerImage * batchSize;
+  const perThread = inRuns ? MIN_FLOPS_PER_PARAMETER_IN_RUNS * parameters : MIN_FLOPS_PER_THREAD;
   const threads = Math.max(1, Math.min(cores, Math.floor(stepFlops / perThread)));
   const mflop = Math.round(stepFlops / 1e6);
   if (threads === cores) return { threads, reason: `one per core (${cores}): a ${model} step of ${batchSize} images is ${mflop} MFLOP` };
   const oneMore = stepFlops / (threads + 1);
   const need = inRuns
-    ? `${Math.round(oneMore / (perThread / MIN_FLOPS_PER_PARAMETER_IN_RUNS))} FLOP per parameter per thread on ${threads + 1}, and a thread of a run of steps needs at least ${MIN_FLOPS_PER_PARAMETER_IN_RUNS}`
+    ? `${Math.round(oneMore / parameters)} FLOP per parameter per thread on ${threads + 1}, and a thread of a run of steps needs at least ${MIN_FLOPS_PER_PARAMETER_IN_RUNS}`
     : `${Math.round(oneMore / 1e6)} per thread on ${threads + 1}, and a thread needs at least ${MIN_FLOPS_PER_THREAD / 1e6} MFLOP a step`;
   return { threads, reason: `${threads} of ${cores} cores: a ${model} step of ${batchSize} images is ${mflop} MFLOP, ${need} to gain more than it costs (--workers overrides)` };
 }

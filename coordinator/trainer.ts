@@ -25,7 +25,7 @@ import { checkEvalResult } from './eval-check.ts';
 import { robustGradient } from './robust-aggregate.ts';
 import { allFinite, MAX_SAFE_GRADIENT, unsafeAt, unsafeGradient } from './adam-guard.ts';
 import { stepTotals, type RunOutcome as StepsRun, type SharedStep } from './shared-step.ts';
-import { refusalReason, runLength, runStepReports, stepRunsOn } from './step-runs.ts';
+import { refusalReason, runLength, runStepReports, stepsRunFor } from './step-runs.ts';
 import { StepSync } from './step-sync.ts';
 import { isBnSyncAborted } from '../common/bn-sync-errors.ts';
 import type { ResultMessage } from '../common/protocol.ts';
@@ -121,8 +121,8 @@ export class Trainer {
   private readonly screen: GradientScreen;
   /** Sample positions and BatchNorm exchange rounds: the same result at any worker count (step-sync.ts). */
   private readonly stepSync: StepSync;
-  /** Whether runs of steps driven by the threads may go (DTRAIN_STEP_RUNS). */
-  private readonly runsOn = stepRunsOn();
+  /** Whether this job's configuration lets the threads drive runs of steps (stepsRunFor; DTRAIN_STEP_RUNS read once). */
+  private readonly runsFor: boolean;
   /** The epoch order last written to the run board (SharedStep.writeOrder). */
   private orderShared: Uint32Array | undefined;
   /** The last run of steps ended short: the next step is the ordinary step's (runSteps). */
@@ -148,6 +148,7 @@ export class Trainer {
     this.screen = new GradientScreen(this.layout);
     this.stepSync = new StepSync(config.model, { seed: config.seed, mode: config.syncBatchNorm ?? 'exact', stepTimeoutMs: config.stepTimeoutMs, log });
     this.history = { model: config.model, epochs: [] };
+    this.runsFor = stepsRunFor(config);
   }
 
   /** True once every epoch has been trained (a resumed run may already be there). */
@@ -412,7 +413,7 @@ export class Trainer {
       this.stepNext = false;
       return 0;
     }
-    if (!shared?.runsSteps || !this.runsOn || this.stepSync.hasBatchNorm || (config.aggregation ?? 'mean') !== 'mean' || (config.reduceGrain ?? 0) !== 0 || !this.screen.hasHistory) return 0;
+    if (!shared?.runsSteps || !this.runsFor || !this.screen.hasHistory) return 0;
     const live = shared.liveThreads;
     // No thread left: the ordinary step says so (NoWorkersError) as it would anywhere.
     if (live.length === 0 || live.length !== this.membership.size) return 0;
