@@ -868,6 +868,45 @@ MULTIVERSION void bnGradInputLoop(const float* dy, const float* x, float* dx, co
   DTRAIN_BY_CHANNELS(bnGradInputRows, c, dy, x, dx, mean, rs, a, b, k, rows, c)
 }
 
+// bnGradInput's dx carried on through the relu whose output x is (the BatchNorm's input), in one
+// pass, dx never stored: dz = dx·[x > 0] as reluBackwardRows makes it, bias[c] += dz (reluBackward's
+// Σ dz) and inactive[c] −= dx·[x ≤ 0] (reluInactiveSumRows), each channel's sums in row order. Each
+// value is the three loops' own: the same float32 dx (contraction is off here), the same multiply
+// by 0 or 1, the same float64 additions in the same order.
+template <int64_t C>
+static inline __attribute__((always_inline)) void bnGradInputReluRows(const float* __restrict dy, const float* __restrict x, float* __restrict dz, const float* __restrict mean, const float* __restrict rs,
+                                                                      const float* __restrict a, const float* __restrict b, const float* __restrict k, double* __restrict biasOut,
+                                                                      double* __restrict inactiveOut, int64_t rows, int64_t cRun) {
+  constexpr int64_t L = C > 0 ? C : 1;
+  const int64_t c = C > 0 ? C : cRun;
+  double s[L], q[L];
+  double* bias = C > 0 ? s : biasOut;
+  double* inactive = C > 0 ? q : inactiveOut;
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) { s[ch] = biasOut[ch]; q[ch] = inactiveOut[ch]; }
+  for (int64_t r = 0; r < rows; r++) {
+    const float* g = dy + r * c;
+    const float* in = x + r * c;
+    float* out = dz + r * c;
+    for (int64_t ch = 0; ch < c; ch++) {
+      const float v = in[ch];
+      const float xhat = (v - mean[ch]) * rs[ch];
+      const float t = g[ch] - a[ch];
+      const float u = xhat * b[ch];
+      const float dx = (t - u) * k[ch];
+      const float d = dx * (v > 0.f ? 1.f : 0.f);
+      out[ch] = d;
+      bias[ch] += d;
+      inactive[ch] -= static_cast<double>(dx) * (v <= 0.f ? 1.0 : 0.0);
+    }
+  }
+  if (C > 0) for (int64_t ch = 0; ch < c; ch++) { biasOut[ch] = s[ch]; inactiveOut[ch] = q[ch]; }
+}
+
+MULTIVERSION void bnGradInputReluLoop(const float* dy, const float* x, float* dz, const float* mean, const float* rs, const float* a, const float* b, const float* k, double* bias, double* inactive,
+                                      int64_t rows, int64_t c) {
+  DTRAIN_BY_CHANNELS(bnGradInputReluRows, c, dy, x, dz, mean, rs, a, b, k, bias, inactive, rows, c)
+}
+
 // −Σ dx·[y ≤ 0] per channel in float64 (a relu's inactive positions; worker/layers/pre-norm-bias.ts):
 // the same multiply by 0 or 1 and subtraction, in the same order per channel, as its JavaScript.
 template <int64_t C>
@@ -1007,6 +1046,28 @@ napi_value BnGradInput(napi_env env, napi_callback_info info) {
     const float* ab = f32Arg(a, 4, 2 * c);
     float* dx = f32Arg(a, 5, rows * c);
     bnGradInputLoop(dy, x, dx, mrk, mrk + c, ab, ab + c, mrk + 2 * c, rows, c);
+  });
+}
+
+// bnGradInputRelu(heap, dy, x, meanRsK, ab, dz, rows, channels, sum, inactive: Float64Array(C)):
+// bnGradInput, then reluBackward and reluInactiveSum through x (a relu's output), in one pass: dz,
+// sum [C] (float32 on the heap) = Σ dz summed in float64 and rounded once, inactive = −Σ dx·[x ≤ 0].
+napi_value BnGradInputRelu(napi_env env, napi_callback_info info) {
+  return guarded(env, [&] {
+    Args a = readArgs(env, info, 10, "bnGradInputRelu");
+    int64_t rows, c;
+    rowsChannelsArgs(a, 6, rows, c, "bnGradInputRelu");
+    const float* dy = f32Arg(a, 1, rows * c);
+    const float* x = f32Arg(a, 2, rows * c);
+    const float* mrk = f32Arg(a, 3, 3 * c);
+    const float* ab = f32Arg(a, 4, 2 * c);
+    float* dz = f32Arg(a, 5, rows * c);
+    float* sum = f32Arg(a, 8, c);
+    double* inactive = f64Out(a, 9, c, "bnGradInputRelu");
+    std::vector<double> acc(c, 0.0);
+    std::fill(inactive, inactive + c, 0.0);
+    bnGradInputReluLoop(dy, x, dz, mrk, mrk + c, ab, ab + c, mrk + 2 * c, acc.data(), inactive, rows, c);
+    for (int64_t ch = 0; ch < c; ch++) sum[ch] = static_cast<float>(acc[ch]);
   });
 }
 
@@ -1705,7 +1766,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {{"conv2d", Conv2D}, {"conv2dBackpropInput", Conv2DBackpropInput}, {"conv2dBackpropFilter", Conv2DBackpropFilter},
              {"matMul", MatMul}, {"maxPool", MaxPool}, {"maxPoolGrad", MaxPoolGrad}, {"batchNorm", BatchNorm},
              {"batchNormGrad", BatchNormGrad}, {"bnMoments", BnMoments}, {"bnBackwardSums", BnBackwardSums},
-             {"bnGradInput", BnGradInput}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows}, {"populatePages", PopulatePages}, {"keepFreedMemory", KeepFreedMemory},
+             {"bnGradInput", BnGradInput}, {"bnGradInputRelu", BnGradInputRelu}, {"reluInactiveSum", ReluInactiveSum}, {"reluBackward", ReluBackward}, {"biasAdd", BiasAdd}, {"sumRows", SumRows}, {"standardize", Standardize}, {"stripeStep", StripeStep}, {"stripeStepFrom", StripeStepFrom}, {"gatherRows", GatherRows}, {"populatePages", PopulatePages}, {"keepFreedMemory", KeepFreedMemory},
              {"foldInto", FoldInto}, {"scaleBounded", ScaleBounded}, {"sumSquares", SumSquares}, {"adamInPlace", AdamInPlace}, {"info", Info}};
   for (const Fn& f : fns) {
     napi_value fn;

@@ -27,7 +27,7 @@ import { UploadScratch } from '../common/upload-scratch.ts';
 import { SYNC_READ_BACKENDS } from '../common/sync-read.ts';
 import { NUM_CLASSES } from '../common/models.ts';
 import { dropoutMask, type SamplePosition } from './layers/seeded-dropout.ts';
-import { defaultPasses, identityExchange, syncBatchNormGradient, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
+import { defaultPasses, identityExchange, syncBatchNormGradient, syncBatchNormGradientRelu, syncStatistics, type ExchangePhase, type SyncStatistics } from './layers/sync-batch-norm.ts';
 import { inactiveForm, inactiveFormGradient, substituteChannels } from './layers/pre-norm-bias.ts';
 import { nativeReluBackward } from '../common/kernels/native/relu-backward.ts';
 import { sampleGroups, sumGroups, sumRounded, type SampleGroup } from '../common/reduce-grain.ts';
@@ -96,6 +96,8 @@ interface Pass {
   exchange: LayerExchange | undefined;
   /** The bias gradient a BatchNorm's backward pass computed for the stage before it, and its channels. */
   preNormBias?: { stage: number; form: boolean[]; gradient: Float64Array };
+  /** A BatchNorm's backward pass took the relu of the stage before it too: the gradient it passes on is dz, and this is the bias's Σ dz. */
+  reluDone?: { stage: number; biasSum: Tensor };
   /** With a reduction grain: the slice's groups of samples, each reduced on its own (common/reduce-grain.ts). */
   groups: SampleGroup[] | undefined;
   /** With a grain: the gradients summed in float64 (BatchNorm's γ and β, pre-norm biases). */
@@ -143,6 +145,8 @@ function groupedPasses(passes: BatchNormPasses, groups: readonly SampleGroup[]):
     moments: (x, channels) => concat(groups.map((g) => passes.moments(rowsOf(x, g), channels))),
     // The saved tensors: one per row (x, or x̂) first, then per channel.
     backwardSums: (dy, saved, channels) => concat(groups.map((g) => passes.backwardSums(rowsOf(dy, g), [rowsOf(saved[0], g), ...saved.slice(1)], channels))),
+    // Its relu sums run over the whole slice, not per group: with groups the relu's own pass takes them.
+    gradInputRelu: undefined,
   };
 }
 
@@ -251,6 +255,8 @@ export class DirectBackprop {
     }
     if (s.kind === 'batchnorm') {
       const n = pass.norms.get(i)!;
+      const fused = this.reluThroughNorm(i, dy, pass, grads);
+      if (fused) return fused;
       const r = syncBatchNormGradient(dy, n.saved, n.st, n.phase, n.passes);
       if (pass.groups) {
         // Each group's float64 sums rounded to float32, as a kernel would give them, then added exactly.
@@ -265,7 +271,9 @@ export class DirectBackprop {
       pass.preNormBias = this.preNormBias(i - 1, r.dx, n.st, pass);
       return r.dx;
     }
-    const dx = this.backward(s, pass.inputs[i], pass.outputs[i], dy, grads, needInput, i === this.stages.length - 1, pass.groups);
+    const done = pass.reluDone?.stage === i ? pass.reluDone.biasSum : undefined;
+    pass.reluDone = undefined;
+    const dx = this.backward(s, pass.inputs[i], pass.outputs[i], dy, grads, needInput, i === this.stages.length - 1, pass.groups, done);
     const bias = pass.preNormBias;
     if (bias && bias.stage === i && (s.kind === 'conv' || s.kind === 'dense')) {
       // As layers/pre-norm-bias.ts: −Σ_{y≤0} dx in the channels whose inactive positions are the minority.
@@ -277,6 +285,30 @@ export class DirectBackprop {
       pass.preNormBias = undefined;
     }
     return dx;
+  }
+
+  /**
+   * BatchNorm stage `i`'s backward pass where it normalizes a relu's output (its saved input is the
+   * stage before's output) and the passes can carry dx on through that relu (the native ones, without
+   * a reduction grain): the relu's backward, its bias's Σ dz and the pre-norm bias's sums come out of
+   * dx's own pass (BatchNormPasses.gradInputRelu), the same bits as the three passes one after
+   * another. Returns dz, for the stage before, which then skips its activation; undefined where it
+   * does not apply (the ordinary pass goes).
+   */
+  private reluThroughNorm(i: number, dy: Tensor, pass: Pass, grads: Map<tfc.Variable, Tensor>): Tensor | undefined {
+    const s = this.stages[i];
+    const before = this.stages[i - 1];
+    const n = pass.norms.get(i)!;
+    if (s.kind !== 'batchnorm' || pass.groups || !n.passes.gradInputRelu || n.saved[0] !== pass.outputs[i - 1]) return undefined;
+    if ((before?.kind !== 'conv' && before?.kind !== 'dense') || before.activation !== 'relu') return undefined;
+    const r = syncBatchNormGradientRelu(dy, n.saved, n.st, n.phase, n.passes as Required<BatchNormPasses>);
+    grads.set(s.gamma, r.dGamma);
+    grads.set(s.beta, r.dBeta);
+    pass.reluDone = { stage: i - 1, biasSum: r.relu.biasSum };
+    // As preNormBias: the channels whose inactive positions are the minority take −Σ_{y≤0} dx.
+    const form = inactiveForm('relu', n.st.global, n.st.channels);
+    pass.preNormBias = form.some((f) => f) ? { stage: i - 1, form, gradient: r.relu.inactive } : undefined;
+    return r.relu.dz;
   }
 
   /**
@@ -365,8 +397,18 @@ export class DirectBackprop {
     return parts.length === 1 ? parts[0][0] : tf.concat(parts.map((p) => p[0]));
   }
 
-  /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). */
-  private backward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean, groups: SampleGroup[] | undefined): Tensor {
+  /**
+   * The gradient through stage `s`'s activation, recording its bias's gradient; `biasDone`: a
+   * BatchNorm's pass took the activation already (dy is dz) and gave the bias's gradient.
+   */
+  private static throughActivation(relu: boolean, dy: Tensor, output: Tensor, bias: tfc.Variable, grads: Map<tfc.Variable, Tensor>, groups: SampleGroup[] | undefined, biasDone: Tensor | undefined): Tensor {
+    if (!biasDone) return DirectBackprop.activationBackward(relu, dy, output, bias, grads, groups);
+    grads.set(bias, biasDone);
+    return dy;
+  }
+
+  /** Records stage `s`'s weight gradients; returns the gradient of its input (if `needInput`). `biasDone`: as throughActivation. */
+  private backward(s: Exclude<Stage, { kind: 'dropout' | 'batchnorm' }>, input: Tensor, output: Tensor, dy: Tensor, grads: Map<tfc.Variable, Tensor>, needInput: boolean, lossStage: boolean, groups: SampleGroup[] | undefined, biasDone?: Tensor): Tensor {
     const engine = tfc.engine();
     switch (s.kind) {
       case 'flatten':
@@ -375,13 +417,13 @@ export class DirectBackprop {
         return engine.runKernel('MaxPoolGrad', { dy, input, output }, { filterSize: s.size, strides: s.strides, pad: 'valid', dimRoundingMode: undefined } as never) as Tensor;
       case 'dense': {
         // The loss stage's dy is already the gradient of the softmax's input.
-        const dz = DirectBackprop.activationBackward(!lossStage && s.activation === 'relu', dy, output, s.bias, grads, groups);
+        const dz = DirectBackprop.throughActivation(!lossStage && s.activation === 'relu', dy, output, s.bias, grads, groups, biasDone);
         const kernelGrad = (x: Tensor, d: Tensor) => tf.matMul(x as tfc.Tensor2D, d as tfc.Tensor2D, true, false);
         grads.set(s.kernel, groups ? perGroup(groups, [input, dz], ([x, d]) => kernelGrad(x, d)) : kernelGrad(input, dz));
         return needInput ? tf.matMul(dz as tfc.Tensor2D, s.kernel as tfc.Tensor2D, false, true) : dz;
       }
       case 'conv': {
-        const dz = DirectBackprop.activationBackward(s.activation === 'relu', dy, output, s.bias, grads, groups);
+        const dz = DirectBackprop.throughActivation(s.activation === 'relu', dy, output, s.bias, grads, groups, biasDone);
         const conv = { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', dimRoundingMode: undefined };
         const kernelGrad = (x: Tensor, d: Tensor) => engine.runKernel('Conv2DBackpropFilter', { x, dy: d }, { ...conv, filterShape: s.kernel.shape } as never) as Tensor;
         grads.set(s.kernel, groups ? perGroup(groups, [input, dz], ([x, d]) => kernelGrad(x, d)) : kernelGrad(input, dz));

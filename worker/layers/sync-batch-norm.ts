@@ -19,7 +19,7 @@
  */
 import { tf, tfc, type Tensor } from '../../common/tf.ts';
 import { localMoments, momentsLength } from '../../common/batch-moments.ts';
-import { nativeBatchNormPasses, type BatchNormPasses } from '../../common/kernels/native/sync-batch-norm-passes.ts';
+import { nativeBatchNormPasses, type BatchNormPasses, type ReluGradient } from '../../common/kernels/native/sync-batch-norm-passes.ts';
 
 export type ExchangePhase = 'forward' | 'backward';
 
@@ -105,21 +105,38 @@ export function syncStatistics(x: Tensor, epsilon: number, exchange: PhaseExchan
 /** The backward exchange and the exact gradient: dx over the global batch, and this slice's dγ, dβ. */
 /** `local`: this slice's float64 sums [Σdy…, Σdy·x̂…], of which dβ and dγ are the float32 roundings. */
 export function syncBatchNormGradient(dy: Tensor, saved: Tensor[], st: SyncStatistics, exchange: PhaseExchange, passes: BatchNormPasses): { dx: Tensor; dGamma: Tensor; dBeta: Tensor; local: Float64Array } {
+  const c = gradientCoefficients(dy, saved, st, exchange, passes);
+  return { dx: passes.gradInput(dy, saved, c.meanDy, c.meanDyXhat), ...scaleShiftGradients(c.local, st.channels), local: c.local };
+}
+
+/**
+ * syncBatchNormGradient where a relu's output is the BatchNorm's input, with passes that carry dx
+ * on through that relu in the same pass (BatchNormPasses.gradInputRelu): the relu's backward and
+ * its bias's sums instead of dx. The caller checks `passes.gradInputRelu` first (the exchange is
+ * made once, whichever way the gradient goes).
+ */
+export function syncBatchNormGradientRelu(dy: Tensor, saved: Tensor[], st: SyncStatistics, exchange: PhaseExchange, passes: Required<BatchNormPasses>): { relu: ReluGradient; dGamma: Tensor; dBeta: Tensor; local: Float64Array } {
+  const c = gradientCoefficients(dy, saved, st, exchange, passes);
+  return { relu: passes.gradInputRelu(dy, saved, c.meanDy, c.meanDyXhat), ...scaleShiftGradients(c.local, st.channels), local: c.local };
+}
+
+/** This slice's backward sums, and dx's coefficients Σdy/N and Σdy·x̂/N from the global batch's (exchanged). */
+function gradientCoefficients(dy: Tensor, saved: Tensor[], st: SyncStatistics, exchange: PhaseExchange, passes: BatchNormPasses): { local: Float64Array; meanDy: Float32Array; meanDyXhat: Float32Array } {
   const { channels, n } = st;
-  const localSums = passes.backwardSums(dy, saved, channels);
-  const sums = checkLength('gradient sums', exchange('backward', localSums), backwardSumsLength(channels));
+  const local = passes.backwardSums(dy, saved, channels);
+  const sums = checkLength('gradient sums', exchange('backward', local), backwardSumsLength(channels));
   const meanDy = new Float32Array(channels);
   const meanDyXhat = new Float32Array(channels);
   for (let c = 0; c < channels; c++) {
     meanDy[c] = sums[c] / n;
     meanDyXhat[c] = sums[channels + c] / n;
   }
-  return {
-    dx: passes.gradInput(dy, saved, meanDy, meanDyXhat),
-    dGamma: tf.tensor1d(Float32Array.from(localSums.subarray(channels))),
-    dBeta: tf.tensor1d(Float32Array.from(localSums.subarray(0, channels))),
-    local: localSums,
-  };
+  return { local, meanDy, meanDyXhat };
+}
+
+/** γ's and β's gradients: this slice's own Σdy·x̂ and Σdy, rounded to float32. */
+function scaleShiftGradients(local: Float64Array, channels: number): { dGamma: Tensor; dBeta: Tensor } {
+  return { dGamma: tf.tensor1d(Float32Array.from(local.subarray(channels))), dBeta: tf.tensor1d(Float32Array.from(local.subarray(0, channels))) };
 }
 
 /** The passes where they apply: the native ones (wasm with the addon), else the reference. */

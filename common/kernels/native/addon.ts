@@ -33,6 +33,12 @@ export interface NativeKernels {
   bnBackwardSums(heap: ArrayBuffer, dy: number, x: number, meanRs: number, rows: number, channels: number, out: Float64Array): void;
   /** dx = ((dy − a) − x̂·b)·k in float32; meanRsK is [3, C] on the heap (mean, rs, k), ab [2, C] (a, b). */
   bnGradInput(heap: ArrayBuffer, dy: number, x: number, meanRsK: number, ab: number, dx: number, rows: number, channels: number): void;
+  /**
+   * bnGradInput's dx carried through the relu whose output x is, in one pass (dx never stored):
+   * dz = dx·[x > 0], sum (C, float32 on the heap) = Σ dz in float64 rounded once, as reluBackward;
+   * inactive (C) = −Σ dx·[x ≤ 0] in float64, as reluInactiveSum. The same bits as the three passes.
+   */
+  bnGradInputRelu(heap: ArrayBuffer, dy: number, x: number, meanRsK: number, ab: number, dz: number, rows: number, channels: number, sum: number, inactive: Float64Array): void;
   /** out (C) = −Σ dx·[y ≤ 0] per channel in float64: a relu's inactive positions (worker/layers/pre-norm-bias.ts). */
   reluInactiveSum(heap: ArrayBuffer, dx: number, y: number, rows: number, channels: number, out: Float64Array): void;
   /** dz = y > 0 ? dy : 0 and sum[c] = Σ dz over the rows (float64, rounded once), in one pass. */
@@ -100,7 +106,7 @@ export type NativeLoad = { loaded: true; kernels: NativeKernels; path: string; i
 
 export const DEFAULT_ADDON_PATH = fileURLToPath(new URL('../../../native/build/dtrain-kernels.node', import.meta.url));
 
-const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'stripeStepFrom', 'gatherRows', 'populatePages', 'keepFreedMemory', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
+const FUNCTIONS = ['conv2d', 'conv2dBackpropInput', 'conv2dBackpropFilter', 'matMul', 'maxPool', 'maxPoolGrad', 'batchNorm', 'batchNormGrad', 'bnMoments', 'bnBackwardSums', 'bnGradInput', 'bnGradInputRelu', 'reluInactiveSum', 'reluBackward', 'biasAdd', 'sumRows', 'standardize', 'stripeStep', 'stripeStepFrom', 'gatherRows', 'populatePages', 'keepFreedMemory', 'foldInto', 'scaleBounded', 'sumSquares', 'adamInPlace', 'info'] as const;
 
 /** Reads DTRAIN_NATIVE_KERNELS: unset or 1 means "use it when present", 0 means never. */
 export function nativeKernelsWanted(env: NodeJS.ProcessEnv = process.env): boolean {

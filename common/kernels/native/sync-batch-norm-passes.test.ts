@@ -7,12 +7,14 @@ import { loadNativeKernels, type NativeKernels } from './addon.ts';
 import { countCalls, requireNativeOrSkip } from './native-testing.ts';
 import { uninstallNativeKernels } from './install-native.ts';
 import { nativeBatchNormPasses, nativeReluInactiveSum, type BatchNormPasses } from './sync-batch-norm-passes.ts';
+import { nativeReluBackward } from './relu-backward.ts';
 import { StepComputer } from '../../../worker/compute.ts';
+import { initialWeights } from '../../weights.ts';
 
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);
 
-const calls = load.loaded ? countCalls(load.kernels, ['bnMoments', 'bnBackwardSums', 'bnGradInput', 'reluInactiveSum']) : new Map<string, number>();
+const calls = load.loaded ? countCalls(load.kernels, ['bnMoments', 'bnBackwardSums', 'bnGradInput', 'bnGradInputRelu', 'reluInactiveSum', 'reluBackward']) : new Map<string, number>();
 
 afterAll(async () => {
   if (load.loaded) await use('wasm');
@@ -221,15 +223,15 @@ describe.runIf(native)('a whole cnn-bn training step with the native passes', ()
     const cpu = await onCpu.train(images, labels);
     onCpu.dispose();
     await use('onednn');
-    const before = calls.get('bnGradInput') ?? 0;
-    const inactiveBefore = calls.get('reluInactiveSum') ?? 0;
+    const before = new Map(calls);
     const onWasm = new StepComputer('cnn-bn', { kind: 'scale' });
     onWasm.setWeights(weights);
     const fast = await onWasm.train(images, labels);
     onWasm.dispose();
-    expect((calls.get('bnGradInput') ?? 0) - before).toBe(4); // one per BatchNorm layer
-    // The pre-norm bias gradients (worker/layers/pre-norm-bias.ts) took the native sum.
-    expect((calls.get('reluInactiveSum') ?? 0) - inactiveBefore).toBeGreaterThan(0);
+    const made = (f: string) => (calls.get(f) ?? 0) - (before.get(f) ?? 0);
+    // Every BatchNorm of cnn-bn normalizes a relu's output: its dx pass carries on through that relu
+    // (the pre-norm bias's sums included), so neither dx nor a separate relu pass is made.
+    expect([made('bnGradInputRelu'), made('bnGradInput'), made('reluInactiveSum')]).toEqual([4, 0, 0]);
     expect(Math.abs(fast.lossSum - cpu.lossSum) / Math.abs(cpu.lossSum)).toBeLessThan(1e-5);
     const errors = onCpu.layout.entries
       .filter((e) => e.trainable)
@@ -237,6 +239,83 @@ describe.runIf(native)('a whole cnn-bn training step with the native passes', ()
     expect(Math.max(...errors), errors.map((e) => e.toExponential(1)).join(' ')).toBeLessThan(1e-4);
     expect(relativeError(fast.stats, cpu.stats)).toBeLessThan(1e-5);
   }, 60_000);
+});
+
+describe.runIf(native)('the BatchNorm dx pass carried on through the relu before it (gradInputRelu)', () => {
+  it('leaves a whole cnn-bn step as it is without it, bit for bit: loss, every gradient, the slice statistics', async () => {
+    await use('onednn');
+    const rng = new TestRandom(23);
+    const images = Uint8Array.from({ length: 8 * 3072 }, () => rng.int(0, 255));
+    const labels = Uint8Array.from({ length: 8 }, () => rng.int(0, 9));
+    const step = async () => {
+      const c = new StepComputer('cnn-bn', { kind: 'scale' });
+      c.setWeights(initialWeights(c.layout, 5));
+      const r = await c.train(images, labels);
+      c.dispose();
+      return r;
+    };
+    await step();
+    const tensors = tf.memory().numTensors;
+    const before = calls.get('bnGradInputRelu') ?? 0;
+    const fused = await step();
+    expect((calls.get('bnGradInputRelu') ?? 0) - before).toBe(4);
+    // dz and the bias sums are freed with the step, as dx and the relu pass's outputs were.
+    expect(tf.memory().numTensors).toBe(tensors);
+    const passes = nativeBatchNormPasses()!;
+    const gradInputRelu = passes.gradInputRelu;
+    delete passes.gradInputRelu;
+    let apart;
+    try {
+      apart = await step();
+    } finally {
+      passes.gradInputRelu = gradInputRelu;
+    }
+    expect((calls.get('bnGradInputRelu') ?? 0) - before).toBe(4);
+    expect(fused.lossSum).toBe(apart.lossSum);
+    const firstDiffering = fused.gradientSum.findIndex((g, i) => !Object.is(g, apart.gradientSum[i]));
+    expect(firstDiffering, `gradient ${firstDiffering}: ${fused.gradientSum[firstDiffering]} against ${apart.gradientSum[firstDiffering]}`).toBe(-1);
+    expect(Array.from(fused.stats)).toEqual(Array.from(apart.stats));
+    expect(fused.gradientSum.some((g) => g !== 0)).toBe(true);
+  }, 60_000);
+
+  it.each(cases().map((c, i) => [label(c), c, i] as const))('gives %s the bits of bnGradInput, reluInactiveSum and reluBackward one after another', async (_l, c, i) => {
+    await use('onednn');
+    const passes = nativeBatchNormPasses()!;
+    const v = inputs(c, 300 + i);
+    // A relu's output: zeros (a few −0) where inactive, positives elsewhere; gradients of both signs.
+    const relu = Float32Array.from(v.x, (x, k) => (x > c.shift ? x : k % 7 === 0 ? -0 : 0));
+    type Parts = { dz: Float32Array; biasSum: Float32Array; inactive: Float64Array };
+    let got: { fused: Parts; apart: Parts } | undefined;
+    tf.tidy(() => {
+      const x = tf.tensor(relu, c.shape);
+      const dy = tf.tensor(v.dy, c.shape);
+      const saved = passes.save(x, tf.tensor1d(v.gamma), Float32Array.from(v.a, (a) => c.shift + a), Float32Array.from(v.b, (b) => 1 + Math.abs(b)));
+      const fused = passes.gradInputRelu!(dy, saved, v.a, v.b);
+      const dx = passes.gradInput(dy, saved, v.a, v.b);
+      const [dz, biasSum] = nativeReluBackward()!(dx, x);
+      got = {
+        fused: { dz: Float32Array.from(fused.dz.dataSync()), biasSum: Float32Array.from(fused.biasSum.dataSync()), inactive: fused.inactive },
+        apart: { dz: Float32Array.from(dz.dataSync()), biasSum: Float32Array.from(biasSum.dataSync()), inactive: nativeReluInactiveSum()!(dx, x) },
+      };
+    });
+    if (!got) throw new Error('no result');
+    expect(Array.from(got.fused.dz)).toEqual(Array.from(got.apart.dz));
+    expect(Array.from(got.fused.biasSum)).toEqual(Array.from(got.apart.biasSum));
+    expect(Array.from(got.fused.inactive)).toEqual(Array.from(got.apart.inactive));
+    // Not vacuous: some positions pass the relu and some do not.
+    expect(got.fused.dz.some((d) => d !== 0)).toBe(true);
+    expect(relu.some((y) => y <= 0)).toBe(relu.length > 1);
+  });
+
+  it('is absent from the reference passes, which make dx alone', () => {
+    expect(referencePasses.gradInputRelu).toBeUndefined();
+  });
+
+  it('refuses an inactive-sums array of the wrong length', async () => {
+    await use('onednn');
+    const addon = (load as { kernels: NativeKernels }).kernels;
+    expect(() => addon.bnGradInputRelu(new ArrayBuffer(64), 0, 0, 0, 0, 0, 2, 2, 0, new Float64Array(3))).toThrow(/Float64Array of 2 values/);
+  });
 });
 
 /** worker/layers/pre-norm-bias.ts's loop (its working-tree version), restated for all channels. */

@@ -4,6 +4,9 @@
  * Σdy·x̂, and dx. Nothing is read back to JavaScript and x̂ is never stored: each pass recomputes
  * it from x. Every pass is bit-identical to the JavaScript/tfjs reference in sync-batch-norm.ts
  * (same float32 and float64 operations in the same order per channel; see native/dtrain-kernels.cc).
+ * Where a relu's output is the BatchNorm's input, dx's pass can carry on through that relu
+ * (gradInputRelu): the bits of bnGradInput, reluInactiveSum and reluBackward one after another, in
+ * one read of dy and x (worker/direct-backprop.ts; docs/kernels.md).
  *
  * `nativeBatchNormPasses()` answers only when the native kernels are installed and the wasm
  * backend is active; otherwise sync-batch-norm.ts uses its reference passes.
@@ -24,9 +27,26 @@ export interface BatchNormPasses {
   backwardSums(dy: Tensor, saved: Tensor[], channels: number): Float64Array;
   /** dx = ((dy − a) − x̂·b)·k in float32, k = γ·rs. */
   gradInput(dy: Tensor, saved: Tensor[], a: Float32Array, b: Float32Array): Tensor;
+  /**
+   * Where a relu's output is this BatchNorm's input x: gradInput's dx carried on through that relu in
+   * the same pass (the native passes only): the relu's backward and its bias's sums, as
+   * worker/direct-backprop.ts would take them next from dx (ReluGradient).
+   */
+  gradInputRelu?(dy: Tensor, saved: Tensor[], a: Float32Array, b: Float32Array): ReluGradient;
+}
+
+/** A relu's backward pass through dx, the gradient of its output y: what reluBackward and reluInactiveSum give. */
+export interface ReluGradient {
+  /** dx·[y > 0]. */
+  dz: Tensor;
+  /** [C] float32: Σ dz over the leading axes (float64 sums rounded once), the bias's gradient. */
+  biasSum: Tensor;
+  /** [C] float64: −Σ dx·[y ≤ 0], the pre-norm bias's sums (worker/layers/pre-norm-bias.ts). */
+  inactive: Float64Array;
 }
 
 export const SYNC_BN_GRAD_INPUT = 'DtrainSyncBatchNormGradInput';
+export const SYNC_BN_GRAD_INPUT_RELU = 'DtrainSyncBatchNormGradInputRelu';
 
 const rowsOf = (shape: number[], channels: number): number => shape.reduce((a, d) => a * d, 1) / channels;
 
@@ -56,6 +76,50 @@ export function syncBatchNormGradInputKernel(native: NativeKernels): tfc.KernelC
       return dx;
     },
   };
+}
+
+/**
+ * [dz, Σ dz] = bnGradInputRelu(dy, x, [mean; rs; k], [a; b]) as a wasm kernel, so that the backend
+ * allocates both; the inactive positions' float64 sums go into the `inactive` attribute's array.
+ */
+export function syncBatchNormGradInputReluKernel(native: NativeKernels): tfc.KernelConfig {
+  return {
+    kernelName: SYNC_BN_GRAD_INPUT_RELU,
+    backendName: WASM,
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const b = backend as unknown as HeapBackend;
+      const { dy, x, meanRsK, ab } = inputsOf(inputs, 'dy', 'x', 'meanRsK', 'ab');
+      const channels = meanRsK.shape[1];
+      checkFloat('dy', dy, channels);
+      if (dy.shape.join() !== x.shape.join()) throw new Error(`Expected dy and x of one shape, but got [${dy.shape.join(',')}] and [${x.shape.join(',')}].`);
+      const inactive = (attrs as unknown as { inactive: Float64Array }).inactive;
+      if (!(inactive instanceof Float64Array) || inactive.length !== channels) throw new Error(`Expected a Float64Array of ${channels} values for the inactive sums, but got ${String(inactive)}.`);
+      const dz = b.makeOutput(x.shape.slice(), 'float32');
+      const sum = b.makeOutput([channels], 'float32');
+      const rows = rowsOf(x.shape, channels);
+      if (rows > 0) {
+        native.bnGradInputRelu(heapOf(b), b.getMemoryOffset(dy.dataId), b.getMemoryOffset(x.dataId), b.getMemoryOffset(meanRsK.dataId), b.getMemoryOffset(ab.dataId),
+          b.getMemoryOffset(dz.dataId), rows, channels, b.getMemoryOffset(sum.dataId), inactive);
+      } else {
+        inactive.fill(0);
+        new Float32Array(heapOf(b), b.getMemoryOffset(sum.dataId), channels).fill(0);
+      }
+      return [dz, sum];
+    },
+  };
+}
+
+/** `a` and `b` as the [2, C] tensor the gradient kernels take, for the length of `run`. */
+function withAb<T>(a: Float32Array, b: Float32Array, run: (ab: Tensor) => T): T {
+  const ab = new Float32Array(2 * a.length);
+  ab.set(a);
+  ab.set(b, a.length);
+  const abT = tf.tensor2d(ab, [2, a.length]);
+  try {
+    return run(abT);
+  } finally {
+    abT.dispose();
+  }
 }
 
 /** The passes on the addon; valid while the wasm backend is the active one. */
@@ -92,15 +156,13 @@ export function nativePasses(native: NativeKernels): BatchNormPasses {
     },
     gradInput(dy, saved, a, b) {
       const [x, meanRsK] = saved;
-      const ab = new Float32Array(2 * a.length);
-      ab.set(a);
-      ab.set(b, a.length);
-      const abT = tf.tensor2d(ab, [2, a.length]);
-      try {
-        return tfc.engine().runKernel(SYNC_BN_GRAD_INPUT, { dy, x, meanRsK, ab: abT }) as Tensor;
-      } finally {
-        abT.dispose();
-      }
+      return withAb(a, b, (ab) => tfc.engine().runKernel(SYNC_BN_GRAD_INPUT, { dy, x, meanRsK, ab }) as Tensor);
+    },
+    gradInputRelu(dy, saved, a, b) {
+      const [x, meanRsK] = saved;
+      const inactive = new Float64Array(a.length);
+      const [dz, biasSum] = withAb(a, b, (ab) => tfc.engine().runKernel(SYNC_BN_GRAD_INPUT_RELU, { dy, x, meanRsK, ab }, { inactive } as never) as unknown as [Tensor, Tensor]);
+      return { dz, biasSum, inactive };
     },
   };
 }
@@ -115,6 +177,7 @@ export function setNativeBatchNormKernels(native: NativeKernels | undefined): vo
   }
   if (installed?.native === native) return;
   registerWasmKernel(syncBatchNormGradInputKernel(native));
+  registerWasmKernel(syncBatchNormGradInputReluKernel(native));
   installed = { native, passes: nativePasses(native) };
 }
 
