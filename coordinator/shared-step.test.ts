@@ -148,7 +148,11 @@ async function trainShared(k: number, poison: Poison = () => undefined, honest: 
   const data = await syntheticData(128, 20);
   if (tweaks.sharedTrainSet) data.train = gatherImages(data.train, Uint32Array.from({ length: data.train.count }, (_, i) => i), true);
   const trainer = new Trainer(config, data, membership, log);
-  if (tweaks.runs === false) (trainer as unknown as { runsOn: boolean }).runsOn = false;
+  if (tweaks.runs === false) {
+    // A private field: fail loudly if it is renamed, rather than leave the runs on unnoticed.
+    expect(Object.hasOwn(trainer, 'runsFor')).toBe(true);
+    (trainer as unknown as { runsFor: boolean }).runsFor = false;
+  }
   if (honest.screen === false) (trainer as unknown as { screen: GradientScreen }).screen = new GradientScreen(trainer.layout, { factor: Infinity });
   const order = permutation(data.train.count, config.seed + 1);
   const outliers = (honest.outlierPositions ?? []).map((p) => data.train.images.slice(order[p] * IMAGE_BYTES, (order[p] + 1) * IMAGE_BYTES));
