@@ -846,7 +846,16 @@ MULTIVERSION void bnBackwardSumsLoop(const float* dy, const float* x, const floa
   DTRAIN_BY_CHANNELS(bnBackwardSumsRows, c, dy, x, mean, rs, sumDy, sumDyXhat, rows, c)
 }
 
-// dx = ((dy − a) − x̂·b)·k, all float32, x̂ recomputed from x.
+// One element of a BatchNorm's dx: ((dy − a) − x̂·b)·k, all float32 (contraction is off here), x̂
+// recomputed from x as (x − mean)·rs. Both dx loops below use it, so they round alike.
+static inline __attribute__((always_inline)) float bnDx(float dy, float x, float mean, float rs, float a, float b, float k) {
+  const float xhat = (x - mean) * rs;
+  const float t = dy - a;
+  const float u = xhat * b;
+  return (t - u) * k;
+}
+
+// dx = bnDx over [rows, C].
 template <int64_t C>
 static inline __attribute__((always_inline)) void bnGradInputRows(const float* __restrict dy, const float* __restrict x, float* __restrict dx, const float* __restrict mean, const float* __restrict rs,
                                                                   const float* __restrict a, const float* __restrict b, const float* __restrict k, int64_t rows, int64_t cRun) {
@@ -855,12 +864,7 @@ static inline __attribute__((always_inline)) void bnGradInputRows(const float* _
     const float* g = dy + r * c;
     const float* in = x + r * c;
     float* out = dx + r * c;
-    for (int64_t ch = 0; ch < c; ch++) {
-      const float xhat = (in[ch] - mean[ch]) * rs[ch];
-      const float t = g[ch] - a[ch];
-      const float u = xhat * b[ch];
-      out[ch] = (t - u) * k[ch];
-    }
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = bnDx(g[ch], in[ch], mean[ch], rs[ch], a[ch], b[ch], k[ch]);
   }
 }
 
@@ -889,10 +893,7 @@ static inline __attribute__((always_inline)) void bnGradInputReluRows(const floa
     float* out = dz + r * c;
     for (int64_t ch = 0; ch < c; ch++) {
       const float v = in[ch];
-      const float xhat = (v - mean[ch]) * rs[ch];
-      const float t = g[ch] - a[ch];
-      const float u = xhat * b[ch];
-      const float dx = (t - u) * k[ch];
+      const float dx = bnDx(g[ch], v, mean[ch], rs[ch], a[ch], b[ch], k[ch]);
       const float d = dx * (v > 0.f ? 1.f : 0.f);
       out[ch] = d;
       bias[ch] += d;
@@ -1033,19 +1034,32 @@ napi_value ReluBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+// The operands bnGradInput and bnGradInputRelu share, arguments 1-7: dy, x, meanRsK [3, C], ab [2, C],
+// the output [rows, C], rows, channels.
+struct BnGradOperands {
+  int64_t rows, c;
+  const float *dy, *x, *mrk, *ab;
+  float* out;
+};
+
+BnGradOperands bnGradOperands(const Args& a, const char* name) {
+  BnGradOperands o;
+  rowsChannelsArgs(a, 6, o.rows, o.c, name);
+  o.dy = f32Arg(a, 1, o.rows * o.c);
+  o.x = f32Arg(a, 2, o.rows * o.c);
+  o.mrk = f32Arg(a, 3, 3 * o.c);
+  o.ab = f32Arg(a, 4, 2 * o.c);
+  o.out = f32Arg(a, 5, o.rows * o.c);
+  return o;
+}
+
 // bnGradInput(heap, dy, x, meanRsK, ab, dx, rows, channels): meanRsK is [3, C] float32 on the heap
 // (mean, rs, k), ab is [2, C] (a, b); dx = ((dy − a) − x̂·b)·k, x̂ = (x − mean)·rs
 napi_value BnGradInput(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
-    Args a = readArgs(env, info, 8, "bnGradInput");
-    int64_t rows, c;
-    rowsChannelsArgs(a, 6, rows, c, "bnGradInput");
-    const float* dy = f32Arg(a, 1, rows * c);
-    const float* x = f32Arg(a, 2, rows * c);
-    const float* mrk = f32Arg(a, 3, 3 * c);
-    const float* ab = f32Arg(a, 4, 2 * c);
-    float* dx = f32Arg(a, 5, rows * c);
-    bnGradInputLoop(dy, x, dx, mrk, mrk + c, ab, ab + c, mrk + 2 * c, rows, c);
+    const BnGradOperands o = bnGradOperands(readArgs(env, info, 8, "bnGradInput"), "bnGradInput");
+    const int64_t c = o.c;
+    bnGradInputLoop(o.dy, o.x, o.out, o.mrk, o.mrk + c, o.ab, o.ab + c, o.mrk + 2 * c, o.rows, c);
   });
 }
 
@@ -1055,18 +1069,13 @@ napi_value BnGradInput(napi_env env, napi_callback_info info) {
 napi_value BnGradInputRelu(napi_env env, napi_callback_info info) {
   return guarded(env, [&] {
     Args a = readArgs(env, info, 10, "bnGradInputRelu");
-    int64_t rows, c;
-    rowsChannelsArgs(a, 6, rows, c, "bnGradInputRelu");
-    const float* dy = f32Arg(a, 1, rows * c);
-    const float* x = f32Arg(a, 2, rows * c);
-    const float* mrk = f32Arg(a, 3, 3 * c);
-    const float* ab = f32Arg(a, 4, 2 * c);
-    float* dz = f32Arg(a, 5, rows * c);
+    const BnGradOperands o = bnGradOperands(a, "bnGradInputRelu");
+    const int64_t c = o.c;
     float* sum = f32Arg(a, 8, c);
     double* inactive = f64Out(a, 9, c, "bnGradInputRelu");
     std::vector<double> acc(c, 0.0);
     std::fill(inactive, inactive + c, 0.0);
-    bnGradInputReluLoop(dy, x, dz, mrk, mrk + c, ab, ab + c, mrk + 2 * c, acc.data(), inactive, rows, c);
+    bnGradInputReluLoop(o.dy, o.x, o.out, o.mrk, o.mrk + c, o.ab, o.ab + c, o.mrk + 2 * c, acc.data(), inactive, o.rows, c);
     for (int64_t ch = 0; ch < c; ch++) sum[ch] = static_cast<float>(acc[ch]);
   });
 }
