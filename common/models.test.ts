@@ -21,7 +21,9 @@ describe('the four assignment models', () => {
   // whose spec missed its BatchNorm would run steps without the exchange its statistics need.
   it('says which models have BatchNorm, as their layers do', () => {
     for (const name of MODEL_NAMES) {
-      const layers = buildModel(name).layers.map((l) => l.getClassName());
+      const model = buildModel(name);
+      const layers = model.layers.map((l) => l.getClassName());
+      model.dispose();
       expect([name, MODEL_SPECS[name].batchNorm]).toEqual([name, layers.includes('BatchNormalization')]);
     }
     expect(MODEL_NAMES.filter((n) => MODEL_SPECS[n].batchNorm)).toEqual(['cnn-bn']);

@@ -63,6 +63,19 @@ describe.runIf(native)('the native relu backward pass', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
+  it('sums no rows to zeros: an empty slice leaves no stale heap memory in Σ dz', async () => {
+    await use('onednn');
+    const sums: number[][] = [];
+    for (let i = 0; i < 4; i++) {
+      // Freed heap memory of the sum's size, full of 7s, for the allocator to hand out again.
+      tf.dispose(tf.tidy(() => tf.add(tf.fill([37], 7), 0)));
+      tf.tidy(() => {
+        sums.push(Array.from(nativeReluBackward()!(tf.zeros([0, 37]), tf.zeros([0, 37]))[1].dataSync()));
+      });
+    }
+    for (const sum of sums) expect(sum).toEqual(new Array(37).fill(0));
+  });
+
   it('is not offered off the native kernels', async () => {
     await use('wasm');
     expect(nativeReluBackward()).toBeUndefined();

@@ -34,6 +34,9 @@ function kernel(native: NativeKernels): tfc.KernelConfig {
       const sum = b.makeOutput([channels], 'float32');
       if (rows > 0 && channels > 0) {
         native.reluBackward(heapOf(b), b.getMemoryOffset(dy.dataId), b.getMemoryOffset(y.dataId), b.getMemoryOffset(dz.dataId), rows, channels, b.getMemoryOffset(sum.dataId));
+      } else if (channels > 0) {
+        // No rows: Σ dz is zero, and the output is fresh heap memory that nothing has written.
+        new Float32Array(heapOf(b), b.getMemoryOffset(sum.dataId), channels).fill(0);
       }
       return [dz, sum];
     },

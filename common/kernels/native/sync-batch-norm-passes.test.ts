@@ -10,6 +10,7 @@ import { nativeBatchNormPasses, nativeReluInactiveSum, type BatchNormPasses } fr
 import { nativeReluBackward } from './relu-backward.ts';
 import { StepComputer } from '../../../worker/compute.ts';
 import { initialWeights } from '../../weights.ts';
+import { DirectBackprop } from '../../../worker/direct-backprop.ts';
 
 const load = loadNativeKernels();
 const native = requireNativeOrSkip(load);
@@ -66,7 +67,14 @@ function cases(): Case[] {
       ? { shape: [1 + Math.floor(rng.next() * 6), 1 + Math.floor(rng.next() * 9), 1 + Math.floor(rng.next() * 9), c], shift: (rng.next() - 0.5) * 200, scale: 0.01 + rng.next() * 3 }
       : { shape: [1 + Math.floor(rng.next() * 40), c], shift: rng.next() * 5, scale: 1 };
   });
-  return [...random, { shape: [8, 30, 30, 32], shift: 0.3, scale: 1 }, { shape: [8, 13, 13, 64], shift: 1000, scale: 0.001 }, { shape: [32, 64], shift: 0, scale: 2 }];
+  // The native loops specialize 32 and 64 channels; the fixed cases after the models' shapes take
+  // the generic loop whatever the random ones pick.
+  const generic = [
+    { shape: [3, 5, 5, 37], shift: 0.5, scale: 1 },
+    { shape: [7, 1], shift: 0, scale: 1 },
+    { shape: [2, 4, 4, 16], shift: 3, scale: 0.5 },
+  ];
+  return [...random, { shape: [8, 30, 30, 32], shift: 0.3, scale: 1 }, { shape: [8, 13, 13, 64], shift: 1000, scale: 0.001 }, { shape: [32, 64], shift: 0, scale: 2 }, ...generic];
 }
 
 const label = (c: Case) => `[${c.shape.join(',')}] values ${c.shift.toFixed(2)} ± ${c.scale.toFixed(3)}`;
@@ -311,10 +319,70 @@ describe.runIf(native)('the BatchNorm dx pass carried on through the relu before
     expect(referencePasses.gradInputRelu).toBeUndefined();
   });
 
-  it('refuses an inactive-sums array of the wrong length', async () => {
+  it('refuses an inactive-sums array of the wrong length or type, an operand outside the heap and a missing argument', async () => {
     await use('onednn');
     const addon = (load as { kernels: NativeKernels }).kernels;
-    expect(() => addon.bnGradInputRelu(new ArrayBuffer(64), 0, 0, 0, 0, 0, 2, 2, 0, new Float64Array(3))).toThrow(/Float64Array of 2 values/);
+    const heap = new ArrayBuffer(64);
+    expect(() => addon.bnGradInputRelu(heap, 0, 0, 0, 0, 0, 2, 2, 0, new Float64Array(3))).toThrow(/Float64Array of 2 values/);
+    expect(() => addon.bnGradInputRelu(heap, 0, 0, 0, 0, 0, 2, 2, 0, new Float32Array(2) as unknown as Float64Array)).toThrow(/Float64Array of 2 values/);
+    // The sum's 2 floats at byte 60 would end 4 bytes past the heap.
+    expect(() => addon.bnGradInputRelu(heap, 0, 0, 0, 0, 0, 2, 2, 60, new Float64Array(2))).toThrow(/outside the wasm heap/);
+    const call = addon.bnGradInputRelu as unknown as (...args: unknown[]) => void;
+    expect(() => call(heap, 0, 0, 0, 0, 0, 2, 2, 0)).toThrow(/bnGradInputRelu/);
+  });
+
+  /** A BatchNorm after a small conv with `activation`, then a softmax layer: the gradients of one step by the direct path (sorted by variable name), and the fused passes it made. */
+  function smallStep(activation: 'linear' | 'relu', grain: number, fused: boolean) {
+    const rng = new TestRandom(29);
+    const model = tf.sequential({
+      layers: [
+        tf.layers.conv2d({ inputShape: [6, 6, 3], filters: 5, kernelSize: 3, activation, biasInitializer: 'randomNormal' }),
+        tf.layers.batchNormalization(),
+        tf.layers.flatten(),
+        tf.layers.dense({ units: 10, activation: 'softmax' }),
+      ],
+    });
+    // The same weights in each model (Keras initializes them at random).
+    for (const w of model.weights) tf.tidy(() => void w.write(tf.tensor(rng.array(sizeOf(w.shape as number[])), w.shape as number[])));
+    const passes = nativeBatchNormPasses()!;
+    const gradInputRelu = passes.gradInputRelu;
+    if (!fused) delete passes.gradInputRelu;
+    const before = calls.get('bnGradInputRelu') ?? 0;
+    try {
+      const direct = DirectBackprop.plan(model);
+      if (!direct) throw new Error('the direct path refused the small model');
+      const x = rng.array(8 * 6 * 6 * 3);
+      const labels = Uint8Array.from({ length: 8 }, (_, k) => k % 10);
+      let grads: (readonly [string, number[]])[] = [];
+      tf.tidy(() => {
+        const r = direct.forwardBackward(tf.tensor(x, [8, 6, 6, 3]), labels, { seed: 1, step: 0, firstSample: 0 }, undefined, grain);
+        // Each model numbers its layers' names: keep the layer kind and the weight.
+        const name = (v: { name: string }) => v.name.replace(/\d+\//, '/');
+        const all = [...r.grads].map(([v, g]) => [name(v), Array.from(g.dataSync())] as const);
+        grads = [...all, ...[...r.wide].map(([v, g]) => [name(v), Array.from(g)] as const)].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+      });
+      return { grads, made: (calls.get('bnGradInputRelu') ?? 0) - before };
+    } finally {
+      passes.gradInputRelu = gradInputRelu;
+      model.dispose();
+    }
+  }
+
+  it.each([
+    ['a relu', 'relu', 0, 1],
+    ['a linear layer', 'linear', 0, 0],
+    ['a relu, with a reduction grain', 'relu', 2, 0],
+  ] as const)('is taken after %s: %s, grain %i, %i fused passes, and the gradients are the separate passes\' bit for bit', async (_l, activation, grain, expected) => {
+    await use('onednn');
+    const tensors = tf.memory().numTensors;
+    const fused = smallStep(activation, grain, true);
+    const apart = smallStep(activation, grain, false);
+    expect(fused.made).toBe(expected);
+    expect(apart.made).toBe(0);
+    expect(fused.grads.map(([n]) => n)).toEqual(apart.grads.map(([n]) => n));
+    fused.grads.forEach(([n, g], i) => expect(g, n).toEqual(apart.grads[i][1]));
+    expect(fused.grads.some(([, g]) => g.some((v) => v !== 0))).toBe(true);
+    expect(tf.memory().numTensors).toBe(tensors);
   });
 });
 
