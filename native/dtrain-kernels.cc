@@ -1291,18 +1291,13 @@ __attribute__((target("avx512f"))) void squares16(const double* g, __mmask16 k16
   sqHi = _mm512_add_pd(sqHi, _mm512_mul_pd(hi, hi));
 }
 
-// How far ahead of the lane it works on (in floats: 1 KB) the AVX-512 stripe asks for its weight and
-// moment streams. The stripe reads w, m and v and writes w, m, v and the backend's weights, 402,250
-// lanes each for the mlp: more streams than the hardware prefetchers keep ahead of, and perf put most
-// of the loop's samples on the instructions waiting for those loads. `dtrain train --model mlp` at its
-// defaults (one thread), mean over steps 201-2500, interleaved pairs without/with (2026-12-04): the
-// stripe 0.27/0.22, 0.29/0.23, 0.56/0.21, 0.24/0.21, 0.31/0.28, 0.29/0.27, 0.32/0.25 ms, the step
-// 0.85/0.80, 0.89/0.82, 1.41/0.77, 0.80/0.76, 0.93/0.90, 0.91/0.91, 0.97/0.86 ms. lenet's stripe
-// (62,006 lanes) read the same either way (0.057/0.061, 0.058/0.059, 0.059/0.058 ms). Where the
-// streams are already in cache it costs: scripts' loop of 300 calls on the same arrays read 145 µs
-// a stripe without and 180 with; training never finds them there (its stripe takes 0.22-0.32 ms).
-// The backend weight copy it overwrites is asked for too (as in the measurement); prefetching the
-// gradient, or the other outputs for writing, gained nothing measurable. No value changes.
+// How far ahead of the lane it works on (in floats: 1 KB) the AVX-512 stripe asks for w, m, v and the
+// backend's weight copy. In training those streams come back from memory between two stripes, more of
+// them than the hardware prefetchers keep ahead of: `dtrain train --model mlp` at its defaults, the
+// stripe was faster in 7 of 7 interleaved pairs (e.g. 0.27 -> 0.22 ms), lenet's read the same, and
+// over arrays already in cache the prefetches cost (145 -> 180 µs in a throwaway loop). Measurements
+// and what did not help: docs/shared-step.md, "The stripe's weight and moment streams prefetched".
+// No value changes.
 constexpr int64_t kStripePrefetch = 256;
 
 template <typename T>

@@ -21,6 +21,10 @@ export interface HeapBackend extends WasmBackend {
 type KernelArgs = Parameters<tfc.KernelFunc>[0];
 
 export const heapOf = (b: HeapBackend): ArrayBuffer => b.wasm.HEAPU8.buffer as ArrayBuffer;
+/** Zeros the first `length` floats of output `t`: a fresh output is heap memory that nothing has written (a sum over no rows is 0). */
+export function zeroOutput(b: HeapBackend, t: TensorInfo, length: number): void {
+  new Float32Array(heapOf(b), b.getMemoryOffset(t.dataId), length).fill(0);
+}
 const at = (b: HeapBackend, t: TensorInfo | undefined): number => (t === undefined ? -1 : b.getMemoryOffset(t.dataId));
 const sizeOf = (shape: number[]): number => shape.reduce((a, d) => a * d, 1);
 const allFloat = (...ts: (TensorInfo | undefined)[]): boolean => ts.every((t) => t === undefined || t.dtype === 'float32');

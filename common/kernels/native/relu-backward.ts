@@ -14,7 +14,7 @@ import { tf, tfc, type Tensor } from '../../tf.ts';
 import { WASM, inputsOf } from '../wasm-backend.ts';
 import { registerWasmKernel } from '../install.ts';
 import type { NativeKernels } from './addon.ts';
-import { heapOf, type HeapBackend } from './onednn-kernels.ts';
+import { heapOf, zeroOutput, type HeapBackend } from './onednn-kernels.ts';
 
 export const RELU_BACKWARD = 'DtrainReluBackward';
 
@@ -35,8 +35,7 @@ function kernel(native: NativeKernels): tfc.KernelConfig {
       if (rows > 0 && channels > 0) {
         native.reluBackward(heapOf(b), b.getMemoryOffset(dy.dataId), b.getMemoryOffset(y.dataId), b.getMemoryOffset(dz.dataId), rows, channels, b.getMemoryOffset(sum.dataId));
       } else if (channels > 0) {
-        // No rows: Σ dz is zero, and the output is fresh heap memory that nothing has written.
-        new Float32Array(heapOf(b), b.getMemoryOffset(sum.dataId), channels).fill(0);
+        zeroOutput(b, sum, channels);
       }
       return [dz, sum];
     },

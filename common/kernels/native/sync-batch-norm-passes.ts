@@ -15,7 +15,7 @@ import { tf, tfc, type Tensor } from '../../tf.ts';
 import { WASM, inputsOf } from '../wasm-backend.ts';
 import { registerWasmKernel } from '../install.ts';
 import type { NativeKernels } from './addon.ts';
-import { heapOf, type HeapBackend } from './onednn-kernels.ts';
+import { heapOf, zeroOutput, type HeapBackend } from './onednn-kernels.ts';
 
 /** The passes over the activation that synchronized BatchNorm makes; two implementations. */
 export interface BatchNormPasses {
@@ -102,7 +102,7 @@ export function syncBatchNormGradInputReluKernel(native: NativeKernels): tfc.Ker
           b.getMemoryOffset(dz.dataId), rows, channels, b.getMemoryOffset(sum.dataId), inactive);
       } else {
         inactive.fill(0);
-        new Float32Array(heapOf(b), b.getMemoryOffset(sum.dataId), channels).fill(0);
+        zeroOutput(b, sum, channels);
       }
       return [dz, sum];
     },
