@@ -28,6 +28,10 @@ class ThreadWorker implements WorkerHandle {
     return this.id;
   }
 
+  inSharedMemory(task: TaskMessage): boolean {
+    return this.shared?.slotFor(task) !== undefined;
+  }
+
   run(task: TaskMessage): Promise<ResultMessage> {
     // Train slices gathered into shared memory go through Atomics; everything else is a message.
     const slot = this.shared?.slotFor(task);

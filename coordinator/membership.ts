@@ -30,6 +30,11 @@ export interface WorkerHandle {
    * for one task fails the run (scheduler.ts, `ResultRejectedError`). Default: evicted.
    */
   readonly keepOnRejection?: boolean;
+  /**
+   * True when `task` reaches the worker through shared memory (a compute thread's slot, read in
+   * place): nothing is sent for it, so the scheduler counts no bytes. Default: every task is sent.
+   */
+  inSharedMemory?(task: TaskMessage): boolean;
 }
 
 export type LeaveKind = 'left' | 'evicted';

@@ -18,6 +18,7 @@ class FakeWorker implements WorkerHandle {
   readonly name: string;
   readonly backend = 'fake';
   weightsVersion = -1;
+  inSharedMemory?: (task: TaskMessage) => boolean;
   readonly received: TaskMessage[] = [];
   readonly closed: { code: number; reason: string }[] = [];
 
@@ -207,6 +208,17 @@ describe('runTasks', () => {
     const { stats } = await runTasks(tasks(2), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger() });
     // Task 1: 16 weight bytes + 3072 pixels + 1 label + 64 overhead; task 2: the same without weights.
     expect(stats.bytesSent).toBe(16 + 3072 + 1 + 64 + (3072 + 1 + 64));
+  });
+
+  it('counts no bytes for a task that reaches its worker through shared memory', async () => {
+    const a = new FakeWorker('a');
+    const viaMemory = new Set<number>();
+    a.inSharedMemory = (t) => viaMemory.has(t.labels[0]);
+    viaMemory.add(0);
+    const { stats } = await runTasks(tasks(2), weights, membershipOf(a), { stepTimeoutMs: 5000, log: silentLogger() });
+    // Task 0 (weights and all) went through shared memory; task 1 was sent, without weights.
+    expect(stats.bytesSent).toBe(3072 + 1 + 64);
+    expect(stats.perWorker.map((w) => w.bytesOut).sort((x, y) => x - y)).toEqual([0, 3072 + 1 + 64]);
   });
 
   it('times the round trip of the result the step waited for, with that worker\'s own times', async () => {

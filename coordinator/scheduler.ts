@@ -285,7 +285,7 @@ export async function runTasks(
     const message = taskFor(worker, spec, weights.version);
     if (worker.weightsVersion !== weights.version) message.weights = weights.bytes;
     const dtype = worker.wireDtype ?? 'float32';
-    const sent = taskBytes(message, dtype, weights.trainableCount ?? weights.bytes.byteLength / 4);
+    const sent = worker.inSharedMemory?.(message) ? 0 : taskBytes(message, dtype, weights.trainableCount ?? weights.bytes.byteLength / 4);
     stats.bytesSent += sent;
     const dispatched = performance.now();
     withTimeout(worker.run(message), opts.stepTimeoutMs, `worker ${worker.id}'s ${spec.kind} task`)

@@ -309,6 +309,20 @@ describe('runs of steps driven by the threads (real threads, the training set sh
     });
   }
 
+  it('reports no bytes sent or received for steps whose slices lie in shared memory, in runs or through the scheduler; the message path reports them (cpu backend, 2 threads)', { timeout: 300_000 }, async () => {
+    const data = await syntheticData(640, 20);
+    // 20 steps of 32 over 640 images: the first goes through the scheduler, the rest in runs.
+    const cfg = { model: 'mlp' as const, batchSize: 32, backend: 'cpu' as const, workers: 2, maxSteps: 20 };
+    const shared: StepEvent[] = [];
+    const messages: StepEvent[] = [];
+    await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { shareTrainSet: true, hooks: { onStep: (e) => shared.push(e) } });
+    await trainInProcess(testConfig({ ...cfg, out: await tempDir() }), data, { sharedMemory: false, hooks: { onStep: (e) => messages.push(e) } });
+    expect(shared).toHaveLength(20);
+    expect(shared.map((e) => e.bytesOut + e.bytesIn)).toEqual(shared.map(() => 0));
+    // Messages carry each slice's pixels and the gradient back, and the weights where they changed.
+    expect(messages.every((e) => e.bytesOut > 16 * 3072 && e.bytesIn > 402_250 * 4)).toBe(true);
+  });
+
   it('fails over when a thread dies mid-run: the thread is evicted, its run ends, and training goes on with the other', { timeout: 120_000 }, async () => {
     const data = await syntheticData(640, 20);
     const cfg = { model: 'mlp' as const, batchSize: 32, backend: 'cpu' as const, workers: 2, maxSteps: 20 };
