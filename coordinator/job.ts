@@ -3,7 +3,7 @@
  * workers, run the step loop, handle SIGINT/SIGTERM, and write the run folder and its pictures.
  * `dtrain train` (worker threads) and `dtrain coordinator` (WebSockets) differ only in `startWorkers`.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.ts';
 import type { TrainConfig } from '../common/config.ts';
@@ -21,6 +21,7 @@ import type { Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 import { quietBackgroundThreads } from '../common/background-threads.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
+import { makeOutputDir } from '../common/output-dir.ts';
 
 export interface WorkerPool {
   /** The backend the workers run, for metrics.json ("mixed" if they differ). */
@@ -68,7 +69,7 @@ async function readMetrics(runDir: string): Promise<Metrics | undefined> {
 
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
-  await mkdir(config.out, { recursive: true });
+  makeOutputDir(config.out, '--out');
   // The message path's passes over gradients and Adam: native where the addon loads.
   const passes = installGradientPasses();
   log.debug({ event: 'gradient_passes', native: passes.native, reason: passes.reason }, `gradient passes and Adam: ${passes.native ? 'native' : `JavaScript and WebAssembly (${passes.reason})`}`);

@@ -20,7 +20,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import { listenOn } from './listen.ts';
 import type { Logger } from '../common/logger.ts';
 import type { NetLimits } from '../common/config.ts';
 import { NET_DEFAULTS } from '../common/config.ts';
@@ -159,14 +159,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
     connections.add(conn);
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenOn(server, opts.port, opts.host);
   log.info({ event: 'listening', port, host: opts.host ?? '0.0.0.0' }, `coordinator listening on port ${port}`);
   return {
     port,

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
 import { DtrainProcess } from './processes.ts';
 import { tempDir } from './helpers.ts';
 import { envBool } from '../coordinator/cli/train.ts';
@@ -51,6 +52,16 @@ describe('dtrain train', () => {
     ['a negative reduction grain', ['train', '--reduce-grain', '-1'], {}, /--reduce-grain must be an integer between 0 and 65536, got "-1"/],
     ['a malformed reduction grain variable', ['train'], { DTRAIN_REDUCE_GRAIN: 'four' }, /--reduce-grain must be an integer between 0 and 65536, got "four"/],
     ['a reduction grain with a robust aggregation', ['train', '--dataset', 'synthetic', '--limit-train', '64', '--limit-test', '20', '--reduce-grain', '4', '--aggregation', 'median'], {}, /--reduce-grain 4 needs --aggregation mean/],
+    ['an unknown flag, with the flag meant', ['train', '--epoch', '3'], {}, /^dtrain: unknown option '--epoch' \(Did you mean --epochs\?\) \(--help lists the commands and flags\)$/],
+    ['a missing required flag', ['samples', '--dataset', 'synthetic'], {}, /^dtrain: required option '--out <file.png>' not specified/],
+    ['a stray argument', ['train', 'extra'], {}, /^dtrain: too many arguments for 'train'/],
+    ['an unknown command', ['tarin'], {}, /^dtrain: unknown command 'tarin'/],
+    ['an output folder that is a file', ['train', '--dataset', 'synthetic', '--limit-train', '64', '--out', '/dev/null'], {}, /^dtrain: --out \/dev\/null: \/dev\/null exists and is not a folder\.$/],
+    ['a log file that is a folder', ['train', '--log-file', '/tmp'], {}, /^dtrain: --log-file \/tmp: cannot open it for writing \(EISDIR\)\.$/],
+    ['a host that does not resolve', ['train', '--dataset', 'synthetic', '--limit-train', '64', '--port', '0', '--host', '999.1.1.1', '--out', '/tmp/dtrain-cli-no-host'], {}, /dtrain: --host 999\.1\.1\.1 does not resolve to an address \((ENOTFOUND|EAI_AGAIN)\)/],
+    ['an epoch count from the environment that is not a number', ['train'], { DTRAIN_EPOCHS: 'abc' }, /^dtrain: --epochs must be an integer between 1 and 10000, got "abc"\. It came from the environment variable DTRAIN_EPOCHS\.$/],
+    ['a worker URL with a port no socket can use', ['worker', '--connect', 'ws://127.0.0.1:99999'], { DTRAIN_TOKEN: 'long-enough-token' }, /^dtrain: --connect must be a ws:\/\/ or wss:\/\/ URL such as ws:\/\/coordinator:8787, got "ws:\/\/127\.0\.0\.1:99999"\.$/],
+    ['a worker log level there is none of', ['worker', '--connect', 'ws://127.0.0.1:9', '--log-level', 'loud'], { DTRAIN_TOKEN: 'long-enough-token' }, /^dtrain: --log-level must be one of fatal, error, warn, info, debug, trace, got "loud"\.$/],
     ['a give-up time no timer can hold', ['worker', '--connect', 'ws://127.0.0.1:9', '--give-up-after', '1e9'], { DTRAIN_TOKEN: 'long-enough-token' }, /--give-up-after must be a duration/],
   ];
   for (const [what, args, env, message] of badInput) {
@@ -59,6 +70,24 @@ describe('dtrain train', () => {
       expect(code).toBe(2);
       expect(stderr).toMatch(message);
       expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+    });
+  }
+});
+
+describe('a port already in use', () => {
+  for (const command of ['coordinator', 'train'] as const) {
+    it(`is refused by ${command} with one clear line and exit code 2`, async () => {
+      const taken = createServer();
+      await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+      const port = (taken.address() as AddressInfo).port;
+      try {
+        const { code, stderr } = await run([command, '--dataset', 'synthetic', '--limit-train', '64', '--host', '127.0.0.1', '--port', String(port), '--out', await tempDir()], { DTRAIN_TOKEN: 'long-enough-token' });
+        expect(code).toBe(2);
+        expect(stderr).toMatch(new RegExp(`^dtrain: --port ${port} is already in use on 127\\.0\\.0\\.1: `, 'm'));
+        expect(stderr).not.toMatch(/\n\s+at /);
+      } finally {
+        taken.close();
+      }
     });
   }
 });

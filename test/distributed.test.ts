@@ -143,6 +143,15 @@ describe('distributed training over WebSockets', () => {
     expect(workers[0].events('reconnecting').length).toBeGreaterThanOrEqual(1);
   });
 
+  it('says why it cannot reach a coordinator (the socket\'s own error), and gives up after --give-up-after', async () => {
+    const port = await freePort();
+    const w = worker(port, ['--give-up-after', '1']);
+    expect((await w.exited).code).toBe(1);
+    const tries = w.events('reconnecting');
+    expect(tries.length).toBeGreaterThanOrEqual(1);
+    expect(tries[0].reason).toBe(`connect ECONNREFUSED 127.0.0.1:${port}`);
+  });
+
   it('refuses a wrong token at the HTTP upgrade (401) with an auth_failed log line; the worker exits 1', async () => {
     const out = await tempDir();
     const c = coordinator(out, ['--min-workers', '1', '--epochs', '1']);

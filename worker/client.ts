@@ -171,6 +171,7 @@ function connectOnce(
     /** Our own reason for ending the connection, if it was ours. */
     let failure: { code: string; message: string } | undefined;
     let httpStatus: number | undefined;
+    let socketError: string | undefined;
     const send = (m: WorkerMessage) => {
       if (socket.readyState !== socket.OPEN) return;
       const frame = resultFrames.encode(m);
@@ -264,7 +265,8 @@ function connectOnce(
       }
     });
     socket.on('close', (code, reasonBuf) => {
-      const reason = reasonBuf.toString() || (httpStatus ? `HTTP ${httpStatus}` : `close code ${code}`);
+      // With no reason from the coordinator, what the socket saw says most: "connect ECONNREFUSED 127.0.0.1:8787".
+      const reason = reasonBuf.toString() || (httpStatus ? `HTTP ${httpStatus}` : (socketError ?? `close code ${code}`));
       if (code === CLOSE_CODES.finished) {
         log.info({ event: 'finished', code }, 'coordinator finished training');
         finish(true, { code: 0, reason });
@@ -284,6 +286,7 @@ function connectOnce(
       // ws reports a refused upgrade as "Unexpected server response: <status>".
       const status = /Unexpected server response: (\d+)/.exec(err.message);
       if (status) httpStatus = Number(status[1]);
+      socketError = err.message;
       log.debug({ event: 'socket_error', err: err.message }, 'socket error');
     });
   });

@@ -9,7 +9,7 @@ import { createLogger } from '../../common/logger.ts';
 import { ADMISSION_DEFAULTS } from '../admission.ts';
 import { BACKEND_CHOICES, NET_DEFAULTS, type BackendChoice, type DatasetName } from '../../common/config.ts';
 import { WIRE_DTYPES, type WireDtype } from '../../common/wire-dtype.ts';
-import { addTrainingOptions, envBool, exitCodeAfter, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
+import { addTrainingOptions, envBool, exitCodeAfter, LOG_LEVELS, loggerFromFlags, shutdownSignal, trainConfigFromFlags } from './train.ts';
 import { duration, envOption, integer, oneOf } from './flags.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
 import { keepFreedMemory } from '../../common/freed-memory.ts';
@@ -29,6 +29,19 @@ export function readToken(flags: { tokenFile?: string }): string {
   if (!token) throw new ConfigError('No auth token: pass --token-file FILE (or DTRAIN_TOKEN_FILE), or set DTRAIN_TOKEN. Coordinator and workers must share it.');
   if (token.length < 8) throw new ConfigError(`The auth token must be at least 8 characters, got ${token.length}.`);
   return token;
+}
+
+/** `--connect`: a ws:// or wss:// URL that parses, with a host and a port a socket can use. */
+export function checkConnectUrl(value: string): void {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'ws:' && url.protocol !== 'wss:') || url.hostname === '' || /\s/.test(value)) {
+    throw new ConfigError(`--connect must be a ws:// or wss:// URL such as ws://coordinator:8787, got "${value}".`);
+  }
 }
 
 export function registerCoordinatorCommand(program: Command): void {
@@ -89,14 +102,14 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(envOption('--token-file <path>', 'file holding the shared auth token (or set DTRAIN_TOKEN)', 'DTRAIN_TOKEN_FILE'))
     .addOption(envOption('--backend <name>', `compute backend: ${BACKEND_CHOICES.join(' | ')}`, 'DTRAIN_BACKEND').default('auto').argParser(oneOf('--backend', BACKEND_CHOICES)))
     .addOption(envOption('--name <name>', 'name shown in the coordinator logs (default: hostname)', 'DTRAIN_WORKER_NAME'))
-    .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info'))
+    .addOption(envOption('--log-level <level>', LOG_LEVELS.join(' | '), 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', LOG_LEVELS)))
     .addOption(envOption('--give-up-after <seconds>', 'exit 1 after this long without reaching the coordinator (0: never)', 'DTRAIN_GIVE_UP_AFTER').default(0).argParser((v) => (v.trim() === '0' ? 0 : duration('--give-up-after', 's')(v))))
     .addOption(envOption('--wire-dtype <dtype>', `ask for this dtype on the wire: ${WIRE_DTYPES.join(' | ')} (default: the coordinator's)`, 'DTRAIN_WORKER_WIRE_DTYPE').argParser(oneOf('--wire-dtype', WIRE_DTYPES)))
     .addOption(envOption('--data-dir <dir>', 'our own copy of CIFAR-10 (as the coordinator\'s --data-dir): tasks then carry indices, not pixels', 'DTRAIN_WORKER_DATA_DIR'))
     .addOption(envOption('--dataset <name>', 'read the dataset locally: cifar10 (with --data-dir) | synthetic (generated here)', 'DTRAIN_WORKER_DATASET').argParser(oneOf('--dataset', ['cifar10', 'synthetic'] as const)))
     .option('--compute-thread', 'compute every task in a thread of its own (default: on the socket\'s thread, except synchronized BatchNorm and long steps; env: DTRAIN_WORKER_COMPUTE_THREAD=1|0)')
     .action(async (flags: { connect: string; tokenFile?: string; backend: BackendChoice; name?: string; logLevel: string; giveUpAfter: number; wireDtype?: WireDtype; dataDir?: string; dataset?: DatasetName; computeThread?: boolean }) => {
-      if (!/^wss?:\/\/[^\s]+$/.test(flags.connect)) throw new ConfigError(`--connect must be a ws:// or wss:// URL, got "${flags.connect}".`);
+      checkConnectUrl(flags.connect);
       const token = readToken(flags);
       const [{ runWorker }, { LocalData }] = await Promise.all([import('../../worker/client.ts'), import('../../worker/local-data.ts')]);
       const log = createLogger({ level: flags.logLevel, base: { role: 'worker', pid: process.pid } });

@@ -32,9 +32,29 @@ export function oneOf<T extends string>(flag: string, choices: readonly T[]): (v
   };
 }
 
-/** An option that can also come from an environment variable (flags win). */
+/**
+ * An option that can also come from an environment variable (flags win). A value its parser refuses
+ * that came from the variable says so, since the user may not know the variable is set.
+ */
 export function envOption(flags: string, description: string, env: string): Option {
-  return new Option(flags, description).env(env);
+  const option = new Option(flags, description).env(env);
+  const setParser = option.argParser.bind(option) as (fn: (value: string, previous: unknown) => unknown) => Option;
+  option.argParser = ((fn: (value: string, previous: unknown) => unknown) =>
+    setParser((value, previous) => {
+      try {
+        return fn(value, previous);
+      } catch (err) {
+        if (err instanceof ConfigError && cameFromEnv(option, env, value)) throw new ConfigError(`${err.message} It came from the environment variable ${env}.`);
+        throw err;
+      }
+    })) as Option['argParser'];
+  return option;
+}
+
+/** True when `value` is the variable's and the command line does not give the flag itself. */
+function cameFromEnv(option: Option, env: string, value: string, argv: readonly string[] = process.argv): boolean {
+  const long = option.long ?? '';
+  return process.env[env] === value && !argv.some((a) => a === long || a.startsWith(`${long}=`));
 }
 
 /**

@@ -15,7 +15,10 @@ export function buildProgram(): Command {
   const program = new Command('dtrain')
     .description('Distributed data-parallel training of CIFAR-10 classifiers')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
+    // commander's own refusals (an unknown flag or command, a missing value or option, a stray
+    // argument) read like ours: one line, "dtrain: ...", exit code 2 (main below).
+    .configureOutput({ outputError: (str, write) => write(commanderLine(str)) })
+    .allowExcessArguments(false)
     .exitOverride()
     // The coordinating process only builds models and saves checkpoints: the cpu backend is enough.
     // TensorFlow.js is loaded here, before a command runs, not for --help or a refused flag.
@@ -33,6 +36,12 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** commander's error text ("error: unknown option '--x'" and, where it has one, its suggestion on the next line) as one line of ours. */
+export function commanderLine(text: string): string {
+  const said = text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim();
+  return `dtrain: ${said} (--help lists the commands and flags)\n`;
+}
+
 /** `nodeThreads`: the threads bin/dtrain.js found at start (Node's own), which yield to training later (background-threads.ts). */
 export async function main(argv: string[], nodeThreads: readonly number[] = []): Promise<void> {
   setNodeThreads(nodeThreads);
@@ -40,7 +49,8 @@ export async function main(argv: string[], nodeThreads: readonly number[] = []):
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      process.exitCode = err.exitCode;
+      // Help and --version end with 0; every refusal of the command line is bad input.
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
     if (err instanceof DtrainError && err.expected) {

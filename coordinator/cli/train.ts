@@ -14,6 +14,8 @@ import { defaultRunDir } from '../run-files.ts';
 import { envOption, integer, oneOf, positiveNumber, duration } from './flags.ts';
 import { gcMode, warnGcMode } from '../../common/gc-mode.ts';
 import { keepFreedMemory } from '../../common/freed-memory.ts';
+import { makeOutputDir } from '../../common/output-dir.ts';
+import { dirname } from 'node:path';
 
 export function addTrainingOptions(cmd: Command): Command {
   const d = TRAIN_DEFAULTS;
@@ -38,7 +40,7 @@ export function addTrainingOptions(cmd: Command): Command {
     .addOption(envOption('--sync-bn <mode>', 'BatchNorm over several workers: exact (the global batch\'s statistics, exchanged every step) or stats (each slice\'s own, slices of >= 8); see docs/batchnorm.md', 'DTRAIN_SYNC_BN').default('exact').argParser(oneOf('--sync-bn', ['exact', 'stats'] as const)))
     .addOption(envOption('--max-steps <n>', 'stop (with a checkpoint) after N steps in this run; 0: no limit', 'DTRAIN_MAX_STEPS').default(d.maxSteps).argParser(integer('--max-steps', 0)))
     .option('--no-plots', 'do not render loss/accuracy PNGs after every epoch (env: DTRAIN_NO_PLOTS=1|0)')
-    .addOption(envOption('--log-level <level>', 'fatal | error | warn | info | debug', 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const)))
+    .addOption(envOption('--log-level <level>', LOG_LEVELS.join(' | '), 'DTRAIN_LOG_LEVEL').default('info').argParser(oneOf('--log-level', LOG_LEVELS)))
     .addOption(envOption('--log-file <path>', 'write JSON logs to this file instead of stdout', 'DTRAIN_LOG_FILE'));
 }
 
@@ -111,8 +113,18 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
   };
 }
 
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+
 export function loggerFromFlags(flags: { logLevel: string; logFile?: string }, base: Record<string, unknown>): Logger {
-  return createLogger({ level: flags.logLevel, destination: flags.logFile, base });
+  const file = flags.logFile;
+  if (file === undefined) return createLogger({ level: flags.logLevel, base });
+  // The folder is made as --out's is; the file itself must be one the process can open for appending.
+  makeOutputDir(dirname(file), '--log-file');
+  try {
+    return createLogger({ level: flags.logLevel, destination: file, base });
+  } catch (err) {
+    throw new ConfigError(`--log-file ${file}: cannot open it for writing (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}).`);
+  }
 }
 
 export class ShutdownRequest extends Error {

@@ -15,7 +15,7 @@
 import { createServer, type Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { listenOn } from '../listen.ts';
 import type { Logger } from '../../common/logger.ts';
 import { RUN_PICTURE_FILES } from '../../common/report/run-artifacts.ts';
 import { RouteTable, sendBody, sendJson } from './routes.ts';
@@ -70,14 +70,7 @@ export function createHttpFrontend(monitor: RunMonitor, opts: { runDir: string; 
   return {
     server,
     routes,
-    listen: (port, host) =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve((server.address() as AddressInfo).port);
-        });
-      }),
+    listen: (port, host) => listenOn(server, port, host),
     endStreams,
     close: async () => {
       await endStreams();
