@@ -310,7 +310,7 @@ export class Connection implements WorkerHandle {
     this.pending.clear();
     // The membership logs worker_left / worker_evicted; it is idempotent, so an eviction that
     // came from it (membership.leave → close) is not counted twice.
-    if (wasMember) this.ctx.membership.leave(this.id, ending.kind === 'closed' ? 'left' : ending.kind, ending.reason);
+    if (wasMember) this.ctx.membership.leave(this.id, ending.kind === 'closed' ? 'left' : ending.kind, ending.reason, undefined, ending.kind === 'closed');
     if (how === 'terminate') this.socket.terminate();
     else if (how === 'close') {
       safeClose(this.socket, ending.closeCode, ending.code.startsWith('DTRAIN_ERR') ? ending.code : ending.reason);

@@ -1,10 +1,11 @@
 import { describe, expect, it, vi } from 'vitest';
 import { bnRounds } from './bn-rounds.ts';
-import { prestartThreads, startInProcessWorkers } from './inprocess.ts';
+import { prestartThreads, startInProcessWorkers, startupError } from './inprocess.ts';
 import { Membership } from './membership.ts';
 import { silentLogger } from '../common/logger.ts';
 import { PROTOCOL_VERSION } from '../common/protocol.ts';
 import { TimeoutError } from '../common/timeout.ts';
+import { DtrainError } from '../common/errors.ts';
 import { maxAbsDiff, syntheticData, tempDir, testConfig, trainInProcess } from '../test/helpers.ts';
 
 describe('startInProcessWorkers', () => {
@@ -19,11 +20,23 @@ describe('startInProcessWorkers', () => {
       startupTimeoutMs: 5,
       welcome: { type: 'welcome', protocolVersion: PROTOCOL_VERSION, model: 'lenet', preprocessing: { kind: 'scale' }, weightCount: 62006 },
     }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TimeoutError);
-    expect((err as TimeoutError).code).toBe('DTRAIN_ERR_THREAD_START');
-    expect((err as Error).message).toMatch(/thread-\d: loading the backend took longer than 5 ms/);
+    // A user's to fix (no stack trace), naming the thread and what it was doing, with the timeout as its cause.
+    expect(err).toBeInstanceOf(DtrainError);
+    expect((err as DtrainError).code).toBe('DTRAIN_ERR_THREAD_START');
+    expect((err as DtrainError).expected).toBe(true);
+    expect((err as Error).cause).toBeInstanceOf(TimeoutError);
+    expect((err as Error).message).toMatch(/^A compute thread did not start in time \(thread-\d: loading the backend took longer than 5 ms\); /);
     expect(membership.size).toBe(0);
     expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  it('says what to change when threads do not start in time: fewer --workers where they outnumber the cores', () => {
+    const timeout = new TimeoutError('thread-7: loading the backend took longer than 120000 ms', 'DTRAIN_ERR_THREAD_START');
+    expect((startupError(timeout, 100, 2) as Error).message).toBe('A compute thread did not start in time (thread-7: loading the backend took longer than 120000 ms); 100 threads were starting on 2 cores: give fewer --workers (at most 2 keeps one per core).');
+    expect((startupError(timeout, 2, 2) as Error).message).toMatch(/; the machine may be overloaded, or the backend hung while loading: try --backend wasm\.$/);
+    // Other failures pass through untouched.
+    const other = new TimeoutError('a step', 'DTRAIN_ERR_STEP_TIMEOUT');
+    expect(startupError(other, 100, 2)).toBe(other);
   });
 
   it('exchanges cnn-bn\'s BatchNorm sums on the shared board with exactly the weights of the message path (K=3)', { timeout: 300_000 }, async () => {

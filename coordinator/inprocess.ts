@@ -3,6 +3,7 @@
  * welcomed like a remote worker and joins the same Membership, so the step loop cannot tell them
  * from WebSocket workers.
  */
+import { availableParallelism } from 'node:os';
 import type { Logger } from '../common/logger.ts';
 import { withTimeout } from '../common/timeout.ts';
 import { DtrainError } from '../common/errors.ts';
@@ -94,6 +95,16 @@ export async function startInProcessWorkers(membership: Membership, opts: InProc
   }
 }
 
+/**
+ * A thread that did not start in time is most often one of too many for the cores (each loads and
+ * compiles its backend): the error says so and is a user's to fix, with no stack trace.
+ */
+export function startupError(err: unknown, workers: number, cores = availableParallelism()): unknown {
+  if (!(err instanceof DtrainError) || err.code !== 'DTRAIN_ERR_THREAD_START' || err.expected) return err;
+  const hint = workers > cores ? `${workers} threads were starting on ${cores} cores: give fewer --workers (at most ${cores} keeps one per core)` : 'the machine may be overloaded, or the backend hung while loading: try --backend wasm';
+  return new DtrainError('DTRAIN_ERR_THREAD_START', `A compute thread did not start in time (${err.message}); ${hint}.`, { cause: err });
+}
+
 async function startThreads(membership: Membership, opts: InProcessOptions): Promise<InProcessPool> {
   membership.canGrow = false;
   if (opts.threads && opts.threads.length !== opts.workers) throw new DtrainError('DTRAIN_ERR_THREAD_START', `Expected ${opts.workers} prestarted threads, but got ${opts.threads.length}.`, { expected: false });
@@ -132,7 +143,7 @@ async function startThreads(membership: Membership, opts: InProcessOptions): Pro
   // A thread that hangs while starting must not hold the process before its signals are handled.
   const started = await starting.catch(async (err: unknown) => {
     await Promise.all(threads.map((t) => t.terminate()));
-    throw err;
+    throw startupError(err, opts.workers);
   });
   for (const s of started) membership.join(s.handle);
   if (shared) {

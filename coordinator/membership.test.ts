@@ -104,6 +104,19 @@ describe('Membership', () => {
     expect(lines[3]).toMatchObject({ workerId: 'b', reason: 'step timeout', workers: 0, generation: 4 });
   });
 
+  it('logs a leave at warn, and one we ended ourselves (training finished) at info', () => {
+    const { log, lines } = capturingLogger();
+    const m = new Membership(log);
+    m.join(new FakeWorker('a'));
+    m.join(new FakeWorker('b'));
+    m.join(new FakeWorker('c'));
+    m.leave('a', 'left', 'socket closed');
+    m.leave('b', 'left', 'training finished', undefined, true);
+    m.leave('c', 'evicted', 'bad frame', undefined, true);
+    const leaves = lines.filter((l) => l.event !== 'worker_joined');
+    expect(leaves.map((l) => [l.workerId, l.level])).toEqual([['a', 40], ['b', 30], ['c', 40]]);
+  });
+
   it('closes the worker with the given code and reason when a close code is given', () => {
     const m = new Membership(silentLogger());
     const a = new FakeWorker('a');

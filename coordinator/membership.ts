@@ -63,8 +63,11 @@ export class Membership {
     this.events.emit('change');
   }
 
-  /** Removes a worker; idempotent, so a socket close after an eviction is not counted twice. */
-  leave(id: string, kind: LeaveKind, reason: string, closeCode?: number): void {
+  /**
+   * Removes a worker; idempotent, so a socket close after an eviction is not counted twice.
+   * `orderly`: we ended it ourselves (training finished, shutting down), so it is news, not a warning.
+   */
+  leave(id: string, kind: LeaveKind, reason: string, closeCode?: number, orderly = false): void {
     const worker = this.workers.get(id);
     if (!worker) return;
     this.workers.delete(id);
@@ -72,7 +75,7 @@ export class Membership {
     const event = kind === 'evicted' ? 'worker_evicted' : 'worker_left';
     const fields = { event, workerId: id, reason, workers: this.workers.size, generation: this.generation };
     const tell = () => {
-      this.log.warn(fields, `worker ${id} ${kind}: ${reason}`);
+      this.log[orderly && kind === 'left' ? 'info' : 'warn'](fields, `worker ${id} ${kind}: ${reason}`);
       this.events.emit('event', { kind, workerId: id, reason } satisfies MembershipEvent);
     };
     if (this.held) this.held.push(tell);

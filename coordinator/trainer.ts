@@ -239,7 +239,9 @@ export class Trainer {
       weights: this.weights,
       adam: this.adam.snapshot(),
     });
-    this.log.info({ event: 'checkpoint', step: this.position.globalStep, epoch: this.position.epoch + 1, reason, dir, ms: Math.round(performance.now() - started) }, `checkpoint at step ${this.position.globalStep} (${reason}): ${dir}`);
+    // The epoch the checkpoint was taken in, 1-based: at an epoch's end the position already points at the next one.
+    const epoch = reason === 'epoch-end' ? this.position.epoch : this.position.epoch + 1;
+    this.log.info({ event: 'checkpoint', step: this.position.globalStep, epoch, reason, dir, ms: Math.round(performance.now() - started) }, `checkpoint at step ${this.position.globalStep}, epoch ${epoch} (${reason}): ${dir}`);
   }
 
   /**

@@ -20,6 +20,8 @@ describe('dtrain train', () => {
     expect(code).toBe(0);
     const events = lines.map((l) => l.event);
     for (const e of ['run_started', 'backend_selected', 'worker_joined', 'step', 'epoch', 'evaluated', 'checkpoint', 'run_finished']) expect(events).toContain(e);
+    // The epoch's checkpoint says the epoch it ended (1 of 1), not the one a resume would begin.
+    expect(lines.filter((l) => l.event === 'checkpoint' && l.reason === 'epoch-end').map((l) => l.epoch)).toEqual([1]);
     const metrics = JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8'));
     expect(metrics.model).toBe('lenet');
     expect(metrics.workers).toBe(2);

@@ -180,6 +180,7 @@ export function registerTrainCommand(program: Command): void {
     const log = loggerFromFlags(flags, { role: 'trainer' });
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out, ...gcMode(), ...keepFreedMemory() }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
     warnGcMode(log);
+    if (workers > availableParallelism()) log.warn({ event: 'threads_oversubscribed', workers, cores: availableParallelism() }, `--workers ${workers} on ${availableParallelism()} cores: the threads share cores, so start-up and every step are slower than with ${availableParallelism()}`);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
     const signal = shutdownSignal(log);
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);
