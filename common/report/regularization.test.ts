@@ -60,6 +60,27 @@ describe('compareRegularization', () => {
     expect(finding.sentences.join(' ')).toMatch(/the gaps were close, but its validation accuracy peaked later \(epoch 18 of 20 vs 6 of 20\)/);
   });
 
+  it('draws no verdict when a run never left chance on validation, and says why', () => {
+    // A 2-epoch cnn-bn run whose moving statistics have not caught up: 11% at best, against a real dropout run.
+    const stuck = { epochs: 2, trainAccuracy: 0.6, bestValAccuracy: 0.11, bestEpoch: 1, sag: 0, testAccuracy: 0.1 };
+    const finding = compareRegularization(summaries({ model: 'cnn-dropout', ...narrow, epochs: 2, bestEpoch: 2 }, { model: 'cnn-bn', ...stuck }));
+    expect(finding.verdict).toBe('undecided');
+    const text = finding.sentences.join(' ');
+    expect(text).toMatch(/cnn-bn peaked at 11\.0% on validation, within 5\.0 points of chance \(10\.0%\)/);
+    expect(text).not.toMatch(/Verdict/);
+    // Swapping in a run above chance brings the verdict back.
+    expect(compareRegularization(summaries({ model: 'cnn-dropout', ...narrow }, { model: 'cnn-bn', ...wide })).verdict).toBe('dropout');
+  });
+
+  it('says "below" where validation accuracy ends above training accuracy', () => {
+    const under = { epochs: 20, trainAccuracy: 0.6, bestValAccuracy: 0.7, bestEpoch: 20, sag: 0, testAccuracy: 0.69 };
+    const runs = summaries({ model: 'cnn-dropout', ...under }, { model: 'cnn-bn', ...wide });
+    const text = compareRegularization(runs).sentences.join(' ');
+    expect(runs[0].finalGap).toBeLessThan(0);
+    expect(text).toContain(`cnn-dropout's training accuracy was ${points(-runs[0].finalGap)} below its validation accuracy`);
+    expect(text).not.toMatch(/[( ]-\d/); // no negative gap printed
+  });
+
   it('compares both with a baseline run when there is one', () => {
     const runs = summaries(lenet, { model: 'cnn-dropout', ...narrow }, { model: 'cnn-bn', ...wide });
     const text = compareRegularization(runs).sentences.join(' ');

@@ -22,6 +22,9 @@ export const GAP_MARGIN = 0.01;
 export const PEAK_MARGIN = 0.1;
 /** Test accuracies closer than this are treated as equal. */
 export const TEST_MARGIN = 0.005;
+/** Chance on CIFAR-10's 10 classes, and how far above it a run's best validation accuracy must be for its gap to say anything. */
+export const CHANCE_ACCURACY = 0.1;
+export const ABOVE_CHANCE = 0.05;
 
 export type Verdict = 'dropout' | 'batch-normalization' | 'undecided' | 'missing-runs';
 
@@ -50,12 +53,24 @@ export function compareRegularization(runs: readonly RunSummary[]): Regularizati
     return { verdict: 'undecided', sentences };
   }
 
+  // A run that never left chance on held-out data (a very short cnn-bn run, whose moving statistics
+  // have not caught up) has a gap that measures that, not overfitting: no verdict rests on it.
+  const atChance = [d, b].filter((r) => !(r.bestValAccuracy >= CHANCE_ACCURACY + ABOVE_CHANCE));
+  if (atChance.length > 0) {
+    const facts = atChance.map((r) => `${r.label} peaked at ${percent(r.bestValAccuracy)}`).join(' and ');
+    sentences.push(
+      `${facts} on validation, within ${points(ABOVE_CHANCE)} of chance (${percent(CHANCE_ACCURACY)}): a gap against that measures a model that has not learned to generalize yet (a very short run, or for ${BATCH_NORM_MODEL} moving statistics that have not caught up), not overfitting, so this report draws no verdict. Train longer and compare again.`,
+    );
+    sentences.push(...caveats(d, b));
+    return { verdict: 'undecided', sentences };
+  }
+
   // Gap: the smaller one did more against overfitting.
   const gapDiff = d.finalGap - b.finalGap;
   const gapWinner = Math.abs(gapDiff) < GAP_MARGIN ? undefined : gapDiff < 0 ? 'dropout' : 'bn';
   const lastEpochs = d.gapEpochs === b.gapEpochs ? `the last ${d.gapEpochs} epoch${d.gapEpochs === 1 ? '' : 's'}` : 'the last epochs';
   let gapSentence =
-    `At the end of training, ${DROPOUT_MODEL}'s training accuracy was ${points(d.finalGap)} above its validation accuracy and ${BATCH_NORM_MODEL}'s was ${points(b.finalGap)} above (mean gap over ${lastEpochs})`;
+    `At the end of training, ${DROPOUT_MODEL}'s training accuracy was ${signedGap(d.finalGap)} its validation accuracy and ${BATCH_NORM_MODEL}'s was ${signedGap(b.finalGap)} its own (mean gap over ${lastEpochs})`;
   gapSentence +=
     gapWinner === undefined
       ? `: they differ by only ${points(Math.abs(gapDiff))}, less than the ${points(GAP_MARGIN)} this report counts as a difference.`
@@ -90,13 +105,13 @@ export function compareRegularization(runs: readonly RunSummary[]): Regularizati
   const winner = gapWinner ?? peakWinner;
   if (winner === undefined) {
     sentences.push(
-      `Verdict: on these numbers neither did clearly more against overfitting; the gaps (${points(d.finalGap)} vs ${points(b.finalGap)}) and the peak epochs (${d.bestValEpoch} of ${d.epochsRun} vs ${b.bestValEpoch} of ${b.epochsRun}) are too close to separate them.`,
+      `Verdict: on these numbers neither did clearly more against overfitting; the gaps (${signedGap(d.finalGap)} vs ${signedGap(b.finalGap)}) and the peak epochs (${d.bestValEpoch} of ${d.epochsRun} vs ${b.bestValEpoch} of ${b.epochsRun}) are too close to separate them.`,
     );
   } else {
     const [w, l] = winner === 'dropout' ? [d, b] : [b, d];
     const reason =
       gapWinner !== undefined
-        ? `its final gap was smaller (${points(w.finalGap)} vs ${points(l.finalGap)})`
+        ? `its final gap was smaller (training accuracy ${signedGap(w.finalGap)} validation, against ${signedGap(l.finalGap)})`
         : `the gaps were close, but its validation accuracy peaked later (epoch ${w.bestValEpoch} of ${w.epochsRun} vs ${l.bestValEpoch} of ${l.epochsRun})`;
     let verdict = `Verdict: ${NAMES[winner]} did more against overfitting in these runs: ${reason}`;
     if (testWinner !== undefined && testWinner !== winner) {
@@ -106,6 +121,11 @@ export function compareRegularization(runs: readonly RunSummary[]): Regularizati
   }
   sentences.push(...caveats(d, b));
   return { verdict: winner === undefined ? 'undecided' : winner === 'dropout' ? 'dropout' : 'batch-normalization', sentences };
+}
+
+/** "3.2 points above" or, where validation accuracy is the higher, "1.5 points below". */
+function signedGap(gap: number): string {
+  return `${points(Math.abs(gap))} ${gap < 0 ? 'below' : 'above'}`;
 }
 
 function baselineSentence(base: RunSummary, d: RunSummary, b: RunSummary): string {

@@ -120,7 +120,7 @@ function renderReportImages(runs: readonly RunSummary[], prefix: string): Report
     {
       fileName: `${prefix}-gap.png`,
       title: 'Generalization gap',
-      caption: `Training accuracy minus validation accuracy per epoch, in percentage points. Higher means more overfitting; the "Final gap" column is its mean over the last ${GAP_EPOCHS} epochs.`,
+      caption: `Training accuracy minus validation accuracy per epoch, in percentage points. Higher means more overfitting; the "Final gap" column is its mean over the last ${GAP_EPOCHS} epochs (all of them, where a run has fewer).`,
       png: renderLineChart({
         title: 'Generalization gap: train − validation accuracy',
         xLabel: 'Epoch',
@@ -185,7 +185,7 @@ function renderHtml(runs: readonly RunSummary[], images: readonly ReportImage[],
 ${rows}
 </tbody>
 </table></div>
-<p class="meta">Best val. accuracy: the highest validation accuracy and the epoch it came in. Final gap: training minus validation accuracy, averaged over the last ${GAP_EPOCHS} epochs.</p>
+<p class="meta">Best val. accuracy: the highest validation accuracy and the epoch it came in. Final gap: training minus validation accuracy, averaged over the last ${GAP_EPOCHS} epochs (all of them, where a run has fewer).</p>
 <h2>Learning curves</h2>
 ${images.slice(0, 2).map(figure).join('\n')}
 <h2>Generalization gap</h2>
@@ -219,7 +219,7 @@ function renderMarkdown(runs: readonly RunSummary[], images: readonly ReportImag
     `| ${align.join(' | ')} |`,
     ...runs.map((run) => row(tableRow(run))),
     '',
-    `Best val. accuracy: the highest validation accuracy and the epoch it came in. Final gap: training minus validation accuracy, averaged over the last ${GAP_EPOCHS} epochs.`,
+    `Best val. accuracy: the highest validation accuracy and the epoch it came in. Final gap: training minus validation accuracy, averaged over the last ${GAP_EPOCHS} epochs (all of them, where a run has fewer).`,
     '',
     '## Learning curves',
     '',
