@@ -57,6 +57,8 @@ export interface TrainConfig {
   learningRate: number;
   out: string;
   resume: boolean;
+  /** A fresh run may replace the run `out` holds (coordinator/run-files.ts, settleEarlierRun). */
+  overwrite?: boolean;
   /** Also checkpoint every N steps (0: only at each epoch end). */
   checkpointEvery: number;
   /** A worker whose task takes longer is evicted and its slice recomputed. */

@@ -17,7 +17,7 @@ import { Membership } from './membership.ts';
 import type { SharedStep } from './shared-step.ts';
 import type { BnBoardHost } from '../common/bn-board.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
-import type { Metrics } from './run-files.ts';
+import { settleEarlierRun, type Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 import { quietBackgroundThreads } from '../common/background-threads.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
@@ -70,6 +70,7 @@ async function readMetrics(runDir: string): Promise<Metrics | undefined> {
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
   makeOutputDir(config.out, '--out');
+  settleEarlierRun(config.out, { resume: config.resume, overwrite: config.overwrite ?? false });
   // The message path's passes over gradients and Adam: native where the addon loads.
   const passes = installGradientPasses();
   log.debug({ event: 'gradient_passes', native: passes.native, reason: passes.reason }, `gradient passes and Adam: ${passes.native ? 'native' : `JavaScript and WebAssembly (${passes.reason})`}`);

@@ -1,6 +1,6 @@
 /** The CLI as a new user meets it: real processes, real flags, real exit codes. */
 import { describe, expect, it } from 'vitest';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import { DtrainProcess } from './processes.ts';
@@ -40,7 +40,24 @@ describe('dtrain train', () => {
     expect(await readFile(join(out, 'metrics.json'), 'utf8')).toBe(before);
   });
 
+  it('refuses to start a fresh run over one --out holds, and replaces it with --overwrite, leaving other files be', async () => {
+    const out = await tempDir();
+    const args = ['train', '--dataset', 'synthetic', '--limit-train', '64', '--limit-test', '20', '--epochs', '1', '--workers', '1', '--no-plots', '--out', out];
+    await writeFile(join(out, 'metrics.json'), JSON.stringify({ model: 'cnn-dropout', test_accuracy: 0.7 }));
+    await writeFile(join(out, 'notes.txt'), 'mine');
+    const refused = await run(args);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(new RegExp(`^dtrain: --out ${out} already holds a run \\(metrics\\.json\\): continue it with --resume, replace it with --overwrite, or give another folder`));
+    expect(refused.lines.some((l) => l.event === 'step')).toBe(false);
+    expect(JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')).model).toBe('cnn-dropout');
+    const replaced = await run([...args, '--overwrite']);
+    expect(replaced.code).toBe(0);
+    expect(JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')).model).toBe('lenet');
+    expect(await readFile(join(out, 'notes.txt'), 'utf8')).toBe('mine');
+  });
+
   const badInput: [string, string[], Record<string, string>, RegExp][] = [
+    ['--resume with --overwrite', ['train', '--out', '/tmp/x', '--resume', '--overwrite'], {}, /^dtrain: --resume and --overwrite contradict each other/],
     ['an unknown model', ['train', '--model', 'resnet'], {}, /--model must be one of mlp, lenet, cnn-dropout, cnn-bn, got "resnet"/],
     ['a non-numeric epoch count', ['train', '--epochs', 'abc'], {}, /--epochs must be an integer between 1 and 10000, got "abc"/],
     ['--resume without --out', ['train', '--resume'], {}, /--resume needs --out/],

@@ -34,6 +34,7 @@ export function addTrainingOptions(cmd: Command): Command {
     .addOption(envOption('--learning-rate <lr>', 'Adam learning rate', 'DTRAIN_LEARNING_RATE').default(d.learningRate).argParser(positiveNumber('--learning-rate')))
     .addOption(envOption('--out <dir>', 'run folder (default: runs/<model>-<time>)', 'DTRAIN_OUT'))
     .option('--resume', 'continue from the checkpoint in --out (env: DTRAIN_RESUME=1|0)', false)
+    .option('--overwrite', 'replace the run --out already holds (its checkpoint, metrics, history and pictures) instead of refusing (env: DTRAIN_OVERWRITE=1|0)', false)
     .addOption(envOption('--checkpoint-every <steps>', 'also checkpoint every N steps (0: each epoch end only)', 'DTRAIN_CHECKPOINT_EVERY').default(d.checkpointEvery).argParser(integer('--checkpoint-every', 0)))
     .addOption(envOption('--step-timeout <seconds>', 'evict a worker whose task takes longer', 'DTRAIN_STEP_TIMEOUT').default(d.stepTimeoutMs / 1000).argParser((v) => duration('--step-timeout', 's')(v) / 1000))
     .addOption(envOption('--aggregation <rule>', 'combine the slices\' gradients by mean (exact), trimmed-mean or median (robust to a few bad workers; see docs/reliability.md)', 'DTRAIN_AGGREGATION').default('mean').argParser(oneOf('--aggregation', AGGREGATIONS)))
@@ -59,6 +60,7 @@ interface TrainingFlags {
   learningRate: number;
   out?: string;
   resume: boolean;
+  overwrite?: boolean;
   checkpointEvery: number;
   stepTimeout: number;
   aggregation: Aggregation;
@@ -87,6 +89,8 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
   const resume = flags.resume || (envBool('DTRAIN_RESUME') ?? false);
   const plots = flags.plots === false ? false : !(envBool('DTRAIN_NO_PLOTS') ?? false);
   if (resume && !flags.out) throw new ConfigError('--resume needs --out RUN_DIR: the run folder whose checkpoint to continue.');
+  const overwrite = flags.overwrite || (envBool('DTRAIN_OVERWRITE') ?? false);
+  if (resume && overwrite) throw new ConfigError('--resume and --overwrite contradict each other: continue the run in --out, or replace it, not both.');
   return {
     ...TRAIN_DEFAULTS,
     model: flags.model,
@@ -104,6 +108,7 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
     learningRate: flags.learningRate,
     out: flags.out ?? defaultRunDir(flags.model),
     resume,
+    overwrite,
     checkpointEvery: flags.checkpointEvery,
     stepTimeoutMs: flags.stepTimeout * 1000,
     maxSteps: flags.maxSteps,
