@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../common/logger.ts';
-import { withTimeout } from '../common/timeout.ts';
+import { untilAborted, withTimeout } from '../common/timeout.ts';
 import { DtrainError } from '../common/errors.ts';
 import type { BackendChoice, BackendSelection } from '../common/backend.ts';
 import { CLOSE_CODES, type ResultMessage, type TaskMessage, type WelcomeMessage } from '../common/protocol.ts';
@@ -67,6 +67,8 @@ export interface InProcessOptions {
   batchNormChannels?: readonly number[];
   /** Time each thread has to load its backend and build its model; then the start fails. Default 120 s. */
   startupTimeoutMs?: number;
+  /** Aborting it while the threads start terminates them and rejects with its reason. */
+  signal?: AbortSignal;
   /** Threads started earlier (prestartThreads), one per worker; otherwise they are started here. */
   threads?: ComputeThread[];
 }
@@ -141,7 +143,9 @@ async function startThreads(membership: Membership, opts: InProcessOptions): Pro
     }),
   );
   // A thread that hangs while starting must not hold the process before its signals are handled.
-  const started = await starting.catch(async (err: unknown) => {
+  // A signal while the threads load (SIGINT, SIGTERM) stops the start instead of waiting it out.
+  starting.catch(() => {});
+  const started = await untilAborted(starting, opts.signal).catch(async (err: unknown) => {
     await Promise.all(threads.map((t) => t.terminate()));
     throw startupError(err, opts.workers);
   });

@@ -105,7 +105,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     return { status: 'finished', metrics: finished };
   }
 
-  const pool = await opts.startWorkers(membership, {
+  const starting = opts.startWorkers(membership, {
     type: 'welcome',
     protocolVersion: PROTOCOL_VERSION,
     model: config.model,
@@ -115,6 +115,16 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     // Offered only to workers whose own dataset has this fingerprint (the WebSocket Connection checks).
     ...(data.fingerprint ? { localData: { fingerprint: data.fingerprint, seed: config.seed, ...(config.limitTrain ? { limitTrain: config.limitTrain } : {}), ...(config.limitTest ? { limitTest: config.limitTest } : {}) } } : {}),
   }, { gradientCount: trainer.layout.trainableSize, statsCount: trainer.layout.totalSize - trainer.layout.trainableSize, batchNormChannels: trainer.layout.entries.filter((e) => e.role === 'moving_mean').map((e) => e.size) }, data.train);
+  let pool: WorkerPool;
+  try {
+    pool = await starting;
+  } catch (err) {
+    // SIGINT/SIGTERM while the workers started: nothing trained, nothing new to checkpoint.
+    if (!opts.signal?.aborted) throw err;
+    const position = trainer.currentPosition;
+    log.info({ event: 'run_stopped', step: position.globalStep, epoch: position.epoch + 1, out: config.out }, `stopped while the workers were starting, at step ${position.globalStep}`);
+    return { status: 'interrupted', position };
+  }
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
   let outcome: RunOutcome | undefined;

@@ -30,12 +30,16 @@ export function defaultRunDir(model: string): string {
   return join('runs', `${model}-${stamp}`);
 }
 
-/** What a run writes into its folder: a folder holding any of them holds a run. */
+/** What a run writes into its folder. */
 export const RUN_FILES = [CHECKPOINT_DIR, 'metrics.json', 'history.json', ...Object.values(RUN_PICTURE_FILES)] as const;
+/**
+ * Those that make it a run worth keeping: trained weights, or an epoch's or the run's results. A
+ * run stopped before its first checkpoint leaves only summary.txt, which does not hold a rerun back.
+ */
+export const RUN_MARKERS = [CHECKPOINT_DIR, 'metrics.json', 'history.json'] as const;
 
-/** The run files `dir` already holds. */
-export function earlierRunFiles(dir: string): string[] {
-  return RUN_FILES.filter((f) => existsSync(join(dir, f)));
+function present(dir: string, names: readonly string[]): string[] {
+  return names.filter((f) => existsSync(join(dir, f)));
 }
 
 /**
@@ -46,10 +50,10 @@ export function earlierRunFiles(dir: string): string[] {
  */
 export function settleEarlierRun(dir: string, how: { resume: boolean; overwrite: boolean }): void {
   if (how.resume) return;
-  const found = earlierRunFiles(dir);
+  const found = present(dir, RUN_MARKERS);
   if (found.length === 0) return;
   if (!how.overwrite) {
     throw new ConfigError(`--out ${dir} already holds a run (${found.join(', ')}): continue it with --resume, replace it with --overwrite, or give another folder (without --out each run gets runs/<model>-<time>/).`);
   }
-  for (const f of found) rmSync(join(dir, f), { recursive: true, force: true });
+  for (const f of present(dir, RUN_FILES)) rmSync(join(dir, f), { recursive: true, force: true });
 }

@@ -152,6 +152,11 @@ export class Trainer {
   }
 
   /** True once every epoch has been trained (a resumed run may already be there). */
+  /** Where training stands now (a copy). */
+  get currentPosition(): TrainingPosition {
+    return { ...this.position };
+  }
+
   get isFinished(): boolean {
     return this.position.epoch >= this.config.epochs;
   }

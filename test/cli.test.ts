@@ -56,6 +56,21 @@ describe('dtrain train', () => {
     expect(await readFile(join(out, 'notes.txt'), 'utf8')).toBe('mine');
   });
 
+  it('stops at once on SIGTERM while its threads are still starting, with exit code 143', async () => {
+    const out = await tempDir();
+    // 16 threads load their backends on this machine's cores: seconds, long after the signal.
+    const p = new DtrainProcess(['train', '--dataset', 'synthetic', '--limit-train', '64', '--limit-test', '20', '--epochs', '1', '--workers', '16', '--out', out], {});
+    await p.waitFor('run_started');
+    p.kill('SIGTERM');
+    const { code } = await p.exited;
+    expect(code).toBe(143);
+    expect(p.lines.find((l) => l.event === 'run_stopped')?.msg).toMatch(/^stopped while the workers were starting, at step 0$/);
+    expect(p.lines.some((l) => l.event === 'backend_selected' || l.event === 'step')).toBe(false);
+    // Nothing trained, so nothing holds a fresh start in that folder back.
+    const again = await run(['train', '--dataset', 'synthetic', '--limit-train', '64', '--limit-test', '20', '--epochs', '1', '--workers', '1', '--no-plots', '--out', out]);
+    expect(again.code).toBe(0);
+  });
+
   const badInput: [string, string[], Record<string, string>, RegExp][] = [
     ['--resume with --overwrite', ['train', '--out', '/tmp/x', '--resume', '--overwrite'], {}, /^dtrain: --resume and --overwrite contradict each other/],
     ['an unknown model', ['train', '--model', 'resnet'], {}, /--model must be one of mlp, lenet, cnn-dropout, cnn-bn, got "resnet"/],

@@ -202,7 +202,7 @@ export function registerTrainCommand(program: Command): void {
         const sharedMemory = { trainable: expect.gradientCount, stats: expect.statsCount, slotSamples: config.batchPerWorker ?? config.batchSize, grain: config.reduceGrain, trainSet };
         const prestarted = threads;
         threads = undefined; // from here on, the pool stops them
-        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels, threads: prestarted });
+        const started = await startInProcessWorkers(membership, { workers, backend: config.backend, welcome, log, sharedMemory, batchNormChannels: expect.batchNormChannels, threads: prestarted, signal });
         const sel = started.backend;
         log.info({ event: 'backend_selected', backend: sel.name, source: sel.source, skipped: sel.skipped, kernels: sel.kernels, adapter: sel.adapter, warmUpSteps: started.warmedUp }, `backend: ${sel.name} (${sel.source}${sel.adapter ? `, adapter ${adapterName(sel.adapter)}` : ''})${sel.kernels ? `, kernels: ${sel.kernels.set}` : ''}${sel.skipped.length ? `; skipped ${sel.skipped.map((s) => `${s.backend}: ${s.reason}`).join('; ')}` : ''}`);
         return { backend: () => sel.name, stop: started.stop, sharedStep: started.sharedStep, bnBoard: started.bnBoard };
