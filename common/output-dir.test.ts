@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeOutputDir } from './output-dir.ts';
+import { makeOutputDir, removeMadeDirs } from './output-dir.ts';
 import { ConfigError } from './errors.ts';
 
 const scratch = () => mkdtempSync(join(tmpdir(), 'dtrain-outdir-'));
@@ -14,6 +14,17 @@ describe('makeOutputDir', () => {
     makeOutputDir(dir, '--out');
     expect(statSync(dir).isDirectory()).toBe(true);
     expect(() => makeOutputDir(dir, '--out')).not.toThrow();
+  });
+
+  it('returns the folders it made, which removeMadeDirs takes away again while they are empty', () => {
+    const root = scratch();
+    const made = makeOutputDir(join(root, 'a', 'b'), '--out');
+    expect(made).toEqual([join(root, 'a'), join(root, 'a', 'b')]);
+    expect(makeOutputDir(join(root, 'a', 'b'), '--out')).toEqual([]);
+    writeFileSync(join(root, 'a', 'kept.txt'), 'x');
+    removeMadeDirs(made);
+    expect(existsSync(join(root, 'a', 'b'))).toBe(false);
+    expect(existsSync(join(root, 'a', 'kept.txt'))).toBe(true);
   });
 
   it('refuses a path that is a file, or lies under one, naming the flag and the file', () => {

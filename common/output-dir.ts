@@ -4,7 +4,7 @@
  * path under a file system that refuses new entries (it loops on ENOENT under /proc), and every
  * refusal becomes a ConfigError naming the flag, what it pointed at and why.
  */
-import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ConfigError } from './errors.ts';
 
@@ -21,8 +21,11 @@ function kindOf(path: string, flag: string, given: string): Kind {
   }
 }
 
-/** Makes folder `dir` and whatever levels above it are missing; `flag` names it in errors. */
-export function makeOutputDir(dir: string, flag: string): void {
+/**
+ * Makes folder `dir` and whatever levels above it are missing; `flag` names it in errors. Returns the
+ * folders it made, outermost first, for `removeMadeDirs` if the run fails before writing anything.
+ */
+export function makeOutputDir(dir: string, flag: string): string[] {
   const missing: string[] = [];
   let at = resolve(dir);
   for (;;) {
@@ -47,5 +50,17 @@ export function makeOutputDir(dir: string, flag: string): void {
     accessSync(dir, constants.W_OK);
   } catch (err) {
     throw new ConfigError(`${flag} ${dir}: the folder is not writable (${(err as NodeJS.ErrnoException).code}).`);
+  }
+  return missing;
+}
+
+/** Removes the folders `makeOutputDir` made, innermost first, as long as they are still empty. */
+export function removeMadeDirs(made: readonly string[]): void {
+  for (const level of [...made].reverse()) {
+    try {
+      rmdirSync(level);
+    } catch {
+      return; // not empty (or gone): what is above it stays too
+    }
   }
 }

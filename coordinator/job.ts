@@ -21,7 +21,7 @@ import { settleEarlierRun, type Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 import { quietBackgroundThreads } from '../common/background-threads.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
-import { makeOutputDir } from '../common/output-dir.ts';
+import { makeOutputDir, removeMadeDirs } from '../common/output-dir.ts';
 
 export interface WorkerPool {
   /** The backend the workers run, for metrics.json ("mixed" if they differ). */
@@ -69,12 +69,16 @@ async function readMetrics(runDir: string): Promise<Metrics | undefined> {
 
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
-  makeOutputDir(config.out, '--out');
+  const made = makeOutputDir(config.out, '--out');
   settleEarlierRun(config.out, { resume: config.resume, overwrite: config.overwrite ?? false });
   // The message path's passes over gradients and Adam: native where the addon loads.
   const passes = installGradientPasses();
   log.debug({ event: 'gradient_passes', native: passes.native, reason: passes.reason }, `gradient passes and Adam: ${passes.native ? 'native' : `JavaScript and WebAssembly (${passes.reason})`}`);
-  const data = await loadDataset({ dataset: config.dataset, dataDir: config.dataDir, limitTrain: config.limitTrain, limitTest: config.limitTest, splitSeed: config.seed, logger: log });
+  // Data that cannot be read ends the run before it wrote anything: it leaves no empty folder behind.
+  const data = await loadDataset({ dataset: config.dataset, dataDir: config.dataDir, limitTrain: config.limitTrain, limitTest: config.limitTest, splitSeed: config.seed, logger: log }).catch((err: unknown) => {
+    removeMadeDirs(made);
+    throw err;
+  });
   const preprocessing = fitPreprocessing(MODEL_SPECS[config.model].input, data.train);
 
   const membership = new Membership(log);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
 import { DtrainProcess } from './processes.ts';
 import { tempDir } from './helpers.ts';
 import { envBool } from '../coordinator/cli/train.ts';
@@ -54,6 +55,14 @@ describe('dtrain train', () => {
     expect(replaced.code).toBe(0);
     expect(JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')).model).toBe('lenet');
     expect(await readFile(join(out, 'notes.txt'), 'utf8')).toBe('mine');
+  });
+
+  it('leaves no run folder behind when the data cannot be read', async () => {
+    const out = join(await tempDir(), 'new', 'run');
+    const { code, stderr } = await run(['train', '--data-dir', '/nonexistent/cifar', '--out', out]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/\/nonexistent\/cifar/);
+    expect(existsSync(join(out, '..'))).toBe(false);
   });
 
   it('stops at once on SIGTERM while its threads are still starting, with exit code 143', async () => {
