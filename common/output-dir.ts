@@ -25,7 +25,7 @@ function kindOf(path: string, flag: string, given: string): Kind {
  * Makes folder `dir` and whatever levels above it are missing; `flag` names it in errors. Returns the
  * folders it made, outermost first, for `removeMadeDirs` if the run fails before writing anything.
  */
-export function makeOutputDir(dir: string, flag: string): string[] {
+export function makeOutputDir(dir: string, flag: string, opts: { checkWritable?: boolean } = {}): string[] {
   const missing: string[] = [];
   let at = resolve(dir);
   for (;;) {
@@ -46,10 +46,14 @@ export function makeOutputDir(dir: string, flag: string): string[] {
       throw new ConfigError(`${flag} ${dir}: cannot create the folder ${level} (${code}).`);
     }
   }
-  try {
-    accessSync(dir, constants.W_OK);
-  } catch (err) {
-    throw new ConfigError(`${flag} ${dir}: the folder is not writable (${(err as NodeJS.ErrnoException).code}).`);
+  // A folder the run writes files into must be writable; one that only holds a file given by name
+  // (--log-file /dev/stdout, or a file made ahead in a folder we cannot write) need not be.
+  if (opts.checkWritable ?? true) {
+    try {
+      accessSync(dir, constants.W_OK);
+    } catch (err) {
+      throw new ConfigError(`${flag} ${dir}: the folder is not writable (${(err as NodeJS.ErrnoException).code}).`);
+    }
   }
   return missing;
 }

@@ -20,6 +20,8 @@ import { writeFileAtomic } from '../common/atomic-write.ts';
 import type { History } from './run-files.ts';
 
 export const CHECKPOINT_DIR = 'checkpoint';
+/** The checkpoint's commit point: written last, it names the files of one consistent checkpoint. */
+export const CHECKPOINT_FILE = 'checkpoint.json';
 const FORMAT = 'dtrain-checkpoint-1';
 
 /** Where training stands: the next sample of the epoch, plus the epoch's running sums. */
@@ -93,7 +95,7 @@ export async function saveCheckpoint(runDir: string, ckpt: Checkpoint, write: Ch
   const modelText = JSON.stringify(modelJson);
   await write(join(dir, files.model), modelText);
   const state: CheckpointState = { ...ckpt.state, format: FORMAT, adamStep: ckpt.adam.step, files };
-  await write(join(dir, 'checkpoint.json'), JSON.stringify(state, null, 2)); // the commit point
+  await write(join(dir, CHECKPOINT_FILE), JSON.stringify(state, null, 2)); // the commit point
   await write(join(dir, 'model.json'), modelText);
   // Older files are no longer named by checkpoint.json.
   const named = new Set(Object.values(files));
@@ -118,7 +120,7 @@ export async function loadCheckpoint(runDir: string, model: ModelName): Promise<
   const dir = join(runDir, CHECKPOINT_DIR);
   let raw: string;
   try {
-    raw = await readFile(join(dir, 'checkpoint.json'), 'utf8');
+    raw = await readFile(join(dir, CHECKPOINT_FILE), 'utf8');
   } catch {
     return undefined;
   }
@@ -126,9 +128,9 @@ export async function loadCheckpoint(runDir: string, model: ModelName): Promise<
   try {
     state = JSON.parse(raw) as CheckpointState;
   } catch (err) {
-    throw new CheckpointError(`${join(dir, 'checkpoint.json')} is not valid JSON: ${(err as Error).message}`, err);
+    throw new CheckpointError(`${join(dir, CHECKPOINT_FILE)} is not valid JSON: ${(err as Error).message}`, err);
   }
-  if (state.format !== FORMAT) throw new CheckpointError(`${join(dir, 'checkpoint.json')} has format "${state.format}", expected "${FORMAT}".`);
+  if (state.format !== FORMAT) throw new CheckpointError(`${join(dir, CHECKPOINT_FILE)} has format "${state.format}", expected "${FORMAT}".`);
   if (state.model !== model) throw new CheckpointError(`The checkpoint in ${dir} is for model ${state.model}, but --model is ${model}. Use another --out folder, or the same model.`);
   const layout = weightLayout(buildModel(model));
   if (state.weightCount !== layout.totalSize) throw new CheckpointError(`The checkpoint holds ${state.weightCount} weights, but ${model} has ${layout.totalSize}.`);

@@ -17,7 +17,7 @@ import { Membership } from './membership.ts';
 import type { SharedStep } from './shared-step.ts';
 import type { BnBoardHost } from '../common/bn-board.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
-import { settleEarlierRun, type Metrics } from './run-files.ts';
+import { clearEarlierRun, refuseEarlierRun, type Metrics } from './run-files.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 import { quietBackgroundThreads } from '../common/background-threads.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
@@ -70,7 +70,8 @@ async function readMetrics(runDir: string): Promise<Metrics | undefined> {
 export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const { config, log } = opts;
   const made = makeOutputDir(config.out, '--out');
-  settleEarlierRun(config.out, { resume: config.resume, overwrite: config.overwrite ?? false });
+  const earlier = { resume: config.resume, overwrite: config.overwrite ?? false };
+  refuseEarlierRun(config.out, earlier);
   // The message path's passes over gradients and Adam: native where the addon loads.
   const passes = installGradientPasses();
   log.debug({ event: 'gradient_passes', native: passes.native, reason: passes.reason }, `gradient passes and Adam: ${passes.native ? 'native' : `JavaScript and WebAssembly (${passes.reason})`}`);
@@ -98,7 +99,6 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
       }
     },
   });
-  await writeFile(join(config.out, 'summary.txt'), trainer.summary + '\n');
   const resumed = config.resume && (await trainer.resume());
   if (config.resume && !resumed) log.info({ event: 'resume_skipped', dir: config.out }, 'no checkpoint to resume from: starting fresh');
   await observer?.attach(membership, trainer, resumed);
@@ -124,11 +124,17 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
     pool = await starting;
   } catch (err) {
     // SIGINT/SIGTERM while the workers started: nothing trained, nothing new to checkpoint.
-    if (!opts.signal?.aborted) throw err;
+    if (!opts.signal?.aborted || err !== opts.signal.reason) throw err;
     const position = trainer.currentPosition;
     log.info({ event: 'run_stopped', step: position.globalStep, epoch: position.epoch + 1, out: config.out }, `stopped while the workers were starting, at step ${position.globalStep}`);
-    return { status: 'interrupted', position };
+    const outcome: RunOutcome = { status: 'interrupted', position };
+    await observer?.finished?.(outcome);
+    return outcome;
   }
+  // The workers are up: from here the run writes its folder (an --overwrite'n run's files go first).
+  const cleared = clearEarlierRun(config.out, earlier);
+  if (cleared.length > 0) log.info({ event: 'run_overwritten', dir: config.out, files: cleared }, `--overwrite: removed the earlier run's ${cleared.join(', ')}`);
+  await writeFile(join(config.out, 'summary.txt'), trainer.summary + '\n');
   if (pool.sharedStep) trainer.useSharedStep(pool.sharedStep);
   if (pool.bnBoard) trainer.useBnBoard(pool.bnBoard);
   let outcome: RunOutcome | undefined;

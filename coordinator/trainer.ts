@@ -151,12 +151,12 @@ export class Trainer {
     this.runsFor = stepsRunFor(config);
   }
 
-  /** True once every epoch has been trained (a resumed run may already be there). */
   /** Where training stands now (a copy). */
   get currentPosition(): TrainingPosition {
     return { ...this.position };
   }
 
+  /** True once every epoch has been trained (a resumed run may already be there). */
   get isFinished(): boolean {
     return this.position.epoch >= this.config.epochs;
   }

@@ -116,5 +116,7 @@ while [[ -z $coordinator_status ]]; do
     fi
   fi
 done
-# The coordinator closes every connection with "finished"; workers then exit on their own.
+# The coordinator closes every connection with "finished"; workers then exit on their own. One that
+# ended otherwise (a refused flag, an --out that holds a run) leaves them retrying: stop them now.
+((coordinator_status == 0)) || stop_all
 exit "$coordinator_status"

@@ -24,7 +24,10 @@ trap 'for p in $PIDS; do kill "$p" 2>/dev/null || true; done' EXIT
 
 for dtype in float32 float16 bfloat16; do
   log="$OUT/$dtype.log"
-  node --single-threaded-gc bin/dtrain.js coordinator --host 127.0.0.1 --port 0 --no-http --no-plots "${DATA[@]}" --model "$MODEL" --epochs "$EPOCHS" \
+  # A reused OUT: this run replaces the last one (--overwrite), and its log starts empty, so the port
+  # read below is this coordinator's.
+  rm -f "$log" "$OUT/$dtype.workers.log"
+  node --single-threaded-gc bin/dtrain.js coordinator --overwrite --host 127.0.0.1 --port 0 --no-http --no-plots "${DATA[@]}" --model "$MODEL" --epochs "$EPOCHS" \
     --limit-train "$LIMIT_TRAIN" --limit-test "$LIMIT_TEST" --seed "$SEED" --backend wasm --min-workers "$WORKERS" \
     --wire-dtype "$dtype" --out "$OUT/$dtype" --log-file "$log" &
   cpid=$!

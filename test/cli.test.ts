@@ -4,6 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer, type AddressInfo } from 'node:net';
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { DtrainProcess } from './processes.ts';
 import { tempDir } from './helpers.ts';
 import { envBool } from '../coordinator/cli/train.ts';
@@ -51,7 +52,12 @@ describe('dtrain train', () => {
     expect(refused.stderr).toMatch(new RegExp(`^dtrain: --out ${out} already holds a run \\(metrics\\.json\\): continue it with --resume, replace it with --overwrite, or give another folder`));
     expect(refused.lines.some((l) => l.event === 'step')).toBe(false);
     expect(JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')).model).toBe('cnn-dropout');
+    // A run that fails before it starts (here its data) replaces nothing, even with --overwrite.
+    const failed = await run(['train', '--dataset', 'cifar10', '--data-dir', '/nonexistent/cifar', '--out', out, '--overwrite']);
+    expect(failed.code).toBe(2);
+    expect(JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')).model).toBe('cnn-dropout');
     const replaced = await run([...args, '--overwrite']);
+    expect(replaced.lines.find((l) => l.event === 'run_overwritten')?.files).toEqual(['metrics.json']);
     expect(replaced.code).toBe(0);
     expect(JSON.parse(await readFile(join(out, 'metrics.json'), 'utf8')).model).toBe('lenet');
     expect(await readFile(join(out, 'notes.txt'), 'utf8')).toBe('mine');
@@ -100,11 +106,11 @@ describe('dtrain train', () => {
     ['a stray argument', ['train', 'extra'], {}, /^dtrain: too many arguments for 'train'/],
     ['an unknown command', ['tarin'], {}, /^dtrain: unknown command 'tarin'/],
     ['an output folder that is a file', ['train', '--dataset', 'synthetic', '--limit-train', '64', '--out', '/dev/null'], {}, /^dtrain: --out \/dev\/null: \/dev\/null exists and is not a folder\.$/],
-    ['a log file that is a folder', ['train', '--log-file', '/tmp'], {}, /^dtrain: --log-file \/tmp: cannot open it for writing \(EISDIR\)\.$/],
+    ['a log file that is a folder', ['train', '--log-file', tmpdir()], {}, new RegExp(`^dtrain: --log-file ${tmpdir()}: cannot open it for writing \\(EISDIR\\)\\.$`)],
     ['a host that does not resolve', ['train', '--dataset', 'synthetic', '--limit-train', '64', '--port', '0', '--host', '999.1.1.1', '--out', '/tmp/dtrain-cli-no-host'], {}, /dtrain: --host 999\.1\.1\.1 does not resolve to an address \((ENOTFOUND|EAI_AGAIN)\)/],
     ['an epoch count from the environment that is not a number', ['train'], { DTRAIN_EPOCHS: 'abc' }, /^dtrain: --epochs must be an integer between 1 and 10000, got "abc"\. It came from the environment variable DTRAIN_EPOCHS\.$/],
     ['a worker URL with a port no socket can use', ['worker', '--connect', 'ws://127.0.0.1:99999'], { DTRAIN_TOKEN: 'long-enough-token' }, /^dtrain: --connect must be a ws:\/\/ or wss:\/\/ URL such as ws:\/\/coordinator:8787, got "ws:\/\/127\.0\.0\.1:99999"\.$/],
-    ['a worker log level there is none of', ['worker', '--connect', 'ws://127.0.0.1:9', '--log-level', 'loud'], { DTRAIN_TOKEN: 'long-enough-token' }, /^dtrain: --log-level must be one of fatal, error, warn, info, debug, trace, got "loud"\.$/],
+    ['a worker log level there is none of', ['worker', '--connect', 'ws://127.0.0.1:9', '--log-level', 'loud'], { DTRAIN_TOKEN: 'long-enough-token' }, /^dtrain: --log-level must be one of fatal, error, warn, info, debug, trace, silent, got "loud"\.$/],
     ['a give-up time no timer can hold', ['worker', '--connect', 'ws://127.0.0.1:9', '--give-up-after', '1e9'], { DTRAIN_TOKEN: 'long-enough-token' }, /--give-up-after must be a duration/],
   ];
   for (const [what, args, env, message] of badInput) {

@@ -69,6 +69,7 @@ export function registerCoordinatorCommand(program: Command): void {
     const token = readToken(flags);
     const config = trainConfigFromFlags(flags, flags.minWorkers);
     const log = loggerFromFlags(flags, { role: 'coordinator' });
+    // Before run_started: a signal from then on is a clean shutdown, not Node's default exit.
     const signal = shutdownSignal(log);
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, minWorkers: flags.minWorkers, dataset: config.dataset, wireDtype: flags.wireDtype, out: config.out, ...gcMode(), ...keepFreedMemory() }, `coordinator: ${config.model}, waiting for ${flags.minWorkers} worker(s)`);
     warnGcMode(log);

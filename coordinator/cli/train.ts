@@ -118,13 +118,13 @@ export function trainConfigFromFlags(flags: TrainingFlags, workers: number): Tra
   };
 }
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export function loggerFromFlags(flags: { logLevel: string; logFile?: string }, base: Record<string, unknown>): Logger {
   const file = flags.logFile;
   if (file === undefined) return createLogger({ level: flags.logLevel, base });
   // The folder is made as --out's is; the file itself must be one the process can open for appending.
-  makeOutputDir(dirname(file), '--log-file');
+  makeOutputDir(dirname(file), '--log-file', { checkWritable: false });
   try {
     return createLogger({ level: flags.logLevel, destination: file, base });
   } catch (err) {
@@ -183,11 +183,12 @@ export function registerTrainCommand(program: Command): void {
     const config = { ...trainConfigFromFlags(flags, workers), reduceGrain: flags.reduceGrain };
     const tty = process.stdout.isTTY === true && !flags.logFile;
     const log = loggerFromFlags(flags, { role: 'trainer' });
+    // Before run_started: a signal from then on is a clean shutdown, not Node's default exit.
+    const signal = shutdownSignal(log);
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out, ...gcMode(), ...keepFreedMemory() }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
     warnGcMode(log);
     if (workers > availableParallelism()) log.warn({ event: 'threads_oversubscribed', workers, cores: availableParallelism() }, `--workers ${workers} on ${availableParallelism()} cores: the threads share cores, so start-up and every step are slower than with ${availableParallelism()}`);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
-    const signal = shutdownSignal(log);
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);
     if (web) logDashboardUrl(log, flags.host, await web.frontend.listen(flags.port!, flags.host));
     // The threads load their backend and warm up while this thread loads the data (worker/warm-up.ts).

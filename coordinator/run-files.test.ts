@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { clearEarlierRun, earlierRunMarkers, refuseEarlierRun } from './run-files.ts';
+import { ConfigError } from '../common/errors.ts';
+
+function folder(files: string[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'dtrain-runfiles-'));
+  for (const f of files) {
+    mkdirSync(join(dir, f, '..'), { recursive: true });
+    writeFileSync(join(dir, f), '{}');
+  }
+  return dir;
+}
+
+describe('an earlier run in --out', () => {
+  it('is a checkpoint of ours, metrics.json or history.json; summary.txt alone or a foreign checkpoint/ is not', () => {
+    expect(earlierRunMarkers(folder(['checkpoint/checkpoint.json', 'history.json']))).toEqual(['checkpoint', 'history.json']);
+    expect(earlierRunMarkers(folder(['summary.txt', 'checkpoint/notes.txt', 'loss.png']))).toEqual([]);
+  });
+
+  it('refuses a fresh run, unless it resumes or overwrites', () => {
+    const dir = folder(['metrics.json']);
+    expect(() => refuseEarlierRun(dir, { resume: false, overwrite: false })).toThrow(ConfigError);
+    expect(() => refuseEarlierRun(dir, { resume: false, overwrite: false })).toThrow(`--out ${dir} already holds a run (metrics.json): continue it with --resume, replace it with --overwrite`);
+    expect(() => refuseEarlierRun(dir, { resume: true, overwrite: false })).not.toThrow();
+    expect(() => refuseEarlierRun(dir, { resume: false, overwrite: true })).not.toThrow();
+    expect(existsSync(join(dir, 'metrics.json'))).toBe(true);
+  });
+
+  it('is cleared with --overwrite: its own files only, and nothing in a folder that holds no run', () => {
+    const dir = folder(['checkpoint/checkpoint.json', 'metrics.json', 'loss.png', 'summary.txt', 'notes.txt']);
+    expect(clearEarlierRun(dir, { resume: false, overwrite: false })).toEqual([]);
+    expect(clearEarlierRun(dir, { resume: false, overwrite: true }).sort()).toEqual(['checkpoint', 'loss.png', 'metrics.json', 'summary.txt']);
+    for (const f of ['checkpoint', 'metrics.json', 'loss.png', 'summary.txt']) expect(existsSync(join(dir, f))).toBe(false);
+    expect(existsSync(join(dir, 'notes.txt'))).toBe(true);
+    // A home folder with a loss.png and a checkpoint/ of something else holds no run: nothing goes.
+    const home = folder(['loss.png', 'checkpoint/model.bin']);
+    expect(clearEarlierRun(home, { resume: false, overwrite: true })).toEqual([]);
+    expect(existsSync(join(home, 'loss.png')) && existsSync(join(home, 'checkpoint', 'model.bin'))).toBe(true);
+  });
+});
