@@ -2,11 +2,7 @@
  * Writing the run folder's JSON files, atomically, so a reader or a crash never sees half a file.
  * The shapes are the ones the report reads (common/report/run-files.ts), with what the trainer adds.
  */
-import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError } from '../common/errors.ts';
-import { RUN_PICTURE_FILES } from '../common/report/run-artifacts.ts';
-import { CHECKPOINT_DIR, CHECKPOINT_FILE } from './checkpoint.ts';
 import { writeFileAtomic } from '../common/atomic-write.ts';
 import type { EpochRecord, RunMetrics, TrainingHistory } from '../common/report/run-files.ts';
 
@@ -28,44 +24,4 @@ export function writeJson(runDir: string, name: string, value: unknown): Promise
 export function defaultRunDir(model: string): string {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   return join('runs', `${model}-${stamp}`);
-}
-
-/** What a run writes into its folder. */
-export const RUN_FILES = [CHECKPOINT_DIR, 'metrics.json', 'history.json', ...Object.values(RUN_PICTURE_FILES)] as const;
-
-/**
- * What shows that `dir` holds a run worth keeping: a checkpoint of ours (checkpoint/ with its
- * checkpoint.json), or an epoch's or the run's results. A run stopped before its first checkpoint
- * leaves only summary.txt, which does not hold a rerun back.
- */
-export function earlierRunMarkers(dir: string): string[] {
-  const found: string[] = [];
-  if (existsSync(join(dir, CHECKPOINT_DIR, CHECKPOINT_FILE))) found.push(CHECKPOINT_DIR);
-  for (const f of ['metrics.json', 'history.json']) if (existsSync(join(dir, f))) found.push(f);
-  return found;
-}
-
-/**
- * A fresh run into a folder that holds one must say what to do with it, as Hugging Face's
- * --overwrite_output_dir does: continue it (`resume`) or replace it (`overwrite`). Otherwise a
- * ConfigError names the folder and both ways on. Checked before any work; nothing is removed here.
- */
-export function refuseEarlierRun(dir: string, how: { resume: boolean; overwrite: boolean }): void {
-  if (how.resume || how.overwrite) return;
-  const found = earlierRunMarkers(dir);
-  if (found.length > 0) {
-    throw new ConfigError(`--out ${dir} already holds a run (${found.join(', ')}): continue it with --resume, replace it with --overwrite, or give another folder (without --out each run gets runs/<model>-<time>/).`);
-  }
-}
-
-/**
- * With --overwrite, the earlier run's own files go, just before the new run writes its first one
- * (after its data loaded and its workers started, so a run that fails to start replaces nothing).
- * Only a folder that holds a run is cleared; a checkpoint/ folder that is not ours stays.
- */
-export function clearEarlierRun(dir: string, how: { resume: boolean; overwrite: boolean }): string[] {
-  if (how.resume || !how.overwrite || earlierRunMarkers(dir).length === 0) return [];
-  const ours = RUN_FILES.filter((f) => (f === CHECKPOINT_DIR ? existsSync(join(dir, CHECKPOINT_DIR, CHECKPOINT_FILE)) : existsSync(join(dir, f))));
-  for (const f of ours) rmSync(join(dir, f), { recursive: true, force: true });
-  return ours;
 }

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clearEarlierRun, earlierRunMarkers, refuseEarlierRun } from './run-files.ts';
+import { clearEarlierRun, earlierRunMarkers, refuseEarlierRun } from './earlier-run.ts';
 import { ConfigError } from '../common/errors.ts';
 
 function folder(files: string[]): string {
