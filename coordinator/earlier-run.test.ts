@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clearEarlierRun, earlierRunMarkers, refuseEarlierRun } from './earlier-run.ts';
+import { checkResumeFlags, clearEarlierRun, earlierRunMarkers, refuseEarlierRun } from './earlier-run.ts';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../common/config.ts';
 import { ConfigError } from '../common/errors.ts';
 
 function folder(files: string[]): string {
@@ -39,5 +40,35 @@ describe('an earlier run in --out', () => {
     const home = folder(['loss.png', 'checkpoint/model.bin']);
     expect(clearEarlierRun(home, { resume: false, overwrite: true })).toEqual([]);
     expect(existsSync(join(home, 'loss.png')) && existsSync(join(home, 'checkpoint', 'model.bin'))).toBe(true);
+  });
+});
+
+describe('a --resume whose flags differ from the checkpoint\'s', () => {
+  const saved = { model: 'lenet', dataset: 'synthetic', limitTrain: 5000, limitTest: 2000, epochs: 2, batchSize: 32, seed: 42 };
+  const withCheckpoint = () => {
+    const dir = folder([]);
+    mkdirSync(join(dir, 'checkpoint'));
+    writeFileSync(join(dir, 'checkpoint', 'checkpoint.json'), JSON.stringify({ model: 'lenet', config: saved }));
+    return dir;
+  };
+  const config = (dir: string, over: Partial<TrainConfig>): TrainConfig => ({ ...TRAIN_DEFAULTS, ...saved, model: 'lenet', dataset: 'synthetic', out: dir, resume: true, ...over });
+
+  it('is refused before any data loads, naming the flags both ways and the ones to add', () => {
+    const dir = withCheckpoint();
+    expect(() => checkResumeFlags(config(dir, { dataset: 'cifar10', limitTrain: undefined }))).toThrow(
+      `Cannot resume ${dir}: it was trained with --dataset synthetic, --limit-train 5000, and this run has --dataset cifar10, no --limit-train. Resume with --dataset synthetic --limit-train 5000.`,
+    );
+    expect(() => checkResumeFlags(config(dir, { model: 'mlp' }))).toThrow(/it was trained with --model lenet, and this run has --model mlp\. Resume with --model lenet\./);
+  });
+
+  it('notes what a resume may change (more epochs, another test set), and says nothing without a checkpoint or --resume', () => {
+    const dir = withCheckpoint();
+    expect(checkResumeFlags(config(dir, { epochs: 20, limitTest: undefined }))).toEqual([
+      '--epochs 20 where the run was started with 2: it trains to epoch 20',
+      'no --limit-test where the run was started with --limit-test 2000: evaluation uses this run\'s test images',
+    ]);
+    expect(checkResumeFlags(config(dir, {}))).toEqual([]);
+    expect(checkResumeFlags(config(dir, { resume: false, dataset: 'cifar10' }))).toEqual([]);
+    expect(checkResumeFlags(config(folder([]), { dataset: 'cifar10' }))).toEqual([]);
   });
 });

@@ -3,9 +3,10 @@
  * with --overwrite. Kept apart from run-files.ts, which the CLI loads before any command runs: this
  * module reads the checkpoint's names, and loading the checkpoint module loads TensorFlow.js.
  */
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../common/errors.ts';
+import type { TrainConfig } from '../common/config.ts';
 import { RUN_PICTURE_FILES } from '../common/report/run-artifacts.ts';
 import { CHECKPOINT_DIR, CHECKPOINT_FILE } from './checkpoint.ts';
 
@@ -47,4 +48,50 @@ export function clearEarlierRun(dir: string, how: { resume: boolean; overwrite: 
   const ours = RUN_FILES.filter((f) => (f === CHECKPOINT_DIR ? existsSync(join(dir, CHECKPOINT_DIR, CHECKPOINT_FILE)) : existsSync(join(dir, f))));
   for (const f of ours) rmSync(join(dir, f), { recursive: true, force: true });
   return ours;
+}
+
+/** What a resumed run must share with the run it continues, and the flag that sets each. */
+const RESUME_FLAGS = [
+  ['model', '--model'],
+  ['dataset', '--dataset'],
+  ['limitTrain', '--limit-train'],
+  ['batchSize', '--batch-size'],
+  ['batchPerWorker', '--batch-per-worker'],
+  ['seed', '--seed'],
+  ['reduceGrain', '--reduce-grain'],
+] as const;
+
+/** `--flag value`, or `no --flag` for a value left unset (a grain of 0 is unset too). */
+function flagText(flag: string, value: unknown): string {
+  return value === undefined || value === null || (flag === '--reduce-grain' && value === 0) ? `no ${flag}` : `${flag} ${String(value)}`;
+}
+
+/**
+ * Before any data is loaded: a --resume whose flags would make another run than the checkpoint's
+ * is refused with the flags to give, instead of failing after the data loaded (or a download was
+ * tried). Returns notes on what a resume may change (more epochs) for the log; nothing without a
+ * checkpoint. The trainer checks the same again against the checkpoint it loads.
+ */
+export function checkResumeFlags(config: TrainConfig): string[] {
+  if (!config.resume) return [];
+  const path = join(config.out, CHECKPOINT_DIR, CHECKPOINT_FILE);
+  if (!existsSync(path)) return [];
+  let saved: Record<string, unknown>;
+  try {
+    const state = JSON.parse(readFileSync(path, 'utf8')) as { model?: string; config?: Record<string, unknown> };
+    saved = { ...state.config, model: state.model ?? state.config?.model };
+  } catch {
+    return []; // the trainer's load says what is wrong with it
+  }
+  const differ = RESUME_FLAGS.filter(([key]) => (saved[key] ?? (key === 'reduceGrain' ? 0 : undefined)) !== (config[key] ?? (key === 'reduceGrain' ? 0 : undefined)));
+  if (differ.length > 0) {
+    const theirs = differ.map(([key, flag]) => flagText(flag, saved[key])).join(', ');
+    const ours = differ.map(([key, flag]) => flagText(flag, config[key])).join(', ');
+    const add = differ.filter(([key]) => saved[key] !== undefined && !(key === 'reduceGrain' && saved[key] === 0)).map(([key, flag]) => `${flag} ${String(saved[key])}`);
+    throw new ConfigError(`Cannot resume ${config.out}: it was trained with ${theirs}, and this run has ${ours}.${add.length > 0 ? ` Resume with ${add.join(' ')}.` : ''}`);
+  }
+  const notes: string[] = [];
+  if (saved.epochs !== undefined && saved.epochs !== config.epochs) notes.push(`--epochs ${config.epochs} where the run was started with ${saved.epochs}: it trains to epoch ${config.epochs}`);
+  if (saved.limitTest !== config.limitTest) notes.push(`${flagText('--limit-test', config.limitTest)} where the run was started with ${flagText('--limit-test', saved.limitTest)}: evaluation uses this run's test images`);
+  return notes;
 }

@@ -18,7 +18,7 @@ import type { SharedStep } from './shared-step.ts';
 import type { BnBoardHost } from '../common/bn-board.ts';
 import { Trainer, type RunOutcome, type TrainerHooks } from './trainer.ts';
 import type { Metrics } from './run-files.ts';
-import { clearEarlierRun, refuseEarlierRun } from './earlier-run.ts';
+import { checkResumeFlags, clearEarlierRun, refuseEarlierRun } from './earlier-run.ts';
 import { writeRunPictures } from '../common/report/run-artifacts.ts';
 import { quietBackgroundThreads } from '../common/background-threads.ts';
 import { installGradientPasses } from '../common/kernels/native/install-native.ts';
@@ -47,6 +47,17 @@ export interface JobOptions {
   observer?: JobObserver;
   /** Aborted on SIGINT/SIGTERM by the caller: the job checkpoints and stops cleanly. */
   signal?: AbortSignal;
+  /** The command line that started the run (after `dtrain`), for the exact command that continues it. */
+  commandLine?: readonly string[];
+}
+
+/** The command that continues a stopped run: the same flags, --resume, and --out where it was implicit. */
+export function resumeCommand(out: string, commandLine: readonly string[] | undefined): string {
+  if (!commandLine) return `--resume --out ${out}`;
+  const args = commandLine.filter((a) => a !== '--resume' && a !== '--overwrite');
+  if (!args.some((a) => a === '--out' || a.startsWith('--out='))) args.push('--out', out);
+  const quote = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  return ['dtrain', ...args, '--resume'].map(quote).join(' ');
 }
 
 export interface JobObserver {
@@ -73,6 +84,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
   const made = makeOutputDir(config.out, '--out');
   const earlier = { resume: config.resume, overwrite: config.overwrite ?? false };
   refuseEarlierRun(config.out, earlier);
+  for (const note of checkResumeFlags(config)) log.warn({ event: 'resume_changes', dir: config.out, note }, `resuming with ${note}`);
   // The message path's passes over gradients and Adam: native where the addon loads.
   const passes = installGradientPasses();
   log.debug({ event: 'gradient_passes', native: passes.native, reason: passes.reason }, `gradient passes and Adam: ${passes.native ? 'native' : `JavaScript and WebAssembly (${passes.reason})`}`);
@@ -153,7 +165,7 @@ export async function runJob(opts: JobOptions): Promise<RunOutcome> {
       const m = outcome.metrics;
       log.info({ event: 'run_finished', test_loss: m.test_loss, test_accuracy: m.test_accuracy, wall_seconds: m.wall_seconds, images_per_second: m.images_per_second, out: config.out }, `finished: test accuracy ${(m.test_accuracy * 100).toFixed(2)}%`);
     } else {
-      log.info({ event: 'run_stopped', step: outcome.position.globalStep, epoch: outcome.position.epoch + 1, out: config.out }, `stopped at step ${outcome.position.globalStep}; continue with --resume --out ${config.out}`);
+      log.info({ event: 'run_stopped', step: outcome.position.globalStep, epoch: outcome.position.epoch + 1, out: config.out }, `stopped at step ${outcome.position.globalStep}; continue with: ${resumeCommand(config.out, opts.commandLine)}`);
     }
     await observer?.finished?.(outcome);
     return outcome;

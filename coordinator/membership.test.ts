@@ -104,6 +104,15 @@ describe('Membership', () => {
     expect(lines[3]).toMatchObject({ workerId: 'b', reason: 'step timeout', workers: 0, generation: 4 });
   });
 
+  it('names a worker by id and, where it differs, by the name its operator gave it', () => {
+    const { log, lines } = capturingLogger();
+    const m = new Membership(log);
+    m.join(new FakeWorker('w1', 'gpu-node-2'));
+    m.join(new FakeWorker('w2', 'w2'));
+    m.leave('w1', 'left', 'socket closed');
+    expect(lines.map((l) => l.msg)).toEqual(['worker w1 (gpu-node-2) joined', 'worker w2 joined', 'worker w1 (gpu-node-2) left: socket closed']);
+  });
+
   it('logs a leave at warn, and one we ended ourselves (training finished) at info', () => {
     const { log, lines } = capturingLogger();
     const m = new Membership(log);

@@ -39,6 +39,11 @@ export interface WorkerHandle {
 
 export type LeaveKind = 'left' | 'evicted';
 
+/** A worker in a log line: its id, and the name its operator gave it where that differs ("w2 (gpu-node-1)"). */
+function who(worker: Pick<WorkerHandle, 'id' | 'name'>): string {
+  return worker.name && worker.name !== worker.id ? `${worker.id} (${worker.name})` : worker.id;
+}
+
 /** What happened to whom, for observers (dashboard, metrics); the step loop only needs `onChange`. */
 export type MembershipEvent =
   | { kind: 'joined'; workerId: string; name: string; backend: string }
@@ -59,7 +64,7 @@ export class Membership {
     this.workers.set(worker.id, worker);
     this.generation++;
     this.events.emit('event', { kind: 'joined', workerId: worker.id, name: worker.name, backend: worker.backend } satisfies MembershipEvent);
-    this.log.info({ event: 'worker_joined', workerId: worker.id, workerName: worker.name, backend: worker.backend, workers: this.workers.size, generation: this.generation }, `worker ${worker.id} joined`);
+    this.log.info({ event: 'worker_joined', workerId: worker.id, workerName: worker.name, backend: worker.backend, workers: this.workers.size, generation: this.generation }, `worker ${who(worker)} joined`);
     this.events.emit('change');
   }
 
@@ -75,7 +80,7 @@ export class Membership {
     const event = kind === 'evicted' ? 'worker_evicted' : 'worker_left';
     const fields = { event, workerId: id, reason, workers: this.workers.size, generation: this.generation };
     const tell = () => {
-      this.log[orderly && kind === 'left' ? 'info' : 'warn'](fields, `worker ${id} ${kind}: ${reason}`);
+      this.log[orderly && kind === 'left' ? 'info' : 'warn'](fields, `worker ${who(worker)} ${kind}: ${reason}`);
       this.events.emit('event', { kind, workerId: id, reason } satisfies MembershipEvent);
     };
     if (this.held) this.held.push(tell);

@@ -72,6 +72,19 @@ describe('compareRegularization', () => {
     expect(compareRegularization(summaries({ model: 'cnn-dropout', ...narrow }, { model: 'cnn-bn', ...wide })).verdict).toBe('dropout');
   });
 
+  it('draws no verdict on a cnn-bn run too short for its moving statistics, and says why', () => {
+    // 3 short epochs: 96% in training, about 20% on validation (above chance, so only the step count tells).
+    const short = { epochs: 3, trainAccuracy: 0.96, bestValAccuracy: 0.218, bestEpoch: 3, sag: 0, testAccuracy: 0.2 };
+    const runs = summaries({ model: 'cnn-dropout', ...narrow, epochs: 3, bestEpoch: 3 }, { model: 'cnn-bn', ...short });
+    runs[1].steps = 189;
+    const finding = compareRegularization(runs);
+    expect(finding.verdict).toBe('undecided');
+    expect(finding.sentences.join(' ')).toContain(`cnn-bn took only 189 steps: its BatchNorm moving statistics (momentum 0.99) need about 460 to catch up with its weights, so its validation accuracy (${percent(runs[1].bestValAccuracy)} at best, against 96.0% in training) understates the model`);
+    // The same run after enough steps gets its verdict.
+    runs[1].steps = 4700;
+    expect(compareRegularization(runs).verdict).toBe('dropout');
+  });
+
   it('says "below" where validation accuracy ends above training accuracy', () => {
     const under = { epochs: 20, trainAccuracy: 0.6, bestValAccuracy: 0.7, bestEpoch: 20, sag: 0, testAccuracy: 0.69 };
     const runs = summaries({ model: 'cnn-dropout', ...under }, { model: 'cnn-bn', ...wide });

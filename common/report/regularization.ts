@@ -25,6 +25,12 @@ export const TEST_MARGIN = 0.005;
 /** Chance on CIFAR-10's 10 classes, and how far above it a run's best validation accuracy must be for its gap to say anything. */
 export const CHANCE_ACCURACY = 0.1;
 export const ABOVE_CHANCE = 0.05;
+/**
+ * Steps a BatchNorm run needs before its moving statistics (momentum 0.99, as Keras) have caught up
+ * with its weights: after 460 steps the first step's statistics weigh under 1%. Fewer, and its
+ * validation accuracy understates the model, so its gap measures that, not overfitting.
+ */
+export const BN_WARM_STEPS = 460;
 
 export type Verdict = 'dropout' | 'batch-normalization' | 'undecided' | 'missing-runs';
 
@@ -50,6 +56,14 @@ export function compareRegularization(runs: readonly RunSummary[]): Regularizati
   if (!Number.isFinite(d.finalGap) || !Number.isFinite(b.finalGap)) {
     const without = [d, b].filter((r) => !Number.isFinite(r.finalGap)).map((r) => r.label);
     sentences.push(`${without.join(' and ')} recorded no epoch with both a training and a validation accuracy, so the gap between them cannot be measured; rerun it with a validation split.`);
+    return { verdict: 'undecided', sentences };
+  }
+
+  if (b.steps !== undefined && b.steps < BN_WARM_STEPS) {
+    sentences.push(
+      `${b.label} took only ${b.steps} steps: its BatchNorm moving statistics (momentum 0.99) need about ${BN_WARM_STEPS} to catch up with its weights, so its validation accuracy (${percent(b.bestValAccuracy)} at best, against ${percent(b.history.at(-1)?.accuracy ?? Number.NaN)} in training) understates the model and its gap measures that, not overfitting. This report draws no verdict; train it for more steps and compare again.`,
+    );
+    sentences.push(...caveats(d, b));
     return { verdict: 'undecided', sentences };
   }
 

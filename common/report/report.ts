@@ -148,7 +148,8 @@ h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; 
 .meta { color: #666; margin-top: 0; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.9rem; }
-th, td { border: 1px solid #ddd; padding: 0.35rem 0.6rem; white-space: nowrap; }
+th, td { border: 1px solid #ddd; padding: 0.3rem 0.45rem; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
 th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr:nth-child(even) td { background: #fafafa; }

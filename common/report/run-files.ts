@@ -44,6 +44,8 @@ export interface RunMetrics {
   dataset?: string;
   config?: Record<string, unknown>;
   finished_at?: string;
+  /** Optimizer steps the run took (dtrain writes it; older runs may lack it). */
+  steps?: number;
 }
 
 export interface RunFiles {
@@ -156,6 +158,7 @@ export function parseMetrics(value: unknown, source = METRICS_FILE): RunMetrics 
     images_per_second: r.number(root, 'images_per_second', '', { nullable: true }),
   };
   if (root.dataset !== undefined) metrics.dataset = r.string(root, 'dataset', '');
+  if (root.steps !== undefined) metrics.steps = r.number(root, 'steps', '', { integer: true, min: 0 });
   if (root.finished_at !== undefined) metrics.finished_at = r.string(root, 'finished_at', '');
   if (root.config !== undefined) metrics.config = r.object(root.config, '"config"');
   return metrics;

@@ -28,6 +28,8 @@ export interface RunSummary {
   gapEpochs: number;
   wallSeconds: number;
   imagesPerSecond: number;
+  /** Optimizer steps, where metrics.json says. */
+  steps?: number;
   history: readonly EpochRecord[];
 }
 
@@ -78,6 +80,7 @@ export function summarizeRuns(runs: readonly RunFiles[]): RunSummary[] {
       gapEpochs: gap.epochs,
       wallSeconds: metrics.wall_seconds,
       imagesPerSecond: metrics.images_per_second,
+      ...(metrics.steps !== undefined ? { steps: metrics.steps } : {}),
       history: history.epochs,
     };
   });

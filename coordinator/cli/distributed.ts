@@ -79,6 +79,7 @@ export function registerCoordinatorCommand(program: Command): void {
       config,
       log,
       signal,
+      commandLine: process.argv.slice(2),
       observer: web?.monitor,
       startWorkers: async (membership, welcome, expect) => {
         const limits = { maxPayloadBytes: flags.maxFrameMb * 1024 * 1024, heartbeatIntervalMs: flags.heartbeatMs, readyTimeoutMs: flags.readyTimeoutMs };

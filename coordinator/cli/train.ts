@@ -197,6 +197,7 @@ export function registerTrainCommand(program: Command): void {
       config,
       log,
       signal,
+      commandLine: process.argv.slice(2),
       observer: web?.monitor,
       hooks: { onStep: (e) => progress?.update(e), stepLogLevel: progress ? 'debug' : 'info' },
       startWorkers: async (membership, welcome, expect, trainSet) => {

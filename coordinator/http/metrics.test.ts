@@ -76,6 +76,20 @@ describe('RunMetrics', () => {
     expect([Number(ahead.count), Number(ahead.sum)]).toEqual([1, 0.012]);
   });
 
+  it('exposes no step or validation values before there are any: absent, not 0', async () => {
+    const m = new RunMetrics(labels);
+    m.onMembership({ kind: 'joined', workerId: 'w1', name: 'a', backend: 'wasm' }, 1);
+    const before = parsePrometheus((await m.render()).text).map((f) => f.name);
+    expect(before).toContain('dtrain_workers');
+    for (const name of ['dtrain_epoch', 'dtrain_loss', 'dtrain_accuracy', 'dtrain_validation_loss', 'dtrain_validation_accuracy']) expect(before).not.toContain(name);
+    m.onStep(stepEvent({ step: 1, batchLoss: 2.1 }));
+    const afterStep = parsePrometheus((await m.render()).text);
+    expect(value(afterStep, 'dtrain_loss')).toBe(2.1);
+    expect(afterStep.map((f) => f.name)).not.toContain('dtrain_validation_accuracy');
+    m.onEpochEnd(epochRecord({ val_loss: 1.9, val_accuracy: 0.3 }));
+    expect(value(parsePrometheus((await m.render()).text), 'dtrain_validation_accuracy')).toBe(0.3);
+  });
+
   it('keeps each run in its own registry', async () => {
     const a = new RunMetrics(labels);
     const b = new RunMetrics(labels);

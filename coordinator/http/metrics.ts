@@ -42,6 +42,9 @@ export class RunMetrics {
     const registers = [this.registry];
     const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name: `dtrain_${name}`, help, labelNames, registers });
     const gauge = (name: string, help: string) => new Gauge({ name: `dtrain_${name}`, help, registers });
+    // A value that does not exist yet (no step, no finished epoch) is absent, not 0: an alert on
+    // validation accuracy must not fire before the first epoch ends. Registered on its first value.
+    const measured = (name: string, help: string) => new Gauge({ name: `dtrain_${name}`, help, registers: [] });
     const histogram = (name: string, help: string) => new Histogram({ name: `dtrain_${name}`, help, buckets: SECONDS_BUCKETS, registers });
     new Gauge({ name: 'dtrain_run_info', help: 'Always 1; the labels describe the run.', labelNames: ['model', 'dataset', 'transport'], registers }).set({ ...labels }, 1);
     this.steps = counter('steps_total', 'Training steps completed (global batches).');
@@ -53,11 +56,11 @@ export class RunMetrics {
     this.bytesSent = counter('sent_bytes_total', 'Bytes of tasks sent to workers (weights, images, labels).');
     this.bytesReceived = counter('received_bytes_total', 'Bytes of gradients and statistics received from workers.');
     this.workers = gauge('workers', 'Workers taking part in training now.');
-    this.epoch = gauge('epoch', 'The epoch being trained (1-based).');
-    this.loss = gauge('loss', 'Cross-entropy loss of the last step\'s global batch.');
-    this.accuracy = gauge('accuracy', 'Accuracy of the last step\'s global batch (0 to 1).');
-    this.valLoss = gauge('validation_loss', 'Validation loss after the last finished epoch.');
-    this.valAccuracy = gauge('validation_accuracy', 'Validation accuracy after the last finished epoch (0 to 1).');
+    this.epoch = measured('epoch', 'The epoch being trained (1-based).');
+    this.loss = measured('loss', 'Cross-entropy loss of the last step\'s global batch.');
+    this.accuracy = measured('accuracy', 'Accuracy of the last step\'s global batch (0 to 1).');
+    this.valLoss = measured('validation_loss', 'Validation loss after the last finished epoch.');
+    this.valAccuracy = measured('validation_accuracy', 'Validation accuracy after the last finished epoch (0 to 1).');
     this.phase = {
       step: histogram('step_duration_seconds', 'Wall time of a training step on the coordinator.'),
       compute: histogram('compute_duration_seconds', 'Compute time of the slowest worker in a step.'),
@@ -75,9 +78,9 @@ export class RunMetrics {
     this.retries.inc(e.retries);
     this.bytesSent.inc(e.bytesOut);
     this.bytesReceived.inc(e.bytesIn);
-    this.epoch.set(e.epoch);
-    this.loss.set(e.batchLoss);
-    this.accuracy.set(e.batchAccuracy);
+    this.set(this.epoch, e.epoch);
+    this.set(this.loss, e.batchLoss);
+    this.set(this.accuracy, e.batchAccuracy);
     this.phase.step.observe(e.ms / 1000);
     this.phase.compute.observe(e.computeMs / 1000);
     this.phase.communication.observe(Math.max(0, e.commMs) / 1000);
@@ -88,9 +91,19 @@ export class RunMetrics {
   }
 
   onEpochEnd(r: EpochRecord): void {
-    this.valLoss.set(r.val_loss);
-    this.valAccuracy.set(r.val_accuracy);
+    this.set(this.valLoss, r.val_loss);
+    this.set(this.valAccuracy, r.val_accuracy);
   }
+
+  /** Sets a gauge made by `measured`, exposing it from its first value on. */
+  private set(g: Gauge, value: number): void {
+    if (!this.exposed.has(g)) {
+      this.registry.registerMetric(g);
+      this.exposed.add(g);
+    }
+    g.set(value);
+  }
+  private readonly exposed = new Set<Gauge>();
 
   onMembership(e: MembershipEvent, liveWorkers: number): void {
     this.membership.inc({ kind: e.kind });
