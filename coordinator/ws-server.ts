@@ -125,9 +125,13 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
     refuseUpgrade(socket, status, message, retryAfterMs === undefined ? undefined : Math.ceil(retryAfterMs / 1000));
   };
 
+  // Once the run is over (close() called), nobody new is welcomed into it: a worker arriving in the
+  // server's last moments is told to come back later (503), not joined and cut off.
+  let closing = false;
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy()); // a reset before the upgrade completes is not ours to report
     const address = request.socket.remoteAddress ?? 'unknown';
+    if (closing) return refuse(socket, address, 503, 'connection_refused', 'DTRAIN_ERR_CLOSING', 'The coordinator is stopping: this run takes no more workers.', 5000);
     const coolDown = Math.max(authStrikes.coolDownLeft(address), evictionStrikes.coolDownLeft(address));
     if (coolDown > 0) return refuse(socket, address, 429, 'connection_refused', 'DTRAIN_ERR_COOL_DOWN', `Too many failures from ${address}: try again in ${Math.ceil(coolDown / 1000)} s.`, coolDown);
     if (connections.size >= admission.maxWorkers) return refuse(socket, address, 503, 'connection_refused', 'DTRAIN_ERR_FULL', `The coordinator already has ${connections.size} workers (--max-workers ${admission.maxWorkers}).`, 5000);
@@ -166,6 +170,7 @@ export async function startWsServer(membership: Membership, opts: WsServerOption
     httpServer: server,
     close: (why) =>
       new Promise<void>((resolve) => {
+        closing = true;
         for (const c of connections) {
           if (why === 'finished') c.close(CLOSE_CODES.finished, 'training finished');
           else c.close(CLOSE_CODES.goingAway, 'coordinator shutting down');
