@@ -23,7 +23,7 @@ function handle(id: string): WorkerHandle {
   return { id, name: `name-${id}`, backend: 'wasm', weightsVersion: -1, run: () => new Promise(() => {}), close: () => {} };
 }
 
-const trainer = { parameters: { total: 62_006, trainable: 62_006, nonTrainable: 0 } };
+const trainer = { parameters: { total: 62_006, trainable: 62_006, nonTrainable: 0 }, currentPosition: { epoch: 1, sampleOffset: 0, globalStep: 243, epochLossSum: 0, epochCorrect: 0, epochSamples: 0, epochSeconds: 0 } };
 
 describe('RunMonitor', () => {
   it('follows the membership into the status and the workers gauge', async () => {
@@ -48,8 +48,11 @@ describe('RunMonitor', () => {
     await writeFile(join(out, 'history.json'), JSON.stringify({ model: 'lenet', epochs: [epochRecord({ epoch: 1 }), epochRecord({ epoch: 2 })] }));
     await monitor.attach(new Membership(silentLogger()), trainer, false);
     expect(monitor.state.snapshot().history.epochs).toEqual([]);
+    expect(monitor.state.snapshot().events.map((e) => e.kind)).not.toContain('resumed');
     await monitor.attach(new Membership(silentLogger()), trainer, true);
     expect(monitor.state.snapshot().history.epochs.map((e) => e.epoch)).toEqual([1, 2]);
+    // Its step curves begin at the checkpoint: the events say where it resumed.
+    expect(monitor.state.snapshot().events.find((e) => e.kind === 'resumed')?.text).toBe('resumed from the checkpoint at step 243 (epoch 2)');
   });
 
   it('publishes the test result and predictions.png as a data: URL when the run finishes, then calls afterFinished', async () => {

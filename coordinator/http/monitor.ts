@@ -38,8 +38,9 @@ export class RunMonitor {
   };
 
   /** Called by the job once the trainer has resumed (if it did), before any worker starts. */
-  async attach(membership: Membership, trainer: Pick<Trainer, 'parameters'>, resumed: boolean): Promise<void> {
+  async attach(membership: Membership, trainer: Pick<Trainer, 'parameters' | 'currentPosition'>, resumed: boolean): Promise<void> {
     this.state.parameters = trainer.parameters.total;
+    if (resumed) this.state.onResumed(trainer.currentPosition.globalStep, trainer.currentPosition.epoch + 1);
     // A resumed run's curves start where the run did: history.json is written at every epoch end.
     if (resumed) try {
       const history = parseHistory(JSON.parse(await readFile(join(this.out, HISTORY_FILE), 'utf8')));

@@ -109,6 +109,11 @@ export class RunState {
     this.epochs.splice(0, this.epochs.length, ...epochs);
   }
 
+  /** The run continues a checkpoint: said in the events, since its step curves begin there. */
+  onResumed(step: number, epoch: number): void {
+    this.addEvent('resumed', `resumed from the checkpoint at step ${step} (epoch ${epoch})`);
+  }
+
   onStep(e: StepEvent): void {
     this.run.state = 'training';
     const point: StepPoint = {
