@@ -57,7 +57,7 @@ export interface TrainConfig {
   learningRate: number;
   out: string;
   resume: boolean;
-  /** A fresh run may replace the run `out` holds (coordinator/run-files.ts, settleEarlierRun). */
+  /** A fresh run may replace the run `out` holds (coordinator/earlier-run.ts, clearEarlierRun). */
   overwrite?: boolean;
   /** Also checkpoint every N steps (0: only at each epoch end). */
   checkpointEvery: number;

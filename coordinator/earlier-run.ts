@@ -44,8 +44,10 @@ export function refuseEarlierRun(dir: string, how: { resume: boolean; overwrite:
  * Only a folder that holds a run is cleared; a checkpoint/ folder that is not ours stays.
  */
 export function clearEarlierRun(dir: string, how: { resume: boolean; overwrite: boolean }): string[] {
-  if (how.resume || !how.overwrite || earlierRunMarkers(dir).length === 0) return [];
-  const ours = RUN_FILES.filter((f) => (f === CHECKPOINT_DIR ? existsSync(join(dir, CHECKPOINT_DIR, CHECKPOINT_FILE)) : existsSync(join(dir, f))));
+  if (how.resume || !how.overwrite) return [];
+  const markers = earlierRunMarkers(dir);
+  if (markers.length === 0) return [];
+  const ours = RUN_FILES.filter((f) => (f === CHECKPOINT_DIR ? markers.includes(CHECKPOINT_DIR) : existsSync(join(dir, f))));
   for (const f of ours) rmSync(join(dir, f), { recursive: true, force: true });
   return ours;
 }
@@ -61,9 +63,15 @@ const RESUME_FLAGS = [
   ['reduceGrain', '--reduce-grain'],
 ] as const;
 
-/** `--flag value`, or `no --flag` for a value left unset (a grain of 0 is unset too). */
+/** A flag's value as set, or undefined where it was left unset (a grain of 0 is unset too). */
+function setValue(flag: string, value: unknown): unknown {
+  return value === null || (flag === '--reduce-grain' && value === 0) ? undefined : value;
+}
+
+/** `--flag value`, or `no --flag` for a value left unset. */
 function flagText(flag: string, value: unknown): string {
-  return value === undefined || value === null || (flag === '--reduce-grain' && value === 0) ? `no ${flag}` : `${flag} ${String(value)}`;
+  const v = setValue(flag, value);
+  return v === undefined ? `no ${flag}` : `${flag} ${String(v)}`;
 }
 
 /**
@@ -83,11 +91,11 @@ export function checkResumeFlags(config: TrainConfig): string[] {
   } catch {
     return []; // the trainer's load says what is wrong with it
   }
-  const differ = RESUME_FLAGS.filter(([key]) => (saved[key] ?? (key === 'reduceGrain' ? 0 : undefined)) !== (config[key] ?? (key === 'reduceGrain' ? 0 : undefined)));
+  const differ = RESUME_FLAGS.filter(([key, flag]) => setValue(flag, saved[key]) !== setValue(flag, config[key]));
   if (differ.length > 0) {
     const theirs = differ.map(([key, flag]) => flagText(flag, saved[key])).join(', ');
     const ours = differ.map(([key, flag]) => flagText(flag, config[key])).join(', ');
-    const add = differ.filter(([key]) => saved[key] !== undefined && !(key === 'reduceGrain' && saved[key] === 0)).map(([key, flag]) => `${flag} ${String(saved[key])}`);
+    const add = differ.filter(([key, flag]) => setValue(flag, saved[key]) !== undefined).map(([key, flag]) => flagText(flag, saved[key]));
     throw new ConfigError(`Cannot resume ${config.out}: it was trained with ${theirs}, and this run has ${ours}.${add.length > 0 ? ` Resume with ${add.join(' ')}.` : ''}`);
   }
   const notes: string[] = [];

@@ -59,23 +59,9 @@ export function compareRegularization(runs: readonly RunSummary[]): Regularizati
     return { verdict: 'undecided', sentences };
   }
 
-  if (b.steps !== undefined && b.steps < BN_WARM_STEPS) {
-    sentences.push(
-      `${b.label} took only ${b.steps} steps: its BatchNorm moving statistics (momentum 0.99) need about ${BN_WARM_STEPS} to catch up with its weights, so its validation accuracy (${percent(b.bestValAccuracy)} at best, against ${percent(b.history.at(-1)?.accuracy ?? Number.NaN)} in training) understates the model and its gap measures that, not overfitting. This report draws no verdict; train it for more steps and compare again.`,
-    );
-    sentences.push(...caveats(d, b));
-    return { verdict: 'undecided', sentences };
-  }
-
-  // A run that never left chance on held-out data (a very short cnn-bn run, whose moving statistics
-  // have not caught up) has a gap that measures that, not overfitting: no verdict rests on it.
-  const atChance = [d, b].filter((r) => !(r.bestValAccuracy >= CHANCE_ACCURACY + ABOVE_CHANCE));
-  if (atChance.length > 0) {
-    const facts = atChance.map((r) => `${r.label} peaked at ${percent(r.bestValAccuracy)}`).join(' and ');
-    sentences.push(
-      `${facts} on validation, within ${points(ABOVE_CHANCE)} of chance (${percent(CHANCE_ACCURACY)}): a gap against that measures a model that has not learned to generalize yet (a very short run, or for ${BATCH_NORM_MODEL} moving statistics that have not caught up), not overfitting, so this report draws no verdict. Train longer and compare again.`,
-    );
-    sentences.push(...caveats(d, b));
+  const unmeasurable = gapMeasuresNoOverfitting(d, b);
+  if (unmeasurable !== undefined) {
+    sentences.push(unmeasurable, ...caveats(d, b));
     return { verdict: 'undecided', sentences };
   }
 
@@ -135,6 +121,21 @@ export function compareRegularization(runs: readonly RunSummary[]): Regularizati
   }
   sentences.push(...caveats(d, b));
   return { verdict: winner === undefined ? 'undecided' : winner === 'dropout' ? 'dropout' : 'batch-normalization', sentences };
+}
+
+/**
+ * Why the runs' gaps cannot tell overfitting apart, where they cannot: a cnn-bn run too short for
+ * its moving statistics, or a run that never left chance on held-out data. Either way the gap
+ * measures a model that has not generalized yet, and the report draws no verdict.
+ */
+function gapMeasuresNoOverfitting(d: RunSummary, b: RunSummary): string | undefined {
+  if (b.steps !== undefined && b.steps < BN_WARM_STEPS) {
+    return `${b.label} took only ${b.steps} steps: its BatchNorm moving statistics (momentum 0.99) need about ${BN_WARM_STEPS} to catch up with its weights, so its validation accuracy (${percent(b.bestValAccuracy)} at best, against ${percent(b.history.at(-1)?.accuracy ?? Number.NaN)} in training) understates the model and its gap measures that, not overfitting. This report draws no verdict; train it for more steps and compare again.`;
+  }
+  const atChance = [d, b].filter((r) => !(r.bestValAccuracy >= CHANCE_ACCURACY + ABOVE_CHANCE));
+  if (atChance.length === 0) return undefined;
+  const facts = atChance.map((r) => `${r.label} peaked at ${percent(r.bestValAccuracy)}`).join(' and ');
+  return `${facts} on validation, within ${points(ABOVE_CHANCE)} of chance (${percent(CHANCE_ACCURACY)}): a gap against that measures a model that has not learned to generalize yet (a very short run, or for ${BATCH_NORM_MODEL} moving statistics that have not caught up), not overfitting, so this report draws no verdict. Train longer and compare again.`;
 }
 
 /** "3.2 points above" or, where validation accuracy is the higher, "1.5 points below". */

@@ -187,7 +187,8 @@ export function registerTrainCommand(program: Command): void {
     const signal = shutdownSignal(log);
     log.info({ event: 'run_started', model: config.model, epochs: config.epochs, batchSize: config.batchSize, workers, workersReason: threadChoice?.reason ?? '--workers', dataset: config.dataset, out: config.out, ...gcMode(), ...keepFreedMemory() }, `training ${config.model} with ${workers} worker thread(s) into ${config.out}${threadChoice ? ` (${threadChoice.reason})` : ''}`);
     warnGcMode(log);
-    if (workers > availableParallelism()) log.warn({ event: 'threads_oversubscribed', workers, cores: availableParallelism() }, `--workers ${workers} on ${availableParallelism()} cores: the threads share cores, so start-up and every step are slower than with ${availableParallelism()}`);
+    const cores = availableParallelism();
+    if (workers > cores) log.warn({ event: 'threads_oversubscribed', workers, cores }, `--workers ${workers} on ${cores} cores: the threads share cores, so start-up and every step are slower than with ${cores}`);
     const progress = tty ? new EpochProgress(config.epochs) : undefined;
     const web = flags.port === undefined ? undefined : createRunWeb(config, 'threads', log);
     if (web) logDashboardUrl(log, flags.host, await web.frontend.listen(flags.port!, flags.host));
